@@ -1,0 +1,74 @@
+// The engine's arithmetic: block formats and the kernels that consume them.
+//
+// Every kernel exists once per instruction set (scalar reference, AVX2, AVX-512 VNNI, NEON,
+// NEON dot-product) behind one dispatch point, `sage::kernels::active()`. Every path produces
+// bit-identical results to the scalar reference: integer block sums are exact, and the f32
+// arithmetic that follows is done in the canonical order documented beside each kernel (the
+// build disables FMA contraction so the compiler cannot reorder it either). This is what lets
+// the same seed give the same tokens on x86 and on a Raspberry Pi.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sage::kernels {
+
+// Q8_0: 32 int8 values sharing one f32 scale; value = scale * q. A row of n values is stored as
+// ceil(n / 32) blocks, the last one zero-padded. The scale is f32 (not f16) so that quantization
+// is exact to reproduce in numpy and needs no half-precision conversion on the Cortex-A72.
+constexpr int kBlockSize = 32;
+struct BlockQ8_0 {
+    float scale;
+    int8_t q[kBlockSize];
+};
+static_assert(sizeof(BlockQ8_0) == 36, "BlockQ8_0 must be 4 + 32 bytes (docs/format.md)");
+
+// Q4: 32 signed 4-bit values in [-8, 7] sharing one f32 scale; value = scale * q. Byte i holds
+// element 2i in its low nibble and element 2i+1 in its high nibble, each stored as q + 8.
+struct BlockQ4 {
+    float scale;
+    uint8_t q[kBlockSize / 2];
+};
+static_assert(sizeof(BlockQ4) == 20, "BlockQ4 must be 4 + 16 bytes (docs/format.md)");
+
+inline int64_t blocks_per_row(int64_t n) { return (n + kBlockSize - 1) / kBlockSize; }
+
+// One instruction set's implementation of every kernel.
+struct KernelTable {
+    const char* name;  // "scalar", "avx2", "avx512vnni", "neon", "neondot"
+
+    // x[n] -> y[blocks_per_row(n)]: amax = max|x|, scale = amax / 127, inv = scale ? 1 / scale : 0,
+    // q = round-half-even(x * inv) clamped to [-127, 127]. Identical to sage_edge.quant (numpy).
+    void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
+
+    // Exact int32 sums of q_a * q_b, one per block: sums[b] = sum_i a[b].q[i] * b[b].q[i].
+    void (*dot_q8_0_block_sums)(const BlockQ8_0* a, const BlockQ8_0* b, int32_t* sums,
+                                int64_t n_blocks);
+
+    // y[r] = sum over blocks b, in order, of (w[r][b].scale * x[b].scale) * float(isum_rb), with
+    // an f32 accumulator starting at 0 (see kernels_scalar.cpp for the canonical order).
+    void (*matvec_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
+                        int64_t cols);
+
+    // The same for 4-bit weights against Q8_0 activations.
+    void (*matvec_q4)(const BlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols);
+
+    // y[r] = dot(w[r], x) in f32, accumulated in the canonical 16-lane order of kernels_scalar.cpp.
+    void (*matvec_f32)(const float* w, const float* x, float* y, int64_t rows, int64_t cols);
+};
+
+// The table the engine uses: chosen once from the CPU's features, or forced by the environment
+// variable SAGE_EDGE_KERNEL=scalar|avx2|avx512vnni|neon|neondot. Forcing a path the CPU cannot run
+// (or an unknown name) is an error reported by `select_error()`; `active()` then falls back to
+// nothing and must not be used — callers check `select_error()` first.
+const KernelTable& active();
+const char* select_error();  // nullptr when the selection succeeded
+
+// Every path compiled into this binary that this CPU can run, scalar first.
+int available(const KernelTable** out, int max_out);
+const KernelTable* find(const char* name);  // nullptr if unknown or not runnable here
+
+// Human-readable CPU features relevant to the dispatch, e.g. "avx2 fma avx512f avx512bw avx512vnni".
+const char* cpu_features();
+
+}  // namespace sage::kernels

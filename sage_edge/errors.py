@@ -1,0 +1,17 @@
+"""The exceptions sage-edge raises for problems with its inputs.
+
+Bad argument values (a negative temperature, a program outside 0..127) raise ``ValueError``;
+problems with files a user hands us raise a ``SageError`` subclass naming the file and the reason.
+"""
+
+
+class SageError(Exception):
+    """Base class of every sage-edge error about an input file."""
+
+
+class ModelFormatError(SageError):
+    """A ``.sage`` model file is missing, truncated, corrupted or of an unsupported version."""
+
+
+class MidiInputError(SageError):
+    """A MIDI file (or score) cannot be read or holds nothing to tokenize."""
