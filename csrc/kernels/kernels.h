@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace sage::kernels {
 
@@ -31,7 +32,9 @@ struct BlockQ4 {
 };
 static_assert(sizeof(BlockQ4) == 20, "BlockQ4 must be 4 + 16 bytes (docs/format.md)");
 
-inline int64_t blocks_per_row(int64_t n) { return (n + kBlockSize - 1) / kBlockSize; }
+inline int64_t blocks_per_row(int64_t n) {
+    return (n + kBlockSize - 1) / kBlockSize;
+}
 
 // One instruction set's implementation of every kernel.
 struct KernelTable {
@@ -57,18 +60,28 @@ struct KernelTable {
     void (*matvec_f32)(const float* w, const float* x, float* y, int64_t rows, int64_t cols);
 };
 
-// The table the engine uses: chosen once from the CPU's features, or forced by the environment
-// variable SAGE_EDGE_KERNEL=scalar|avx2|avx512vnni|neon|neondot. Forcing a path the CPU cannot run
-// (or an unknown name) is an error reported by `select_error()`; `active()` then falls back to
-// nothing and must not be used — callers check `select_error()` first.
+// The table the engine uses: chosen once (thread-safe) from the CPU's features, or forced by the
+// environment variable SAGE_EDGE_KERNEL=scalar|avx2|avx512vnni|neon|neondot. Forcing a path the
+// CPU cannot run (or an unknown name) is an error reported by `select_error()`, e.g.
+// "SAGE_EDGE_KERNEL=neon: not available on this CPU (available: scalar, avx2, avx512vnni)";
+// `active()` then has nothing to return and must not be used — callers check `select_error()`
+// first, or use `try_active()`. (Calling `active()` anyway prints the error and aborts.)
 const KernelTable& active();
-const char* select_error();  // nullptr when the selection succeeded
+const char* select_error();       // nullptr when the selection succeeded
+const KernelTable* try_active();  // the active table, or nullptr when select_error() is set
 
-// Every path compiled into this binary that this CPU can run, scalar first.
+// The selection rule behind active(), without the environment: `forced` is a SAGE_EDGE_KERNEL
+// value (nullptr or "" picks the best path this CPU runs). Returns nullptr on an unknown or
+// unavailable name and, if `error` is not null, stores the message select_error() would give.
+const KernelTable* choose(const char* forced, std::string* error);
+
+// Writes the paths compiled into this binary that this CPU can run to out[0..), scalar first and
+// best last, at most max_out of them; returns how many it wrote.
 int available(const KernelTable** out, int max_out);
 const KernelTable* find(const char* name);  // nullptr if unknown or not runnable here
 
-// Human-readable CPU features relevant to the dispatch, e.g. "avx2 fma avx512f avx512bw avx512vnni".
+// Human-readable CPU features relevant to the dispatch, e.g. "avx2 fma avx512f avx512bw
+// avx512vnni".
 const char* cpu_features();
 
 }  // namespace sage::kernels

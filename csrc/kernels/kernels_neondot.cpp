@@ -1,0 +1,10 @@
+// NEON kernels with the ARMv8.2 dot-product extension (Cortex-A76): int8 products with
+// vdotq_s32. This file alone is compiled with -march=armv8.2-a+dotprod.
+#define SAGE_NEON_DOT 1
+#include "kernels_neon_impl.h"
+
+namespace sage::kernels {
+const KernelTable kNeonDotTable = {
+    "neondot", quantize_row_q8_0, dot_q8_0_block_sums, matvec_q8_0, matvec_q4, matvec_f32,
+};
+}  // namespace sage::kernels

@@ -1,0 +1,131 @@
+// The scalar reference: the definition of every kernel's result. Every other path must reproduce
+// these bits exactly, so the f32 order of operations below is the canonical one.
+//
+// Canonical orders (all f32 arithmetic is IEEE binary32, round-to-nearest-even, no FMA: a product
+// is rounded before it is added):
+//
+// quantize_row_q8_0, per block of 32 (the last one zero-padded):
+//     amax  = max over the block of |x|                  (exact, order-free)
+//     scale = amax / 127.0f
+//     inv   = scale != 0 ? 1.0f / scale : 0.0f
+//     q[i]  = clamp(round_half_even(x[i] * inv), -127, 127); padding elements get q = 0.
+//   Inputs must be finite (a NaN or an infinity gives an unspecified block).
+//
+// dot_q8_0_block_sums: exact int32 sums of 32 products (|sum| <= 32 * 127 * 127 < 2^24).
+//
+// matvec_q8_0 / matvec_q4, per row r, blocks b = 0, 1, ... in order:
+//     acc = 0.0f
+//     acc = acc + (w[r][b].scale * x[b].scale) * (float)isum[r][b]
+//   isum is exact and below 2^24 in magnitude, so (float)isum is exact too. Weight q values must
+//   lie in [-127, 127] (q8_0) as the format requires.
+//
+// matvec_f32, per row: sixteen lanes; lane i accumulates, in increasing j, the products
+// w[j] * x[j] of every j with j % 16 == i (acc_i = acc_i + w[j] * x[j], starting at 0.0f). The
+// lanes are then reduced by halving:
+//     s8[i] = acc[i] + acc[i + 8]  (i < 8)
+//     s4[i] = s8[i]  + s8[i + 4]   (i < 4)
+//     s2[i] = s4[i]  + s4[i + 2]   (i < 2)
+//     y     = s2[0]  + s2[1]
+//   A SIMD path may pad the tail with w = x = 0: 0 * 0 = +0 and acc + (+0) == acc for every acc
+//   these sums can produce (they never produce -0), so the bits do not change.
+#include <cmath>
+#include <cstdlib>
+
+#include "kernels_internal.h"
+
+namespace sage::kernels {
+namespace {
+
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+    const int64_t nb = blocks_per_row(n);
+    for (int64_t b = 0; b < nb; ++b) {
+        const int64_t start = b * kBlockSize;
+        const int64_t len = n - start < kBlockSize ? n - start : kBlockSize;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < len; ++i) {
+            const float a = std::fabs(x[start + i]);
+            if (a > amax) amax = a;
+        }
+        const float scale = amax / 127.0f;
+        const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        y[b].scale = scale;
+        for (int64_t i = 0; i < kBlockSize; ++i) {
+            int q = 0;
+            if (i < len) {
+                // std::nearbyint rounds half to even in the default rounding mode.
+                const float r = std::nearbyint(x[start + i] * inv);
+                q = r > 127.0f ? 127 : (r < -127.0f ? -127 : static_cast<int>(r));
+            }
+            y[b].q[i] = static_cast<int8_t>(q);
+        }
+    }
+}
+
+int32_t block_sum_q8(const BlockQ8_0& a, const BlockQ8_0& b) {
+    int32_t s = 0;
+    for (int i = 0; i < kBlockSize; ++i) s += int32_t{a.q[i]} * int32_t{b.q[i]};
+    return s;
+}
+
+int32_t block_sum_q4(const BlockQ4& w, const BlockQ8_0& x) {
+    int32_t s = 0;
+    for (int i = 0; i < kBlockSize / 2; ++i) {
+        const int32_t lo = int32_t{w.q[i] & 0x0F} - 8;
+        const int32_t hi = int32_t{w.q[i] >> 4} - 8;
+        s += lo * int32_t{x.q[2 * i]} + hi * int32_t{x.q[2 * i + 1]};
+    }
+    return s;
+}
+
+void dot_q8_0_block_sums(const BlockQ8_0* a, const BlockQ8_0* b, int32_t* sums, int64_t n_blocks) {
+    for (int64_t i = 0; i < n_blocks; ++i) sums[i] = block_sum_q8(a[i], b[i]);
+}
+
+void matvec_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        const BlockQ8_0* wr = w + r * nb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            const float s = wr[b].scale * x[b].scale;
+            acc = acc + s * static_cast<float>(block_sum_q8(wr[b], x[b]));
+        }
+        y[r] = acc;
+    }
+}
+
+void matvec_q4(const BlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        const BlockQ4* wr = w + r * nb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            const float s = wr[b].scale * x[b].scale;
+            acc = acc + s * static_cast<float>(block_sum_q4(wr[b], x[b]));
+        }
+        y[r] = acc;
+    }
+}
+
+void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* wr = w + r * cols;
+        float acc[16] = {};
+        for (int64_t j = 0; j < cols; ++j) {
+            const float p = wr[j] * x[j];
+            acc[j % 16] = acc[j % 16] + p;
+        }
+        for (int i = 0; i < 8; ++i) acc[i] = acc[i] + acc[i + 8];
+        for (int i = 0; i < 4; ++i) acc[i] = acc[i] + acc[i + 4];
+        for (int i = 0; i < 2; ++i) acc[i] = acc[i] + acc[i + 2];
+        y[r] = acc[0] + acc[1];
+    }
+}
+
+}  // namespace
+
+const KernelTable kScalarTable = {
+    "scalar", quantize_row_q8_0, dot_q8_0_block_sums, matvec_q8_0, matvec_q4, matvec_f32,
+};
+
+}  // namespace sage::kernels

@@ -1,0 +1,391 @@
+// Every kernel path this CPU runs against the scalar reference: identical integer block sums and
+// bit-identical f32 results (memcmp), over random shapes with ragged tails, extremes, zero scales
+// and empty rows; plus the dispatch rules.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "testing.h"
+
+namespace k = sage::kernels;
+
+namespace {
+
+// A small deterministic generator (the same numbers on every platform and standard library).
+struct Rng {
+    uint64_t s;
+    explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+    uint64_t next() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    }
+    int64_t range(int64_t lo, int64_t hi) {  // inclusive
+        return lo + static_cast<int64_t>(next() % static_cast<uint64_t>(hi - lo + 1));
+    }
+    float uniform(float lo, float hi) {
+        return lo + (hi - lo) * static_cast<float>(next() >> 40) / static_cast<float>(1 << 24);
+    }
+};
+
+std::vector<const k::KernelTable*> paths() {
+    const k::KernelTable* t[16];
+    const int n = k::available(t, 16);
+    return std::vector<const k::KernelTable*>(t, t + n);
+}
+
+const k::KernelTable& scalar() {
+    return *k::find("scalar");
+}
+
+int64_t random_cols(Rng& rng) {
+    switch (rng.range(0, 5)) {
+        case 0:
+            return rng.range(0, 3);
+        case 1:
+            return 32 * rng.range(1, 34);  // whole blocks
+        case 2:
+            return 32 * rng.range(0, 34) + 1;  // one element into a new block
+        default:
+            return rng.range(0, 1100);
+    }
+}
+
+// A row of floats in one of several regimes: ordinary, wide range, zero blocks, integer ties.
+std::vector<float> random_floats(Rng& rng, int64_t n) {
+    std::vector<float> x(static_cast<size_t>(n));
+    const int mode = static_cast<int>(rng.range(0, 4));
+    const float mag = std::ldexp(1.0f, static_cast<int>(rng.range(-20, 20)));
+    for (int64_t i = 0; i < n; ++i) {
+        float v = rng.uniform(-1.0f, 1.0f) * mag;
+        if (mode == 1) v *= std::ldexp(1.0f, static_cast<int>(rng.range(-30, 30)));
+        if (mode == 2 && (i / k::kBlockSize) % 2 == 0) v = 0.0f;  // every other block all zero
+        if (mode == 3) v = static_cast<float>(rng.range(-254, 254)) * 0.5f;  // exact .5 ties
+        if (mode == 4 && i % 7 == 0) v = -v * 1000.0f;
+        x[static_cast<size_t>(i)] = v;
+    }
+    return x;
+}
+
+// Q8_0 blocks with random q (pad positions 0) and scales that include 0 and extremes.
+std::vector<k::BlockQ8_0> random_q8(Rng& rng, int64_t rows, int64_t cols) {
+    const int64_t nb = k::blocks_per_row(cols);
+    std::vector<k::BlockQ8_0> w(static_cast<size_t>(rows * nb));
+    const int mode = static_cast<int>(rng.range(0, 3));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+            k::BlockQ8_0& blk = w[static_cast<size_t>(r * nb + b)];
+            blk.scale = rng.range(0, 9) == 0 ? 0.0f : rng.uniform(-2.0f, 2.0f);
+            for (int i = 0; i < k::kBlockSize; ++i) {
+                int q = static_cast<int>(rng.range(-127, 127));
+                if (mode == 1) q = rng.range(0, 1) ? 127 : -127;  // extremes
+                if (mode == 2) q = 127;
+                if (b * k::kBlockSize + i >= cols) q = 0;
+                blk.q[i] = static_cast<int8_t>(q);
+            }
+        }
+    }
+    return w;
+}
+
+std::vector<k::BlockQ4> random_q4(Rng& rng, int64_t rows, int64_t cols) {
+    const int64_t nb = k::blocks_per_row(cols);
+    std::vector<k::BlockQ4> w(static_cast<size_t>(rows * nb));
+    const int mode = static_cast<int>(rng.range(0, 3));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+            k::BlockQ4& blk = w[static_cast<size_t>(r * nb + b)];
+            blk.scale = rng.range(0, 9) == 0 ? 0.0f : rng.uniform(-2.0f, 2.0f);
+            for (int i = 0; i < k::kBlockSize / 2; ++i) {
+                int lo = static_cast<int>(rng.range(0, 15)),
+                    hi = static_cast<int>(rng.range(0, 15));
+                if (mode == 1) lo = hi = 0;                     // q = -8 everywhere
+                if (mode == 2) lo = hi = 15;                    // q = 7 everywhere
+                if (b * k::kBlockSize + 2 * i >= cols) lo = 8;  // padding is q = 0
+                if (b * k::kBlockSize + 2 * i + 1 >= cols) hi = 8;
+                blk.q[i] = static_cast<uint8_t>(lo | (hi << 4));
+            }
+        }
+    }
+    return w;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// One digest of many kernel results over fixed inputs. The expected value was computed on x86-64
+// and must come out the same on every architecture and path: this is the cross-platform
+// bit-exactness promise (run under qemu-aarch64 in CI).
+uint64_t kernel_digest(const k::KernelTable& t) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    auto mix = [&h](const void* p, size_t n) {
+        const unsigned char* c = static_cast<const unsigned char*>(p);
+        for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+    };
+    Rng rng(11);
+    for (int trial = 0; trial < 40; ++trial) {
+        const int64_t rows = rng.range(1, 40), cols = random_cols(rng);
+        const int64_t nb = k::blocks_per_row(cols);
+        const auto wf = random_floats(rng, rows * cols);
+        const auto xf = random_floats(rng, cols);
+        std::vector<k::BlockQ8_0> w8(static_cast<size_t>(rows * nb)), x8(static_cast<size_t>(nb));
+        for (int64_t r = 0; r < rows; ++r)
+            t.quantize_row_q8_0(wf.data() + r * cols, w8.data() + r * nb, cols);
+        t.quantize_row_q8_0(xf.data(), x8.data(), cols);
+        mix(w8.data(), w8.size() * sizeof(k::BlockQ8_0));
+        mix(x8.data(), x8.size() * sizeof(k::BlockQ8_0));
+        const auto w4 = random_q4(rng, rows, cols);
+        std::vector<float> y(static_cast<size_t>(rows));
+        t.matvec_q8_0(w8.data(), x8.data(), y.data(), rows, cols);
+        mix(y.data(), y.size() * sizeof(float));
+        t.matvec_q4(w4.data(), x8.data(), y.data(), rows, cols);
+        mix(y.data(), y.size() * sizeof(float));
+        t.matvec_f32(wf.data(), xf.data(), y.data(), rows, cols);
+        mix(y.data(), y.size() * sizeof(float));
+    }
+    return h;
+}
+
+}  // namespace
+
+TEST(scalar_quantize_hand_example) {
+    // amax = 254 -> scale = 2, inv = 0.5: ties round to even, the clamp holds at +-127.
+    const float x[10] = {254.0f, -254.0f, 3.0f, 5.0f, -1.0f, -3.0f, 1.0f, 7.0f, 0.0f, 100.2f};
+    const int8_t want[10] = {127, -127, 2, 2, 0, -2, 0, 4, 0, 50};
+    k::BlockQ8_0 y[2];
+    std::memset(y, 0x55, sizeof(y));
+    scalar().quantize_row_q8_0(x, y, 10);
+    CHECK_EQ(y[0].scale, 2.0f);
+    for (int i = 0; i < 10; ++i) CHECK_EQ(int{y[0].q[i]}, int{want[i]});
+    for (int i = 10; i < k::kBlockSize; ++i) CHECK_EQ(int{y[0].q[i]}, 0);  // zero padding
+    CHECK_EQ(int{y[1].q[0]}, 0x55);                                        // one block only
+
+    // An all-zero block: scale 0, every q 0.
+    const float z[3] = {0.0f, -0.0f, 0.0f};
+    scalar().quantize_row_q8_0(z, y, 3);
+    CHECK_EQ(y[0].scale, 0.0f);
+    for (int i = 0; i < k::kBlockSize; ++i) CHECK_EQ(int{y[0].q[i]}, 0);
+}
+
+TEST(scalar_matvec_matches_definition) {
+    Rng rng(7);
+    const int64_t rows = 5, cols = 70, nb = k::blocks_per_row(cols);
+    const auto w = random_q8(rng, rows, cols);
+    const auto x = random_q8(rng, 1, cols);
+    std::vector<float> y(rows);
+    scalar().matvec_q8_0(w.data(), x.data(), y.data(), rows, cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int32_t s = 0;
+            for (int i = 0; i < k::kBlockSize; ++i) s += w[r * nb + b].q[i] * x[b].q[i];
+            const float sc = w[r * nb + b].scale * x[b].scale;
+            acc = acc + sc * static_cast<float>(s);
+        }
+        CHECK_EQ(y[r], acc);
+    }
+}
+
+TEST(quantize_row_identical_on_every_path) {
+    Rng rng(1);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 300; ++trial) {
+            const int64_t n = random_cols(rng);
+            const auto x = random_floats(rng, n);
+            const size_t nb = static_cast<size_t>(k::blocks_per_row(n));
+            std::vector<k::BlockQ8_0> a(nb + 1), b(nb + 1);
+            std::memset(a.data(), 0x5A, a.size() * sizeof(k::BlockQ8_0));
+            std::memset(b.data(), 0x5A, b.size() * sizeof(k::BlockQ8_0));
+            scalar().quantize_row_q8_0(x.data(), a.data(), n);
+            p->quantize_row_q8_0(x.data(), b.data(), n);
+            const bool same = std::memcmp(a.data(), b.data(), a.size() * sizeof(k::BlockQ8_0)) == 0;
+            if (!same) std::fprintf(stderr, "path %s, n = %lld\n", p->name, (long long)n);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(block_sums_identical_on_every_path) {
+    Rng rng(2);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 100; ++trial) {
+            const int64_t cols = random_cols(rng), nb = k::blocks_per_row(cols);
+            const auto a = random_q8(rng, 1, cols);
+            const auto b = random_q8(rng, 1, cols);
+            std::vector<int32_t> s0(static_cast<size_t>(nb) + 1, 7), s1(s0);
+            scalar().dot_q8_0_block_sums(a.data(), b.data(), s0.data(), nb);
+            p->dot_q8_0_block_sums(a.data(), b.data(), s1.data(), nb);
+            CHECK(s0 == s1);
+        }
+        // The extremes: 32 * 127 * 127 and its negative.
+        k::BlockQ8_0 a[2], b[2];
+        for (int i = 0; i < k::kBlockSize; ++i) {
+            a[0].q[i] = 127, b[0].q[i] = 127;
+            a[1].q[i] = -127, b[1].q[i] = 127;
+        }
+        int32_t s[2];
+        p->dot_q8_0_block_sums(a, b, s, 2);
+        CHECK_EQ(s[0], 32 * 127 * 127);
+        CHECK_EQ(s[1], -32 * 127 * 127);
+    }
+}
+
+TEST(matvec_q8_0_bit_identical_on_every_path) {
+    Rng rng(3);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 120; ++trial) {
+            const int64_t rows = trial < 3 ? trial : rng.range(1, 70);
+            const int64_t cols = trial == 3 ? 0 : (trial == 4 ? 1 : random_cols(rng));
+            const auto w = random_q8(rng, rows, cols);
+            const auto x = random_q8(rng, 1, cols);
+            std::vector<float> y0(static_cast<size_t>(rows) + 1, NAN), y1(y0);
+            scalar().matvec_q8_0(w.data(), x.data(), y0.data(), rows, cols);
+            p->matvec_q8_0(w.data(), x.data(), y1.data(), rows, cols);
+            CHECK(std::isnan(y1.back()));  // nothing written past the last row
+            y0.pop_back(), y1.pop_back();
+            const bool same = same_bits(y0, y1);
+            if (!same)
+                std::fprintf(stderr, "path %s, %lldx%lld\n", p->name, (long long)rows,
+                             (long long)cols);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(matvec_q4_bit_identical_on_every_path) {
+    Rng rng(4);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 120; ++trial) {
+            const int64_t rows = trial < 3 ? trial : rng.range(1, 70);
+            const int64_t cols = trial == 3 ? 0 : (trial == 4 ? 1 : random_cols(rng));
+            const auto w = random_q4(rng, rows, cols);
+            const auto x = random_q8(rng, 1, cols);
+            std::vector<float> y0(static_cast<size_t>(rows) + 1, NAN), y1(y0);
+            scalar().matvec_q4(w.data(), x.data(), y0.data(), rows, cols);
+            p->matvec_q4(w.data(), x.data(), y1.data(), rows, cols);
+            CHECK(std::isnan(y1.back()));
+            y0.pop_back(), y1.pop_back();
+            const bool same = same_bits(y0, y1);
+            if (!same)
+                std::fprintf(stderr, "path %s, %lldx%lld\n", p->name, (long long)rows,
+                             (long long)cols);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(matvec_q4_extremes_exact) {
+    // Every q = -8 against every x = 127 (and 7 against -127): sums are exact, scales 1.
+    for (const k::KernelTable* p : paths()) {
+        k::BlockQ4 w[2];
+        k::BlockQ8_0 x[1];
+        w[0].scale = w[1].scale = x[0].scale = 1.0f;
+        for (int i = 0; i < 16; ++i) w[0].q[i] = 0x00, w[1].q[i] = 0xFF;
+        for (int i = 0; i < 32; ++i) x[0].q[i] = 127;
+        float y[2];
+        p->matvec_q4(w, x, y, 2, 32);
+        CHECK_EQ(y[0], -8.0f * 127 * 32);
+        CHECK_EQ(y[1], 7.0f * 127 * 32);
+    }
+}
+
+TEST(matvec_f32_bit_identical_on_every_path) {
+    Rng rng(5);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 120; ++trial) {
+            const int64_t rows = trial < 3 ? trial : rng.range(1, 70);
+            const int64_t cols = trial == 3 ? 0 : (trial == 4 ? 1 : random_cols(rng));
+            const auto w = random_floats(rng, rows * cols);
+            const auto x = random_floats(rng, cols);
+            std::vector<float> y0(static_cast<size_t>(rows) + 1, NAN), y1(y0);
+            scalar().matvec_f32(w.data(), x.data(), y0.data(), rows, cols);
+            p->matvec_f32(w.data(), x.data(), y1.data(), rows, cols);
+            CHECK(std::isnan(y1.back()));
+            y0.pop_back(), y1.pop_back();
+            const bool same = same_bits(y0, y1);
+            if (!same)
+                std::fprintf(stderr, "path %s, %lldx%lld\n", p->name, (long long)rows,
+                             (long long)cols);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(matvec_f32_canonical_order) {
+    // 17 elements: lane 0 gets elements 0 and 16. Values chosen so another order would differ.
+    std::vector<float> w(17, 1.0f), x(17, 0.0f);
+    x[0] = 1e8f, x[16] = -1e8f, x[8] = 1.0f, x[1] = 0.5f;
+    for (const k::KernelTable* p : paths()) {
+        float y = -1.0f;
+        p->matvec_f32(w.data(), x.data(), &y, 1, 17);
+        CHECK_EQ(y, 1.5f);  // (1e8 + -1e8) exactly 0 in lane 0, then the tree adds 1 and 0.5
+    }
+}
+
+TEST(same_digest_on_every_architecture) {
+    constexpr uint64_t kExpected = 0xf59051becb38b17bull;
+    for (const k::KernelTable* p : paths()) {
+        const uint64_t d = kernel_digest(*p);
+        if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);
+        CHECK(d == kExpected);
+    }
+}
+
+TEST(dispatch_rules) {
+    const auto all = paths();
+    CHECK(!all.empty());
+    CHECK_EQ(std::string(all.front()->name), std::string("scalar"));
+
+    std::string err;
+    const k::KernelTable* best = k::choose(nullptr, &err);
+    CHECK(best == all.back());
+    CHECK(k::choose("", &err) == all.back());
+    for (const k::KernelTable* p : all) {
+        CHECK(k::choose(p->name, &err) == p);
+        CHECK(k::find(p->name) == p);
+    }
+
+    err.clear();
+    CHECK(k::choose("bogus", &err) == nullptr);
+    CHECK(err.find("SAGE_EDGE_KERNEL=bogus: unknown kernel path (available: scalar") == 0);
+    CHECK(k::find("bogus") == nullptr);
+
+    for (const char* name : {"scalar", "avx2", "avx512vnni", "neon", "neondot"}) {
+        if (k::find(name) != nullptr) continue;
+        err.clear();
+        CHECK(k::choose(name, &err) == nullptr);
+        CHECK(err == std::string("SAGE_EDGE_KERNEL=") + name + ": not available on this CPU" +
+                         err.substr(err.find(" (available: ")));
+        std::printf("  %s\n", err.c_str());
+    }
+
+    const k::KernelTable* one[1];
+    CHECK_EQ(k::available(one, 1), 1);
+    CHECK(one[0] == all.front());
+    CHECK(k::cpu_features() != nullptr);
+    std::printf("  cpu features: %s\n", k::cpu_features());
+}
+
+TEST(dispatch_active_path) {
+    const char* forced = std::getenv("SAGE_EDGE_KERNEL");
+    const char* expect = std::getenv("SAGE_EDGE_EXPECT_KERNEL");
+    if (k::select_error() != nullptr) {
+        std::printf("  selection error: %s\n", k::select_error());
+        CHECK(forced != nullptr);  // only a forced path can fail
+        CHECK(k::try_active() == nullptr);
+        CHECK(expect == nullptr);
+        return;
+    }
+    const k::KernelTable& a = k::active();
+    CHECK(k::try_active() == &a);
+    std::printf("  active: %s\n", a.name);
+    if (forced != nullptr && forced[0] != '\0') CHECK_EQ(std::string(a.name), std::string(forced));
+    if (expect != nullptr) CHECK_EQ(std::string(a.name), std::string(expect));
+}
+
+SAGE_TEST_MAIN()
