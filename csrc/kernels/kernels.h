@@ -40,8 +40,9 @@ inline int64_t blocks_per_row(int64_t n) {
 struct KernelTable {
     const char* name;  // "scalar", "avx2", "avx512vnni", "neon", "neondot"
 
-    // x[n] -> y[blocks_per_row(n)]: amax = max|x|, scale = amax / 127, inv = scale ? 1 / scale : 0,
-    // q = round-half-even(x * inv) clamped to [-127, 127]. Identical to sage_edge.quant (numpy).
+    // x[n] -> y[blocks_per_row(n)]: amax = max|x|, scale = amax / 127, inv = 1 / scale (0 if scale
+    // is 0 or 1 / scale overflows), q = round-half-even(x * inv) clamped to [-127, 127]. Identical
+    // to sage_edge.quant (numpy).
     void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
 
     // Exact int32 sums of q_a * q_b, one per block: sums[b] = sum_i a[b].q[i] * b[b].q[i].

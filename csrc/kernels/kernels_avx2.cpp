@@ -70,7 +70,7 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
         }
         const float amax = hmax256(m);
         const float scale = amax / 127.0f;
-        const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        const float inv = inverse_scale(scale);
         y[b].scale = scale;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].q), quantize32(v, _mm256_set1_ps(inv)));
     }

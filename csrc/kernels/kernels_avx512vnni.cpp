@@ -46,7 +46,7 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
         const float amax =
             _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float scale = amax / 127.0f;
-        const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        const float inv = inverse_scale(scale);
         const __m512 iv = _mm512_set1_ps(inv);
         // cvtps rounds half to even (default MXCSR); cvtsepi32 saturates to [-128, 127].
         const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv)));

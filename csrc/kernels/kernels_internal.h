@@ -11,6 +11,15 @@
 
 namespace sage::kernels {
 
+// 1 / scale of a Q8_0 block, or 0 when the scale is 0 or so small that 1 / scale overflows:
+// such a block quantizes to zeros on every path (docs/format.md). `static` keeps one copy per
+// instruction-set file, so the linker never picks an AVX-512 copy for the scalar path.
+static inline float inverse_scale(float scale) {
+    if (scale == 0.0f) return 0.0f;
+    const float inv = 1.0f / scale;
+    return inv - inv == 0.0f ? inv : 0.0f;  // inf - inf is NaN: the overflow case
+}
+
 extern const KernelTable kScalarTable;
 #if defined(SAGE_KERNELS_HAVE_X86)
 extern const KernelTable kAvx2Table;

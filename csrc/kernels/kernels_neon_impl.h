@@ -39,7 +39,7 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
         }
         const float amax = vmaxvq_f32(m);
         const float scale = amax / 127.0f;
-        const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        const float inv = inverse_scale(scale);
         y[b].scale = scale;
         for (int h = 0; h < 2; ++h) {
             int16x8_t q16[2];

@@ -7,7 +7,7 @@
 // quantize_row_q8_0, per block of 32 (the last one zero-padded):
 //     amax  = max over the block of |x|                  (exact, order-free)
 //     scale = amax / 127.0f
-//     inv   = scale != 0 ? 1.0f / scale : 0.0f
+//     inv   = scale != 0 ? 1.0f / scale : 0.0f, and 0 when 1 / scale overflows (inverse_scale)
 //     q[i]  = clamp(round_half_even(x[i] * inv), -127, 127); padding elements get q = 0.
 //   Inputs must be finite (a NaN or an infinity gives an unspecified block).
 //
@@ -47,7 +47,7 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
             if (a > amax) amax = a;
         }
         const float scale = amax / 127.0f;
-        const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+        const float inv = inverse_scale(scale);
         y[b].scale = scale;
         for (int64_t i = 0; i < kBlockSize; ++i) {
             int q = 0;

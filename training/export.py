@@ -1,0 +1,175 @@
+"""Export a trained checkpoint to a ``.sage`` model file (docs/format.md).
+
+    python -m training.export runs/tiny/best.pt --quant q8_0 --out tiny_q8_0.sage
+
+Every matrix (the embeddings and the output projection included) is stored in the chosen dtype;
+the norms' gains and the ALiBi slopes stay f32. Prints the file size and each tensor's
+quantization error: the largest absolute error and the RMS error relative to the RMS weight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import sage_edge
+from sage_edge import format as sage_format
+from sage_edge.quant import DTYPES
+from sage_edge.tokenizer import Tokenizer
+from training.model import SageModel, load_checkpoint
+
+
+@dataclass
+class TensorError:
+    """How far a stored tensor's values are from the model's."""
+
+    dtype: str
+    max_abs: float
+    relative_rms: float  # RMS(stored − original) / RMS(original)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    file_size: int
+    errors: dict[str, TensorError]
+
+
+def model_file(
+    model: SageModel, tokenizer_json: str, quant: str, provenance: dict | None = None
+) -> sage_format.ModelFile:
+    """The ``.sage`` contents of ``model`` with its matrices stored as ``quant``."""
+    if quant not in DTYPES:
+        raise ValueError(f"quant must be one of {', '.join(DTYPES)}, not {quant!r}")
+    config = model.config
+    tokenizer = Tokenizer.from_json(tokenizer_json)
+    table = tokenizer.token_table()
+    if len(table) != config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(table)} tokens but the model's vocabulary is "
+            f"{config.vocab_size}: they were not trained together"
+        )
+    if not np.array_equal(table["family"], np.asarray(config.families)):
+        raise ValueError("the tokenizer's attribute families differ from the model's")
+
+    model_config = {k: v for k, v in config.to_dict().items() if k != "families"}
+    metadata = {
+        "tokenizer": json.loads(tokenizer_json),
+        "model": {**(provenance or {}), "config": model_config, "quantization": quant},
+    }
+    tensors = {}
+    for name, weight in model.tensors().items():
+        values = weight.detach().to("cpu").float().numpy()
+        dtype = "f32" if values.ndim == 1 else quant  # vectors are always f32
+        tensors[name] = sage_format.Tensor.from_array(values, dtype)
+    return sage_format.ModelFile(
+        vocab_size=config.vocab_size,
+        n_layers=config.n_layers,
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_kv_heads=config.n_kv_heads,
+        d_head=config.d_head,
+        d_ff=config.d_ff,
+        attention=config.attention,
+        norm_eps=config.norm_eps,
+        ticks_per_quarter=tokenizer.ticks_per_quarter,
+        horizons=tuple(config.horizons),
+        vocabulary=table,
+        metadata=metadata,
+        tensors=tensors,
+    )
+
+
+def export(
+    model: SageModel,
+    tokenizer_json: str,
+    quant: str,
+    path: str | Path,
+    provenance: dict | None = None,
+) -> ExportResult:
+    """Write ``model`` as a ``.sage`` file at ``path``; return its size and quantization errors."""
+    contents = model_file(model, tokenizer_json, quant, provenance)
+    file_size = sage_format.write(path, contents)
+    originals = {name: t.detach().to("cpu").float().numpy() for name, t in model.tensors().items()}
+    errors = {}
+    for name in contents.expected_shapes():  # the file's order
+        tensor = contents.tensors[name]
+        original = originals[name].astype(np.float64)
+        difference = tensor.dequantize().astype(np.float64) - original
+        rms = np.sqrt(np.mean(original**2))
+        errors[name] = TensorError(
+            dtype=tensor.dtype,
+            max_abs=float(np.abs(difference).max()),
+            relative_rms=float(np.sqrt(np.mean(difference**2)) / rms) if rms > 0 else 0.0,
+        )
+    return ExportResult(Path(path), file_size, errors)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def checkpoint_provenance(checkpoint: str | Path, model: SageModel) -> dict:
+    """Where a model came from: the checkpoint, its training run and the code that exported it."""
+    info = getattr(model, "checkpoint_info", {}) or {}
+    train_config = info.get("train_config") or {}
+    return {
+        "name": train_config.get("name"),
+        "checkpoint": Path(checkpoint).name,
+        "step": info.get("step"),
+        "best_valid_loss": info.get("best_valid_loss"),
+        "train_config": train_config,
+        "commit": _git_commit(),
+        "sage_edge_version": sage_edge.__version__,
+    }
+
+
+def print_report(result: ExportResult, out=None) -> None:
+    out = out or sys.stdout
+    print(f"{result.path}: {result.file_size:,} bytes", file=out)
+    width = max(len(name) for name in result.errors)
+    print(f"{'tensor':<{width}}  dtype  {'max |err|':>10}  {'rel RMS':>9}", file=out)
+    for name, err in result.errors.items():
+        print(
+            f"{name:<{width}}  {err.dtype:<5}  {err.max_abs:10.3e}  {err.relative_rms:9.3e}",
+            file=out,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("checkpoint", help="a training checkpoint (.pt)")
+    parser.add_argument("--quant", choices=DTYPES, default="q8_0", help="dtype of the matrices")
+    parser.add_argument("--out", required=True, help="the .sage file to write")
+    args = parser.parse_args(argv)
+
+    model = load_checkpoint(args.checkpoint)
+    if model.tokenizer_json is None:
+        parser.error(f"{args.checkpoint} holds no tokenizer configuration")
+    provenance = checkpoint_provenance(args.checkpoint, model)
+    result = export(model, model.tokenizer_json, args.quant, args.out, provenance)
+    print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
