@@ -1,0 +1,274 @@
+// The C API (csrc/include/sage_edge/sage_edge.h) over sage::Model and sage::Session. Every entry
+// point catches every exception: a sage::Error becomes its status, std::bad_alloc becomes
+// SAGE_ERR_MEMORY, and the message is kept for sage_last_error() on the calling thread.
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "kernels.h"
+#include "model_file.h"
+#include "sage_edge/sage_edge.h"
+#include "session.h"
+
+struct sage_model {
+    std::unique_ptr<sage::Model> model;
+};
+
+struct sage_session {
+    std::unique_ptr<sage::Session> session;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+sage_status fail(sage_status status, const std::string& message) {
+    last_error = message;
+    return status;
+}
+
+// Runs `body`, turning whatever it throws into a status code and a message.
+template <typename Body>
+sage_status guarded(Body&& body) {
+    try {
+        body();
+        return SAGE_OK;
+    } catch (const sage::Error& e) {
+        return fail(static_cast<sage_status>(e.status()), e.what());
+    } catch (const std::bad_alloc&) {
+        return fail(SAGE_ERR_MEMORY, "out of memory");
+    } catch (const std::exception& e) {
+        return fail(SAGE_ERR_STATE, std::string("internal error: ") + e.what());
+    } catch (...) {
+        return fail(SAGE_ERR_STATE, "internal error");
+    }
+}
+
+void require(const void* pointer, const char* name) {
+    if (pointer == nullptr)
+        throw sage::Error(sage::Status::Argument, std::string(name) + " is null");
+}
+
+sage::SamplingParams to_params(const sage_sampling* s) {
+    sage::SamplingParams p;
+    p.temperature = s->temperature;
+    p.top_k = s->top_k;
+    p.top_p = s->top_p;
+    p.min_p = s->min_p;
+    sage::Session::check_sampling(p);
+    return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* sage_version(void) {
+    return "0.1.0";
+}
+
+const char* sage_kernel_name(void) {
+    return sage::kernels::select_error() == nullptr ? sage::kernels::active().name : "none";
+}
+
+const char* sage_cpu_features(void) {
+    return sage::kernels::cpu_features();
+}
+
+const char* sage_last_error(void) {
+    return last_error.c_str();
+}
+
+const char* sage_status_string(sage_status status) {
+    switch (status) {
+        case SAGE_OK:
+            return "ok";
+        case SAGE_ERR_IO:
+            return "I/O error";
+        case SAGE_ERR_FORMAT:
+            return "invalid model file";
+        case SAGE_ERR_ARGUMENT:
+            return "bad argument";
+        case SAGE_ERR_MEMORY:
+            return "out of memory";
+        case SAGE_ERR_KERNEL:
+            return "kernel path not available";
+        case SAGE_ERR_STATE:
+            return "bad session state";
+    }
+    return "unknown status";
+}
+
+sage_sampling sage_sampling_default(void) {
+    return sage_sampling{1.0f, 0, 1.0f, 0.0f};
+}
+
+sage_session_options sage_session_options_default(void) {
+    return sage_session_options{0, 1};
+}
+
+sage_status sage_model_load(const char* path, sage_model** out) {
+    return guarded([&] {
+        require(path, "path");
+        require(out, "out");
+        *out = nullptr;
+        if (const char* error = sage::kernels::select_error())
+            throw sage::Error(sage::Status::Kernel, error);
+        auto model = std::make_unique<sage_model>();
+        model->model = sage::Model::load(path);
+        *out = model.release();
+    });
+}
+
+void sage_model_free(sage_model* model) {
+    delete model;
+}
+
+sage_status sage_model_get_info(const sage_model* model, sage_model_info* out) {
+    return guarded([&] {
+        require(model, "model");
+        require(out, "out");
+        const sage::Model& m = *model->model;
+        const sage::Config& c = m.config;
+        *out = sage_model_info{};
+        out->vocab_size = c.vocab_size;
+        out->n_layers = c.n_layers;
+        out->d_model = c.d_model;
+        out->n_heads = c.n_heads;
+        out->n_kv_heads = c.n_kv_heads;
+        out->d_head = c.d_head;
+        out->d_ff = c.d_ff;
+        out->n_families = c.n_families;
+        out->attention = static_cast<uint32_t>(c.attention);
+        out->quant = static_cast<uint32_t>(m.quant);
+        out->ticks_per_quarter = c.ticks_per_quarter;
+        out->parameters = m.parameters;
+        out->file_bytes = m.file_bytes;
+        out->budget = 0;
+        for (uint32_t h : m.horizons) out->budget += h;
+    });
+}
+
+sage_status sage_model_get_horizons(const sage_model* model, uint32_t* out, size_t n) {
+    return guarded([&] {
+        require(model, "model");
+        const auto& h = model->model->horizons;
+        if (n > 0) require(out, "out");
+        for (size_t i = 0; i < n && i < h.size(); ++i) out[i] = h[i];
+    });
+}
+
+sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
+                                sage_session** out) {
+    return guarded([&] {
+        require(model, "model");
+        require(out, "out");
+        *out = nullptr;
+        if (const char* error = sage::kernels::select_error())
+            throw sage::Error(sage::Status::Kernel, error);
+        const sage_session_options o = options ? *options : sage_session_options_default();
+        if (o.threads < 1 || o.threads > 256)
+            throw sage::Error(sage::Status::Argument, "threads must be in 1..256");
+        sage::SessionOptions so;
+        so.seed = o.seed;
+        so.threads = o.threads;
+        auto session = std::make_unique<sage_session>();
+        session->session =
+            std::make_unique<sage::Session>(*model->model, so, sage::kernels::active());
+        *out = session.release();
+    });
+}
+
+void sage_session_free(sage_session* session) {
+    delete session;
+}
+
+sage_status sage_session_reset(sage_session* session) {
+    return guarded([&] {
+        require(session, "session");
+        session->session->reset();
+    });
+}
+
+sage_status sage_session_set_programs(sage_session* session, const int32_t* programs, size_t n) {
+    return guarded([&] {
+        require(session, "session");
+        session->session->set_programs(programs, n);
+    });
+}
+
+sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n, float* logits,
+                              int all_logits) {
+    return guarded([&] {
+        require(session, "session");
+        session->session->feed(tokens, n, logits, all_logits != 0);
+    });
+}
+
+sage_status sage_session_sample(sage_session* session, const sage_sampling* sampling,
+                                int32_t* token) {
+    return guarded([&] {
+        require(session, "session");
+        require(sampling, "sampling");
+        require(token, "token");
+        *token = session->session->sample(to_params(sampling));
+    });
+}
+
+sage_status sage_session_generate(sage_session* session, const sage_sampling* sampling,
+                                  int32_t* tokens, size_t n) {
+    return guarded([&] {
+        require(session, "session");
+        require(sampling, "sampling");
+        session->session->generate(to_params(sampling), tokens, n);
+    });
+}
+
+uint64_t sage_session_position(const sage_session* session) {
+    return session ? session->session->position() : 0;
+}
+
+uint64_t sage_session_bars(const sage_session* session) {
+    return session ? session->session->bars() : 0;
+}
+
+sage_status sage_session_get_memory(const sage_session* session, sage_memory* out) {
+    return guarded([&] {
+        require(session, "session");
+        require(out, "out");
+        const sage::MemoryReport r = session->session->memory();
+        *out = sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
+    });
+}
+
+sage_status sage_session_pop_events(sage_session* session, sage_note_event* events, size_t capacity,
+                                    size_t* count) {
+    return guarded([&] {
+        require(session, "session");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(events, "events");
+        // Pop in small batches through a stack buffer, so nothing is allocated.
+        sage::NoteEvent batch[64];
+        while (*count < capacity) {
+            const size_t want = std::min<size_t>(64, capacity - *count);
+            const size_t got = session->session->pop_events(batch, want);
+            for (size_t i = 0; i < got; ++i) {
+                sage_note_event& e = events[*count + i];
+                e.time = batch[i].time;
+                e.duration = batch[i].duration;
+                e.pitch = batch[i].pitch;
+                e.velocity = batch[i].velocity;
+                e.program = batch[i].program;
+            }
+            *count += got;
+            if (got < want) break;
+        }
+    });
+}
+
+uint64_t sage_session_dropped_events(const sage_session* session) {
+    return session ? session->session->dropped_events() : 0;
+}
+
+}  // extern "C"

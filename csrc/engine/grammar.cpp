@@ -1,0 +1,174 @@
+#include "grammar.h"
+
+namespace sage {
+
+namespace {
+
+// num * 4 * tpq / den ticks; 4/4 for a malformed signature.
+int32_t bar_length(int32_t numerator, int32_t denominator, int ticks_per_quarter) {
+    if (numerator <= 0 || denominator <= 0) return 4 * ticks_per_quarter;
+    const int64_t ticks = int64_t{numerator} * 4 * ticks_per_quarter / denominator;
+    return ticks > 0 && ticks < INT32_MAX ? static_cast<int32_t>(ticks) : 4 * ticks_per_quarter;
+}
+
+}  // namespace
+
+Grammar::Grammar(const TokenInfo* vocab, int vocab_size, int ticks_per_quarter)
+    : vocab_(vocab), vocab_size_(vocab_size), ticks_per_quarter_(ticks_per_quarter) {
+    for (int i = 0; i < vocab_size_; ++i) {
+        const int kind = static_cast<int>(vocab_[i].kind);
+        if (kind < kNumKinds) has_kind_[kind] = true;
+    }
+    set_allowed_programs(nullptr, 0);
+    reset();
+}
+
+void Grammar::reset() {
+    after_ = After::Start;
+    bar_ticks_ = bar_length(4, 4, ticks_per_quarter_);
+    last_position_ = -1;
+    program_ = 0;
+}
+
+void Grammar::set_allowed_programs(const int32_t* programs, size_t n) {
+    program_allowed_.fill(n == 0);
+    for (size_t i = 0; i < n; ++i) {
+        if (programs[i] >= -1 && programs[i] <= 127) program_allowed_[programs[i] + 1] = true;
+    }
+}
+
+bool Grammar::any_program_allowed() const {
+    for (int i = 0; i < vocab_size_; ++i) {
+        if (vocab_[i].kind == Kind::Program && program_allowed(vocab_[i].a)) return true;
+    }
+    return false;
+}
+
+bool Grammar::program_allowed(int32_t program) const {
+    return program >= -1 && program <= 127 && program_allowed_[program + 1];
+}
+
+bool Grammar::position_allowed(int32_t ticks) const {
+    return ticks > last_position_ && ticks >= 0 && ticks < bar_ticks_;
+}
+
+bool Grammar::may_follow(const TokenInfo& token) const {
+    switch (token.kind) {
+        case Kind::Bos:
+            return after_ == After::Start || after_ == After::Eos;
+        case Kind::Eos:
+            return allow_eos_ && after_ == After::Duration;
+        case Kind::Bar:
+            switch (after_) {
+                case After::Start:
+                case After::Bos:
+                case After::Eos:
+                case After::TimeSig:
+                case After::Tempo:
+                case After::Duration:
+                    return true;
+                case After::Bar:
+                    return !has_kind_[static_cast<int>(Kind::TimeSig)];
+                default:
+                    return false;
+            }
+        case Kind::TimeSig:
+            return after_ == After::Bar;
+        case Kind::Position:
+            switch (after_) {
+                case After::Bar:
+                    return !has_kind_[static_cast<int>(Kind::TimeSig)] && position_allowed(token.a);
+                case After::TimeSig:
+                case After::Tempo:
+                case After::Duration:
+                    return position_allowed(token.a);
+                default:
+                    return false;
+            }
+        case Kind::Tempo:
+            return after_ == After::Position;
+        case Kind::Program:
+            return (after_ == After::Position || after_ == After::Tempo ||
+                    after_ == After::Duration) &&
+                   program_allowed(token.a);
+        case Kind::Pitch:
+            return after_ == After::Program &&
+                   (program_ != -1 || !has_kind_[static_cast<int>(Kind::PitchDrum)]);
+        case Kind::PitchDrum:
+            return after_ == After::Program && program_ == -1;
+        case Kind::Velocity:
+            return after_ == After::Pitch;
+        case Kind::Duration:
+            return after_ == After::Velocity ||
+                   (after_ == After::Pitch && !has_kind_[static_cast<int>(Kind::Velocity)]);
+        default:  // PAD, MASK, OTHER
+            return false;
+    }
+}
+
+void Grammar::allowed(uint8_t* mask) const {
+    bool any = false;
+    for (int i = 0; i < vocab_size_; ++i) {
+        mask[i] = may_follow(vocab_[i]) ? 1 : 0;
+        any = any || mask[i];
+    }
+    // Never a dead end (a program list that matches no Program token could cause one): a Bar,
+    // or failing that any non-special token, keeps the stream going.
+    if (!any) {
+        for (int i = 0; i < vocab_size_; ++i) {
+            mask[i] = vocab_[i].kind == Kind::Bar ? 1 : 0;
+            any = any || mask[i];
+        }
+    }
+    if (!any) {
+        for (int i = 0; i < vocab_size_; ++i) mask[i] = vocab_[i].family != Family::Special;
+    }
+}
+
+void Grammar::accept(int token) {
+    if (token < 0 || token >= vocab_size_) return;
+    const TokenInfo& info = vocab_[token];
+    switch (info.kind) {
+        case Kind::Bos:
+            reset();
+            after_ = After::Bos;
+            break;
+        case Kind::Eos:
+            reset();
+            after_ = After::Eos;
+            break;
+        case Kind::Bar:
+            after_ = After::Bar;
+            last_position_ = -1;
+            break;
+        case Kind::TimeSig:
+            after_ = After::TimeSig;
+            bar_ticks_ = bar_length(info.a, info.b, ticks_per_quarter_);
+            break;
+        case Kind::Position:
+            after_ = After::Position;
+            last_position_ = info.a;
+            break;
+        case Kind::Tempo:
+            after_ = After::Tempo;
+            break;
+        case Kind::Program:
+            after_ = After::Program;
+            program_ = info.a;
+            break;
+        case Kind::Pitch:
+        case Kind::PitchDrum:
+            after_ = After::Pitch;
+            break;
+        case Kind::Velocity:
+            after_ = After::Velocity;
+            break;
+        case Kind::Duration:
+            after_ = After::Duration;
+            break;
+        default:  // PAD, MASK, OTHER: no meaning in the stream
+            break;
+    }
+}
+
+}  // namespace sage

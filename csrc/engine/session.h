@@ -1,0 +1,131 @@
+// A generation session: the forward pass of docs/design.md over a model's mapped weights, the
+// per-layer DSMR ring memories, and the sampler, grammar and detokenizer around it.
+//
+// Everything a session uses is allocated by its constructor; feed, sample, generate and
+// pop_events allocate nothing, and a decode step costs O(sum of horizons) however long the
+// session has run.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "../kernels/kernels.h"
+#include "detokenizer.h"
+#include "grammar.h"
+#include "model_file.h"
+#include "sampler.h"
+#include "threads.h"
+
+namespace sage {
+
+struct SessionOptions {
+    uint64_t seed = 0;
+    int threads = 1;  // intra-op threads for matrix-vector products
+};
+
+struct MemoryReport {
+    uint64_t weights_bytes;     // the mapped file, plus f16 matrices widened at load
+    uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
+    uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * d_h * 2 * 4
+    uint64_t total_bytes;       // activations + kv + sampler, grammar, detokenizer, event queue
+};
+
+// One layer's DSMR memory: the keys and values of its last `horizon` positions, G·d_h floats
+// each. Position p lives in slot p mod horizon, so writing position p overwrites p − horizon,
+// the first position the window (p − horizon, p] no longer contains.
+struct RingMemory {
+    int64_t horizon = 0;
+    int64_t width = 0;                // G·d_h
+    std::vector<float> keys, values;  // [horizon][width]
+
+    float* key(uint64_t position) { return &keys[(position % horizon) * width]; }
+    float* value(uint64_t position) { return &values[(position % horizon) * width]; }
+};
+
+// Scratch of the forward pass, allocated once.
+struct RunState {
+    std::vector<float> x;                       // [kPrefillChunk][d]: residual stream per token
+    std::vector<float> u;                       // [d] a normed residual stream
+    std::vector<kernels::BlockQ8_0> quantized;  // the input of the next matvecs, as Q8_0
+    std::vector<float> q;                       // [H·d_h] queries
+    std::vector<float> scores;                  // [max h_l] attention weights of one head
+    std::vector<float> attended;                // [H·d_h] attention output, all heads
+    std::vector<float> gate, up;                // [d_ff] SwiGLU halves
+    std::vector<float> delta;                   // [d] output of W_o or W_2, added to x
+    std::vector<float> logits;                  // [V] after the last fed token
+    std::vector<uint8_t> allowed;               // [V] grammar mask
+};
+
+class Session {
+  public:
+    // Tokens fed through each layer together (the prefill block): the layer's weights stay in
+    // cache while it runs over the whole block.
+    static constexpr int kPrefillChunk = 64;
+    // Completed notes kept for pop_events before the oldest are dropped.
+    static constexpr size_t kEventCapacity = 4096;
+
+    // `model` must outlive the session. Throws sage::Error (Memory) or std::bad_alloc.
+    Session(const Model& model, const SessionOptions& options, const kernels::KernelTable& kernels);
+
+    // Forget every token: position 0, empty memory, grammar and events reset, seed restarted.
+    void reset();
+    // Programs generated notes may use (-1 = drums); n = 0 allows all. Throws Error(Argument).
+    void set_programs(const int32_t* programs, size_t n);
+
+    // Runs the model over n tokens (checked first: a bad id changes nothing). If `logits` is not
+    // null it receives the logits after the last token ([V]) or, with all_logits, after every
+    // token ([n][V]).
+    void feed(const int32_t* tokens, size_t n, float* logits, bool all_logits);
+    // Draws the next token from the last logits under the grammar mask; does not feed it.
+    int32_t sample(const SamplingParams& params);
+    // Samples and feeds n tokens; `tokens` (may be null) receives them.
+    void generate(const SamplingParams& params, int32_t* tokens, size_t n);
+
+    uint64_t position() const { return position_; }
+    uint64_t bars() const { return detokenizer_.bars(); }
+    size_t pop_events(NoteEvent* out, size_t capacity);
+    uint64_t dropped_events() const { return dropped_events_; }
+    MemoryReport memory() const;
+    const Model& model() const { return model_; }
+    const kernels::KernelTable& kernels() const { return kernels_; }
+
+    // Throws Error(Argument) unless temperature >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1).
+    static void check_sampling(const SamplingParams& params);
+
+  private:
+    // The transformer, one step at a time (docs/design.md, "The network").
+    void embed(int32_t token, float* x);
+    void forward_layer(int layer, float* x, int family, uint64_t position);
+    void attend(int layer, uint64_t position);  // state_.q + ring memory -> state_.attended
+    void output_logits(const float* x, float* logits);
+
+    // y = W x over rows [first_row, first_row + rows) of W. `x` is the vector `prepare` last
+    // quantized (for Q8_0/Q4 weights) or read as f32 (for f32 weights).
+    void prepare(const float* x, int64_t n);
+    void matvec(const Matrix& w, int64_t first_row, int64_t rows, const float* x, float* y);
+    void rmsnorm(const float* x, const float* gain, float* out) const;
+    void accept(int32_t token);  // grammar + detokenizer + event queue
+
+    const Model& model_;
+    const Config& config_;
+    const kernels::KernelTable& kernels_;
+    SessionOptions options_;
+    RunState state_;
+    std::vector<RingMemory> memory_;  // one per layer
+    Sampler sampler_;
+    Grammar grammar_;
+    Detokenizer detokenizer_;
+    ThreadPool pool_;
+    std::array<int32_t, 129> programs_{};  // the allowed programs (kept to undo a bad list)
+    size_t programs_count_ = 0;
+    std::vector<NoteEvent> events_;  // ring queue of kEventCapacity
+    size_t events_head_ = 0, events_count_ = 0;
+    uint64_t dropped_events_ = 0;
+    uint64_t position_ = 0;
+    bool has_logits_ = false;
+};
+
+}  // namespace sage

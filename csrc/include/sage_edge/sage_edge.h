@@ -1,0 +1,126 @@
+/* sage-edge C API: load a .sage model, run sessions, sample tokens, read note events.
+ *
+ * For firmware and instrument code. Every function returns a status code (or a plain value for
+ * queries that cannot fail); nothing throws across this boundary. When a call fails,
+ * sage_last_error() returns a message describing it, for the calling thread.
+ *
+ * Memory: sage_session_create allocates everything a session will ever use (activations, the
+ * per-layer key/value ring buffers, the sampler's scratch, the event queue). Feeding, sampling
+ * and reading events allocate nothing, and a decode step costs the same at token 10 and at token
+ * 10 000 000. One session per thread; a model may be shared by sessions on several threads.
+ */
+#ifndef SAGE_EDGE_H
+#define SAGE_EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sage_status {
+    SAGE_OK = 0,
+    SAGE_ERR_IO = 1,       /* the file cannot be opened or mapped */
+    SAGE_ERR_FORMAT = 2,   /* the file is not a valid .sage model (docs/format.md) */
+    SAGE_ERR_ARGUMENT = 3, /* a bad argument: null pointer, token out of range, bad sampling value */
+    SAGE_ERR_MEMORY = 4,   /* an allocation at creation failed */
+    SAGE_ERR_KERNEL = 5,   /* SAGE_EDGE_KERNEL names a path this CPU cannot run */
+    SAGE_ERR_STATE = 6     /* the call does not fit the session's state (e.g. sample before feed) */
+} sage_status;
+
+typedef struct sage_model sage_model;
+typedef struct sage_session sage_session;
+
+/* Weight storage of a model file's matrices. */
+typedef enum sage_quant { SAGE_QUANT_F32 = 0, SAGE_QUANT_F16 = 1, SAGE_QUANT_Q8_0 = 2, SAGE_QUANT_Q4 = 3 } sage_quant;
+typedef enum sage_attention { SAGE_ATTENTION_MHA = 0, SAGE_ATTENTION_GQA = 1, SAGE_ATTENTION_ASKV = 2 } sage_attention;
+
+typedef struct sage_model_info {
+    uint32_t vocab_size, n_layers, d_model, n_heads, n_kv_heads, d_head, d_ff, n_families;
+    uint32_t attention;         /* sage_attention */
+    uint32_t quant;             /* sage_quant */
+    uint32_t ticks_per_quarter; /* time unit of Position and Duration tokens */
+    uint64_t parameters;        /* number of weights */
+    uint64_t file_bytes;        /* size of the mapped file */
+    uint64_t budget;            /* DSMR budget: sum of the per-layer horizons, in tokens */
+} sage_model_info;
+
+typedef struct sage_session_options {
+    uint64_t seed;   /* the sampler's seed: the same seed gives the same tokens everywhere */
+    int32_t threads; /* intra-op threads for matrix-vector products; 1 = none (default) */
+} sage_session_options;
+
+typedef struct sage_sampling {
+    float temperature; /* >= 0; 0 = greedy */
+    int32_t top_k;     /* >= 0; 0 = off */
+    float top_p;       /* in (0, 1]; 1 = off */
+    float min_p;       /* in [0, 1); 0 = off */
+} sage_sampling;
+
+typedef struct sage_memory {
+    uint64_t weights_bytes;    /* the mapped model file */
+    uint64_t activation_bytes; /* scratch buffers of the forward pass and the sampler */
+    uint64_t kv_bytes;         /* sum_l h_l * G * d_head * 2 * sizeof(float) */
+    uint64_t total_bytes;      /* activation_bytes + kv_bytes + the session's other state */
+} sage_memory;
+
+/* A note decoded from the token stream; times and durations in quarter notes from the start. */
+typedef struct sage_note_event {
+    double time;
+    double duration;
+    int32_t pitch;
+    int32_t velocity;
+    int32_t program; /* General MIDI program 0..127, -1 for drums */
+} sage_note_event;
+
+/* Library. */
+const char* sage_version(void);
+const char* sage_kernel_name(void);  /* the active kernel path, e.g. "avx512vnni" or "neon" */
+const char* sage_cpu_features(void);
+const char* sage_last_error(void);   /* message of the calling thread's last failed call */
+const char* sage_status_string(sage_status status);
+sage_sampling sage_sampling_default(void);              /* temperature 1, top_k 0, top_p 1, min_p 0 */
+sage_session_options sage_session_options_default(void); /* seed 0, threads 1 */
+
+/* Models: a validated, memory-mapped .sage file. */
+sage_status sage_model_load(const char* path, sage_model** out);
+void sage_model_free(sage_model* model);
+sage_status sage_model_get_info(const sage_model* model, sage_model_info* out);
+/* Copies min(n, n_layers) horizons into out. */
+sage_status sage_model_get_horizons(const sage_model* model, uint32_t* out, size_t n);
+
+/* Sessions. */
+sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
+                                sage_session** out);
+void sage_session_free(sage_session* session);
+/* Forget every token: position 0, empty memory, grammar and events reset; the seed restarts. */
+sage_status sage_session_reset(sage_session* session);
+/* Restrict generated notes to these programs (-1 = drums); n = 0 allows every program. */
+sage_status sage_session_set_programs(sage_session* session, const int32_t* programs, size_t n);
+/* Run the model over n tokens. If logits is not null it receives the logits after the last token
+ * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). */
+sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n,
+                              float* logits, int all_logits);
+/* Draw the next token from the logits of the last fed token, under the grammar mask. Does not
+ * feed it. */
+sage_status sage_session_sample(sage_session* session, const sage_sampling* sampling,
+                                int32_t* token);
+/* Sample and feed n tokens, writing them to tokens (which may be null). */
+sage_status sage_session_generate(sage_session* session, const sage_sampling* sampling,
+                                  int32_t* tokens, size_t n);
+uint64_t sage_session_position(const sage_session* session); /* tokens fed since the reset */
+uint64_t sage_session_bars(const sage_session* session);     /* Bar tokens fed since the reset */
+sage_status sage_session_get_memory(const sage_session* session, sage_memory* out);
+/* Moves up to capacity completed notes (in the order they were decoded) out of the session's
+ * fixed-size event queue; *count receives how many. Notes not read before the queue fills are
+ * dropped oldest first, and sage_session_dropped_events counts them. */
+sage_status sage_session_pop_events(sage_session* session, sage_note_event* events,
+                                    size_t capacity, size_t* count);
+uint64_t sage_session_dropped_events(const sage_session* session);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SAGE_EDGE_H */

@@ -1,0 +1,302 @@
+// sage_edge._engine: a thin pybind11 layer over the C++ engine. Python-facing names and errors
+// only; all logic lives in csrc/.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/model_file.h"
+#include "engine/session.h"
+#include "kernels.h"
+
+namespace py = pybind11;
+namespace k = sage::kernels;
+
+namespace {
+
+// The active kernel table, or RuntimeError with the dispatch message (e.g. a bad
+// SAGE_EDGE_KERNEL).
+const k::KernelTable& active_kernels() {
+    const k::KernelTable* t = k::try_active();
+    if (t == nullptr) throw std::runtime_error(k::select_error());
+    return *t;
+}
+
+std::vector<std::string> available_kernels() {
+    const k::KernelTable* t[16];
+    const int n = k::available(t, 16);
+    std::vector<std::string> names;
+    for (int i = 0; i < n; ++i) names.emplace_back(t[i]->name);
+    return names;
+}
+
+py::bytes quantize_row_q8_0(py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                            py::object kernel) {
+    if (x.ndim() != 1) throw std::invalid_argument("quantize_row_q8_0: x must be 1-D");
+    const k::KernelTable* t = &active_kernels();
+    if (!kernel.is_none()) {
+        const std::string name = py::cast<std::string>(kernel);
+        t = k::find(name.c_str());
+        if (t == nullptr) throw std::invalid_argument("unknown or unavailable kernel: " + name);
+    }
+    const int64_t n = x.shape(0);
+    std::string out(static_cast<size_t>(k::blocks_per_row(n)) * sizeof(k::BlockQ8_0), '\0');
+    {
+        py::gil_scoped_release release;
+        t->quantize_row_q8_0(x.data(), reinterpret_cast<k::BlockQ8_0*>(out.data()), n);
+    }
+    return py::bytes(out);
+}
+
+}  // namespace
+
+// ---- The engine: models and sessions (csrc/engine/session.h) ------------------------------------
+//
+// Errors: sage::Error becomes sage_edge.ModelFormatError for a missing or broken file, ValueError
+// for a bad argument, MemoryError when an allocation at creation fails and RuntimeError otherwise
+// (a SAGE_EDGE_KERNEL this CPU cannot run, sampling before feeding). Every call that computes
+// releases the GIL.
+namespace engine {
+
+using sage::Error;
+using sage::Status;
+
+py::object model_format_error;  // sage_edge.errors.ModelFormatError, imported at module init
+
+// Raises the Python exception matching a sage::Error's status.
+void raise_engine_error(const Error& e) {
+    switch (e.status()) {
+        case Status::Io:
+        case Status::Format:
+            PyErr_SetString(model_format_error.ptr(), e.what());
+            return;
+        case Status::Argument:
+            PyErr_SetString(PyExc_ValueError, e.what());
+            return;
+        case Status::Memory:
+            PyErr_SetString(PyExc_MemoryError, e.what());
+            return;
+        default:
+            PyErr_SetString(PyExc_RuntimeError, e.what());
+            return;
+    }
+}
+
+const char* attention_name(sage::Attention a) {
+    switch (a) {
+        case sage::Attention::Mha:
+            return "mha";
+        case sage::Attention::Gqa:
+            return "gqa";
+        default:
+            return "askv";
+    }
+}
+
+const char* dtype_name(sage::DType t) {
+    switch (t) {
+        case sage::DType::F32:
+            return "f32";
+        case sage::DType::F16:
+            return "f16";
+        case sage::DType::Q8_0:
+            return "q8_0";
+        default:
+            return "q4";
+    }
+}
+
+const k::KernelTable& kernels_or_throw() {
+    const k::KernelTable* t = k::try_active();
+    if (t == nullptr) throw Error(Status::Kernel, k::select_error());
+    return *t;
+}
+
+class PyModel {
+  public:
+    explicit PyModel(const std::string& path) {
+        kernels_or_throw();  // a bad SAGE_EDGE_KERNEL is refused at load, as in the C API
+        py::gil_scoped_release release;
+        model_ = sage::Model::load(path);
+    }
+
+    py::dict info() const {
+        const sage::Config& c = model_->config;
+        py::dict d;
+        d["vocab_size"] = c.vocab_size;
+        d["n_layers"] = c.n_layers;
+        d["d_model"] = c.d_model;
+        d["n_heads"] = c.n_heads;
+        d["n_kv_heads"] = c.n_kv_heads;
+        d["d_head"] = c.d_head;
+        d["d_ff"] = c.d_ff;
+        d["n_families"] = c.n_families;
+        d["attention"] = attention_name(c.attention);
+        d["quantization"] = dtype_name(model_->quant);
+        d["ticks_per_quarter"] = c.ticks_per_quarter;
+        d["norm_eps"] = c.norm_eps;
+        d["parameters"] = model_->parameters;
+        d["file_bytes"] = model_->file_bytes;
+        std::vector<uint32_t> horizons = model_->horizons;
+        uint64_t budget = 0;
+        for (uint32_t h : horizons) budget += h;
+        d["horizons"] = horizons;
+        d["budget"] = budget;
+        return d;
+    }
+
+    std::shared_ptr<const sage::Model> model() const { return model_; }
+
+  private:
+    std::shared_ptr<const sage::Model> model_;
+};
+
+class PySession {
+  public:
+    PySession(const PyModel& model, uint64_t seed, int threads) : model_(model.model()) {
+        if (threads < 1 || threads > 256)
+            throw Error(Status::Argument, "threads must be in 1..256");
+        sage::SessionOptions options;
+        options.seed = seed;
+        options.threads = threads;
+        session_ = std::make_unique<sage::Session>(*model_, options, kernels_or_throw());
+    }
+
+    py::array_t<float> feed(py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
+                            bool all_logits) {
+        if (tokens.ndim() != 1)
+            throw Error(Status::Argument, "tokens must be a 1-D sequence of ids");
+        const size_t n = static_cast<size_t>(tokens.shape(0));
+        const py::ssize_t V = model_->config.vocab_size;
+        py::array_t<float> logits = all_logits
+                                        ? py::array_t<float>({static_cast<py::ssize_t>(n), V})
+                                        : py::array_t<float>(V);
+        float* out = logits.mutable_data();
+        const int32_t* ids = tokens.data();
+        {
+            py::gil_scoped_release release;
+            session_->feed(ids, n, out, all_logits);
+        }
+        return logits;
+    }
+
+    int32_t sample(float temperature, int top_k, float top_p, float min_p) {
+        const sage::SamplingParams p = params(temperature, top_k, top_p, min_p);
+        py::gil_scoped_release release;
+        return session_->sample(p);
+    }
+
+    py::array_t<int32_t> generate(int64_t n, float temperature, int top_k, float top_p,
+                                  float min_p) {
+        if (n < 0) throw Error(Status::Argument, "n_tokens must be >= 0");
+        const sage::SamplingParams p = params(temperature, top_k, top_p, min_p);
+        py::array_t<int32_t> tokens(n);
+        int32_t* out = tokens.mutable_data();
+        {
+            py::gil_scoped_release release;
+            session_->generate(p, out, static_cast<size_t>(n));
+        }
+        return tokens;
+    }
+
+    void set_programs(const std::vector<int32_t>& programs) {
+        session_->set_programs(programs.data(), programs.size());
+    }
+
+    // Completed notes as (time, duration, pitch, velocity, program) tuples, oldest first.
+    py::list pop_events() {
+        py::list out;
+        sage::NoteEvent batch[256];
+        for (size_t n; (n = session_->pop_events(batch, 256)) > 0;)
+            for (size_t i = 0; i < n; ++i)
+                out.append(py::make_tuple(batch[i].time, batch[i].duration, batch[i].pitch,
+                                          batch[i].velocity, batch[i].program));
+        return out;
+    }
+
+    py::dict memory() const {
+        const sage::MemoryReport r = session_->memory();
+        py::dict d;
+        d["weights_bytes"] = r.weights_bytes;
+        d["activation_bytes"] = r.activation_bytes;
+        d["kv_bytes"] = r.kv_bytes;
+        d["total_bytes"] = r.total_bytes;
+        return d;
+    }
+
+    sage::Session& session() { return *session_; }
+
+  private:
+    static sage::SamplingParams params(float temperature, int top_k, float top_p, float min_p) {
+        sage::SamplingParams p;
+        p.temperature = temperature;
+        p.top_k = top_k;
+        p.top_p = top_p;
+        p.min_p = min_p;
+        sage::Session::check_sampling(p);
+        return p;
+    }
+
+    std::shared_ptr<const sage::Model> model_;  // kept alive as long as the session
+    std::unique_ptr<sage::Session> session_;
+};
+
+void bind(py::module_& m) {
+    model_format_error = py::module_::import("sage_edge.errors").attr("ModelFormatError");
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const Error& e) {
+            raise_engine_error(e);
+        }
+    });
+
+    py::class_<PyModel>(m, "Model", "A validated, memory-mapped .sage model file.")
+        .def(py::init<const std::string&>(), py::arg("path"))
+        .def("info", &PyModel::info, "Hyperparameters, quantization, horizons and sizes.");
+
+    const float t0 = 1.0f, p0 = 1.0f, m0 = 0.0f;
+    py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
+        .def(py::init<const PyModel&, uint64_t, int>(), py::arg("model"), py::arg("seed") = 0,
+             py::arg("threads") = 1)
+        .def("feed", &PySession::feed, py::arg("tokens"), py::arg("all_logits") = false,
+             "Run the model over tokens; logits [V] after the last one or [n, V] after each.")
+        .def("sample", &PySession::sample, py::arg("temperature") = t0, py::arg("top_k") = 0,
+             py::arg("top_p") = p0, py::arg("min_p") = m0,
+             "Draw the next token under the grammar mask (not fed).")
+        .def("generate", &PySession::generate, py::arg("n_tokens"), py::arg("temperature") = t0,
+             py::arg("top_k") = 0, py::arg("top_p") = p0, py::arg("min_p") = m0,
+             "Sample and feed n tokens; returns them.")
+        .def("reset", [](PySession& s) { s.session().reset(); })
+        .def("set_programs", &PySession::set_programs, py::arg("programs"))
+        .def("pop_events", &PySession::pop_events)
+        .def("memory", &PySession::memory)
+        .def_property_readonly("position", [](PySession& s) { return s.session().position(); })
+        .def_property_readonly("bars", [](PySession& s) { return s.session().bars(); })
+        .def_property_readonly("dropped_events",
+                               [](PySession& s) { return s.session().dropped_events(); });
+}
+
+}  // namespace engine
+
+PYBIND11_MODULE(_engine, m) {
+    m.doc() = "sage-edge C++ engine (kernels, sessions)";
+
+    m.def("cpu_features", &k::cpu_features,
+          "CPU features relevant to kernel dispatch, e.g. 'avx avx2 fma avx512f ...'.");
+    m.def(
+        "kernel", [] { return std::string(active_kernels().name); },
+        "Name of the active kernel path; RuntimeError if SAGE_EDGE_KERNEL names an invalid one.");
+    m.def("available_kernels", &available_kernels,
+          "Kernel paths this CPU can run, scalar first and best last.");
+    m.def("quantize_row_q8_0", &quantize_row_q8_0, py::arg("x"), py::arg("kernel") = py::none(),
+          "Quantize a 1-D float32 array to Q8_0 and return the raw blocks (36 bytes each: f32 "
+          "scale, 32 x int8), with the active kernel path or the one named.");
+    m.attr("BLOCK_SIZE") = k::kBlockSize;
+
+    engine::bind(m);  // Model, Session
+}

@@ -1,0 +1,404 @@
+// The engine end to end on the fixture models (tests/data/tiny_*.sage): the forward pass, the ring
+// memories, prefill, sampling, events, argument checks, broken files and kernel paths.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model_file.h"
+#include "engine/session.h"
+#include "engine_fixtures.h"
+#include "kernels.h"
+#include "sage_edge/sage_edge.h"
+#include "testing.h"
+
+namespace {
+
+using sage::testing::fixture_models;
+using sage::testing::load_or_die;
+using sage::testing::read_file;
+
+struct ModelInfo {
+    sage_model_info info;
+    std::vector<uint32_t> horizons;
+    uint32_t longest, receptive_field;  // receptive field: how far back any logit can look
+};
+
+ModelInfo info_of(const sage_model* model) {
+    ModelInfo m{};
+    CHECK_EQ(sage_model_get_info(model, &m.info), SAGE_OK);
+    m.horizons.resize(m.info.n_layers);
+    CHECK_EQ(sage_model_get_horizons(model, m.horizons.data(), m.horizons.size()), SAGE_OK);
+    m.longest = *std::max_element(m.horizons.begin(), m.horizons.end());
+    for (uint32_t h : m.horizons) m.receptive_field += h;
+    return m;
+}
+
+std::vector<int32_t> random_tokens(size_t n, uint32_t vocab_size, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> tokens(n);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % vocab_size);
+    return tokens;
+}
+
+sage_session* new_session(const sage_model* model, uint64_t seed = 0, int threads = 1) {
+    sage_session_options options = sage_session_options_default();
+    options.seed = seed;
+    options.threads = threads;
+    sage_session* session = nullptr;
+    CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+    return session;
+}
+
+// The id of the first token of a kind in the model's vocabulary.
+int32_t first_of_kind(const std::string& path, sage::Kind kind) {
+    auto model = sage::Model::load(path);
+    for (size_t t = 0; t < model->vocab.size(); ++t)
+        if (model->vocab[t].kind == kind) return static_cast<int32_t>(t);
+    return -1;
+}
+
+TEST(fixtures_load_with_consistent_info) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        const ModelInfo m = info_of(model);
+        CHECK(m.info.vocab_size > 0 && m.info.n_layers > 0);
+        CHECK_EQ(m.info.n_heads % m.info.n_kv_heads, 0u);
+        CHECK_EQ(m.info.budget, uint64_t{m.receptive_field});
+        CHECK_EQ(m.info.file_bytes, uint64_t(read_file(path).size()));
+        sage_session* session = new_session(model);
+        sage_memory memory{};
+        CHECK_EQ(sage_session_get_memory(session, &memory), SAGE_OK);
+        CHECK_EQ(memory.kv_bytes,
+                 uint64_t{m.receptive_field} * m.info.n_kv_heads * m.info.d_head * 2 * 4);
+        CHECK_EQ(memory.weights_bytes, m.info.file_bytes);
+        CHECK(memory.total_bytes > memory.kv_bytes + memory.activation_bytes);
+        sage_session_free(session);
+        sage_model_free(model);
+    }
+}
+
+// Decoding far past every horizon keeps the logits finite, and a prefill over a block gives
+// bit-identical logits to feeding the same tokens one at a time.
+TEST(prefill_equals_token_by_token_past_every_horizon) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        const ModelInfo m = info_of(model);
+        const size_t V = m.info.vocab_size;
+        const size_t n = 3 * m.longest + 2 * sage::Session::kPrefillChunk + 7;
+        const auto tokens = random_tokens(n, m.info.vocab_size, 1);
+
+        sage_session* block = new_session(model);
+        std::vector<float> all(n * V);
+        CHECK_EQ(sage_session_feed(block, tokens.data(), n, all.data(), 1), SAGE_OK);
+        CHECK_EQ(sage_session_position(block), uint64_t(n));
+
+        sage_session* single = new_session(model);
+        std::vector<float> logits(V);
+        size_t mismatched = 0;
+        bool finite = true;
+        for (size_t i = 0; i < n; ++i) {
+            CHECK_EQ(sage_session_feed(single, &tokens[i], 1, logits.data(), 0), SAGE_OK);
+            if (std::memcmp(logits.data(), &all[i * V], V * sizeof(float)) != 0) ++mismatched;
+            for (float v : logits) finite = finite && std::isfinite(v);
+        }
+        CHECK_EQ(mismatched, size_t{0});
+        CHECK(finite);
+
+        // Last-token-only logits of a block equal the last row of all_logits.
+        sage_session_reset(block);
+        CHECK_EQ(sage_session_feed(block, tokens.data(), n, logits.data(), 0), SAGE_OK);
+        CHECK(std::memcmp(logits.data(), &all[(n - 1) * V], V * sizeof(float)) == 0);
+        sage_session_free(single);
+        sage_session_free(block);
+        sage_model_free(model);
+    }
+}
+
+// Nothing depends on the absolute position: after the same `receptive_field` tokens, two
+// sessions with different histories (and different ring slots) give bit-identical logits.
+TEST(logits_depend_on_the_window_only) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        const ModelInfo m = info_of(model);
+        const size_t V = m.info.vocab_size;
+        const auto shared = random_tokens(m.receptive_field + 5, m.info.vocab_size, 7);
+        std::vector<float> a(V), b(V);
+
+        sage_session* short_history = new_session(model);
+        const auto prefix_a = random_tokens(3, m.info.vocab_size, 8);
+        sage_session_feed(short_history, prefix_a.data(), prefix_a.size(), nullptr, 0);
+        sage_session_feed(short_history, shared.data(), shared.size(), a.data(), 0);
+
+        sage_session* long_history = new_session(model);
+        const auto prefix_b = random_tokens(5 * m.longest + 11, m.info.vocab_size, 9);
+        sage_session_feed(long_history, prefix_b.data(), prefix_b.size(), nullptr, 0);
+        sage_session_feed(long_history, shared.data(), shared.size(), b.data(), 0);
+
+        CHECK(std::memcmp(a.data(), b.data(), V * sizeof(float)) == 0);
+        sage_session_free(short_history);
+        sage_session_free(long_history);
+        sage_model_free(model);
+    }
+}
+
+// A decode step costs the same early and late: two sessions, one at position ~2 horizons and one
+// past 20 000, step in alternation (so both see the same machine load); their median step times
+// are within 1.5x (a cost growing with position would be a large multiple).
+TEST(decode_cost_does_not_grow_with_position) {
+    const std::string path = fixture_models().back();
+    sage_model* model = load_or_die(path);
+    const ModelInfo m = info_of(model);
+    sage_session* early = new_session(model);
+    sage_session* late = new_session(model);
+    const auto warm = random_tokens(2 * m.longest, m.info.vocab_size, 4);
+    sage_session_feed(early, warm.data(), warm.size(), nullptr, 0);
+    const auto far = random_tokens(20000, m.info.vocab_size, 5);
+    sage_session_feed(late, far.data(), far.size(), nullptr, 0);
+
+    const int steps = 400;
+    const auto tokens = random_tokens(steps, m.info.vocab_size, 3);
+    std::vector<float> logits(m.info.vocab_size);
+    std::vector<double> early_times, late_times;
+    auto step = [&](sage_session* session, int i, std::vector<double>& times) {
+        const auto start = std::chrono::steady_clock::now();
+        sage_session_feed(session, &tokens[i], 1, logits.data(), 0);
+        times.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    };
+    for (int i = 0; i < steps; ++i) {
+        step(early, i, early_times);
+        step(late, i, late_times);
+    }
+    auto median = [](std::vector<double> t) {
+        std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+        return t[t.size() / 2];
+    };
+    const double e = median(early_times), l = median(late_times);
+    std::printf("  median decode step: %.1f us at position %zu, %.1f us at %zu\n", e * 1e6,
+                warm.size(), l * 1e6, far.size());
+    CHECK(l < 1.5 * e);
+    sage_session_free(early);
+    sage_session_free(late);
+    sage_model_free(model);
+}
+
+// Generation through every kernel path this CPU runs gives the tokens of the scalar path, and
+// two intra-op threads give the tokens of one.
+TEST(every_kernel_path_and_thread_count_generates_the_same_tokens) {
+    for (const auto& path : fixture_models()) {
+        auto model = sage::Model::load(path);
+        const int32_t bos = first_of_kind(path, sage::Kind::Bos);
+        const int32_t start = bos >= 0 ? bos : first_of_kind(path, sage::Kind::Bar);
+        sage::SamplingParams params;
+        params.temperature = 1.0f;
+        params.top_p = 0.95f;
+        auto generate = [&](const sage::kernels::KernelTable& kernels, int threads) {
+            sage::SessionOptions options;
+            options.seed = 1234;
+            options.threads = threads;
+            sage::Session session(*model, options, kernels);
+            session.feed(&start, 1, nullptr, false);
+            std::vector<int32_t> tokens(300);
+            session.generate(params, tokens.data(), tokens.size());
+            return tokens;
+        };
+        const auto reference = generate(*sage::kernels::find("scalar"), 1);
+        const sage::kernels::KernelTable* paths[8];
+        const int n_paths = sage::kernels::available(paths, 8);
+        CHECK(n_paths >= 1);
+        for (int i = 0; i < n_paths; ++i) {
+            const bool same = generate(*paths[i], 1) == reference;
+            if (!same)
+                std::fprintf(stderr, "  path %s differs from scalar on %s\n", paths[i]->name,
+                             path.c_str());
+            CHECK(same);
+        }
+        CHECK(generate(sage::kernels::active(), 2) == generate(sage::kernels::active(), 1));
+    }
+}
+
+// Generated tokens follow the grammar, decode into notes, and a reset replays the same seed.
+TEST(generate_produces_notes_and_reset_replays_the_seed) {
+    const std::string path = fixture_models().back();
+    const int32_t bos = first_of_kind(path, sage::Kind::Bos);
+    sage_model* model = load_or_die(path);
+    sage_session* session = new_session(model, 42);
+    const sage_sampling sampling = sage_sampling_default();
+    std::vector<int32_t> first(400), second(400);
+    CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
+    CHECK_EQ(sage_session_generate(session, &sampling, first.data(), first.size()), SAGE_OK);
+    CHECK_EQ(sage_session_position(session), uint64_t(401));
+    CHECK(sage_session_bars(session) >= 1);
+
+    std::vector<sage_note_event> events(4096);
+    size_t count = 0;
+    CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count), SAGE_OK);
+    CHECK(count > 0);
+    double last_time = 0;
+    for (size_t i = 0; i < count; ++i) {
+        CHECK(events[i].pitch >= 0 && events[i].pitch <= 127);
+        CHECK(events[i].velocity >= 1 && events[i].velocity <= 127);
+        CHECK(events[i].duration > 0);
+        CHECK(events[i].time >= 0);
+        last_time = std::max(last_time, events[i].time);
+    }
+    CHECK(last_time > 0);
+    size_t again = 1;
+    CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &again), SAGE_OK);
+    CHECK_EQ(again, size_t{0});  // popped events are gone
+
+    CHECK_EQ(sage_session_reset(session), SAGE_OK);
+    CHECK_EQ(sage_session_position(session), uint64_t{0});
+    CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
+    CHECK_EQ(sage_session_generate(session, &sampling, second.data(), second.size()), SAGE_OK);
+    CHECK(first == second);
+
+    // Restricting programs: every generated Program token is an allowed one.
+    auto cpp_model = sage::Model::load(path);
+    const int32_t only = 0;
+    CHECK_EQ(sage_session_reset(session), SAGE_OK);
+    CHECK_EQ(sage_session_set_programs(session, &only, 1), SAGE_OK);
+    CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
+    CHECK_EQ(sage_session_generate(session, &sampling, second.data(), second.size()), SAGE_OK);
+    for (int32_t t : second)
+        if (cpp_model->vocab[t].kind == sage::Kind::Program) CHECK_EQ(cpp_model->vocab[t].a, 0);
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+TEST(bad_arguments_give_argument_errors) {
+    const std::string path = fixture_models().front();
+    sage_model* model = load_or_die(path);
+    const ModelInfo m = info_of(model);
+    sage_session* session = new_session(model);
+    int32_t token = 0;
+    sage_sampling sampling = sage_sampling_default();
+
+    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_ERR_STATE);  // nothing fed
+    const int32_t bad_tokens[] = {-1, static_cast<int32_t>(m.info.vocab_size)};
+    for (int32_t bad : bad_tokens) {
+        const int32_t tokens[] = {0, bad};
+        CHECK_EQ(sage_session_feed(session, tokens, 2, nullptr, 0), SAGE_ERR_ARGUMENT);
+        CHECK(std::strstr(sage_last_error(), "token") != nullptr);
+    }
+    CHECK_EQ(sage_session_position(session), uint64_t{0});  // a rejected feed changes nothing
+    CHECK_EQ(sage_session_feed(session, nullptr, 1, nullptr, 0), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_feed(session, &token, 1, nullptr, 0), SAGE_OK);
+
+    const sage_sampling bad_sampling[] = {
+        {-1.0f, 0, 1.0f, 0.0f}, {NAN, 0, 1.0f, 0.0f},  {1.0f, -1, 1.0f, 0.0f},
+        {1.0f, 0, 0.0f, 0.0f},  {1.0f, 0, 1.5f, 0.0f}, {1.0f, 0, 1.0f, 1.0f},
+        {1.0f, 0, 1.0f, -0.1f},
+    };
+    for (const sage_sampling& s : bad_sampling) {
+        CHECK_EQ(sage_session_sample(session, &s, &token), SAGE_ERR_ARGUMENT);
+        CHECK_EQ(sage_session_generate(session, &s, &token, 1), SAGE_ERR_ARGUMENT);
+    }
+    CHECK_EQ(sage_session_sample(session, nullptr, &token), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_sample(session, &sampling, nullptr), SAGE_ERR_ARGUMENT);
+    sampling.temperature = 0.0f;  // greedy is allowed
+    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
+
+    const int32_t bad_programs[] = {128, -2};
+    for (int32_t program : bad_programs) {
+        CHECK_EQ(sage_session_set_programs(session, &program, 1), SAGE_ERR_ARGUMENT);
+        CHECK(std::strstr(sage_last_error(), "program") != nullptr);
+    }
+    CHECK_EQ(sage_session_set_programs(session, nullptr, 1), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_set_programs(session, nullptr, 0), SAGE_OK);
+
+    size_t count = 0;
+    CHECK_EQ(sage_session_pop_events(session, nullptr, 4, &count), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_pop_events(session, nullptr, 0, &count), SAGE_OK);
+    CHECK_EQ(sage_session_get_memory(session, nullptr), SAGE_ERR_ARGUMENT);
+    sage_session_options threads = sage_session_options_default();
+    threads.threads = 0;
+    sage_session* other = nullptr;
+    CHECK_EQ(sage_session_create(model, &threads, &other), SAGE_ERR_ARGUMENT);
+    CHECK(other == nullptr);
+    CHECK_EQ(sage_session_create(nullptr, nullptr, &other), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_load(nullptr, nullptr), SAGE_ERR_ARGUMENT);
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+// ---- broken files ----------------------------------------------------------------------
+
+sage_status load_bytes(const std::vector<uint8_t>& bytes, std::string* message = nullptr) {
+    try {
+        sage::Model::from_bytes(bytes.data(), bytes.size());
+        return SAGE_OK;
+    } catch (const sage::Error& e) {
+        if (message) *message = e.what();
+        return static_cast<sage_status>(e.status());
+    }
+}
+
+void fix_checksum(std::vector<uint8_t>& bytes) {
+    const uint32_t crc = sage::crc32(bytes.data(), bytes.size() - 4);
+    std::memcpy(&bytes[bytes.size() - 4], &crc, 4);
+}
+
+TEST(broken_files_give_format_errors) {
+    const auto good = read_file(fixture_models().back());
+    std::string message;
+    CHECK_EQ(load_bytes(good), SAGE_OK);
+
+    sage_model* model = nullptr;
+    CHECK_EQ(sage_model_load("/nonexistent/model.sage", &model), SAGE_ERR_IO);
+    CHECK(model == nullptr);
+
+    auto bad = good;
+    bad[0] = 'X';
+    CHECK_EQ(load_bytes(bad, &message), SAGE_ERR_FORMAT);
+    CHECK(message.find("magic") != std::string::npos);
+
+    bad = good;
+    bad[8] = 2;  // version 2
+    fix_checksum(bad);
+    CHECK_EQ(load_bytes(bad, &message), SAGE_ERR_FORMAT);
+    CHECK(message.find("newer") != std::string::npos);
+
+    bad = good;
+    bad[good.size() / 2] ^= 0x10;  // a flipped bit in the tensor data
+    CHECK_EQ(load_bytes(bad, &message), SAGE_ERR_FORMAT);
+    CHECK(message.find("checksum") != std::string::npos);
+
+    // Every truncation is refused.
+    for (size_t n = 0; n < good.size(); n += 1 + n / 8) {
+        const std::vector<uint8_t> cut(good.begin(), good.begin() + n);
+        CHECK_EQ(load_bytes(cut), SAGE_ERR_FORMAT);
+    }
+
+    // Header bytes changed (checksum fixed, so the field checks run) are refused or, where the
+    // change is harmless (metadata text, a spare vocabulary value), accepted: never a crash.
+    // Every byte of the fixed fields and the tensor table, every 29th of vocabulary and metadata;
+    // the low bit of even bytes, the high bit of odd ones.
+    uint32_t header_size, n_layers, vocab_size, metadata_bytes;
+    std::memcpy(&header_size, &good[12], 4);
+    std::memcpy(&vocab_size, &good[32], 4);
+    std::memcpy(&n_layers, &good[36], 4);
+    const size_t vocabulary = 96 + 4 * size_t{n_layers};
+    const size_t metadata = vocabulary + 12 * size_t{vocab_size};
+    std::memcpy(&metadata_bytes, &good[metadata], 4);
+    const size_t table = metadata + 4 + metadata_bytes;
+    size_t refused = 0;
+    for (size_t i = 8; i < header_size; i += (i >= vocabulary + 24 && i < table) ? 29 : 1) {
+        bad = good;
+        bad[i] ^= i % 2 == 0 ? 0x01 : 0x80;
+        fix_checksum(bad);
+        const sage_status status = load_bytes(bad);
+        CHECK(status == SAGE_OK || status == SAGE_ERR_FORMAT);
+        refused += status == SAGE_ERR_FORMAT;
+    }
+    CHECK(refused > 0);
+}
+
+}  // namespace
+
+SAGE_TEST_MAIN()

@@ -1,0 +1,216 @@
+// The sampler: a fixed seed gives a fixed token sequence on every machine, and each filter
+// (greedy, top-k, top-p, min-p, the grammar mask) keeps exactly the tokens it should.
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "../engine/rng.h"
+#include "../engine/sampler.h"
+#include "testing.h"
+
+// Counts heap allocations, to prove sample() makes none. (GCC cannot see that these new and delete
+// are a matched pair.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+static size_t g_allocations = 0;
+void* operator new(size_t size) {
+    ++g_allocations;
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+    std::free(p);
+}
+
+using sage::Pcg32;
+using sage::Sampler;
+using sage::SamplingParams;
+
+namespace {
+
+// Logits whose softmax is `probs`.
+std::vector<float> logits_of(const std::vector<double>& probs) {
+    std::vector<float> logits;
+    for (double p : probs) logits.push_back(static_cast<float>(std::log(p)));
+    return logits;
+}
+
+std::vector<int> histogram(Sampler& sampler, const std::vector<float>& logits,
+                           const SamplingParams& params, int draws,
+                           const uint8_t* allowed = nullptr) {
+    std::vector<int> counts(logits.size(), 0);
+    for (int i = 0; i < draws; ++i) ++counts[sampler.sample(logits.data(), allowed, params)];
+    return counts;
+}
+
+double chi_square(const std::vector<int>& counts, const std::vector<double>& probs, int draws) {
+    double chi2 = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+        const double expected = probs[i] * draws;
+        chi2 += (counts[i] - expected) * (counts[i] - expected) / expected;
+    }
+    return chi2;
+}
+
+}  // namespace
+
+TEST(pcg32_matches_reference_implementation) {
+    // pcg32-demo of pcg-c-basic: pcg32_srandom_r(&rng, 42u, 54u), first six outputs.
+    Pcg32 rng(42, 54);
+    const uint32_t expected[] = {0xa15c02b7, 0x7b47f409, 0xba1d3330,
+                                 0x83d2f293, 0xbfa4784b, 0xcbed606e};
+    for (uint32_t e : expected) CHECK_EQ(rng.next_u32(), e);
+}
+
+TEST(uniform_floats_lie_in_unit_interval) {
+    Pcg32 rng(7);
+    for (int i = 0; i < 10000; ++i) {
+        const float u = rng.next_float();
+        CHECK(u >= 0.0f && u < 1.0f);
+    }
+}
+
+TEST(fixed_seed_gives_fixed_sequence) {
+    // Golden tokens: any change to the RNG, the softmax or the draw changes them, on any machine.
+    const std::vector<float> logits = {0.5f, 1.5f, -0.25f, 2.0f, 1.0f, 0.0f, 1.75f, -1.0f};
+    Sampler sampler(8, 1234);
+    SamplingParams params;
+    params.temperature = 0.9f;
+    std::vector<int> tokens;
+    for (int i = 0; i < 24; ++i) tokens.push_back(sampler.sample(logits.data(), nullptr, params));
+    const std::vector<int> golden = {3, 4, 3, 1, 6, 3, 3, 1, 6, 1, 1, 1,
+                                     3, 4, 6, 3, 1, 3, 3, 5, 1, 3, 6, 3};
+    CHECK(tokens == golden);
+    if (tokens != golden) {
+        for (int t : tokens) std::fprintf(stderr, "%d, ", t);
+        std::fprintf(stderr, "\n");
+    }
+
+    // The same seed again, after a reseed, gives the same tokens; another seed does not.
+    sampler.reseed(1234);
+    std::vector<int> again;
+    for (int i = 0; i < 24; ++i) again.push_back(sampler.sample(logits.data(), nullptr, params));
+    CHECK(again == tokens);
+    Sampler other(8, 1235);
+    std::vector<int> different;
+    for (int i = 0; i < 24; ++i) different.push_back(other.sample(logits.data(), nullptr, params));
+    CHECK(different != tokens);
+}
+
+TEST(greedy_is_argmax_with_lowest_id_on_ties) {
+    const std::vector<float> logits = {0.0f, 3.0f, 1.0f, 3.0f, -2.0f};
+    Sampler sampler(5, 1);
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    for (int i = 0; i < 10; ++i) CHECK_EQ(sampler.sample(logits.data(), nullptr, greedy), 1);
+    const uint8_t allowed[] = {1, 0, 1, 1, 1};
+    CHECK_EQ(sampler.sample(logits.data(), allowed, greedy), 3);
+}
+
+TEST(top_k_one_is_argmax) {
+    const std::vector<float> logits = {0.2f, 0.1f, 0.3f, 0.25f};
+    Sampler sampler(4, 9);
+    SamplingParams params;
+    params.top_k = 1;
+    params.temperature = 5.0f;  // flat, but top-k 1 leaves only the best
+    for (int i = 0; i < 200; ++i) CHECK_EQ(sampler.sample(logits.data(), nullptr, params), 2);
+}
+
+TEST(top_k_keeps_the_k_best) {
+    const std::vector<float> logits = {0.0f, 0.4f, 0.1f, 0.3f, 0.2f};
+    Sampler sampler(5, 3);
+    SamplingParams params;
+    params.top_k = 2;
+    const std::vector<int> counts = histogram(sampler, logits, params, 2000);
+    CHECK_EQ(counts[0] + counts[2] + counts[4], 0);
+    CHECK(counts[1] > 0 && counts[3] > 0);
+}
+
+TEST(tiny_top_p_is_argmax) {
+    const std::vector<float> logits = logits_of({0.3, 0.25, 0.45});
+    Sampler sampler(3, 11);
+    SamplingParams params;
+    params.top_p = 1e-6f;
+    for (int i = 0; i < 200; ++i) CHECK_EQ(sampler.sample(logits.data(), nullptr, params), 2);
+}
+
+TEST(top_p_keeps_the_nucleus) {
+    // Sorted: 0.4 (id 3), 0.3 (id 2), 0.2 (id 1), 0.1 (id 0). top_p 0.65 needs 0.4 + 0.3.
+    const std::vector<double> probs = {0.1, 0.2, 0.3, 0.4};
+    const std::vector<float> logits = logits_of(probs);
+    Sampler sampler(4, 5);
+    SamplingParams params;
+    params.top_p = 0.65f;
+    const int draws = 20000;
+    const std::vector<int> counts = histogram(sampler, logits, params, draws);
+    CHECK_EQ(counts[0] + counts[1], 0);
+    // Renormalised over the nucleus: 4/7 and 3/7.
+    CHECK(std::abs(counts[3] / double(draws) - 4.0 / 7.0) < 0.02);
+}
+
+TEST(min_p_drops_tokens_below_a_fraction_of_the_best) {
+    // Relative to the best (0.4): 0.3 -> 0.75, 0.2 -> 0.5, 0.1 -> 0.25.
+    const std::vector<float> logits = logits_of({0.1, 0.2, 0.3, 0.4});
+    Sampler sampler(4, 21);
+    SamplingParams params;
+    params.min_p = 0.45f;
+    const std::vector<int> counts = histogram(sampler, logits, params, 5000);
+    CHECK_EQ(counts[0], 0);
+    CHECK(counts[1] > 0 && counts[2] > 0 && counts[3] > 0);
+}
+
+TEST(draws_follow_the_softmax) {
+    const std::vector<double> probs = {0.1, 0.2, 0.3, 0.4};
+    const std::vector<float> logits = logits_of(probs);
+    Sampler sampler(4, 2024);
+    const int draws = 40000;
+    // Chi-square with 3 degrees of freedom: 16.27 is its 0.999 quantile.
+    CHECK(chi_square(histogram(sampler, logits, SamplingParams{}, draws), probs, draws) < 16.27);
+
+    // Temperature 2 flattens: softmax(log p / 2) is proportional to sqrt(p).
+    SamplingParams hot;
+    hot.temperature = 2.0f;
+    std::vector<double> flat;
+    double total = 0;
+    for (double p : probs) total += std::sqrt(p);
+    for (double p : probs) flat.push_back(std::sqrt(p) / total);
+    CHECK(chi_square(histogram(sampler, logits, hot, draws), flat, draws) < 16.27);
+}
+
+TEST(mask_and_unusable_logits_are_never_drawn) {
+    const std::vector<float> logits = {5.0f, NAN, -INFINITY, 0.0f, 1.0f, INFINITY};
+    const uint8_t allowed[] = {0, 1, 1, 1, 1, 0};
+    Sampler sampler(6, 8);
+    const std::vector<int> counts = histogram(sampler, logits, SamplingParams{}, 3000, allowed);
+    CHECK_EQ(counts[0] + counts[1] + counts[2] + counts[5], 0);
+    CHECK(counts[3] > 0 && counts[4] > counts[3]);
+
+    const uint8_t none[] = {0, 0, 0, 0, 0, 0};
+    CHECK_EQ(sampler.sample(logits.data(), none, SamplingParams{}), -1);
+    const uint8_t only_nan[] = {0, 1, 0, 0, 0, 0};
+    CHECK_EQ(sampler.sample(logits.data(), only_nan, SamplingParams{}), 1);
+}
+
+TEST(sample_allocates_nothing) {
+    std::vector<float> logits(513);
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(0.37f * i) * 3.0f;
+    std::vector<uint8_t> allowed(logits.size(), 1);
+    Sampler sampler(513, 77);
+    SamplingParams params;
+    params.top_k = 40;
+    params.top_p = 0.9f;
+    params.min_p = 0.05f;
+    const size_t before = g_allocations;
+    for (int i = 0; i < 100; ++i) {
+        sampler.sample(logits.data(), allowed.data(), params);
+        sampler.sample(logits.data(), nullptr, SamplingParams{});
+    }
+    CHECK_EQ(g_allocations, before);
+}
+
+SAGE_TEST_MAIN()

@@ -1,0 +1,231 @@
+"""sage-edge-run, the standalone C++ runner, driven as a user would on a real (tiny) model file.
+
+The binary comes from $SAGE_EDGE_RUN or the newest build/*/csrc/runner/sage-edge-run (tests/
+run_all.sh builds build/ci-release before pytest). The model is a small random-weight network with
+the project's real tokenizer, exported by training.export: the grammar mask, not training, is what
+makes its output decodable music, and that is what these tests check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+mido = pytest.importorskip("mido")
+
+from sage_edge.tokenizer import KIND_VELOCITY, Tokenizer  # noqa: E402
+from training.export import export  # noqa: E402
+from training.model import ModelConfig, SageModel, two_scale  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_runner(arch: str = "native") -> Path | None:
+    """The newest build of the runner for this machine ("native") or for "aarch64"."""
+    candidates = [
+        p
+        for p in ROOT.glob("build/*/csrc/runner/sage-edge-run")
+        if os.access(p, os.X_OK) and ("aarch64" in p.parts[-4]) == (arch == "aarch64")
+    ]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+@pytest.fixture(scope="module")
+def runner() -> Path:
+    path = Path(os.environ["SAGE_EDGE_RUN"]) if "SAGE_EDGE_RUN" in os.environ else find_runner()
+    if path is None or not path.exists():
+        pytest.skip("sage-edge-run is not built (cmake --build build/...; or set SAGE_EDGE_RUN)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.default()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, tokenizer) -> Path:
+    torch.manual_seed(3)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        d_ff=64,
+        attention="askv",
+        families=tokenizer.families.tolist(),
+        horizons=list(two_scale(2, 1, 64, 16).horizons),
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny_q8_0.sage"
+    export(SageModel(config).eval(), tokenizer.to_json(), "q8_0", path)
+    return path
+
+
+def run(runner: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(runner), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def parse_events(stdout: str) -> list[tuple[float, float, int, int, int]]:
+    events = []
+    for line in stdout.splitlines():
+        time, duration, pitch, velocity, program = line.split()
+        events.append((float(time), float(duration), int(pitch), int(velocity), int(program)))
+    return events
+
+
+def test_help(runner):
+    result = run(runner, "--help")
+    assert result.stdout.startswith("usage: sage-edge-run --model FILE")
+    assert "--programs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "--model FILE is required"),
+        (["--model", "{model}", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--model", "{model}", "--temperature", "-1"], "--temperature must be >= 0"),
+        (["--model", "{model}", "--tokens", "ten"], "--tokens needs an integer"),
+        (["--model", "{model}", "--tokens", "5", "--bars", "2"], "not both"),
+        (["--model", "{model}", "--programs", "40,200"], "--programs needs"),
+        (["--model", "{model}", "--frobnicate", "1"], "unknown option '--frobnicate'"),
+        (["--model", "{model}", "--seed"], "--seed needs a value"),
+        (["--model", "{missing}"], "cannot load model"),
+        (["--model", "{model}", "--start-token", "513"], "--start-token must be below"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(runner, model_path, tmp_path, args, message):
+    args = [a.format(model=model_path, missing=tmp_path / "missing.sage") for a in args]
+    result = run(runner, *args, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sage-edge-run: "), result.stderr
+    assert message in lines[0]
+
+
+def test_not_a_model_file_is_a_usage_error(runner, tmp_path):
+    bogus = tmp_path / "bogus.sage"
+    bogus.write_bytes(b"MThd" + bytes(100))
+    result = run(runner, "--model", bogus, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("sage-edge-run: cannot load model")
+
+
+def test_info(runner, model_path, tokenizer):
+    out = run(runner, "--model", model_path, "--info").stdout
+    assert f"vocab_size       {tokenizer.vocab_size}" in out
+    assert "attention        askv (6 families)" in out
+    assert "horizons         64 16 (budget 80 tokens)" in out
+    assert "q8_0" in out
+
+
+def test_events_are_notes_of_the_vocabulary(runner, model_path, tokenizer):
+    result = run(runner, "--model", model_path, "--tokens", 400, "--seed", 7)
+    events = parse_events(result.stdout)
+    assert len(events) > 20
+    table = tokenizer.token_table()
+    velocities = {int(v) for v in table["a"][table["kind"] == KIND_VELOCITY]}
+    tpq = tokenizer.ticks_per_quarter
+    times = [e[0] for e in events]
+    assert times == sorted(times)  # decoded in stream order: onsets never go back
+    for time, duration, pitch, velocity, program in events:
+        # %.4f of a whole number of ticks: the tick grid survives the printout
+        assert abs(Fraction(time).limit_denominator(tpq) - Fraction(time)) < 1e-4
+        assert duration > 0
+        assert 21 <= pitch <= 108 if program != -1 else 27 <= pitch <= 88
+        assert velocity in velocities
+        assert -1 <= program <= 127
+    assert "400 tokens" in result.stderr
+
+
+def test_same_seed_same_bytes_other_seed_other_music(runner, model_path):
+    args = ("--model", model_path, "--tokens", 300, "--temperature", 0.9, "--top-k", 50)
+    first = run(runner, *args, "--seed", 11).stdout
+    assert run(runner, *args, "--seed", 11, "--threads", 2).stdout == first
+    assert run(runner, *args, "--seed", 12).stdout != first
+    greedy = ("--model", model_path, "--tokens", 100, "--temperature", 0)
+    assert run(runner, *greedy, "--seed", 1).stdout == run(runner, *greedy, "--seed", 2).stdout
+
+
+def test_program_restriction(runner, model_path):
+    result = run(runner, "--model", model_path, "--tokens", 300, "--programs", "40,41,-1")
+    events = parse_events(result.stdout)
+    assert events
+    assert {e[4] for e in events} <= {40, 41, -1}
+
+
+def test_bars(runner, model_path):
+    result = run(runner, "--model", model_path, "--bars", 2, "--seed", 5, "--min-p", 0.05)
+    assert ", 3 bars," in result.stderr  # stops at the Bar opening bar 3: bars 1 and 2 complete
+    assert parse_events(result.stdout)
+
+
+def test_midi_file_parses_with_mido(runner, model_path, tmp_path):
+    out = tmp_path / "out.mid"
+    args = ("--model", model_path, "--tokens", 400, "--seed", 3, "--programs", "40,41,42,-1")
+    events = parse_events(run(runner, *args).stdout)
+    result = run(runner, *args, "--out", out, "--tempo", 90)
+    assert result.stdout == ""  # --out alone prints no events
+
+    midi = mido.MidiFile(out)
+    assert midi.type == 1
+    assert midi.ticks_per_beat == 480
+    programs = sorted({e[4] for e in events}, key=lambda p: 128 if p < 0 else p)
+    assert len(midi.tracks) == 1 + len(programs)
+    tempos = [m for m in midi.tracks[0] if m.type == "set_tempo"]
+    assert [m.tempo for m in tempos] == [round(60e6 / 90)]
+
+    notes = []
+    for track, program in zip(midi.tracks[1:], programs, strict=True):
+        changes = [m for m in track if m.type == "program_change"]
+        channels = {m.channel for m in track if m.type in ("note_on", "note_off")}
+        if program == -1:
+            assert not changes and channels == {9}
+        else:
+            assert [m.program for m in changes] == [program] and 9 not in channels
+        tick, sounding = 0, {}
+        for m in track:
+            tick += m.time
+            if m.type == "note_on":
+                sounding.setdefault(m.note, []).append((tick, m.velocity))
+            elif m.type == "note_off":
+                on, velocity = sounding[m.note].pop(0)
+                notes.append((on, tick - on, m.note, velocity, program))
+        assert track[-1].type == "end_of_track"
+    expected = [(round(t * 480), max(1, round(d * 480)), p, v, prog) for t, d, p, v, prog in events]
+    assert sorted(notes) == sorted(expected)
+
+
+def test_aarch64_build_gives_the_same_bytes(runner, model_path):
+    """When the aarch64 cross build exists, it must print exactly the x86 notes under qemu."""
+    arm = find_runner("aarch64")
+    qemu = shutil.which("qemu-aarch64")
+    if arm is None or qemu is None:
+        pytest.skip("no aarch64 build of sage-edge-run or no qemu-aarch64")
+    sysroot = Path("/usr/aarch64-linux-gnu")
+    args = ["--model", model_path, "--tokens", 200, "--seed", 9, "--top-p", 0.95]
+    x86 = run(runner, *args).stdout
+    env = {**os.environ, "QEMU_LD_PREFIX": str(sysroot)}
+    for cpu in ("cortex-a72", "cortex-a76"):
+        arm_run = subprocess.run(
+            [qemu, "-cpu", cpu, str(arm), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert arm_run.returncode == 0, arm_run.stderr
+        assert arm_run.stdout == x86, cpu
