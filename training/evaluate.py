@@ -1,0 +1,505 @@
+"""Evaluate a ``.sage`` model on the test split: perplexity, the continuation benchmark (NMSI) and
+distribution metrics, all through the C++ engine.
+
+    python -m training.evaluate --model runs/default/model_q8_0.sage --data data/corpus \\
+        [--json] [--max-pieces N] [--seed S] [--max-bars 8] [--temperature 1.0] [--top-p 0.95]
+
+``--data`` is a prepared corpus (its ``test`` split) or any folder of MIDI files (all of them).
+``docs/evaluation.md`` defines every number printed; ``training/metrics.py`` computes them.
+
+``--backend torch`` runs the same file through the PyTorch reference model instead (weights
+dequantized, no grammar mask): a cross-check of the engine, and a way to evaluate before the engine
+is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sage_edge import format as sage_format
+from sage_edge.tokenizer import KIND_BAR, KIND_PITCH, KIND_PITCH_DRUM, Tokenizer
+from training import metrics
+
+PROMPT_BARS = 4
+DEFAULT_MAX_BARS = 8  # continuation bars generated per piece, at most (runtime)
+FEED_CHUNK = 512  # tokens per feed call when scoring: bounds the [n, V] logits buffer
+GENERATE_CHUNK = 16  # tokens per generate call between checks for the last bar
+TOKENS_PER_BAR_CAP = 4  # a generation may use this many times the real continuation's tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: the C++ engine, or the PyTorch reference with the same two calls
+
+
+def engine_available() -> tuple[bool, str]:
+    """Whether ``sage_edge.Engine`` can run here, and why not."""
+    try:
+        _engine_class()
+    except ImportError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def _engine_class():
+    try:
+        from sage_edge import Engine
+    except ImportError:
+        from sage_edge.engine import Engine
+    return Engine
+
+
+class EngineBackend:
+    """Sessions of the C++ engine (``sage_edge.Engine``), one thread, the grammar mask on."""
+
+    name = "engine"
+
+    def __init__(self, path: str | Path):
+        self.engine = _engine_class()(str(path))
+
+    def session(self, seed: int):
+        return self.engine.session(seed=seed)
+
+
+def reference_model(path: str | Path):
+    """The PyTorch ``SageModel`` holding a ``.sage`` file's weights (dequantized to f32)."""
+    import torch
+
+    from training.model import ModelConfig, SageModel
+
+    model_file = sage_format.read(path)
+    config = ModelConfig(
+        vocab_size=model_file.vocab_size,
+        n_layers=model_file.n_layers,
+        d_model=model_file.d_model,
+        n_heads=model_file.n_heads,
+        n_kv_heads=model_file.n_kv_heads,
+        d_head=model_file.d_head,
+        d_ff=model_file.d_ff,
+        attention=model_file.attention,
+        families=model_file.vocabulary["family"].tolist(),
+        horizons=list(model_file.horizons),
+        norm_eps=model_file.norm_eps,
+    )
+    model = SageModel(config)
+    tensors = {
+        name: torch.from_numpy(np.ascontiguousarray(values))
+        for name, values in model_file.dequantized_tensors().items()
+    }
+    model.load_tensors(tensors)
+    model.tokenizer_json = model_file.tokenizer_json()
+    return model.eval()
+
+
+class ReferenceSession:
+    """``feed``/``generate`` of the PyTorch reference: the model's DSMR memory carried across
+    calls, numpy sampling with temperature and top-p. No grammar mask."""
+
+    def __init__(self, model, seed: int):
+        import torch
+
+        self.torch, self.model = torch, model
+        self.memory = model.init_memory(1)
+        self.rng = np.random.default_rng(seed)
+        self.last_logits: np.ndarray | None = None
+
+    def feed(self, ids, all_logits: bool = False) -> np.ndarray:
+        torch = self.torch
+        ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)).view(1, -1)
+        with torch.no_grad():
+            logits, self.memory = self.model.forward_segment(ids, self.memory)
+        logits = logits[0].numpy()
+        self.last_logits = logits[-1]
+        return logits if all_logits else logits[-1]
+
+    def generate(self, n: int, temperature: float = 1.0, top_p: float = 1.0) -> list[int]:
+        out = []
+        for _ in range(n):
+            token = sample(self.last_logits, temperature, top_p, self.rng)
+            self.feed([token])
+            out.append(token)
+        return out
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Temperature, then the smallest set of tokens whose probability reaches ``top_p``."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p) + 1)]
+    q = p[keep] / p[keep].sum()
+    return int(keep[rng.choice(len(keep), p=q)])
+
+
+class ReferenceBackend:
+    name = "torch"
+
+    def __init__(self, path: str | Path):
+        self.model = reference_model(path)
+
+    def session(self, seed: int) -> ReferenceSession:
+        return ReferenceSession(self.model, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test pieces
+
+
+@dataclass
+class Piece:
+    name: str
+    ids: np.ndarray  # token ids, no BOS/EOS
+
+
+def load_pieces(data: str | Path, tokenizer: Tokenizer, max_pieces: int | None) -> list[Piece]:
+    """The test split of a prepared corpus, or every MIDI file under a folder (sorted)."""
+    data = Path(data)
+    if (data / "manifest.json").exists():
+        from training.data import load_manifest, load_split
+
+        names = load_manifest(data)["splits"]["test"]
+        seqs = load_split(data, "test", tokenizer)
+        pieces = [Piece(n, np.asarray(s)) for n, s in zip(names, seqs, strict=True)]
+    elif data.is_dir():
+        paths = sorted(
+            p for p in data.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file()
+        )
+        if max_pieces:
+            paths = paths[:max_pieces]
+        pieces = [Piece(p.stem, np.asarray(tokenizer.encode(p), np.int64)) for p in paths]
+    else:
+        raise ValueError(f"{data}: neither a prepared corpus (manifest.json) nor a folder")
+    if max_pieces:
+        pieces = pieces[:max_pieces]
+    if not pieces:
+        raise ValueError(f"{data}: no test pieces")
+    return pieces
+
+
+# ---------------------------------------------------------------------------------------------
+# Perplexity
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def piece_nll(session, ids: np.ndarray, bos: int, eos: int) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of ``ids`` and EOS after BOS, streamed through one
+    session in chunks; returns it with the number of predicted tokens."""
+    sequence = np.concatenate([[bos], ids, [eos]]).astype(np.int64)
+    inputs, targets = sequence[:-1], sequence[1:]
+    total = 0.0
+    for start in range(0, len(inputs), FEED_CHUNK):
+        chunk = inputs[start : start + FEED_CHUNK]
+        logits = np.asarray(session.feed(chunk.tolist(), all_logits=True)).reshape(len(chunk), -1)
+        logp = log_softmax(logits)
+        total -= float(logp[np.arange(len(chunk)), targets[start : start + len(chunk)]].sum())
+    return total, len(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Continuations
+
+
+@dataclass
+class Continuation:
+    ids: list[int]  # the generated tokens kept (up to the bar after the last one asked for)
+    bars: int  # bars begun by generated Bar tokens
+    ended: str  # "bars", "eos" or "cap"
+
+
+def generate_bars(session, n_bars: int, max_tokens: int, kinds, eos: int, sampling) -> Continuation:
+    """Generate until ``n_bars`` new bars are complete (the next Bar token), EOS, or the cap."""
+    kept: list[int] = []
+    bars = 0
+    while len(kept) < max_tokens:
+        chunk = session.generate(min(GENERATE_CHUNK, max_tokens - len(kept)), **sampling)
+        for token in np.asarray(chunk).tolist():
+            if token == eos:
+                return Continuation(kept, bars, "eos")
+            if kinds[token] == KIND_BAR:
+                if bars == n_bars:
+                    return Continuation(kept, bars, "bars")
+                bars += 1
+            kept.append(token)
+            if len(kept) >= max_tokens:
+                break
+    return Continuation(kept, bars, "cap")
+
+
+def bar_starts(ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """Token index of every Bar token."""
+    return np.flatnonzero(kinds[np.asarray(ids)] == KIND_BAR)
+
+
+def repeat_bars(prompt: metrics.Notes, n_bars: int) -> metrics.Notes:
+    """The prompt's bars cycled ``n_bars`` times: bar ``j`` is prompt bar ``j mod P``."""
+    P = prompt.n_bars
+    lengths = np.diff(prompt.bars)
+    which = np.arange(n_bars) % P
+    lines = np.concatenate([[0.0], np.cumsum(lengths[which])])
+    bar = prompt.bar_of_note
+    columns = [[], [], [], [], []]
+    for j, source in enumerate(which):
+        keep = bar == source
+        columns[0].append(prompt.onset[keep] - prompt.bars[source] + lines[j])
+        columns[1].append(prompt.duration[keep])
+        columns[2].append(prompt.pitch[keep])
+        columns[3].append(prompt.velocity[keep])
+        columns[4].append(prompt.program[keep])
+    return metrics.notes_from_arrays(*(np.concatenate(c) for c in columns), bars=lines)
+
+
+@dataclass
+class Results:
+    pieces: int = 0
+    tokens: int = 0
+    notes: int = 0
+    nll_nats: float = 0.0
+    continuation_pieces: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    distributions: dict[str, list[dict]] = field(default_factory=dict)
+    outputs: int = 0
+    decoded: int = 0
+    generated_tokens: int = 0
+    generated_pitch_tokens: int = 0
+    generated_notes: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    max_pieces: int | None = None,
+    seed: int = 0,
+    max_bars: int = DEFAULT_MAX_BARS,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    backend: str = "engine",
+    progress: bool = False,
+) -> dict:
+    """Every number of the evaluation as a JSON-ready dict (``docs/evaluation.md``)."""
+    if max_bars < 1:
+        raise ValueError(f"max_bars must be at least 1, got {max_bars}")
+    t0 = time.perf_counter()
+    model_file = sage_format.read(model_path)
+    tokenizer = Tokenizer.from_json(model_file.tokenizer_json())
+    kinds = tokenizer.token_table()["kind"]
+    is_note = (kinds == KIND_PITCH) | (kinds == KIND_PITCH_DRUM)
+    bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
+    runner = EngineBackend(model_path) if backend == "engine" else ReferenceBackend(model_path)
+    pieces = load_pieces(data, tokenizer, max_pieces)
+    sampling = {"temperature": temperature, "top_p": top_p}
+    r = Results(pieces=len(pieces))
+
+    # Perplexity: every test piece streamed whole through a fresh session.
+    for i, piece in enumerate(pieces):
+        nll, n = piece_nll(runner.session(seed + i), piece.ids, bos, eos)
+        r.nll_nats += nll
+        r.tokens += n
+        r.notes += int(is_note[piece.ids].sum())
+        if progress:
+            print(f"perplexity {i + 1}/{len(pieces)} {piece.name}", file=sys.stderr)
+
+    # The continuation benchmark.
+    usable = []
+    for piece in pieces:
+        starts = bar_starts(piece.ids, kinds)
+        if len(starts) > PROMPT_BARS:
+            usable.append((piece, starts))
+        else:
+            r.skipped.append(piece.name)
+    for name in ("generated", "other_piece", "repeat_prompt"):
+        r.rows[name] = []
+    r.distributions = {"generated": [], "real": []}
+    real_notes = {}
+    for piece, starts in usable:
+        score = tokenizer.decode(piece.ids)
+        real_notes[piece.name] = metrics.notes_from_score(score, n_bars=len(starts))
+    for i, (piece, starts) in enumerate(usable):
+        all_bars = real_notes[piece.name]
+        n_cont = min(all_bars.n_bars - PROMPT_BARS, max_bars)
+        real = metrics.slice_bars(all_bars, PROMPT_BARS, PROMPT_BARS + n_cont)
+        stop = starts[PROMPT_BARS + n_cont] if PROMPT_BARS + n_cont < len(starts) else None
+        real_tokens = len(piece.ids[starts[PROMPT_BARS] : stop])
+
+        prompt = piece.ids[: starts[PROMPT_BARS]]
+        session = runner.session(seed + i)
+        session.feed([bos, *prompt.tolist()])
+        cap = max(TOKENS_PER_BAR_CAP * real_tokens, 64)
+        cont = generate_bars(session, n_cont, cap, kinds, eos, sampling)
+        r.ended[cont.ended] = r.ended.get(cont.ended, 0) + 1
+        ids = np.concatenate([prompt, np.asarray(cont.ids, np.int64)])
+        r.outputs += 1
+        r.generated_tokens += len(cont.ids)
+        r.generated_pitch_tokens += int(is_note[np.asarray(cont.ids, np.int64)].sum())
+        try:
+            generated_score = tokenizer.decode(ids)
+        except Exception as exc:  # a stream miditok cannot decode: counted, not fatal
+            print(f"{piece.name}: the generated tokens do not decode ({exc})", file=sys.stderr)
+            continue
+        r.decoded += 1
+        generated_all = metrics.notes_from_score(generated_score, n_bars=PROMPT_BARS + cont.bars)
+        generated = metrics.slice_bars(generated_all, PROMPT_BARS, PROMPT_BARS + cont.bars)
+        r.generated_notes += generated.n_notes
+        r.rows["generated"].append(metrics.nmsi(generated, real).as_dict())
+
+        other_piece, _ = usable[(i + 1) % len(usable)]
+        other_all = real_notes[other_piece.name]
+        other_stop = min(other_all.n_bars, PROMPT_BARS + n_cont)
+        other = metrics.slice_bars(other_all, PROMPT_BARS, other_stop)
+        r.rows["other_piece"].append(metrics.nmsi(other, real).as_dict())
+
+        repeated = repeat_bars(metrics.slice_bars(all_bars, 0, PROMPT_BARS), n_cont)
+        r.rows["repeat_prompt"].append(metrics.nmsi(repeated, real).as_dict())
+
+        r.distributions["generated"].append(metrics.distribution(generated))
+        r.distributions["real"].append(metrics.distribution(real))
+        r.continuation_pieces.append(piece.name)
+        if progress:
+            print(f"continuation {i + 1}/{len(usable)} {piece.name}", file=sys.stderr)
+
+    return _report(r, model_path, data, model_file, backend, seed, max_bars, sampling, t0)
+
+
+def _mean_dict(rows: list[dict]) -> dict[str, float]:
+    if not rows:
+        return {}
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def _report(r: Results, model_path, data, model_file, backend, seed, max_bars, sampling, t0):
+    nats_per_token = r.nll_nats / max(r.tokens, 1)
+    return {
+        "model": str(model_path),
+        "quantization": model_file.matrix_dtype,
+        "data": str(data),
+        "backend": backend,
+        "seed": seed,
+        "sampling": sampling,
+        "prompt_bars": PROMPT_BARS,
+        "max_bars": max_bars,
+        "perplexity": {
+            "pieces": r.pieces,
+            "tokens": r.tokens,
+            "notes": r.notes,
+            "nats_per_token": nats_per_token,
+            "perplexity": math.exp(nats_per_token),
+            "bits_per_note": r.nll_nats / math.log(2) / max(r.notes, 1),
+        },
+        "continuation": {
+            "pieces": len(r.continuation_pieces),
+            "skipped_short": r.skipped,
+            "nmsi": {name: _mean_dict(rows) for name, rows in r.rows.items()},
+        },
+        "distribution": {name: _mean_dict(rows) for name, rows in r.distributions.items()},
+        "decode": {
+            "outputs": r.outputs,
+            "decoded": r.decoded,
+            "share": r.decoded / r.outputs if r.outputs else 1.0,
+            "generated_tokens": r.generated_tokens,
+            "generated_pitch_tokens": r.generated_pitch_tokens,
+            "generated_notes_in_bars": r.generated_notes,
+            "ended": r.ended,
+        },
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def print_table(report: dict, out=None) -> None:
+    p = report["perplexity"]
+    w = (out or sys.stdout).write
+    w(f"model {report['model']} ({report['quantization']}, {report['backend']}), ")
+    w(f"data {report['data']}, seed {report['seed']}\n\n")
+    w(f"test pieces {p['pieces']}   tokens {p['tokens']}   notes {p['notes']}\n")
+    w(f"perplexity/token {p['perplexity']:.3f}   nats/token {p['nats_per_token']:.4f}   ")
+    w(f"bits/note {p['bits_per_note']:.3f}\n\n")
+
+    c = report["continuation"]
+    s = report["sampling"]
+    w(
+        f"continuation: {report['prompt_bars']}-bar prompt, up to {report['max_bars']} bars, "
+        f"{c['pieces']} pieces, temperature {s['temperature']}, top-p {s['top_p']}\n"
+    )
+    w(f"{'row':16} {'NMSI':>7} {'chroma':>7} {'groove':>7} {'struct':>7} {'density':>7}\n")
+    for name, row in c["nmsi"].items():
+        if not row:
+            w(f"{name:16} {'-':>7}\n")
+            continue
+        w(
+            f"{name:16} {row['nmsi']:7.2f} {row['chroma']:7.3f} {row['groove']:7.3f} "
+            f"{row['structure']:7.3f} {row['density']:7.3f}\n"
+        )
+    w("\n")
+    dist = report["distribution"]
+    names = list(metrics.DISTRIBUTION_METRICS)
+    w(f"{'distribution':20} {'generated':>10} {'real':>10}\n")
+    for name in names:
+        g = dist["generated"].get(name, float("nan"))
+        t = dist["real"].get(name, float("nan"))
+        w(f"{name:20} {g:10.3f} {t:10.3f}\n")
+    d = report["decode"]
+    w(
+        f"\ndecoded {d['decoded']}/{d['outputs']} ({100 * d['share']:.1f} %), "
+        f"{d['generated_tokens']} tokens generated, ended {d['ended']}\n"
+    )
+    w(f"{report['seconds']} s\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--model", required=True, help="a .sage model file")
+    ap.add_argument("--data", required=True, help="a prepared corpus or a folder of MIDI files")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--max-pieces", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--backend", choices=("engine", "torch"), default="engine")
+    ap.add_argument("--progress", action="store_true", help="report each piece on stderr")
+    args = ap.parse_args(argv)
+    if args.backend == "engine":
+        ok, why = engine_available()
+        if not ok:
+            print(
+                f"the C++ engine is not available ({why}); build it or use --backend torch",
+                file=sys.stderr,
+            )
+            return 2
+    report = evaluate(
+        args.model,
+        args.data,
+        max_pieces=args.max_pieces,
+        seed=args.seed,
+        max_bars=args.max_bars,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        backend=args.backend,
+        progress=args.progress,
+    )
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
