@@ -9,4 +9,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["MidiInputError", "ModelFormatError", "SageError", "__version__"]
+__all__ = ["Engine", "MidiInputError", "ModelFormatError", "NoteEvent", "SageError", "__version__"]
+
+
+def __getattr__(name: str):
+    # The engine needs the compiled extension; import it on first use so that the tokenizer and
+    # the file format work in a source tree that was never built.
+    if name in ("Engine", "NoteEvent"):
+        from sage_edge import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'sage_edge' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import sage_edge
 from sage_edge.errors import SageError
@@ -22,18 +23,36 @@ def _native():
     return _engine
 
 
-def cmd_info(args: argparse.Namespace) -> None:
-    engine = _native()
+def _engine(args: argparse.Namespace):
+    native = _native()
     try:
-        kernel = engine.kernel()
+        native.kernel()
+    except RuntimeError as error:  # SAGE_EDGE_KERNEL names a path this CPU cannot run
+        raise UserError(str(error)) from None
+    from sage_edge.engine import Engine
+
+    if args.model is not None and not Path(args.model).is_file():
+        raise UserError(f"model file {args.model} does not exist")
+    return Engine(args.model, threads=args.threads)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    native = _native()
+    try:
+        kernel = native.kernel()
     except RuntimeError as error:
         raise UserError(str(error)) from None
     info = {
         "version": sage_edge.__version__,
-        "cpu_features": engine.cpu_features(),
+        "cpu_features": native.cpu_features(),
         "kernel": kernel,
-        "available_kernels": engine.available_kernels(),
+        "available_kernels": native.available_kernels(),
     }
+    from sage_edge.engine import DEFAULT_MODEL
+
+    if args.model is not None or DEFAULT_MODEL.is_file():
+        model = _engine(args).info
+        info["model"] = {"path": str(args.model or DEFAULT_MODEL), **model}
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -41,6 +60,88 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"cpu features: {info['cpu_features']}")
     print(f"kernels available: {', '.join(info['available_kernels'])}")
     print(f"kernel: {info['kernel']}")
+    if "model" in info:
+        model = info["model"]
+        print(f"model: {model['path']}")
+        for key, value in model.items():
+            if key != "path":
+                print(f"  {key}: {value}")
+
+
+def _programs(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"--programs takes comma-separated numbers, not {text!r}") from None
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    return {
+        "prompt": args.prompt,
+        "bars": args.bars,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "seed": args.seed,
+        "programs": _programs(args.programs),
+        "tempo": args.tempo,
+    }
+
+
+class _ProgressBar:
+    """Bars done of bars asked, on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled:
+            filled = 30 * done // total
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] bar {done}/{total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 50 + "\r")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    progress = _ProgressBar(not args.quiet)
+    try:
+        result = engine.generation(**_sampling(args), progress=progress)
+    finally:
+        progress.close()
+    score = result.score
+    out = Path(args.out)
+    try:
+        score.dump_midi(out)
+    except Exception as error:  # symusic reports unwritable paths as RuntimeError
+        raise UserError(f"cannot write {out}: {error}") from None
+    if args.plot:
+        from sage_edge.pianoroll import plot_pianoroll
+
+        plot_pianoroll(score, args.plot, title=f"sage-edge: {out.name}")
+    tracks = sum(1 for t in score.tracks if len(t.notes))
+    rate = result.generated_tokens / result.seconds if result.seconds > 0 else float("inf")
+    print(
+        f"wrote {out}: {args.bars} bars, {len(result.notes)} new notes "
+        f"({score.note_num()} in all), {tracks} tracks, "
+        f"{result.generated_tokens} tokens at {rate:,.0f} tokens/s"
+    )
+
+
+def cmd_stream(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    stream = engine.stream(**_sampling(args), realtime=args.realtime)
+    for note in stream:
+        record = note._asdict()
+        if not args.realtime:
+            del record["lateness"]
+        print(json.dumps(record), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,15 +152,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sage-edge {sage_edge.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    info = commands.add_parser("info", help="print the version, CPU features and kernel path")
+    def add_model(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--model", help="a .sage model file (default: the shipped model)")
+        command.add_argument("--threads", type=int, default=1, help="intra-op threads (1)")
+
+    def add_generation(command: argparse.ArgumentParser) -> None:
+        add_model(command)
+        command.add_argument("--prompt", help="a MIDI file to continue")
+        command.add_argument("--bars", type=int, default=8, help="new bars to generate (8)")
+        command.add_argument("--temperature", type=float, default=1.0)
+        command.add_argument("--top-k", type=int, default=0, help="0 = off")
+        command.add_argument("--top-p", type=float, default=0.95)
+        command.add_argument("--min-p", type=float, default=0.0)
+        command.add_argument("--seed", type=int, help="random seed (default: a new one each run)")
+        command.add_argument(
+            "--programs", help="General MIDI programs allowed, e.g. 40,41,42,43 (-1 = drums)"
+        )
+        command.add_argument("--tempo", type=float, help="tempo of the result in BPM")
+
+    info = commands.add_parser("info", help="print the version, CPU features, kernel and model")
+    add_model(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=cmd_info)
+
+    generate = commands.add_parser("generate", help="generate music into a MIDI file")
+    add_generation(generate)
+    generate.add_argument("--out", default="sage-edge.mid", help="MIDI file to write")
+    generate.add_argument("--plot", help="also write a piano-roll PNG here")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.set_defaults(run=cmd_generate)
+
+    stream = commands.add_parser("stream", help="print one JSON object per note as generated")
+    add_generation(stream)
+    stream.add_argument(
+        "--realtime", action="store_true", help="print each note at its playback time"
+    )
+    stream.set_defaults(run=cmd_stream)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", 1) < 1:
+        parser.error("--threads must be at least 1")
     try:
         args.run(args)
     except (UserError, SageError, ValueError, OSError) as error:
@@ -67,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`sage-edge stream | head`): not an error
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -15,12 +15,20 @@ argument raises ``ValueError``.
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import symusic
 
+from sage_edge import format as sage_format
 from sage_edge.errors import ModelFormatError
+from sage_edge.tokenizer import KINDS, Tokenizer, load_score
 
 try:
     from sage_edge import _engine
@@ -41,6 +49,7 @@ class NoteEvent(NamedTuple):
     pitch: int
     velocity: int
     program: int  # General MIDI program 0..127, -1 for drums
+    lateness: float = 0.0  # real-time streaming: seconds after its playback time it was yielded
 
 
 class Engine:
@@ -65,6 +74,7 @@ class Engine:
         self.threads = threads
         self._model = _engine.Model(str(path))
         self._info: dict | None = None
+        self._tokenizer: Tokenizer | None = None
 
     @property
     def info(self) -> dict:
@@ -80,6 +90,82 @@ class Engine:
             info["threads"] = self.threads
             self._info = info
         return dict(self._info)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the model was trained with, rebuilt from the model file."""
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_json(sage_format.read(self.path).tokenizer_json())
+        return self._tokenizer
+
+    def generate(
+        self,
+        prompt=None,
+        bars: int = 8,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        programs: Sequence[int] | None = None,
+        tempo: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> symusic.Score:
+        """Music as a score: ``bars`` new bars continuing ``prompt``.
+
+        ``prompt`` is None (start from scratch), a MIDI path, a ``symusic.Score`` or token ids;
+        its notes are kept unchanged at the start of the result. ``programs`` limits the
+        instruments of the new notes; ``tempo`` (BPM) sets the result's tempo. ``progress`` is
+        called with (bars done, bars asked) as bars complete.
+        """
+        return self.generation(
+            prompt, bars, temperature, top_k, top_p, min_p, seed, programs, tempo, progress
+        ).score
+
+    def generation(
+        self,
+        prompt=None,
+        bars: int = 8,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        programs: Sequence[int] | None = None,
+        tempo: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Generation:
+        """Like :meth:`generate`, with the tokens, the new notes and the time it took."""
+        run = _Run(self, prompt, bars, (temperature, top_k, top_p, min_p), seed, programs, tempo)
+        started = time.perf_counter()
+        notes = []
+        for events in run.bars(progress):
+            notes.extend(events)
+        seconds = time.perf_counter() - started
+        return Generation(run.tokens, run.prompt_length, notes, seconds, run.score(notes))
+
+    def stream(
+        self,
+        prompt=None,
+        bars: int = 8,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        programs: Sequence[int] | None = None,
+        tempo: float | None = None,
+        realtime: bool = False,
+    ) -> NoteStream:
+        """The new notes of :meth:`generate` as they are generated, an iterator of
+        :class:`NoteEvent` (time and duration in quarter notes from the start of the music).
+
+        With ``realtime`` each note is yielded at its playback time at ``tempo`` BPM (120 when
+        None) while a thread generates ahead; each note carries how late it came, and the
+        iterator's ``lateness`` lists them all.
+        """
+        run = _Run(self, prompt, bars, (temperature, top_k, top_p, min_p), seed, programs, tempo)
+        return NoteStream(run, realtime, tempo if tempo is not None else 120.0)
 
     def session(self, seed: int | None = None, programs=None) -> Session:
         """A new session. ``seed`` None draws one at random (``Session.seed`` tells which);
@@ -172,3 +258,206 @@ class Session:
     def memory(self) -> dict:
         """Bytes: weights (the mapped file), activations, kv (ring memories), total."""
         return self._session.memory()
+
+
+@dataclass
+class Generation:
+    """The result of :meth:`Engine.generation`."""
+
+    tokens: list[int]  # every token fed: BOS, the prompt, then the generated ones
+    prompt_length: int  # how many of ``tokens`` are BOS and the prompt
+    notes: list[NoteEvent]  # the generated notes, in the order they were decoded
+    seconds: float  # wall time of the generation
+    score: symusic.Score  # the prompt's notes then the generated ones
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.tokens) - self.prompt_length
+
+
+# A bar never needs more tokens than this; a model that loops without closing a bar is stopped.
+MAX_TOKENS_PER_BAR = 2048
+KIND_BAR, KIND_BOS = KINDS.index("BAR"), KINDS.index("BOS")
+
+
+def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> None:
+    if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
+        raise ValueError(f"bars must be a positive integer, not {bars!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, not {temperature}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0, not {top_k!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if not 0 <= min_p < 1:
+        raise ValueError(f"min_p must be in [0, 1), not {min_p}")
+    for program in programs or ():
+        if isinstance(program, bool) or not isinstance(program, (int, np.integer)):
+            raise ValueError(f"programs must be integers, not {program!r}")
+        if not -1 <= program <= 127:
+            raise ValueError(f"program {program} is outside 0..127 (or -1 for drums)")
+    if tempo is not None and not 1 <= tempo <= 1000:
+        raise ValueError(f"tempo must be between 1 and 1000 BPM, not {tempo}")
+
+
+class _Run:
+    """One generation: a session primed with BOS and the prompt, advanced bar by bar."""
+
+    def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo):
+        _check_sampling(bars, *sampling, programs, tempo)
+        self.engine, self.bars_asked, self.sampling, self.tempo = engine, int(bars), sampling, tempo
+        tokenizer = engine.tokenizer
+        kinds = tokenizer.token_table()["kind"]
+        self.kinds = kinds
+        self.prompt_score = None
+        if prompt is None:
+            prompt_ids: list[int] = []
+        elif isinstance(prompt, (str, os.PathLike)):
+            self.prompt_score = load_score(prompt)
+            prompt_ids = tokenizer.encode(self.prompt_score)
+        elif isinstance(prompt, symusic.Score):
+            self.prompt_score = prompt
+            prompt_ids = tokenizer.encode(prompt)
+        else:
+            prompt_ids = [int(t) for t in prompt]
+            if any(not 0 <= t < tokenizer.vocab_size for t in prompt_ids):
+                raise ValueError(f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}")
+        bos = [int(np.flatnonzero(kinds == KIND_BOS)[0])]
+        self.tokens = bos + [t for t in prompt_ids if kinds[t] != KIND_BOS]
+        self.prompt_length = len(self.tokens)
+        self.session = engine.session(seed=seed, programs=programs)
+        self.session.feed(self.tokens)
+        self.prompt_events = self.session.pop_events()
+        # The prompt's bars; a Bar the model opens past prompt_bars + bars ends the run.
+        self.prompt_bars = self.session.bars
+
+    def bars(self, progress=None) -> Iterator[list[NoteEvent]]:
+        """Generates bar by bar, yielding the notes completed in each new bar."""
+        session, last_bar = self.session, self.prompt_bars + self.bars_asked
+        budget = MAX_TOKENS_PER_BAR * (self.bars_asked + 1)
+        while budget > 0:
+            token = session.sample(*self.sampling)
+            if self.kinds[token] == KIND_BAR:
+                yield session.pop_events()
+                if progress is not None:
+                    progress(min(session.bars - self.prompt_bars, self.bars_asked), self.bars_asked)
+                if session.bars >= last_bar:
+                    return
+            session.feed([token])
+            self.tokens.append(token)
+            budget -= 1
+        yield session.pop_events()
+
+    def score(self, notes: list[NoteEvent]) -> symusic.Score:
+        """The prompt's own notes, then ``notes``; time signatures and tempos from the tokens."""
+        decoded = self.engine.tokenizer.decode(self.tokens)
+        if self.prompt_score is not None:
+            result = self.prompt_score.copy()
+        else:
+            result = symusic.Score(decoded.ticks_per_quarter)
+            notes = [*self.prompt_events, *notes]  # a prompt of token ids: its notes as decoded
+        tpq = result.ticks_per_quarter
+        scale = tpq / decoded.ticks_per_quarter
+        if self.prompt_score is None or not len(result.time_signatures):
+            for signature in decoded.time_signatures:
+                result.time_signatures.append(
+                    symusic.TimeSignature(
+                        round(signature.time * scale), signature.numerator, signature.denominator
+                    )
+                )
+        if self.tempo is not None:
+            result.tempos.clear()
+            result.tempos.append(symusic.Tempo(0, self.tempo))
+        elif self.prompt_score is None:
+            for mark in decoded.tempos:
+                result.tempos.append(symusic.Tempo(round(mark.time * scale), mark.qpm))
+        tracks = {(t.program, t.is_drum): t for t in result.tracks}
+        for note in sorted(notes, key=lambda n: (n.time, n.program, n.pitch)):
+            key = (max(note.program, 0), note.program < 0)
+            if key not in tracks:
+                name = "Drums" if key[1] else f"Program {key[0]}"
+                tracks[key] = symusic.Track(name, program=key[0], is_drum=key[1])
+                result.tracks.append(tracks[key])
+            track = tracks[key]
+            track.notes.append(
+                symusic.Note(
+                    round(note.time * tpq),
+                    max(1, round(note.duration * tpq)),
+                    note.pitch,
+                    note.velocity,
+                )
+            )
+        for track in result.tracks:
+            track.notes.sort()
+        return result
+
+
+class NoteStream:
+    """An iterator of the notes of one generation (see :meth:`Engine.stream`)."""
+
+    def __init__(self, run: _Run, realtime: bool, tempo: float):
+        self._run, self.realtime, self.tempo = run, realtime, tempo
+        self.lateness: list[float] = []  # seconds, one per note yielded in real time
+
+    @property
+    def tokens(self) -> list[int]:
+        return self._run.tokens
+
+    def __iter__(self) -> Iterator[NoteEvent]:
+        if not self.realtime:
+            for events in self._run.bars():
+                yield from events
+            return
+        yield from self._paced()
+
+    def _paced(self) -> Iterator[NoteEvent]:
+        # A thread generates ahead into a bounded queue (the engine releases the GIL while it
+        # computes); this side sleeps until each note's playback time and records how late it
+        # was handed over. The clock starts at the first generated note.
+        notes: queue.Queue = queue.Queue(maxsize=1024)
+        done = object()
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for events in self._run.bars():
+                    for event in events:
+                        while not stop.is_set():
+                            try:
+                                notes.put(event, timeout=0.1)
+                                break
+                            except queue.Full:
+                                continue
+                    if stop.is_set():
+                        return
+            except BaseException as error:  # surfaced in the consumer
+                failure.append(error)
+            finally:
+                notes.put(done)
+
+        producer = threading.Thread(target=produce, name="sage-edge-generate", daemon=True)
+        producer.start()
+        seconds_per_quarter = 60.0 / self.tempo
+        origin_time = origin_clock = None
+        try:
+            while True:
+                event = notes.get()
+                if event is done:
+                    break
+                if origin_time is None:
+                    origin_time, origin_clock = event.time, time.perf_counter()
+                due = origin_clock + (event.time - origin_time) * seconds_per_quarter
+                while (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
+                lateness = max(0.0, time.perf_counter() - due)
+                self.lateness.append(lateness)
+                yield event._replace(lateness=lateness)
+        finally:
+            stop.set()
+            producer.join()
+        if failure:
+            raise failure[0]
+
+
+__all__ = ["Engine", "Generation", "NoteEvent", "NoteStream", "Session"]

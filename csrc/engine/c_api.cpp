@@ -158,6 +158,31 @@ sage_status sage_model_get_horizons(const sage_model* model, uint32_t* out, size
     });
 }
 
+sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* family,
+                                 uint32_t* kind, int32_t* a, int32_t* b) {
+    return guarded([&] {
+        require(model, "model");
+        const auto& vocab = model->model->vocab;
+        if (id < 0 || static_cast<size_t>(id) >= vocab.size())
+            throw sage::Error(sage::Status::Argument, "token id " + std::to_string(id) +
+                                                          " is outside the vocabulary of " +
+                                                          std::to_string(vocab.size()) + " tokens");
+        const sage::TokenInfo& token = vocab[static_cast<size_t>(id)];
+        if (family) *family = static_cast<uint32_t>(token.family);
+        if (kind) *kind = static_cast<uint32_t>(token.kind);
+        if (a) *a = token.a;
+        if (b) *b = token.b;
+    });
+}
+
+int32_t sage_model_find_kind(const sage_model* model, uint32_t kind) {
+    if (model == nullptr) return -1;
+    const auto& vocab = model->model->vocab;
+    for (size_t id = 0; id < vocab.size(); ++id)
+        if (static_cast<uint32_t>(vocab[id].kind) == kind) return static_cast<int32_t>(id);
+    return -1;
+}
+
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
                                 sage_session** out) {
     return guarded([&] {
@@ -230,6 +255,10 @@ uint64_t sage_session_position(const sage_session* session) {
 
 uint64_t sage_session_bars(const sage_session* session) {
     return session ? session->session->bars() : 0;
+}
+
+double sage_session_tempo(const sage_session* session) {
+    return session ? session->session->tempo_bpm() : 0.0;
 }
 
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out) {

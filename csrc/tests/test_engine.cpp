@@ -271,6 +271,39 @@ TEST(generate_produces_notes_and_reset_replays_the_seed) {
     sage_model_free(model);
 }
 
+TEST(vocabulary_queries_match_the_loaded_table) {
+    for (const auto& path : fixture_models()) {
+        auto table = sage::Model::load(path);
+        sage_model* model = load_or_die(path);
+        for (size_t id = 0; id < table->vocab.size(); ++id) {
+            uint32_t family = 99, kind = 99;
+            int32_t a = -7, b = -7;
+            CHECK_EQ(sage_model_get_token(model, static_cast<int32_t>(id), &family, &kind, &a, &b),
+                     SAGE_OK);
+            CHECK_EQ(family, static_cast<uint32_t>(table->vocab[id].family));
+            CHECK_EQ(kind, static_cast<uint32_t>(table->vocab[id].kind));
+            CHECK_EQ(a, table->vocab[id].a);
+            CHECK_EQ(b, table->vocab[id].b);
+        }
+        const int32_t vocab_size = static_cast<int32_t>(table->vocab.size());
+        CHECK_EQ(sage_model_get_token(model, vocab_size, nullptr, nullptr, nullptr, nullptr),
+                 SAGE_ERR_ARGUMENT);
+        CHECK_EQ(sage_model_get_token(model, -1, nullptr, nullptr, nullptr, nullptr),
+                 SAGE_ERR_ARGUMENT);
+        CHECK_EQ(sage_model_find_kind(model, 1), first_of_kind(path, sage::Kind::Bos));
+        CHECK_EQ(sage_model_find_kind(model, 200), -1);
+
+        // The session reports the tempo of the last Tempo token it was fed.
+        sage_session* session = new_session(model);
+        CHECK_EQ(sage_session_tempo(session), 120.0);
+        const int32_t tempo = first_of_kind(path, sage::Kind::Tempo);
+        CHECK_EQ(sage_session_feed(session, &tempo, 1, nullptr, 0), SAGE_OK);
+        CHECK_EQ(sage_session_tempo(session), table->vocab[static_cast<size_t>(tempo)].a / 1000.0);
+        sage_session_free(session);
+        sage_model_free(model);
+    }
+}
+
 TEST(bad_arguments_give_argument_errors) {
     const std::string path = fixture_models().front();
     sage_model* model = load_or_die(path);

@@ -21,20 +21,30 @@ extern "C" {
 
 typedef enum sage_status {
     SAGE_OK = 0,
-    SAGE_ERR_IO = 1,       /* the file cannot be opened or mapped */
-    SAGE_ERR_FORMAT = 2,   /* the file is not a valid .sage model (docs/format.md) */
-    SAGE_ERR_ARGUMENT = 3, /* a bad argument: null pointer, token out of range, bad sampling value */
-    SAGE_ERR_MEMORY = 4,   /* an allocation at creation failed */
-    SAGE_ERR_KERNEL = 5,   /* SAGE_EDGE_KERNEL names a path this CPU cannot run */
-    SAGE_ERR_STATE = 6     /* the call does not fit the session's state (e.g. sample before feed) */
+    SAGE_ERR_IO = 1,     /* the file cannot be opened or mapped */
+    SAGE_ERR_FORMAT = 2, /* the file is not a valid .sage model (docs/format.md) */
+    SAGE_ERR_ARGUMENT =
+        3,               /* a bad argument: null pointer, token out of range, bad sampling value */
+    SAGE_ERR_MEMORY = 4, /* an allocation at creation failed */
+    SAGE_ERR_KERNEL = 5, /* SAGE_EDGE_KERNEL names a path this CPU cannot run */
+    SAGE_ERR_STATE = 6   /* the call does not fit the session's state (e.g. sample before feed) */
 } sage_status;
 
 typedef struct sage_model sage_model;
 typedef struct sage_session sage_session;
 
 /* Weight storage of a model file's matrices. */
-typedef enum sage_quant { SAGE_QUANT_F32 = 0, SAGE_QUANT_F16 = 1, SAGE_QUANT_Q8_0 = 2, SAGE_QUANT_Q4 = 3 } sage_quant;
-typedef enum sage_attention { SAGE_ATTENTION_MHA = 0, SAGE_ATTENTION_GQA = 1, SAGE_ATTENTION_ASKV = 2 } sage_attention;
+typedef enum sage_quant {
+    SAGE_QUANT_F32 = 0,
+    SAGE_QUANT_F16 = 1,
+    SAGE_QUANT_Q8_0 = 2,
+    SAGE_QUANT_Q4 = 3
+} sage_quant;
+typedef enum sage_attention {
+    SAGE_ATTENTION_MHA = 0,
+    SAGE_ATTENTION_GQA = 1,
+    SAGE_ATTENTION_ASKV = 2
+} sage_attention;
 
 typedef struct sage_model_info {
     uint32_t vocab_size, n_layers, d_model, n_heads, n_kv_heads, d_head, d_ff, n_families;
@@ -76,11 +86,11 @@ typedef struct sage_note_event {
 
 /* Library. */
 const char* sage_version(void);
-const char* sage_kernel_name(void);  /* the active kernel path, e.g. "avx512vnni" or "neon" */
+const char* sage_kernel_name(void); /* the active kernel path, e.g. "avx512vnni" or "neon" */
 const char* sage_cpu_features(void);
-const char* sage_last_error(void);   /* message of the calling thread's last failed call */
+const char* sage_last_error(void); /* message of the calling thread's last failed call */
 const char* sage_status_string(sage_status status);
-sage_sampling sage_sampling_default(void);              /* temperature 1, top_k 0, top_p 1, min_p 0 */
+sage_sampling sage_sampling_default(void); /* temperature 1, top_k 0, top_p 1, min_p 0 */
 sage_session_options sage_session_options_default(void); /* seed 0, threads 1 */
 
 /* Models: a validated, memory-mapped .sage file. */
@@ -89,6 +99,15 @@ void sage_model_free(sage_model* model);
 sage_status sage_model_get_info(const sage_model* model, sage_model_info* out);
 /* Copies min(n, n_layers) horizons into out. */
 sage_status sage_model_get_horizons(const sage_model* model, uint32_t* out, size_t n);
+
+/* What token `id` means (docs/format.md, "Vocabulary"): its attribute family (0 special, 1 time,
+ * 2 program, 3 pitch, 4 velocity, 5 duration), its kind (0 PAD, 1 BOS, 2 EOS, 3 MASK, 4 BAR,
+ * 5 TIMESIG, 6 POSITION, 7 TEMPO, 8 PROGRAM, 9 PITCH, 10 PITCH_DRUM, 11 VELOCITY, 12 DURATION,
+ * 13 OTHER) and its values a and b. Any output pointer may be null. */
+sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* family,
+                                 uint32_t* kind, int32_t* a, int32_t* b);
+/* The id of the first token of `kind` in the vocabulary (e.g. 1 for BOS), or -1 if it has none. */
+int32_t sage_model_find_kind(const sage_model* model, uint32_t kind);
 
 /* Sessions. */
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
@@ -100,8 +119,8 @@ sage_status sage_session_reset(sage_session* session);
 sage_status sage_session_set_programs(sage_session* session, const int32_t* programs, size_t n);
 /* Run the model over n tokens. If logits is not null it receives the logits after the last token
  * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). */
-sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n,
-                              float* logits, int all_logits);
+sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n, float* logits,
+                              int all_logits);
 /* Draw the next token from the logits of the last fed token, under the grammar mask. Does not
  * feed it. */
 sage_status sage_session_sample(sage_session* session, const sage_sampling* sampling,
@@ -111,12 +130,14 @@ sage_status sage_session_generate(sage_session* session, const sage_sampling* sa
                                   int32_t* tokens, size_t n);
 uint64_t sage_session_position(const sage_session* session); /* tokens fed since the reset */
 uint64_t sage_session_bars(const sage_session* session);     /* Bar tokens fed since the reset */
+double sage_session_tempo(
+    const sage_session* session); /* BPM of the last Tempo token fed, 120 before one */
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out);
 /* Moves up to capacity completed notes (in the order they were decoded) out of the session's
  * fixed-size event queue; *count receives how many. Notes not read before the queue fills are
  * dropped oldest first, and sage_session_dropped_events counts them. */
-sage_status sage_session_pop_events(sage_session* session, sage_note_event* events,
-                                    size_t capacity, size_t* count);
+sage_status sage_session_pop_events(sage_session* session, sage_note_event* events, size_t capacity,
+                                    size_t* count);
 uint64_t sage_session_dropped_events(const sage_session* session);
 
 #ifdef __cplusplus

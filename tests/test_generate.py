@@ -1,0 +1,205 @@
+"""Generation for people: Engine.generate / Engine.stream and the `sage-edge` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import miditok
+import numpy as np
+import pytest
+import symusic
+
+from sage_edge.engine import DEFAULT_MODEL, Engine
+from sage_edge.tokenizer import KINDS
+
+FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
+
+
+@pytest.fixture(scope="module", params=["shipped", "fixture"])
+def engine(request) -> Engine:
+    """The shipped default model when the package has one, and the tiny fixture model."""
+    if request.param == "shipped":
+        if not DEFAULT_MODEL.is_file():
+            pytest.skip("no default model is packaged")
+        return Engine()
+    return Engine(FIXTURE_MODEL)
+
+
+def bar_tokens(tokens, engine: Engine) -> int:
+    kinds = engine.tokenizer.token_table()["kind"]
+    return int(np.sum(kinds[np.asarray(tokens)] == KINDS.index("BAR")))
+
+
+def test_generated_music_loads_keeps_programs_and_spans_the_bars(engine, tmp_path):
+    result = engine.generation(bars=4, seed=11, programs=[40, 41, 42, 43], top_p=0.95)
+    assert bar_tokens(result.tokens, engine) == 4  # the Bar that would open bar 5 ends it
+    assert result.notes, "four bars without a single note"
+    path = tmp_path / "out.mid"
+    result.score.dump_midi(path)
+
+    loaded = symusic.Score(path)
+    programs = {track.program for track in loaded.tracks if len(track.notes)}
+    assert programs <= {40, 41, 42, 43}
+    assert not any(track.is_drum for track in loaded.tracks if len(track.notes))
+    # Every onset lies inside the four bars (time signatures from the token stream).
+    bar_end = 0.0
+    for index, signature in enumerate(loaded.time_signatures):
+        if index:
+            break
+        bar_end = 4 * signature.numerator * 4 / signature.denominator
+    onsets = [n.time / loaded.ticks_per_quarter for t in loaded.tracks for n in t.notes]
+    if len(loaded.time_signatures) == 1:
+        assert max(onsets) < bar_end
+    assert len(miditok.REMI().encode(path)) > 0  # miditok reads it too
+
+
+def test_same_seed_same_bytes_different_seed_different_music(engine, tmp_path):
+    paths = []
+    for index, seed in enumerate((5, 5, 6)):
+        paths.append(tmp_path / f"{index}.mid")
+        engine.generate(bars=3, seed=seed).dump_midi(paths[-1])
+    first, again, other = (p.read_bytes() for p in paths)
+    assert first == again
+    assert first != other
+
+
+def test_a_chorale_prompt_keeps_its_notes(engine, chorale_paths):
+    prompt_path = chorale_paths[0]
+    prompt = symusic.Score(prompt_path)
+    result = engine.generate(prompt_path, bars=2, seed=3, programs=[52, 53, 48, 42])
+    prompt_notes = {
+        (t.program, n.time, n.duration, n.pitch, n.velocity) for t in prompt.tracks for n in t.notes
+    }
+    result_notes = {
+        (t.program, n.time, n.duration, n.pitch, n.velocity) for t in result.tracks for n in t.notes
+    }
+    assert result.ticks_per_quarter == prompt.ticks_per_quarter
+    assert prompt_notes <= result_notes
+    assert len(result_notes) > len(prompt_notes), "nothing was added after the prompt"
+    prompt_end = max(n.time for t in prompt.tracks for n in t.notes)
+    added = result_notes - prompt_notes
+    assert min(note[1] for note in added) >= prompt_end - prompt.ticks_per_quarter * 4
+
+
+def test_token_prompts_and_bad_arguments(engine):
+    result = engine.generation(bars=1, seed=1)
+    continued = engine.generation(result.tokens[1:], bars=1, seed=2)
+    assert continued.tokens[: len(result.tokens)] == result.tokens
+    with pytest.raises(ValueError):
+        engine.generate(bars=0)
+    with pytest.raises(ValueError):
+        engine.generate(programs=[128])
+    with pytest.raises(ValueError):
+        engine.generate(top_p=0)
+    with pytest.raises(ValueError):
+        engine.generate([engine.tokenizer.vocab_size])
+
+
+def test_stream_gives_the_generated_notes_in_time_order(engine):
+    notes = list(engine.stream(bars=3, seed=9))
+    assert notes == engine.generation(bars=3, seed=9).notes
+    times = [n.time for n in notes]
+    assert times == sorted(times)
+
+
+def test_realtime_stream_is_never_early_and_records_lateness(engine):
+    import time
+
+    stream = engine.stream(bars=2, seed=4, tempo=480.0, realtime=True)
+    start = None
+    arrivals = []
+    for note in stream:
+        now = time.perf_counter()
+        if start is None:
+            start, first = now, note.time
+        arrivals.append((note, now - start))
+    assert arrivals, "no notes"
+    assert len(stream.lateness) == len(arrivals)
+    seconds_per_quarter = 60.0 / 480.0
+    previous = -1.0
+    for note, arrived in arrivals:
+        due = (note.time - first) * seconds_per_quarter
+        assert arrived >= due - 1e-3  # never before its playback time (1 ms clock slack)
+        assert note.lateness >= 0.0
+        assert note.time >= previous
+        previous = note.time
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sage_edge.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_generate_writes_midi_plot_and_summary(tmp_path):
+    out, plot = tmp_path / "song.mid", tmp_path / "song.png"
+    done = run_cli(
+        "generate",
+        "--model",
+        str(FIXTURE_MODEL),
+        "--bars",
+        "2",
+        "--seed",
+        "1",
+        "--programs",
+        "40,41",
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 bars" in done.stdout and "tokens/s" in done.stdout
+    assert symusic.Score(out).note_num() > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_stream_prints_json_notes():
+    done = run_cli("stream", "--model", str(FIXTURE_MODEL), "--bars", "1", "--seed", "2")
+    assert done.returncode == 0, done.stderr
+    notes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert notes and set(notes[0]) == {"time", "duration", "pitch", "velocity", "program"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "missing.mid"], "missing.mid"),
+        (["--top-p", "2"], "top_p"),
+        (["--programs", "40,x"], "--programs"),
+        (["--temperature", "-1"], "temperature"),
+    ],
+)
+def test_cli_user_errors_print_one_line_and_exit_2(args, message, tmp_path):
+    done = run_cli(
+        "generate", "--model", str(FIXTURE_MODEL), "--out", str(tmp_path / "x.mid"), *args
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_broken_model_and_prompt_exit_2(tmp_path):
+    broken = tmp_path / "broken.sage"
+    broken.write_bytes(FIXTURE_MODEL.read_bytes()[:1000])
+    done = run_cli("generate", "--model", str(broken))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    not_midi = tmp_path / "notes.mid"
+    not_midi.write_text("not a midi file")
+    done = run_cli("generate", "--model", str(FIXTURE_MODEL), "--prompt", str(not_midi))
+    assert done.returncode == 2 and "notes.mid" in done.stderr
+
+
+def test_cli_info_names_the_kernel():
+    done = subprocess.run(
+        [sys.executable, "-m", "sage_edge.cli", "info"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "SAGE_EDGE_KERNEL": "scalar"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "kernel: scalar" in done.stdout
