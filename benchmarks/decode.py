@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sage_edge import format as sage_format
+from sage_edge.bench import bytes_per_token, read_bandwidth
 from sage_edge.engine import Engine
 from sage_edge.tokenizer import Tokenizer
 from training.export import export
@@ -47,34 +47,6 @@ def default_size_model(tokenizer: Tokenizer) -> SageModel:
     )
     torch.manual_seed(0)
     return SageModel(config).eval()
-
-
-def bytes_per_token(path: Path) -> int:
-    """Bytes one decode step reads: each matrix row it multiplies (one embedding row, one
-    family's key/value rows), the vectors, and every layer's ring memory of keys and values."""
-    m = sage_format.read(path)
-    total = 0
-    for name, tensor in m.tensors.items():
-        nbytes = tensor.nbytes
-        if name == "tok_embedding":
-            nbytes //= m.vocab_size
-        elif name.endswith((".wk", ".wv")):
-            nbytes //= m.n_families
-        total += nbytes
-    total += sum(m.horizons) * m.n_kv_heads * m.d_head * 2 * 4
-    return total
-
-
-def read_bandwidth(nbytes: int, repeats: int = 5) -> float:
-    """Bytes per second numpy sums a float32 buffer of `nbytes` (best of `repeats`)."""
-    a = np.ones(max(nbytes // 4, 1024), dtype=np.float32)
-    best = float("inf")
-    a.sum()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - start)
-    return a.nbytes / best
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:

@@ -144,6 +144,21 @@ def cmd_stream(args: argparse.Namespace) -> None:
         print(json.dumps(record), flush=True)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from sage_edge import bench
+
+    engine = _engine(args)
+    positions = [int(p) for p in args.positions.split(",")] if args.positions else None
+    if positions is not None and (not positions or min(positions) < 0):
+        raise UserError("--positions takes comma-separated non-negative numbers")
+    if args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    results = bench.run(engine, positions or bench.DEFAULT_POSITIONS, args.steps)
+    if args.plot:
+        bench.plot(results, args.plot)
+    print(json.dumps(results, indent=2) if args.json else bench.report(results))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sage-edge",
@@ -188,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--realtime", action="store_true", help="print each note at its playback time"
     )
     stream.set_defaults(run=cmd_stream)
+    bench = commands.add_parser("bench", help="measure decode speed, memory and bandwidth")
+    add_model(bench)
+    bench.add_argument("--positions", help="comma-separated positions (100,1000,10000,50000)")
+    bench.add_argument("--steps", type=int, default=200, help="decode steps timed per position")
+    bench.add_argument("--plot", help="write a PNG of latency against position here")
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
