@@ -231,6 +231,10 @@ class Session:
         """Restrict generated notes to these programs (-1 = drums); an empty list allows all."""
         self._session.set_programs([int(p) for p in programs])
 
+    def allowed_next(self) -> np.ndarray:
+        """The grammar mask for the next token: ``[V]`` bool, True where a token may follow."""
+        return self._session.allowed_next()
+
     def reset(self) -> None:
         """Forget every token: position 0, empty memory and events; the seed restarts."""
         self._session.reset()

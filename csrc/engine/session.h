@@ -84,6 +84,9 @@ class Session {
     // Samples and feeds n tokens; `tokens` (may be null) receives them.
     void generate(const SamplingParams& params, int32_t* tokens, size_t n);
 
+    // Writes the grammar mask for the next token into allowed[V] (1 = may follow).
+    void allowed_next(uint8_t* allowed) const { grammar_.allowed(allowed); }
+
     uint64_t position() const { return position_; }
     uint64_t bars() const { return detokenizer_.bars(); }
     double tempo_bpm() const { return detokenizer_.tempo_bpm(); }

@@ -218,6 +218,14 @@ class PySession {
         return out;
     }
 
+    // The grammar mask for the next token, [V] bool.
+    static_assert(sizeof(bool) == 1, "numpy bool arrays are one byte per element");
+    py::array_t<bool> allowed_next() const {
+        py::array_t<bool> mask(session_->model().config.vocab_size);
+        session_->allowed_next(reinterpret_cast<uint8_t*>(mask.mutable_data()));
+        return mask;
+    }
+
     py::dict memory() const {
         const sage::MemoryReport r = session_->memory();
         py::dict d;
@@ -275,6 +283,7 @@ void bind(py::module_& m) {
         .def("set_programs", &PySession::set_programs, py::arg("programs"))
         .def("pop_events", &PySession::pop_events)
         .def("memory", &PySession::memory)
+        .def("allowed_next", &PySession::allowed_next)
         .def_property_readonly("position", [](PySession& s) { return s.session().position(); })
         .def_property_readonly("bars", [](PySession& s) { return s.session().bars(); })
         .def_property_readonly("dropped_events",

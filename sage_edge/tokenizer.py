@@ -1,0 +1,383 @@
+"""The token vocabulary: miditok REMI+ with programs, one token stream for all tracks.
+
+Runtime side: numpy, miditok and symusic only (never torch). ``docs/data.md`` explains the chosen
+configuration and the token grammar; ``docs/format.md`` (Vocabulary) defines the attribute table
+that :meth:`Tokenizer.token_table` returns and the ``.sage`` file carries.
+
+Every time signature is rewritten to a ``n/4`` signature of the same bar length (or a whole
+multiple of it) before miditok sees the score. miditok measures Position and Duration in beats of
+the current time signature's *denominator*, so with quarter-note beats only, every Position and
+Duration id has one fixed length in ticks per quarter note and the engine needs no context to turn
+tokens into notes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import miditok
+import numpy as np
+import symusic
+
+from sage_edge.errors import MidiInputError
+
+FAMILIES = ("special", "time", "program", "pitch", "velocity", "duration")
+FAMILY_SPECIAL, FAMILY_TIME, FAMILY_PROGRAM, FAMILY_PITCH, FAMILY_VELOCITY, FAMILY_DURATION = range(
+    6
+)
+
+KINDS = (
+    "PAD",
+    "BOS",
+    "EOS",
+    "MASK",
+    "BAR",
+    "TIMESIG",
+    "POSITION",
+    "TEMPO",
+    "PROGRAM",
+    "PITCH",
+    "PITCH_DRUM",
+    "VELOCITY",
+    "DURATION",
+    "OTHER",
+)
+(
+    KIND_PAD,
+    KIND_BOS,
+    KIND_EOS,
+    KIND_MASK,
+    KIND_BAR,
+    KIND_TIMESIG,
+    KIND_POSITION,
+    KIND_TEMPO,
+    KIND_PROGRAM,
+    KIND_PITCH,
+    KIND_PITCH_DRUM,
+    KIND_VELOCITY,
+    KIND_DURATION,
+    KIND_OTHER,
+) = range(14)
+
+# The family each kind belongs to (docs/format.md, Vocabulary).
+KIND_FAMILY = (0, 0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5, 0)
+
+# miditok token type -> kind
+_TYPE_KIND = {
+    "PAD": KIND_PAD,
+    "BOS": KIND_BOS,
+    "EOS": KIND_EOS,
+    "MASK": KIND_MASK,
+    "Bar": KIND_BAR,
+    "TimeSig": KIND_TIMESIG,
+    "Position": KIND_POSITION,
+    "Tempo": KIND_TEMPO,
+    "Program": KIND_PROGRAM,
+    "Pitch": KIND_PITCH,
+    "PitchDrum": KIND_PITCH_DRUM,
+    "Velocity": KIND_VELOCITY,
+    "Duration": KIND_DURATION,
+}
+
+TOKEN_TABLE_DTYPE = np.dtype(
+    [("family", np.uint8), ("kind", np.uint8), ("a", np.int32), ("b", np.int32)]
+)
+
+_FORMAT_TAG = "sage-edge-tokenizer"
+_FORMAT_VERSION = 1
+
+# The project's configuration (docs/data.md says why).
+POSITIONS_PER_QUARTER = 12  # 16ths, 32nds rounded, and 8th/16th triplets exactly
+MAX_BAR_QUARTERS = 12  # time signatures 1/4 .. 12/4
+DEFAULT_CONFIG = {
+    "pitch_range": (21, 108),  # the piano's A0..C8, inclusive
+    "beat_res": {(0, 2): POSITIONS_PER_QUARTER, (2, 4): 4, (4, 8): 2, (8, 16): 1},
+    "num_velocities": 8,
+    "special_tokens": ["PAD", "BOS", "EOS", "MASK"],
+    "use_velocities": True,
+    "use_note_duration_programs": list(range(-1, 128)),
+    "use_chords": False,
+    "use_rests": False,
+    "use_tempos": True,
+    "use_time_signatures": True,
+    "use_sustain_pedals": False,
+    "use_pitch_bends": False,
+    "use_programs": True,
+    "use_pitchdrum_tokens": True,
+    "drums_pitch_range": (27, 87),  # GM percussion map: High Q .. Open Triangle, inclusive
+    "num_tempos": 16,
+    "tempo_range": (40, 208),  # the metronome's range, quarter notes per minute
+    "log_tempos": True,
+    "time_signature_range": {4: list(range(1, MAX_BAR_QUARTERS + 1))},
+    "programs": list(range(-1, 128)),
+    "one_token_stream_for_programs": True,
+    "program_changes": False,
+    "remove_duplicated_notes": True,
+    "delete_equal_successive_tempo_changes": True,
+    "delete_equal_successive_time_sig_changes": True,
+}
+
+_MAX_MIDI_BYTES = 64 * 1024 * 1024
+
+
+def _check_midi_bytes(data: bytes, name: str) -> None:
+    """Check a Standard MIDI File's chunk structure before the C++ parser sees it.
+
+    symusic reads truncated files leniently (or, in old versions, past their end); walking the
+    chunk lengths here turns every truncation into a clear error.
+    """
+    if len(data) < 14 or data[:4] != b"MThd":
+        raise MidiInputError(f"{name}: not a MIDI file (no MThd header)")
+    header_len = struct.unpack(">I", data[4:8])[0]
+    if header_len < 6 or 8 + header_len > len(data):
+        raise MidiInputError(f"{name}: truncated MIDI header")
+    n_tracks = struct.unpack(">H", data[10:12])[0]
+    offset = 8 + header_len
+    found = 0
+    while offset < len(data) and found < n_tracks:
+        if offset + 8 > len(data):
+            raise MidiInputError(f"{name}: truncated MIDI file (chunk header cut at {offset})")
+        kind = data[offset : offset + 4]
+        length = struct.unpack(">I", data[offset + 4 : offset + 8])[0]
+        end = offset + 8 + length
+        if end > len(data):
+            raise MidiInputError(
+                f"{name}: truncated MIDI file (chunk at byte {offset} needs {length} bytes, "
+                f"{len(data) - offset - 8} left)"
+            )
+        if kind == b"MTrk":
+            found += 1
+        offset = end
+    if found < n_tracks:
+        raise MidiInputError(f"{name}: truncated MIDI file ({found} of {n_tracks} tracks)")
+
+
+def load_score(path: str | os.PathLike) -> symusic.Score:
+    """Read a MIDI file, raising :class:`MidiInputError` (naming the file) when it is unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise MidiInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise MidiInputError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > _MAX_MIDI_BYTES:
+        raise MidiInputError(f"{path}: {size} bytes, too large for a MIDI file")
+    data = path.read_bytes()
+    _check_midi_bytes(data, str(path))
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as exc:  # symusic raises RuntimeError/ValueError with its own message
+        raise MidiInputError(f"{path}: cannot parse MIDI ({exc})") from exc
+    return score
+
+
+def normalize_time_signatures(score: symusic.Score) -> symusic.Score:
+    """Rewrite every time signature as ``n/4`` with a bar of the same length in quarters.
+
+    ``num/den`` lasts ``L = 4·num/den`` quarters; it becomes ``(k·L)/4`` with the smallest
+    ``k ∈ {1, 2, 4, 8}`` making ``k·L`` whole (``2/2 → 4/4``, ``6/8 → 3/4``, ``3/8 → 3/4`` spanning
+    two notated bars). Bars longer than ``MAX_BAR_QUARTERS`` (or non-positive) fall back to
+    ``4/4``. Note times never change, only where Bar tokens fall. Works on a copy.
+    """
+    score = score.copy()
+    new = []
+    for ts in score.time_signatures:
+        num, den = int(ts.numerator), int(ts.denominator)
+        quarters = None
+        if num > 0 and den > 0:
+            for k in (1, 2, 4, 8):
+                q = 4 * num * k / den
+                if q == int(q):
+                    quarters = int(q)
+                    break
+        if quarters is None or not 1 <= quarters <= MAX_BAR_QUARTERS:
+            quarters = 4
+        new.append(symusic.TimeSignature(ts.time, quarters, 4))
+    score.time_signatures = symusic.core.TimeSignatureTickList(new) if new else []
+    return score
+
+
+class Tokenizer:
+    """miditok REMI+ tokenizer with the attribute-family table the model and engine use."""
+
+    def __init__(self, config: miditok.TokenizerConfig):
+        for den in config.time_signature_range:
+            if den != 4:
+                raise ValueError(
+                    "only quarter-note time signatures are supported (Position and Duration "
+                    f"must have one length per id), got denominator {den}"
+                )
+        self._remi = miditok.REMI(config)
+        self._table = self._build_table()
+        self._shift_tables: dict[int, np.ndarray] = {}
+
+    # construction -------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> Tokenizer:
+        """The project's configuration (docs/data.md)."""
+        return cls(miditok.TokenizerConfig(**DEFAULT_CONFIG))
+
+    def to_json(self) -> str:
+        """The whole configuration as JSON; :meth:`from_json` rebuilds the identical vocabulary."""
+        payload = {
+            "format": _FORMAT_TAG,
+            "version": _FORMAT_VERSION,
+            "class": "REMI",
+            "miditok_config": self._remi.config.to_dict(serialize=True),
+        }
+        return json.dumps(payload, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Tokenizer:
+        payload = json.loads(text)
+        if payload.get("format") != _FORMAT_TAG or payload.get("class") != "REMI":
+            raise ValueError("not a sage-edge tokenizer configuration")
+        if payload.get("version", 0) > _FORMAT_VERSION:
+            raise ValueError("tokenizer configuration is newer than this sage-edge")
+        raw = dict(payload["miditok_config"])
+        # JSON turns tuple and integer keys into strings; restore them as miditok's own
+        # TokenizerConfig.load_from_json does.
+        for key in ("beat_res", "beat_res_rest"):
+            raw[key] = {tuple(int(x) for x in k.split("_")): v for k, v in raw[key].items()}
+        raw["time_signature_range"] = {int(k): v for k, v in raw["time_signature_range"].items()}
+        raw.setdefault("additional_params", {})
+        config = miditok.TokenizerConfig.from_dict(raw)
+        return cls(config)
+
+    # vocabulary ---------------------------------------------------------------------------
+
+    @property
+    def miditok(self) -> miditok.REMI:
+        """The underlying miditok tokenizer."""
+        return self._remi
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._remi)
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Token string → id."""
+        return dict(self._remi.vocab)
+
+    @property
+    def ticks_per_quarter(self) -> int:
+        """Time unit of the Position and Duration values in :meth:`token_table`."""
+        return int(self._remi.time_division)
+
+    def token_strings(self) -> list[str]:
+        """Token string of every id, in id order."""
+        inv = {i: s for s, i in self._remi.vocab.items()}
+        return [inv[i] for i in range(self.vocab_size)]
+
+    def id_of(self, token: str) -> int:
+        return int(self._remi.vocab[token])
+
+    def token_table(self) -> np.ndarray:
+        """Structured array (``TOKEN_TABLE_DTYPE``) of ``family, kind, a, b`` per id."""
+        return self._table.copy()
+
+    @property
+    def families(self) -> np.ndarray:
+        """Attribute family (index into ``FAMILIES``) of every id, ``uint8[V]``."""
+        return self._table["family"].copy()
+
+    def family_of(self, ids) -> np.ndarray:
+        """Attribute family of each id in ``ids`` (same shape)."""
+        return self._table["family"][np.asarray(ids, dtype=np.int64)]
+
+    def pitch_shift_table(self, semitones: int) -> np.ndarray:
+        """``int32[V]`` mapping each id to itself, except Pitch ids to the Pitch ``semitones``
+        away (−1 where that leaves the pitch range). PitchDrum ids never move."""
+        key = int(semitones)
+        table = self._shift_tables.get(key)
+        if table is None:
+            table = np.arange(self.vocab_size, dtype=np.int32)
+            pitch_ids = np.flatnonzero(self._table["kind"] == KIND_PITCH)
+            by_pitch = {int(self._table["a"][i]): int(i) for i in pitch_ids}
+            for i in pitch_ids:
+                table[i] = by_pitch.get(int(self._table["a"][i]) + key, -1)
+            table.setflags(write=False)
+            self._shift_tables[key] = table
+        return table
+
+    def _build_table(self) -> np.ndarray:
+        tpq = int(self._remi.time_division)
+        res = int(self._remi.config.max_num_pos_per_beat)
+        # With quarter-note beats, one Position step is tpq / res ticks.
+        ticks_per_pos, rem = divmod(tpq, res)
+        if rem:
+            raise ValueError(f"ticks per quarter {tpq} is not a multiple of {res}")
+        table = np.zeros(self.vocab_size, dtype=TOKEN_TABLE_DTYPE)
+        for token, i in self._remi.vocab.items():
+            kind_name, _, value = token.partition("_")
+            kind = _TYPE_KIND.get(kind_name, KIND_OTHER)
+            a = b = 0
+            if kind == KIND_TIMESIG:
+                num, den = value.split("/")
+                a, b = int(num), int(den)
+            elif kind == KIND_POSITION:
+                a = int(value) * ticks_per_pos
+            elif kind == KIND_TEMPO:
+                a = round(float(value) * 1000)
+            elif kind in (KIND_PROGRAM, KIND_PITCH, KIND_PITCH_DRUM, KIND_VELOCITY):
+                a = int(value)
+            elif kind == KIND_DURATION:
+                beat, pos, dres = (int(x) for x in value.split("."))
+                ticks = (beat * dres + pos) * tpq
+                if ticks % dres:
+                    raise ValueError(f"{token} is not a whole number of ticks at {tpq} per quarter")
+                a = ticks // dres
+            table[i] = (KIND_FAMILY[kind], kind, a, b)
+        return table
+
+    # encoding -----------------------------------------------------------------------------
+
+    def encode(self, source: str | os.PathLike | symusic.Score) -> list[int]:
+        """Token ids of a MIDI file or score (no BOS/EOS)."""
+        if isinstance(source, symusic.Score):
+            score, name = source, "<score>"
+        else:
+            score, name = load_score(source), str(source)
+        if score.note_num() == 0:
+            raise MidiInputError(f"{name}: the MIDI file holds no notes")
+        score = normalize_time_signatures(score)
+        try:
+            seq = self._remi.encode(score)
+        except Exception as exc:
+            raise MidiInputError(f"{name}: cannot tokenize ({exc})") from exc
+        if isinstance(seq, list):  # one_token_stream gives one sequence; be defensive
+            seq = seq[0]
+        ids = list(seq.ids)
+        if not any(self._table["kind"][i] == KIND_PITCH for i in ids) and not any(
+            self._table["kind"][i] == KIND_PITCH_DRUM for i in ids
+        ):
+            raise MidiInputError(f"{name}: no notes inside the tokenizer's pitch range")
+        return ids
+
+    def decode(self, ids) -> symusic.Score:
+        """A score (``ticks_per_quarter`` ticks per quarter) from token ids.
+
+        Special tokens are dropped; tokens miditok cannot place are ignored by miditok.
+        """
+        ids = [int(i) for i in ids if self._table["family"][int(i)] != FAMILY_SPECIAL]
+        return self._remi.decode(ids)
+
+    def bar_ticks(self, numerator: int, denominator: int) -> int:
+        """Length of a bar in ticks: ``num × 4 × tpq / den``."""
+        return numerator * 4 * self.ticks_per_quarter // denominator
+
+
+__all__ = [
+    "FAMILIES",
+    "KINDS",
+    "KIND_FAMILY",
+    "TOKEN_TABLE_DTYPE",
+    "Tokenizer",
+    "load_score",
+    "normalize_time_signatures",
+]
