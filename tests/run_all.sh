@@ -37,6 +37,13 @@ if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/
     SAGE_EDGE_EXPECT_KERNEL=neon ctest --test-dir build/ci-aarch64 --output-on-failure
     cmake -S . -B build/ci-aarch64 -DSAGE_EDGE_QEMU_CPU=cortex-a76 >/dev/null
     SAGE_EDGE_EXPECT_KERNEL=neondot ctest --test-dir build/ci-aarch64 --output-on-failure
+    # -- Raspberry Pi deployment (docs/deploy.md): an emulated aarch64 CPython 3.11 with the engine
+    # module, used by tests/test_aarch64.py (which also byte-compares build/ci-aarch64's runner
+    # with build/ci-release's under qemu) during pytest below. --
+    step "aarch64 CPython with the engine module (tools/aarch64_python.sh)"
+    bash tools/aarch64_python.sh
+    cmake --list-presets=all >/dev/null  # CMakePresets.json parses
+    # -- end of the Raspberry Pi deployment step --
 elif [ -n "${CI:-}" ]; then
     echo "aarch64 toolchain missing: apt-get install g++-aarch64-linux-gnu qemu-user" >&2
     exit 1

@@ -36,6 +36,8 @@ inline float exp_f32(float x) {
 }
 
 // z * sigmoid(z), the SwiGLU gate.
-inline float silu_f32(float z) { return z / (1.0f + exp_f32(-z)); }
+inline float silu_f32(float z) {
+    return z / (1.0f + exp_f32(-z));
+}
 
 }  // namespace sage

@@ -1,0 +1,564 @@
+// sage-edge-run: generate music from a .sage model on the command line, through the C API only.
+//
+// The session starts from one token, the start token: the model's BOS (training wraps every piece
+// in BOS ... EOS), found in the vocabulary with sage_model_find_kind; --start-token overrides it.
+//
+// With --midi-out the notes also go to a MIDI device as they are generated, in real time: the
+// runner keeps generation a little ahead of the music (kLookaheadQuarters) and sleeps on the
+// monotonic clock until each message is due (see play_midi and midi_out.h).
+#include <sage_edge/sage_edge.h>
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "midi_file.h"
+#include "midi_out.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: sage-edge-run --model FILE [--tokens N | --bars N] [options]\n"
+    "\n"
+    "Generates multi-track music with a .sage model and prints its notes or writes a MIDI file.\n"
+    "\n"
+    "  --model FILE        the .sage model file (required)\n"
+    "  --tokens N          generate N tokens (default 256)\n"
+    "  --bars N            generate until N bars are complete\n"
+    "  --max-tokens N      with --bars: stop after N tokens anyway (default 4096 per bar)\n"
+    "  --seed S            sampler seed, 0..2^64-1 (default 0); the same seed gives the same\n"
+    "                      notes on every machine\n"
+    "  --temperature T     >= 0, 0 = greedy (default 1)\n"
+    "  --top-k K           keep the K most likely tokens, 0 = off (default 0)\n"
+    "  --top-p P           nucleus sampling, in (0, 1], 1 = off (default 1)\n"
+    "  --min-p P           drop tokens below P x the best one's probability, in [0, 1)\n"
+    "  --programs LIST     General MIDI programs new notes may use, e.g. 40,41,42 (-1 = drums)\n"
+    "  --threads N         threads for the matrix products (default 1)\n"
+    "  --start-token ID    the token the session starts from (default: the model's BOS)\n"
+    "  --tempo BPM         tempo of the MIDI file and of --midi-out, 1..1000 (default 120)\n"
+    "  --out FILE.mid      write a standard MIDI file (type 1, one track per program)\n"
+    "  --midi-out PATH     play the notes in real time as MIDI 1.0 bytes to a serial port, a MIDI\n"
+    "                      device (e.g. /dev/snd/midiC1D0) or any file, while generating\n"
+    "  --events            print the notes, one per line: time duration pitch velocity program\n"
+    "                      (times in quarter notes; the default when neither --out nor\n"
+    "                      --midi-out is given)\n"
+    "  --info              print the model, kernel and memory report, then exit\n"
+    "  --help              print this help\n"
+    "\n"
+    "Exit status: 0 on success, 2 on a usage error or an unreadable model, 1 on an engine error.\n";
+
+// A usage error: one line on stderr, exit status 2.
+struct UsageError {
+    std::string message;
+};
+
+struct Options {
+    std::string model;
+    uint64_t tokens = 256;
+    uint64_t bars = 0;  // 0: generate `tokens` tokens
+    uint64_t max_tokens = 0;
+    uint64_t seed = 0;
+    sage_sampling sampling = sage_sampling_default();
+    std::vector<int32_t> programs;
+    int32_t threads = 1;
+    int32_t start_token = -1;  // -1: the model's BOS
+    double tempo_bpm = 120.0;
+    std::string out;
+    std::string midi_out;
+    bool events = false;
+    bool info = false;
+    bool help = false;
+};
+
+uint64_t parse_uint(const std::string& flag, const char* text, uint64_t max) {
+    errno = 0;
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (text[0] == '\0' || text[0] == '-' || text[0] == '+' || *end != '\0' || errno == ERANGE ||
+        v > max) {
+        throw UsageError{flag + " needs an integer in 0.." + std::to_string(max) + ", got '" +
+                         text + "'"};
+    }
+    return v;
+}
+
+double parse_number(const std::string& flag, const char* text) {
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(text, &end);
+    if (text[0] == '\0' || *end != '\0' || errno == ERANGE || v != v) {
+        throw UsageError{flag + " needs a number, got '" + text + "'"};
+    }
+    return v;
+}
+
+std::vector<int32_t> parse_programs(const char* text) {
+    std::vector<int32_t> programs;
+    std::string item;
+    const std::string list = std::string(text) + ",";
+    for (char c : list) {
+        if (c != ',') {
+            item += c;
+            continue;
+        }
+        errno = 0;
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || errno == ERANGE || v < -1 || v > 127) {
+            throw UsageError{
+                "--programs needs a comma-separated list of programs in -1..127, "
+                "got '" +
+                std::string(text) + "'"};
+        }
+        programs.push_back(static_cast<int32_t>(v));
+        item.clear();
+    }
+    return programs;
+}
+
+Options parse_args(int argc, char** argv) {
+    Options o;
+    bool tokens_given = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--help" || flag == "-h") {
+            o.help = true;
+            return o;
+        }
+        if (flag == "--events") {
+            o.events = true;
+            continue;
+        }
+        if (flag == "--info") {
+            o.info = true;
+            continue;
+        }
+        if (i + 1 >= argc)
+            throw UsageError{flag.rfind("--", 0) == 0 && flag.size() > 2
+                                 ? flag + " needs a value"
+                                 : "unexpected argument '" + flag + "'"};
+        const char* value = argv[++i];
+        if (flag == "--model") {
+            o.model = value;
+        } else if (flag == "--tokens") {
+            o.tokens = parse_uint(flag, value, UINT64_MAX);
+            tokens_given = true;
+        } else if (flag == "--bars") {
+            o.bars = parse_uint(flag, value, 1u << 30);
+            if (o.bars == 0) throw UsageError{"--bars must be at least 1"};
+        } else if (flag == "--max-tokens") {
+            o.max_tokens = parse_uint(flag, value, UINT64_MAX);
+        } else if (flag == "--seed") {
+            o.seed = parse_uint(flag, value, UINT64_MAX);
+        } else if (flag == "--temperature") {
+            o.sampling.temperature = static_cast<float>(parse_number(flag, value));
+            if (!(o.sampling.temperature >= 0) || o.sampling.temperature > 1e6f)
+                throw UsageError{"--temperature must be >= 0"};
+        } else if (flag == "--top-k") {
+            o.sampling.top_k = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+        } else if (flag == "--top-p") {
+            o.sampling.top_p = static_cast<float>(parse_number(flag, value));
+            if (!(o.sampling.top_p > 0 && o.sampling.top_p <= 1))
+                throw UsageError{"--top-p must be in (0, 1]"};
+        } else if (flag == "--min-p") {
+            o.sampling.min_p = static_cast<float>(parse_number(flag, value));
+            if (!(o.sampling.min_p >= 0 && o.sampling.min_p < 1))
+                throw UsageError{"--min-p must be in [0, 1)"};
+        } else if (flag == "--programs") {
+            o.programs = parse_programs(value);
+        } else if (flag == "--threads") {
+            o.threads = static_cast<int32_t>(parse_uint(flag, value, 256));
+            if (o.threads < 1) throw UsageError{"--threads must be in 1..256"};
+        } else if (flag == "--start-token") {
+            o.start_token = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+        } else if (flag == "--tempo") {
+            o.tempo_bpm = parse_number(flag, value);
+            if (!(o.tempo_bpm >= 1 && o.tempo_bpm <= 1000))
+                throw UsageError{"--tempo must be in 1..1000 beats per minute"};
+        } else if (flag == "--out") {
+            o.out = value;
+        } else if (flag == "--midi-out") {
+            o.midi_out = value;
+        } else {
+            throw UsageError{"unknown option '" + flag + "' (see --help)"};
+        }
+    }
+    if (o.model.empty()) throw UsageError{"--model FILE is required (see --help)"};
+    if (tokens_given && o.bars > 0) throw UsageError{"give --tokens or --bars, not both"};
+    if (o.bars > 0 && o.max_tokens == 0) o.max_tokens = 4096 * o.bars;
+    if (o.out.empty() && o.midi_out.empty()) o.events = true;
+    return o;
+}
+
+// An engine call that failed: the C API's message, exit status 1.
+struct EngineError {
+    std::string message;
+};
+
+void check(sage_status status, const char* what) {
+    if (status != SAGE_OK) {
+        throw EngineError{std::string(what) + ": " + sage_status_string(status) + ": " +
+                          sage_last_error()};
+    }
+}
+
+const char* attention_name(uint32_t a) {
+    switch (a) {
+        case SAGE_ATTENTION_MHA:
+            return "mha";
+        case SAGE_ATTENTION_GQA:
+            return "gqa";
+        case SAGE_ATTENTION_ASKV:
+            return "askv";
+        default:
+            return "?";
+    }
+}
+
+const char* quant_name(uint32_t q) {
+    switch (q) {
+        case SAGE_QUANT_F32:
+            return "f32";
+        case SAGE_QUANT_F16:
+            return "f16";
+        case SAGE_QUANT_Q8_0:
+            return "q8_0";
+        case SAGE_QUANT_Q4:
+            return "q4";
+        default:
+            return "?";
+    }
+}
+
+void print_info(const Options& o, const sage_model* model, const sage_session* session) {
+    sage_model_info info;
+    check(sage_model_get_info(model, &info), "model info");
+    std::vector<uint32_t> horizons(info.n_layers);
+    check(sage_model_get_horizons(model, horizons.data(), horizons.size()), "model horizons");
+    sage_memory memory;
+    check(sage_session_get_memory(session, &memory), "session memory");
+    std::printf("model            %s\n", o.model.c_str());
+    std::printf("sage-edge        %s\n", sage_version());
+    std::printf("kernel           %s (cpu: %s)\n", sage_kernel_name(), sage_cpu_features());
+    std::printf("vocab_size       %" PRIu32 "\n", info.vocab_size);
+    std::printf("layers           %" PRIu32 "\n", info.n_layers);
+    std::printf("d_model          %" PRIu32 "\n", info.d_model);
+    std::printf("heads            %" PRIu32 " query, %" PRIu32 " key/value, d_head %" PRIu32 "\n",
+                info.n_heads, info.n_kv_heads, info.d_head);
+    std::printf("d_ff             %" PRIu32 "\n", info.d_ff);
+    std::printf("attention        %s (%" PRIu32 " families)\n", attention_name(info.attention),
+                info.n_families);
+    std::printf("weights          %s, %" PRIu64 " parameters, %" PRIu64 " bytes\n",
+                quant_name(info.quant), info.parameters, info.file_bytes);
+    std::printf("ticks/quarter    %" PRIu32 "\n", info.ticks_per_quarter);
+    std::printf("horizons        ");
+    for (uint32_t h : horizons) std::printf(" %" PRIu32, h);
+    std::printf(" (budget %" PRIu64 " tokens)\n", info.budget);
+    std::printf("session memory   %" PRIu64 " bytes: activations %" PRIu64 ", key/value %" PRIu64
+                "\n",
+                memory.total_bytes, memory.activation_bytes, memory.kv_bytes);
+}
+
+// Moves the session's finished notes into `notes`.
+void drain_events(sage_session* session, std::vector<sage_note_event>& notes) {
+    sage_note_event batch[256];
+    size_t count = 0;
+    do {
+        check(sage_session_pop_events(session, batch, 256, &count), "pop events");
+        notes.insert(notes.end(), batch, batch + count);
+    } while (count == 256);
+}
+
+// The tokens the options ask for (--tokens N, or --bars N up to --max-tokens), generated a few at
+// a time so that playback can interleave with generation.
+class Generation {
+  public:
+    Generation(sage_session* session, const Options& o) : session_(session), o_(o) {}
+
+    bool done() const {
+        if (o_.bars == 0) return generated_ >= o_.tokens;
+        return sage_session_bars(session_) > o_.bars || generated_ >= o_.max_tokens;
+    }
+
+    // Generates up to n more tokens. With --bars, one token at a time: it stops at the Bar that
+    // opens bar bars + 1, so the first o.bars bars are complete.
+    void step(uint64_t n) {
+        if (o_.bars == 0) {
+            n = std::min(n, o_.tokens - generated_);
+            check(sage_session_generate(session_, &o_.sampling, nullptr, n), "generate");
+            generated_ += n;
+            return;
+        }
+        for (uint64_t i = 0; i < n && !done(); ++i) {
+            check(sage_session_generate(session_, &o_.sampling, nullptr, 1), "generate");
+            ++generated_;
+        }
+    }
+
+    uint64_t generated() const { return generated_; }
+
+  private:
+    sage_session* session_;
+    const Options& o_;
+    uint64_t generated_ = 0;
+};
+
+// Set by SIGINT/SIGTERM during real-time playback: stop, silence the sounding notes, exit.
+volatile sig_atomic_t g_stop = 0;
+extern "C" void on_stop_signal(int) {
+    g_stop = 1;
+}
+
+// Sleeps until `deadline` on the monotonic clock; returns early when a stop signal arrives.
+void sleep_until(const timespec& deadline) {
+    while (!g_stop &&
+           clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr) == EINTR) {
+    }
+}
+
+timespec monotonic_now() {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now;
+}
+
+timespec add_seconds(timespec t, double seconds) {
+    const double whole = std::floor(seconds);
+    t.tv_sec += static_cast<time_t>(whole);
+    t.tv_nsec += static_cast<long>((seconds - whole) * 1e9);
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec += 1;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+double seconds_between(const timespec& a, const timespec& b) {
+    return static_cast<double>(b.tv_sec - a.tv_sec) +
+           1e-9 * static_cast<double>(b.tv_nsec - a.tv_nsec);
+}
+
+// How far generation runs ahead of the music, in quarter notes: a jitter buffer for tokens that
+// take longer than others (and for stretches of tokens that finish no note).
+constexpr double kLookaheadQuarters = 2.0;
+// Sends later than this are counted and reported.
+constexpr double kLateSeconds = 0.010;
+
+struct PlayReport {
+    uint64_t late_sends = 0;  // times a batch of due messages went out late
+    double worst_late_seconds = 0;
+    uint64_t notes = 0;  // notes queued for playing
+    bool stopped = false;
+};
+
+// Generates and plays in real time. A message at time t (quarter notes) is sent at
+// start + t * 60 / tempo seconds on the monotonic clock, where start is the moment generation
+// first got kLookaheadQuarters ahead. A message is final, and may be sent, once a note with a
+// later onset has been decoded (or generation is over): onsets never go back in the token stream,
+// so nothing generated later can come before it. A due message goes out before the next token is
+// generated. Nothing is allocated in the loop unless `notes` keeps every note (--events, --out).
+PlayReport play_midi(sage_session* session, const Options& o, Generation& generation,
+                     std::vector<sage_note_event>* notes) {
+    sage::runner::MidiOut out;
+    std::string error;
+    if (!out.open(o.midi_out, &error)) throw UsageError{"--midi-out: cannot open " + error};
+    struct sigaction action{};
+    action.sa_handler = on_stop_signal;  // no SA_RESTART: the sleep returns on a signal
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+
+    constexpr size_t kBatch = 64;
+    sage::runner::MidiScheduler scheduler(4096);
+    sage_note_event batch[kBatch];
+    uint8_t bytes[kBatch * sage::runner::kMidiMaxMessageBytes];
+    const double seconds_per_quarter = 60.0 / o.tempo_bpm;
+    double decoded_until = 0;  // onset of the last decoded note
+    bool started = false;
+    timespec start{};
+    PlayReport report;
+
+    while (!g_stop) {
+        const bool finished = generation.done();
+        if (finished && scheduler.empty()) break;
+        const bool final =
+            !scheduler.empty() && (finished || decoded_until > scheduler.next_time());
+        const bool room = scheduler.free_slots() >= 3 * kBatch;
+        const bool ahead =
+            !scheduler.empty() && decoded_until >= scheduler.next_time() + kLookaheadQuarters;
+        const timespec deadline =
+            add_seconds(start, final ? scheduler.next_time() * seconds_per_quarter : 0);
+        const bool due = started && final && seconds_between(deadline, monotonic_now()) >= 0;
+
+        if (!due && !finished && room && !ahead) {
+            generation.step(1);
+            size_t count = 0;
+            do {
+                check(sage_session_pop_events(session, batch, kBatch, &count), "pop events");
+                for (size_t i = 0; i < count; ++i) {
+                    scheduler.add(batch[i]);  // room for kBatch notes was checked
+                    ++report.notes;
+                    decoded_until = std::max(decoded_until, batch[i].time);
+                    if (notes) notes->push_back(batch[i]);
+                }
+            } while (count == kBatch && scheduler.free_slots() >= 3 * kBatch);
+            continue;
+        }
+        // Sleep until the earliest message is due, then send everything due at that time.
+        if (!started) {
+            start = monotonic_now();
+            started = true;
+        }
+        const double time = scheduler.next_time();
+        const timespec when = add_seconds(start, time * seconds_per_quarter);
+        sleep_until(when);
+        if (g_stop) break;
+        const double late = seconds_between(when, monotonic_now());
+        size_t n;
+        while ((n = scheduler.take_due(time, bytes, sizeof bytes)) > 0) {
+            if (!out.write(bytes, n, &error)) throw EngineError{error};
+        }
+        if (late > kLateSeconds) {
+            ++report.late_sends;
+            report.worst_late_seconds = std::max(report.worst_late_seconds, late);
+        }
+    }
+    if (g_stop) {
+        report.stopped = true;
+        const size_t n = scheduler.silence(bytes, sizeof bytes);
+        if (!out.write(bytes, n, &error)) throw EngineError{error};
+    }
+    return report;
+}
+
+int run(const Options& o) {
+    sage_model* model = nullptr;
+    if (sage_model_load(o.model.c_str(), &model) != SAGE_OK) {
+        throw UsageError{std::string("cannot load model: ") + sage_last_error()};
+    }
+    sage_session* session = nullptr;
+    struct Cleanup {
+        sage_model*& model;
+        sage_session*& session;
+        ~Cleanup() {
+            sage_session_free(session);
+            sage_model_free(model);
+        }
+    } cleanup{model, session};
+
+    sage_session_options options = sage_session_options_default();
+    options.seed = o.seed;
+    options.threads = o.threads;
+    check(sage_session_create(model, &options, &session), "create session");
+    if (o.info) {
+        print_info(o, model, session);
+        return 0;
+    }
+    if (!o.programs.empty() &&
+        sage_session_set_programs(session, o.programs.data(), o.programs.size()) != SAGE_OK) {
+        throw UsageError{std::string("--programs: ") + sage_last_error()};
+    }
+    sage_model_info info;
+    check(sage_model_get_info(model, &info), "model info");
+    const int32_t start_token =
+        o.start_token == -1 ? sage_model_find_kind(model, 1 /* BOS */) : o.start_token;
+    if (start_token < 0 || static_cast<uint32_t>(start_token) >= info.vocab_size) {
+        throw UsageError{"--start-token must be below the vocabulary size " +
+                         std::to_string(info.vocab_size)};
+    }
+
+    const auto started = std::chrono::steady_clock::now();
+    check(sage_session_feed(session, &start_token, 1, nullptr, 0), "feed the start token");
+    std::vector<sage_note_event> notes;
+    Generation generation(session, o);
+    PlayReport played;
+    if (!o.midi_out.empty()) {
+        played = play_midi(session, o, generation, (o.events || !o.out.empty()) ? &notes : nullptr);
+    } else {
+        // Chunks well below the session's event queue, so no note is dropped.
+        while (!generation.done()) {
+            generation.step(64);
+            drain_events(session, notes);
+        }
+    }
+    const uint64_t generated = generation.generated();
+    if (o.bars > 0 && sage_session_bars(session) <= o.bars && !played.stopped) {
+        std::fprintf(stderr,
+                     "sage-edge-run: warning: stopped at --max-tokens %" PRIu64 " with %" PRIu64
+                     " bars\n",
+                     o.max_tokens, sage_session_bars(session));
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+    if (o.events) {
+        for (const sage_note_event& e : notes) {
+            std::printf("%.4f %.4f %d %d %d\n", e.time, e.duration, e.pitch, e.velocity, e.program);
+        }
+    }
+    if (!o.out.empty()) {
+        std::string error;
+        if (!sage::runner::write_midi_file(o.out, notes.data(), notes.size(), o.tempo_bpm,
+                                           &error)) {
+            throw UsageError{"cannot write " + error};
+        }
+    }
+    if (o.midi_out.empty()) {
+        std::fprintf(stderr,
+                     "sage-edge-run: %" PRIu64 " tokens, %" PRIu64
+                     " bars, %zu notes in %.3f s "
+                     "(%.1f tokens/s, kernel %s)\n",
+                     generated, sage_session_bars(session), notes.size(), seconds,
+                     seconds > 0 ? generated / seconds : 0.0, sage_kernel_name());
+    } else {
+        std::fprintf(stderr,
+                     "sage-edge-run: %" PRIu64 " tokens, %" PRIu64 " bars, %" PRIu64
+                     " notes played in %.3f s at %g BPM (kernel %s)\n",
+                     generated, sage_session_bars(session), played.notes, seconds, o.tempo_bpm,
+                     sage_kernel_name());
+    }
+    if (const uint64_t dropped = sage_session_dropped_events(session)) {
+        std::fprintf(stderr, "sage-edge-run: warning: %" PRIu64 " notes dropped\n", dropped);
+    }
+    if (played.late_sends > 0) {
+        std::fprintf(stderr,
+                     "sage-edge-run: warning: MIDI messages sent more than %.0f ms late %" PRIu64
+                     " times (worst %.1f ms): generation is slower than the music\n",
+                     kLateSeconds * 1e3, played.late_sends, played.worst_late_seconds * 1e3);
+    }
+    if (played.stopped) {
+        std::fprintf(stderr, "sage-edge-run: stopped by a signal; sounding notes silenced\n");
+        return 130;
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const Options options = parse_args(argc, argv);
+        if (options.help) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        return run(options);
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "sage-edge-run: %s\n", e.message.c_str());
+        return 2;
+    } catch (const EngineError& e) {
+        std::fprintf(stderr, "sage-edge-run: %s\n", e.message.c_str());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sage-edge-run: %s\n", e.what());
+        return 1;
+    }
+}
