@@ -204,7 +204,8 @@ def test_events_match_the_tokenizer_decoding(q8_model_path, tokenizer, piece_tok
         for track in score.tracks
         for n in track.notes
     )
-    assert sorted(tuple(e) for e in events) == pytest.approx(notes)
+    decoded = sorted((e.time, e.duration, e.pitch, e.velocity, e.program) for e in events)
+    assert decoded == pytest.approx(notes)
 
 
 def test_info_and_memory(q8_model_path) -> None:
