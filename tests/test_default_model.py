@@ -1,0 +1,53 @@
+"""The shipped default model: the file is the one docs/model.md describes, and it still reaches the
+test perplexity recorded there (the corpus test split's tokens are in tests/data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sage_edge.engine import DEFAULT_MODEL, Engine
+from training.evaluate import piece_nll
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = DEFAULT_MODEL.with_suffix(".json")
+TEST_SPLIT = Path(__file__).parent / "data" / "corpus_test_split.npz"
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model is packaged")
+
+
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return json.loads(RECORD.read_text())
+
+
+def test_the_shipped_file_is_the_recorded_one(record):
+    digest = hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    assert digest == record["sha256"]
+    assert digest in (ROOT / "docs" / "model.md").read_text()
+    assert DEFAULT_MODEL.stat().st_size <= 16 * 1024 * 1024
+    info = Engine().info
+    assert info["attention"] == "askv" and info["quantization"] == "q8_0"
+    assert info["horizons"] == record["horizons"]
+
+
+def test_the_shipped_model_reaches_its_recorded_test_perplexity(record):
+    engine = Engine()
+    tokenizer = engine.tokenizer
+    bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
+    session = engine.session(seed=0)
+    total, count = 0.0, 0
+    with np.load(TEST_SPLIT) as split:
+        assert sorted(split.files) == sorted(record["test_pieces"])
+        for name in split.files:
+            session.reset()
+            nll, n = piece_nll(session, split[name].astype(np.int64), bos, eos)
+            total, count = total + nll, count + n
+    assert count == record["test_tokens"]
+    perplexity = math.exp(total / count)
+    assert perplexity == pytest.approx(record["test_perplexity"], rel=0.01)
