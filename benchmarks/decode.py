@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sage_edge.bench import bytes_per_token, read_bandwidth
+from sage_edge.bench import bytes_per_token, decode_latency, read_bandwidth
 from sage_edge.engine import Engine
 from sage_edge.tokenizer import Tokenizer
 from training.export import export
@@ -54,24 +54,9 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return float(np.median(t)), float(np.percentile(t, 99))
 
 
-def time_engine(path: Path, positions: list[int], steps: int, tokens: np.ndarray) -> dict:
-    engine = Engine(path, threads=1)
-    session = engine.session(seed=0)
-    results = {}
-    for position in positions:
-        session.reset()
-        fed = 0
-        while fed < position:  # prefill in blocks up to the position
-            n = min(4096, position - fed)
-            session.feed(np.resize(tokens, fed + n)[fed:])
-            fed += n
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            session.generate(1)
-            times.append(time.perf_counter() - start)
-        results[position] = percentiles(times)
-    return results
+def time_engine(path: Path, positions: list[int], steps: int) -> dict:
+    rows = decode_latency(Engine(path, threads=1), positions, steps)
+    return {p: (row["median_us"], row["p99_us"]) for p, row in rows.items()}
 
 
 def time_torch(model: SageModel, positions: list[int], steps: int, tokens: np.ndarray) -> dict:
@@ -122,7 +107,7 @@ def main() -> None:
         )
         rows = {}
         for quant, path in paths.items():
-            rows[f"engine {quant}"] = time_engine(path, args.positions, args.steps, tokens)
+            rows[f"engine {quant}"] = time_engine(path, args.positions, args.steps)
             size, need = path.stat().st_size, bytes_per_token(path)
             print(f"  {quant}: file {size / 1e6:.2f} MB, reads {need / 1e6:.2f} MB/token")
         if not args.skip_torch:

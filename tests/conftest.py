@@ -28,3 +28,11 @@ def tokenizer():
     from sage_edge.tokenizer import Tokenizer
 
     return Tokenizer.default()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """A tiny random-weight askv model with the project's tokenizer (d 32, 2 layers, horizons 32
+    and 8), exported as f32 and q8_0 by ``tests/data/make_tiny_model.py``: the real file format
+    and vocabulary in a few hundred KB, for tests of everything downstream of training."""
+    return {quant: DATA_DIR / f"tiny_{quant}.sage" for quant in ("f32", "q8_0")}

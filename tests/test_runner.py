@@ -1,9 +1,9 @@
 """sage-edge-run, the standalone C++ runner, driven as a user would on a real (tiny) model file.
 
 The binary comes from $SAGE_EDGE_RUN or the newest build/*/csrc/runner/sage-edge-run (tests/
-run_all.sh builds build/ci-release before pytest). The model is a small random-weight network with
-the project's real tokenizer, exported by training.export: the grammar mask, not training, is what
-makes its output decodable music, and that is what these tests check.
+run_all.sh builds build/ci-release before pytest). The model is the tiny random-weight fixture
+(tests/data/make_tiny_model.py) with the project's real tokenizer: the grammar mask, not
+training, is what makes its output decodable music, and that is what these tests check.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 mido = pytest.importorskip("mido")
 
-from sage_edge.tokenizer import KIND_VELOCITY, Tokenizer  # noqa: E402
-from training.export import export  # noqa: E402
-from training.model import ModelConfig, SageModel, two_scale  # noqa: E402
+from sage_edge.tokenizer import KIND_VELOCITY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,27 +43,8 @@ def runner() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer.default()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tokenizer) -> Path:
-    torch.manual_seed(3)
-    config = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        n_kv_heads=2,
-        d_ff=64,
-        attention="askv",
-        families=tokenizer.families.tolist(),
-        horizons=list(two_scale(2, 1, 64, 16).horizons),
-    )
-    path = tmp_path_factory.mktemp("model") / "tiny_q8_0.sage"
-    export(SageModel(config).eval(), tokenizer.to_json(), "q8_0", path)
-    return path
+def model_path(tiny_models) -> Path:
+    return tiny_models["q8_0"]
 
 
 def run(runner: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -128,7 +107,7 @@ def test_info(runner, model_path, tokenizer):
     out = run(runner, "--model", model_path, "--info").stdout
     assert f"vocab_size       {tokenizer.vocab_size}" in out
     assert "attention        askv (6 families)" in out
-    assert "horizons         64 16 (budget 80 tokens)" in out
+    assert "horizons         32 8 (budget 40 tokens)" in out
     assert "q8_0" in out
 
 
