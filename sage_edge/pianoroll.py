@@ -39,6 +39,7 @@ _GM_NAMES = {
     48: "String ensemble",
     52: "Choir aahs",
     53: "Voice oohs",
+    54: "Synth voice",
     56: "Trumpet",
     57: "Trombone",
     60: "French horn",
@@ -46,6 +47,7 @@ _GM_NAMES = {
     70: "Bassoon",
     71: "Clarinet",
     73: "Flute",
+    110: "Fiddle",
 }
 
 
