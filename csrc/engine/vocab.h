@@ -6,7 +6,14 @@
 
 namespace sage {
 
-enum class Family : uint8_t { Special = 0, Time = 1, Program = 2, Pitch = 3, Velocity = 4, Duration = 5 };
+enum class Family : uint8_t {
+    Special = 0,
+    Time = 1,
+    Program = 2,
+    Pitch = 3,
+    Velocity = 4,
+    Duration = 5
+};
 constexpr int kNumFamilies = 6;
 
 enum class Kind : uint8_t {
