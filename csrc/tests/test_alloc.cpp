@@ -6,53 +6,11 @@
 #include <new>
 #include <vector>
 
+#include "counting_allocator.h"
 #include "engine/model_file.h"
 #include "engine_fixtures.h"
 #include "sage_edge/sage_edge.h"
 #include "testing.h"
-
-// The replaced operator new allocates with malloc, so operator delete frees with free: correct,
-// though GCC cannot see the pairing through the replacement.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-void note_allocation() {
-    if (counting.load(std::memory_order_relaxed))
-        allocations.fetch_add(1, std::memory_order_relaxed);
-}
-}  // namespace
-
-void* operator new(std::size_t n) {
-    note_allocation();
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    return operator new(n);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    note_allocation();
-    return std::malloc(n ? n : 1);
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
-    return operator new(n, t);
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
 
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__clang__)
 // malloc itself, through glibc's internal entry points.
@@ -61,15 +19,15 @@ void* __libc_malloc(size_t);
 void* __libc_calloc(size_t, size_t);
 void* __libc_realloc(void*, size_t);
 void* malloc(size_t n) {
-    note_allocation();
+    sage::testing::note_allocation();
     return __libc_malloc(n);
 }
 void* calloc(size_t n, size_t size) {
-    note_allocation();
+    sage::testing::note_allocation();
     return __libc_calloc(n, size);
 }
 void* realloc(void* p, size_t n) {
-    note_allocation();
+    sage::testing::note_allocation();
     return __libc_realloc(p, n);
 }
 }
@@ -77,6 +35,7 @@ void* realloc(void* p, size_t n) {
 
 namespace {
 
+using sage::testing::count_allocations;
 using sage::testing::fixture_models;
 using sage::testing::load_or_die;
 
@@ -95,11 +54,10 @@ TEST(decode_steps_allocate_nothing) {
             sage_session_options options = sage_session_options_default();
             options.threads = threads;
             sage_session* session = nullptr;
-            allocations = 0;
-            counting = true;  // creation allocates: this proves the hook counts
-            CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
-            counting = false;
-            CHECK(allocations.load() > 0);
+            // Creation allocates: this proves the hook counts.
+            CHECK(count_allocations([&] {
+                      CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+                  }) > 0);
             std::vector<float> logits(info.vocab_size);
             std::vector<int32_t> prompt(150);
             for (size_t i = 0; i < prompt.size(); ++i)
@@ -109,21 +67,21 @@ TEST(decode_steps_allocate_nothing) {
             int32_t generated[32];
             size_t count = 0;
 
-            allocations = 0;
-            counting = true;
-            sage_session_feed(session, &bos, 1, logits.data(), 0);
-            for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
-                int32_t token = 0;
-                CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
-                CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
-            }
-            CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
-            CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
-                     SAGE_OK);
-            CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0), SAGE_OK);
-            CHECK_EQ(sage_session_reset(session), SAGE_OK);
-            counting = false;
-            CHECK_EQ(allocations.load(), 0L);
+            const long during_decoding = count_allocations([&] {
+                sage_session_feed(session, &bos, 1, logits.data(), 0);
+                for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
+                    int32_t token = 0;
+                    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
+                    CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
+                }
+                CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+                CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
+                         SAGE_OK);
+                CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),
+                         SAGE_OK);
+                CHECK_EQ(sage_session_reset(session), SAGE_OK);
+            });
+            CHECK_EQ(during_decoding, 0L);
 
             sage_session_free(session);
             sage_model_free(model);

@@ -8,26 +8,9 @@
 #include "../engine/detokenizer.h"
 #include "../engine/grammar.h"
 #include "../engine/sampler.h"
+#include "counting_allocator.h"
 #include "data/remi_fixtures.h"
 #include "testing.h"
-
-// Counts heap allocations, to prove allowed() and accept() make none. (GCC cannot see that these
-// new and delete are a matched pair.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-static size_t g_allocations = 0;
-void* operator new(size_t size) {
-    ++g_allocations;
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-    std::free(p);
-}
 
 using sage::Family;
 using sage::Grammar;
@@ -260,7 +243,8 @@ TEST(sampling_under_the_mask_gives_decodable_music) {
     uint64_t state = 7;
     int pitches = 0, notes = 0, bars = 0;
     double last_onset = 0;
-    const size_t allocations_before = g_allocations;
+    sage::testing::allocations = 0;
+    sage::testing::counting_allocations = true;
     for (int step = 0; step < 20000; ++step) {
         for (float& l : logits) {
             state = state * 6364136223846793005ull + 1442695040888963407ull;
@@ -279,7 +263,8 @@ TEST(sampling_under_the_mask_gives_decodable_music) {
             last_onset = note.time;
         }
     }
-    CHECK_EQ(g_allocations, allocations_before);
+    sage::testing::counting_allocations = false;
+    CHECK_EQ(sage::testing::allocations.load(), 0L);
     CHECK(notes > 1000);
     CHECK(notes >= pitches - 1);  // the last note may be unfinished
     CHECK(bars > 10);

@@ -7,25 +7,8 @@
 
 #include "../engine/rng.h"
 #include "../engine/sampler.h"
+#include "counting_allocator.h"
 #include "testing.h"
-
-// Counts heap allocations, to prove sample() makes none. (GCC cannot see that these new and delete
-// are a matched pair.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-static size_t g_allocations = 0;
-void* operator new(size_t size) {
-    ++g_allocations;
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-    std::free(p);
-}
 
 using sage::Pcg32;
 using sage::Sampler;
@@ -205,12 +188,14 @@ TEST(sample_allocates_nothing) {
     params.top_k = 40;
     params.top_p = 0.9f;
     params.min_p = 0.05f;
-    const size_t before = g_allocations;
+    sage::testing::allocations = 0;
+    sage::testing::counting_allocations = true;
     for (int i = 0; i < 100; ++i) {
         sampler.sample(logits.data(), allowed.data(), params);
         sampler.sample(logits.data(), nullptr, SamplingParams{});
     }
-    CHECK_EQ(g_allocations, before);
+    sage::testing::counting_allocations = false;
+    CHECK_EQ(sage::testing::allocations.load(), 0L);
 }
 
 SAGE_TEST_MAIN()
