@@ -44,15 +44,17 @@ def test_generated_music_loads_keeps_programs_and_spans_the_bars(engine, tmp_pat
     programs = {track.program for track in loaded.tracks if len(track.notes)}
     assert programs <= {40, 41, 42, 43}
     assert not any(track.is_drum for track in loaded.tracks if len(track.notes))
-    # Every onset lies inside the four bars (time signatures from the token stream).
-    bar_end = 0.0
-    for index, signature in enumerate(loaded.time_signatures):
-        if index:
-            break
-        bar_end = 4 * signature.numerator * 4 / signature.denominator
+    # Every onset lies inside the four bars, whose lengths the TimeSig tokens give.
+    table = engine.tokenizer.token_table()
+    bar_lengths = [
+        4 * int(table["a"][t]) / int(table["b"][t])
+        for t in result.tokens
+        if table["kind"][t] == KINDS.index("TIMESIG")
+    ]
+    assert len(bar_lengths) == 4  # miditok writes a TimeSig after every Bar
     onsets = [n.time / loaded.ticks_per_quarter for t in loaded.tracks for n in t.notes]
-    if len(loaded.time_signatures) == 1:
-        assert max(onsets) < bar_end
+    assert max(onsets) < sum(bar_lengths)
+    assert max(note.time for note in result.notes) < sum(bar_lengths)
     assert len(miditok.REMI().encode(path)) > 0  # miditok reads it too
 
 
