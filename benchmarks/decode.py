@@ -29,24 +29,17 @@ from sage_edge.bench import bytes_per_token, decode_latency, read_bandwidth
 from sage_edge.engine import Engine
 from sage_edge.tokenizer import Tokenizer
 from training.export import export
-from training.model import ModelConfig, SageModel, two_scale
+from training.model import SageModel
+from training.train import build_model_config, load_config
 
 
 def default_size_model(tokenizer: Tokenizer) -> SageModel:
-    config = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        n_layers=6,
-        d_model=256,
-        n_heads=8,
-        n_kv_heads=2,
-        d_head=32,
-        d_ff=768,
-        attention="askv",
-        families=list(tokenizer.families),
-        horizons=list(two_scale(6, 2, 512, 64).horizons),
+    """The default configuration (training/configs/default.toml) with random weights."""
+    _, model_table, _ = load_config(
+        Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
     )
     torch.manual_seed(0)
-    return SageModel(config).eval()
+    return SageModel(build_model_config(model_table, tokenizer)).eval()
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:

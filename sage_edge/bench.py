@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from sage_edge import format as sage_format
-from sage_edge.tokenizer import KINDS
 
 DEFAULT_POSITIONS = (100, 1_000, 10_000, 50_000)
 
@@ -56,8 +55,7 @@ def _summary(seconds: list[float]) -> dict:
 def _filler(engine, n: int, seed: int = 0) -> np.ndarray:
     """Tokens to fill the memory with: a generated stream, so every ring holds real keys."""
     session = engine.session(seed=seed)
-    bos = int(np.flatnonzero(engine.tokenizer.token_table()["kind"] == KINDS.index("BOS"))[0])
-    session.feed([bos])
+    session.feed([engine.tokenizer.id_of("BOS_None")])
     return np.asarray(session.generate(n, temperature=1.0), dtype=np.int32)
 
 

@@ -281,7 +281,7 @@ class Generation:
 
 # A bar never needs more tokens than this; a model that loops without closing a bar is stopped.
 MAX_TOKENS_PER_BAR = 2048
-KIND_BAR, KIND_BOS = KINDS.index("BAR"), KINDS.index("BOS")
+KIND_BAR = KINDS.index("BAR")
 
 
 def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> None:
@@ -326,8 +326,8 @@ class _Run:
             prompt_ids = [int(t) for t in prompt]
             if any(not 0 <= t < tokenizer.vocab_size for t in prompt_ids):
                 raise ValueError(f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}")
-        bos = [int(np.flatnonzero(kinds == KIND_BOS)[0])]
-        self.tokens = bos + [t for t in prompt_ids if kinds[t] != KIND_BOS]
+        bos = tokenizer.id_of("BOS_None")
+        self.tokens = [bos] + [t for t in prompt_ids if t != bos]
         self.prompt_length = len(self.tokens)
         self.session = engine.session(seed=seed, programs=programs)
         self.session.feed(self.tokens)
