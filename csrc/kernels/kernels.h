@@ -45,10 +45,6 @@ struct KernelTable {
     // to sage_edge.quant (numpy).
     void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
 
-    // Exact int32 sums of q_a * q_b, one per block: sums[b] = sum_i a[b].q[i] * b[b].q[i].
-    void (*dot_q8_0_block_sums)(const BlockQ8_0* a, const BlockQ8_0* b, int32_t* sums,
-                                int64_t n_blocks);
-
     // y[r] = sum over blocks b, in order, of (w[r][b].scale * x[b].scale) * float(isum_rb), with
     // an f32 accumulator starting at 0 (see kernels_scalar.cpp for the canonical order).
     void (*matvec_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,

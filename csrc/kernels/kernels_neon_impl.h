@@ -69,20 +69,9 @@ inline int32x4_t dot32(int8x16_t a0, int8x16_t a1, int8x16_t x0, int8x16_t x1) {
 #endif
 }
 
-inline int32_t hsum(int32x4_t v) {
-    return vaddvq_s32(v);
-}
-
 // Four vectors of partial sums -> one vector holding the total of each (exact).
 inline int32x4_t reduce4(const int32x4_t* v) {
     return vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
-}
-
-void dot_q8_0_block_sums(const BlockQ8_0* a, const BlockQ8_0* b, int32_t* sums, int64_t n_blocks) {
-    for (int64_t i = 0; i < n_blocks; ++i) {
-        sums[i] = hsum(dot32(vld1q_s8(a[i].q), vld1q_s8(a[i].q + 16), vld1q_s8(b[i].q),
-                             vld1q_s8(b[i].q + 16)));
-    }
 }
 
 template <typename Block>

@@ -11,12 +11,11 @@
 //     q[i]  = clamp(round_half_even(x[i] * inv), -127, 127); padding elements get q = 0.
 //   Inputs must be finite (a NaN or an infinity gives an unspecified block).
 //
-// dot_q8_0_block_sums: exact int32 sums of 32 products (|sum| <= 32 * 127 * 127 < 2^24).
-//
 // matvec_q8_0 / matvec_q4, per row r, blocks b = 0, 1, ... in order:
 //     acc = 0.0f
 //     acc = acc + (w[r][b].scale * x[b].scale) * (float)isum[r][b]
-//   isum is exact and below 2^24 in magnitude, so (float)isum is exact too. Weight q values must
+//   isum[r][b] is the exact int32 sum of the block's 32 products q_w * q_x; it is at most
+//   32 * 127 * 127 < 2^24 in magnitude, so (float)isum is exact too. Weight q values must
 //   lie in [-127, 127] (q8_0) as the format requires.
 //
 // matvec_f32, per row: sixteen lanes; lane i accumulates, in increasing j, the products
@@ -77,10 +76,6 @@ int32_t block_sum_q4(const BlockQ4& w, const BlockQ8_0& x) {
     return s;
 }
 
-void dot_q8_0_block_sums(const BlockQ8_0* a, const BlockQ8_0* b, int32_t* sums, int64_t n_blocks) {
-    for (int64_t i = 0; i < n_blocks; ++i) sums[i] = block_sum_q8(a[i], b[i]);
-}
-
 void matvec_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols) {
     const int64_t nb = blocks_per_row(cols);
     for (int64_t r = 0; r < rows; ++r) {
@@ -125,7 +120,7 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
 }  // namespace
 
 const KernelTable kScalarTable = {
-    "scalar", quantize_row_q8_0, dot_q8_0_block_sums, matvec_q8_0, matvec_q4, matvec_f32,
+    "scalar", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32,
 };
 
 }  // namespace sage::kernels

@@ -1,4 +1,4 @@
-// Every kernel path this CPU runs against the scalar reference: identical integer block sums and
+// Every kernel path this CPU runs against the scalar reference: exact integer block sums and
 // bit-identical f32 results (memcmp), over random shapes with ragged tails, extremes, zero scales
 // and empty rows; plus the dispatch rules.
 #include <cmath>
@@ -114,6 +114,13 @@ std::vector<k::BlockQ4> random_q4(Rng& rng, int64_t rows, int64_t cols) {
     return w;
 }
 
+// The reference for one block's integer sum, written here independently of every kernel.
+int32_t block_sum_q8(const k::BlockQ8_0& a, const k::BlockQ8_0& b) {
+    int32_t s = 0;
+    for (int i = 0; i < k::kBlockSize; ++i) s += int32_t{a.q[i]} * int32_t{b.q[i]};
+    return s;
+}
+
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -210,28 +217,33 @@ TEST(quantize_row_identical_on_every_path) {
     }
 }
 
-TEST(block_sums_identical_on_every_path) {
+TEST(matvec_q8_0_block_sums_exact_on_every_path) {
+    // With one block per row and both scales 1, y[r] = 0 + 1 * float(isum) = isum exactly (it is
+    // below 2^24), so each path's integer block sum can be read off and compared to the integer.
     Rng rng(2);
     for (const k::KernelTable* p : paths()) {
         for (int trial = 0; trial < 100; ++trial) {
-            const int64_t cols = random_cols(rng), nb = k::blocks_per_row(cols);
-            const auto a = random_q8(rng, 1, cols);
-            const auto b = random_q8(rng, 1, cols);
-            std::vector<int32_t> s0(static_cast<size_t>(nb) + 1, 7), s1(s0);
-            scalar().dot_q8_0_block_sums(a.data(), b.data(), s0.data(), nb);
-            p->dot_q8_0_block_sums(a.data(), b.data(), s1.data(), nb);
-            CHECK(s0 == s1);
+            const int64_t rows = rng.range(1, 40), cols = rng.range(1, k::kBlockSize);
+            auto w = random_q8(rng, rows, cols);
+            auto x = random_q8(rng, 1, cols);
+            for (auto& blk : w) blk.scale = 1.0f;
+            x[0].scale = 1.0f;
+            std::vector<float> y(static_cast<size_t>(rows));
+            p->matvec_q8_0(w.data(), x.data(), y.data(), rows, cols);
+            for (int64_t r = 0; r < rows; ++r)
+                CHECK_EQ(y[r], static_cast<float>(block_sum_q8(w[r], x[0])));
         }
         // The extremes: 32 * 127 * 127 and its negative.
-        k::BlockQ8_0 a[2], b[2];
+        k::BlockQ8_0 w[2], x[1];
+        w[0].scale = w[1].scale = x[0].scale = 1.0f;
         for (int i = 0; i < k::kBlockSize; ++i) {
-            a[0].q[i] = 127, b[0].q[i] = 127;
-            a[1].q[i] = -127, b[1].q[i] = 127;
+            w[0].q[i] = 127, w[1].q[i] = -127;
+            x[0].q[i] = 127;
         }
-        int32_t s[2];
-        p->dot_q8_0_block_sums(a, b, s, 2);
-        CHECK_EQ(s[0], 32 * 127 * 127);
-        CHECK_EQ(s[1], -32 * 127 * 127);
+        float y[2];
+        p->matvec_q8_0(w, x, y, 2, k::kBlockSize);
+        CHECK_EQ(y[0], 32.0f * 127 * 127);
+        CHECK_EQ(y[1], -32.0f * 127 * 127);
     }
 }
 
