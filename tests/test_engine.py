@@ -224,8 +224,8 @@ def test_info_and_memory(q8_model_path) -> None:
 def test_bad_arguments_raise_value_error(q8_model_path, tokenizer) -> None:
     engine = Engine(q8_model_path)
     session = engine.session(seed=0)
-    with pytest.raises(RuntimeError, match="feed"):
-        session.sample()  # nothing fed yet
+    with pytest.raises(RuntimeError, match="nothing has been fed"):
+        session.feed([])  # no logits yet to return
     session.feed([tokenizer.id_of("BOS_None")])
     bad_sampling = [
         {"temperature": -1.0},

@@ -116,6 +116,8 @@ Session::Session(const Model& model, const SessionOptions& options,
         m.values.assign(size_t(m.horizon * kvd), 0.0f);
     }
     events_.resize(kEventCapacity);
+    for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
+        if (model.vocab[id].kind == Kind::Bos) bos_token_ = id;
 }
 
 void Session::reset() {
@@ -185,7 +187,24 @@ void Session::feed(const int32_t* tokens, size_t n, float* logits, bool all_logi
         }
         position_ += count;
     }
-    if (n > 0) has_logits_ = true;
+    if (n > 0) {
+        has_logits_ = true;
+    } else if (logits != nullptr && !all_logits) {
+        // Feeding nothing changes nothing: the logits are still those after the last token.
+        if (!has_logits_)
+            throw Error(Status::State,
+                        "nothing has been fed yet, so there are no logits: feed at least one "
+                        "token (sampling from a new session starts a piece from BOS)");
+        std::memcpy(logits, state_.logits.data(), V * sizeof(float));
+    }
+}
+
+void Session::start_piece() {
+    if (bos_token_ < 0)
+        throw Error(Status::State,
+                    "nothing to sample from: this vocabulary has no BOS token, so feed at least "
+                    "one token first");
+    feed(&bos_token_, 1, nullptr, false);
 }
 
 void Session::embed(int32_t token, float* x) {
@@ -330,9 +349,7 @@ void Session::check_sampling(const SamplingParams& p) {
 
 int32_t Session::sample(const SamplingParams& params) {
     check_sampling(params);
-    if (!has_logits_)
-        throw Error(Status::State,
-                    "nothing to sample from: feed at least one token (e.g. BOS) first");
+    if (!has_logits_) start_piece();
     grammar_.allowed(state_.allowed.data());
     bool any = false;
     for (uint8_t a : state_.allowed) any = any || a != 0;

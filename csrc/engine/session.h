@@ -77,9 +77,11 @@ class Session {
 
     // Runs the model over n tokens (checked first: a bad id changes nothing). If `logits` is not
     // null it receives the logits after the last token ([V]) or, with all_logits, after every
-    // token ([n][V]).
+    // token ([n][V]). Feeding no tokens changes nothing and returns the last logits again; on a
+    // session that has been fed nothing there are none, and it throws Error(State).
     void feed(const int32_t* tokens, size_t n, float* logits, bool all_logits);
-    // Draws the next token from the last logits under the grammar mask; does not feed it.
+    // Draws the next token from the last logits under the grammar mask; does not feed it. A
+    // session that has been fed nothing (new or reset) starts a new piece: BOS is fed first.
     int32_t sample(const SamplingParams& params);
     // Samples and feeds n tokens; `tokens` (may be null) receives them.
     void generate(const SamplingParams& params, int32_t* tokens, size_t n);
@@ -112,6 +114,7 @@ class Session {
     void matvec(const Matrix& w, int64_t first_row, int64_t rows, const float* x, float* y);
     void rmsnorm(const float* x, const float* gain, float* out) const;
     void accept(int32_t token);  // grammar + detokenizer + event queue
+    void start_piece();          // feeds BOS to a session that has been fed nothing
 
     const Model& model_;
     const Config& config_;
@@ -130,6 +133,7 @@ class Session {
     uint64_t dropped_events_ = 0;
     uint64_t position_ = 0;
     bool has_logits_ = false;
+    int32_t bos_token_ = -1;  // the vocabulary's first BOS, -1 if it has none
 };
 
 }  // namespace sage

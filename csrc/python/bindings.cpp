@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -155,6 +156,11 @@ class PyModel {
     std::shared_ptr<const sage::Model> model_;
 };
 
+// A session is not thread-safe (sage_edge.h: one session per thread), but Python code may share
+// one between threads, and the calls that compute release the GIL. So every call takes the
+// session's mutex, waiting for it with the GIL released: calls on one session from several
+// threads run one after another, never at once. No call takes the GIL while holding the mutex,
+// so the two locks cannot deadlock.
 class PySession {
   public:
     PySession(const PyModel& model, uint64_t seed, int threads) : model_(model.model()) {
@@ -179,6 +185,7 @@ class PySession {
         const int32_t* ids = tokens.data();
         {
             py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(mutex_);
             session_->feed(ids, n, out, all_logits);
         }
         return logits;
@@ -187,6 +194,7 @@ class PySession {
     int32_t sample(float temperature, int top_k, float top_p, float min_p) {
         const sage::SamplingParams p = params(temperature, top_k, top_p, min_p);
         py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(mutex_);
         return session_->sample(p);
     }
 
@@ -198,18 +206,41 @@ class PySession {
         int32_t* out = tokens.mutable_data();
         {
             py::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(mutex_);
             session_->generate(p, out, static_cast<size_t>(n));
         }
         return tokens;
     }
 
     void set_programs(const std::vector<int32_t>& programs) {
+        Locked locked(*this);
         session_->set_programs(programs.data(), programs.size());
+    }
+
+    void reset() {
+        Locked locked(*this);
+        session_->reset();
+    }
+
+    uint64_t position() {
+        Locked locked(*this);
+        return session_->position();
+    }
+
+    uint64_t bars() {
+        Locked locked(*this);
+        return session_->bars();
+    }
+
+    uint64_t dropped_events() {
+        Locked locked(*this);
+        return session_->dropped_events();
     }
 
     // Completed notes as (time, duration, pitch, velocity, program) tuples, oldest first.
     py::list pop_events() {
         py::list out;
+        Locked locked(*this);
         sage::NoteEvent batch[256];
         for (size_t n; (n = session_->pop_events(batch, 256)) > 0;)
             for (size_t i = 0; i < n; ++i)
@@ -220,14 +251,18 @@ class PySession {
 
     // The grammar mask for the next token, [V] bool.
     static_assert(sizeof(bool) == 1, "numpy bool arrays are one byte per element");
-    py::array_t<bool> allowed_next() const {
+    py::array_t<bool> allowed_next() {
         py::array_t<bool> mask(session_->model().config.vocab_size);
+        Locked locked(*this);
         session_->allowed_next(reinterpret_cast<uint8_t*>(mask.mutable_data()));
         return mask;
     }
 
-    py::dict memory() const {
-        const sage::MemoryReport r = session_->memory();
+    py::dict memory() {
+        const sage::MemoryReport r = [&] {
+            Locked locked(*this);
+            return session_->memory();
+        }();
         py::dict d;
         d["weights_bytes"] = r.weights_bytes;
         d["activation_bytes"] = r.activation_bytes;
@@ -236,9 +271,20 @@ class PySession {
         return d;
     }
 
-    sage::Session& session() { return *session_; }
-
   private:
+    // Holds the session's mutex for a call that needs the GIL too: waits for the mutex with the
+    // GIL released, then keeps both until the end of the scope.
+    class Locked {
+      public:
+        explicit Locked(PySession& s) : lock_(s.mutex_, std::defer_lock) {
+            py::gil_scoped_release release;
+            lock_.lock();
+        }
+
+      private:
+        std::unique_lock<std::mutex> lock_;
+    };
+
     static sage::SamplingParams params(float temperature, int top_k, float top_p, float min_p) {
         sage::SamplingParams p;
         p.temperature = temperature;
@@ -251,6 +297,7 @@ class PySession {
 
     std::shared_ptr<const sage::Model> model_;  // kept alive as long as the session
     std::unique_ptr<sage::Session> session_;
+    std::mutex mutex_;
 };
 
 void bind(py::module_& m) {
@@ -279,15 +326,14 @@ void bind(py::module_& m) {
         .def("generate", &PySession::generate, py::arg("n_tokens"), py::arg("temperature") = t0,
              py::arg("top_k") = 0, py::arg("top_p") = p0, py::arg("min_p") = m0,
              "Sample and feed n tokens; returns them.")
-        .def("reset", [](PySession& s) { s.session().reset(); })
+        .def("reset", &PySession::reset)
         .def("set_programs", &PySession::set_programs, py::arg("programs"))
         .def("pop_events", &PySession::pop_events)
         .def("memory", &PySession::memory)
         .def("allowed_next", &PySession::allowed_next)
-        .def_property_readonly("position", [](PySession& s) { return s.session().position(); })
-        .def_property_readonly("bars", [](PySession& s) { return s.session().bars(); })
-        .def_property_readonly("dropped_events",
-                               [](PySession& s) { return s.session().dropped_events(); });
+        .def_property_readonly("position", &PySession::position)
+        .def_property_readonly("bars", &PySession::bars)
+        .def_property_readonly("dropped_events", &PySession::dropped_events);
 }
 
 }  // namespace engine

@@ -312,7 +312,12 @@ TEST(bad_arguments_give_argument_errors) {
     int32_t token = 0;
     sage_sampling sampling = sage_sampling_default();
 
-    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_ERR_STATE);  // nothing fed
+    // Nothing fed: feeding nothing has no logits to return; sampling starts a piece from BOS.
+    float no_logits[1];
+    CHECK_EQ(sage_session_feed(session, &token, 0, no_logits, 0), SAGE_ERR_STATE);
+    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
+    CHECK_EQ(sage_session_position(session), uint64_t{1});
+    CHECK_EQ(sage_session_reset(session), SAGE_OK);
     const int32_t bad_tokens[] = {-1, static_cast<int32_t>(m.info.vocab_size)};
     for (int32_t bad : bad_tokens) {
         const int32_t tokens[] = {0, bad};

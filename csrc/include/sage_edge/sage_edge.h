@@ -7,7 +7,13 @@
  * Memory: sage_session_create allocates everything a session will ever use (activations, the
  * per-layer key/value ring buffers, the sampler's scratch, the event queue). Feeding, sampling
  * and reading events allocate nothing, and a decode step costs the same at token 10 and at token
- * 10 000 000. One session per thread; a model may be shared by sessions on several threads.
+ * 10 000 000.
+ *
+ * Threads: a session is not synchronised. Never call two functions on one session at the same
+ * time from different threads (the caller serialises them, e.g. one session per thread, or a
+ * mutex per session); doing so corrupts the session. A model is read-only after loading and may
+ * be shared by sessions on any number of threads. (The Python module takes a lock per session,
+ * so Python code may share a session between threads: its calls then run one after another.)
  */
 #ifndef SAGE_EDGE_H
 #define SAGE_EDGE_H
@@ -118,11 +124,14 @@ sage_status sage_session_reset(sage_session* session);
 /* Restrict generated notes to these programs (-1 = drums); n = 0 allows every program. */
 sage_status sage_session_set_programs(sage_session* session, const int32_t* programs, size_t n);
 /* Run the model over n tokens. If logits is not null it receives the logits after the last token
- * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). */
+ * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). Feeding
+ * n = 0 tokens changes nothing and returns the last logits again (SAGE_ERR_STATE on a session
+ * that has been fed nothing: it has no logits yet). */
 sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n, float* logits,
                               int all_logits);
 /* Draw the next token from the logits of the last fed token, under the grammar mask. Does not
- * feed it. */
+ * feed it. A session that has been fed nothing (new or reset) starts a new piece: the model's BOS
+ * is fed first (SAGE_ERR_STATE if the vocabulary has none). */
 sage_status sage_session_sample(sage_session* session, const sage_sampling* sampling,
                                 int32_t* token);
 /* Sample and feed n tokens, writing them to tokens (which may be null). */
