@@ -136,6 +136,17 @@ TEST(top_p_keeps_the_nucleus) {
     CHECK(std::abs(counts[3] / double(draws) - 4.0 / 7.0) < 0.02);
 }
 
+// top-p keeps the shortest prefix whose mass reaches top_p: with two equal logits and top_p 0.5
+// the first alone reaches it exactly (0.5 and 1.0 are exact in binary), so it is always drawn.
+TEST(top_p_stops_where_the_mass_reaches_it_exactly) {
+    const std::vector<float> logits = {0.25f, 0.25f};
+    Sampler sampler(2, 3);
+    SamplingParams params;
+    params.top_p = 0.5f;
+    const std::vector<int> counts = histogram(sampler, logits, params, 2000);
+    CHECK_EQ(counts[1], 0);
+}
+
 TEST(min_p_drops_tokens_below_a_fraction_of_the_best) {
     // Relative to the best (0.4): 0.3 -> 0.75, 0.2 -> 0.5, 0.1 -> 0.25.
     const std::vector<float> logits = logits_of({0.1, 0.2, 0.3, 0.4});
