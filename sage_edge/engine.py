@@ -28,7 +28,7 @@ import symusic
 
 from sage_edge import format as sage_format
 from sage_edge.errors import ModelFormatError
-from sage_edge.tokenizer import KINDS, Tokenizer, load_score
+from sage_edge.tokenizer import KINDS, Tokenizer, load_score, score_from_midi_bytes
 
 try:
     from sage_edge import _engine
@@ -210,21 +210,32 @@ class Session:
         return self._session.feed(tokens.astype(np.int32), bool(all_logits))
 
     def sample(
-        self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0
+        self,
+        temperature: float = DEFAULT_SAMPLING["temperature"],
+        top_k: int = DEFAULT_SAMPLING["top_k"],
+        top_p: float = DEFAULT_SAMPLING["top_p"],
+        min_p: float = DEFAULT_SAMPLING["min_p"],
     ) -> int:
         """The next token under the grammar mask, drawn from the last fed token's logits (not
-        fed). ``temperature`` 0 is greedy."""
+        fed). ``temperature`` 0 is greedy. A session that has been fed nothing (new or reset)
+        starts a new piece: BOS is fed first."""
+        _check_sampling_types(temperature, top_k, top_p, min_p)
         return int(self._session.sample(temperature, top_k, top_p, min_p))
 
     def generate(
         self,
         n_tokens: int,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = DEFAULT_SAMPLING["temperature"],
+        top_k: int = DEFAULT_SAMPLING["top_k"],
+        top_p: float = DEFAULT_SAMPLING["top_p"],
+        min_p: float = DEFAULT_SAMPLING["min_p"],
     ) -> list[int]:
-        """Sample and feed ``n_tokens`` tokens; returns them."""
+        """Sample and feed ``n_tokens`` tokens; returns them. A session that has been fed nothing
+        (new or reset) starts a new piece: BOS is fed first."""
+        _check_type("n_tokens", n_tokens, integer=True)
+        if not 0 <= n_tokens <= MAX_TOKENS_PER_CALL:
+            raise ValueError(f"n_tokens must be in 0..{MAX_TOKENS_PER_CALL}, not {n_tokens}")
+        _check_sampling_types(temperature, top_k, top_p, min_p)
         return self._session.generate(n_tokens, temperature, top_k, top_p, min_p).tolist()
 
     def set_programs(self, programs) -> None:
@@ -279,14 +290,34 @@ class Generation:
         return len(self.tokens) - self.prompt_length
 
 
+# Session.generate returns its tokens in one array: a bound keeps a typo from asking for terabytes.
+MAX_TOKENS_PER_CALL = 2**31 - 1
 # A bar never needs more tokens than this; a model that loops without closing a bar is stopped.
 MAX_TOKENS_PER_BAR = 2048
 KIND_BAR = KINDS.index("BAR")
 
 
+def _check_type(name: str, value, integer: bool = False) -> None:
+    """ValueError naming the argument unless ``value`` is an integer (or, without ``integer``, a
+    real number); the engine checks the range."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        wanted = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {wanted}, not {value!r}")
+
+
+def _check_sampling_types(temperature, top_k, top_p, min_p) -> None:
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p)):
+        _check_type(name, value)
+    _check_type("top_k", top_k, integer=True)
+
+
 def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> None:
     if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
         raise ValueError(f"bars must be a positive integer, not {bars!r}")
+    _check_sampling_types(temperature, top_k, top_p, min_p)
+    if tempo is not None:
+        _check_type("tempo", tempo)
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0, not {temperature}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
@@ -300,8 +331,37 @@ def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> 
             raise ValueError(f"programs must be integers, not {program!r}")
         if not -1 <= program <= 127:
             raise ValueError(f"program {program} is outside 0..127 (or -1 for drums)")
-    if tempo is not None and not 1 <= tempo <= 1000:
-        raise ValueError(f"tempo must be between 1 and 1000 BPM, not {tempo}")
+    slowest, fastest = TEMPO_RANGE_BPM
+    if tempo is not None and not slowest <= tempo <= fastest:
+        raise ValueError(
+            f"tempo must be in {slowest:.6g}..{fastest:g} BPM (the range a MIDI file holds), "
+            f"not {tempo}"
+        )
+
+
+def _token_ids(prompt, vocab_size: int) -> list[int]:
+    """A prompt of token ids as a list, or ValueError saying what a prompt may be."""
+    accepted = (
+        "a prompt is None, a MIDI file path, the bytes of a MIDI file, a symusic.Score or a "
+        "sequence of token ids"
+    )
+    if isinstance(prompt, np.ndarray):
+        if prompt.ndim != 1 or (prompt.size and not np.issubdtype(prompt.dtype, np.integer)):
+            raise ValueError(
+                f"{accepted}, not an array of {prompt.dtype} with shape {prompt.shape}"
+            )
+        ids = prompt.tolist()
+    elif isinstance(prompt, (list, tuple, range)):
+        ids = list(prompt)
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise ValueError(f"prompt token ids must be integers, not {t!r}")
+        ids = [int(t) for t in ids]
+    else:
+        raise ValueError(f"{accepted}, not {type(prompt).__name__} {prompt!r:.60}")
+    if any(not 0 <= t < vocab_size for t in ids):
+        raise ValueError(f"prompt token ids must be in 0..{vocab_size - 1}")
+    return ids
 
 
 class _Run:
@@ -318,14 +378,22 @@ class _Run:
             prompt_ids: list[int] = []
         elif isinstance(prompt, (str, os.PathLike)):
             self.prompt_score = load_score(prompt)
-            prompt_ids = tokenizer.encode(self.prompt_score)
+            prompt_ids = tokenizer.encode(self.prompt_score, name=str(prompt))
         elif isinstance(prompt, symusic.Score):
+            # A score built in Python can hold tempos no MIDI file can (0, negative).
+            for mark in prompt.tempos:
+                if not mark.qpm > 0:
+                    raise ValueError(
+                        f"the prompt score has a tempo of {mark.qpm:g} BPM at tick {mark.time}: "
+                        "tempos must be > 0"
+                    )
             self.prompt_score = prompt
             prompt_ids = tokenizer.encode(prompt)
+        elif isinstance(prompt, (bytes, bytearray, memoryview)):  # the content of a MIDI file
+            self.prompt_score = score_from_midi_bytes(bytes(prompt), "the prompt's MIDI bytes")
+            prompt_ids = tokenizer.encode(self.prompt_score, name="the prompt's MIDI bytes")
         else:
-            prompt_ids = [int(t) for t in prompt]
-            if any(not 0 <= t < tokenizer.vocab_size for t in prompt_ids):
-                raise ValueError(f"prompt token ids must be in 0..{tokenizer.vocab_size - 1}")
+            prompt_ids = _token_ids(prompt, tokenizer.vocab_size)
         bos = tokenizer.id_of("BOS_None")
         self.tokens = [bos] + [t for t in prompt_ids if t != bos]
         self.prompt_length = len(self.tokens)

@@ -165,12 +165,19 @@ def load_score(path: str | os.PathLike) -> symusic.Score:
     size = path.stat().st_size
     if size > _MAX_MIDI_BYTES:
         raise MidiInputError(f"{path}: {size} bytes, too large for a MIDI file")
-    data = path.read_bytes()
-    _check_midi_bytes(data, str(path))
+    return score_from_midi_bytes(path.read_bytes(), str(path))
+
+
+def score_from_midi_bytes(data: bytes, name: str = "MIDI bytes") -> symusic.Score:
+    """Parse the content of a Standard MIDI File, raising :class:`MidiInputError` (naming it
+    ``name``) when it is unusable."""
+    if len(data) > _MAX_MIDI_BYTES:
+        raise MidiInputError(f"{name}: {len(data)} bytes, too large for a MIDI file")
+    _check_midi_bytes(data, name)
     try:
         score = symusic.Score.from_midi(data)
     except Exception as exc:  # symusic raises RuntimeError/ValueError with its own message
-        raise MidiInputError(f"{path}: cannot parse MIDI ({exc})") from exc
+        raise MidiInputError(f"{name}: cannot parse MIDI ({exc})") from exc
     return score
 
 
