@@ -56,6 +56,8 @@ MAX_HEAD_WIDTH = 1_024
 MAX_HEADS = 256
 MAX_HORIZON = 1_048_576
 MAX_METADATA = 16 * 1024 * 1024
+MAX_METADATA_DEPTH = 32  # nested arrays and objects
+MAX_LEARNED_NOTES = 2**53 - 1
 MAX_TENSORS = 4_096
 MAX_DIM = 2**32
 _NAME = re.compile(rb"[a-z0-9_.]{1,255}")
@@ -127,6 +129,13 @@ class ModelFile:
     def dequantized_tensors(self) -> dict[str, np.ndarray]:
         """f32 values of every tensor, by name (what ``SageModel.load_tensors`` takes)."""
         return {name: tensor.dequantize() for name, tensor in self.tensors.items()}
+
+    @property
+    def learned_programs(self) -> dict[int, int] | None:
+        """Notes per General MIDI program (-1 = drums) in the training data, ascending by program;
+        None when the file does not record them (docs/format.md, "learned_programs")."""
+        pairs = self.metadata.get("learned_programs")
+        return None if pairs is None else {int(p): int(n) for p, n in pairs}
 
     def tokenizer_json(self) -> str:
         """The tokenizer configuration, as ``sage_edge.tokenizer.Tokenizer.from_json`` takes it."""
@@ -207,9 +216,62 @@ def _check_vocabulary(table: np.ndarray, vocab_size: int) -> None:
 def _check_metadata(metadata: object) -> None:
     if not isinstance(metadata, dict):
         raise ModelFormatError("metadata is not a JSON object")
+    if _json_depth(metadata) > MAX_METADATA_DEPTH:
+        raise ModelFormatError(f"metadata nests more than {MAX_METADATA_DEPTH} deep")
     for key in ("tokenizer", "model"):
         if not isinstance(metadata.get(key), dict):
             raise ModelFormatError(f'metadata has no "{key}" object')
+    if "learned_programs" in metadata:
+        _check_learned_programs(metadata["learned_programs"])
+
+
+def _check_learned_programs(pairs: object) -> None:
+    """[[program, notes], ...]: programs ascending in -1..127, notes in 1..2^53-1."""
+
+    def integer(value: object, lo: int, hi: int) -> bool:
+        exact = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        return exact and lo <= value <= hi
+
+    if not isinstance(pairs, (list, tuple)) or not all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs
+    ):
+        raise ModelFormatError("learned_programs must be a list of [program, notes] pairs")
+    if not pairs:
+        raise ModelFormatError("learned_programs is empty")
+    for program, notes in pairs:
+        if not integer(program, -1, 127):
+            raise ModelFormatError(
+                f"learned_programs holds the program {program!r}, not an integer in -1..127"
+            )
+        if not integer(notes, 1, MAX_LEARNED_NOTES):
+            raise ModelFormatError(
+                f"learned_programs holds the note count {notes!r}, not an integer in 1..2^53-1"
+            )
+    programs = [program for program, _ in pairs]
+    if any(a >= b for a, b in zip(programs, programs[1:], strict=False)):
+        raise ModelFormatError("learned_programs is not in strictly ascending program order")
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's members as a dict, refusing two members of one name."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f'two members named "{twice}" in one object')
+    return members
+
+
+def _json_depth(value: object) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list, tuple)):  # a writer's tuples become arrays
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_tensor_set(m: ModelFile) -> None:
@@ -488,9 +550,15 @@ def _parse(data: bytes) -> ModelFile:
         raise ModelFormatError(f"metadata length {n_json} is more than {MAX_METADATA}")
     raw_json = header.take(n_json, "the metadata")
     try:
-        metadata = json.loads(raw_json.decode("utf-8"), parse_constant=_refuse_constant)
+        metadata = json.loads(
+            raw_json.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_unique_members,
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelFormatError(f"metadata is not UTF-8 JSON ({exc})") from None
+    except RecursionError:  # nested far deeper than the limit _check_metadata enforces
+        raise ModelFormatError(f"metadata nests more than {MAX_METADATA_DEPTH} deep") from None
     _check_metadata(metadata)
     shell.metadata = metadata
 

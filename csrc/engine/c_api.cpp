@@ -64,7 +64,7 @@ sage::SamplingParams to_params(const sage_sampling* s) {
 extern "C" {
 
 const char* sage_version(void) {
-    return "0.1.0";
+    return SAGE_EDGE_VERSION;  // the package's version, defined by csrc/engine/CMakeLists.txt
 }
 
 const char* sage_kernel_name(void) {

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "../kernels/kernels.h"
+#include "metadata.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
@@ -378,11 +379,11 @@ void Model::parse() {
         vocab[t] = TokenInfo{static_cast<Family>(family), static_cast<Kind>(kind), a, b};
     }
 
-    // Metadata JSON: only its length is checked.
+    // Metadata JSON: strict JSON with the two objects; the engine keeps the learned programs.
     Reader mr(data, vr.pos(), header_size, "metadata");
     const uint32_t meta_bytes = mr.read<uint32_t>();
     check(meta_bytes <= kMaxMetadataBytes, "metadata longer than 16 MiB");
-    mr.bytes(meta_bytes);
+    learned_programs = read_metadata(mr.bytes(meta_bytes), meta_bytes);
 
     // Tensor table.
     Reader tr(data, mr.pos(), header_size, "tensor table");

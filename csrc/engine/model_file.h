@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "metadata.h"
 #include "vocab.h"
 
 namespace sage {
@@ -101,6 +102,9 @@ class Model {
     uint64_t parameters = 0;   // number of values in every tensor
     uint64_t file_bytes = 0;
     uint64_t converted_bytes = 0;  // f16 matrices widened to f32 at load
+    // The programs of the training data with their note counts, ascending (docs/format.md,
+    // "learned_programs"); empty when the file does not record them.
+    std::vector<LearnedProgram> learned_programs;
 
   private:
     Model() = default;

@@ -341,6 +341,7 @@ void bind(py::module_& m) {
 PYBIND11_MODULE(_engine, m) {
     m.doc() = "sage-edge C++ engine (kernels, sessions)";
 
+    m.def("version", &sage_version, "The engine's version: the package's (pyproject.toml).");
     m.def("cpu_features", &k::cpu_features,
           "CPU features relevant to kernel dispatch, e.g. 'avx avx2 fma avx512f ...'.");
     m.def(

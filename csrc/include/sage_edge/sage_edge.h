@@ -114,6 +114,16 @@ sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* 
                                  uint32_t* kind, int32_t* a, int32_t* b);
 /* The id of the first token of `kind` in the vocabulary (e.g. 1 for BOS), or -1 if it has none. */
 int32_t sage_model_find_kind(const sage_model* model, uint32_t kind);
+/* The General MIDI programs (-1 = drums) the model learned, that is the programs of its training
+ * data, with how many notes each had there, in ascending program order (docs/format.md,
+ * "learned_programs"). *count receives how many the file records, at most
+ * SAGE_MAX_LEARNED_PROGRAMS, and 0 when it does not record them (then nothing is known about what
+ * the model plays); the first min(n, *count) go to programs and notes (either may be null). A
+ * program the model did not learn gets almost no probability: front ends refuse to ask for one,
+ * and report a generation in which a requested program stayed silent. */
+#define SAGE_MAX_LEARNED_PROGRAMS 129
+sage_status sage_model_get_learned_programs(const sage_model* model, int32_t* programs,
+                                            uint64_t* notes, size_t n, size_t* count);
 
 /* Sessions. */
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,

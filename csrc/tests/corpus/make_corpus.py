@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 KIND_FAMILY = sage_format.KIND_FAMILY
 
 
-def minimal_model(quant: str) -> bytes:
+def minimal_model(quant: str, metadata: dict | None = None) -> bytes:
     V, L, d, H, G, d_h, d_ff = len(KIND_FAMILY), 1, 8, 2, 1, 4, 8
     vocabulary = np.zeros(V, sage_format.VOCABULARY_DTYPE)
     vocabulary["kind"] = np.arange(V)
@@ -65,10 +65,79 @@ def minimal_model(quant: str) -> bytes:
         ticks_per_quarter=8,
         horizons=(4,),
         vocabulary=vocabulary,
-        metadata={"tokenizer": {}, "model": {}},
+        metadata=metadata or {"tokenizer": {}, "model": {}},
         tensors=tensors,
     )
     return sage_format.to_bytes(model)
+
+
+# A model whose metadata leaves room for any broken text below to be written over it, padded with
+# spaces (white space JSON allows after the value).
+PADDED_METADATA = {"tokenizer": {}, "model": {"padding": "." * 200}}
+
+
+def with_metadata_text(padded: bytes, text: str | bytes) -> bytes:
+    """``padded`` (written with PADDED_METADATA) with ``text`` as its metadata."""
+    V, L = struct.unpack_from("<II", padded, 32)
+    at = 96 + 4 * L + 12 * V
+    (n,) = struct.unpack_from("<I", padded, at)
+    raw = text.encode() if isinstance(text, str) else text
+    assert len(raw) <= n, text
+    data = bytearray(padded)
+    data[at + 4 : at + 4 + n] = raw.ljust(n, b" ")
+    return with_crc(data)
+
+
+def metadata_corpus() -> dict[str, bytes]:
+    """Metadata JSON that breaks one rule of docs/format.md each, and texts at the limits."""
+    padded = minimal_model("f32", PADDED_METADATA)
+    base = '"tokenizer": {}, "model": {}'
+
+    def learned(pairs: str) -> bytes:
+        return with_metadata_text(padded, "{" + base + ', "learned_programs": ' + pairs + "}")
+
+    return {
+        "valid_learned_programs.sage": minimal_model(
+            "f32", {"tokenizer": {}, "model": {}, "learned_programs": [[-1, 5], [40, 2**53 - 1]]}
+        ),
+        # A surrogate pair, a lone surrogate, a raw and an escaped é (distinct names only once
+        # unescaped would be duplicates: these are not).
+        "valid_metadata_escapes.sage": with_metadata_text(
+            padded,
+            '{"tokenizer": {"\\ud83d\\ude00 \\ud800": 1, "\u00e9": 2, "\\u00e8\\n": 3}, '
+            '"model": {}}',
+        ),
+        "valid_metadata_nested_32_deep.sage": with_metadata_text(
+            padded, "{" + base + ', "x": ' + "[" * 31 + "]" * 31 + "}"
+        ),
+        "metadata_nested_33_deep.sage": with_metadata_text(
+            padded, "{" + base + ', "x": ' + "[" * 32 + "]" * 32 + "}"
+        ),
+        "metadata_not_utf8.sage": with_metadata_text(padded, b'{"tokenizer": {"s": "\xc0\xaf"}}'),
+        "metadata_trailing_comma.sage": with_metadata_text(padded, "{" + base + ",}"),
+        "metadata_nan.sage": with_metadata_text(padded, "{" + base + ', "x": NaN}'),
+        "metadata_control_character.sage": with_metadata_text(
+            padded, "{" + base + ', "x": "\x01"}'
+        ),
+        "metadata_not_an_object.sage": with_metadata_text(padded, "[{" + base + "}]"),
+        "metadata_without_tokenizer.sage": with_metadata_text(padded, '{"model": {}}'),
+        "metadata_model_not_an_object.sage": with_metadata_text(
+            padded, '{"tokenizer": {}, "model": []}'
+        ),
+        "metadata_duplicate_member.sage": with_metadata_text(
+            padded, "{" + base + ', "mod\\u0065l": {}}'
+        ),
+        "metadata_text_after_the_object.sage": with_metadata_text(padded, "{" + base + "} {}"),
+        "learned_programs_not_pairs.sage": learned("[40, 41]"),
+        "learned_programs_empty.sage": learned("[]"),
+        "learned_programs_program_128.sage": learned("[[128, 5]]"),
+        "learned_programs_zero_notes.sage": learned("[[40, 0]]"),
+        "learned_programs_notes_above_2_53.sage": learned("[[40, 9007199254740992]]"),
+        "learned_programs_float.sage": learned("[[40, 5.0]]"),
+        "learned_programs_bool.sage": learned("[[40, true]]"),
+        "learned_programs_not_ascending.sage": learned("[[41, 5], [40, 5]]"),
+        "learned_programs_program_twice.sage": learned("[[40, 5], [40, 6]]"),
+    }
 
 
 def with_crc(data: bytearray) -> bytes:
@@ -160,6 +229,7 @@ def main() -> None:
             [(struct.unpack_from("<Q", good, wq["offset"])[0], "<f", float("nan"))]
         ),
         "q8_0_value_minus_128.sage": edit([(q8_wq_data + 4, "<b", -128)], q8),
+        **metadata_corpus(),
     }
     for old in HERE.glob("*.sage"):
         old.unlink()
