@@ -13,9 +13,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sage_edge._engine", reason="the C++ extension is not built")
 
 from sage_edge.tokenizer import KIND_BAR  # noqa: E402
-from training import evaluate, metrics  # noqa: E402
+from training import evaluate, metrics, music_theory  # noqa: E402
 
 PIECES = ("bwv269", "bwv66.6")
+# A small music-theory section: 2 pieces of 4 bars, a 32-bar run, 1 seed of 1 bar per family.
+SMALL_MUSIC = evaluate.MusicOptions(
+    pieces=2, bars=4, long_run_bars=32, adherence_seeds=1, adherence_bars=1
+)
+SMALL_MUSIC_ARGS = [
+    "--music-pieces", "2", "--music-bars", "4", "--long-run-bars", "32",
+    "--adherence-seeds", "1", "--adherence-bars", "1",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +37,13 @@ def test_dir(tmp_path_factory, chorale_dir):
 
 @pytest.fixture(scope="module")
 def report(tiny_models, test_dir):
-    return evaluate.evaluate(tiny_models["q8_0"], test_dir, seed=3, max_bars=2)
+    return evaluate.evaluate(tiny_models["q8_0"], test_dir, seed=3, max_bars=2, music=SMALL_MUSIC)
 
 
 def test_command_prints_every_field_as_json(tiny_models, test_dir, capsys):
     code = evaluate.main(
         ["--model", str(tiny_models["q8_0"]), "--data", str(test_dir), "--json", "--max-bars", "2"]
+        + SMALL_MUSIC_ARGS
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
@@ -53,10 +62,24 @@ def test_command_prints_every_field_as_json(tiny_models, test_dir, capsys):
     assert out["decode"]["outputs"] == 2
     assert out["decode"]["share"] == 1.0  # the grammar mask keeps every output decodable
     assert out["decode"]["generated_tokens"] > 0
+    music = out["music"]
+    assert music["bars"] == 4
+    assert music["generated"]["excerpts"] == 2 and music["real"]["excerpts"] == 2
+    for key, _, _, _ in music_theory.TABLE_ROWS:
+        assert key in music["generated"] and key in music["real"]
+    assert music["key_stability"]["generated"]["pairs"] == 1  # 32 bars: two 16-bar windows
+    assert music["key_stability"]["real"]["pairs"] == 0  # both chorales are under 32 bars
+    families = music["program_adherence"]["families"]
+    assert set(families) == set(music_theory.ADHERENCE_FAMILIES)
+    for row in families.values():
+        assert row["share"] == row["played"] / 1
 
 
 def test_command_prints_a_table(tiny_models, test_dir, capsys):
-    evaluate.main(["--model", str(tiny_models["f32"]), "--data", str(test_dir), "--max-bars", "1"])
+    evaluate.main(
+        ["--model", str(tiny_models["f32"]), "--data", str(test_dir), "--max-bars", "1"]
+        + SMALL_MUSIC_ARGS
+    )
     out = capsys.readouterr().out
     for needle in (
         "perplexity/token",
@@ -66,13 +89,17 @@ def test_command_prints_a_table(tiny_models, test_dir, capsys):
         "repeat_prompt",
         "pitch_class_entropy",
         "decoded 2/2 (100.0 %)",
+        "music theory: 2 generated pieces of 4 bars",
+        "parallel fifths / 100 beats",
+        "same key, next 16 bars %",
+        "synth pad",
     ):
         assert needle in out
 
 
 def test_fixed_seed_reproduces_the_report(tiny_models, test_dir, report):
-    again = evaluate.evaluate(tiny_models["q8_0"], test_dir, seed=3, max_bars=2)
-    for key in ("perplexity", "continuation", "distribution", "decode"):
+    again = evaluate.evaluate(tiny_models["q8_0"], test_dir, seed=3, max_bars=2, music=SMALL_MUSIC)
+    for key in ("perplexity", "continuation", "distribution", "decode", "music"):
         assert again[key] == report[key]
 
 
@@ -121,3 +148,30 @@ def test_repeat_bars_cycles_the_prompt():
 def test_a_folder_without_music_is_refused(tmp_path, tiny_models):
     with pytest.raises(ValueError, match="no test pieces"):
         evaluate.evaluate(tiny_models["q8_0"], tmp_path)
+
+
+def test_music_real_side_is_each_pieces_last_bars(report, tokenizer, test_dir):
+    analyses = []
+    for name in sorted(PIECES):
+        ids = tokenizer.encode(test_dir / f"{name}.mid")
+        bars = len(evaluate.bar_starts(np.asarray(ids), tokenizer.token_table()["kind"]))
+        notes = metrics.notes_from_score(tokenizer.decode(ids), n_bars=bars)
+        last = metrics.slice_bars(notes, bars - SMALL_MUSIC.bars, bars)
+        analyses.append(music_theory.analyze(last))
+    assert report["music"]["real"] == music_theory.summarize(analyses)
+
+
+def test_a_family_asked_alone_is_the_only_one_generated(tiny_models):
+    engine = evaluate.EngineBackend(tiny_models["q8_0"]).engine
+    sampling = {"temperature": 1.0, "top_p": 0.95}
+    for program in (40, -1):
+        notes = evaluate.generated_notes(engine, 2, 5, sampling, [program])
+        assert notes.n_bars == 2
+        assert set(notes.program.tolist()) <= {program}
+
+
+def test_the_torch_backend_has_no_music_section(tiny_models, test_dir):
+    out = evaluate.evaluate(
+        tiny_models["f32"], test_dir, max_pieces=1, max_bars=1, backend="torch", music=SMALL_MUSIC
+    )
+    assert out["music"] is None

@@ -26,13 +26,20 @@ import numpy as np
 
 from sage_edge import format as sage_format
 from sage_edge.tokenizer import KIND_BAR, KIND_PITCH, KIND_PITCH_DRUM, Tokenizer
-from training import metrics
+from training import metrics, music_theory
 
 PROMPT_BARS = 4
 DEFAULT_MAX_BARS = 8  # continuation bars generated per piece, at most (runtime)
 FEED_CHUNK = 512  # tokens per feed call when scoring: bounds the [n, V] logits buffer
 GENERATE_CHUNK = 16  # tokens per generate call between checks for the last bar
 TOKENS_PER_BAR_CAP = 4  # a generation may use this many times the real continuation's tokens
+# Music-theory measures (docs/evaluation.md): seeded pieces of MUSIC_BARS bars against the real
+# test pieces' last MUSIC_BARS bars, key stability over one long run, program adherence.
+MUSIC_PIECES = 8
+MUSIC_BARS = 16
+LONG_RUN_BARS = 512
+ADHERENCE_SEEDS = 8
+ADHERENCE_BARS = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +270,89 @@ def repeat_bars(prompt: metrics.Notes, n_bars: int) -> metrics.Notes:
     return metrics.notes_from_arrays(*(np.concatenate(c) for c in columns), bars=lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Music-theory measures: seeded generations against the real test pieces
+
+
+@dataclass
+class MusicOptions:
+    pieces: int = MUSIC_PIECES  # seeded generations from scratch (0: no music-theory section)
+    bars: int = MUSIC_BARS  # bars of each generation and of each real excerpt
+    long_run_bars: int = LONG_RUN_BARS  # one generation for key stability (0: skip)
+    adherence_seeds: int = ADHERENCE_SEEDS  # generations per General MIDI family (0: skip)
+    adherence_bars: int = ADHERENCE_BARS
+
+
+def generated_notes(engine, bars: int, seed: int, sampling: dict, programs=None) -> metrics.Notes:
+    """``bars`` bars generated from scratch by ``Engine.generation``, as notes in bars."""
+    generation = engine.generation(bars=bars, seed=seed, programs=programs, **sampling)
+    return metrics.notes_from_score(generation.score, n_bars=bars)
+
+
+def program_adherence(engine, options: MusicOptions, seed: int, sampling: dict) -> dict:
+    """Per General MIDI family asked for alone (its first program), the share of seeded
+    generations that play at least one note of it."""
+    families = {}
+    for family, program in music_theory.ADHERENCE_FAMILIES.items():
+        played = 0
+        for s in range(options.adherence_seeds):
+            notes = generated_notes(engine, options.adherence_bars, seed + s, sampling, [program])
+            played += bool(np.any(notes.program == program))
+        families[family] = {
+            "program": program,
+            "played": played,
+            "share": played / options.adherence_seeds,
+        }
+    return {"seeds": options.adherence_seeds, "bars": options.adherence_bars, "families": families}
+
+
+def _stability(same: int, pairs: int, bars: int) -> dict:
+    return {"bars": bars, "same": same, "pairs": pairs, "share": same / pairs if pairs else None}
+
+
+def music_report(engine, real_pieces: list[metrics.Notes], options, seed, sampling, progress):
+    """The music-theory section: generations and real pieces through the same measures."""
+    generated = []
+    for i in range(options.pieces):
+        generated.append(
+            music_theory.analyze(generated_notes(engine, options.bars, seed + i, sampling))
+        )
+        if progress:
+            print(f"music piece {i + 1}/{options.pieces}", file=sys.stderr)
+    # The real side: each test piece's last `bars` bars (its ending), the whole piece if shorter.
+    real = [
+        music_theory.analyze(
+            metrics.slice_bars(notes, max(0, notes.n_bars - options.bars), notes.n_bars)
+        )
+        for notes in real_pieces
+    ]
+    window = music_theory.KEY_WINDOW_BARS
+    report = {
+        "bars": options.bars,
+        "generated": music_theory.summarize(generated),
+        "real": music_theory.summarize(real),
+        "key_stability": {"window_bars": window, "generated": None, "real": None},
+        "program_adherence": None,
+    }
+    if options.long_run_bars:
+        long_run = generated_notes(engine, options.long_run_bars, seed, sampling)
+        report["key_stability"]["generated"] = _stability(
+            *music_theory.key_stability(long_run, window), options.long_run_bars
+        )
+        real_same = real_pairs = 0
+        for notes in real_pieces:
+            same, pairs = music_theory.key_stability(notes, window)
+            real_same, real_pairs = real_same + same, real_pairs + pairs
+        report["key_stability"]["real"] = _stability(
+            real_same, real_pairs, sum(n.n_bars for n in real_pieces)
+        )
+        if progress:
+            print(f"long run of {options.long_run_bars} bars", file=sys.stderr)
+    if options.adherence_seeds:
+        report["program_adherence"] = program_adherence(engine, options, seed, sampling)
+    return report
+
+
 @dataclass
 class Results:
     pieces: int = 0
@@ -279,6 +369,7 @@ class Results:
     generated_pitch_tokens: int = 0
     generated_notes: int = 0
     ended: dict[str, int] = field(default_factory=dict)
+    music: dict | None = None  # the music-theory section; None with the torch backend
 
 
 def evaluate(
@@ -291,10 +382,17 @@ def evaluate(
     top_p: float = 0.95,
     backend: str = "engine",
     progress: bool = False,
+    music: MusicOptions | None = None,
 ) -> dict:
-    """Every number of the evaluation as a JSON-ready dict (``docs/evaluation.md``)."""
+    """Every number of the evaluation as a JSON-ready dict (``docs/evaluation.md``). ``music``
+    sizes the music-theory section (engine backend only); None takes the defaults."""
     if max_bars < 1:
         raise ValueError(f"max_bars must be at least 1, got {max_bars}")
+    music = music or MusicOptions()
+    if music.pieces < 0 or music.bars < 1 or music.long_run_bars < 0:
+        raise ValueError("music pieces and long-run bars must be >= 0 and music bars >= 1")
+    if music.adherence_seeds < 0 or music.adherence_bars < 1:
+        raise ValueError("adherence seeds must be >= 0 and adherence bars >= 1")
     t0 = time.perf_counter()
     model_file = sage_format.read(model_path)
     tokenizer = Tokenizer.from_json(model_file.tokenizer_json())
@@ -317,8 +415,11 @@ def evaluate(
 
     # The continuation benchmark.
     usable = []
+    real_notes = {}  # every test piece decoded, in its bars
     for piece in pieces:
         starts = bar_starts(piece.ids, kinds)
+        score = tokenizer.decode(piece.ids)
+        real_notes[piece.name] = metrics.notes_from_score(score, n_bars=len(starts))
         if len(starts) > PROMPT_BARS:
             usable.append((piece, starts))
         else:
@@ -326,10 +427,6 @@ def evaluate(
     for name in ("generated", "other_piece", "repeat_prompt"):
         r.rows[name] = []
     r.distributions = {"generated": [], "real": []}
-    real_notes = {}
-    for piece, starts in usable:
-        score = tokenizer.decode(piece.ids)
-        real_notes[piece.name] = metrics.notes_from_score(score, n_bars=len(starts))
     for i, (piece, starts) in enumerate(usable):
         all_bars = real_notes[piece.name]
         n_cont = min(all_bars.n_bars - PROMPT_BARS, max_bars)
@@ -373,6 +470,10 @@ def evaluate(
         if progress:
             print(f"continuation {i + 1}/{len(usable)} {piece.name}", file=sys.stderr)
 
+    if backend == "engine" and music.pieces:
+        r.music = music_report(
+            runner.engine, list(real_notes.values()), music, seed, sampling, progress
+        )
     return _report(r, model_path, data, model_file, backend, seed, max_bars, sampling, t0)
 
 
@@ -416,6 +517,7 @@ def _report(r: Results, model_path, data, model_file, backend, seed, max_bars, s
             "generated_notes_in_bars": r.generated_notes,
             "ended": r.ended,
         },
+        "music": r.music,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -457,7 +559,39 @@ def print_table(report: dict, out=None) -> None:
         f"\ndecoded {d['decoded']}/{d['outputs']} ({100 * d['share']:.1f} %), "
         f"{d['generated_tokens']} tokens generated, ended {d['ended']}\n"
     )
+    if report["music"] is not None:
+        print_music_table(report["music"], w)
     w(f"{report['seconds']} s\n")
+
+
+def print_music_table(music: dict, w) -> None:
+    """The music-theory section: one row per measure, generated against real."""
+    gen, real = music["generated"], music["real"]
+    w(
+        f"\nmusic theory: {gen['excerpts']} generated pieces of {music['bars']} bars against "
+        f"{real['excerpts']} real pieces' last {music['bars']} bars\n"
+    )
+    w(f"{'measure':30} {'generated':>10} {'real':>10}\n")
+    for key, label, scale, fmt in music_theory.TABLE_ROWS:
+        g = music_theory.format_value(gen[key], scale, fmt)
+        t = music_theory.format_value(real[key], scale, fmt)
+        w(f"{label:30} {g:>10} {t:>10}\n")
+    stability = music["key_stability"]
+    if stability["generated"] is not None:
+        g, t = stability["generated"], stability["real"]
+        label = f"same key, next {stability['window_bars']} bars %"
+        g_share = music_theory.format_value(g["share"], 100.0, "{:.1f}")
+        t_share = music_theory.format_value(t["share"], 100.0, "{:.1f}")
+        w(f"{label:30} {g_share:>10} {t_share:>10}")
+        w(f"   ({g['pairs']} window pairs in {g['bars']} bars; real: {t['pairs']} pairs)\n")
+    adherence = music["program_adherence"]
+    if adherence is not None:
+        w(
+            f"\nprogram adherence: each family asked for alone, {adherence['seeds']} seeds of "
+            f"{adherence['bars']} bars; share that play it\n"
+        )
+        for family, row in adherence["families"].items():
+            w(f"  {family:22} ({row['program']:3}) {100 * row['share']:6.1f} %\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,6 +608,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--backend", choices=("engine", "torch"), default="engine")
     ap.add_argument("--progress", action="store_true", help="report each piece on stderr")
+    music = ap.add_argument_group("music-theory measures (engine backend)")
+    music.add_argument(
+        "--music-pieces",
+        type=int,
+        default=MUSIC_PIECES,
+        help=f"seeded generations from scratch ({MUSIC_PIECES}; 0 = no music-theory section)",
+    )
+    music.add_argument(
+        "--music-bars", type=int, default=MUSIC_BARS, help=f"bars per piece ({MUSIC_BARS})"
+    )
+    music.add_argument(
+        "--long-run-bars",
+        type=int,
+        default=LONG_RUN_BARS,
+        help=f"bars of the key-stability run ({LONG_RUN_BARS}; 0 = skip)",
+    )
+    music.add_argument(
+        "--adherence-seeds",
+        type=int,
+        default=ADHERENCE_SEEDS,
+        help=f"generations per General MIDI family ({ADHERENCE_SEEDS}; 0 = skip)",
+    )
+    music.add_argument(
+        "--adherence-bars",
+        type=int,
+        default=ADHERENCE_BARS,
+        help=f"bars per adherence generation ({ADHERENCE_BARS})",
+    )
     args = ap.parse_args(argv)
     if args.backend == "engine":
         ok, why = engine_available()
@@ -493,6 +655,13 @@ def main(argv: list[str] | None = None) -> int:
         top_p=args.top_p,
         backend=args.backend,
         progress=args.progress,
+        music=MusicOptions(
+            args.music_pieces,
+            args.music_bars,
+            args.long_run_bars,
+            args.adherence_seeds,
+            args.adherence_bars,
+        ),
     )
     if args.json:
         print(json.dumps(report, indent=1))
