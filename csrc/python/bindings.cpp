@@ -66,14 +66,15 @@ namespace engine {
 using sage::Error;
 using sage::Status;
 
-py::object model_format_error;  // sage_edge.errors.ModelFormatError, imported at module init
-
 // Raises the Python exception matching a sage::Error's status.
 void raise_engine_error(const Error& e) {
     switch (e.status()) {
         case Status::Io:
         case Status::Format:
-            PyErr_SetString(model_format_error.ptr(), e.what());
+            // Looked up when raised (the GIL is held): a namespace-level py::object would be
+            // released after the interpreter has finalized.
+            PyErr_SetString(py::module_::import("sage_edge.errors").attr("ModelFormatError").ptr(),
+                            e.what());
             return;
         case Status::Argument:
             PyErr_SetString(PyExc_ValueError, e.what());
@@ -301,7 +302,7 @@ class PySession {
 };
 
 void bind(py::module_& m) {
-    model_format_error = py::module_::import("sage_edge.errors").attr("ModelFormatError");
+    py::module_::import("sage_edge.errors");  // fail at import, not at the first error
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
