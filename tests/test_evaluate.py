@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,12 @@ def test_the_torch_backend_has_no_music_section(tiny_models, test_dir):
         tiny_models["f32"], test_dir, max_pieces=1, max_bars=1, backend="torch", music=SMALL_MUSIC
     )
     assert out["music"] is None
+
+
+def test_pieces_from_an_npz_of_token_ids(tokenizer):
+    split = Path(__file__).parent / "data" / "corpus_test_split.npz"
+    pieces = evaluate.load_pieces(split, tokenizer, max_pieces=None)
+    with np.load(split) as saved:
+        assert [p.name for p in pieces] == saved.files
+        np.testing.assert_array_equal(pieces[0].ids, saved[saved.files[0]])
+    assert len(evaluate.load_pieces(split, tokenizer, max_pieces=3)) == 3

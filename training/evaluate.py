@@ -4,7 +4,8 @@ distribution metrics, all through the C++ engine.
     python -m training.evaluate --model runs/default/model_q8_0.sage --data data/corpus \\
         [--json] [--max-pieces N] [--seed S] [--max-bars 8] [--temperature 1.0] [--top-p 0.95]
 
-``--data`` is a prepared corpus (its ``test`` split) or any folder of MIDI files (all of them).
+``--data`` is a prepared corpus (its ``test`` split), an ``.npz`` of token ids per piece (such as
+``tests/data/corpus_test_split.npz``, the shipped model's test split) or any folder of MIDI files.
 ``docs/evaluation.md`` defines every number printed; ``training/metrics.py`` computes them.
 
 ``--backend torch`` runs the same file through the PyTorch reference model instead (weights
@@ -169,9 +170,13 @@ class Piece:
 
 
 def load_pieces(data: str | Path, tokenizer: Tokenizer, max_pieces: int | None) -> list[Piece]:
-    """The test split of a prepared corpus, or every MIDI file under a folder (sorted)."""
+    """The test split of a prepared corpus, the token ids saved in an ``.npz`` file (one array
+    per piece, as ``tests/data/corpus_test_split.npz``), or every MIDI file under a folder."""
     data = Path(data)
-    if (data / "manifest.json").exists():
+    if data.suffix == ".npz" and data.is_file():
+        with np.load(data) as saved:
+            pieces = [Piece(name, saved[name].astype(np.int64)) for name in saved.files]
+    elif (data / "manifest.json").exists():
         from training.data import load_manifest, load_split
 
         names = load_manifest(data)["splits"]["test"]
@@ -185,7 +190,9 @@ def load_pieces(data: str | Path, tokenizer: Tokenizer, max_pieces: int | None) 
             paths = paths[:max_pieces]
         pieces = [Piece(p.stem, np.asarray(tokenizer.encode(p), np.int64)) for p in paths]
     else:
-        raise ValueError(f"{data}: neither a prepared corpus (manifest.json) nor a folder")
+        raise ValueError(
+            f"{data}: neither a prepared corpus (manifest.json), an .npz of token ids nor a folder"
+        )
     if max_pieces:
         pieces = pieces[:max_pieces]
     if not pieces:
