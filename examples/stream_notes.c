@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
 
     status = sage_model_load(argv[1], &model);
     if (status != SAGE_OK) return fail("load the model", status);
-    bos = sage_model_find_kind(model, 1 /* BOS */);
+    bos = sage_model_find_kind(model, SAGE_KIND_BOS);
     if (bos < 0) {
         fprintf(stderr, "stream_notes: the model's vocabulary has no BOS token\n");
         sage_model_free(model);

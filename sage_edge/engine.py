@@ -14,6 +14,9 @@ argument raises ``ValueError``.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import json
 import os
 import queue
 import threading
@@ -91,21 +94,32 @@ class Engine:
             self._info = info
         return dict(self._info)
 
+    @functools.cached_property
+    def learned_programs(self) -> dict[int, int] | None:
+        """The General MIDI programs (-1 = drums) the model learned, each with its notes in the
+        training data, ascending by program (docs/format.md, "learned_programs"); None when the
+        file does not record them. :meth:`generate` refuses other programs."""
+        return sage_format.read(self.path).learned_programs
+
     @property
     def tokenizer(self) -> Tokenizer:
-        """The tokenizer the model was trained with, rebuilt from the model file."""
+        """The tokenizer the model was trained with, rebuilt from the model file's configuration
+        and checked against the vocabulary table the file carries (the one the engine uses)."""
         if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_json(sage_format.read(self.path).tokenizer_json())
+            metadata = json.loads(self._model.metadata_json())
+            tokenizer = Tokenizer.from_json(json.dumps(metadata["tokenizer"]))
+            _check_vocabulary(tokenizer, self._model.vocabulary(), self.path)
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     def generate(
         self,
         prompt=None,
         bars: int = 8,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = DEFAULT_SAMPLING["temperature"],
+        top_k: int = DEFAULT_SAMPLING["top_k"],
+        top_p: float = DEFAULT_SAMPLING["top_p"],
+        min_p: float = DEFAULT_SAMPLING["min_p"],
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
@@ -294,7 +308,37 @@ class Generation:
 MAX_TOKENS_PER_CALL = 2**31 - 1
 # A bar never needs more tokens than this; a model that loops without closing a bar is stopped.
 MAX_TOKENS_PER_BAR = 2048
-KIND_BAR = KINDS.index("BAR")
+KIND_BAR, KIND_TIMESIG, KIND_POSITION = (KINDS.index(k) for k in ("BAR", "TIMESIG", "POSITION"))
+
+
+_MIDITOK_VERSION = importlib.metadata.version("miditok")
+
+
+def _check_vocabulary(tokenizer: Tokenizer, file_table: dict, path: Path) -> None:
+    """ModelFormatError unless the rebuilt tokenizer gives every id the meaning the file's table
+    gives it: another miditok version could number the vocabulary differently, and prompts would
+    then be encoded with ids the model reads as something else."""
+    rebuilt = tokenizer.token_table()
+    if len(rebuilt) != len(file_table["kind"]):
+        raise ModelFormatError(
+            f"{path}: the tokenizer rebuilt from the file's configuration (miditok "
+            f"{_MIDITOK_VERSION}) has {len(rebuilt)} tokens, the file's vocabulary "
+            f"{len(file_table['kind'])}"
+        )
+    fields = ("family", "kind", "a", "b")
+    differs = np.zeros(len(rebuilt), dtype=bool)
+    for field in fields:
+        differs |= rebuilt[field] != file_table[field]
+    if differs.any():
+        i = int(np.flatnonzero(differs)[0])
+        said = ", ".join(f"{f} {int(file_table[f][i])}" for f in fields)
+        rebuilt_said = ", ".join(f"{f} {int(rebuilt[f][i])}" for f in fields)
+        raise ModelFormatError(
+            f"{path}: token {i} ({tokenizer.token_strings()[i]!r} to miditok "
+            f"{_MIDITOK_VERSION}) "
+            f"is {rebuilt_said} to the rebuilt tokenizer but {said} in the file's vocabulary: "
+            "install the miditok version the model was exported with"
+        )
 
 
 def _check_type(name: str, value, integer: bool = False) -> None:

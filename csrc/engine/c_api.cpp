@@ -20,6 +20,32 @@ struct sage_session {
 
 namespace {
 
+// The C enums restate csrc/engine/vocab.h for C callers; they must not drift apart.
+#define SAGE_SAME(c, cpp) static_assert(static_cast<int>(c) == static_cast<int>(cpp), #c)
+SAGE_SAME(SAGE_KIND_PAD, sage::Kind::Pad);
+SAGE_SAME(SAGE_KIND_BOS, sage::Kind::Bos);
+SAGE_SAME(SAGE_KIND_EOS, sage::Kind::Eos);
+SAGE_SAME(SAGE_KIND_MASK, sage::Kind::Mask);
+SAGE_SAME(SAGE_KIND_BAR, sage::Kind::Bar);
+SAGE_SAME(SAGE_KIND_TIMESIG, sage::Kind::TimeSig);
+SAGE_SAME(SAGE_KIND_POSITION, sage::Kind::Position);
+SAGE_SAME(SAGE_KIND_TEMPO, sage::Kind::Tempo);
+SAGE_SAME(SAGE_KIND_PROGRAM, sage::Kind::Program);
+SAGE_SAME(SAGE_KIND_PITCH, sage::Kind::Pitch);
+SAGE_SAME(SAGE_KIND_PITCH_DRUM, sage::Kind::PitchDrum);
+SAGE_SAME(SAGE_KIND_VELOCITY, sage::Kind::Velocity);
+SAGE_SAME(SAGE_KIND_DURATION, sage::Kind::Duration);
+SAGE_SAME(SAGE_KIND_OTHER, sage::Kind::Other);
+static_assert(SAGE_KIND_OTHER + 1 == sage::kNumKinds, "a kind is missing from sage_kind");
+SAGE_SAME(SAGE_FAMILY_SPECIAL, sage::Family::Special);
+SAGE_SAME(SAGE_FAMILY_TIME, sage::Family::Time);
+SAGE_SAME(SAGE_FAMILY_PROGRAM, sage::Family::Program);
+SAGE_SAME(SAGE_FAMILY_PITCH, sage::Family::Pitch);
+SAGE_SAME(SAGE_FAMILY_VELOCITY, sage::Family::Velocity);
+SAGE_SAME(SAGE_FAMILY_DURATION, sage::Family::Duration);
+static_assert(SAGE_FAMILY_DURATION + 1 == sage::kNumFamilies, "a family is missing");
+#undef SAGE_SAME
+
 thread_local std::string last_error;
 
 sage_status fail(sage_status status, const std::string& message) {

@@ -383,7 +383,9 @@ void Model::parse() {
     Reader mr(data, vr.pos(), header_size, "metadata");
     const uint32_t meta_bytes = mr.read<uint32_t>();
     check(meta_bytes <= kMaxMetadataBytes, "metadata longer than 16 MiB");
-    learned_programs = read_metadata(mr.bytes(meta_bytes), meta_bytes);
+    const uint8_t* meta_text = mr.bytes(meta_bytes);
+    learned_programs = read_metadata(meta_text, meta_bytes);
+    metadata_json.assign(reinterpret_cast<const char*>(meta_text), meta_bytes);
 
     // Tensor table.
     Reader tr(data, mr.pos(), header_size, "tensor table");

@@ -101,10 +101,12 @@ class Model {
     DType quant = DType::F32;  // the dtype the file stores its matrices in
     uint64_t parameters = 0;   // number of values in every tensor
     uint64_t file_bytes = 0;
-    uint64_t converted_bytes = 0;  // f16 matrices widened to f32 at load
     // The programs of the training data with their note counts, ascending (docs/format.md,
     // "learned_programs"); empty when the file does not record them.
     std::vector<LearnedProgram> learned_programs;
+    // The metadata JSON as the file holds it (validated): the tokenizer configuration for
+    // front ends that rebuild the tokenizer.
+    std::string metadata_json;
 
   private:
     Model() = default;

@@ -151,6 +151,26 @@ class PyModel {
         return d;
     }
 
+    // The vocabulary table the file carries (docs/format.md): family, kind, a and b of every id.
+    py::dict vocabulary() const {
+        const size_t V = model_->vocab.size();
+        py::array_t<uint8_t> family(V), kind(V);
+        py::array_t<int32_t> a(V), b(V);
+        for (size_t i = 0; i < V; ++i) {
+            const sage::TokenInfo& t = model_->vocab[i];
+            family.mutable_at(i) = static_cast<uint8_t>(t.family);
+            kind.mutable_at(i) = static_cast<uint8_t>(t.kind);
+            a.mutable_at(i) = t.a;
+            b.mutable_at(i) = t.b;
+        }
+        py::dict d;
+        d["family"] = family;
+        d["kind"] = kind;
+        d["a"] = a;
+        d["b"] = b;
+        return d;
+    }
+
     std::shared_ptr<const sage::Model> model() const { return model_; }
 
   private:
@@ -313,9 +333,15 @@ void bind(py::module_& m) {
 
     py::class_<PyModel>(m, "Model", "A validated, memory-mapped .sage model file.")
         .def(py::init<const std::string&>(), py::arg("path"))
-        .def("info", &PyModel::info, "Hyperparameters, quantization, horizons and sizes.");
+        .def("info", &PyModel::info, "Hyperparameters, quantization, horizons and sizes.")
+        .def(
+            "metadata_json", [](const PyModel& m) { return m.model()->metadata_json; },
+            "The file's metadata JSON (validated at load): tokenizer configuration and more.")
+        .def("vocabulary", &PyModel::vocabulary,
+             "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.");
 
-    const float t0 = 1.0f, p0 = 1.0f, m0 = 0.0f;
+    const sage::SamplingParams defaults;
+    const float t0 = defaults.temperature, p0 = defaults.top_p, m0 = defaults.min_p;
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, int>(), py::arg("model"), py::arg("seed") = 0,
              py::arg("threads") = 1)
@@ -354,6 +380,41 @@ PYBIND11_MODULE(_engine, m) {
           "Quantize a 1-D float32 array to Q8_0 and return the raw blocks (36 bytes each: f32 "
           "scale, 32 x int8), with the active kernel path or the one named.");
     m.attr("BLOCK_SIZE") = k::kBlockSize;
+    // Facts defined once in C++ that the Python package asks for.
+    const sage::SamplingParams sampling;
+    py::dict default_sampling;
+    default_sampling["temperature"] = sampling.temperature;
+    default_sampling["top_k"] = sampling.top_k;
+    default_sampling["top_p"] = sampling.top_p;
+    default_sampling["min_p"] = sampling.min_p;
+    m.attr("DEFAULT_SAMPLING") = default_sampling;
+    m.attr("TEMPO_RANGE_BPM") = py::make_tuple(SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM);
+
+    // The token kinds and attribute families of sage_edge.h (tests/test_vocab.py checks that
+    // sage_edge/vocab.py says the same).
+    py::dict kinds, families;
+    kinds["PAD"] = int{SAGE_KIND_PAD};
+    kinds["BOS"] = int{SAGE_KIND_BOS};
+    kinds["EOS"] = int{SAGE_KIND_EOS};
+    kinds["MASK"] = int{SAGE_KIND_MASK};
+    kinds["BAR"] = int{SAGE_KIND_BAR};
+    kinds["TIMESIG"] = int{SAGE_KIND_TIMESIG};
+    kinds["POSITION"] = int{SAGE_KIND_POSITION};
+    kinds["TEMPO"] = int{SAGE_KIND_TEMPO};
+    kinds["PROGRAM"] = int{SAGE_KIND_PROGRAM};
+    kinds["PITCH"] = int{SAGE_KIND_PITCH};
+    kinds["PITCH_DRUM"] = int{SAGE_KIND_PITCH_DRUM};
+    kinds["VELOCITY"] = int{SAGE_KIND_VELOCITY};
+    kinds["DURATION"] = int{SAGE_KIND_DURATION};
+    kinds["OTHER"] = int{SAGE_KIND_OTHER};
+    families["SPECIAL"] = int{SAGE_FAMILY_SPECIAL};
+    families["TIME"] = int{SAGE_FAMILY_TIME};
+    families["PROGRAM"] = int{SAGE_FAMILY_PROGRAM};
+    families["PITCH"] = int{SAGE_FAMILY_PITCH};
+    families["VELOCITY"] = int{SAGE_FAMILY_VELOCITY};
+    families["DURATION"] = int{SAGE_FAMILY_DURATION};
+    m.attr("KINDS") = kinds;
+    m.attr("FAMILIES") = families;
 
     engine::bind(m);  // Model, Session
 }

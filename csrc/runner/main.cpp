@@ -466,10 +466,12 @@ int run(const Options& o) {
         sage_session_set_programs(session, o.programs.data(), o.programs.size()) != SAGE_OK) {
         throw UsageError{std::string("--programs: ") + sage_last_error()};
     }
+    const LearnedPrograms learned = learned_programs(model);
+    refuse_unlearned_programs(o.programs, learned);
     sage_model_info info;
     check(sage_model_get_info(model, &info), "model info");
     const int32_t start_token =
-        o.start_token == -1 ? sage_model_find_kind(model, 1 /* BOS */) : o.start_token;
+        o.start_token == -1 ? sage_model_find_kind(model, SAGE_KIND_BOS) : o.start_token;
     if (start_token < 0 || static_cast<uint32_t>(start_token) >= info.vocab_size) {
         throw UsageError{"--start-token must be below the vocabulary size " +
                          std::to_string(info.vocab_size)};

@@ -290,7 +290,7 @@ TEST(vocabulary_queries_match_the_loaded_table) {
                  SAGE_ERR_ARGUMENT);
         CHECK_EQ(sage_model_get_token(model, -1, nullptr, nullptr, nullptr, nullptr),
                  SAGE_ERR_ARGUMENT);
-        CHECK_EQ(sage_model_find_kind(model, 1), first_of_kind(path, sage::Kind::Bos));
+        CHECK_EQ(sage_model_find_kind(model, SAGE_KIND_BOS), first_of_kind(path, sage::Kind::Bos));
         CHECK_EQ(sage_model_find_kind(model, 200), -1);
 
         // The session reports the tempo of the last Tempo token it was fed.

@@ -52,6 +52,35 @@ typedef enum sage_attention {
     SAGE_ATTENTION_ASKV = 2
 } sage_attention;
 
+/* What a token says (docs/format.md, "Vocabulary"); sage_model_get_token gives a token's kind,
+ * its attribute family and its values a and b, whose meaning depends on the kind. */
+typedef enum sage_kind {
+    SAGE_KIND_PAD = 0,
+    SAGE_KIND_BOS = 1, /* start of a piece */
+    SAGE_KIND_EOS = 2, /* end of a piece */
+    SAGE_KIND_MASK = 3,
+    SAGE_KIND_BAR = 4,
+    SAGE_KIND_TIMESIG = 5,     /* a = numerator, b = denominator */
+    SAGE_KIND_POSITION = 6,    /* a = onset within the bar in ticks */
+    SAGE_KIND_TEMPO = 7,       /* a = beats per minute x 1000 */
+    SAGE_KIND_PROGRAM = 8,     /* a = General MIDI program, -1 = drums */
+    SAGE_KIND_PITCH = 9,       /* a = MIDI pitch */
+    SAGE_KIND_PITCH_DRUM = 10, /* a = MIDI drum-map key */
+    SAGE_KIND_VELOCITY = 11,   /* a = MIDI velocity */
+    SAGE_KIND_DURATION = 12,   /* a = length in ticks */
+    SAGE_KIND_OTHER = 13
+} sage_kind;
+
+/* The attribute families: with AS-KVHS attention each has its own key/value projection. */
+typedef enum sage_family {
+    SAGE_FAMILY_SPECIAL = 0, /* PAD, BOS, EOS, MASK, OTHER */
+    SAGE_FAMILY_TIME = 1,    /* BAR, TIMESIG, POSITION, TEMPO */
+    SAGE_FAMILY_PROGRAM = 2,
+    SAGE_FAMILY_PITCH = 3, /* PITCH, PITCH_DRUM */
+    SAGE_FAMILY_VELOCITY = 4,
+    SAGE_FAMILY_DURATION = 5
+} sage_family;
+
 typedef struct sage_model_info {
     uint32_t vocab_size, n_layers, d_model, n_heads, n_kv_heads, d_head, d_ff, n_families;
     uint32_t attention;         /* sage_attention */
@@ -106,13 +135,12 @@ sage_status sage_model_get_info(const sage_model* model, sage_model_info* out);
 /* Copies min(n, n_layers) horizons into out. */
 sage_status sage_model_get_horizons(const sage_model* model, uint32_t* out, size_t n);
 
-/* What token `id` means (docs/format.md, "Vocabulary"): its attribute family (0 special, 1 time,
- * 2 program, 3 pitch, 4 velocity, 5 duration), its kind (0 PAD, 1 BOS, 2 EOS, 3 MASK, 4 BAR,
- * 5 TIMESIG, 6 POSITION, 7 TEMPO, 8 PROGRAM, 9 PITCH, 10 PITCH_DRUM, 11 VELOCITY, 12 DURATION,
- * 13 OTHER) and its values a and b. Any output pointer may be null. */
+/* What token `id` means: its attribute family (a sage_family), its kind (a sage_kind) and its
+ * values a and b. Any output pointer may be null. */
 sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* family,
                                  uint32_t* kind, int32_t* a, int32_t* b);
-/* The id of the first token of `kind` in the vocabulary (e.g. 1 for BOS), or -1 if it has none. */
+/* The id of the first token of `kind` (a sage_kind, e.g. SAGE_KIND_BOS) in the vocabulary, or -1
+ * if it has none. */
 int32_t sage_model_find_kind(const sage_model* model, uint32_t kind);
 /* The General MIDI programs (-1 = drums) the model learned, that is the programs of its training
  * data, with how many notes each had there, in ascending program order (docs/format.md,
