@@ -61,6 +61,7 @@ MAX_LEARNED_NOTES = 2**53 - 1
 MAX_TENSORS = 4_096
 MAX_DIM = 2**32
 _NAME = re.compile(rb"[a-z0-9_.]{1,255}")
+_DTYPE_BY_CODE = {code: name for name, code in quant.DTYPE_CODES.items()}
 
 
 def align64(n: int) -> int:
@@ -71,7 +72,7 @@ def align64(n: int) -> int:
 class Tensor:
     """One tensor of a model file: its dtype, its logical shape and the stored array.
 
-    ``data`` is a float array of ``shape`` for ``f32``/``f16`` and an array of blocks of shape
+    ``data`` is a float array of ``shape`` for ``f32`` and an array of blocks of shape
     ``(…, ⌈n/32⌉)`` for ``q8_0``/``q4`` (``sage_edge.quant``).
     """
 
@@ -406,7 +407,7 @@ def to_bytes(model: ModelFile) -> bytes:
         if not _NAME.fullmatch(encoded):
             raise ValueError(f"tensor name {name!r} is not 1-255 characters of [a-z0-9_.]")
         header += struct.pack("<H", len(encoded)) + encoded
-        header += struct.pack("<BB", quant.DTYPES.index(tensor.dtype), len(tensor.shape))
+        header += struct.pack("<BB", quant.DTYPE_CODES[tensor.dtype], len(tensor.shape))
         header += struct.pack(f"<{len(tensor.shape)}Q", *tensor.shape)
         header += struct.pack("<QQ", offsets[name], tensor.nbytes)
     assert len(header) == header_size
@@ -572,7 +573,13 @@ def _parse(data: bytes) -> ModelFile:
         name = name_bytes.decode("ascii")
         what = f"tensor {name!r}"
         dtype_code, ndim = header.unpack("<BB", what)
-        if dtype_code >= len(quant.DTYPES):
+        if dtype_code in quant.RETIRED_DTYPE_CODES:
+            retired = quant.RETIRED_DTYPE_CODES[dtype_code]
+            raise ModelFormatError(
+                f"{what} has dtype {dtype_code} ({retired}), which sage-edge no longer reads; "
+                f"export the model again as one of {', '.join(quant.DTYPES)}"
+            )
+        if dtype_code not in _DTYPE_BY_CODE:
             raise ModelFormatError(f"{what} has unknown dtype {dtype_code}")
         if not 1 <= ndim <= 4:
             raise ModelFormatError(f"{what} has {ndim} dimensions, expected 1 to 4")
@@ -580,7 +587,7 @@ def _parse(data: bytes) -> ModelFile:
         if not all(1 <= n <= MAX_DIM for n in shape):
             raise ModelFormatError(f"{what} has shape {shape}; each dimension must be 1 to 2^32")
         offset, nbytes = header.unpack("<QQ", what)
-        dtype = quant.DTYPES[dtype_code]
+        dtype = _DTYPE_BY_CODE[dtype_code]
         expected_nbytes = quant.nbytes(shape, dtype)  # Python integers: no overflow
         if nbytes != expected_nbytes:
             raise ModelFormatError(

@@ -21,11 +21,13 @@ Q8_0_BLOCK = np.dtype([("scale", "<f4"), ("q", "i1", (BLOCK_SIZE,))])
 Q4_BLOCK = np.dtype([("scale", "<f4"), ("q", "u1", (BLOCK_SIZE // 2,))])
 assert Q8_0_BLOCK.itemsize == 36 and Q4_BLOCK.itemsize == 20
 
-# The dtypes of a .sage tensor, by their code in the file.
-DTYPES = ("f32", "f16", "q8_0", "q4")
+# The dtypes of a .sage tensor and their codes in the file (docs/format.md, Tensor table).
+DTYPE_CODES = {"f32": 0, "q8_0": 2, "q4": 3}
+DTYPES = tuple(DTYPE_CODES)
 QUANTIZED = ("q8_0", "q4")
-
-_F16_MAX = float(np.finfo(np.float16).max)
+# Codes that once meant a dtype and are now refused by name: f16 was widened to f32 at load, so it
+# took more memory than q8_0 and saved nothing.
+RETIRED_DTYPE_CODES = {1: "f16"}
 
 
 def blocks_per_row(n: int) -> int:
@@ -137,21 +139,6 @@ def _unblocked_rows(values: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(rows[..., :n], dtype=np.float32)
 
 
-def to_f16(x: np.ndarray) -> np.ndarray:
-    """IEEE binary16 of ``x`` (round to nearest even); values beyond ±65 504 are refused."""
-    x = np.asarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("cannot convert NaN or infinity to f16")
-    if x.size and np.abs(x).max() > _F16_MAX:
-        raise ValueError(f"values beyond ±{_F16_MAX:g} overflow f16")
-    return x.astype("<f2")
-
-
-def from_f16(x: np.ndarray) -> np.ndarray:
-    """f32 of binary16 values (exact)."""
-    return np.asarray(x, dtype="<f2").astype(np.float32)
-
-
 def quantize(x: np.ndarray, dtype: str) -> np.ndarray:
     """``x`` stored as ``dtype`` (one of ``DTYPES``): a float array or an array of blocks."""
     if dtype == "f32":
@@ -159,8 +146,6 @@ def quantize(x: np.ndarray, dtype: str) -> np.ndarray:
         if not np.isfinite(x).all():
             raise ValueError("cannot store NaN or infinity")
         return x
-    if dtype == "f16":
-        return to_f16(x)
     if dtype == "q8_0":
         return quantize_q8_0(x)
     if dtype == "q4":
@@ -172,8 +157,6 @@ def dequantize(data: np.ndarray, dtype: str, n: int) -> np.ndarray:
     """f32 values of ``data`` stored as ``dtype``; ``n`` is the row length (the last dimension)."""
     if dtype == "f32":
         return np.array(data, dtype=np.float32)
-    if dtype == "f16":
-        return from_f16(data)
     if dtype == "q8_0":
         return dequantize_q8_0(data, n)
     if dtype == "q4":
@@ -189,9 +172,7 @@ def storage_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
 
 
 def storage_dtype(dtype: str) -> np.dtype:
-    return {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "q8_0": Q8_0_BLOCK, "q4": Q4_BLOCK}[
-        dtype
-    ]
+    return {"f32": np.dtype("<f4"), "q8_0": Q8_0_BLOCK, "q4": Q4_BLOCK}[dtype]
 
 
 def nbytes(shape: tuple[int, ...], dtype: str) -> int:
@@ -205,14 +186,15 @@ def nbytes(shape: tuple[int, ...], dtype: str) -> int:
 __all__ = [
     "BLOCK_SIZE",
     "DTYPES",
+    "DTYPE_CODES",
     "Q4_BLOCK",
     "Q8_0_BLOCK",
     "QUANTIZED",
+    "RETIRED_DTYPE_CODES",
     "blocks_per_row",
     "dequantize",
     "dequantize_q4",
     "dequantize_q8_0",
-    "from_f16",
     "nbytes",
     "q4_values",
     "quantize",
@@ -220,5 +202,4 @@ __all__ = [
     "quantize_q8_0",
     "storage_dtype",
     "storage_shape",
-    "to_f16",
 ]

@@ -396,12 +396,15 @@ def test_tensor_shapes_and_dtypes_must_match_the_model():
     data = sage_format.to_bytes(small_model("f32"))
     slopes = row_named(data, "alibi_slopes")
     wq = row_named(data, "layers.0.wq")
-    # a vector stored as f16 (nbytes made consistent): vectors are always f32
-    bad = patched(data, slopes["dtype_pos"], "<B", 1)
-    assert_refused(patched(bad, slopes["nbytes_pos"], "<Q", 2 * 2), "vectors are always f32")
-    # one matrix of another dtype than the rest
+    # a vector stored as q4 (nbytes made consistent: one block): vectors are always f32
+    bad = patched(data, slopes["dtype_pos"], "<B", quant.DTYPE_CODES["q4"])
+    assert_refused(patched(bad, slopes["nbytes_pos"], "<Q", 20), "vectors are always f32")
+    # one matrix of another dtype than the rest: wq [16, 32] as q4, 16 blocks
+    bad = patched(data, wq["dtype_pos"], "<B", quant.DTYPE_CODES["q4"])
+    assert_refused(patched(bad, wq["nbytes_pos"], "<Q", 16 * 20), "share one dtype")
+    # f16 (code 1) is refused by name, however consistent its nbytes
     bad = patched(data, wq["dtype_pos"], "<B", 1)
-    assert_refused(patched(bad, wq["nbytes_pos"], "<Q", wq["nbytes"] // 2), "share one dtype")
+    assert_refused(patched(bad, wq["nbytes_pos"], "<Q", wq["nbytes"] // 2), r"dtype 1 \(f16\)")
     # a consistent shape that is not the model's: wq as [32, 16] instead of [16, 32]
     assert_refused(patched(data, wq["shape_pos"], "<QQ", 32, 16), r"shape \(32, 16\)")
 
@@ -446,7 +449,7 @@ def test_writer_refuses_bad_models():
         sage_format.to_bytes(model)
 
     model = small_model()
-    model.tensors["final_norm"] = sage_format.Tensor.from_array(np.ones(32), "f16")
+    model.tensors["final_norm"] = sage_format.Tensor.from_array(np.ones(32), "q8_0")
     with pytest.raises(ValueError, match="vectors are always f32"):
         sage_format.to_bytes(model)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sage_edge.engine import DEFAULT_MODEL, Engine
+from sage_edge.quant import DTYPES
 from training import data
 from training.evaluate import piece_nll
 from training.export import checkpoint_provenance, export
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--data", required=True, help="the prepared corpus the model trained on")
-    parser.add_argument("--quant", default="q8_0", choices=("f32", "f16", "q8_0", "q4"))
+    parser.add_argument("--quant", default="q8_0", choices=DTYPES)
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.checkpoint)

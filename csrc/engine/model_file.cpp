@@ -82,8 +82,6 @@ const char* dtype_name(DType t) {
     switch (t) {
         case DType::F32:
             return "f32";
-        case DType::F16:
-            return "f16";
         case DType::Q8_0:
             return "q8_0";
         case DType::Q4:
@@ -103,8 +101,6 @@ uint64_t expected_nbytes(DType dtype, const std::vector<uint64_t>& shape) {
     switch (dtype) {
         case DType::F32:
             return 4 * rows * n;
-        case DType::F16:
-            return 2 * rows * n;
         case DType::Q8_0:
             return 36 * rows * blocks;
         case DType::Q4:
@@ -117,31 +113,6 @@ std::string shape_string(const std::vector<uint64_t>& shape) {
     std::string s = "[";
     for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
     return s + "]";
-}
-
-float f16_to_f32(uint16_t h) {
-    const uint32_t sign = uint32_t{h & 0x8000u} << 16;
-    uint32_t exponent = (h >> 10) & 0x1f;
-    uint32_t mantissa = h & 0x3ffu;
-    uint32_t bits;
-    if (exponent == 0x1f) {
-        bits = sign | 0x7f800000u | (mantissa << 13);  // inf or NaN
-    } else if (exponent != 0) {
-        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    } else if (mantissa == 0) {
-        bits = sign;  // ±0
-    } else {
-        // Subnormal half: normalise the mantissa.
-        exponent = 113;
-        while ((mantissa & 0x400u) == 0) {
-            mantissa <<= 1;
-            --exponent;
-        }
-        bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
 }
 
 bool valid_name(const uint8_t* name, size_t n) {
@@ -166,13 +137,6 @@ void check_values(const uint8_t* p, const TensorEntry& e) {
     switch (e.dtype) {
         case DType::F32:
             for (uint64_t i = 0; i < rows * n && ok; ++i) ok = finite_at(4 * i);
-            break;
-        case DType::F16:
-            for (uint64_t i = 0; i < rows * n && ok; ++i) {
-                uint16_t h;
-                std::memcpy(&h, p + 2 * i, 2);
-                ok = (h & 0x7c00u) != 0x7c00u;
-            }
             break;
         case DType::Q8_0:
             for (uint64_t b = 0; b < rows * blocks && ok; ++b) {
@@ -397,7 +361,12 @@ void Model::parse() {
         check(valid_name(name, name_length), "tensor name has characters outside [a-z0-9_.]");
         e.name.assign(reinterpret_cast<const char*>(name), name_length);
         const uint8_t dtype = tr.read<uint8_t>(), ndim = tr.read<uint8_t>();
-        check(dtype <= 3, "tensor '" + e.name + "' has unknown dtype " + std::to_string(dtype));
+        check(dtype != kRetiredF16, "tensor '" + e.name +
+                                        "' has dtype 1 (f16), which sage-edge no longer reads; "
+                                        "export the model again as one of f32, q8_0, q4");
+        check(dtype == uint8_t(DType::F32) || dtype == uint8_t(DType::Q8_0) ||
+                  dtype == uint8_t(DType::Q4),
+              "tensor '" + e.name + "' has unknown dtype " + std::to_string(dtype));
         check(ndim >= 1 && ndim <= 4, "tensor '" + e.name + "' has ndim outside 1..4");
         e.dtype = static_cast<DType>(dtype);
         e.shape.resize(ndim);
@@ -475,8 +444,7 @@ void Model::parse() {
         check(sorted[i - 1]->offset + sorted[i - 1]->nbytes <= sorted[i]->offset,
               "tensors '" + sorted[i - 1]->name + "' and '" + sorted[i]->name + "' overlap");
 
-    // Lay out the weights. f16 matrices are widened to f32 once, here (the only allocation that
-    // grows with the model besides the map), so the engine has one f32 path.
+    // Lay out the weights: pointers into the map.
     auto vector_at = [&](const std::string& name) {
         return reinterpret_cast<const float*>(data + by_name.at(name)->offset);
     };
@@ -488,20 +456,6 @@ void Model::parse() {
         for (size_t i = 0; i + 1 < e.shape.size(); ++i) m.rows *= static_cast<int64_t>(e.shape[i]);
         m.dtype = e.dtype;
         m.data = data + e.offset;
-        if (e.dtype == DType::F16) {
-            const size_t n = static_cast<size_t>(m.rows * m.cols);
-            converted_.emplace_back(n);
-            std::vector<float>& f = converted_.back();
-            const uint8_t* src = data + e.offset;
-            for (size_t i = 0; i < n; ++i) {
-                uint16_t h;
-                std::memcpy(&h, src + 2 * i, 2);
-                f[i] = f16_to_f32(h);
-            }
-            converted_bytes += n * sizeof(float);
-            m.dtype = DType::F32;
-            m.data = f.data();
-        }
         return m;
     };
     // Every value must be finite (and a q8_0 value in [-127, 127], as the kernels require): a NaN

@@ -39,7 +39,10 @@ class Error : public std::runtime_error {
     Status status_;
 };
 
-enum class DType : uint8_t { F32 = 0, F16 = 1, Q8_0 = 2, Q4 = 3 };
+// Tensor dtypes by their code in the file. Code 1 was f16, which was only widened to f32 at load
+// (more memory than q8_0, nothing saved); the reader refuses it by name (kRetiredF16).
+enum class DType : uint8_t { F32 = 0, Q8_0 = 2, Q4 = 3 };
+constexpr uint8_t kRetiredF16 = 1;
 enum class Attention : uint32_t { Mha = 0, Gqa = 1, Askv = 2 };
 
 // The hyperparameters of docs/design.md.
@@ -57,10 +60,10 @@ struct Config {
     int ticks_per_quarter;
 };
 
-// A [rows, cols] weight matrix in the map (or, for f16 files, in a buffer converted at load).
-// Rows are stored one after another; a quantized row is blocks_per_row(cols) blocks.
+// A [rows, cols] weight matrix in the map. Rows are stored one after another; a quantized row is
+// blocks_per_row(cols) blocks.
 struct Matrix {
-    DType dtype = DType::F32;  // F32, Q8_0 or Q4 (f16 is converted to f32 at load)
+    DType dtype = DType::F32;
     const void* data = nullptr;
     int64_t rows = 0;
     int64_t cols = 0;
@@ -114,9 +117,8 @@ class Model {
 
     const uint8_t* bytes_ = nullptr;  // the whole file
     size_t size_ = 0;
-    void* mapping_ = nullptr;                    // mmap'ed region, if mapped
-    std::vector<uint8_t> copy_;                  // the file's bytes, if not mapped
-    std::vector<std::vector<float>> converted_;  // f16 matrices as f32
+    void* mapping_ = nullptr;    // mmap'ed region, if mapped
+    std::vector<uint8_t> copy_;  // the file's bytes, if not mapped
 };
 
 // CRC-32 (IEEE 802.3, as zlib.crc32) of `size` bytes.

@@ -390,7 +390,7 @@ size_t Session::pop_events(NoteEvent* out, size_t capacity) {
 MemoryReport Session::memory() const {
     auto bytes = [](const auto& v) { return uint64_t(v.size() * sizeof(v[0])); };
     MemoryReport r{};
-    r.weights_bytes = model_.file_bytes + model_.converted_bytes;
+    r.weights_bytes = model_.file_bytes;
     r.activation_bytes = bytes(state_.x) + bytes(state_.u) + bytes(state_.quantized) +
                          bytes(state_.q) + bytes(state_.scores) + bytes(state_.attended) +
                          bytes(state_.gate) + bytes(state_.up) + bytes(state_.delta) +

@@ -27,7 +27,7 @@ struct SessionOptions {
 };
 
 struct MemoryReport {
-    uint64_t weights_bytes;     // the mapped file, plus f16 matrices widened at load
+    uint64_t weights_bytes;     // the mapped file
     uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
     uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * d_h * 2 * 4
     uint64_t total_bytes;       // activations + kv + sampler, grammar, detokenizer, event queue

@@ -103,8 +103,6 @@ const char* dtype_name(sage::DType t) {
     switch (t) {
         case sage::DType::F32:
             return "f32";
-        case sage::DType::F16:
-            return "f16";
         case sage::DType::Q8_0:
             return "q8_0";
         default:

@@ -228,8 +228,6 @@ const char* quant_name(uint32_t q) {
     switch (q) {
         case SAGE_QUANT_F32:
             return "f32";
-        case SAGE_QUANT_F16:
-            return "f16";
         case SAGE_QUANT_Q8_0:
             return "q8_0";
         case SAGE_QUANT_Q4:

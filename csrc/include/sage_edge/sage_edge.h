@@ -41,8 +41,7 @@ typedef struct sage_session sage_session;
 
 /* Weight storage of a model file's matrices. */
 typedef enum sage_quant {
-    SAGE_QUANT_F32 = 0,
-    SAGE_QUANT_F16 = 1,
+    SAGE_QUANT_F32 = 0, /* 1 was f16, which readers now refuse */
     SAGE_QUANT_Q8_0 = 2,
     SAGE_QUANT_Q4 = 3
 } sage_quant;

@@ -224,7 +224,8 @@ def main() -> None:
         "tensor_offset_past_end.sage": edit([(wq["offset"], "<Q", 1 << 60)]),
         "tensors_overlap.sage": edit([(wq["offset"], "<Q", first_offset)]),
         "vector_quantized.sage": edit([(rows["final_norm"]["dtype"], "<B", 2)]),
-        "matrix_dtype_mixed.sage": edit([(wq["dtype"], "<B", 1), (wq["nbytes"], "<Q", 2 * 8 * 8)]),
+        "matrix_dtype_mixed.sage": edit([(wq["dtype"], "<B", 3), (wq["nbytes"], "<Q", 20 * 8)]),
+        "tensor_dtype_f16.sage": edit([(wq["dtype"], "<B", 1), (wq["nbytes"], "<Q", 2 * 8 * 8)]),
         "weight_nan.sage": edit(
             [(struct.unpack_from("<Q", good, wq["offset"])[0], "<f", float("nan"))]
         ),
