@@ -1,14 +1,21 @@
 #include "grammar.h"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace sage {
 
 namespace {
 
-// num * 4 * tpq / den ticks; 4/4 for a malformed signature.
+// num * 4 * tpq / den ticks, computed in 64 bits; 4/4 for a malformed signature or a bar longer
+// than 32 bits hold (the loader bounds tpq, but a Grammar may be built with any int).
 int32_t bar_length(int32_t numerator, int32_t denominator, int ticks_per_quarter) {
-    if (numerator <= 0 || denominator <= 0) return 4 * ticks_per_quarter;
-    const int64_t ticks = int64_t{numerator} * 4 * ticks_per_quarter / denominator;
-    return ticks > 0 && ticks < INT32_MAX ? static_cast<int32_t>(ticks) : 4 * ticks_per_quarter;
+    const int64_t four_four = std::min<int64_t>(int64_t{4} * ticks_per_quarter, INT32_MAX);
+    if (numerator <= 0 || denominator <= 0) return static_cast<int32_t>(four_four);
+    // Three positive factors below 2^31, 2^3 and 2^31: the product fits 64 unsigned bits.
+    const uint64_t ticks =
+        uint64_t(numerator) * 4 * uint64_t(std::max(ticks_per_quarter, 1)) / uint64_t(denominator);
+    return static_cast<int32_t>(ticks > 0 && ticks <= INT32_MAX ? int64_t(ticks) : four_four);
 }
 
 }  // namespace

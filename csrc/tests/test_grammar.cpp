@@ -158,6 +158,17 @@ TEST(positions_rise_within_the_bar_and_stay_inside_it) {
     CHECK(!allows(g, id_of(Kind::Position, 36)));
 }
 
+// Bar lengths are computed in 64 bits: a huge ticks_per_quarter (2^30, where 4 · tpq overflows a
+// 32-bit int) gives a positive bar of at most INT32_MAX ticks, not undefined behaviour.
+TEST(bar_length_of_a_huge_ticks_per_quarter_does_not_overflow) {
+    Grammar g(vocab().data(), fixtures::kVocabSize, 1 << 30);
+    CHECK_EQ(g.bar_ticks(), INT32_MAX);
+    accept_all(g, {id_of(Kind::Bar), id_of(Kind::TimeSig, 1, 4)});
+    CHECK_EQ(g.bar_ticks(), 1 << 30);  // 1 · 4 · 2^30 / 4
+    accept_all(g, {id_of(Kind::Bar), id_of(Kind::TimeSig, 6, 4)});
+    CHECK_EQ(g.bar_ticks(), INT32_MAX);  // 6 · 2^30 does not fit: the 4/4 fallback, clamped
+}
+
 TEST(program_restriction) {
     Grammar g = make_grammar();
     const int32_t satb[] = {52, 42};
