@@ -29,6 +29,9 @@ from sage_edge.errors import ModelFormatError
 
 MAGIC = b"SAGEMDL\0"
 VERSION = 1
+# A version above VERSION and below this was written by a newer sage-edge; 0 or anything from here
+# on is a corrupt field (docs/format.md, "Preamble").
+FIRST_IMPLAUSIBLE_VERSION = 100
 
 PREAMBLE = struct.Struct("<8sIIQQ")  # magic, version, header_size, data_offset, file_size
 HYPERPARAMETERS = struct.Struct("<12If3I")  # sixteen 4-byte fields, ε is the f32 at index 12
@@ -59,6 +62,7 @@ MAX_METADATA = 16 * 1024 * 1024
 MAX_METADATA_DEPTH = 32  # nested arrays and objects
 MAX_LEARNED_NOTES = 2**53 - 1
 MAX_TENSORS = 4_096
+MAX_TICKS_PER_QUARTER = 32_767  # the most a MIDI file header can state (docs/format.md)
 MAX_DIM = 2**32
 _NAME = re.compile(rb"[a-z0-9_.]{1,255}")
 _DTYPE_BY_CODE = {code: name for name, code in quant.DTYPE_CODES.items()}
@@ -184,11 +188,15 @@ def _check_hyperparameters(m: ModelFile, with_horizons: bool = True) -> None:
     within("n_kv_heads", m.n_kv_heads, 1, m.n_heads)
     if m.n_heads % m.n_kv_heads:
         raise ModelFormatError(f"n_kv_heads = {m.n_kv_heads} does not divide n_heads = {m.n_heads}")
+    if m.attention == "mha" and m.n_kv_heads != m.n_heads:
+        raise ModelFormatError(
+            f"mha attention needs n_kv_heads == n_heads, got {m.n_kv_heads} and {m.n_heads}"
+        )
     if m.attention not in ATTENTION_MODES:
         raise ModelFormatError(f"unknown attention mode {m.attention!r}")
     if not (math.isfinite(m.norm_eps) and m.norm_eps > 0):
         raise ModelFormatError(f"norm_eps = {m.norm_eps} must be positive and finite")
-    within("ticks_per_quarter", m.ticks_per_quarter, 1, 2**32 - 1)
+    within("ticks_per_quarter", m.ticks_per_quarter, 1, MAX_TICKS_PER_QUARTER)
     if not with_horizons:
         return
     if len(m.horizons) != m.n_layers:
@@ -476,13 +484,16 @@ def _parse(data: bytes) -> ModelFile:
     magic, version, header_size, data_offset, file_size = PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise ModelFormatError(f"not a sage-edge model file (magic {magic!r}, expected {MAGIC!r})")
+    if version == 0 or version >= FIRST_IMPLAUSIBLE_VERSION:
+        raise ModelFormatError(
+            f"corrupt file: format version field is {version}, which no sage-edge writes "
+            f"(this one reads version {VERSION})"
+        )
     if version > VERSION:
         raise ModelFormatError(
-            f"the file is format version {version}, newer than this sage-edge, which reads "
-            f"version {VERSION}; upgrade sage-edge to load it"
+            f"the file is format version {version}, written by a newer sage-edge (this one reads "
+            f"version {VERSION}); update sage-edge to load it"
         )
-    if version != VERSION:
-        raise ModelFormatError(f"unsupported format version {version}")
     if file_size != size:
         raise ModelFormatError(
             f"file_size field says {file_size} bytes but the file has {size} "

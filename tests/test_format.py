@@ -260,8 +260,10 @@ HYPERPARAMETER = {name: 32 + 4 * i for i, name in enumerate(HYPERPARAMETER_NAMES
 
 def test_preamble_fields(small_file):
     assert_refused(patched(small_file, 0, "8s", b"GGUF\0\0\0\0"), "not a sage-edge model file")
-    assert_refused(patched(small_file, 8, "<I", 2), "newer than this sage-edge")
-    assert_refused(patched(small_file, 8, "<I", 0), "unsupported format version 0")
+    assert_refused(patched(small_file, 8, "<I", 2), "version 2, written by a newer sage-edge")
+    assert_refused(patched(small_file, 8, "<I", 99), "version 99, written by a newer sage-edge")
+    assert_refused(patched(small_file, 8, "<I", 0), "corrupt file: format version field is 0")
+    assert_refused(patched(small_file, 8, "<I", 100), "corrupt file: format version field is 100")
     header_size, data_offset = struct.unpack_from("<IQ", small_file, 12)
     assert_refused(patched(small_file, 12, "<I", 20), "header_size")
     assert_refused(patched(small_file, 12, "<I", header_size + 1), "tensor table ends")
@@ -274,7 +276,7 @@ def test_preamble_fields(small_file):
 
 def test_newer_version_is_refused_before_anything_else():
     future = b"SAGEMDL\0" + struct.pack("<IIQQ", 7, 0, 0, 0)  # a layout this reader can't know
-    assert_refused(future, "format version 7, newer than this sage-edge")
+    assert_refused(future, "format version 7, written by a newer sage-edge")
 
 
 @pytest.mark.parametrize(
@@ -303,6 +305,8 @@ def test_newer_version_is_refused_before_anything_else():
         ("norm", 2, "unknown norm"),
         ("ffn", 1, "unknown ffn"),
         ("ticks_per_quarter", 0, "ticks_per_quarter"),
+        ("ticks_per_quarter", 32_768, "ticks_per_quarter"),
+        ("ticks_per_quarter", 2**30, "ticks_per_quarter"),
         ("n_tensors", 5000, "n_tensors"),
         ("n_tensors", 14, "ends inside"),
         ("n_tensors", 12, "tensor table ends"),
@@ -511,3 +515,39 @@ def test_engine_fixture_files_are_valid_and_agree():
     for name, tensor in f32.tensors.items():
         expected = tensor.data if tensor.data.ndim == 1 else quant.quantize_q8_0(tensor.data)
         assert q8_0.tensors[name].data.tobytes() == expected.tobytes(), name
+
+
+# The corpus of broken files the C++ loader's fuzz test replays (csrc/tests/corpus/make_corpus.py):
+# both readers refuse each one, or accept it when its name starts with "valid_".
+
+CORPUS = Path(__file__).resolve().parents[1] / "csrc" / "tests" / "corpus"
+# A part of both readers' messages for the files whose cause must be named the same way.
+CORPUS_MESSAGES = {
+    "newer_version.sage": "written by a newer sage-edge",
+    "version_zero.sage": "corrupt file",
+    "version_huge.sage": "corrupt file",
+    "flipped_data_byte_stale_checksum.sage": "checksum",
+    "mha_kv_heads_differ.sage": "n_kv_heads",
+    "ticks_per_quarter_zero.sage": "ticks_per_quarter",
+    "ticks_per_quarter_huge.sage": "ticks_per_quarter",
+    "tensor_dtype_f16.sage": "dtype 1 (f16), which sage-edge no longer reads",
+}
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.sage")), ids=lambda p: p.name)
+def test_both_readers_agree_on_the_corpus(path):
+    from sage_edge import _engine
+
+    def outcome(read) -> str:
+        try:
+            read(str(path))
+        except ModelFormatError as exc:
+            return str(exc)
+        return "loads"
+
+    python, engine = outcome(sage_format.read), outcome(_engine.Model)
+    expected = "loads" if path.name.startswith("valid_") else "refused"
+    assert (python == "loads", engine == "loads") == (expected == "loads",) * 2, (python, engine)
+    for name, phrase in CORPUS_MESSAGES.items():
+        if name in path.name:
+            assert phrase in python and phrase in engine, (python, engine)

@@ -26,6 +26,12 @@ namespace {
 
 constexpr uint8_t kMagic[8] = {'S', 'A', 'G', 'E', 'M', 'D', 'L', 0};
 constexpr uint32_t kVersion = 1;
+// A version above kVersion and below this was written by a newer sage-edge; 0 or anything from
+// here on is a corrupt field (docs/format.md, "Preamble").
+constexpr uint32_t kFirstImplausibleVersion = 100;
+// The largest ticks per quarter note a MIDI file header can state (15 bits); it also keeps
+// 4 · ticks_per_quarter inside 32 bits and numerator · 4 · ticks_per_quarter inside 64.
+constexpr uint32_t kMaxTicksPerQuarter = 32767;
 constexpr size_t kPreambleBytes = 32;
 constexpr size_t kHyperparameterBytes = 64;
 constexpr uint64_t kAlignment = 64;
@@ -257,15 +263,18 @@ void Model::parse() {
     const uint32_t header_size = pre.read<uint32_t>();
     const uint64_t data_offset = pre.read<uint64_t>();
     const uint64_t file_size = pre.read<uint64_t>();
+    if (version == 0 || version >= kFirstImplausibleVersion)
+        fail("corrupt file: format version field is " + std::to_string(version) +
+             ", which no sage-edge writes (this one reads version " + std::to_string(kVersion) +
+             ")");
     if (version > kVersion)
         fail("the file is format version " + std::to_string(version) +
-             ", newer than this engine (reads version " + std::to_string(kVersion) +
-             "); update sage-edge");
-    if (version != kVersion) fail("unsupported format version " + std::to_string(version));
+             ", written by a newer sage-edge (this one reads version " + std::to_string(kVersion) +
+             "); update sage-edge to load it");
     if (file_size != size)
         fail("file size is " + std::to_string(size) + " bytes but the header says " +
              std::to_string(file_size) + " (truncated or padded file)");
-    if (header_size < kPreambleBytes + kHyperparameterBytes || header_size > size)
+    if (header_size < kPreambleBytes + kHyperparameterBytes || header_size > size - 4)
         fail("header_size " + std::to_string(header_size) + " out of range");
     if (data_offset != align64(header_size))
         fail("data_offset " + std::to_string(data_offset) + " is not align64(header_size)");
@@ -305,7 +314,9 @@ void Model::parse() {
     check(norm == 0, "unknown norm " + std::to_string(norm));
     check(ffn == 0, "unknown feed-forward kind " + std::to_string(ffn));
     check(std::isfinite(eps) && eps > 0, "norm_eps must be finite and > 0");
-    check(tpq >= 1, "ticks_per_quarter must be >= 1");
+    check(tpq >= 1 && tpq <= kMaxTicksPerQuarter, "ticks_per_quarter " + std::to_string(tpq) +
+                                                      " outside 1.." +
+                                                      std::to_string(kMaxTicksPerQuarter));
     check(n_tensors <= 4096, "n_tensors " + std::to_string(n_tensors) + " above 4096");
     check(reserved == 0, "reserved hyperparameter field is not 0");
     config = Config{static_cast<int>(V),

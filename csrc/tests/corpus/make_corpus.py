@@ -172,8 +172,8 @@ def table_rows(data: bytes) -> dict[str, dict[str, int]]:
 def main() -> None:
     good = minimal_model("f32")
     q8 = minimal_model("q8_0")
+    q4 = minimal_model("q4")
     rows = table_rows(good)
-    q8_rows = table_rows(q8)
     hp = 32  # hyperparameters
     vocab = 96 + 4  # one layer
 
@@ -186,15 +186,21 @@ def main() -> None:
     wq = rows["layers.0.wq"]
     first = min(rows.values(), key=lambda r: struct.unpack_from("<Q", good, r["offset"])[0])
     (first_offset,) = struct.unpack_from("<Q", good, first["offset"])
-    q8_wq_data = struct.unpack_from("<Q", q8, q8_rows["layers.0.wq"]["offset"])[0]
+
+    def wq_data(source: bytes) -> int:
+        """Where layers.0.wq's data (its first block's scale, when quantized) starts."""
+        return struct.unpack_from("<Q", source, table_rows(source)["layers.0.wq"]["offset"])[0]
+
     corpus = {
         "valid_minimal_f32.sage": good,
         "valid_minimal_q8_0.sage": q8,
+        "valid_minimal_q4.sage": q4,
         "empty.sage": b"",
         "short_preamble.sage": good[:20],
         "bad_magic.sage": with_crc(bytearray(b"GGUF" + good[4:])),
         "newer_version.sage": edit([(8, "<I", 2)]),
         "version_zero.sage": edit([(8, "<I", 0)]),
+        "version_huge.sage": edit([(8, "<I", 0x01000001)]),  # a flipped high bit: corrupt
         "truncated_stale_checksum.sage": good[: len(good) // 2],
         "flipped_data_byte_stale_checksum.sage": good[:-40] + bytes([good[-40] ^ 4]) + good[-39:],
         "file_size_lies.sage": edit([(24, "<Q", len(good) + 64)]),
@@ -205,8 +211,11 @@ def main() -> None:
         "heads_not_divisible.sage": edit([(hp + 12, "<I", 3), (hp + 16, "<I", 2)]),
         "unknown_attention.sage": edit([(hp + 32, "<I", 3)]),
         "askv_with_one_family.sage": edit([(hp + 32, "<I", 2)]),
+        "mha_kv_heads_differ.sage": edit([(hp + 32, "<I", 0)]),  # mha with H 2, G 1
         "eps_zero.sage": edit([(hp + 48, "<f", 0.0)]),
         "eps_nan.sage": edit([(hp + 48, "<f", float("nan"))]),
+        "ticks_per_quarter_zero.sage": edit([(hp + 52, "<I", 0)]),
+        "ticks_per_quarter_huge.sage": edit([(hp + 52, "<I", 1 << 30)]),
         "too_many_tensors.sage": edit([(hp + 56, "<I", 4097)]),
         "horizon_zero.sage": edit([(96, "<I", 0)]),
         "horizon_too_long.sage": edit([(96, "<I", 1 << 21)]),
@@ -229,7 +238,9 @@ def main() -> None:
         "weight_nan.sage": edit(
             [(struct.unpack_from("<Q", good, wq["offset"])[0], "<f", float("nan"))]
         ),
-        "q8_0_value_minus_128.sage": edit([(q8_wq_data + 4, "<b", -128)], q8),
+        "q8_0_value_minus_128.sage": edit([(wq_data(q8) + 4, "<b", -128)], q8),
+        "q8_0_scale_nan.sage": edit([(wq_data(q8), "<f", float("nan"))], q8),
+        "q4_scale_inf.sage": edit([(wq_data(q4), "<f", float("inf"))], q4),
         **metadata_corpus(),
     }
     for old in HERE.glob("*.sage"):
