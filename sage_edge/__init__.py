@@ -2,14 +2,27 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sage_edge.errors import MidiInputError, ModelFormatError, SageError
+from sage_edge.errors import (
+    MidiInputError,
+    ModelFormatError,
+    SageError,
+    UnplayedProgramsError,
+)
 
 try:
     __version__ = version("sage-edge")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["Engine", "MidiInputError", "ModelFormatError", "NoteEvent", "SageError", "__version__"]
+__all__ = [
+    "Engine",
+    "MidiInputError",
+    "ModelFormatError",
+    "NoteEvent",
+    "SageError",
+    "UnplayedProgramsError",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -48,11 +48,16 @@ def cmd_info(args: argparse.Namespace) -> None:
         "kernel": kernel,
         "available_kernels": native.available_kernels(),
     }
-    from sage_edge.engine import DEFAULT_MODEL
+    from sage_edge.engine import DEFAULT_MODEL, learned_programs_text
 
     if args.model is not None or DEFAULT_MODEL.is_file():
-        model = _engine(args).info
-        info["model"] = {"path": str(args.model or DEFAULT_MODEL), **model}
+        engine = _engine(args)
+        info["model"] = {
+            "path": str(args.model or DEFAULT_MODEL),
+            **engine.info,
+            # program -> notes in the training data (JSON names the programs as strings)
+            "learned_programs": engine.learned_programs,
+        }
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -64,7 +69,10 @@ def cmd_info(args: argparse.Namespace) -> None:
         model = info["model"]
         print(f"model: {model['path']}")
         for key, value in model.items():
-            if key != "path":
+            if key == "learned_programs":
+                known = value is not None
+                print(f"  learned programs: {learned_programs_text(value) if known else 'unknown'}")
+            elif key != "path":
                 print(f"  {key}: {value}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import functools
 import os
 import queue
 import threading
@@ -30,7 +31,8 @@ import numpy as np
 import symusic
 
 from sage_edge import format as sage_format
-from sage_edge.errors import ModelFormatError
+from sage_edge.errors import ModelFormatError, UnplayedProgramsError
+from sage_edge.pianoroll import instrument_name
 from sage_edge.tokenizer import KINDS, Tokenizer, load_score, score_from_midi_bytes
 
 try:
@@ -93,6 +95,13 @@ class Engine:
             info["threads"] = self.threads
             self._info = info
         return dict(self._info)
+
+    @functools.cached_property
+    def learned_programs(self) -> dict[int, int] | None:
+        """The General MIDI programs (-1 = drums) the model learned, each with its notes in the
+        training data, ascending by program (docs/format.md, "learned_programs"); None when the
+        file does not record them. :meth:`generate` refuses other programs."""
+        return sage_format.read(self.path).learned_programs
 
     @functools.cached_property
     def learned_programs(self) -> dict[int, int] | None:
@@ -408,11 +417,39 @@ def _token_ids(prompt, vocab_size: int) -> list[int]:
     return ids
 
 
+def _names(programs) -> str:
+    return ", ".join(instrument_name(p, is_drum=p < 0) for p in sorted(programs))
+
+
+def learned_programs_text(learned: dict[int, int]) -> str:
+    """The learned programs with their notes, for messages and ``sage-edge info``."""
+    return ", ".join(
+        f"{instrument_name(p, is_drum=p < 0)} {n:,} notes" for p, n in sorted(learned.items())
+    )
+
+
+def _refuse_unlearned(engine: Engine, programs: list[int]) -> None:
+    """Asking for a program the model never learned gives no notes of it (the model gives its
+    Program token almost no probability): refuse before generating."""
+    learned = engine.learned_programs
+    unlearned = [p for p in programs if learned is not None and p not in learned]
+    if unlearned:
+        raise UnplayedProgramsError(
+            f"this model cannot play {_names(unlearned)}: its training data had no notes of "
+            f"{'it' if len(unlearned) == 1 else 'them'}; "
+            f"it learned {learned_programs_text(learned)}",
+            unlearned,
+            learned,
+        )
+
+
 class _Run:
     """One generation: a session primed with BOS and the prompt, advanced bar by bar."""
 
     def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo):
         _check_sampling(bars, *sampling, programs, tempo)
+        self.programs = sorted({int(p) for p in programs or ()})
+        _refuse_unlearned(engine, self.programs)
         self.engine, self.bars_asked, self.sampling, self.tempo = engine, int(bars), sampling, tempo
         tokenizer = engine.tokenizer
         kinds = tokenizer.token_table()["kind"]
@@ -448,6 +485,23 @@ class _Run:
         self.prompt_bars = self.session.bars
 
     def bars(self, progress=None) -> Iterator[list[NoteEvent]]:
+        """:meth:`_bars`, then an error if a requested program played no note (the model learned
+        it, but it stayed silent here)."""
+        silent = set(self.programs)
+        for events in self._bars(progress):
+            silent.difference_update(event.program for event in events)
+            yield events
+        learned = self.engine.learned_programs
+        if silent and learned is not None:
+            raise UnplayedProgramsError(
+                f"the model played no notes for {_names(silent)} in {self.bars_asked} bar(s) "
+                f"(seed {self.session.seed}): try another seed, more bars or fewer programs; "
+                f"it learned {learned_programs_text(learned)}",
+                sorted(silent),
+                learned,
+            )
+
+    def _bars(self, progress=None) -> Iterator[list[NoteEvent]]:
         """Generates bar by bar, yielding the notes completed in each new bar."""
         session, last_bar = self.session, self.prompt_bars + self.bars_asked
         budget = MAX_TOKENS_PER_BAR * (self.bars_asked + 1)

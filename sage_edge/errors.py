@@ -15,3 +15,15 @@ class ModelFormatError(SageError):
 
 class MidiInputError(SageError):
     """A MIDI file (or score) cannot be read or holds nothing to tokenize."""
+
+
+class UnplayedProgramsError(ValueError):
+    """Requested General MIDI programs the model did not play: programs it never learned (refused
+    before generating) or programs that stayed silent in a generation. A ``ValueError``: the
+    ``programs`` argument does not fit this model. ``programs`` lists them; ``learned`` maps each
+    program the model learned to its notes in the training data (``Engine.learned_programs``)."""
+
+    def __init__(self, message: str, programs: list[int], learned: dict[int, int]):
+        super().__init__(message)
+        self.programs = programs
+        self.learned = learned

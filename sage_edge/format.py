@@ -142,6 +142,13 @@ class ModelFile:
         pairs = self.metadata.get("learned_programs")
         return None if pairs is None else {int(p): int(n) for p, n in pairs}
 
+    @learned_programs.setter
+    def learned_programs(self, programs: dict[int, int] | None) -> None:
+        self.metadata = {k: v for k, v in self.metadata.items() if k != "learned_programs"}
+        if programs is not None:
+            pairs = [[int(p), int(n)] for p, n in sorted(programs.items())]
+            self.metadata["learned_programs"] = pairs
+
     def tokenizer_json(self) -> str:
         """The tokenizer configuration, as ``sage_edge.tokenizer.Tokenizer.from_json`` takes it."""
         return json.dumps(self.metadata["tokenizer"], sort_keys=True)

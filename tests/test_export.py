@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from sage_edge import format as sage_format  # noqa: E402
 from sage_edge import quant  # noqa: E402
 from sage_edge.tokenizer import Tokenizer  # noqa: E402
-from training import export  # noqa: E402
+from training import data, export  # noqa: E402
 from training.model import ModelConfig, SageModel, two_scale  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,14 @@ def checkpoint(tmp_path_factory, tiny_model, tokenizer):
         path,
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, chorale_dir) -> Path:
+    """The chorale fixtures prepared as a corpus: the checkpoint's training data for the CLI."""
+    out = tmp_path_factory.mktemp("corpus")
+    data.prepare(out, [], midi_dir=chorale_dir, workers=1, progress=False)
+    return out
 
 
 def token_ids(tokenizer, n=120):
@@ -150,9 +158,10 @@ def test_export_refuses_a_tokenizer_of_another_vocabulary(tmp_path, tokenizer):
         export.model_file(SageModel(config), tokenizer.to_json(), "q3")
 
 
-def test_cli_exports_a_checkpoint(tmp_path, checkpoint, capsys):
+def test_cli_exports_a_checkpoint(tmp_path, checkpoint, corpus, tokenizer, capsys):
     out = tmp_path / "tiny_q4.sage"
-    assert export.main([str(checkpoint), "--quant", "q4", "--out", str(out)]) == 0
+    args = [str(checkpoint), "--data", str(corpus), "--quant", "q4", "--out", str(out)]
+    assert export.main(args) == 0
     printed = capsys.readouterr().out
     assert f"{out}: {out.stat().st_size:,} bytes" in printed
     assert "layers.1.w2" in printed and "q4" in printed
@@ -162,12 +171,27 @@ def test_cli_exports_a_checkpoint(tmp_path, checkpoint, capsys):
     assert provenance["checkpoint"] == "best.pt"
     assert provenance["step"] == 8 and provenance["name"] == "tiny"
     assert provenance["train_config"]["segment"] == 32
+    # The programs of the corpus's train split are the ones the model learned.
+    train = data.load_split(corpus, "train", tokenizer)
+    assert read.learned_programs == export.learned_programs(train, tokenizer)
+    assert {42, 52, 53, 54} <= set(read.learned_programs)
 
 
-def test_cli_as_a_module(tmp_path, checkpoint):
+def test_export_records_no_learned_programs_unless_given(tmp_path, tiny_model, tokenizer):
+    path = tmp_path / "tiny.sage"
+    export.export(tiny_model, tokenizer.to_json(), "f32", path)
+    assert sage_format.read(path).learned_programs is None
+    export.record_learned_programs(path, {52: 7, -1: 3})
+    rewritten = sage_format.read(path)
+    assert rewritten.learned_programs == {-1: 3, 52: 7}
+    assert rewritten.metadata["learned_programs"] == [[-1, 3], [52, 7]]
+
+
+def test_cli_as_a_module(tmp_path, checkpoint, corpus):
     out = tmp_path / "tiny_q8_0.sage"
+    args = [str(checkpoint), "--data", str(corpus), "--out", str(out)]
     done = subprocess.run(
-        [sys.executable, "-m", "training.export", str(checkpoint), "--out", str(out)],
+        [sys.executable, "-m", "training.export", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -180,6 +204,6 @@ def test_cli_as_a_module(tmp_path, checkpoint):
 
 def test_cli_refuses_an_unknown_quantization(checkpoint, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        export.main([str(checkpoint), "--quant", "q3", "--out", "x.sage"])
+        export.main([str(checkpoint), "--data", "x", "--quant", "q3", "--out", "x.sage"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err

@@ -1,10 +1,13 @@
 """Export a trained checkpoint to a ``.sage`` model file (docs/format.md).
 
-    python -m training.export runs/tiny/best.pt --quant q8_0 --out tiny_q8_0.sage
+    python -m training.export runs/tiny/best.pt --data data/corpus --quant q8_0 --out tiny.sage
 
 Every matrix (the embeddings and the output projection included) is stored in the chosen dtype;
 the norms' gains and the ALiBi slopes stay f32. Prints the file size and each tensor's
 quantization error: the largest absolute error and the RMS error relative to the RMS weight.
+
+The file also records the model's learned programs: the General MIDI programs of the train split
+of ``--data`` (the corpus the checkpoint was trained on), with their note counts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,8 @@ import numpy as np
 import sage_edge
 from sage_edge import format as sage_format
 from sage_edge.quant import DTYPES
-from sage_edge.tokenizer import Tokenizer
+from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, KIND_PROGRAM, Tokenizer
+from training import data
 from training.model import SageModel, load_checkpoint
 
 
@@ -41,10 +46,41 @@ class ExportResult:
     errors: dict[str, TensorError]
 
 
+def learned_programs(pieces: Iterable[np.ndarray], tokenizer: Tokenizer) -> dict[int, int]:
+    """Notes per General MIDI program (-1 = drums) in token sequences, ascending by program.
+
+    Every note is a Program token followed by its Pitch (or PitchDrum) token, so a note of
+    program p is a Program_p token with a pitch after it.
+    """
+    table = tokenizer.token_table()
+    counts = np.zeros(129, np.int64)  # index program + 1
+    for ids in pieces:
+        kinds = table["kind"][np.asarray(ids)]
+        is_note = (kinds[:-1] == KIND_PROGRAM) & np.isin(kinds[1:], (KIND_PITCH, KIND_PITCH_DRUM))
+        programs = table["a"][np.asarray(ids)[:-1][is_note]]
+        counts += np.bincount(programs + 1, minlength=129)
+    return {int(i) - 1: int(counts[i]) for i in np.flatnonzero(counts)}
+
+
+def corpus_learned_programs(data_dir: str | Path, tokenizer: Tokenizer) -> dict[int, int]:
+    """The learned programs of a model trained on the prepared corpus ``data_dir``: those of its
+    train split (transposition, the only augmentation, keeps programs)."""
+    counts = learned_programs(data.load_split(data_dir, "train", tokenizer), tokenizer)
+    if not counts:
+        raise ValueError(f"{data_dir}: the train split holds no notes")
+    return counts
+
+
 def model_file(
-    model: SageModel, tokenizer_json: str, quant: str, provenance: dict | None = None
+    model: SageModel,
+    tokenizer_json: str,
+    quant: str,
+    provenance: dict | None = None,
+    programs: dict[int, int] | None = None,
 ) -> sage_format.ModelFile:
-    """The ``.sage`` contents of ``model`` with its matrices stored as ``quant``."""
+    """The ``.sage`` contents of ``model`` with its matrices stored as ``quant``. ``programs``
+    (program → notes in the training data, from :func:`learned_programs`) is recorded as the
+    model's learned programs; None records nothing (nothing is known of what it plays)."""
     if quant not in DTYPES:
         raise ValueError(f"quant must be one of {', '.join(DTYPES)}, not {quant!r}")
     config = model.config
@@ -68,7 +104,7 @@ def model_file(
         values = weight.detach().to("cpu").float().numpy()
         dtype = "f32" if values.ndim == 1 else quant  # vectors are always f32
         tensors[name] = sage_format.Tensor.from_array(values, dtype)
-    return sage_format.ModelFile(
+    contents = sage_format.ModelFile(
         vocab_size=config.vocab_size,
         n_layers=config.n_layers,
         d_model=config.d_model,
@@ -84,6 +120,17 @@ def model_file(
         metadata=metadata,
         tensors=tensors,
     )
+    contents.learned_programs = programs
+    return contents
+
+
+def record_learned_programs(path: str | Path, programs: dict[int, int]) -> int:
+    """Rewrite the ``.sage`` file at ``path`` with ``programs`` as its learned programs, keeping
+    everything else it holds (every tensor byte for byte); return the new file size. For a model
+    exported before files recorded them (``training.release --learned-programs-only``)."""
+    contents = sage_format.read(path)
+    contents.learned_programs = programs
+    return sage_format.write(path, contents)
 
 
 def export(
@@ -92,9 +139,11 @@ def export(
     quant: str,
     path: str | Path,
     provenance: dict | None = None,
+    programs: dict[int, int] | None = None,
 ) -> ExportResult:
-    """Write ``model`` as a ``.sage`` file at ``path``; return its size and quantization errors."""
-    contents = model_file(model, tokenizer_json, quant, provenance)
+    """Write ``model`` as a ``.sage`` file at ``path``; return its size and quantization errors.
+    ``programs``: the learned programs to record (:func:`model_file`)."""
+    contents = model_file(model, tokenizer_json, quant, provenance, programs)
     file_size = sage_format.write(path, contents)
     originals = {name: t.detach().to("cpu").float().numpy() for name, t in model.tensors().items()}
     errors = {}
@@ -158,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.export", description=__doc__.split("\n")[0]
     )
     parser.add_argument("checkpoint", help="a training checkpoint (.pt)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="the prepared corpus the checkpoint was trained on: its train split's programs are "
+        "recorded as the programs the model learned",
+    )
     parser.add_argument("--quant", choices=DTYPES, default="q8_0", help="dtype of the matrices")
     parser.add_argument("--out", required=True, help="the .sage file to write")
     args = parser.parse_args(argv)
@@ -166,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if model.tokenizer_json is None:
         parser.error(f"{args.checkpoint} holds no tokenizer configuration")
     provenance = checkpoint_provenance(args.checkpoint, model)
-    result = export(model, model.tokenizer_json, args.quant, args.out, provenance)
+    tokenizer = Tokenizer.from_json(model.tokenizer_json)
+    programs = corpus_learned_programs(args.data, tokenizer)
+    result = export(model, model.tokenizer_json, args.quant, args.out, provenance, programs)
     print_report(result)
     return 0
 

@@ -237,6 +237,57 @@ const char* quant_name(uint32_t q) {
     }
 }
 
+// The programs the model learned, with their notes in the training data; empty when the file does
+// not record them (then nothing is checked).
+struct LearnedPrograms {
+    int32_t programs[SAGE_MAX_LEARNED_PROGRAMS];
+    uint64_t notes[SAGE_MAX_LEARNED_PROGRAMS];
+    size_t count = 0;
+
+    bool has(int32_t program) const {
+        return std::find(programs, programs + count, program) != programs + count;
+    }
+};
+
+LearnedPrograms learned_programs(const sage_model* model) {
+    LearnedPrograms learned;
+    check(sage_model_get_learned_programs(model, learned.programs, learned.notes,
+                                          SAGE_MAX_LEARNED_PROGRAMS, &learned.count),
+          "learned programs");
+    learned.count = std::min<size_t>(learned.count, SAGE_MAX_LEARNED_PROGRAMS);
+    return learned;
+}
+
+std::string program_name(int32_t program) {
+    return program < 0 ? "-1 (drums)" : std::to_string(program);
+}
+
+std::string program_list(const std::vector<int32_t>& programs) {
+    std::string text;
+    for (int32_t p : programs) text += (text.empty() ? "" : ", ") + program_name(p);
+    return text;
+}
+
+std::string learned_list(const LearnedPrograms& learned) {
+    std::string text;
+    for (size_t i = 0; i < learned.count; ++i)
+        text += (i ? ", " : "") + program_name(learned.programs[i]) + " (" +
+                std::to_string(learned.notes[i]) + " notes)";
+    return text;
+}
+
+// A requested program the model never learned would get no notes: refused before generating.
+void refuse_unlearned_programs(const std::vector<int32_t>& requested,
+                               const LearnedPrograms& learned) {
+    std::vector<int32_t> unlearned;
+    for (int32_t p : requested)
+        if (learned.count > 0 && !learned.has(p)) unlearned.push_back(p);
+    if (!unlearned.empty())
+        throw UsageError{"--programs: this model cannot play program " + program_list(unlearned) +
+                         ": its training data had none of its notes; it learned " +
+                         learned_list(learned)};
+}
+
 void print_info(const Options& o, const sage_model* model, const sage_session* session) {
     sage_model_info info;
     check(sage_model_get_info(model, &info), "model info");
@@ -264,6 +315,9 @@ void print_info(const Options& o, const sage_model* model, const sage_session* s
     std::printf("session memory   %" PRIu64 " bytes: activations %" PRIu64 ", key/value %" PRIu64
                 "\n",
                 memory.total_bytes, memory.activation_bytes, memory.kv_bytes);
+    const LearnedPrograms learned = learned_programs(model);
+    std::printf("learned programs %s\n",
+                learned.count ? learned_list(learned).c_str() : "unknown (not in the file)");
 }
 
 // Moves the session's finished notes into `notes`.
@@ -351,10 +405,19 @@ constexpr double kLookaheadQuarters = 2.0;
 // Sends later than this are counted and reported.
 constexpr double kLateSeconds = 0.010;
 
+// Notes generated per program, to check that every requested program played.
+struct ProgramNotes {
+    uint64_t count[SAGE_MAX_LEARNED_PROGRAMS] = {};  // index program + 1: drums first
+    void add(const sage_note_event& e) {
+        if (e.program >= -1 && e.program <= 127) ++count[e.program + 1];
+    }
+};
+
 struct PlayReport {
     uint64_t late_sends = 0;  // times a batch of due messages went out late
     double worst_late_seconds = 0;
     uint64_t notes = 0;  // notes queued for playing
+    ProgramNotes per_program;
     bool stopped = false;
 };
 
@@ -404,6 +467,7 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
                 for (size_t i = 0; i < count; ++i) {
                     scheduler.add(batch[i]);  // room for kBatch notes was checked
                     ++report.notes;
+                    report.per_program.add(batch[i]);
                     decoded_until = std::max(decoded_until, batch[i].time);
                     if (notes) notes->push_back(batch[i]);
                 }
@@ -488,7 +552,18 @@ int run(const Options& o) {
             generation.step(64);
             drain_events(session, notes);
         }
+        for (const sage_note_event& e : notes) played.per_program.add(e);
     }
+    // A learned program can still stay silent: an error rather than music without it.
+    std::vector<int32_t> silent;
+    for (int32_t p : o.programs)
+        if (learned.count > 0 && played.per_program.count[p + 1] == 0) silent.push_back(p);
+    if (!silent.empty() && !played.stopped)
+        throw UsageError{"the model played no notes for program " + program_list(silent) + " in " +
+                         std::to_string(generation.generated()) + " tokens (seed " +
+                         std::to_string(o.seed) +
+                         "): try another seed, more tokens or fewer programs; it learned " +
+                         learned_list(learned)};
     const uint64_t generated = generation.generated();
     if (o.bars > 0 && sage_session_bars(session) <= o.bars && !played.stopped) {
         std::fprintf(stderr,
