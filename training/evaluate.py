@@ -1,12 +1,14 @@
-"""Evaluate a ``.sage`` model on the test split: perplexity, the continuation benchmark (NMSI) and
-distribution metrics, all through the C++ engine.
+"""Evaluate a ``.sage`` model on the test split: perplexity, the continuation benchmark (NMSI),
+distribution metrics and music-theory measures against the real pieces, all through the C++ engine.
 
     python -m training.evaluate --model runs/default/model_q8_0.sage --data data/corpus \\
-        [--json] [--max-pieces N] [--seed S] [--max-bars 8] [--temperature 1.0] [--top-p 0.95]
+        [--json] [--max-pieces N] [--seed S] [--max-bars 8] [--temperature 1.0] [--top-p 0.95] \\
+        [--music-pieces 8] [--music-bars 16] [--long-run-bars 512] [--adherence-seeds 8]
 
 ``--data`` is a prepared corpus (its ``test`` split), an ``.npz`` of token ids per piece (such as
 ``tests/data/corpus_test_split.npz``, the shipped model's test split) or any folder of MIDI files.
-``docs/evaluation.md`` defines every number printed; ``training/metrics.py`` computes them.
+``docs/evaluation.md`` defines every number printed; ``training/metrics.py`` and
+``training/music_theory.py`` compute them.
 
 ``--backend torch`` runs the same file through the PyTorch reference model instead (weights
 dequantized, no grammar mask): a cross-check of the engine, and a way to evaluate before the engine
