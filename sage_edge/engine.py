@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
-import functools
 import os
 import queue
 import threading
@@ -95,13 +94,6 @@ class Engine:
             info["threads"] = self.threads
             self._info = info
         return dict(self._info)
-
-    @functools.cached_property
-    def learned_programs(self) -> dict[int, int] | None:
-        """The General MIDI programs (-1 = drums) the model learned, each with its notes in the
-        training data, ascending by program (docs/format.md, "learned_programs"); None when the
-        file does not record them. :meth:`generate` refuses other programs."""
-        return sage_format.read(self.path).learned_programs
 
     @functools.cached_property
     def learned_programs(self) -> dict[int, int] | None:
