@@ -29,53 +29,51 @@ const void* row_pointer(const Matrix& m, int64_t r) {
     }
 }
 
-// One matrix-vector product handed to the thread pool: thread i of n does a contiguous slice
-// of the rows. Each row is computed exactly as on one thread, so the result is bit-identical.
-struct MatvecTask {
+// One matrix product handed to the thread pool: thread i of n does a contiguous slice of the
+// rows, for every token. Each row is computed exactly as on one thread, so the result is
+// bit-identical.
+struct MatmulTask {
     const kernels::KernelTable* kernels;
     const Matrix* w;
     int64_t first_row, rows;
-    const float* x;
-    const BlockQ8_0* xq;
-    float* y;
+    const float* x;       // [count][cols] f32 inputs (f32 weights)
+    const BlockQ8_0* xq;  // [count][blocks_per_row(cols)] quantized inputs (Q8_0, Q4 weights)
+    int64_t count;        // tokens
+    float* y;             // y[t * y_stride + r]
+    int64_t y_stride;
     int n_threads;
 
     static void run(void* context, int index) {
-        const auto& t = *static_cast<const MatvecTask*>(context);
+        const auto& t = *static_cast<const MatmulTask*>(context);
         const int64_t begin = t.rows * index / t.n_threads,
                       end = t.rows * (index + 1) / t.n_threads;
         if (begin == end) return;
+        const int64_t cols = t.w->cols, nb = blocks_per_row(cols);
         const void* w = row_pointer(*t.w, t.first_row + begin);
-        float* y = t.y + begin;
-        switch (t.w->dtype) {
-            case DType::Q8_0:
-                t.kernels->matvec_q8_0(static_cast<const BlockQ8_0*>(w), t.xq, y, end - begin,
-                                       t.w->cols);
-                break;
-            case DType::Q4:
-                t.kernels->matvec_q4(static_cast<const BlockQ4*>(w), t.xq, y, end - begin,
-                                     t.w->cols);
-                break;
-            default:
-                t.kernels->matvec_f32(static_cast<const float*>(w), t.x, y, end - begin, t.w->cols);
-                break;
+        if (t.w->dtype == DType::Q8_0 && t.count > 1) {
+            t.kernels->matmul_q8_0(static_cast<const BlockQ8_0*>(w), t.xq, t.y + begin, end - begin,
+                                   cols, t.count, t.y_stride);
+            return;
+        }
+        for (int64_t i = 0; i < t.count; ++i) {
+            float* y = t.y + i * t.y_stride + begin;
+            switch (t.w->dtype) {
+                case DType::Q8_0:
+                    t.kernels->matvec_q8_0(static_cast<const BlockQ8_0*>(w), t.xq + i * nb, y,
+                                           end - begin, cols);
+                    break;
+                case DType::Q4:
+                    t.kernels->matvec_q4(static_cast<const BlockQ4*>(w), t.xq + i * nb, y,
+                                         end - begin, cols);
+                    break;
+                default:
+                    t.kernels->matvec_f32(static_cast<const float*>(w), t.x + i * cols, y,
+                                          end - begin, cols);
+                    break;
+            }
         }
     }
 };
-
-// q · k in a fixed order: eight lanes, lane l summing the products of elements c ≡ l (mod 8) in
-// increasing c, then halved pairwise (l + 4, l + 2, l + 1). The lanes are independent, so the
-// compiler vectorizes the loop without changing a single rounding on any machine.
-float dot(const float* a, const float* b, int n) {
-    float lane[8] = {};
-    int c = 0;
-    for (; c + 8 <= n; c += 8)
-        for (int l = 0; l < 8; ++l) lane[l] = lane[l] + a[c + l] * b[c + l];
-    for (int l = 0; c < n; ++c, ++l) lane[l] = lane[l] + a[c] * b[c];
-    for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
-    for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
-    return lane[0] + lane[1];
-}
 
 // Below this many weights a product is not worth waking other threads for.
 constexpr int64_t kMinParallelWeights = 1 << 15;
@@ -96,15 +94,20 @@ Session::Session(const Model& model, const SessionOptions& options,
     const int64_t qd = int64_t{c.n_heads} * c.d_head, kvd = int64_t{c.n_kv_heads} * c.d_head;
     const int64_t widest_input = std::max<int64_t>({c.d_model, qd, c.d_ff});
     const uint32_t longest = *std::max_element(model.horizons.begin(), model.horizons.end());
-    state_.x.resize(size_t{kPrefillChunk} * c.d_model);
-    state_.u.resize(c.d_model);
-    state_.quantized.resize(blocks_per_row(widest_input));
-    state_.q.resize(qd);
-    state_.scores.resize(longest);
-    state_.attended.resize(qd);
-    state_.gate.resize(c.d_ff);
-    state_.up.resize(c.d_ff);
-    state_.delta.resize(c.d_model);
+    const size_t chunk = kPrefillChunk;
+    state_.x.resize(chunk * c.d_model);
+    state_.u.resize(chunk * c.d_model);
+    state_.quantized.resize(chunk * blocks_per_row(widest_input));
+    state_.gathered.resize(chunk * blocks_per_row(c.d_model));
+    state_.q.resize(chunk * qd);
+    state_.k.resize(chunk * kvd);
+    state_.v.resize(chunk * kvd);
+    state_.kv_row.resize(chunk);
+    state_.scores.resize(size_t(c.n_heads / c.n_kv_heads) * longest);
+    state_.attended.resize(chunk * qd);
+    state_.gate.resize(chunk * c.d_ff);
+    state_.up.resize(chunk * c.d_ff);
+    state_.delta.resize(chunk * c.d_model);
     state_.logits.resize(c.vocab_size);
     state_.allowed.resize(c.vocab_size);
     memory_.resize(c.n_layers);
@@ -163,16 +166,8 @@ void Session::feed(const int32_t* tokens, size_t n, float* logits, bool all_logi
         const size_t count = std::min<size_t>(kPrefillChunk, n - start);
         const int32_t* chunk = tokens + start;
         for (size_t t = 0; t < count; ++t) embed(chunk[t], &state_.x[t * d]);
-        // Layer by layer over the chunk: each token still sees exactly the window of design.md,
-        // because it writes its own key and value before attending and reads only older ones.
-        for (int l = 0; l < config_.n_layers; ++l) {
-            for (size_t t = 0; t < count; ++t) {
-                const int family = config_.attention == Attention::Askv
-                                       ? static_cast<int>(model_.vocab[chunk[t]].family)
-                                       : 0;
-                forward_layer(l, &state_.x[t * d], family, position_ + t);
-            }
-        }
+        for (int l = 0; l < config_.n_layers; ++l)
+            forward_layer(l, chunk, static_cast<int64_t>(count), position_);
         for (size_t t = 0; t < count; ++t) {
             const bool last = start + t == n - 1;
             if (logits != nullptr && all_logits) {
@@ -236,80 +231,111 @@ void Session::embed(int32_t token, float* x) {
     }
 }
 
-void Session::forward_layer(int layer, float* x, int family, uint64_t position) {
+// One layer over the block's `count` tokens at positions position, position + 1, ...: each matrix
+// product runs over the whole block, and each token writes its own key and value into the ring
+// just before it attends, so it sees exactly the window of design.md (and overwrites only a
+// position that neither it nor any later token of the block can see).
+void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uint64_t position) {
     const LayerWeights& w = model_.weights.layers[layer];
     RingMemory& memory = memory_[layer];
-    const int64_t kvd = memory.width, qd = int64_t{config_.n_heads} * config_.d_head;
+    const int64_t d = config_.d_model, d_ff = config_.d_ff, kvd = memory.width;
+    const int64_t qd = int64_t{config_.n_heads} * config_.d_head;
+    float* x = state_.x.data();
+    float* u = state_.u.data();
+    BlockQ8_0* xq = state_.quantized.data();
 
-    // Attention: q, and this token's key and value straight into the ring memory.
-    rmsnorm(x, w.attn_norm, state_.u.data());
-    prepare(state_.u.data(), config_.d_model);
-    matvec(w.wq, 0, qd, state_.u.data(), state_.q.data());
-    matvec(w.wk, family * kvd, kvd, state_.u.data(), memory.key(position));  // W_k[a(t)]
-    matvec(w.wv, family * kvd, kvd, state_.u.data(), memory.value(position));
-    attend(layer, position);
-    prepare(state_.attended.data(), qd);
-    matvec(w.wo, 0, config_.d_model, state_.attended.data(), state_.delta.data());
-    for (int i = 0; i < config_.d_model; ++i) x[i] = x[i] + state_.delta[i];
+    // Attention: q, k, v, then each token's key and value into the ring memory, and attention.
+    for (int64_t t = 0; t < count; ++t) rmsnorm(x + t * d, w.attn_norm, u + t * d);
+    prepare(u, d, count, xq);
+    matmul(w.wq, 0, qd, u, xq, count, state_.q.data(), qd);
+    project_keys_values(layer, tokens, count);
+    for (int64_t t = 0; t < count; ++t) {
+        const int64_t row = state_.kv_row[t];
+        memory.write(position + t, &state_.k[row * kvd], &state_.v[row * kvd]);
+        attend(layer, position + t, &state_.q[t * qd], &state_.attended[t * qd]);
+    }
+    prepare(state_.attended.data(), qd, count, xq);
+    matmul(w.wo, 0, d, state_.attended.data(), xq, count, state_.delta.data(), d);
+    for (int64_t i = 0; i < count * d; ++i) x[i] = x[i] + state_.delta[i];
 
     // SwiGLU feed-forward.
-    rmsnorm(x, w.ffn_norm, state_.u.data());
-    prepare(state_.u.data(), config_.d_model);
-    matvec(w.w1, 0, config_.d_ff, state_.u.data(), state_.gate.data());
-    matvec(w.w3, 0, config_.d_ff, state_.u.data(), state_.up.data());
-    for (int i = 0; i < config_.d_ff; ++i) state_.gate[i] = silu_f32(state_.gate[i]) * state_.up[i];
-    prepare(state_.gate.data(), config_.d_ff);
-    matvec(w.w2, 0, config_.d_model, state_.gate.data(), state_.delta.data());
-    for (int i = 0; i < config_.d_model; ++i) x[i] = x[i] + state_.delta[i];
+    for (int64_t t = 0; t < count; ++t) rmsnorm(x + t * d, w.ffn_norm, u + t * d);
+    prepare(u, d, count, xq);
+    matmul(w.w1, 0, d_ff, u, xq, count, state_.gate.data(), d_ff);
+    matmul(w.w3, 0, d_ff, u, xq, count, state_.up.data(), d_ff);
+    float* gate = state_.gate.data();
+    for (int64_t i = 0; i < count * d_ff; ++i) gate[i] = silu_f32(gate[i]) * state_.up[i];
+    prepare(gate, d_ff, count, xq);
+    matmul(w.w2, 0, d, gate, xq, count, state_.delta.data(), d);
+    for (int64_t i = 0; i < count * d; ++i) x[i] = x[i] + state_.delta[i];
 }
 
-void Session::attend(int layer, uint64_t position) {
-    RingMemory& memory = memory_[layer];
-    const int H = config_.n_heads, dh = config_.d_head;
-    const int heads_per_group = config_.n_heads / config_.n_kv_heads;
-    const float inv_sqrt_dh = 1.0f / std::sqrt(static_cast<float>(dh));
-    // The window (p − h, p], clipped at the start of the session, oldest key first. Its keys
-    // sit in consecutive ring slots from first mod h, wrapping once.
+// k_t = W_k[a(t)] u_t and v_t = W_v[a(t)] u_t (AS-KVHS: one projection per attribute family) for
+// the block's tokens, from the inputs `prepare` left in state_.quantized (or state_.u for f32).
+// The tokens of each family go through their family's rows together, so state_.k and state_.v
+// fill family by family; state_.kv_row[t] says where token t's key and value landed.
+void Session::project_keys_values(int layer, const int32_t* tokens, int64_t count) {
+    const LayerWeights& w = model_.weights.layers[layer];
+    const int64_t d = config_.d_model, kvd = memory_[layer].width, nb = blocks_per_row(d);
+    const bool per_family = config_.attention == Attention::Askv;
+    const int families = per_family ? config_.n_families : 1;
+    // A block of Q8_0 inputs goes through one matrix product per family, its inputs gathered.
+    const bool gather = model_.weights.output.dtype == DType::Q8_0 && count > 1;
+    int64_t row = 0;
+    for (int family = 0; family < families; ++family) {
+        const int64_t first = row;
+        for (int64_t t = 0; t < count; ++t) {
+            if (per_family && static_cast<int>(model_.vocab[tokens[t]].family) != family) continue;
+            state_.kv_row[t] = static_cast<int32_t>(row);
+            if (gather) {
+                std::copy_n(&state_.quantized[t * nb], nb, &state_.gathered[(row - first) * nb]);
+            } else {
+                const float* u = &state_.u[t * d];
+                const BlockQ8_0* xq = &state_.quantized[t * nb];
+                matmul(w.wk, family * kvd, kvd, u, xq, 1, &state_.k[row * kvd], kvd);
+                matmul(w.wv, family * kvd, kvd, u, xq, 1, &state_.v[row * kvd], kvd);
+            }
+            ++row;
+        }
+        if (!gather || row == first) continue;
+        const BlockQ8_0* xq = state_.gathered.data();
+        matmul(w.wk, family * kvd, kvd, nullptr, xq, row - first, &state_.k[first * kvd], kvd);
+        matmul(w.wv, family * kvd, kvd, nullptr, xq, row - first, &state_.v[first * kvd], kvd);
+    }
+}
+
+// Each key/value group's query heads attend together (the kernel reads each key and value once
+// for all of them) over the window (p − h, p], clipped at the start of the session.
+void Session::attend(int layer, uint64_t position, const float* q, float* out) {
+    const RingMemory& memory = memory_[layer];
+    const int dh = config_.d_head, heads_per_group = config_.n_heads / config_.n_kv_heads;
     const int64_t window = static_cast<int64_t>(std::min<uint64_t>(position + 1, memory.horizon));
-    const uint64_t first = position + 1 - window;
-    const int64_t first_slot = static_cast<int64_t>(first % memory.horizon);
-    float* scores = state_.scores.data();
-    for (int i = 0; i < H; ++i) {
-        const int64_t g = i / heads_per_group;  // the key/value head query head i shares
-        const float* q = &state_.q[size_t(i) * dh];
-        const float slope = model_.weights.alibi_slopes[i];
-        float max_score = -INFINITY;
-        int64_t slot = first_slot;
-        for (int64_t j = 0; j < window; ++j) {
-            const float* k = &memory.keys[slot * memory.width + g * dh];
-            const float distance = static_cast<float>(window - 1 - j);  // p − (first + j)
-            const float s = dot(q, k, dh) * inv_sqrt_dh - slope * distance;
-            scores[j] = s;
-            max_score = std::max(max_score, s);
-            if (++slot == memory.horizon) slot = 0;
-        }
-        float total = 0.0f;
-        for (int64_t j = 0; j < window; ++j) {
-            scores[j] = exp_f32(scores[j] - max_score);
-            total = total + scores[j];
-        }
-        const float inv_total = 1.0f / total;
-        float* o = &state_.attended[size_t(i) * dh];
-        std::fill(o, o + dh, 0.0f);
-        slot = first_slot;
-        for (int64_t j = 0; j < window; ++j) {
-            const float* v = &memory.values[slot * memory.width + g * dh];
-            const float weight = scores[j] * inv_total;
-            for (int c = 0; c < dh; ++c) o[c] = o[c] + weight * v[c];
-            if (++slot == memory.horizon) slot = 0;
-        }
+    kernels::AttentionGroup a{};
+    a.value_stride = memory.width;
+    a.horizon = memory.horizon;
+    a.first_slot = static_cast<int64_t>((position + 1 - window) % memory.horizon);
+    a.window = window;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(dh));
+    a.heads = heads_per_group;
+    a.d_head = dh;
+    a.scores = state_.scores.data();
+    for (int g = 0; g < config_.n_kv_heads; ++g) {
+        const int64_t first_head = int64_t{g} * heads_per_group;
+        a.q = q + first_head * dh;
+        a.keys = memory.keys.data() + g * dh * memory.horizon;
+        a.values = memory.values.data() + g * dh;
+        a.slopes = model_.weights.alibi_slopes + first_head;
+        a.out = out + first_head * dh;
+        kernels_.attend_group(a);
     }
 }
 
 void Session::output_logits(const float* x, float* logits) {
+    const int64_t d = config_.d_model;
     rmsnorm(x, model_.weights.final_norm, state_.u.data());
-    prepare(state_.u.data(), config_.d_model);
-    matvec(model_.weights.output, 0, config_.vocab_size, state_.u.data(), logits);
+    prepare(state_.u.data(), d, 1, state_.quantized.data());
+    matmul(model_.weights.output, 0, config_.vocab_size, state_.u.data(), state_.quantized.data(),
+           1, logits, config_.vocab_size);
 }
 
 void Session::rmsnorm(const float* x, const float* gain, float* out) const {
@@ -320,18 +346,20 @@ void Session::rmsnorm(const float* x, const float* gain, float* out) const {
     for (int i = 0; i < d; ++i) out[i] = (x[i] * inv_rms) * gain[i];
 }
 
-void Session::prepare(const float* x, int64_t n) {
-    if (model_.weights.output.dtype != DType::F32)  // every matrix shares the file's dtype
-        kernels_.quantize_row_q8_0(x, state_.quantized.data(), n);
+void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {
+    if (model_.weights.output.dtype == DType::F32) return;  // every matrix shares the file's dtype
+    const int64_t nb = blocks_per_row(n);
+    for (int64_t t = 0; t < count; ++t) kernels_.quantize_row_q8_0(x + t * n, xq + t * nb, n);
 }
 
-void Session::matvec(const Matrix& w, int64_t first_row, int64_t rows, const float* x, float* y) {
-    MatvecTask task{&kernels_, &w, first_row, rows, x, state_.quantized.data(), y, 1};
-    if (pool_.size() > 1 && rows * w.cols >= kMinParallelWeights) {
+void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
+                     const BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride) {
+    MatmulTask task{&kernels_, &w, first_row, rows, x, xq, count, y, y_stride, 1};
+    if (pool_.size() > 1 && rows * w.cols * count >= kMinParallelWeights) {
         task.n_threads = pool_.size();
-        pool_.run(&MatvecTask::run, &task);
+        pool_.run(&MatmulTask::run, &task);
     } else {
-        MatvecTask::run(&task, 0);
+        MatmulTask::run(&task, 0);
     }
 }
 
@@ -392,9 +420,10 @@ MemoryReport Session::memory() const {
     MemoryReport r{};
     r.weights_bytes = model_.file_bytes;
     r.activation_bytes = bytes(state_.x) + bytes(state_.u) + bytes(state_.quantized) +
-                         bytes(state_.q) + bytes(state_.scores) + bytes(state_.attended) +
-                         bytes(state_.gate) + bytes(state_.up) + bytes(state_.delta) +
-                         bytes(state_.logits) + bytes(state_.allowed) +
+                         bytes(state_.gathered) + bytes(state_.q) + bytes(state_.k) +
+                         bytes(state_.v) + bytes(state_.kv_row) + bytes(state_.scores) +
+                         bytes(state_.attended) + bytes(state_.gate) + bytes(state_.up) +
+                         bytes(state_.delta) + bytes(state_.logits) + bytes(state_.allowed) +
                          uint64_t(sampler_.vocab_size()) * (sizeof(int32_t) + sizeof(float));
     for (const RingMemory& m : memory_) r.kv_bytes += bytes(m.keys) + bytes(m.values);
     r.total_bytes = r.activation_bytes + r.kv_bytes + bytes(events_) + sizeof(Session);

@@ -6,6 +6,7 @@
 // session has run.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -35,26 +36,35 @@ struct MemoryReport {
 
 // One layer's DSMR memory: the keys and values of its last `horizon` positions, G·d_h floats
 // each. Position p lives in slot p mod horizon, so writing position p overwrites p − horizon,
-// the first position the window (p − horizon, p] no longer contains.
+// the first position the window (p − horizon, p] no longer contains. Keys are stored transposed,
+// element by element ([G·d_h][horizon]), so the attention kernel reads the keys of consecutive
+// slots as one vector; values are stored slot by slot ([horizon][G·d_h]).
 struct RingMemory {
     int64_t horizon = 0;
     int64_t width = 0;                // G·d_h
-    std::vector<float> keys, values;  // [horizon][width]
+    std::vector<float> keys, values;  // [width][horizon], [horizon][width]
 
-    float* key(uint64_t position) { return &keys[(position % horizon) * width]; }
-    float* value(uint64_t position) { return &values[(position % horizon) * width]; }
+    void write(uint64_t position, const float* key, const float* value) {
+        const int64_t slot = static_cast<int64_t>(position % horizon);
+        for (int64_t e = 0; e < width; ++e) keys[e * horizon + slot] = key[e];
+        std::copy(value, value + width, &values[slot * width]);
+    }
 };
 
-// Scratch of the forward pass, allocated once.
+// Scratch of the forward pass, allocated once. A prefill block runs each layer over up to
+// kPrefillChunk tokens at once, so the per-token buffers hold one row per token of the block.
 struct RunState {
-    std::vector<float> x;                       // [kPrefillChunk][d]: residual stream per token
-    std::vector<float> u;                       // [d] a normed residual stream
-    std::vector<kernels::BlockQ8_0> quantized;  // the input of the next matvecs, as Q8_0
-    std::vector<float> q;                       // [H·d_h] queries
-    std::vector<float> scores;                  // [max h_l] attention weights of one head
-    std::vector<float> attended;                // [H·d_h] attention output, all heads
-    std::vector<float> gate, up;                // [d_ff] SwiGLU halves
-    std::vector<float> delta;                   // [d] output of W_o or W_2, added to x
+    std::vector<float> x;                       // [chunk][d]: residual stream per token
+    std::vector<float> u;                       // [chunk][d] normed residual streams
+    std::vector<kernels::BlockQ8_0> quantized;  // [chunk][widest input] the next products' input
+    std::vector<kernels::BlockQ8_0> gathered;   // [chunk][d] the inputs of one family's tokens
+    std::vector<float> q;                       // [chunk][H·d_h] queries
+    std::vector<float> k, v;                    // [chunk][G·d_h] new keys and values
+    std::vector<int32_t> kv_row;                // [chunk] token t's row in k and v
+    std::vector<float> scores;                  // [H/G][max h_l] attention weights of a group
+    std::vector<float> attended;                // [chunk][H·d_h] attention output, all heads
+    std::vector<float> gate, up;                // [chunk][d_ff] SwiGLU halves
+    std::vector<float> delta;                   // [chunk][d] output of W_o or W_2, added to x
     std::vector<float> logits;                  // [V] after the last fed token
     std::vector<uint8_t> allowed;               // [V] grammar mask
 };
@@ -102,16 +112,21 @@ class Session {
     static void check_sampling(const SamplingParams& params);
 
   private:
-    // The transformer, one step at a time (docs/design.md, "The network").
+    // The transformer, a block of tokens at a time (docs/design.md, "The network"): every token
+    // gets exactly the arithmetic it would get alone, so a prefill equals token-by-token feeding.
     void embed(int32_t token, float* x);
-    void forward_layer(int layer, float* x, int family, uint64_t position);
-    void attend(int layer, uint64_t position);  // state_.q + ring memory -> state_.attended
+    void forward_layer(int layer, const int32_t* tokens, int64_t count, uint64_t position);
+    void project_keys_values(int layer, const int32_t* tokens, int64_t count);
+    // The query at `position` (its key and value already in the ring) -> out[H·d_h].
+    void attend(int layer, uint64_t position, const float* q, float* out);
     void output_logits(const float* x, float* logits);
 
-    // y = W x over rows [first_row, first_row + rows) of W. `x` is the vector `prepare` last
-    // quantized (for Q8_0/Q4 weights) or read as f32 (for f32 weights).
-    void prepare(const float* x, int64_t n);
-    void matvec(const Matrix& w, int64_t first_row, int64_t rows, const float* x, float* y);
+    // y[t] = W x[t] over rows [first_row, first_row + rows) of W for `count` inputs x[t] of
+    // W.cols values each, y[t] at y + t * y_stride. The x rows are read as f32 for f32 weights;
+    // otherwise `prepare` has quantized them into xq (blocks_per_row(W.cols) blocks per row).
+    void prepare(const float* x, int64_t n, int64_t count, kernels::BlockQ8_0* xq);
+    void matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
+                const kernels::BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride);
     void rmsnorm(const float* x, const float* gain, float* out) const;
     void accept(int32_t token);  // grammar + detokenizer + event queue
     void start_piece();          // feeds BOS to a session that has been fed nothing

@@ -8,8 +8,10 @@
 // the same seed give the same tokens on x86 and on a Raspberry Pi.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace sage::kernels {
@@ -36,6 +38,54 @@ inline int64_t blocks_per_row(int64_t n) {
     return (n + kBlockSize - 1) / kBlockSize;
 }
 
+// e^x with a relative error below 2e-7 for x in [-87, 88]; 0 below, clamped above. The engine
+// computes it itself so that every build, x86 or ARM, gets the same bits (the C library's expf
+// differs between versions and between its FMA and non-FMA variants); the attention kernels
+// reproduce it lane by lane. `static`: one copy per translation unit, so the copy compiled into
+// an instruction-set file never serves a caller on a CPU without that instruction set.
+static inline float exp_f32(float x) {
+    if (x < -87.0f) return 0.0f;
+    if (x > 88.0f) x = 88.0f;
+    // x = k ln2 + r with |r| <= ln2 / 2; ln2 is split in two so that k * kLn2Hi is exact.
+    constexpr float kLog2e = 1.44269504088896341f;
+    constexpr float kLn2Hi = 0.693359375f;
+    constexpr float kLn2Lo = -2.12194440e-4f;
+    const float k = std::nearbyint(x * kLog2e);
+    const float r = (x - k * kLn2Hi) - k * kLn2Lo;
+    // Taylor series of e^r to degree 7 (truncation error < 1e-8 on |r| <= 0.35), Horner order.
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    // Scale by 2^k through the exponent bits; k is in [-126, 127] here.
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+    float two_k;
+    std::memcpy(&two_k, &bits, sizeof two_k);
+    return p * two_k;
+}
+
+// One key/value group's attention for the query at the newest position of a layer's ring memory
+// (docs/design.md): the `heads` query heads that share the group, against the `window` newest
+// positions, which sit in ring slots first_slot, first_slot + 1, ... (mod horizon), oldest first.
+struct AttentionGroup {
+    const float* q;        // [heads][d_head] the group's query heads
+    const float* keys;     // [d_head][horizon]: element c of the key in slot s at keys[c*horizon+s]
+    const float* values;   // element c of the value in slot s at values[s*value_stride+c]
+    int64_t value_stride;  // floats between consecutive slots' values
+    int64_t horizon;       // slots in the ring
+    int64_t first_slot;    // the oldest position's slot
+    int64_t window;        // positions attended, 1..horizon; the last is at distance 0
+    const float* slopes;   // [heads] ALiBi slopes
+    float scale;           // 1 / sqrt(d_head)
+    int heads, d_head;
+    float* scores;  // scratch, [heads][window]
+    float* out;     // [heads][d_head]
+};
+
 // One instruction set's implementation of every kernel.
 struct KernelTable {
     const char* name;  // "scalar", "avx2", "avx512vnni", "neon", "neondot"
@@ -55,6 +105,16 @@ struct KernelTable {
 
     // y[r] = dot(w[r], x) in f32, accumulated in the canonical 16-lane order of kernels_scalar.cpp.
     void (*matvec_f32)(const float* w, const float* x, float* y, int64_t rows, int64_t cols);
+
+    // matvec_q8_0 for a block of tokens: y[t * y_stride + r] for t < tokens is matvec_q8_0 of x[t]
+    // (x holds the tokens' rows one after another, blocks_per_row(cols) blocks each), bit for bit.
+    // Each weight row is read once for the whole block (a prompt's prefill).
+    void (*matmul_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
+                        int64_t cols, int64_t tokens, int64_t y_stride);
+
+    // Softmax attention of one key/value group (AttentionGroup), every key and value read once for
+    // all the group's query heads, in the canonical order of kernels_scalar.cpp.
+    void (*attend_group)(const AttentionGroup& a);
 };
 
 // The table the engine uses: chosen once (thread-safe) from the CPU's features, or forced by the

@@ -42,6 +42,16 @@ struct Avx512Vnni {
         return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
     }
 
+    // matmul_q8_0: x + 128 (flipping the sign bit) is the unsigned operand of vpdpbusd, so one
+    // instruction takes 32 products; 128 * sum(w) comes off each block sum.
+    static constexpr int kGemmOffset = 128;
+    static __m256i gemm_x(__m256i x) {
+        return _mm256_xor_si256(x, _mm256_set1_epi8(static_cast<char>(0x80)));
+    }
+    static __m256i gemm_dot(__m256i acc, __m256i w, __m256i x) {
+        return _mm256_dpbusd_epi32(acc, x, w);
+    }
+
     // One zmm is exactly the 16 canonical lanes.
     template <int R>
     static void matvec_f32_rows(const float* w, const float* x, float* y, int64_t cols) {
@@ -73,7 +83,8 @@ struct Avx512Vnni {
 
 const KernelTable kAvx512VnniTable = {
     "avx512vnni",          quantize_row_q8_0,      matvec_q8_0<Avx512Vnni>,
-    matvec_q4<Avx512Vnni>, matvec_f32<Avx512Vnni>,
+    matvec_q4<Avx512Vnni>, matvec_f32<Avx512Vnni>, matmul_q8_0<Avx512Vnni>,
+    attend_group,
 };
 
 }  // namespace sage::kernels

@@ -4,6 +4,6 @@
 
 namespace sage::kernels {
 const KernelTable kNeonTable = {
-    "neon", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32,
+    "neon", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32, matmul_q8_0, attend_group,
 };
 }  // namespace sage::kernels

@@ -6,6 +6,7 @@
 
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels_internal.h"
@@ -189,6 +190,191 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) matvec_f32_rows<4>(w + r * cols, x, y + r, cols);
     for (; r < rows; ++r) matvec_f32_rows<1>(w + r * cols, x, y + r, cols);
+}
+
+// matmul_q8_0: panels of kPanelRows rows, each run for every token while it sits in the L1 cache
+// (so each row comes from memory once per block); each row is matvec_q8_0's, so the same bits.
+constexpr int64_t kPanelRows = 16;
+
+void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                 int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; r += kPanelRows) {
+        const int64_t n = rows - r < kPanelRows ? rows - r : kPanelRows;
+        for (int64_t t = 0; t < tokens; ++t)
+            matvec_q8_0(w + r * nb, x + t * nb, y + t * y_stride + r, n, cols);
+    }
+}
+
+// ---- attend_group: every key its own lane, at most kHeadGroup query heads at a time ----------
+constexpr int kHeadGroup = 4;
+
+// exp_f32 (kernels.h) of four lanes, operation by operation.
+inline float32x4_t exp4(float32x4_t x) {
+    const uint32x4_t below = vcltq_f32(x, vdupq_n_f32(-87.0f));
+    x = vminq_f32(x, vdupq_n_f32(88.0f));
+    const float32x4_t k = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+    const float32x4_t r = vsubq_f32(vsubq_f32(x, vmulq_f32(k, vdupq_n_f32(0.693359375f))),
+                                    vmulq_f32(k, vdupq_n_f32(-2.12194440e-4f)));
+    float32x4_t p = vdupq_n_f32(1.0f / 5040.0f);
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f / 720.0f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f / 120.0f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f / 24.0f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f / 6.0f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(0.5f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(1.0f));
+    const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)), 23);
+    const float32x4_t e = vmulq_f32(p, vreinterpretq_f32_s32(bits));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(e), below));
+}
+
+// s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
+template <int NH>
+void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
+    const float* q = a.q + int64_t{h0} * a.d_head;
+    float* s = a.scores + int64_t{h0} * a.window;
+    float32x4_t vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        vmax[h] = vdupq_n_f32(-INFINITY);
+        max_score[h] = -INFINITY;
+    }
+    const float lane_arr[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    const float32x4_t lane = vld1q_f32(lane_arr);
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        const float* keys = a.keys + slot;
+        int64_t i = 0;
+        for (; i + 4 <= run; i += 4) {
+            float32x4_t dot[NH];
+            for (int h = 0; h < NH; ++h) dot[h] = vdupq_n_f32(0.0f);
+            for (int c = 0; c < a.d_head; ++c) {
+                const float32x4_t k = vld1q_f32(keys + c * a.horizon + i);
+                for (int h = 0; h < NH; ++h)
+                    dot[h] = vaddq_f32(dot[h], vmulq_n_f32(k, q[h * a.d_head + c]));
+            }
+            // distance = window - 1 - (j + i + lane), exact in f32 (below 2^24)
+            const float32x4_t distance =
+                vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + i))), lane);
+            for (int h = 0; h < NH; ++h) {
+                const float32x4_t v = vsubq_f32(vmulq_n_f32(dot[h], a.scale),
+                                                vmulq_n_f32(distance, a.slopes[h0 + h]));
+                vst1q_f32(s + h * a.window + j + i, v);
+                vmax[h] = vmaxq_f32(vmax[h], v);
+            }
+        }
+        for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
+            const float distance = static_cast<float>(a.window - 1 - (j + i));
+            for (int h = 0; h < NH; ++h) {
+                float dot = 0.0f;
+                for (int c = 0; c < a.d_head; ++c)
+                    dot = dot + q[h * a.d_head + c] * keys[c * a.horizon + i];
+                const float v = dot * a.scale - a.slopes[h0 + h] * distance;
+                s[h * a.window + j + i] = v;
+                if (v > max_score[h]) max_score[h] = v;
+            }
+        }
+        j += run;
+        slot = 0;
+    }
+    for (int h = 0; h < NH; ++h) {
+        const float m = vmaxvq_f32(vmax[h]);
+        if (m > max_score[h]) max_score[h] = m;
+    }
+}
+
+// e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum: lanes
+// 0-3 in lo, 4-7 in hi).
+inline float softmax_weights(float* e, int64_t window, float max_score) {
+    const float32x4_t m = vdupq_n_f32(max_score);
+    float32x4_t lo = vdupq_n_f32(0.0f), hi = vdupq_n_f32(0.0f);
+    int64_t j = 0;
+    for (; j + 8 <= window; j += 8) {
+        const float32x4_t a = exp4(vsubq_f32(vld1q_f32(e + j), m));
+        const float32x4_t b = exp4(vsubq_f32(vld1q_f32(e + j + 4), m));
+        vst1q_f32(e + j, a);
+        vst1q_f32(e + j + 4, b);
+        lo = vaddq_f32(lo, a);
+        hi = vaddq_f32(hi, b);
+    }
+    float lane[8];
+    vst1q_f32(lane, lo);
+    vst1q_f32(lane + 4, hi);
+    for (int l = 0; j < window; ++j, ++l) {
+        e[j] = exp_f32(e[j] - max_score);
+        lane[l] = lane[l] + e[j];
+    }
+    for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
+    for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
+    return 1.0f / (lane[0] + lane[1]);
+}
+
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of four elements from c0.
+template <int NH, int C>
+void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
+    float32x4_t acc[NH][C];
+    for (int h = 0; h < NH; ++h)
+        for (int k = 0; k < C; ++k) acc[h][k] = vdupq_n_f32(0.0f);
+    const float* e = a.scores + int64_t{h0} * a.window;
+    int64_t slot = a.first_slot;
+    for (int64_t j = 0; j < a.window; ++j) {
+        const float* row = a.values + slot * a.value_stride + c0;
+        float32x4_t v[C];
+        for (int k = 0; k < C; ++k) v[k] = vld1q_f32(row + 4 * k);
+        for (int h = 0; h < NH; ++h) {
+            const float weight = e[h * a.window + j];
+            for (int k = 0; k < C; ++k) acc[h][k] = vaddq_f32(acc[h][k], vmulq_n_f32(v[k], weight));
+        }
+        if (++slot == a.horizon) slot = 0;
+    }
+    for (int h = 0; h < NH; ++h) {
+        float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
+        for (int k = 0; k < C; ++k) vst1q_f32(o + 4 * k, vmulq_n_f32(acc[h][k], inv_total[h]));
+    }
+}
+
+template <int NH>
+void attend_heads(const AttentionGroup& a, int h0) {
+    float max_score[NH], inv_total[NH];
+    attention_scores<NH>(a, h0, max_score);
+    for (int h = 0; h < NH; ++h)
+        inv_total[h] =
+            softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
+    int c = 0;
+    for (; c + 8 <= a.d_head; c += 8) attention_values<NH, 2>(a, h0, c, inv_total);
+    for (; c + 4 <= a.d_head; c += 4) attention_values<NH, 1>(a, h0, c, inv_total);
+    for (; c < a.d_head; ++c) {  // a width that is not a multiple of 4: the rest one by one
+        for (int h = 0; h < NH; ++h) {
+            const float* e = a.scores + int64_t{h0 + h} * a.window;
+            float o = 0.0f;
+            int64_t slot = a.first_slot;
+            for (int64_t j = 0; j < a.window; ++j) {
+                o = o + e[j] * a.values[slot * a.value_stride + c];
+                if (++slot == a.horizon) slot = 0;
+            }
+            a.out[int64_t{h0 + h} * a.d_head + c] = o * inv_total[h];
+        }
+    }
+}
+
+void attend_group(const AttentionGroup& a) {
+    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
+        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_heads<4>(a, h0);
+                break;
+            case 3:
+                attend_heads<3>(a, h0);
+                break;
+            case 2:
+                attend_heads<2>(a, h0);
+                break;
+            default:
+                attend_heads<1>(a, h0);
+                break;
+        }
+    }
 }
 
 }  // namespace

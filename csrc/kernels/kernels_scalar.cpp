@@ -27,6 +27,21 @@
 //     y     = s2[0]  + s2[1]
 //   A SIMD path may pad the tail with w = x = 0: 0 * 0 = +0 and acc + (+0) == acc for every acc
 //   these sums can produce (they never produce -0), so the bits do not change.
+//
+// matmul_q8_0: matvec_q8_0 of every token, so each y element has matvec_q8_0's order.
+//
+// attend_group, per query head i of the group (ALiBi slope m_i), keys j = 0 .. window - 1 oldest
+// first (slot (first_slot + j) mod horizon, distance d_j = window - 1 - j):
+//     dot_ij = 0.0f; dot_ij = dot_ij + q_i[c] * k_j[c] for c = 0, 1, ..., d_head - 1 in order
+//     s_ij   = dot_ij * scale - m_i * float(d_j)
+//     max_i  = max over j of s_ij                          (exact, order-free)
+//     e_ij   = exp_f32(s_ij - max_i)                       (kernels.h, lane by lane)
+//     total_i: eight lanes, lane l summing e_ij over j with j % 8 == l in increasing j from 0.0f,
+//              then halved: t4[l] = lane[l] + lane[l + 4], t2[l] = t4[l] + t4[l + 2],
+//              total_i = t2[0] + t2[1]
+//     out_i[c] = (sum over j in increasing order of e_ij * v_j[c], from 0.0f) * (1.0f / total_i)
+//   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
+//   the total add e = +0, which leaves every sum of positive terms unchanged.
 #include <cmath>
 #include <cstdlib>
 
@@ -117,10 +132,50 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     }
 }
 
+void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                 int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t t = 0; t < tokens; ++t) matvec_q8_0(w, x + t * nb, y + t * y_stride, rows, cols);
+}
+
+void attend_group(const AttentionGroup& a) {
+    for (int i = 0; i < a.heads; ++i) {
+        const float* q = a.q + int64_t{i} * a.d_head;
+        float* e = a.scores + int64_t{i} * a.window;
+        float max_score = -INFINITY;
+        int64_t slot = a.first_slot;
+        for (int64_t j = 0; j < a.window; ++j) {
+            float dot = 0.0f;
+            for (int c = 0; c < a.d_head; ++c) dot = dot + q[c] * a.keys[c * a.horizon + slot];
+            const float distance = static_cast<float>(a.window - 1 - j);
+            e[j] = dot * a.scale - a.slopes[i] * distance;
+            if (e[j] > max_score) max_score = e[j];
+            if (++slot == a.horizon) slot = 0;
+        }
+        float lane[8] = {};
+        for (int64_t j = 0; j < a.window; ++j) {
+            e[j] = exp_f32(e[j] - max_score);
+            lane[j % 8] = lane[j % 8] + e[j];
+        }
+        for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
+        for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
+        const float inv_total = 1.0f / (lane[0] + lane[1]);
+        float* o = a.out + int64_t{i} * a.d_head;
+        for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
+        slot = a.first_slot;
+        for (int64_t j = 0; j < a.window; ++j) {
+            const float* v = a.values + slot * a.value_stride;
+            for (int c = 0; c < a.d_head; ++c) o[c] = o[c] + e[j] * v[c];
+            if (++slot == a.horizon) slot = 0;
+        }
+        for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
+    }
+}
+
 }  // namespace
 
 const KernelTable kScalarTable = {
-    "scalar", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32,
+    "scalar", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32, matmul_q8_0, attend_group,
 };
 
 }  // namespace sage::kernels

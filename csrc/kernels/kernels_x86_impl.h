@@ -5,6 +5,7 @@
 //   template <int R>                                  // y[0..R) for R consecutive rows of w, in
 //   static void Isa::matvec_f32_rows(const float* w, const float* x, float* y, int64_t cols);
 //                                                     // the canonical 16-lane order
+//   gemm_x, gemm_dot, kGemmOffset                     // matmul_q8_0's dot (see there)
 //
 // Each of those files includes this header and instantiates the templates with its own struct, so
 // everything here is compiled with that file's flags (and internal linkage): it must use nothing
@@ -13,6 +14,9 @@
 #pragma once
 
 #include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
 
 #include "kernels_internal.h"
 
@@ -59,6 +63,14 @@ inline void store_rows(float* y, int64_t r, int64_t rows, __m256 acc) {
         _mm256_storeu_ps(t, acc);
         for (int64_t i = 0; i < rows - r; ++i) y[r + i] = t[i];
     }
+}
+
+// The partial sums of rows r .. r + 7 that a previous column chunk stored.
+inline __m256 load_rows(const float* y, int64_t r, int64_t rows) {
+    if (rows - r >= kRows) return _mm256_loadu_ps(y + r);
+    float t[kRows] = {};
+    for (int64_t i = 0; i < rows - r; ++i) t[i] = y[r + i];
+    return _mm256_loadu_ps(t);
 }
 
 // acc = acc + (ws * xs) * float(isum), one row per lane.
@@ -141,6 +153,330 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) Isa::template matvec_f32_rows<4>(w + r * cols, x, y + r, cols);
     for (; r < rows; ++r) Isa::template matvec_f32_rows<1>(w + r * cols, x, y + r, cols);
+}
+
+// ---- matmul_q8_0 -------------------------------------------------------------------------------
+// A block of tokens against panels of kRows weight rows, one row per lane as in matvec_q8_0. Each
+// panel is repacked once for kTokenChunk tokens so that vector k of a block holds bytes 4k .. 4k+3
+// of each of its rows: a broadcast of four bytes of a token's x then meets all the rows in one dot
+// (Isa::gemm_dot), each lane sums its row's block exactly, and no horizontal sum is needed. The
+// f32 accumulation is matvec_q8_0's, block by block, so the results are the same bits.
+//
+// Isa supplies: gemm_x(v) (a token's bytes as gemm_dot takes them), gemm_dot(acc, w, x) (acc +
+// the four-byte dots of the packed weights w with x, one int32 per row), and kGemmOffset: the
+// dots compute sum (x + kGemmOffset) * w, so kGemmOffset * sum(w) is subtracted per block.
+constexpr int kPanelBlocks = 32;  // column blocks of a panel packed at once (1 024 columns)
+constexpr int kTokenChunk = 16;   // tokens whose x is prepared at once (16 KB on the stack)
+constexpr int kTokenGroup = 4;    // tokens computed together against one packed vector
+
+struct PackedBlock {
+    __m256i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
+    __m256i correction;         // kGemmOffset * (sum of row i's q), lane i
+    __m256 scale;               // row i's block scale, lane i
+};
+
+// The 8 x 8 transpose of 32-bit elements: row i's bytes 4k .. 4k + 3 go to lane i of out[k].
+inline void transpose8x8_epi32(const __m256i* in, __m256i* out) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(in[i], in[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(in[i], in[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int k = 0; k < 4; ++k) {
+        out[k] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x20);
+        out[k + 4] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x31);
+    }
+}
+
+template <typename Isa>
+void pack_panel(const BlockQ8_0* const* wr, int64_t b0, int64_t n_blocks, PackedBlock* out) {
+    const __m256i offset = _mm256_set1_epi8(static_cast<char>(Isa::kGemmOffset));
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m256i rows[kRows];
+        for (int i = 0; i < kRows; ++i) rows[i] = load32(wr[i][b0 + b].q);
+        PackedBlock& p = out[b];
+        transpose8x8_epi32(rows, p.q);
+        p.correction = _mm256_setzero_si256();
+        if (Isa::kGemmOffset != 0)
+            for (int k = 0; k < kBlockSize / 4; ++k)
+                p.correction = Isa::gemm_dot(p.correction, p.q[k], offset);
+        p.scale = _mm256_setr_ps(wr[0][b0 + b].scale, wr[1][b0 + b].scale, wr[2][b0 + b].scale,
+                                 wr[3][b0 + b].scale, wr[4][b0 + b].scale, wr[5][b0 + b].scale,
+                                 wr[6][b0 + b].scale, wr[7][b0 + b].scale);
+    }
+}
+
+// NT tokens (x: prepared bytes [NT][n_blocks][32], xs: their block scales) against one packed
+// panel; acc[t] holds the panel's 8 row sums of token t, carried across column chunks.
+template <typename Isa, int NT>
+inline void panel_tokens(const PackedBlock* panel, int64_t n_blocks, const int8_t* x,
+                         int64_t x_stride, const float* const* xs, __m256* acc) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const PackedBlock& p = panel[b];
+        __m256i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+        const int8_t* xb = x + b * kBlockSize;
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            for (int t = 0; t < NT; ++t) {
+                int32_t four;
+                std::memcpy(&four, xb + t * x_stride + 4 * k, sizeof four);
+                isum[t] = Isa::gemm_dot(isum[t], p.q[k], _mm256_set1_epi32(four));
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            const __m256 s = _mm256_mul_ps(p.scale, _mm256_set1_ps(xs[t][b]));
+            const __m256i exact = _mm256_sub_epi32(isum[t], p.correction);
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(s, _mm256_cvtepi32_ps(exact)));
+        }
+    }
+}
+
+template <typename Isa>
+void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                 int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    if (nb == 0) {  // no columns: every sum is the accumulator's 0
+        for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
+        return;
+    }
+    alignas(32) int8_t xbytes[kTokenChunk * kPanelBlocks * kBlockSize];
+    float xscale[kTokenChunk][kPanelBlocks];
+    PackedBlock panel[kPanelBlocks];
+    for (int64_t b0 = 0; b0 < nb; b0 += kPanelBlocks) {
+        const int64_t n_blocks = nb - b0 < kPanelBlocks ? nb - b0 : kPanelBlocks;
+        const int64_t x_stride = n_blocks * kBlockSize;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
+            const int64_t n_tokens = tokens - t0 < kTokenChunk ? tokens - t0 : kTokenChunk;
+            for (int64_t t = 0; t < n_tokens; ++t) {
+                for (int64_t b = 0; b < n_blocks; ++b) {
+                    const BlockQ8_0& blk = x[(t0 + t) * nb + b0 + b];
+                    _mm256_storeu_si256(
+                        reinterpret_cast<__m256i*>(xbytes + t * x_stride + b * kBlockSize),
+                        Isa::gemm_x(load32(blk.q)));
+                    xscale[t][b] = blk.scale;
+                }
+            }
+            for (int64_t r = 0; r < rows; r += kRows) {
+                const BlockQ8_0* wr[kRows];
+                group_rows(w, nb, r, rows, wr);
+                pack_panel<Isa>(wr, b0, n_blocks, panel);
+                for (int64_t t = 0; t < n_tokens; t += kTokenGroup) {
+                    const int nt = n_tokens - t < kTokenGroup ? int(n_tokens - t) : kTokenGroup;
+                    __m256 acc[kTokenGroup];
+                    float* yt[kTokenGroup];
+                    const float* xs[kTokenGroup];
+                    for (int i = 0; i < nt; ++i) {
+                        yt[i] = y + (t0 + t + i) * y_stride;
+                        xs[i] = xscale[t + i];
+                        acc[i] = b0 == 0 ? _mm256_setzero_ps() : load_rows(yt[i], r, rows);
+                    }
+                    const int8_t* xt = xbytes + t * x_stride;
+                    switch (nt) {
+                        case 4:
+                            panel_tokens<Isa, 4>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 3:
+                            panel_tokens<Isa, 3>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 2:
+                            panel_tokens<Isa, 2>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        default:
+                            panel_tokens<Isa, 1>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                    }
+                    for (int i = 0; i < nt; ++i) store_rows(yt[i], r, rows, acc[i]);
+                }
+            }
+        }
+    }
+}
+
+// ---- attend_group ------------------------------------------------------------------------------
+// Every key gets its own lane (the keys of consecutive slots are consecutive in memory), at most
+// kHeadGroup query heads at a time; each value row is read once for those heads.
+constexpr int kHeadGroup = 4;
+
+// exp_f32 (kernels.h) of eight lanes, operation by operation.
+inline __m256 exp8(__m256 x) {
+    const __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(0.693359375f))),
+                                   _mm256_mul_ps(k, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    const __m256i bits =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(below, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+// s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
+template <int NH>
+void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
+    const float* q = a.q + int64_t{h0} * a.d_head;
+    float* s = a.scores + int64_t{h0} * a.window;
+    const __m256 scale = _mm256_set1_ps(a.scale);
+    __m256 slope[NH], vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        slope[h] = _mm256_set1_ps(a.slopes[h0 + h]);
+        vmax[h] = _mm256_set1_ps(-INFINITY);
+        max_score[h] = -INFINITY;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        const float* keys = a.keys + slot;
+        int64_t i = 0;
+        for (; i + 8 <= run; i += 8) {
+            __m256 dot[NH];
+            for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_ps();
+            for (int c = 0; c < a.d_head; ++c) {
+                const __m256 k = _mm256_loadu_ps(keys + c * a.horizon + i);
+                for (int h = 0; h < NH; ++h)
+                    dot[h] = _mm256_add_ps(dot[h],
+                                           _mm256_mul_ps(_mm256_set1_ps(q[h * a.d_head + c]), k));
+            }
+            const int32_t newest = static_cast<int32_t>(a.window - 1 - (j + i));
+            const __m256 distance =
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
+            for (int h = 0; h < NH; ++h) {
+                const __m256 v =
+                    _mm256_sub_ps(_mm256_mul_ps(dot[h], scale), _mm256_mul_ps(slope[h], distance));
+                _mm256_storeu_ps(s + h * a.window + j + i, v);
+                vmax[h] = _mm256_max_ps(vmax[h], v);
+            }
+        }
+        for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
+            const float distance = static_cast<float>(a.window - 1 - (j + i));
+            for (int h = 0; h < NH; ++h) {
+                float dot = 0.0f;
+                for (int c = 0; c < a.d_head; ++c)
+                    dot = dot + q[h * a.d_head + c] * keys[c * a.horizon + i];
+                const float v = dot * a.scale - a.slopes[h0 + h] * distance;
+                s[h * a.window + j + i] = v;
+                if (v > max_score[h]) max_score[h] = v;
+            }
+        }
+        j += run;
+        slot = 0;
+    }
+    for (int h = 0; h < NH; ++h) {
+        const float m = hmax8(vmax[h]);
+        if (m > max_score[h]) max_score[h] = m;
+    }
+}
+
+// e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum).
+inline float softmax_weights(float* e, int64_t window, float max_score) {
+    const __m256 m = _mm256_set1_ps(max_score);
+    __m256 lanes = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= window; j += 8) {
+        const __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(e + j), m));
+        _mm256_storeu_ps(e + j, v);
+        lanes = _mm256_add_ps(lanes, v);
+    }
+    float lane[8];
+    _mm256_storeu_ps(lane, lanes);
+    for (int l = 0; j < window; ++j, ++l) {
+        e[j] = exp_f32(e[j] - max_score);
+        lane[l] = lane[l] + e[j];
+    }
+    for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
+    for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
+    return 1.0f / (lane[0] + lane[1]);
+}
+
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of eight elements from c0.
+template <int NH, int C>
+void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
+    __m256 acc[NH][C];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < C; ++v) acc[h][v] = _mm256_setzero_ps();
+    const float* e = a.scores + int64_t{h0} * a.window;
+    int64_t slot = a.first_slot;
+    for (int64_t j = 0; j < a.window; ++j) {
+        const float* row = a.values + slot * a.value_stride + c0;
+        __m256 v[C];
+        for (int k = 0; k < C; ++k) v[k] = _mm256_loadu_ps(row + 8 * k);
+        for (int h = 0; h < NH; ++h) {
+            const __m256 weight = _mm256_set1_ps(e[h * a.window + j]);
+            for (int k = 0; k < C; ++k)
+                acc[h][k] = _mm256_add_ps(acc[h][k], _mm256_mul_ps(weight, v[k]));
+        }
+        if (++slot == a.horizon) slot = 0;
+    }
+    for (int h = 0; h < NH; ++h) {
+        float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
+        for (int k = 0; k < C; ++k)
+            _mm256_storeu_ps(o + 8 * k, _mm256_mul_ps(acc[h][k], _mm256_set1_ps(inv_total[h])));
+    }
+}
+
+template <int NH>
+void attend_heads(const AttentionGroup& a, int h0) {
+    float max_score[NH], inv_total[NH];
+    attention_scores<NH>(a, h0, max_score);
+    for (int h = 0; h < NH; ++h)
+        inv_total[h] =
+            softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
+    int c = 0;
+    for (; c + 16 <= a.d_head; c += 16) attention_values<NH, 2>(a, h0, c, inv_total);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<NH, 1>(a, h0, c, inv_total);
+    for (; c < a.d_head; ++c) {  // a width that is not a multiple of 8: the rest one by one
+        for (int h = 0; h < NH; ++h) {
+            const float* e = a.scores + int64_t{h0 + h} * a.window;
+            float o = 0.0f;
+            int64_t slot = a.first_slot;
+            for (int64_t j = 0; j < a.window; ++j) {
+                o = o + e[j] * a.values[slot * a.value_stride + c];
+                if (++slot == a.horizon) slot = 0;
+            }
+            a.out[int64_t{h0 + h} * a.d_head + c] = o * inv_total[h];
+        }
+    }
+}
+
+inline void attend_group(const AttentionGroup& a) {
+    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
+        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_heads<4>(a, h0);
+                break;
+            case 3:
+                attend_heads<3>(a, h0);
+                break;
+            case 2:
+                attend_heads<2>(a, h0);
+                break;
+            default:
+                attend_heads<1>(a, h0);
+                break;
+        }
+    }
 }
 
 }  // namespace

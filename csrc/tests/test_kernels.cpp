@@ -1,6 +1,7 @@
 // Every kernel path this CPU runs against the scalar reference: exact integer block sums and
 // bit-identical f32 results (memcmp), over random shapes with ragged tails, extremes, zero scales
 // and empty rows; plus the dispatch rules.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -125,6 +126,37 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// A ring memory of random keys and values and one group's query heads: the kernel's inputs.
+struct AttentionCase {
+    int heads, d_head;
+    int64_t horizon, first_slot, window, value_stride;
+    std::vector<float> q, keys, values, slopes, scores, out;
+
+    AttentionCase(Rng& rng, int heads_, int d_head_, int64_t horizon_)
+        : heads(heads_), d_head(d_head_), horizon(horizon_) {
+        window = rng.range(0, 3) == 0 ? horizon : rng.range(1, horizon);
+        first_slot = rng.range(0, horizon - 1);
+        value_stride = d_head + rng.range(0, 2) * 8;
+        const float mag = std::ldexp(1.0f, static_cast<int>(rng.range(-3, 3)));
+        q = random_floats(rng, int64_t{heads} * d_head);
+        for (float& v : q) v = std::fmod(v, 1.0f) * mag;  // scores that need the max shift
+        keys = random_floats(rng, d_head * horizon);
+        for (float& v : keys) v = std::fmod(v, 4.0f);
+        values = random_floats(rng, horizon * value_stride);
+        for (int h = 0; h < heads; ++h) slopes.push_back(std::ldexp(1.0f, -(h + 1)));
+        scores.assign(size_t(heads * window), NAN);
+        out.assign(size_t(heads * d_head) + 1, NAN);
+    }
+
+    k::AttentionGroup args() {
+        return {q.data(),     keys.data(),   values.data(),
+                value_stride, horizon,       first_slot,
+                window,       slopes.data(), 1.0f / std::sqrt(float(d_head)),
+                heads,        d_head,        scores.data(),
+                out.data()};
+    }
+};
+
 // One digest of many kernel results over fixed inputs. The expected value was computed on x86-64
 // and must come out the same on every architecture and path: this is the cross-platform
 // bit-exactness promise (run under qemu-aarch64 in CI).
@@ -154,6 +186,20 @@ uint64_t kernel_digest(const k::KernelTable& t) {
         mix(y.data(), y.size() * sizeof(float));
         t.matvec_f32(wf.data(), xf.data(), y.data(), rows, cols);
         mix(y.data(), y.size() * sizeof(float));
+        const int64_t tokens = rng.range(1, 9);
+        const auto xs = random_q8(rng, tokens, cols);
+        std::vector<float> block(static_cast<size_t>(tokens * rows));
+        t.matmul_q8_0(w8.data(), xs.data(), block.data(), rows, cols, tokens, rows);
+        mix(block.data(), block.size() * sizeof(float));
+    }
+    for (int trial = 0; trial < 40; ++trial) {
+        // One draw per statement: the order of a call's arguments differs between compilers.
+        const int heads = static_cast<int>(rng.range(1, 9));
+        const int d_head = static_cast<int>(rng.range(1, 70));
+        const int64_t horizon = rng.range(1, 300);
+        AttentionCase c(rng, heads, d_head, horizon);
+        t.attend_group(c.args());
+        mix(c.out.data(), (c.out.size() - 1) * sizeof(float));  // not the NaN sentinel
     }
     return h;
 }
@@ -339,8 +385,113 @@ TEST(matvec_f32_canonical_order) {
     }
 }
 
+TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
+    // Bit for bit the matvec of each token, on every path: ragged rows and column chunks (past
+    // 1 024 columns), token counts around the register groups, an output stride wider than rows.
+    Rng rng(8);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 60; ++trial) {
+            const int64_t rows = trial < 2 ? trial + 1 : rng.range(1, 40);
+            const int64_t cols = trial == 2 ? 0 : (trial == 3 ? 1100 : random_cols(rng));
+            const int64_t tokens = rng.range(1, 37), stride = rows + rng.range(0, 3);
+            const int64_t nb = k::blocks_per_row(cols);
+            const auto w = random_q8(rng, rows, cols);
+            const auto x = random_q8(rng, tokens, cols);
+            std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
+            for (int64_t t = 0; t < tokens; ++t)
+                scalar().matvec_q8_0(w.data(), x.data() + t * nb, want.data() + t * stride, rows,
+                                     cols);
+            p->matmul_q8_0(w.data(), x.data(), got.data(), rows, cols, tokens, stride);
+            // Padding between rows stays untouched (NaN in both), so memcmp covers it too.
+            const bool same = same_bits(want, got);
+            if (!same)
+                std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", p->name, (long long)rows,
+                             (long long)cols, (long long)tokens);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(attend_group_bit_identical_on_every_path) {
+    // Group sizes around the kernels' head groups, widths that are and are not multiples of the
+    // vector widths, windows that wrap around the ring or not, windows of one key.
+    Rng rng(9);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 150; ++trial) {
+            const int heads = static_cast<int>(rng.range(1, 9));
+            const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
+            const int64_t horizon = trial % 5 == 0 ? 1 : rng.range(1, 300);
+            AttentionCase c(rng, heads, d_head, horizon);
+            AttentionCase d = c;
+            scalar().attend_group(c.args());
+            p->attend_group(d.args());
+            CHECK(std::isnan(d.out.back()));  // nothing written past the last head
+            const bool same = same_bits(c.out, d.out);
+            if (!same)
+                std::fprintf(stderr, "path %s, %d heads x %d, window %lld of %lld from %lld\n",
+                             p->name, heads, d_head, (long long)c.window, (long long)horizon,
+                             (long long)c.first_slot);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(attend_group_matches_softmax_attention) {
+    // The scalar reference against softmax attention computed here in double: same window, same
+    // ALiBi distances, oldest key in first_slot.
+    Rng rng(10);
+    for (int trial = 0; trial < 40; ++trial) {
+        const int heads = static_cast<int>(rng.range(1, 6));
+        const int d_head = static_cast<int>(rng.range(1, 40));
+        const int64_t horizon = rng.range(1, 100);
+        AttentionCase c(rng, heads, d_head, horizon);
+        scalar().attend_group(c.args());
+        for (int h = 0; h < c.heads; ++h) {
+            std::vector<double> s(static_cast<size_t>(c.window));
+            double top = -INFINITY, total = 0.0;
+            for (int64_t j = 0; j < c.window; ++j) {
+                const int64_t slot = (c.first_slot + j) % c.horizon;
+                double dot = 0.0;
+                for (int e = 0; e < c.d_head; ++e)
+                    dot += double(c.q[h * c.d_head + e]) * c.keys[e * c.horizon + slot];
+                s[j] = dot / std::sqrt(double(c.d_head)) - c.slopes[h] * double(c.window - 1 - j);
+                top = std::max(top, s[j]);
+            }
+            for (double& v : s) total += (v = std::exp(v - top));
+            for (int e = 0; e < c.d_head; ++e) {
+                double o = 0.0, scale = 0.0;
+                for (int64_t j = 0; j < c.window; ++j) {
+                    const double v =
+                        c.values[((c.first_slot + j) % c.horizon) * c.value_stride + e];
+                    o += s[j] * v / total;
+                    scale += s[j] * std::fabs(v) / total;
+                }
+                CHECK(std::fabs(c.out[h * c.d_head + e] - o) <= 1e-5 * (scale + 1e-30) + 1e-37);
+            }
+        }
+    }
+}
+
+TEST(exp_f32_vector_lanes_match_scalar) {
+    // The attention kernels' vector exp against kernels.h's exp_f32 over the softmax's domain
+    // (x <= 0, past the -87 cutoff): with q = 0 the 16 weights of a window are exactly
+    // exp_f32(-(slope * distance)), the newest key's being exp_f32(0) = 1.
+    Rng rng(12);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 500; ++trial) {
+            const float slope = rng.uniform(0.0f, 7.0f);
+            float q[1] = {0.0f}, keys[16] = {}, values[16] = {}, scores[16], out[1];
+            const k::AttentionGroup a{q,      keys, values, 1, 16,     0,  16,
+                                      &slope, 1.0f, 1,      1, scores, out};
+            p->attend_group(a);
+            for (int j = 0; j < 16; ++j)
+                CHECK_EQ(scores[j], k::exp_f32(-(slope * static_cast<float>(15 - j))));
+        }
+    }
+}
+
 TEST(same_digest_on_every_architecture) {
-    constexpr uint64_t kExpected = 0xf59051becb38b17bull;
+    constexpr uint64_t kExpected = 0xbe206f092a6d772aull;
     for (const k::KernelTable* p : paths()) {
         const uint64_t d = kernel_digest(*p);
         if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);
