@@ -9,9 +9,4 @@ namespace sage {
 // e^x, the kernels' own (kernels.h): the same bits on every build and every CPU.
 using kernels::exp_f32;
 
-// z * sigmoid(z), the SwiGLU gate.
-inline float silu_f32(float z) {
-    return z / (1.0f + exp_f32(-z));
-}
-
 }  // namespace sage

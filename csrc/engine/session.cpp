@@ -8,8 +8,6 @@
 #include <cstring>
 #include <string>
 
-#include "math.h"
-
 namespace sage {
 namespace {
 
@@ -264,7 +262,7 @@ void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uin
     matmul(w.w1, 0, d_ff, u, xq, count, state_.gate.data(), d_ff);
     matmul(w.w3, 0, d_ff, u, xq, count, state_.up.data(), d_ff);
     float* gate = state_.gate.data();
-    for (int64_t i = 0; i < count * d_ff; ++i) gate[i] = silu_f32(gate[i]) * state_.up[i];
+    kernels_.swiglu(gate, state_.up.data(), count * d_ff);
     prepare(gate, d_ff, count, xq);
     matmul(w.w2, 0, d, gate, xq, count, state_.delta.data(), d);
     for (int64_t i = 0; i < count * d; ++i) x[i] = x[i] + state_.delta[i];

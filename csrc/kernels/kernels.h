@@ -112,6 +112,10 @@ struct KernelTable {
     void (*matmul_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
                         int64_t cols, int64_t tokens, int64_t y_stride);
 
+    // gate[i] = silu(gate[i]) * up[i], silu(z) = z / (1 + exp_f32(-z)): the SwiGLU of the
+    // feed-forward, each element rounded as written on every path.
+    void (*swiglu)(float* gate, const float* up, int64_t n);
+
     // Softmax attention of one key/value group (AttentionGroup), every key and value read once for
     // all the group's query heads, in the canonical order of kernels_scalar.cpp.
     void (*attend_group)(const AttentionGroup& a);

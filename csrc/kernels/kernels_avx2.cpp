@@ -103,8 +103,9 @@ struct Avx2 {
 }  // namespace
 
 const KernelTable kAvx2Table = {
-    "avx2",           quantize_row_q8_0, matvec_q8_0<Avx2>, matvec_q4<Avx2>,
-    matvec_f32<Avx2>, matmul_q8_0<Avx2>, attend_group,
+    "avx2",          quantize_row_q8_0, matvec_q8_0<Avx2>,
+    matvec_q4<Avx2>, matvec_f32<Avx2>,  matmul_q8_0<Avx2>,
+    swiglu,          attend_group,
 };
 
 }  // namespace sage::kernels

@@ -82,8 +82,13 @@ struct Avx512Vnni {
 }  // namespace
 
 const KernelTable kAvx512VnniTable = {
-    "avx512vnni",          quantize_row_q8_0,      matvec_q8_0<Avx512Vnni>,
-    matvec_q4<Avx512Vnni>, matvec_f32<Avx512Vnni>, matmul_q8_0<Avx512Vnni>,
+    "avx512vnni",
+    quantize_row_q8_0,
+    matvec_q8_0<Avx512Vnni>,
+    matvec_q4<Avx512Vnni>,
+    matvec_f32<Avx512Vnni>,
+    matmul_q8_0<Avx512Vnni>,
+    swiglu,
     attend_group,
 };
 

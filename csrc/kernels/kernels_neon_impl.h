@@ -229,6 +229,17 @@ inline float32x4_t exp4(float32x4_t x) {
     return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(e), below));
 }
 
+void swiglu(float* gate, const float* up, int64_t n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t z = vld1q_f32(gate + i);
+        const float32x4_t silu = vdivq_f32(z, vaddq_f32(one, exp4(vnegq_f32(z))));
+        vst1q_f32(gate + i, vmulq_f32(silu, vld1q_f32(up + i)));
+    }
+    for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
+}
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
 template <int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {

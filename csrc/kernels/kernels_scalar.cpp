@@ -138,6 +138,10 @@ void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
     for (int64_t t = 0; t < tokens; ++t) matvec_q8_0(w, x + t * nb, y + t * y_stride, rows, cols);
 }
 
+void swiglu(float* gate, const float* up, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
+}
+
 void attend_group(const AttentionGroup& a) {
     for (int i = 0; i < a.heads; ++i) {
         const float* q = a.q + int64_t{i} * a.d_head;
@@ -175,7 +179,8 @@ void attend_group(const AttentionGroup& a) {
 }  // namespace
 
 const KernelTable kScalarTable = {
-    "scalar", quantize_row_q8_0, matvec_q8_0, matvec_q4, matvec_f32, matmul_q8_0, attend_group,
+    "scalar",   quantize_row_q8_0, matvec_q8_0, matvec_q4,
+    matvec_f32, matmul_q8_0,       swiglu,      attend_group,
 };
 
 }  // namespace sage::kernels
