@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skips a test whose piece is missing on a developer's machine; in CI (the environment
+    variable CI is set, as .ci/run has it) a missing piece is a failure, never a silent skip."""
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is an error)")
+        pytest.skip(reason)
+
+
+def built_binary(relative: str, build: str = "native") -> Path:
+    """A binary of one of the CMake preset builds (CMakePresets.json: native, asan, aarch64),
+    e.g. ``built_binary("csrc/runner/sage-edge-run")``; tests/run_all.sh builds them before
+    pytest. ``$SAGE_EDGE_BUILD_<BUILD>`` names another build folder for that preset."""
+    folder = Path(os.environ.get(f"SAGE_EDGE_BUILD_{build.upper()}", ROOT / "build" / build))
+    path = folder / relative
+    require(
+        path.is_file() and os.access(path, os.X_OK),
+        f"{path} is not built (cmake --preset {build} && cmake --build --preset {build})",
+    )
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,16 @@
 NEON) and a Pi 5 (cortex-a76: NEON dot-product) must give exactly what the x86 build gives.
 
 - The runner: `sage-edge-run --model MODEL --tokens 300 --seed 7 --events` of the aarch64 build
-  (build/ci-aarch64) prints the same bytes as the native build (build/ci-release).
+  (build/aarch64) prints the same bytes as the native build (build/native).
 - The Python package: in an emulated aarch64 CPython 3.11 (tools/aarch64_python.sh), the engine's
   logits over a real chorale are bit-identical to the x86 engine's, a seeded generation gives the
   same tokens and notes, and miditok/symusic decode the tokens to the same score.
 
 MODEL is sage_edge/models/default.sage once it exists, else the tiny fixture. tests/run_all.sh
-builds both CMake trees and runs tools/aarch64_python.sh before pytest; without them these tests
+builds both CMake presets and runs tools/aarch64_python.sh before pytest; without them these tests
 skip, unless the environment variable CI is set, where a missing piece fails. Other build trees:
-SAGE_EDGE_NATIVE_BUILD, SAGE_EDGE_AARCH64_BUILD, SAGE_EDGE_AARCH64_PYTHON (the directory
-tools/aarch64_python.sh made); another model: SAGE_EDGE_AARCH64_MODEL.
+SAGE_EDGE_BUILD_NATIVE, SAGE_EDGE_BUILD_AARCH64 (conftest.built_binary), SAGE_EDGE_AARCH64_PYTHON
+(the directory tools/aarch64_python.sh made); another model: SAGE_EDGE_AARCH64_MODEL.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import built_binary, require
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "sage_edge" / "models" / "default.sage"
@@ -34,28 +35,13 @@ MODEL = Path(
     )
 ).resolve()
 TINY = MODEL.stat().st_size < 1_000_000 if MODEL.exists() else True
-NATIVE_BUILD = Path(os.environ.get("SAGE_EDGE_NATIVE_BUILD", ROOT / "build" / "ci-release"))
-AARCH64_BUILD = Path(os.environ.get("SAGE_EDGE_AARCH64_BUILD", ROOT / "build" / "ci-aarch64"))
 AARCH64_PYTHON = Path(
     os.environ.get("SAGE_EDGE_AARCH64_PYTHON", ROOT / "build" / "aarch64-python")
 ) / ("bin/python3.11")
 SYSROOT = Path("/usr/aarch64-linux-gnu")  # the cross toolchain's C/C++ runtime
 # The Pi's cores and the kernel path the engine must pick on each.
 CPUS = {"cortex-a72": "neon", "cortex-a76": "neondot"}
-
-
-def require(ok: bool, reason: str) -> None:
-    """Skips when a piece is missing on a developer's machine; in CI a missing piece fails."""
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set, so this is an error)")
-        pytest.skip(reason)
-
-
-def runner_in(build: Path) -> Path:
-    path = build / "csrc" / "runner" / "sage-edge-run"
-    require(path.exists(), f"{path} is not built (tests/run_all.sh builds it)")
-    return path
+RUNNER = "csrc/runner/sage-edge-run"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +59,7 @@ RUNNER_ARGS = ["--model", str(MODEL), "--tokens", "300", "--seed", "7", "--event
 @pytest.fixture(scope="module")
 def x86_events() -> bytes:
     result = subprocess.run(
-        [str(runner_in(NATIVE_BUILD)), *RUNNER_ARGS], capture_output=True, timeout=120
+        [str(built_binary(RUNNER)), *RUNNER_ARGS], capture_output=True, timeout=120
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.count(b"\n") > 10
@@ -82,7 +68,7 @@ def x86_events() -> bytes:
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_runner_prints_the_x86_bytes(qemu, x86_events, cpu):
-    runner = runner_in(AARCH64_BUILD)
+    runner = built_binary(RUNNER, "aarch64")
     result = subprocess.run(
         [qemu, "-L", str(SYSROOT), "-cpu", cpu, str(runner), *RUNNER_ARGS],
         capture_output=True,

@@ -4,8 +4,7 @@ The runner writes to the slave side of a pty (what a USB-serial MIDI adapter or 
 like to a program); the test reads the master side, time-stamps each byte as it arrives and parses
 the stream with mido. The notes must be the ones `--events` prints for the same seed, each sent at
 its scheduled time (quarter notes x 60 / tempo) within a tolerance, and no note may be left
-sounding. The binary comes from $SAGE_EDGE_RUN, build/ci-release or the newest native
-build/*/csrc/runner/.
+sounding. The binary comes from $SAGE_EDGE_RUN or the native preset build (build/native).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import tty
 from pathlib import Path
 
 import pytest
+from conftest import built_binary
 
 mido = pytest.importorskip("mido")
 
@@ -33,17 +33,7 @@ TOLERANCE = 0.02  # seconds between a message's arrival and its scheduled time
 def runner() -> Path:
     if "SAGE_EDGE_RUN" in os.environ:
         return Path(os.environ["SAGE_EDGE_RUN"])
-    release = ROOT / "build" / "ci-release" / "csrc" / "runner" / "sage-edge-run"
-    if release.exists():  # tests/run_all.sh's Release build: no sanitizer in the timing
-        return release
-    builds = [
-        p
-        for p in ROOT.glob("build/*/csrc/runner/sage-edge-run")
-        if os.access(p, os.X_OK) and "aarch64" not in p.parts[-4]
-    ]
-    if not builds:
-        pytest.skip("sage-edge-run is not built (cmake --build build/...; or set SAGE_EDGE_RUN)")
-    return max(builds, key=lambda p: p.stat().st_mtime)
+    return built_binary("csrc/runner/sage-edge-run")  # Release: no sanitizer in the timing
 
 
 @pytest.fixture
