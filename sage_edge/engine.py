@@ -32,7 +32,14 @@ import symusic
 from sage_edge import format as sage_format
 from sage_edge.errors import ModelFormatError, UnplayedProgramsError
 from sage_edge.pianoroll import instrument_name
-from sage_edge.tokenizer import KINDS, Tokenizer, load_score, score_from_midi_bytes
+from sage_edge.tokenizer import (
+    KINDS,
+    Tokenizer,
+    load_score,
+    notated_bar_at,
+    quarter_note_meter,
+    score_from_midi_bytes,
+)
 
 try:
     from sage_edge import _engine
@@ -126,12 +133,18 @@ class Engine:
         tempo: float | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> symusic.Score:
-        """Music as a score: ``bars`` new bars continuing ``prompt``.
+        """Music as a score: ``bars`` new notated bars continuing ``prompt``.
 
         ``prompt`` is None (start from scratch), a MIDI path, a ``symusic.Score`` or token ids;
-        its notes are kept unchanged at the start of the result. ``programs`` limits the
-        instruments of the new notes; ``tempo`` (BPM) sets the result's tempo. ``progress`` is
-        called with (bars done, bars asked) as bars complete.
+        its notes and its time signatures up to its last bar line are kept unchanged at the start
+        of the result. The new music starts on that bar line (the one after the prompt's last
+        onset, as the prompt notates it), and each new bar carries the time signature the model
+        gave it, written in the prompt's meter where the model's ``n/4`` is that meter's
+        quarter-note form (3/4 after 3/8 is two bars of 3/8), else as it is; notes are cut at the
+        last bar line, so the result holds exactly ``bars`` new bars (docs/data.md, "Meters
+        outside the tokenizer's set"). ``programs`` limits the instruments of the new notes;
+        ``tempo`` (BPM) sets the result's tempo. ``progress`` is called with (bars done, bars
+        asked) as bars complete.
         """
         return self.generation(
             prompt, bars, temperature, top_k, top_p, min_p, seed, programs, tempo, progress
@@ -280,6 +293,13 @@ class Session:
         return self._session.bars
 
     @property
+    def bar(self) -> tuple[int, float, int, int]:
+        """The bar the tokens are in, as the engine decodes them: ``(index, start, numerator,
+        denominator)``: Bar tokens fed, where the bar starts (quarter notes from the start) and
+        its time signature (its TimeSig token; 4/4 before any)."""
+        return self._session.bar
+
+    @property
     def dropped_events(self) -> int:
         """Notes lost because the event queue (4096 notes) filled before pop_events."""
         return self._session.dropped_events
@@ -295,7 +315,7 @@ class Generation:
     """The result of :meth:`Engine.generation`."""
 
     tokens: list[int]  # every token fed: BOS, the prompt, then the generated ones
-    prompt_length: int  # how many of ``tokens`` are BOS and the prompt
+    prompt_length: int  # how many of ``tokens`` are BOS, the prompt and the Bar closing it
     notes: list[NoteEvent]  # the generated notes, in the order they were decoded
     seconds: float  # wall time of the generation
     score: symusic.Score  # the prompt's notes then the generated ones
@@ -469,50 +489,99 @@ class _Run:
             prompt_ids = _token_ids(prompt, tokenizer.vocab_size)
         bos = tokenizer.id_of("BOS_None")
         self.tokens = [bos] + [t for t in prompt_ids if t != bos]
+        # A prompt ends at its last bar line: a Bar closes its last bar, so the new music starts
+        # on a bar of its own instead of filling the prompt's last bar after its last note.
+        bar = tokenizer.id_of("Bar_None")
+        if len(self.tokens) > 1 and self.tokens[-1] != bar:
+            self.tokens.append(bar)
         self.prompt_length = len(self.tokens)
         self.session = engine.session(seed=seed, programs=programs)
         self.session.feed(self.tokens)
         self.prompt_events = self.session.pop_events()
-        # The prompt's bars; a Bar the model opens past prompt_bars + bars ends the run.
-        self.prompt_bars = self.session.bars
+        self._place_the_seam(tokenizer)
+
+    def _place_the_seam(self, tokenizer: Tokenizer) -> None:
+        """Where the new music goes. ``seam`` is where the first new bar starts in the tokens'
+        time (quarters); ``offset`` moves the new notes onto the bar line after the prompt's last
+        onset as the prompt notates it (the two differ where the tokenizer's bar is not the
+        notated one: docs/data.md, "Meters outside the tokenizer's set"). ``prompt_meter`` is the
+        prompt's signature there with its :func:`quarter_note_meter` ``(n, k)``, or None."""
+        self.position_quarters = tokenizer.token_table()["a"] / tokenizer.ticks_per_quarter
+        self.seam, self.offset, self.prompt_meter = self.session.bar[1], 0.0, None
+        # Per generated bar: start (quarters of the music), the written signature, notated bars.
+        self.written: list[tuple[float, int, int, int]] = []
+        if self.prompt_score is None:
+            return
+        last_onset = max(note.time for track in self.prompt_score.tracks for note in track.notes)
+        last_bar = notated_bar_at(self.prompt_score, last_onset)
+        self.offset = last_bar.end / self.prompt_score.ticks_per_quarter - self.seam
+        meter = quarter_note_meter(last_bar.numerator, last_bar.denominator)
+        if meter is not None:
+            self.prompt_meter = (last_bar.numerator, last_bar.denominator, *meter)
+
+    def _notation(self, numerator: int, denominator: int) -> tuple[int, int, int]:
+        """How a generated bar in ``numerator/denominator`` (its TimeSig) is written: as
+        ``(numerator, denominator, notated bars)``. A bar in the quarter-note form of the prompt's
+        meter is written in the prompt's meter (3/4 after a 3/8 prompt: two bars of 3/8);
+        any other as it is, one bar."""
+        if self.prompt_meter is not None:
+            prompt_numerator, prompt_denominator, quarters, bars = self.prompt_meter
+            if (numerator, denominator) == (quarters, 4):
+                return prompt_numerator, prompt_denominator, bars
+        return numerator, denominator, 1
+
+    def _placed(self, events: list[NoteEvent]) -> list[NoteEvent]:
+        if not self.offset:
+            return events
+        return [event._replace(time=event.time + self.offset) for event in events]
 
     def bars(self, progress=None) -> Iterator[list[NoteEvent]]:
-        """:meth:`_bars`, then an error if a requested program played no note (the model learned
-        it, but it stayed silent here)."""
-        silent = set(self.programs)
-        for events in self._bars(progress):
-            silent.difference_update(event.program for event in events)
-            yield events
-        learned = self.engine.learned_programs
-        if silent and learned is not None:
-            raise UnplayedProgramsError(
-                f"the model played no notes for {_names(silent)} in {self.bars_asked} bar(s) "
-                f"(seed {self.session.seed}): try another seed, more bars or fewer programs; "
-                f"it learned {learned_programs_text(learned)}",
-                sorted(silent),
-                learned,
-            )
+        """Generates bar by bar, yielding the notes completed in each new bar, placed in the music.
 
-    def _bars(self, progress=None) -> Iterator[list[NoteEvent]]:
-        """Generates bar by bar, yielding the notes completed in each new bar."""
-        session, last_bar = self.session, self.prompt_bars + self.bars_asked
-        budget = MAX_TOKENS_PER_BAR * (self.bars_asked + 1)
+        Counts notated bars (:meth:`_notation`): it stops at the Bar that would open bar
+        ``bars_asked + 1``, or, where one generated bar is several notated ones, at the first
+        Position past the last bar asked for.
+        """
+        session, asked = self.session, self.bars_asked
+        opened = 0  # notated bars opened
+        bar_start, cut = self.seam, None  # token quarters; cut: where bar `asked` ends, if inside
+        budget = MAX_TOKENS_PER_BAR * (asked + 1)
         while budget > 0:
             token = session.sample(*self.sampling)
-            if self.kinds[token] == KIND_BAR:
-                yield session.pop_events()
+            kind = self.kinds[token]
+            ends = (kind == KIND_BAR and opened >= asked) or (
+                kind == KIND_POSITION
+                and cut is not None
+                and bar_start + self.position_quarters[token] >= cut
+            )
+            if kind == KIND_BAR or ends:
+                yield self._placed(session.pop_events())
                 if progress is not None:
-                    progress(min(session.bars - self.prompt_bars, self.bars_asked), self.bars_asked)
-                if session.bars >= last_bar:
+                    progress(opened, asked)
+                if ends:
                     return
             session.feed([token])
             self.tokens.append(token)
             budget -= 1
-        yield session.pop_events()
+            if kind == KIND_TIMESIG:
+                _, bar_start, numerator, denominator = session.bar
+                numerator, denominator, count = self._notation(numerator, denominator)
+                taken = min(count, asked - opened)
+                if taken < count:
+                    cut = bar_start + taken * 4 * numerator / denominator
+                self.written.append((bar_start + self.offset, numerator, denominator, taken))
+                opened += taken
+        yield self._placed(session.pop_events())
 
     def score(self, notes: list[NoteEvent]) -> symusic.Score:
-        """The prompt's own notes, then ``notes``; time signatures and tempos from the tokens."""
+        """The prompt's own notes, then ``notes`` (placed by :meth:`bars`), cut at the last bar
+        line. Time signatures: the prompt's before the seam, then each generated bar's as
+        :meth:`_notation` writes it, one event wherever it changes; tempos from the tokens."""
         decoded = self.engine.tokenizer.decode(self.tokens)
+        if self.written:  # nothing sounds past the last bar line: the file holds the bars asked
+            start, numerator, denominator, count = self.written[-1]
+            end = start + count * 4 * numerator / denominator
+            notes = [n._replace(duration=min(n.duration, end - n.time)) for n in notes]
         if self.prompt_score is not None:
             result = self.prompt_score.copy()
         else:
@@ -520,13 +589,21 @@ class _Run:
             notes = [*self.prompt_events, *notes]  # a prompt of token ids: its notes as decoded
         tpq = result.ticks_per_quarter
         scale = tpq / decoded.ticks_per_quarter
-        if self.prompt_score is None or not len(result.time_signatures):
-            for signature in decoded.time_signatures:
-                result.time_signatures.append(
-                    symusic.TimeSignature(
-                        round(signature.time * scale), signature.numerator, signature.denominator
-                    )
-                )
+        seam = round((self.seam + self.offset) * tpq)
+        if self.prompt_score is not None:
+            before = [(s.time, s.numerator, s.denominator) for s in result.time_signatures]
+            before = sorted(before) or [(0, 4, 4)]  # a MIDI file without one is in 4/4
+        else:
+            before = [
+                (round(s.time * scale), s.numerator, s.denominator) for s in decoded.time_signatures
+            ]
+        signatures = [signature for signature in before if signature[0] < seam]
+        for start, numerator, denominator, _ in self.written:
+            if not signatures or signatures[-1][1:] != (numerator, denominator):
+                signatures.append((round(start * tpq), numerator, denominator))
+        result.time_signatures = symusic.core.TimeSignatureTickList(
+            [symusic.TimeSignature(*signature) for signature in signatures]
+        )
         if self.tempo is not None:
             result.tempos.clear()
             result.tempos.append(symusic.Tempo(0, self.tempo))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import miditok
 import numpy as np
@@ -181,30 +183,68 @@ def score_from_midi_bytes(data: bytes, name: str = "MIDI bytes") -> symusic.Scor
     return score
 
 
-def normalize_time_signatures(score: symusic.Score) -> symusic.Score:
-    """Rewrite every time signature as ``n/4`` with a bar of the same length in quarters.
+def quarter_note_meter(numerator: int, denominator: int) -> tuple[int, int] | None:
+    """The ``n/4`` meter the tokenizer writes for ``numerator/denominator``, as ``(n, k)``: one
+    ``n/4`` bar spans ``k`` notated bars.
 
-    ``num/den`` lasts ``L = 4·num/den`` quarters; it becomes ``(k·L)/4`` with the smallest
-    ``k ∈ {1, 2, 4, 8}`` making ``k·L`` whole (``2/2 → 4/4``, ``6/8 → 3/4``, ``3/8 → 3/4`` spanning
-    two notated bars). Bars longer than ``MAX_BAR_QUARTERS`` (or non-positive) fall back to
-    ``4/4``. Note times never change, only where Bar tokens fall. Works on a copy.
+    ``num/den`` lasts ``L = 4·num/den`` quarters; ``n = k·L`` with the smallest ``k ∈ {1, 2, 4,
+    8}`` making it whole (``2/2 → (4, 1)``, ``6/8 → (3, 1)``, ``3/8 → (3, 2)``, ``7/8 → (7, 2)``).
+    None when that bar is longer than ``MAX_BAR_QUARTERS`` or the signature is malformed
+    (``13/16`` would need ``13/4``): the tokenizer then writes ``4/4`` and its bar lines are not
+    the notation's.
     """
+    if numerator <= 0 or denominator <= 0:
+        return None
+    for k in (1, 2, 4, 8):
+        quarters, remainder = divmod(4 * numerator * k, denominator)
+        if not remainder:
+            return (quarters, k) if 1 <= quarters <= MAX_BAR_QUARTERS else None
+    return None
+
+
+def normalize_time_signatures(score: symusic.Score) -> symusic.Score:
+    """Rewrite every time signature as its :func:`quarter_note_meter` ``n/4`` (``4/4`` where it
+    has none). Note times never change, only where Bar tokens fall. Works on a copy."""
     score = score.copy()
     new = []
     for ts in score.time_signatures:
-        num, den = int(ts.numerator), int(ts.denominator)
-        quarters = None
-        if num > 0 and den > 0:
-            for k in (1, 2, 4, 8):
-                q = 4 * num * k / den
-                if q == int(q):
-                    quarters = int(q)
-                    break
-        if quarters is None or not 1 <= quarters <= MAX_BAR_QUARTERS:
-            quarters = 4
-        new.append(symusic.TimeSignature(ts.time, quarters, 4))
+        meter = quarter_note_meter(int(ts.numerator), int(ts.denominator))
+        new.append(symusic.TimeSignature(ts.time, meter[0] if meter else 4, 4))
     score.time_signatures = symusic.core.TimeSignatureTickList(new) if new else []
     return score
+
+
+class NotatedBar(NamedTuple):
+    """A bar of a score's own notation, in the score's ticks."""
+
+    start: int
+    end: int
+    numerator: int
+    denominator: int
+
+
+def notated_bar_at(score: symusic.Score, tick: int) -> NotatedBar:
+    """The bar of the score's notation that holds ``tick``: bars follow each other at the length
+    of the time signature in force (``4/4`` before the first), and a time signature starts a new
+    bar where it stands, as MIDI readers count them."""
+    signatures = sorted(
+        (int(ts.time), int(ts.numerator), int(ts.denominator))
+        for ts in score.time_signatures
+        if ts.numerator > 0 and ts.denominator > 0
+    )
+    origin, numerator, denominator = 0, 4, 4
+    next_change = None
+    for time, num, den in signatures:
+        if time > tick:
+            next_change = time
+            break
+        origin, numerator, denominator = time, num, den
+    length = Fraction(4 * score.ticks_per_quarter * numerator, denominator)
+    start = origin + (tick - origin) // length * length
+    end = start + length
+    if next_change is not None and next_change < end:
+        end = Fraction(next_change)
+    return NotatedBar(round(start), round(end), numerator, denominator)
 
 
 class Tokenizer:
@@ -385,6 +425,9 @@ __all__ = [
     "KIND_FAMILY",
     "TOKEN_TABLE_DTYPE",
     "Tokenizer",
+    "NotatedBar",
     "load_score",
     "normalize_time_signatures",
+    "notated_bar_at",
+    "quarter_note_meter",
 ]

@@ -208,3 +208,54 @@ def test_aarch64_build_gives_the_same_bytes(runner, model_path):
         )
         assert arm_run.returncode == 0, arm_run.stderr
         assert arm_run.stdout == x86, cpu
+
+
+@pytest.mark.parametrize("which", ["fixture", "shipped"])
+def test_midi_file_bars_are_the_generated_bars(runner, model_path, tokenizer, tmp_path, which):
+    """--out writes a time signature wherever the generated bars' TimeSig tokens change it, and
+    --bars N gives exactly N notated bars: no note sounds past the last bar line."""
+    from sage_edge.engine import DEFAULT_MODEL, Engine
+    from sage_edge.tokenizer import KIND_TIMESIG
+
+    model = model_path if which == "fixture" else DEFAULT_MODEL
+    if not model.is_file():
+        pytest.skip("no default model is packaged")
+    bars, seed, out = 6, 3, tmp_path / "bars.mid"  # seed 3: the shipped model plays 3/4
+    args = ("--model", model, "--bars", bars, "--seed", seed)
+    events = parse_events(run(runner, *args, "--events", "--out", out).stdout)
+
+    # The same tokens from the engine in Python: the same session, seed and default sampling, fed
+    # BOS, generating one token at a time until the Bar that opens bar N + 1.
+    session = Engine(model).session(seed=seed)
+    session.feed([tokenizer.id_of("BOS_None")])
+    tokens = []
+    while session.bars <= bars:
+        tokens += session.generate(1)
+    table = tokenizer.token_table()
+    signatures = [
+        (int(table["a"][t]), int(table["b"][t])) for t in tokens if table["kind"][t] == KIND_TIMESIG
+    ]
+    assert len(signatures) == bars
+
+    midi = mido.MidiFile(out)
+    tick, changes = 0, []
+    for message in midi.tracks[0]:
+        tick += message.time
+        if message.type == "time_signature":
+            changes.append((tick, message.numerator, message.denominator))
+    tick, written = 0, []
+    for _ in range(bars):
+        at, numerator, denominator = max(c for c in changes if c[0] <= tick)
+        length = 480 * 4 * numerator // denominator
+        assert not [c for c in changes if tick < c[0] < tick + length]  # nothing cuts a bar short
+        written.append((numerator, denominator))
+        tick += length
+    assert written == signatures
+    assert all(c[0] < tick for c in changes)
+
+    notes_end = 0
+    for track in midi.tracks[1:]:
+        notes_end = max(notes_end, sum(m.time for m in track))
+    assert notes_end <= tick  # the file ends on the last bar line
+    note_ons = sum(m.type == "note_on" for track in midi.tracks for m in track)
+    assert note_ons == len(events)  # every generated note starts inside the bars

@@ -287,6 +287,15 @@ double sage_session_tempo(const sage_session* session) {
     return session ? session->session->tempo_bpm() : 0.0;
 }
 
+sage_status sage_session_get_bar(const sage_session* session, sage_bar* out) {
+    return guarded([&] {
+        require(session, "session");
+        require(out, "out");
+        const sage::BarInfo bar = session->session->bar();
+        *out = sage_bar{bar.index, bar.start, bar.numerator, bar.denominator};
+    });
+}
+
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out) {
     return guarded([&] {
         require(session, "session");

@@ -15,6 +15,7 @@ void Detokenizer::reset() {
     started_ = false;
     bar_start_ = 0;
     bar_ticks_ = 4 * int64_t{ticks_per_quarter_};
+    numerator_ = denominator_ = 4;
     onset_ = 0;
     bars_ = 0;
     tempo_bpm_ = kDefaultTempo;
@@ -25,6 +26,11 @@ void Detokenizer::reset() {
 
 double Detokenizer::time() const {
     return static_cast<double>(onset_) / static_cast<double>(ticks_per_quarter_);
+}
+
+BarInfo Detokenizer::bar() const {
+    return {bars_, static_cast<double>(bar_start_) / static_cast<double>(ticks_per_quarter_),
+            numerator_, denominator_};
 }
 
 bool Detokenizer::push(int token, NoteEvent* out) {
@@ -42,7 +48,11 @@ bool Detokenizer::push(int token, NoteEvent* out) {
         case Kind::TimeSig:
             if (info.a > 0 && info.b > 0) {
                 const int64_t ticks = int64_t{info.a} * 4 * ticks_per_quarter_ / info.b;
-                if (ticks > 0) bar_ticks_ = ticks;
+                if (ticks > 0) {
+                    bar_ticks_ = ticks;
+                    numerator_ = info.a;
+                    denominator_ = info.b;
+                }
             }
             return false;
         case Kind::Position:

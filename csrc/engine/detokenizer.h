@@ -21,6 +21,14 @@ struct NoteEvent {  // quarters from the start of the stream
     int32_t pitch, velocity, program;
 };
 
+// The bar the stream is in: how many Bar tokens opened bars so far (0 before the first), where the
+// bar starts (quarters from the start of the stream) and its time signature (4/4 until a TimeSig).
+struct BarInfo {
+    uint64_t index;
+    double start;
+    int32_t numerator, denominator;
+};
+
 class Detokenizer {  // fixed-size state, no allocation
   public:
     // vocab must outlive the detokenizer (it is the model's table).
@@ -30,6 +38,7 @@ class Detokenizer {  // fixed-size state, no allocation
     uint64_t bars() const { return bars_; }
     double tempo_bpm() const { return tempo_bpm_; }  // the last Tempo token's, 120 before any
     double time() const;                             // the current onset, in quarters
+    BarInfo bar() const;
 
   private:
     static constexpr double kDefaultTempo = 120.0;
@@ -43,7 +52,8 @@ class Detokenizer {  // fixed-size state, no allocation
     bool started_ = false;   // a bar is open (a Bar or a Position was seen)
     int64_t bar_start_ = 0;  // ticks
     int64_t bar_ticks_ = 0;
-    int64_t onset_ = 0;  // ticks
+    int32_t numerator_ = 4, denominator_ = 4;  // the time signature bar_ticks_ comes from
+    int64_t onset_ = 0;                        // ticks
     uint64_t bars_ = 0;
     double tempo_bpm_ = kDefaultTempo;
     int32_t program_ = 0;

@@ -102,6 +102,7 @@ class Session {
     uint64_t position() const { return position_; }
     uint64_t bars() const { return detokenizer_.bars(); }
     double tempo_bpm() const { return detokenizer_.tempo_bpm(); }
+    BarInfo bar() const { return detokenizer_.bar(); }
     size_t pop_events(NoteEvent* out, size_t capacity);
     uint64_t dropped_events() const { return dropped_events_; }
     MemoryReport memory() const;

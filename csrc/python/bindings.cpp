@@ -251,6 +251,15 @@ class PySession {
         return session_->bars();
     }
 
+    // The bar the stream is in: (index, start in quarters, numerator, denominator).
+    py::tuple bar() {
+        const sage::BarInfo b = [&] {
+            Locked locked(*this);
+            return session_->bar();
+        }();
+        return py::make_tuple(b.index, b.start, b.numerator, b.denominator);
+    }
+
     uint64_t dropped_events() {
         Locked locked(*this);
         return session_->dropped_events();
@@ -358,6 +367,7 @@ void bind(py::module_& m) {
         .def("allowed_next", &PySession::allowed_next)
         .def_property_readonly("position", &PySession::position)
         .def_property_readonly("bars", &PySession::bars)
+        .def_property_readonly("bar", &PySession::bar)
         .def_property_readonly("dropped_events", &PySession::dropped_events);
 }
 

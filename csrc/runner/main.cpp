@@ -331,37 +331,54 @@ void drain_events(sage_session* session, std::vector<sage_note_event>& notes) {
 }
 
 // The tokens the options ask for (--tokens N, or --bars N up to --max-tokens), generated a few at
-// a time so that playback can interleave with generation.
+// a time so that playback can interleave with generation. For --out it keeps the bars as the
+// engine decodes them (start and time signature), so the file's bars are the music's.
 class Generation {
   public:
-    Generation(sage_session* session, const Options& o) : session_(session), o_(o) {}
+    Generation(sage_session* session, const Options& o)
+        : session_(session), o_(o), keep_bars_(!o.out.empty()) {}
 
     bool done() const {
         if (o_.bars == 0) return generated_ >= o_.tokens;
         return sage_session_bars(session_) > o_.bars || generated_ >= o_.max_tokens;
     }
 
-    // Generates up to n more tokens. With --bars, one token at a time: it stops at the Bar that
-    // opens bar bars + 1, so the first o.bars bars are complete.
+    // Generates up to n more tokens, one at a time. With --bars it stops at the Bar that opens bar
+    // bars + 1: the first o.bars bars are complete, and that Bar is where the music ends.
     void step(uint64_t n) {
-        if (o_.bars == 0) {
-            n = std::min(n, o_.tokens - generated_);
-            check(sage_session_generate(session_, &o_.sampling, nullptr, n), "generate");
-            generated_ += n;
-            return;
-        }
         for (uint64_t i = 0; i < n && !done(); ++i) {
             check(sage_session_generate(session_, &o_.sampling, nullptr, 1), "generate");
             ++generated_;
+            if (keep_bars_) keep_bar();
         }
     }
 
     uint64_t generated() const { return generated_; }
+    // The bars generated, for --out; with --bars only the o.bars asked for.
+    const std::vector<sage_bar>& bars() const { return bars_; }
+    // With --bars, where bar o.bars ends in quarters once it is complete; 0 before.
+    double end() const { return end_; }
 
   private:
+    void keep_bar() {
+        sage_bar bar;
+        check(sage_session_get_bar(session_, &bar), "bar");
+        if (bar.index == 0) return;  // nothing opened a bar yet
+        if (o_.bars > 0 && bar.index > o_.bars) {
+            end_ = bar.start;
+        } else if (bars_.empty() || bars_.back().index != bar.index) {
+            bars_.push_back(bar);
+        } else {
+            bars_.back() = bar;  // the bar's TimeSig comes after its Bar
+        }
+    }
+
     sage_session* session_;
     const Options& o_;
+    const bool keep_bars_;
     uint64_t generated_ = 0;
+    std::vector<sage_bar> bars_;
+    double end_ = 0;
 };
 
 // Set by SIGINT/SIGTERM during real-time playback: stop, silence the sounding notes, exit.
@@ -581,8 +598,8 @@ int run(const Options& o) {
     }
     if (!o.out.empty()) {
         std::string error;
-        if (!sage::runner::write_midi_file(o.out, notes.data(), notes.size(), o.tempo_bpm,
-                                           &error)) {
+        const sage::runner::MidiTiming timing{o.tempo_bpm, generation.bars(), generation.end()};
+        if (!sage::runner::write_midi_file(o.out, notes.data(), notes.size(), timing, &error)) {
             throw UsageError{"cannot write " + error};
         }
     }

@@ -54,6 +54,35 @@ uint8_t clamp7(int32_t v, int32_t low) {
     return static_cast<uint8_t>(std::min(std::max(v, low), 127));
 }
 
+// The MIDI time-signature meta event's denominator is a power of two: its exponent, or -1.
+int denominator_exponent(int32_t denominator) {
+    for (int e = 0; e <= 6; ++e)
+        if (denominator == 1 << e) return e;
+    return -1;
+}
+
+// Conductor events at tick 0 and at each change of time signature, with delta times.
+void put_time_signatures(std::vector<uint8_t>& body, const std::vector<sage_bar>& bars,
+                         int ticks_per_quarter) {
+    uint32_t tick = 0;
+    int32_t numerator = 0, denominator = 0;  // of the last event written
+    for (const sage_bar& bar : bars) {
+        const int exponent = denominator_exponent(bar.denominator);
+        if (exponent < 0 || bar.numerator < 1 || bar.numerator > 255) continue;
+        if (bar.numerator == numerator && bar.denominator == denominator) continue;
+        const uint32_t at = std::max(tick, to_ticks(bar.start, ticks_per_quarter));
+        put_varlen(body, at - tick);
+        tick = at;
+        // Metronome clicks: one per denominator note, 24 MIDI clocks to the quarter.
+        const auto clocks = static_cast<uint8_t>(std::max(1, 96 / bar.denominator));
+        body.insert(body.end(), {0xFF, 0x58, 0x04, static_cast<uint8_t>(bar.numerator),
+                                 static_cast<uint8_t>(exponent), clocks, 8});
+        numerator = bar.numerator;
+        denominator = bar.denominator;
+    }
+    if (numerator == 0) body.insert(body.end(), {0x00, 0xFF, 0x58, 0x04, 4, 2, 24, 8});
+}
+
 struct ChannelEvent {
     uint32_t tick;
     uint8_t on;  // 0 = note-off (sorted first at a tick, so a repeated note re-sounds), 1 = on
@@ -63,8 +92,8 @@ struct ChannelEvent {
 
 }  // namespace
 
-std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n, double tempo_bpm,
-                                     int ticks_per_quarter) {
+std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n,
+                                     const MidiTiming& timing, int ticks_per_quarter) {
     std::vector<int32_t> programs;
     for (size_t i = 0; i < n; ++i)
         programs.push_back(events[i].program < 0 ? -1 : std::min(events[i].program, 127));
@@ -80,17 +109,19 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n, do
     put_u16(out, static_cast<uint32_t>(programs.size() + 1));
     put_u16(out, static_cast<uint32_t>(ticks_per_quarter));
 
-    // Conductor track: tempo and a 4/4 time signature at tick 0.
+    // Conductor track: the tempo at tick 0, then the time signatures.
     std::vector<uint8_t> body;
-    const double bpm = tempo_bpm > 0 ? tempo_bpm : 120.0;
+    const double bpm = timing.tempo_bpm > 0 ? timing.tempo_bpm : 120.0;
     const auto micros = static_cast<uint32_t>(
         std::min(std::max(std::nearbyint(60e6 / bpm), 1.0), double{0xFFFFFF}));
     body.insert(body.end(), {0x00, 0xFF, 0x51, 0x03});
     body.insert(body.end(), {static_cast<uint8_t>(micros >> 16), static_cast<uint8_t>(micros >> 8),
                              static_cast<uint8_t>(micros)});
-    body.insert(body.end(), {0x00, 0xFF, 0x58, 0x04, 4, 2, 24, 8});
+    put_time_signatures(body, timing.bars, ticks_per_quarter);
     put_end_of_track(body);
     put_track(out, body);
+
+    const uint32_t end = timing.end > 0 ? to_ticks(timing.end, ticks_per_quarter) : 0x0FFFFFFF;
 
     int next_channel = 0;
     std::vector<ChannelEvent> track;
@@ -106,11 +137,12 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n, do
             const int32_t p = events[i].program < 0 ? -1 : std::min(events[i].program, 127);
             if (p != program) continue;
             const uint32_t on = to_ticks(events[i].time, ticks_per_quarter);
+            if (on >= end) continue;  // past the last bar line
             const uint32_t length =
                 std::max<uint32_t>(1, to_ticks(events[i].duration, ticks_per_quarter));
             const uint8_t pitch = clamp7(events[i].pitch, 0);
             track.push_back({on, 1, pitch, clamp7(events[i].velocity, 1)});
-            track.push_back({std::min<uint32_t>(on + length, 0x0FFFFFFF), 0, pitch, 0});
+            track.push_back({std::min<uint32_t>(on + length, end), 0, pitch, 0});
         }
         std::sort(track.begin(), track.end(), [](const ChannelEvent& a, const ChannelEvent& b) {
             if (a.tick != b.tick) return a.tick < b.tick;
@@ -139,8 +171,8 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n, do
 }
 
 bool write_midi_file(const std::string& path, const sage_note_event* events, size_t n,
-                     double tempo_bpm, std::string* error) {
-    const std::vector<uint8_t> bytes = midi_file_bytes(events, n, tempo_bpm);
+                     const MidiTiming& timing, std::string* error) {
+    const std::vector<uint8_t> bytes = midi_file_bytes(events, n, timing);
     std::FILE* file = std::fopen(path.c_str(), "wb");
     if (file == nullptr) {
         *error = path + ": " + std::strerror(errno);

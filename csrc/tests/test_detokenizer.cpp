@@ -3,6 +3,7 @@
 // stream into the notes worked out by hand.
 #include <algorithm>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../engine/detokenizer.h"
@@ -134,6 +135,33 @@ TEST(hand_built_stream) {
     CHECK_EQ(d.bars(), 0u);
     CHECK_EQ(d.tempo_bpm(), 120.0);
     CHECK_EQ(d.time(), 0.0);
+}
+
+TEST(bar_gives_the_start_and_time_signature_of_each_bar) {
+    Detokenizer d(vocab().data(), fixtures::kVocabSize, fixtures::kTicksPerQuarter);
+    auto bar = [&] {
+        const sage::BarInfo b = d.bar();
+        return std::make_tuple(b.index, b.start, b.numerator, b.denominator);
+    };
+    CHECK(bar() == std::make_tuple(uint64_t{0}, 0.0, 4, 4));  // before any Bar: 4/4 at 0
+    NoteEvent e;
+    const std::vector<std::pair<int, std::tuple<uint64_t, double, int32_t, int32_t>>> steps = {
+        {id_of(Kind::Bar), {1, 0.0, 4, 4}},
+        {id_of(Kind::TimeSig, 7, 4), {1, 0.0, 7, 4}},  // the TimeSig sets the bar it is in
+        {id_of(Kind::Position, 60), {1, 0.0, 7, 4}},
+        {id_of(Kind::Bar), {2, 7.0, 7, 4}},  // 7 quarters later, still 7/4 until its TimeSig
+        {id_of(Kind::TimeSig, 3, 4), {2, 7.0, 3, 4}},
+        {id_of(Kind::Bar), {3, 10.0, 3, 4}},
+        {id_of(Kind::TimeSig, 12, 4), {3, 10.0, 12, 4}},
+        {id_of(Kind::Bar), {4, 22.0, 12, 4}},
+    };
+    for (const auto& [token, expected] : steps) {
+        CHECK(token >= 0);
+        d.push(token, &e);
+        CHECK(bar() == expected);
+    }
+    d.reset();
+    CHECK(bar() == std::make_tuple(uint64_t{0}, 0.0, 4, 4));
 }
 
 TEST(broken_notes_are_skipped_like_miditok_skips_them) {

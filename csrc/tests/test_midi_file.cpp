@@ -80,8 +80,8 @@ TEST(type_1_file_with_one_track_per_program) {
         {4.5, 2.0, 72, 95, 0},
         {1.0 / 3.0, 1.0 / 3.0, 50, 80, 42},  // a triplet rounds
     };
-    const std::vector<uint8_t> b =
-        sage::runner::midi_file_bytes(events, sizeof events / sizeof events[0], 96.37);
+    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(
+        events, sizeof events / sizeof events[0], sage::runner::MidiTiming{96.37, {}, 0});
 
     // Header chunk: "MThd", 6, type 1, conductor + 4 programs (0, 42, 52, drums), 480 per quarter.
     CHECK(std::string(b.begin(), b.begin() + 4) == "MThd");
@@ -123,7 +123,7 @@ TEST(type_1_file_with_one_track_per_program) {
 }
 
 TEST(empty_file_has_only_the_conductor_track) {
-    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(nullptr, 0, 120.0);
+    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(nullptr, 0, {});
     CHECK_EQ(be16(b, 10), 1u);
     CHECK(std::string(b.begin() + 14, b.begin() + 18) == "MTrk");
     const ParsedTrack conductor = parse_track(b, 22, 22 + be32(b, 18));
@@ -133,11 +133,60 @@ TEST(empty_file_has_only_the_conductor_track) {
 
 TEST(long_times_use_multi_byte_delta_times) {
     const sage_note_event events[] = {{1000.0, 300.0, 60, 100, 0}};  // 480000 and 144000 ticks
-    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(events, 1, 120.0);
+    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(events, 1, {});
     const size_t track1 = 22 + be32(b, 18);
     const ParsedTrack t = parse_track(b, track1 + 8, track1 + 8 + be32(b, track1 + 4));
     using Note = std::tuple<uint32_t, int, int, int>;
     CHECK((t.notes == std::vector<Note>{{480000, 624000, 60, 100}}));
+}
+
+// The conductor track's time-signature events: (tick, numerator, denominator exponent, clocks).
+std::vector<std::tuple<uint32_t, int, int, int>> time_signatures(const std::vector<uint8_t>& b) {
+    std::vector<std::tuple<uint32_t, int, int, int>> out;
+    const size_t end = 22 + be32(b, 18);
+    uint32_t tick = 0;
+    for (size_t i = 22; i < end;) {
+        uint32_t delta = 0;
+        uint8_t byte;
+        do {
+            byte = b[i++];
+            delta = delta << 7 | (byte & 0x7F);
+        } while (byte & 0x80);
+        tick += delta;
+        CHECK_EQ(b[i], 0xFF);  // the conductor track holds meta events only
+        const uint8_t type = b[i + 1], length = b[i + 2];
+        if (type == 0x58) out.emplace_back(tick, b[i + 3], b[i + 4], b[i + 5]);
+        i += 3 + length;
+    }
+    return out;
+}
+
+TEST(time_signatures_follow_the_bars_and_the_end_cuts_the_notes) {
+    // 4/4, 4/4, 7/4, 3/4, 3/4 bars; the music ends after the fifth bar, at 4+4+7+3+3 = 21 quarters.
+    sage::runner::MidiTiming timing{120.0, {}, 21.0};
+    timing.bars = {
+        {1, 0.0, 4, 4}, {2, 4.0, 4, 4}, {3, 8.0, 7, 4}, {4, 15.0, 3, 4}, {5, 18.0, 3, 4}};
+    const sage_note_event events[] = {
+        {17.0, 1.0, 60, 90, 0},
+        {20.0, 3.0, 62, 90, 0},  // rings past the last bar line: cut there
+        {21.0, 1.0, 64, 90, 0},  // starts at the end: left out
+    };
+    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(events, 3, timing);
+    using Signature = std::tuple<uint32_t, int, int, int>;
+    CHECK((time_signatures(b) ==
+           std::vector<Signature>{{0, 4, 2, 24}, {8 * 480, 7, 2, 24}, {15 * 480, 3, 2, 24}}));
+    const size_t track1 = 22 + be32(b, 18);
+    const ParsedTrack t = parse_track(b, track1 + 8, track1 + 8 + be32(b, track1 + 4));
+    using Note = std::tuple<uint32_t, int, int, int>;
+    CHECK(
+        (t.notes == std::vector<Note>{{17 * 480, 18 * 480, 60, 90}, {20 * 480, 21 * 480, 62, 90}}));
+
+    // A denominator MIDI cannot write is left out; without bars the file says 4/4.
+    timing.bars = {{1, 0.0, 6, 8}, {2, 3.0, 5, 3}};
+    CHECK((time_signatures(sage::runner::midi_file_bytes(events, 3, timing)) ==
+           std::vector<Signature>{{0, 6, 3, 12}}));
+    CHECK((time_signatures(sage::runner::midi_file_bytes(events, 3, {})) ==
+           std::vector<Signature>{{0, 4, 2, 24}}));
 }
 
 SAGE_TEST_MAIN()

@@ -109,6 +109,16 @@ typedef struct sage_memory {
     uint64_t total_bytes;      /* activation_bytes + kv_bytes + the session's other state */
 } sage_memory;
 
+/* The bar the token stream is in, as the engine decodes it: index counts the Bar tokens fed (0
+ * before the first), start is where the bar begins in quarter notes from the start, and
+ * numerator/denominator is its time signature (the bar's TimeSig token; 4/4 before any). The bar
+ * lasts numerator * 4 / denominator quarters; the next Bar starts there. */
+typedef struct sage_bar {
+    uint64_t index;
+    double start;
+    int32_t numerator, denominator;
+} sage_bar;
+
 /* A note decoded from the token stream; times and durations in quarter notes from the start. */
 typedef struct sage_note_event {
     double time;
@@ -178,6 +188,7 @@ uint64_t sage_session_position(const sage_session* session); /* tokens fed since
 uint64_t sage_session_bars(const sage_session* session);     /* Bar tokens fed since the reset */
 double sage_session_tempo(
     const sage_session* session); /* BPM of the last Tempo token fed, 120 before one */
+sage_status sage_session_get_bar(const sage_session* session, sage_bar* out);
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out);
 /* Moves up to capacity completed notes (in the order they were decoded) out of the session's
  * fixed-size event queue; *count receives how many. Notes not read before the queue fills are
