@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,9 +33,23 @@ def _engine(args: argparse.Namespace):
         raise UserError(str(error)) from None
     from sage_edge.engine import Engine
 
-    if args.model is not None and not Path(args.model).is_file():
-        raise UserError(f"model file {args.model} does not exist")
     return Engine(args.model, threads=args.threads)
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuses an output path that cannot be written before any work is done: a directory, a
+    missing directory, no permission."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{option} {path}: permission denied")
+        return
+    directory = path.parent
+    if not directory.is_dir():
+        raise UserError(f"{option} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"{option} {path}: cannot create a file in {directory}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -85,14 +101,16 @@ def _programs(text: str | None) -> list[int] | None:
         raise UserError(f"--programs takes comma-separated numbers, not {text!r}") from None
 
 
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
+
+
 def _sampling(args: argparse.Namespace) -> dict:
+    # Sampling options not given are left out, so that the engine's defaults apply.
+    given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     return {
         "prompt": args.prompt,
         "bars": args.bars,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "min_p": args.min_p,
+        **{name: value for name, value in given.items() if value is not None},
         "seed": args.seed,
         "programs": _programs(args.programs),
         "tempo": args.tempo,
@@ -117,6 +135,9 @@ class _ProgressBar:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    _check_writable(Path(args.out), "--out")
+    if args.plot:
+        _check_writable(Path(args.plot), "--plot")
     engine = _engine(args)
     progress = _ProgressBar(not args.quiet)
     try:
@@ -145,26 +166,42 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_stream(args: argparse.Namespace) -> None:
     engine = _engine(args)
     stream = engine.stream(**_sampling(args), realtime=args.realtime)
-    for note in stream:
-        record = note._asdict()
-        if not args.realtime:
-            del record["lateness"]
-        print(json.dumps(record), flush=True)
+    # Closed however the loop ends (Ctrl-C, a closed pipe), which stops the generating thread.
+    with contextlib.closing(iter(stream)) as notes:
+        for note in notes:
+            record = note._asdict()
+            if not args.realtime:
+                del record["lateness"]
+            print(json.dumps(record), flush=True)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from sage_edge import bench
 
     engine = _engine(args)
-    positions = [int(p) for p in args.positions.split(",")] if args.positions else None
-    if positions is not None and (not positions or min(positions) < 0):
-        raise UserError("--positions takes comma-separated non-negative numbers")
-    if args.steps < 1:
-        raise UserError("--steps must be at least 1")
-    results = bench.run(engine, positions or bench.DEFAULT_POSITIONS, args.steps)
+    settings = dict(bench.QUICK) if args.quick else {}
+    if args.positions is not None:
+        positions = [int(p) for p in args.positions.split(",")]
+        if not positions or min(positions) < 0:
+            raise UserError("--positions takes comma-separated non-negative numbers")
+        settings["positions"] = positions
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UserError("--steps must be at least 1")
+        settings["steps"] = args.steps
+    results = bench.run(engine, **settings)
     if args.plot:
         bench.plot(results, args.plot)
     print(json.dumps(results, indent=2) if args.json else bench.report(results))
+
+
+def _engine_facts() -> tuple[dict, tuple[float, float] | None]:
+    """The engine's sampling defaults and tempo range, for --help; none when it is not built."""
+    try:
+        native = _native()
+    except UserError:
+        return {}, None
+    return native.DEFAULT_SAMPLING, native.TEMPO_RANGE_BPM
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,19 +216,40 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--model", help="a .sage model file (default: the shipped model)")
         command.add_argument("--threads", type=int, default=1, help="intra-op threads (1)")
 
+    sampling_defaults, tempo_range = _engine_facts()
+
+    def default(name: str) -> str:
+        return f" ({sampling_defaults[name]:g})" if name in sampling_defaults else ""
+
     def add_generation(command: argparse.ArgumentParser) -> None:
         add_model(command)
         command.add_argument("--prompt", help="a MIDI file to continue")
         command.add_argument("--bars", type=int, default=8, help="new bars to generate (8)")
-        command.add_argument("--temperature", type=float, default=1.0)
-        command.add_argument("--top-k", type=int, default=0, help="0 = off")
-        command.add_argument("--top-p", type=float, default=0.95)
-        command.add_argument("--min-p", type=float, default=0.0)
+        command.add_argument(
+            "--temperature", type=float, help="0 = greedy" + default("temperature")
+        )
+        command.add_argument(
+            "--top-k", type=int, help="keep the K most likely tokens, 0 = off" + default("top_k")
+        )
+        command.add_argument(
+            "--top-p", type=float, help="nucleus sampling, in (0, 1], 1 = off" + default("top_p")
+        )
+        command.add_argument(
+            "--min-p",
+            type=float,
+            help="drop tokens below P x the best one's probability, in [0, 1), 0 = off"
+            + default("min_p"),
+        )
         command.add_argument("--seed", type=int, help="random seed (default: a new one each run)")
         command.add_argument(
             "--programs", help="General MIDI programs allowed, e.g. 40,41,42,43 (-1 = drums)"
         )
-        command.add_argument("--tempo", type=float, help="tempo of the result in BPM")
+        command.add_argument(
+            "--tempo",
+            type=float,
+            help="tempo of the result in BPM"
+            + (f", {tempo_range[0]:.6g}..{tempo_range[1]:g}" if tempo_range else ""),
+        )
 
     info = commands.add_parser("info", help="print the version, CPU features, kernel and model")
     add_model(info)
@@ -211,10 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--realtime", action="store_true", help="print each note at its playback time"
     )
     stream.set_defaults(run=cmd_stream)
-    bench = commands.add_parser("bench", help="measure decode speed, memory and bandwidth")
+    bench = commands.add_parser(
+        "bench",
+        help="measure decode speed, memory and bandwidth",
+        description="Measures decode latency, prefill speed, memory and memory bandwidth. "
+        "By default it takes about a minute and about 340 MB of memory (a 256 MB buffer for "
+        "the bandwidth); --quick takes a few seconds and about 110 MB, for a Pi Zero's 512 MB.",
+    )
     add_model(bench)
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="positions 100,1000, 50 steps, a 32 MB bandwidth buffer, shorter prefill and music",
+    )
     bench.add_argument("--positions", help="comma-separated positions (100,1000,10000,50000)")
-    bench.add_argument("--steps", type=int, default=200, help="decode steps timed per position")
+    bench.add_argument("--steps", type=int, help="decode steps timed per position (200)")
     bench.add_argument("--plot", help="write a PNG of latency against position here")
     bench.add_argument("--json", action="store_true", help="print JSON")
     bench.set_defaults(run=cmd_bench)
@@ -228,14 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads must be at least 1")
     try:
         args.run(args)
+    except BrokenPipeError:  # the reader went away (`sage-edge stream | head`): a normal stop
+        # Python flushes stdout again at exit, which would fail once more: point it at devnull
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UserError, SageError, ValueError, OSError) as error:
         print(f"sage-edge: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (`sage-edge stream | head`): not an error
-        sys.stderr.close()
-        return 0
     return 0
 
 

@@ -50,6 +50,10 @@ except ImportError as exc:  # pragma: no cover - only without a built extension
     ) from exc
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.sage"
+# Defined once in C++ (csrc/engine/sampler.h, csrc/include/sage_edge/sage_edge.h): the sampling
+# defaults of every front end, and the tempos (BPM) a MIDI file can hold.
+DEFAULT_SAMPLING: dict = dict(_engine.DEFAULT_SAMPLING)
+TEMPO_RANGE_BPM: tuple[float, float] = tuple(_engine.TEMPO_RANGE_BPM)
 
 
 class NoteEvent(NamedTuple):
@@ -72,7 +76,7 @@ class Engine:
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 1):
         path = DEFAULT_MODEL if model is None else Path(model)
-        if not path.is_file():
+        if not path.exists():  # anything else that is not a model file, the C++ loader names
             hint = (
                 " (no default model is packaged yet: pass the path of a .sage file)"
                 if model is None
@@ -143,8 +147,10 @@ class Engine:
         quarter-note form (3/4 after 3/8 is two bars of 3/8), else as it is; notes are cut at the
         last bar line, so the result holds exactly ``bars`` new bars (docs/data.md, "Meters
         outside the tokenizer's set"). ``programs`` limits the instruments of the new notes;
-        ``tempo`` (BPM) sets the result's tempo. ``progress`` is called with (bars done, bars
-        asked) as bars complete.
+        ``tempo`` (BPM, within ``TEMPO_RANGE_BPM``, the range a MIDI file holds) sets the
+        result's tempo. ``progress`` is called with (bars done, bars asked) as bars complete.
+        The sampling defaults are the C++ engine's, the same in every front end
+        (``DEFAULT_SAMPLING``: temperature 1, top_k 0 = off, top_p 0.95, min_p 0 = off).
         """
         return self.generation(
             prompt, bars, temperature, top_k, top_p, min_p, seed, programs, tempo, progress
@@ -154,10 +160,10 @@ class Engine:
         self,
         prompt=None,
         bars: int = 8,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = DEFAULT_SAMPLING["temperature"],
+        top_k: int = DEFAULT_SAMPLING["top_k"],
+        top_p: float = DEFAULT_SAMPLING["top_p"],
+        min_p: float = DEFAULT_SAMPLING["min_p"],
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
@@ -176,10 +182,10 @@ class Engine:
         self,
         prompt=None,
         bars: int = 8,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = DEFAULT_SAMPLING["temperature"],
+        top_k: int = DEFAULT_SAMPLING["top_k"],
+        top_p: float = DEFAULT_SAMPLING["top_p"],
+        min_p: float = DEFAULT_SAMPLING["min_p"],
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
@@ -632,11 +638,24 @@ class _Run:
 
 
 class NoteStream:
-    """An iterator of the notes of one generation (see :meth:`Engine.stream`)."""
+    """An iterator of the notes of one generation (see :meth:`Engine.stream`).
+
+    Stopping early in any way (``break``, an exception, ``KeyboardInterrupt``, closing or
+    dropping the iterator) stops the real-time generating thread within a token and joins it.
+    """
+
+    # Real time: notes the generating thread may hold ready ahead of playback.
+    MAX_AHEAD = 1024
 
     def __init__(self, run: _Run, realtime: bool, tempo: float):
         self._run, self.realtime, self.tempo = run, realtime, tempo
         self.lateness: list[float] = []  # seconds, one per note yielded in real time
+        self._ready: queue.Queue | None = None  # real time: notes generated, not yet yielded
+
+    @property
+    def generated_ahead(self) -> int:
+        """Real time: notes generated but not yet yielded (at most ``MAX_AHEAD``)."""
+        return self._ready.qsize() if self._ready is not None else 0
 
     @property
     def tokens(self) -> list[int]:
@@ -652,28 +671,36 @@ class NoteStream:
     def _paced(self) -> Iterator[NoteEvent]:
         # A thread generates ahead into a bounded queue (the engine releases the GIL while it
         # computes); this side sleeps until each note's playback time and records how late it
-        # was handed over. The clock starts at the first generated note.
-        notes: queue.Queue = queue.Queue(maxsize=1024)
+        # was handed over. The clock starts at the first generated note. The thread never blocks
+        # for good: every put gives up once `stop` is set, so stopping and joining is prompt.
+        ready: queue.Queue = queue.Queue(maxsize=self.MAX_AHEAD)
+        self._ready = ready
         done = object()
         failure: list[BaseException] = []
         stop = threading.Event()
+
+        def offer(item) -> bool:
+            """Queues item, waiting for room; False if the consumer stopped first."""
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce():
             try:
                 for events in self._run.bars():
                     for event in events:
-                        while not stop.is_set():
-                            try:
-                                notes.put(event, timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
+                        if not offer(event):
+                            return
                     if stop.is_set():
                         return
             except BaseException as error:  # surfaced in the consumer
                 failure.append(error)
             finally:
-                notes.put(done)
+                offer(done)
 
         producer = threading.Thread(target=produce, name="sage-edge-generate", daemon=True)
         producer.start()
@@ -681,7 +708,7 @@ class NoteStream:
         origin_time = origin_clock = None
         try:
             while True:
-                event = notes.get()
+                event = ready.get()
                 if event is done:
                     break
                 if origin_time is None:
@@ -695,6 +722,7 @@ class NoteStream:
         finally:
             stop.set()
             producer.join()
+            self._ready = None
         if failure:
             raise failure[0]
 

@@ -384,12 +384,15 @@ class Tokenizer:
 
     # encoding -----------------------------------------------------------------------------
 
-    def encode(self, source: str | os.PathLike | symusic.Score) -> list[int]:
-        """Token ids of a MIDI file or score (no BOS/EOS)."""
+    def encode(
+        self, source: str | os.PathLike | symusic.Score, name: str | None = None
+    ) -> list[int]:
+        """Token ids of a MIDI file or score (no BOS/EOS). Errors name the source: ``name``
+        (e.g. the file a score was read from), else the path, else "the score"."""
         if isinstance(source, symusic.Score):
-            score, name = source, "<score>"
+            score, name = source, name or "the score"
         else:
-            score, name = load_score(source), str(source)
+            score, name = load_score(source), name or str(source)
         if score.note_num() == 0:
             raise MidiInputError(f"{name}: the MIDI file holds no notes")
         score = normalize_time_signatures(score)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import miditok
@@ -12,7 +15,9 @@ import numpy as np
 import pytest
 import symusic
 
-from sage_edge.engine import DEFAULT_MODEL, Engine
+from sage_edge import _engine
+from sage_edge.engine import DEFAULT_MODEL, DEFAULT_SAMPLING, TEMPO_RANGE_BPM, Engine, NoteStream
+from sage_edge.errors import MidiInputError
 from sage_edge.tokenizer import KINDS
 
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
@@ -128,6 +133,106 @@ def test_realtime_stream_is_never_early_and_records_lateness(engine):
         assert note.lateness >= 0.0
         assert note.time >= previous
         previous = note.time
+
+
+def generating_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sage-edge-generate"]
+
+
+def wait_until_full(stream: NoteStream) -> None:
+    """Until the generating thread has filled the queue and waits for room."""
+    deadline = time.monotonic() + 60
+    while stream.generated_ahead < NoteStream.MAX_AHEAD:
+        assert time.monotonic() < deadline, "the generating thread never filled its queue"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("how", ["break", "exception", "dropped"])
+def test_stopping_a_realtime_stream_ends_its_thread_promptly(engine, how, monkeypatch):
+    # A small queue that fills up before the consumer stops: the case that used to deadlock
+    # (the thread waiting for room to say it was done, the consumer waiting for the thread).
+    monkeypatch.setattr(NoteStream, "MAX_AHEAD", 4)
+    stream = engine.stream(bars=400, seed=6, realtime=True, tempo=TEMPO_RANGE_BPM[0])
+    stop_seconds: list[float] = []
+
+    def consume_then_stop():
+        if how == "dropped":  # the iterator is let go of: closed when garbage-collected
+            notes = iter(stream)
+            next(notes)
+            wait_until_full(stream)
+            started = time.perf_counter()
+            del notes
+            gc.collect()
+        else:
+            try:
+                for _ in stream:
+                    wait_until_full(stream)
+                    started = time.perf_counter()
+                    if how == "break":
+                        break
+                    raise KeyError("the consumer failed")
+            except KeyError:
+                pass
+        stop_seconds.append(time.perf_counter() - started)
+
+    consumer = threading.Thread(target=consume_then_stop, daemon=True)
+    consumer.start()
+    consumer.join(timeout=90)
+    assert not consumer.is_alive(), "stopping the stream hung"
+    assert stop_seconds and stop_seconds[0] < 1.0
+    assert not generating_threads()
+
+
+def test_realtime_stream_that_runs_out_leaves_no_thread(engine):
+    notes = list(engine.stream(bars=2, seed=8, realtime=True, tempo=TEMPO_RANGE_BPM[1]))
+    assert [n._replace(lateness=0.0) for n in notes] == engine.generation(bars=2, seed=8).notes
+    assert not generating_threads()
+
+
+def test_a_prompt_without_notes_is_named(engine, tmp_path):
+    empty = symusic.Score(480)
+    empty.tracks.append(symusic.Track("Violin", program=40))
+    path = tmp_path / "silence.mid"
+    empty.dump_midi(path)
+    with pytest.raises(MidiInputError, match="silence.mid"):
+        engine.generate(path, bars=1)
+    with pytest.raises(MidiInputError, match="silence.mid"):
+        engine.generate(str(path), bars=1)
+
+
+def test_tempos_a_midi_file_cannot_hold_are_refused(engine, tmp_path, chorale_paths):
+    slowest, fastest = TEMPO_RANGE_BPM
+    assert slowest == 60e6 / 0xFFFFFF  # the 24-bit microseconds-per-quarter field, full
+    for tempo in (0, 1, 3.5, fastest + 1, float("nan")):
+        with pytest.raises(ValueError, match=r"tempo must be in 3\.57628\.\.1000 BPM"):
+            engine.generate(bars=1, tempo=tempo)
+    path = tmp_path / "slow.mid"
+    engine.generate(bars=1, seed=1, tempo=3.57628).dump_midi(path)
+    assert [t.mspq for t in symusic.Score(path).tempos] == [round(60e6 / 3.57628)]
+
+    for qpm in (0.0, -60.0):
+        prompt = symusic.Score(chorale_paths[0])
+        prompt.tempos.append(symusic.Tempo(0, qpm))
+        with pytest.raises(ValueError, match="prompt score has a tempo of"):
+            engine.generate(prompt, bars=1)
+
+
+def test_one_sampling_default_everywhere(engine, tmp_path):
+    assert DEFAULT_SAMPLING == _engine.DEFAULT_SAMPLING
+    assert DEFAULT_SAMPLING["top_p"] == np.float32(0.95)  # the setting whose music was measured
+    default = engine.generation(bars=2, seed=12)
+    assert default.tokens == engine.generation(bars=2, seed=12, top_p=0.95).tokens
+    assert default.tokens != engine.generation(bars=2, seed=12, top_p=1.0).tokens
+    session = engine.session(seed=12)
+    session.feed([engine.tokenizer.id_of("BOS_None")])
+    assert session.generate(50) == default.tokens[1:51]  # Session's defaults are the same
+    out = tmp_path / "cli.mid"
+    done = run_cli(
+        "generate", "--model", str(engine.path), "--bars", "2", "--seed", "12", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    engine.generate(bars=2, seed=12).dump_midi(tmp_path / "engine.mid")
+    assert out.read_bytes() == (tmp_path / "engine.mid").read_bytes()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -75,24 +75,65 @@ def test_help(runner):
     [
         ([], "--model FILE is required"),
         (["--model", "{model}", "--top-p", "0"], "--top-p must be in (0, 1]"),
-        (["--model", "{model}", "--temperature", "-1"], "--temperature must be >= 0"),
+        (["--model", "{model}", "--temperature", "-1"], "--temperature must be in 0..3.4e38"),
+        (["--model", "{model}", "--temperature", "1e39"], "--temperature must be in 0..3.4e38"),
+        (["--model", "{model}", "--tempo", "3.5"], "--tempo must be in 3.57628..1000"),
+        (["--model", "{model}", "--tempo", "0"], "--tempo must be in 3.57628..1000"),
+        (["--model", "{model}", "--tempo", "1001"], "--tempo must be in 3.57628..1000"),
         (["--model", "{model}", "--tokens", "ten"], "--tokens needs an integer"),
         (["--model", "{model}", "--tokens", "5", "--bars", "2"], "not both"),
         (["--model", "{model}", "--programs", "40,200"], "--programs needs"),
         (["--model", "{model}", "--frobnicate", "1"], "unknown option '--frobnicate'"),
+        (["--model", "{model}", "--frobnicate"], "unknown option '--frobnicate'; the options are"),
+        (["--model", "{model}", "--frobnicate"], "--model, --tokens, --bars"),
+        (["--model", "{tmp}"], "'{tmp}' is a directory, not a model file"),
+        (["--model", "{model}", "--out", "{tmp}"], "--out {tmp} is a directory"),
+        (["--model", "{model}", "--out", "{tmp}/no/x.mid"], "directory {tmp}/no does not exist"),
         (["--model", "{model}", "--seed"], "--seed needs a value"),
         (["--model", "{missing}"], "cannot load model"),
         (["--model", "{model}", "--start-token", "513"], "--start-token must be below"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(runner, model_path, tmp_path, args, message):
-    args = [a.format(model=model_path, missing=tmp_path / "missing.sage") for a in args]
+    names = {"model": model_path, "missing": tmp_path / "missing.sage", "tmp": tmp_path}
+    args = [a.format(**names) for a in args]
+    message = message.format(**names)
     result = run(runner, *args, check=False)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("sage-edge-run: "), result.stderr
     assert message in lines[0]
+
+
+def test_out_is_checked_before_generating(runner, model_path, tmp_path):
+    # A billion tokens would take hours: the refusal must come before any of them.
+    for out in (tmp_path, tmp_path / "no" / "x.mid"):
+        result = run(runner, "--model", model_path, "--tokens", 10**9, "--out", out, check=False)
+        assert result.returncode == 2 and "--out" in result.stderr
+
+
+def test_temperature_takes_any_finite_float(runner, model_path):
+    # The engine divides the logits by it; a huge one is nearly uniform sampling, not an error.
+    result = run(runner, "--model", model_path, "--tokens", 100, "--temperature", "1e9")
+    assert parse_events(result.stdout)
+
+
+def test_defaults_are_the_engines(runner, model_path):
+    from sage_edge import _engine
+
+    top_p = _engine.DEFAULT_SAMPLING["top_p"]
+    assert f"1 = off (default {top_p:g})" in run(runner, "--help").stdout
+    args = ("--model", model_path, "--tokens", 300, "--seed", 4)
+    assert run(runner, *args).stdout == run(runner, *args, "--top-p", f"{top_p:.9g}").stdout
+    assert run(runner, *args).stdout != run(runner, *args, "--top-p", 1).stdout
+
+
+def test_slowest_tempo_is_written_exactly(runner, model_path, tmp_path):
+    out = tmp_path / "slow.mid"
+    run(runner, "--model", model_path, "--tokens", 100, "--out", out, "--tempo", 3.57628)
+    tempos = [m.tempo for m in mido.MidiFile(out).tracks[0] if m.type == "set_tempo"]
+    assert tempos == [round(60e6 / 3.57628)]  # 16777210, just inside the 24-bit field
 
 
 def test_not_a_model_file_is_a_usage_error(runner, tmp_path):

@@ -126,7 +126,8 @@ const char* sage_status_string(sage_status status) {
 }
 
 sage_sampling sage_sampling_default(void) {
-    return sage_sampling{1.0f, 0, 1.0f, 0.0f};
+    const sage::SamplingParams defaults;
+    return sage_sampling{defaults.temperature, defaults.top_k, defaults.top_p, defaults.min_p};
 }
 
 sage_session_options sage_session_options_default(void) {

@@ -197,7 +197,9 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
     struct stat st{};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(fd);
-        throw Error(Status::Io, "'" + path + "' is not a regular file");
+        throw Error(Status::Io, "'" + path + "' is " +
+                                    (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file") +
+                                    ", not a model file");
     }
     model->size_ = static_cast<size_t>(st.st_size);
     if (model->size_ > 0) {

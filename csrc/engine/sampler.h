@@ -23,10 +23,13 @@
 
 namespace sage {
 
+// The defaults of every front end (the C API's sage_sampling_default, the Python module's
+// DEFAULT_SAMPLING, the CLIs): top_p 0.95 is the setting whose music was measured
+// (docs/evaluation.md); 1 lets the model's rare tokens through.
 struct SamplingParams {
     float temperature = 1;  // 0 = greedy
     int top_k = 0;          // 0 = off
-    float top_p = 1;        // 1 = off
+    float top_p = 0.95f;    // 1 = off
     float min_p = 0;        // 0 = off
 };
 

@@ -13,6 +13,7 @@
 #include "engine/model_file.h"
 #include "engine/session.h"
 #include "kernels.h"
+#include "sage_edge/sage_edge.h"
 
 namespace py = pybind11;
 namespace k = sage::kernels;

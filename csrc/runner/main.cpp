@@ -8,10 +8,13 @@
 // monotonic clock until each message is due (see play_midi and midi_out.h).
 #include <sage_edge/sage_edge.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cfloat>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -26,6 +29,7 @@
 
 namespace {
 
+// A printf format: print_usage fills in the engine's sampling defaults and the tempo range.
 constexpr const char* kUsage =
     "usage: sage-edge-run --model FILE [--tokens N | --bars N] [options]\n"
     "\n"
@@ -37,14 +41,16 @@ constexpr const char* kUsage =
     "  --max-tokens N      with --bars: stop after N tokens anyway (default 4096 per bar)\n"
     "  --seed S            sampler seed, 0..2^64-1 (default 0); the same seed gives the same\n"
     "                      notes on every machine\n"
-    "  --temperature T     >= 0, 0 = greedy (default 1)\n"
-    "  --top-k K           keep the K most likely tokens, 0 = off (default 0)\n"
-    "  --top-p P           nucleus sampling, in (0, 1], 1 = off (default 1)\n"
-    "  --min-p P           drop tokens below P x the best one's probability, in [0, 1)\n"
+    "  --temperature T     in 0..3.4e38 (any finite float), 0 = greedy (default %g)\n"
+    "  --top-k K           keep the K most likely tokens, 0 = off (default %d)\n"
+    "  --top-p P           nucleus sampling, in (0, 1], 1 = off (default %g)\n"
+    "  --min-p P           drop tokens below P x the best one's probability, in [0, 1), 0 = off\n"
+    "                      (default %g)\n"
     "  --programs LIST     General MIDI programs new notes may use, e.g. 40,41,42 (-1 = drums)\n"
     "  --threads N         threads for the matrix products (default 1)\n"
     "  --start-token ID    the token the session starts from (default: the model's BOS)\n"
-    "  --tempo BPM         tempo of the MIDI file and of --midi-out, 1..1000 (default 120)\n"
+    "  --tempo BPM         tempo of the MIDI file and of --midi-out, %.6g..%g (the range a MIDI\n"
+    "                      file holds; default 120)\n"
     "  --out FILE.mid      write a standard MIDI file (type 1, one track per program)\n"
     "  --midi-out PATH     play the notes in real time as MIDI 1.0 bytes to a serial port, a MIDI\n"
     "                      device (e.g. /dev/snd/midiC1D0) or any file, while generating\n"
@@ -60,6 +66,52 @@ constexpr const char* kUsage =
 struct UsageError {
     std::string message;
 };
+
+void print_usage() {
+    const sage_sampling d = sage_sampling_default();
+    std::printf(kUsage, static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
+                static_cast<double>(d.min_p), SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM);
+}
+
+// The options that take a value, and the switches: parse_args refuses any other.
+constexpr const char* kValueOptions[] = {"--model", "--tokens",      "--bars",    "--max-tokens",
+                                         "--seed",  "--temperature", "--top-k",   "--top-p",
+                                         "--min-p", "--programs",    "--threads", "--start-token",
+                                         "--tempo", "--out",         "--midi-out"};
+constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
+
+bool takes_value(const std::string& flag) {
+    for (const char* option : kValueOptions)
+        if (flag == option) return true;
+    return false;
+}
+
+std::string option_list() {
+    std::string list;
+    for (const char* option : kValueOptions) list += std::string(list.empty() ? "" : ", ") + option;
+    for (const char* option : kSwitches) list += std::string(", ") + option;
+    return list;
+}
+
+// Refuses, before any work, a path that cannot be written: a directory, a missing directory, no
+// permission. `what` names the option.
+void check_writable(const std::string& what, const std::string& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) throw UsageError{what + " " + path + " is a directory"};
+        if (::access(path.c_str(), W_OK) != 0)
+            throw UsageError{what + " " + path + ": " + std::strerror(errno)};
+        return;
+    }
+    const size_t slash = path.find_last_of('/');
+    const std::string directory =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    if (::stat(directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw UsageError{what + " " + path + ": directory " + directory + " does not exist"};
+    if (::access(directory.c_str(), W_OK) != 0)
+        throw UsageError{what + " " + path + ": cannot create a file in " + directory + ": " +
+                         std::strerror(errno)};
+}
 
 struct Options {
     std::string model;
@@ -142,10 +194,11 @@ Options parse_args(int argc, char** argv) {
             o.info = true;
             continue;
         }
-        if (i + 1 >= argc)
-            throw UsageError{flag.rfind("--", 0) == 0 && flag.size() > 2
-                                 ? flag + " needs a value"
-                                 : "unexpected argument '" + flag + "'"};
+        if (flag.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + flag + "'"};
+        if (!takes_value(flag))
+            throw UsageError{"unknown option '" + flag + "'; the options are " + option_list() +
+                             " (see --help)"};
+        if (i + 1 >= argc) throw UsageError{flag + " needs a value"};
         const char* value = argv[++i];
         if (flag == "--model") {
             o.model = value;
@@ -160,19 +213,25 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--seed") {
             o.seed = parse_uint(flag, value, UINT64_MAX);
         } else if (flag == "--temperature") {
-            o.sampling.temperature = static_cast<float>(parse_number(flag, value));
-            if (!(o.sampling.temperature >= 0) || o.sampling.temperature > 1e6f)
-                throw UsageError{"--temperature must be >= 0"};
+            // The engine divides the logits by any finite float >= 0 (sampler.h); the largest
+            // float is the only upper bound.
+            const double temperature = parse_number(flag, value);
+            if (!(temperature >= 0 && temperature <= FLT_MAX))
+                throw UsageError{
+                    "--temperature must be in 0..3.4e38 (a finite float; 0 = greedy), "
+                    "got '" +
+                    std::string(value) + "'"};
+            o.sampling.temperature = static_cast<float>(temperature);
         } else if (flag == "--top-k") {
             o.sampling.top_k = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--top-p") {
             o.sampling.top_p = static_cast<float>(parse_number(flag, value));
             if (!(o.sampling.top_p > 0 && o.sampling.top_p <= 1))
-                throw UsageError{"--top-p must be in (0, 1]"};
+                throw UsageError{"--top-p must be in (0, 1], got '" + std::string(value) + "'"};
         } else if (flag == "--min-p") {
             o.sampling.min_p = static_cast<float>(parse_number(flag, value));
             if (!(o.sampling.min_p >= 0 && o.sampling.min_p < 1))
-                throw UsageError{"--min-p must be in [0, 1)"};
+                throw UsageError{"--min-p must be in [0, 1), got '" + std::string(value) + "'"};
         } else if (flag == "--programs") {
             o.programs = parse_programs(value);
         } else if (flag == "--threads") {
@@ -182,17 +241,22 @@ Options parse_args(int argc, char** argv) {
             o.start_token = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--tempo") {
             o.tempo_bpm = parse_number(flag, value);
-            if (!(o.tempo_bpm >= 1 && o.tempo_bpm <= 1000))
-                throw UsageError{"--tempo must be in 1..1000 beats per minute"};
+            if (!(o.tempo_bpm >= SAGE_TEMPO_MIN_BPM && o.tempo_bpm <= SAGE_TEMPO_MAX_BPM)) {
+                char range[64];
+                std::snprintf(range, sizeof range, "%.6g..%g", SAGE_TEMPO_MIN_BPM,
+                              SAGE_TEMPO_MAX_BPM);
+                throw UsageError{"--tempo must be in " + std::string(range) +
+                                 " beats per minute (the range a MIDI file holds), got '" +
+                                 std::string(value) + "'"};
+            }
         } else if (flag == "--out") {
             o.out = value;
-        } else if (flag == "--midi-out") {
+        } else {  // --midi-out, the last of kValueOptions
             o.midi_out = value;
-        } else {
-            throw UsageError{"unknown option '" + flag + "' (see --help)"};
         }
     }
     if (o.model.empty()) throw UsageError{"--model FILE is required (see --help)"};
+    if (!o.out.empty()) check_writable("--out", o.out);
     if (tokens_given && o.bars > 0) throw UsageError{"give --tokens or --bars, not both"};
     if (o.bars > 0 && o.max_tokens == 0) o.max_tokens = 4096 * o.bars;
     if (o.out.empty() && o.midi_out.empty()) o.events = true;
@@ -639,7 +703,7 @@ int main(int argc, char** argv) {
     try {
         const Options options = parse_args(argc, argv);
         if (options.help) {
-            std::fputs(kUsage, stdout);
+            print_usage();
             return 0;
         }
         return run(options);

@@ -40,6 +40,14 @@ double chi_square(const std::vector<int>& counts, const std::vector<double>& pro
     return chi2;
 }
 
+// No filter (the default top_p is 0.95): draws follow the softmax itself.
+SamplingParams unfiltered(float temperature = 1.0f) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.top_p = 1.0f;
+    return p;
+}
+
 }  // namespace
 
 TEST(pcg32_matches_reference_implementation) {
@@ -62,8 +70,7 @@ TEST(fixed_seed_gives_fixed_sequence) {
     // Golden tokens: any change to the RNG, the softmax or the draw changes them, on any machine.
     const std::vector<float> logits = {0.5f, 1.5f, -0.25f, 2.0f, 1.0f, 0.0f, 1.75f, -1.0f};
     Sampler sampler(8, 1234);
-    SamplingParams params;
-    params.temperature = 0.9f;
+    const SamplingParams params = unfiltered(0.9f);  // the golden tokens were drawn unfiltered
     std::vector<int> tokens;
     for (int i = 0; i < 24; ++i) tokens.push_back(sampler.sample(logits.data(), nullptr, params));
     const std::vector<int> golden = {3, 4, 3, 1, 6, 3, 3, 1, 6, 1, 1, 1,
@@ -164,11 +171,10 @@ TEST(draws_follow_the_softmax) {
     Sampler sampler(4, 2024);
     const int draws = 40000;
     // Chi-square with 3 degrees of freedom: 16.27 is its 0.999 quantile.
-    CHECK(chi_square(histogram(sampler, logits, SamplingParams{}, draws), probs, draws) < 16.27);
+    CHECK(chi_square(histogram(sampler, logits, unfiltered(), draws), probs, draws) < 16.27);
 
     // Temperature 2 flattens: softmax(log p / 2) is proportional to sqrt(p).
-    SamplingParams hot;
-    hot.temperature = 2.0f;
+    const SamplingParams hot = unfiltered(2.0f);
     std::vector<double> flat;
     double total = 0;
     for (double p : probs) total += std::sqrt(p);

@@ -102,6 +102,13 @@ typedef struct sage_sampling {
     float min_p;       /* in [0, 1); 0 = off */
 } sage_sampling;
 
+/* The tempos, in quarter notes per minute, that sage-edge writes and plays. A MIDI file stores a
+ * tempo as a 24-bit count of microseconds per quarter note, so 60e6 / 0xFFFFFF = 3.5763 BPM is
+ * the slowest it can hold (below it the count wraps); 1000 BPM is the fastest sage-edge accepts.
+ * Every front end (sage-edge-run, the Python Engine and CLI) checks tempos against these. */
+#define SAGE_TEMPO_MIN_BPM (60e6 / 16777215.0)
+#define SAGE_TEMPO_MAX_BPM 1000.0
+
 typedef struct sage_memory {
     uint64_t weights_bytes;    /* the mapped model file */
     uint64_t activation_bytes; /* scratch buffers of the forward pass and the sampler */
@@ -134,7 +141,8 @@ const char* sage_kernel_name(void); /* the active kernel path, e.g. "avx512vnni"
 const char* sage_cpu_features(void);
 const char* sage_last_error(void); /* message of the calling thread's last failed call */
 const char* sage_status_string(sage_status status);
-sage_sampling sage_sampling_default(void); /* temperature 1, top_k 0, top_p 1, min_p 0 */
+/* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
+sage_sampling sage_sampling_default(void);
 sage_session_options sage_session_options_default(void); /* seed 0, threads 1 */
 
 /* Models: a validated, memory-mapped .sage file. */
