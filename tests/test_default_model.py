@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ from training.evaluate import piece_nll
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = DEFAULT_MODEL.with_suffix(".json")
 TEST_SPLIT = Path(__file__).parent / "data" / "corpus_test_split.npz"
+# SHA-256 of the tensor data (data_offset up to the checksum) of the file as trained and first
+# shipped (commit f205425, file SHA-256 e41d4ac0...). Recording the learned programs rewrote the
+# metadata only: the weights are these bytes.
+TENSOR_DATA_SHA256 = "71ed3d9d3e16e5dc2ecc04f227d8575402ecbfc8bcbe4c18b690921dbd1194fc"
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no default model is packaged")
 
@@ -34,6 +39,12 @@ def test_the_shipped_file_is_the_recorded_one(record):
     info = Engine().info
     assert info["attention"] == "askv" and info["quantization"] == "q8_0"
     assert info["horizons"] == record["horizons"]
+
+
+def test_the_shipped_tensors_are_the_trained_ones():
+    data = DEFAULT_MODEL.read_bytes()
+    (data_offset,) = struct.unpack_from("<Q", data, 16)
+    assert hashlib.sha256(data[data_offset:-4]).hexdigest() == TENSOR_DATA_SHA256
 
 
 def test_the_shipped_model_reaches_its_recorded_test_perplexity(record):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sage_edge import format as sage_format
+from sage_edge.errors import UnplayedProgramsError
 from sage_edge.tokenizer import KIND_BAR, KIND_PITCH, KIND_PITCH_DRUM, Tokenizer
 from training import metrics, music_theory
 
@@ -305,7 +306,11 @@ def program_adherence(engine, options: MusicOptions, seed: int, sampling: dict) 
     for family, program in music_theory.ADHERENCE_FAMILIES.items():
         played = 0
         for s in range(options.adherence_seeds):
-            notes = generated_notes(engine, options.adherence_bars, seed + s, sampling, [program])
+            bars = options.adherence_bars
+            try:
+                notes = generated_notes(engine, bars, seed + s, sampling, [program])
+            except UnplayedProgramsError:  # never learned, or silent in this generation
+                continue
             played += bool(np.any(notes.program == program))
         families[family] = {
             "program": program,
