@@ -542,6 +542,23 @@ class _Run:
         return [event._replace(time=event.time + self.offset) for event in events]
 
     def bars(self, progress=None) -> Iterator[list[NoteEvent]]:
+        """:meth:`_bars`, then an error if a requested program played no note (the model learned
+        it, but it stayed silent here)."""
+        silent = set(self.programs)
+        for events in self._bars(progress):
+            silent.difference_update(event.program for event in events)
+            yield events
+        learned = self.engine.learned_programs
+        if silent and learned is not None:
+            raise UnplayedProgramsError(
+                f"the model played no notes for {_names(silent)} in {self.bars_asked} bar(s) "
+                f"(seed {self.session.seed}): try another seed, more bars or fewer programs; "
+                f"it learned {learned_programs_text(learned)}",
+                sorted(silent),
+                learned,
+            )
+
+    def _bars(self, progress=None) -> Iterator[list[NoteEvent]]:
         """Generates bar by bar, yielding the notes completed in each new bar, placed in the music.
 
         Counts notated bars (:meth:`_notation`): it stops at the Bar that would open bar

@@ -210,6 +210,20 @@ int32_t sage_model_find_kind(const sage_model* model, uint32_t kind) {
     return -1;
 }
 
+sage_status sage_model_get_learned_programs(const sage_model* model, int32_t* programs,
+                                            uint64_t* notes, size_t n, size_t* count) {
+    return guarded([&] {
+        require(model, "model");
+        require(count, "count");
+        const auto& learned = model->model->learned_programs;
+        *count = learned.size();
+        for (size_t i = 0; i < n && i < learned.size(); ++i) {
+            if (programs) programs[i] = learned[i].program;
+            if (notes) notes[i] = learned[i].notes;
+        }
+    });
+}
+
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
                                 sage_session** out) {
     return guarded([&] {
