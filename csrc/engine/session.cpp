@@ -73,7 +73,10 @@ struct MatmulTask {
     }
 };
 
-// Below this many weights a product is not worth waking other threads for.
+// Below this many multiply-adds a product is not worth waking other threads for. A decode step's
+// products (one token) never are: waking the pool for each of them made a step about twice as
+// slow on every model width measured (benchmarks/threads.py, docs/results.md), so only prefill
+// blocks are split across threads.
 constexpr int64_t kMinParallelWeights = 1 << 15;
 
 }  // namespace
@@ -353,7 +356,7 @@ void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {
 void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
                      const BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride) {
     MatmulTask task{&kernels_, &w, first_row, rows, x, xq, count, y, y_stride, 1};
-    if (pool_.size() > 1 && rows * w.cols * count >= kMinParallelWeights) {
+    if (pool_.size() > 1 && count > 1 && rows * w.cols * count >= kMinParallelWeights) {
         task.n_threads = pool_.size();
         pool_.run(&MatmulTask::run, &task);
     } else {

@@ -63,9 +63,7 @@ struct Avx2 {
         return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
     }
 
-    // matmul_q8_0: |x| times w with the sign of x, as in matvec_q8_0; no offset to remove.
-    static constexpr int kGemmOffset = 0;
-    static __m256i gemm_x(__m256i x) { return x; }
+    // matmul_q8_0: |x| times w with the sign of x, as in matvec_q8_0.
     static __m256i gemm_dot(__m256i acc, __m256i w, __m256i x) {
         return _mm256_add_epi32(acc, u8s8(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x)));
     }

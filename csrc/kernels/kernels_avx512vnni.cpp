@@ -37,19 +37,141 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
     }
 }
 
+// matmul_q8_0 on 512-bit vectors: the shared 8-row algorithm of kernels_x86_impl.h with panels of
+// 16 rows (two transposed 8-row halves per vector) and up to 8 tokens per packed vector. One row
+// per lane, blocks in order: matvec_q8_0's arithmetic, bit for bit.
+constexpr int kWideRows = 16;
+constexpr int kWideTokens = 8;
+
+struct WideBlock {
+    __m512i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
+    __m512i correction;         // 128 * (sum of row i's q), lane i
+    __m512 scale;               // row i's block scale, lane i
+};
+
+void pack_wide_panel(const BlockQ8_0* const* wr, int64_t b0, int64_t n_blocks, WideBlock* out) {
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m256i lo[8], hi[8], t[8];
+        for (int i = 0; i < 8; ++i) t[i] = load32(wr[i][b0 + b].q);
+        transpose8x8_epi32(t, lo);
+        for (int i = 0; i < 8; ++i) t[i] = load32(wr[8 + i][b0 + b].q);
+        transpose8x8_epi32(t, hi);
+        WideBlock& p = out[b];
+        p.correction = _mm512_setzero_si512();
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            p.q[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[k]), hi[k], 1);
+            p.correction = _mm512_dpbusd_epi32(p.correction, offset, p.q[k]);
+        }
+        float scales[kWideRows];
+        for (int i = 0; i < kWideRows; ++i) scales[i] = wr[i][b0 + b].scale;
+        p.scale = _mm512_loadu_ps(scales);
+    }
+}
+
+template <int NT>
+inline void wide_panel_tokens(const WideBlock* panel, int64_t n_blocks, const int8_t* x,
+                              int64_t x_stride, const float* const* xs, __m512* acc) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const WideBlock& p = panel[b];
+        __m512i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+        const int8_t* xb = x + b * kBlockSize;
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            for (int t = 0; t < NT; ++t) {
+                int32_t four;
+                std::memcpy(&four, xb + t * x_stride + 4 * k, sizeof four);
+                isum[t] = _mm512_dpbusd_epi32(isum[t], _mm512_set1_epi32(four), p.q[k]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            const __m512 s = _mm512_mul_ps(p.scale, _mm512_set1_ps(xs[t][b]));
+            const __m512i exact = _mm512_sub_epi32(isum[t], p.correction);
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(s, _mm512_cvtepi32_ps(exact)));
+        }
+    }
+}
+
+void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                      int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    if (nb == 0) {  // no columns: every sum is the accumulator's 0
+        for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
+        return;
+    }
+    alignas(64) int8_t xbytes[kTokenChunk * kPanelBlocks * kBlockSize];
+    float xscale[kTokenChunk][kPanelBlocks];
+    WideBlock panel[kPanelBlocks];
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // x + 128 as u8
+    for (int64_t b0 = 0; b0 < nb; b0 += kPanelBlocks) {
+        const int64_t n_blocks = nb - b0 < kPanelBlocks ? nb - b0 : kPanelBlocks;
+        const int64_t x_stride = n_blocks * kBlockSize;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
+            const int64_t n_tokens = tokens - t0 < kTokenChunk ? tokens - t0 : kTokenChunk;
+            for (int64_t t = 0; t < n_tokens; ++t) {
+                for (int64_t b = 0; b < n_blocks; ++b) {
+                    const BlockQ8_0& blk = x[(t0 + t) * nb + b0 + b];
+                    _mm256_storeu_si256(
+                        reinterpret_cast<__m256i*>(xbytes + t * x_stride + b * kBlockSize),
+                        _mm256_xor_si256(load32(blk.q), flip));
+                    xscale[t][b] = blk.scale;
+                }
+            }
+            for (int64_t r = 0; r < rows; r += kWideRows) {
+                const BlockQ8_0* wr[kWideRows];
+                for (int i = 0; i < kWideRows; ++i)
+                    wr[i] = w + (r + i < rows ? r + i : rows - 1) * nb;
+                pack_wide_panel(wr, b0, n_blocks, panel);
+                const __mmask16 live =
+                    rows - r >= kWideRows ? __mmask16(0xFFFF) : __mmask16((1u << (rows - r)) - 1);
+                for (int64_t t = 0; t < n_tokens; t += kWideTokens) {
+                    const int nt = n_tokens - t < kWideTokens ? int(n_tokens - t) : kWideTokens;
+                    __m512 acc[kWideTokens];
+                    float* yt[kWideTokens];
+                    const float* xs[kWideTokens];
+                    for (int i = 0; i < nt; ++i) {
+                        yt[i] = y + (t0 + t + i) * y_stride + r;
+                        xs[i] = xscale[t + i];
+                        acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
+                    }
+                    const int8_t* xt = xbytes + t * x_stride;
+                    switch (nt) {
+                        case 8:
+                            wide_panel_tokens<8>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 7:
+                            wide_panel_tokens<7>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 6:
+                            wide_panel_tokens<6>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 5:
+                            wide_panel_tokens<5>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 4:
+                            wide_panel_tokens<4>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 3:
+                            wide_panel_tokens<3>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        case 2:
+                            wide_panel_tokens<2>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                        default:
+                            wide_panel_tokens<1>(panel, n_blocks, xt, x_stride, xs, acc);
+                            break;
+                    }
+                    for (int i = 0; i < nt; ++i) _mm512_mask_storeu_ps(yt[i], live, acc[i]);
+                }
+            }
+        }
+    }
+}
+
 struct Avx512Vnni {
     static __m256i u8s8(__m256i u, __m256i s) {
         return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-    }
-
-    // matmul_q8_0: x + 128 (flipping the sign bit) is the unsigned operand of vpdpbusd, so one
-    // instruction takes 32 products; 128 * sum(w) comes off each block sum.
-    static constexpr int kGemmOffset = 128;
-    static __m256i gemm_x(__m256i x) {
-        return _mm256_xor_si256(x, _mm256_set1_epi8(static_cast<char>(0x80)));
-    }
-    static __m256i gemm_dot(__m256i acc, __m256i w, __m256i x) {
-        return _mm256_dpbusd_epi32(acc, x, w);
     }
 
     // One zmm is exactly the 16 canonical lanes.
@@ -87,7 +209,7 @@ const KernelTable kAvx512VnniTable = {
     matvec_q8_0<Avx512Vnni>,
     matvec_q4<Avx512Vnni>,
     matvec_f32<Avx512Vnni>,
-    matmul_q8_0<Avx512Vnni>,
+    matmul_q8_0_wide,
     swiglu,
     attend_group,
 };

@@ -5,7 +5,7 @@
 //   template <int R>                                  // y[0..R) for R consecutive rows of w, in
 //   static void Isa::matvec_f32_rows(const float* w, const float* x, float* y, int64_t cols);
 //                                                     // the canonical 16-lane order
-//   gemm_x, gemm_dot, kGemmOffset                     // matmul_q8_0's dot (see there)
+//   static __m256i Isa::gemm_dot(__m256i acc, __m256i w, __m256i x);  // matmul_q8_0's dot
 //
 // Each of those files includes this header and instantiates the templates with its own struct, so
 // everything here is compiled with that file's flags (and internal linkage): it must use nothing
@@ -159,19 +159,16 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
 // A block of tokens against panels of kRows weight rows, one row per lane as in matvec_q8_0. Each
 // panel is repacked once for kTokenChunk tokens so that vector k of a block holds bytes 4k .. 4k+3
 // of each of its rows: a broadcast of four bytes of a token's x then meets all the rows in one dot
-// (Isa::gemm_dot), each lane sums its row's block exactly, and no horizontal sum is needed. The
-// f32 accumulation is matvec_q8_0's, block by block, so the results are the same bits.
-//
-// Isa supplies: gemm_x(v) (a token's bytes as gemm_dot takes them), gemm_dot(acc, w, x) (acc +
-// the four-byte dots of the packed weights w with x, one int32 per row), and kGemmOffset: the
-// dots compute sum (x + kGemmOffset) * w, so kGemmOffset * sum(w) is subtracted per block.
+// (Isa::gemm_dot(acc, w, x): acc + the four-byte dots of the packed weights w with x, one int32
+// per row), each lane sums its row's block exactly, and no horizontal sum is needed. The f32
+// accumulation is matvec_q8_0's, block by block, so the results are the same bits. (AVX-512 VNNI
+// runs the same algorithm on 16-row panels, kernels_avx512vnni.cpp.)
 constexpr int kPanelBlocks = 32;  // column blocks of a panel packed at once (1 024 columns)
 constexpr int kTokenChunk = 16;   // tokens whose x is prepared at once (16 KB on the stack)
 constexpr int kTokenGroup = 4;    // tokens computed together against one packed vector
 
 struct PackedBlock {
     __m256i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
-    __m256i correction;         // kGemmOffset * (sum of row i's q), lane i
     __m256 scale;               // row i's block scale, lane i
 };
 
@@ -194,18 +191,12 @@ inline void transpose8x8_epi32(const __m256i* in, __m256i* out) {
     }
 }
 
-template <typename Isa>
-void pack_panel(const BlockQ8_0* const* wr, int64_t b0, int64_t n_blocks, PackedBlock* out) {
-    const __m256i offset = _mm256_set1_epi8(static_cast<char>(Isa::kGemmOffset));
+inline void pack_panel(const BlockQ8_0* const* wr, int64_t b0, int64_t n_blocks, PackedBlock* out) {
     for (int64_t b = 0; b < n_blocks; ++b) {
         __m256i rows[kRows];
         for (int i = 0; i < kRows; ++i) rows[i] = load32(wr[i][b0 + b].q);
         PackedBlock& p = out[b];
         transpose8x8_epi32(rows, p.q);
-        p.correction = _mm256_setzero_si256();
-        if (Isa::kGemmOffset != 0)
-            for (int k = 0; k < kBlockSize / 4; ++k)
-                p.correction = Isa::gemm_dot(p.correction, p.q[k], offset);
         p.scale = _mm256_setr_ps(wr[0][b0 + b].scale, wr[1][b0 + b].scale, wr[2][b0 + b].scale,
                                  wr[3][b0 + b].scale, wr[4][b0 + b].scale, wr[5][b0 + b].scale,
                                  wr[6][b0 + b].scale, wr[7][b0 + b].scale);
@@ -231,8 +222,7 @@ inline void panel_tokens(const PackedBlock* panel, int64_t n_blocks, const int8_
         }
         for (int t = 0; t < NT; ++t) {
             const __m256 s = _mm256_mul_ps(p.scale, _mm256_set1_ps(xs[t][b]));
-            const __m256i exact = _mm256_sub_epi32(isum[t], p.correction);
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(s, _mm256_cvtepi32_ps(exact)));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(s, _mm256_cvtepi32_ps(isum[t])));
         }
     }
 }
@@ -259,14 +249,14 @@ void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
                     const BlockQ8_0& blk = x[(t0 + t) * nb + b0 + b];
                     _mm256_storeu_si256(
                         reinterpret_cast<__m256i*>(xbytes + t * x_stride + b * kBlockSize),
-                        Isa::gemm_x(load32(blk.q)));
+                        load32(blk.q));
                     xscale[t][b] = blk.scale;
                 }
             }
             for (int64_t r = 0; r < rows; r += kRows) {
                 const BlockQ8_0* wr[kRows];
                 group_rows(w, nb, r, rows, wr);
-                pack_panel<Isa>(wr, b0, n_blocks, panel);
+                pack_panel(wr, b0, n_blocks, panel);
                 for (int64_t t = 0; t < n_tokens; t += kTokenGroup) {
                     const int nt = n_tokens - t < kTokenGroup ? int(n_tokens - t) : kTokenGroup;
                     __m256 acc[kTokenGroup];

@@ -109,6 +109,13 @@ TEST(prefill_equals_token_by_token_past_every_horizon) {
         CHECK_EQ(mismatched, size_t{0});
         CHECK(finite);
 
+        // A block split across two threads: the same bits.
+        sage_session* threaded = new_session(model, 0, 2);
+        std::vector<float> all_threaded(n * V);
+        CHECK_EQ(sage_session_feed(threaded, tokens.data(), n, all_threaded.data(), 1), SAGE_OK);
+        CHECK(std::memcmp(all_threaded.data(), all.data(), all.size() * sizeof(float)) == 0);
+        sage_session_free(threaded);
+
         // Last-token-only logits of a block equal the last row of all_logits.
         sage_session_reset(block);
         CHECK_EQ(sage_session_feed(block, tokens.data(), n, logits.data(), 0), SAGE_OK);
