@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,137 @@ def test_stats(prepared, capsys):
     assert 3.5 < s["train"]["tokens_per_note"] < 6
     assert data.main(["stats", "--data", str(out)]) == 0
     assert "train" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# The music21 collections beyond the chorales and quartets: terms, folk tunes, dynamics
+
+
+def _corpus_file(relative: str):
+    return data._music21_corpus_dir() / relative
+
+
+def test_every_music21_collection_has_recorded_terms():
+    folders = {p.name for p in data._music21_corpus_dir().iterdir() if p.is_dir()} - {
+        "__pycache__",
+        "_metadataCache",
+    }
+    taken = {c.folder for c in data.COLLECTIONS.values()}
+    assert folders == taken | set(data.EXCLUDED_COLLECTIONS), folders ^ (
+        taken | set(data.EXCLUDED_COLLECTIONS)
+    )
+    assert not taken & set(data.EXCLUDED_COLLECTIONS)
+    for c in data.COLLECTIONS.values():
+        assert c.terms and c.source and c.kind in ("vocal", "quartet", "scored", "folk")
+
+
+def test_rights_lines_decide_per_file():
+    lead, skipped = data.collection_pieces("leadsheet")
+    assert [p.id for p in lead] == ["leadsheet/fosterBrownHair"]  # "Public Domain" is no bar
+    assert any("All Rights Reserved" in s["reason"] for s in skipped)
+    weber, _ = data.collection_pieces("weber")  # "Released to Public Domain in 1998"
+    assert len(weber) == 1
+
+
+def test_a_file_of_abc_tunes_gives_one_piece_per_tune():
+    pieces, _ = data.collection_pieces("oneills_1850")
+    first = [p for p in pieces if p.source.endswith("0001-0050.abc")]
+    assert [p.tune for p in first] == list(range(1, 51))
+    assert first[1].id == "oneills_1850/0001-0050/2" and first[1].kind == "folk"
+    assert len({p.identity for p in pieces}) == len(pieces) > 1900
+
+
+def _tracks(path) -> dict[int, list]:
+    score = symusic.Score(str(path))
+    return {t.program: sorted((n.time, n.pitch) for n in t.notes) for t in score.tracks}
+
+
+def test_folk_tune_with_chord_symbols_is_realised_from_them(tmp_path):
+    # Nottingham "Little Czech Number" (X: 81): bar 1 is "Am", the pickup has no chord
+    out = tmp_path / "tune.mid"
+    data.tune_to_midi(str(_corpus_file("nottingham-dataset/reelsa-c.abc")), 81, "n/81", out)
+    melody_program, chord_program, bass_program = data.folk_programs("n/81")
+    tracks = _tracks(out)
+    assert set(tracks) == {melody_program, chord_program, bass_program}
+    tpq = symusic.Score(str(out)).ticks_per_quarter
+    bar_one = 4 * tpq  # the one-beat pickup is padded to a whole 4/4 bar
+    first_chord = {p % 12 for t, p in tracks[chord_program] if t == bar_one}
+    assert first_chord == {9, 0, 4}  # A minor
+    bass_time, bass_pitch = tracks[bass_program][0]
+    assert bass_time == bar_one and bass_pitch == 45  # A2, in the bass register
+    assert all(data.CHORD_REGISTER[0] <= p < data.CHORD_REGISTER[0] + 12 for _, p in
+               tracks[chord_program])  # fmt: skip
+    assert len(tracks[melody_program]) > 40
+
+
+def test_folk_tune_without_symbols_is_harmonised_diatonically(tmp_path):
+    import music21
+
+    source = _corpus_file("oneills1850/0001-0050.abc")
+    melody = music21.converter.parse(source, number=2).parts[0]  # "Fare You Well", D major
+    key = data.tune_key(melody)
+    assert (key.tonic.name, key.mode) == ("D", "major")
+    spans = data.harmonised_spans(melody, key)
+    d_major = {2, 4, 6, 7, 9, 11, 1}
+    assert all(set(s.pitch_classes) <= d_major for s in spans)
+    assert spans[-1].pitch_classes[0] == 2  # ends on the tonic
+    # the chord holds the melody's note on the span's first beat most of the time
+    notes = melody.stripTies().flatten().notes
+    held = [
+        any(p.pitchClass in s.pitch_classes for p in n.pitches)
+        for s in spans
+        for n in notes
+        if abs(float(n.offset) - s.start) < 1e-6
+    ]
+    assert len(held) > 10 and sum(held) / len(held) > 0.8
+    out = tmp_path / "tune.mid"
+    data.tune_to_midi(str(source), 2, "oneills_1850/0001-0050/2", out)
+    assert len(_tracks(out)) == 3
+
+
+def test_dynamics_marks_become_velocities(tmp_path):
+    import music21
+
+    source = _corpus_file("handel/rinaldo/Lascia_chio_pianga.mxl")
+    score = music21.converter.parse(source)
+    piano = data.Dynamics(score, score.parts[1])  # marks f (20), f (27), fp (28), p (48), ...
+    assert piano.level(0.0) == data.DEFAULT_VELOCITY
+    assert piano.level(21.0) == data.DYNAMIC_VELOCITY["f"]
+    assert piano.level(30.0) == data.DYNAMIC_VELOCITY["p"]  # fp: the level after it is p
+    at_fp = next(n for n in score.parts[1].flatten().notes if float(n.offset) == 28.0)
+    assert piano.velocity(at_fp) == data.DYNAMIC_VELOCITY["p"] + 2 * data.ACCENT_STEP
+    # a diminuendo in the left hand (88 .. 89) ramps down from the level where it starts
+    left = data.Dynamics(score, score.parts[2])
+    ramp = next(r for r in left.ramps if r[0] == 88.0)
+    assert ramp[3] < ramp[2] and left.level(88.0) == ramp[2] > left.level(88.5) > ramp[3]
+    out = tmp_path / "lascia.mid"
+    data.score_to_midi(str(source), "scored", out)
+    velocities = {n.velocity for t in symusic.Score(str(out)).tracks for n in t.notes}
+    assert {47, 79, 95} <= velocities
+
+
+def test_scored_programs_follow_the_instruments():
+    import music21
+
+    quartet = music21.converter.parse(_corpus_file("schumann_robert/opus41no1/movement1.mxl"))
+    assert data.scored_programs(list(quartet.parts)) == [40, 110, 41, 42]
+    song = music21.converter.parse(_corpus_file("handel/rinaldo/Lascia_chio_pianga.mxl"))
+    assert data.scored_programs(list(song.parts)) == [52, 0, 0]  # both staves: one piano
+
+
+def test_the_held_out_pieces_stay_in_the_test_split(tmp_path):
+    split_file = Path(__file__).parent / "data" / "corpus_test_split.npz"
+    with np.load(split_file) as z:
+        held_out = set(z.files)
+    found = {}
+    for name in data.DEFAULT_COLLECTIONS:
+        pieces, _ = data.collection_pieces(name)
+        found |= {p.id: p for p in pieces if p.id in held_out}
+    assert set(found) == held_out
+    by_content = [p for p in found.values() if data.split_of(p.identity) != "test"]
+    # only a copy whose notes equal another held-out piece's (it joins that identity's split)
+    assert [p.id for p in by_content] == ["trecento/PMFC_12_4-Gloria Rvat 1419_bak"]
+    twin = found["trecento/PMFC_12_4-Gloria Rvat 1419"]
+    records = [data.convert_piece(p, str(tmp_path)) for p in (by_content[0], twin)]
+    data.assign_splits(records, tmp_path)
+    assert [r["split"] for r in records] == ["test", "test"]

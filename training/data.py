@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import symusic
 
 from sage_edge.errors import MidiInputError
 from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, Tokenizer, load_score
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: dynamics read into velocities, folk tunes; older caches are rebuilt
 TRANSPOSE_RANGE = (-5, 6)  # semitones, inclusive, for augmentation
 
 # General MIDI programs per voice, top part first. miditok merges tracks that share a program, so
@@ -39,6 +40,30 @@ VOCAL_PROGRAMS = (52, 53, 54, 48, 49, 50, 51)  # Choir Aahs, Voice Oohs, Synth V
 VOCAL_BASS = 42  # Cello carries the bass line
 QUARTET_PROGRAMS = (40, 110, 41)  # Violin I = Violin, Violin II = Fiddle, Viola
 QUARTET_BASS = 42  # Cello
+# A second part of one instrument in a score: violin → fiddle, flute → piccolo, clarinet → oboe,
+# trumpet → muted trumpet, choir → voice oohs → synth voice.
+SECOND_CHAIR = {40: 110, 73: 72, 71: 68, 56: 59, 52: 53, 53: 54}
+KEYBOARD_PROGRAMS = range(0, 24)  # pianos, chromatic percussion, organs: staves share a track
+# Folk tunes (docs/data.md, "Folk tunes"): the melody, the chords and the bass each get one of
+# these, chosen by a hash of the piece id (batch-time program augmentation redraws them anyway).
+FOLK_MELODY_PROGRAMS = (40, 73, 21, 71, 22)  # violin, flute, accordion, clarinet, harmonica
+FOLK_CHORD_PROGRAMS = (0, 24, 25)  # acoustic grand piano, nylon guitar, steel guitar
+FOLK_BASS_PROGRAMS = (32, 33)  # acoustic bass, electric bass (finger)
+
+# Dynamics → MIDI velocity (docs/data.md, "Dynamics"): the centres of the tokenizer's 8 bins, so
+# each level is one Velocity token. Unmarked music plays at mf.
+DYNAMIC_VELOCITY = {
+    "pppp": 15, "ppp": 15, "pp": 31, "p": 47, "mp": 63,
+    "mf": 79, "f": 95, "ff": 111, "fff": 127, "ffff": 127,
+}  # fmt: skip
+DEFAULT_VELOCITY = DYNAMIC_VELOCITY["mf"]
+# Sudden dynamics accent the notes where they stand; the level after them is the second item.
+SUDDEN_DYNAMICS = {
+    "sf": None, "sfz": None, "sffz": None, "fz": None, "rf": None, "rfz": None,
+    "fp": "p", "sfp": "p", "sfpp": "pp",
+}  # fmt: skip
+ACCENT_STEP = 16  # one velocity bin: an accent mark (a marcato, or a sudden sf/fz: two)
+HAIRPIN_STEP = 32  # a hairpin with no dynamic after it ends two bins from where it began
 
 _TERMS_MUSIC21 = (
     "music21 corpus (BSD-licensed software); the encodings are distributed with the encoders' "
@@ -47,11 +72,18 @@ _TERMS_MUSIC21 = (
 )
 
 
+_TERMS_FOLK = (
+    "music21 corpus (license.txt: distributed with the encoders' permission); tunes printed "
+    "in the 18th-19th centuries, in the public domain; ABC transcriptions carry the transcriber's "
+    "name (Z:) and no rights statement or use restriction"
+)
+
+
 @dataclass(frozen=True)
 class Collection:
     name: str
     folder: str  # under music21/corpus
-    kind: str  # "vocal" or "quartet"
+    kind: str  # "vocal", "quartet", "scored" (programs from the parts' instruments) or "folk"
     source: str
     terms: str
     exclude: tuple[str, ...] = ()  # file stems left out (not part of the repertory)
@@ -104,6 +136,85 @@ COLLECTIONS = {
             "J. Haydn, string quartets (music21 corpus haydn/)",
             _TERMS_MUSIC21,
         ),
+        # Songs and keyboard music: each part keeps its own instrument (a piano's staves share
+        # one keyboard track), so the model meets the piano in tonal music.
+        *(
+            Collection(name, name, kind, source, _TERMS_MUSIC21 + extra_terms)
+            for name, kind, source, extra_terms in (
+                ("joplin", "scored", "S. Joplin, Maple Leaf Rag (1899), piano", ""),
+                ("handel", "scored", "G.F. Handel, Lascia ch'io pianga, voice and keyboard", ""),
+                ("schubert", "scored", "F. Schubert, Der Lindenbaum, voice and piano", ""),
+                ("schumann_robert", "scored", "R. Schumann, quartet op. 41 no. 1, songs", ""),
+                ("schumann_clara", "scored", "C. Schumann, polonaises op. 1 and a trio", ""),
+                ("chopin", "scored", "F. Chopin, mazurka op. 6 no. 2 (Humdrum)", ""),
+                ("cpebach", "scored", "C.P.E. Bach, keyboard sonata H. 186", ""),
+                ("johnson_j_r", "scored", "J.R. Johnson, Lift Every Voice and Sing (1900)", ""),
+                ("liliuokalani", "scored", "Liliʻuokalani, Aloha ʻOe (1878), voices, piano", ""),
+                ("verdi", "scored", "G. Verdi, La donna è mobile, voice and piano", ""),
+                ("weber", "scored", "C.M. von Weber, Concertino for clarinet", ""),
+                ("lusitano", "vocal", "V. Lusitano, motet Allor che ignuda (three voices)", ""),
+                (
+                    "schoenberg",
+                    "scored",
+                    "A. Schoenberg, Six Little Piano Pieces op. 19 (1911)",
+                    "; published 1913: public domain in the US, and in the EU since 2022 "
+                    "(Schoenberg died 1951)",
+                ),
+                (
+                    "webern",
+                    "scored",
+                    "A. Webern, Dormi Jesu op. 16 no. 2 (1924), voice, clarinet, bass clarinet",
+                    "; published 1928: public domain in the US since 2024, and in the EU "
+                    "since 2016 (Webern died 1945)",
+                ),
+            )
+        ),
+        # Monophonic folk tunes, realised as melody + chords + bass (docs/data.md, "Folk tunes").
+        Collection(
+            "nottingham",
+            "nottingham-dataset",
+            "folk",
+            "Nottingham Music Database, the sample music21 ships (2 tunes with chord symbols)",
+            _TERMS_FOLK,
+        ),
+        Collection(
+            "leadsheet",
+            "leadSheet",
+            "folk",
+            "lead sheets: S. Foster, Jeanie with the Light Brown Hair (melody + chord symbols)",
+            _TERMS_MUSIC21 + "; files with a rights line other than 'Public Domain' are left out "
+            "(Berlin's Alexander's Ragtime Band: 'All Rights Reserved')",
+        ),
+        Collection(
+            "ryans_mammoth",
+            "ryansMammoth",
+            "folk",
+            "Ryan's Mammoth Collection (1883) of fiddle tunes, ABC (its quoted strings are "
+            "fingerings, not chords)",
+            _TERMS_FOLK,
+        ),
+        Collection(
+            "oneills_1850",
+            "oneills1850",
+            "folk",
+            "O'Neill's Music of Ireland (1903), 1850 airs and dance tunes, ABC by N. Paap",
+            _TERMS_FOLK,
+        ),
+        Collection(
+            "airds_airs",
+            "airdsAirs",
+            "folk",
+            "J. Aird, A Selection of Scotch, English, Irish and Foreign Airs (1778-1803), ABC by "
+            "J. Campin",
+            _TERMS_FOLK,
+        ),
+        Collection(
+            "misc_folk",
+            "miscFolk",
+            "folk",
+            "American fife music and Northumbrian Minstrelsy (1882), ABC by J. Campin",
+            _TERMS_FOLK + "; the multi-voice fife tunes are not monophonic and are left out",
+        ),
     )
 }
 DEFAULT_COLLECTIONS = tuple(COLLECTIONS)
@@ -114,9 +225,17 @@ EXCLUDED_COLLECTIONS = {
     "formats reserved' (embedded !!!YEM line)",
     "essenFolksong": "Essen folk songs: permission for non-commercial distribution and use only "
     "(essenFolksong/license.txt); also monophonic",
+    "josquin": "ABC encodings (c) 1999 Laura E. Conrad under the GNU GPL v2: copyleft terms we "
+    "do not extend to trained weights",
+    "beach": "engraving (c) 2017 M.S. Cuthbert under CC BY-SA (share-alike); embedded rights line",
+    "corelli": "encoding (c) 2014 under a Creative Commons licence; embedded rights line",
+    "ciconia": "(c) 2010 M.S. Cuthbert, CC BY-SA 3.0 (share-alike); embedded rights line",
+    "luca": "(c) 2010 M.S. Cuthbert, CC BY-SA 3.0 (share-alike); embedded rights line",
+    "demos": "music21's demonstration and test files (layout tests, a chord-symbol test file)",
+    "theoryExercises": "textbook exercises (a triad drill, a checker demo), not repertory",
 }
 
-_SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")
+_SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn", ".abc")
 _MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 
 
@@ -132,7 +251,8 @@ class Piece:
     collection: str
     source: str
     identity: str  # pieces sharing an identity share a split
-    kind: str  # "vocal", "quartet" or "midi"
+    kind: str  # a Collection's kind, or "midi"
+    tune: int = 0  # the tune's reference number (X:) in a file of ABC tunes; 0: the whole file
 
 
 def identity_of(collection: str, stem: str) -> str:
@@ -179,9 +299,15 @@ def embedded_rights(path: Path) -> str:
     rest = []
     for r in found:
         bare = re.sub(r"(?i)copyright|\(c\)|©|[\d\s.,]", "", r)
-        if bare:
+        if bare and not re.search(r"(?i)public domain", r):  # a public-domain notice is no bar
             rest.append(r.strip())
     return "; ".join(rest)
+
+
+def abc_tune_numbers(path: Path) -> list[int]:
+    """The reference numbers (``X:``) of the tunes in an ABC file, in file order, each once."""
+    numbers = re.findall(r"^X:\s*(\d+)", path.read_text("utf-8", errors="replace"), re.MULTILINE)
+    return list(dict.fromkeys(int(n) for n in numbers))
 
 
 def collection_pieces(name: str, corpus_dir: Path | None = None) -> tuple[list[Piece], list]:
@@ -213,7 +339,13 @@ def collection_pieces(name: str, corpus_dir: Path | None = None) -> tuple[list[P
             skipped.append({"source": str(p), "reason": f"embedded rights statement: {rights}"})
             continue
         stem = piece_id.split("/", 1)[1]
-        pieces.append(Piece(piece_id, name, str(p), identity_of(name, stem), coll.kind))
+        if p.suffix == ".abc":  # a file of tunes: one piece per tune
+            for number in abc_tune_numbers(p):
+                tune_id = f"{piece_id}/{number}"
+                identity = identity_of(name, f"{stem}/{number}")
+                pieces.append(Piece(tune_id, name, str(p), identity, coll.kind, number))
+        else:
+            pieces.append(Piece(piece_id, name, str(p), identity_of(name, stem), coll.kind))
     return pieces, skipped
 
 
@@ -245,43 +377,140 @@ def programs_for(kind: str, n_parts: int) -> list[int]:
     return [*upper[: n_parts - 1], bass]
 
 
-def score_to_midi(source: str, kind: str, out_path: Path, tpq: int = 480) -> None:
-    """Convert one notated score to a multi-track MIDI file, one track and program per part.
+def scored_programs(parts: list) -> list[int]:
+    """GM program of each part of a song or keyboard score, from the part's instrument.
 
-    Built from music21's notes directly (not music21's MIDI writer, which can add empty tracks
-    and channel games): ties merged, an anacrusis padded so bars line up with the notation,
-    time signatures and metronome marks of the score kept.
+    Keyboard parts (a piano's two staves) keep their keyboard program and so share one track;
+    any other part keeps its instrument's program unless an earlier part took it (two "Voice"
+    parts), then it gets the first free vocal program, so no two voices merge.
     """
-    import music21
-    import symusic
+    taken: set[int] = set()
+    programs = []
+    for part in parts:
+        instrument = part.getInstrument(returnDefault=False)
+        program = instrument.midiProgram if instrument is not None else None
+        names = f"{part.partName or ''} {instrument.instrumentName if instrument else ''}".lower()
+        if program is None and re.search(r"piano|keyboard|cembalo|harpsichord|organ", names):
+            program = 0
+        if program is not None and program in KEYBOARD_PROGRAMS:
+            programs.append(program)
+            continue
+        if program in taken and SECOND_CHAIR.get(program) not in taken | {None}:
+            program = SECOND_CHAIR[program]  # a second violin plays the fiddle program
+        if program is None or program in taken:
+            spare = [p for p in (*VOCAL_PROGRAMS, VOCAL_BASS) if p not in taken]
+            if not spare:
+                raise ValueError(f"{len(parts)} parts, more than the programs we assign")
+            program = spare[0]
+        taken.add(program)
+        programs.append(program)
+    return programs
 
-    score = music21.converter.parse(source)
-    parts = list(score.parts)
-    if kind == "quartet" and len(parts) != 4:
-        raise ValueError(f"{len(parts)} parts, not a string quartet")
-    programs = programs_for(kind, len(parts))
-    first_measure = parts[0].getElementsByClass("Measure").first() if parts else None
-    pad = float(first_measure.paddingLeft) if first_measure is not None else 0.0
 
-    def tick(q) -> int:
-        return round((float(q) + pad) * tpq)
+class Dynamics:
+    """The notated loudness of one part as MIDI velocities (docs/data.md, "Dynamics").
 
-    out = symusic.Score(tpq)
-    for part, program in zip(parts, programs, strict=True):
-        track = symusic.Track(part.partName or f"part{program}", program, False)
-        for n in part.stripTies().flatten().notes:
-            dur = tick(n.offset + n.quarterLength) - tick(n.offset)
-            if dur <= 0:  # grace notes
+    Dynamic marks set a level (``DYNAMIC_VELOCITY``) from where they stand; a hairpin ramps
+    linearly from the level at its start to the next mark after it (or two bins up or down when
+    none follows); sudden marks (sf, fz, fp, ...) and accent marks raise their notes.
+    """
+
+    def __init__(self, score, part):
+        from music21 import dynamics, stream
+
+        levels: list[tuple[float, int]] = []
+        self.sudden: set[float] = set()
+        for mark in part.flatten().getElementsByClass(dynamics.Dynamic):
+            value, offset = str(mark.value).strip(), float(mark.offset)
+            if value in SUDDEN_DYNAMICS:
+                self.sudden.add(offset)
+                value = SUDDEN_DYNAMICS[value]
+            if value in DYNAMIC_VELOCITY:
+                levels.append((offset, DYNAMIC_VELOCITY[value]))
+        levels.sort()
+        self.ramps: list[tuple[float, float, int, int]] = []
+        for wedge in score.spannerBundle.getByClass(dynamics.DynamicWedge):
+            first, last = wedge.getFirst(), wedge.getLast()
+            if first is None or first.getContextByClass(stream.Part) is not part:
                 continue
-            velocity = n.volume.velocity if n.volume.velocity else 80
-            for p in n.pitches:
-                track.notes.append(symusic.Note(tick(n.offset), dur, int(p.midi), int(velocity)))
-        if len(track.notes):
-            out.tracks.append(track)
-    if not parts:
-        raise ValueError("no parts")
-    flat0 = parts[0].flatten()
-    for ts in flat0.getElementsByClass("TimeSignature"):
+            start = float(first.getOffsetInHierarchy(part))
+            end = float(last.getOffsetInHierarchy(part) + last.quarterLength)
+            if end <= start:
+                continue
+            begin = self._level(levels, start)
+            after = [v for t, v in levels if start < t <= end + 4.0]  # the mark that answers it
+            step = HAIRPIN_STEP if isinstance(wedge, dynamics.Crescendo) else -HAIRPIN_STEP
+            target = after[0] if after else int(np.clip(begin + step, 1, 127))
+            if not after:  # the hairpin's end level holds until the next mark
+                levels.append((end, target))
+                levels.sort()
+            self.ramps.append((start, end, begin, target))
+        self.levels = levels
+
+    @staticmethod
+    def _level(levels: list[tuple[float, int]], offset: float) -> int:
+        level = DEFAULT_VELOCITY
+        for t, v in levels:
+            if t > offset + 1e-6:
+                break
+            level = v
+        return level
+
+    def level(self, offset: float) -> int:
+        """The velocity of an unaccented note starting at ``offset`` (quarters in the part)."""
+        for start, end, begin, target in self.ramps:
+            if start <= offset < end:
+                return round(begin + (target - begin) * (offset - start) / (end - start))
+        return self._level(self.levels, offset)
+
+    def velocity(self, note) -> int:
+        """The velocity of a note of this part: its level plus its accents, in 1..127."""
+        if note.volume.velocity:  # the encoding gives one: keep it
+            return int(note.volume.velocity)
+        offset = float(note.offset)
+        velocity = self.level(offset)
+        names = {type(a).__name__ for a in note.articulations}
+        if "StrongAccent" in names or any(abs(offset - t) < 1e-6 for t in self.sudden):
+            velocity += 2 * ACCENT_STEP
+        elif "Accent" in names:
+            velocity += ACCENT_STEP
+        return int(np.clip(velocity, 1, 127))
+
+
+def _parse_score(source: str, tune: int = 0):
+    import music21
+
+    if tune:  # one tune of a file of ABC tunes
+        return music21.converter.parse(source, number=tune)
+    return music21.converter.parse(source)
+
+
+def _anacrusis(parts: list) -> float:
+    """Quarters of silence before a pickup bar, so that bars line up with the notation."""
+    first_measure = parts[0].getElementsByClass("Measure").first() if parts else None
+    return float(first_measure.paddingLeft) if first_measure is not None else 0.0
+
+
+def _part_track(part, program: int, name: str, tick, dynamics: Dynamics) -> symusic.Track:
+    """One part's notes (ties merged, grace notes dropped) at their notated loudness."""
+    from music21 import harmony
+
+    track = symusic.Track(name, program, False)
+    for n in part.stripTies().flatten().notes:
+        if isinstance(n, harmony.Harmony):  # a chord symbol is not a note of the part
+            continue
+        duration = tick(n.offset + n.quarterLength) - tick(n.offset)
+        if duration <= 0:  # grace notes
+            continue
+        velocity = dynamics.velocity(n)
+        for p in n.pitches:
+            track.notes.append(symusic.Note(tick(n.offset), duration, int(p.midi), velocity))
+    return track
+
+
+def _meters_and_tempos(score, first_part, out: symusic.Score, tick) -> None:
+    """The score's time signatures (from its first part) and metronome marks (120 if none)."""
+    for ts in first_part.flatten().getElementsByClass("TimeSignature"):
         out.time_signatures.append(
             symusic.TimeSignature(tick(ts.offset), ts.numerator, ts.denominator)
         )
@@ -289,11 +518,218 @@ def score_to_midi(source: str, kind: str, out_path: Path, tpq: int = 480) -> Non
     for start, _end, mm in score.metronomeMarkBoundaries():
         bpm = mm.getQuarterBPM()
         if bpm and bpm > 0:
-            t = 0 if not seen_tempo else tick(start)
-            out.tempos.append(symusic.Tempo(t, float(bpm)))
+            out.tempos.append(symusic.Tempo(0 if not seen_tempo else tick(start), float(bpm)))
             seen_tempo = True
     if not seen_tempo:
         out.tempos.append(symusic.Tempo(0, 120.0))
+
+
+def score_to_midi(source: str, kind: str, out_path: Path, tpq: int = 480, tune: int = 0) -> None:
+    """Convert one notated score to a multi-track MIDI file, one track and program per part.
+
+    Built from music21's notes directly (not music21's MIDI writer, which can add empty tracks
+    and channel games): ties merged, an anacrusis padded so bars line up with the notation,
+    time signatures and metronome marks of the score kept, dynamics read into velocities.
+    """
+    score = _parse_score(source, tune)
+    parts = list(score.parts)
+    if not parts:
+        raise ValueError("no parts")
+    if kind == "quartet" and len(parts) != 4:
+        raise ValueError(f"{len(parts)} parts, not a string quartet")
+    programs = scored_programs(parts) if kind == "scored" else programs_for(kind, len(parts))
+    pad = _anacrusis(parts)
+
+    def tick(q) -> int:
+        return round((float(q) + pad) * tpq)
+
+    out = symusic.Score(tpq)
+    for part, program in zip(parts, programs, strict=True):
+        track = _part_track(part, program, part.partName or f"part{program}", tick,
+                            Dynamics(score, part))  # fmt: skip
+        if len(track.notes):
+            out.tracks.append(track)
+    _meters_and_tempos(score, parts[0], out, tick)
+    out.dump_midi(str(out_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Folk tunes: a melody realised as melody + chords + bass (docs/data.md, "Folk tunes")
+
+CHORD_REGISTER = (55, 67)  # G3 .. F#4: close-position chords under the melody
+BASS_REGISTER = (36, 48)  # C2 .. B2
+# Diatonic chords tried where a tune has no chord symbols, with a prior that favours the
+# primary triads (a tie between I and vi goes to I).
+MAJOR_CHORDS = {"I": 0.5, "V": 0.4, "IV": 0.3, "vi": 0.15, "ii": 0.1}
+MINOR_CHORDS = {"i": 0.5, "V": 0.4, "iv": 0.3, "VI": 0.15, "III": 0.1, "VII": 0.1}
+PRIOR_WEIGHT = 0.25  # quarters of melody a prior of 1.0 is worth, per quarter of span
+
+
+@dataclass(frozen=True)
+class ChordSpan:
+    start: float  # quarters in the tune
+    end: float
+    pitch_classes: tuple[int, ...]  # root first (root, third, fifth[, seventh])
+    bass: int  # pitch class of the bass (the root, or a slash chord's bass)
+
+
+def in_register(pitch_class: int, register: tuple[int, int]) -> int:
+    """The MIDI pitch of ``pitch_class`` in ``[low, low + 12)``."""
+    low = register[0]
+    return low + (pitch_class - low) % 12
+
+
+def chord_symbol_spans(melody) -> list[ChordSpan]:
+    """The tune's own chord symbols, each lasting until the next (none: an empty list)."""
+    from music21 import harmony
+
+    symbols = [
+        (float(c.offset), c)
+        for c in melody.flatten().getElementsByClass(harmony.ChordSymbol)
+        if not isinstance(c, harmony.NoChord) and c.pitches
+    ]
+    if len(symbols) < 2:
+        return []
+    end = float(melody.highestTime)
+    spans = []
+    for i, (start, symbol) in enumerate(symbols):
+        stop = symbols[i + 1][0] if i + 1 < len(symbols) else end
+        if stop <= start:
+            continue
+        root = symbol.root().pitchClass
+        rest = [p.pitchClass for p in symbol.pitches if p.pitchClass != root]
+        pcs = tuple(dict.fromkeys([root, *rest]))
+        spans.append(ChordSpan(start, stop, pcs, symbol.bass().pitchClass))
+    return spans
+
+
+def tune_key(melody):
+    """The tune's key: its key signature's mode (ABC ``K:``), else the Krumhansl estimate."""
+    from music21 import key
+
+    flat = melody.flatten()
+    found = flat.getElementsByClass(key.Key).first()
+    if found is not None:
+        return found
+    signature = flat.getElementsByClass(key.KeySignature).first()
+    return signature.asKey("major") if signature is not None else melody.analyze("key")
+
+
+def harmonised_spans(melody, tune_key_) -> list[ChordSpan]:
+    """One diatonic chord per bar (per half bar in bars of four beats), chosen by the melody.
+
+    Each candidate scores the quarters of melody it holds (a note on the span's first beat
+    counts twice) plus its prior; the last span is the tonic; a span with no notes keeps the
+    chord before it.
+    """
+    from music21 import roman
+
+    minor = tune_key_.mode == "minor"
+    candidates = []
+    for figure, prior in (MINOR_CHORDS if minor else MAJOR_CHORDS).items():
+        chord = roman.RomanNumeral(figure, tune_key_)
+        root = chord.root().pitchClass
+        pcs = tuple(dict.fromkeys([root, *(p.pitchClass for p in chord.pitches)]))
+        candidates.append((pcs, prior))
+    tonic = candidates[0][0]
+    notes = [(float(n.offset), float(n.offset + n.quarterLength), n) for n in
+             melody.stripTies().flatten().notes]  # fmt: skip
+    bounds = []
+    for measure in melody.getElementsByClass("Measure"):
+        start, length = float(measure.offset), float(measure.duration.quarterLength)
+        if length <= 0:
+            continue
+        signature = measure.getContextByClass("TimeSignature")
+        beats = signature.beatCount if signature is not None else 1
+        full = signature is not None and length >= signature.barDuration.quarterLength - 1e-6
+        if full and beats == 4:
+            bounds += [(start, start + length / 2), (start + length / 2, start + length)]
+        else:
+            bounds.append((start, start + length))
+    if not bounds:
+        raise ValueError("no bars to harmonise")
+    spans = []
+    previous = tonic
+    for i, (start, end) in enumerate(bounds):
+        weight = np.zeros(12)
+        for onset, offset, n in notes:
+            overlap = min(offset, end) - max(onset, start)
+            if overlap > 0:
+                for p in n.pitches:
+                    weight[p.pitchClass] += overlap * (2 if abs(onset - start) < 1e-6 else 1)
+        if i == len(bounds) - 1:
+            chosen = tonic
+        elif not weight.any():
+            chosen = previous
+        else:
+            scores = [
+                weight[list(pcs)].sum() + prior * PRIOR_WEIGHT * (end - start)
+                for pcs, prior in candidates
+            ]
+            chosen = candidates[int(np.argmax(scores))][0]
+        spans.append(ChordSpan(start, end, chosen, chosen[0]))
+        previous = chosen
+    return spans
+
+
+def folk_programs(piece_id: str) -> tuple[int, int, int]:
+    """(melody, chords, bass) programs of a folk tune, fixed by a hash of its id."""
+    h = int(hashlib.sha1(piece_id.encode("utf-8")).hexdigest()[:8], 16)
+    return (
+        FOLK_MELODY_PROGRAMS[h % len(FOLK_MELODY_PROGRAMS)],
+        FOLK_CHORD_PROGRAMS[(h // 8) % len(FOLK_CHORD_PROGRAMS)],
+        FOLK_BASS_PROGRAMS[(h // 64) % len(FOLK_BASS_PROGRAMS)],
+    )
+
+
+def tune_to_midi(source: str, tune: int, piece_id: str, out_path: Path, tpq: int = 480) -> None:
+    """A monophonic tune as three tracks: the melody, its chords on every beat (keyboard or
+    guitar) and a bass (the chord's bass on the span's first beat, its fifth at the middle
+    beat of an even number of beats). Chords are the tune's chord symbols where it has them,
+    else :func:`harmonised_spans`."""
+    score = _parse_score(source, tune)
+    parts = list(score.parts) or [score]
+    if len(parts) != 1:
+        raise ValueError(f"{len(parts)} voices, not a monophonic tune")
+    melody = parts[0]
+    spans = chord_symbol_spans(melody) or harmonised_spans(melody, tune_key(melody))
+    pad = _anacrusis(parts)
+
+    def tick(q) -> int:
+        return round((float(q) + pad) * tpq)
+
+    melody_program, chord_program, bass_program = folk_programs(piece_id)
+    dynamics = Dynamics(score, melody)
+    out = symusic.Score(tpq)
+    out.tracks.append(_part_track(melody, melody_program, "melody", tick, dynamics))
+    chords = symusic.Track("chords", chord_program, False)
+    bass = symusic.Track("bass", bass_program, False)
+    for span in spans:
+        signature = (
+            melody.flatten()
+            .getElementsByOffset(
+                0, span.start, includeEndBoundary=True, classList=["TimeSignature"]
+            )
+            .last()
+        )
+        beat = float(signature.beatDuration.quarterLength) if signature is not None else 1.0
+        onsets = list(np.arange(span.start, span.end - 1e-6, beat))
+        level = dynamics.level(span.start)
+        for onset in onsets:
+            length = tick(min(onset + beat, span.end)) - tick(onset)
+            for pc in span.pitch_classes:
+                pitch = in_register(pc, CHORD_REGISTER)
+                chords.notes.append(symusic.Note(tick(onset), length, pitch, level - ACCENT_STEP))
+        bass_notes = [(onsets[0], span.bass)]
+        if len(onsets) % 2 == 0 and len(span.pitch_classes) >= 3:
+            bass_notes.append((onsets[len(onsets) // 2], span.pitch_classes[2]))
+        for onset, pc in bass_notes:
+            length = tick(min(onset + beat, span.end)) - tick(onset)
+            bass.notes.append(symusic.Note(tick(onset), length, in_register(pc, BASS_REGISTER),
+                                           level))  # fmt: skip
+    out.tracks.append(chords)
+    out.tracks.append(bass)
+    _meters_and_tempos(score, melody, out, tick)
     out.dump_midi(str(out_path))
 
 
@@ -333,8 +769,10 @@ def convert_piece(piece: Piece, out_dir: str) -> dict:
         if piece.kind == "midi":
             load_score(piece.source)  # refuse before copying
             shutil.copyfile(piece.source, tmp)
+        elif piece.kind == "folk":
+            tune_to_midi(piece.source, piece.tune, piece.id, tmp)
         else:
-            score_to_midi(piece.source, piece.kind, tmp)
+            score_to_midi(piece.source, piece.kind, tmp, tune=piece.tune)
         record |= _describe(tmp, _tokenizer())
         os.replace(tmp, midi_path)
         record["ok"] = True
