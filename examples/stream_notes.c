@@ -2,11 +2,11 @@
  *
  *   stream_notes MODEL.sage [TOKENS] [SEED]
  *
- * Loads a model, starts a session from the model's BOS token (the start of every piece) and
- * generates TOKENS tokens (default 256) a few at a time. After each step it moves the finished
- * notes out of the session and hands each one to a callback, which is where an instrument would
- * schedule a note-on and a note-off (here it prints the note). All memory is allocated when the
- * session is created; the generation loop allocates nothing.
+ * Loads a model, creates a session (a new session starts a piece from the model's BOS token when
+ * it first generates) and generates TOKENS tokens (default 256) a few at a time. After each step it
+ * moves the finished notes out of the session and hands each one to a callback, which is where an
+ * instrument would schedule a note-on and a note-off (here it prints the note). All memory is
+ * allocated when the session is created; the generation loop allocates nothing.
  *
  * Build: link against sage_edge_core (cmake target) or libsage_edge_core.a with a C++ linker.
  */
@@ -52,7 +52,6 @@ static int fail(const char* what, sage_status status) {
 }
 
 int main(int argc, char** argv) {
-    int32_t bos;
     const size_t step = 8; /* tokens per generate call: notes reach the callback promptly */
     unsigned long tokens = 256;
     sage_model* model = NULL;
@@ -72,16 +71,9 @@ int main(int argc, char** argv) {
     if (argc > 2) tokens = strtoul(argv[2], NULL, 10);
     if (argc > 3) options.seed = strtoull(argv[3], NULL, 10);
     sampling.temperature = 0.9f;
-    sampling.top_p = 0.95f;
 
     status = sage_model_load(argv[1], &model);
     if (status != SAGE_OK) return fail("load the model", status);
-    bos = sage_model_find_kind(model, SAGE_KIND_BOS);
-    if (bos < 0) {
-        fprintf(stderr, "stream_notes: the model's vocabulary has no BOS token\n");
-        sage_model_free(model);
-        return 1;
-    }
     status = sage_session_create(model, &options, &session);
     if (status != SAGE_OK) {
         result = fail("create a session", status);
@@ -95,7 +87,6 @@ int main(int argc, char** argv) {
     printf("kernel %s, session memory %llu bytes (key/value %llu)\n", sage_kernel_name(),
            (unsigned long long)memory.total_bytes, (unsigned long long)memory.kv_bytes);
 
-    status = sage_session_feed(session, &bos, 1, NULL, 0);
     while (status == SAGE_OK && generated < tokens) {
         const size_t n = tokens - generated < step ? (size_t)(tokens - generated) : step;
         status = sage_session_generate(session, &sampling, NULL, n);

@@ -1,6 +1,7 @@
 // The C API (csrc/include/sage_edge/sage_edge.h) over sage::Model and sage::Session. Every entry
 // point catches every exception: a sage::Error becomes its status, std::bad_alloc becomes
 // SAGE_ERR_MEMORY, and the message is kept for sage_last_error() on the calling thread.
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
@@ -64,15 +65,21 @@ sage_status guarded(Body&& body) {
     } catch (const std::bad_alloc&) {
         return fail(SAGE_ERR_MEMORY, "out of memory");
     } catch (const std::exception& e) {
-        return fail(SAGE_ERR_STATE, std::string("internal error: ") + e.what());
+        return fail(SAGE_ERR_INTERNAL, std::string("internal error: ") + e.what());
     } catch (...) {
-        return fail(SAGE_ERR_STATE, "internal error");
+        return fail(SAGE_ERR_INTERNAL, "internal error");
     }
 }
 
 void require(const void* pointer, const char* name) {
     if (pointer == nullptr)
         throw sage::Error(sage::Status::Argument, std::string(name) + " is null");
+}
+
+void check_options(const sage_session_options& o) {
+    if (o.threads < 1 || o.threads > 256)
+        throw sage::Error(sage::Status::Argument,
+                          "threads must be in 1..256, not " + std::to_string(o.threads));
 }
 
 sage::SamplingParams to_params(const sage_sampling* s) {
@@ -121,6 +128,8 @@ const char* sage_status_string(sage_status status) {
             return "kernel path not available";
         case SAGE_ERR_STATE:
             return "bad session state";
+        case SAGE_ERR_INTERNAL:
+            return "internal error";
     }
     return "unknown status";
 }
@@ -132,6 +141,56 @@ sage_sampling sage_sampling_default(void) {
 
 sage_session_options sage_session_options_default(void) {
     return sage_session_options{0, 1};
+}
+
+sage_status sage_sampling_check(const sage_sampling* sampling) {
+    return guarded([&] {
+        require(sampling, "sampling");
+        to_params(sampling);
+    });
+}
+
+sage_status sage_session_options_check(const sage_session_options* options) {
+    return guarded([&] {
+        require(options, "options");
+        check_options(*options);
+    });
+}
+
+sage_status sage_tempo_check(double bpm) {
+    return guarded([&] {
+        if (!(bpm >= SAGE_TEMPO_MIN_BPM && bpm <= SAGE_TEMPO_MAX_BPM)) {
+            char message[160];
+            std::snprintf(message, sizeof message,
+                          "tempo must be in %.6g..%g BPM (the range a MIDI file holds), not %g",
+                          SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM, bpm);
+            throw sage::Error(sage::Status::Argument, message);
+        }
+    });
+}
+
+const char* sage_quant_name(uint32_t quant) {
+    switch (quant) {
+        case SAGE_QUANT_F32:
+            return "f32";
+        case SAGE_QUANT_Q8_0:
+            return "q8_0";
+        case SAGE_QUANT_Q4:
+            return "q4";
+    }
+    return "unknown";
+}
+
+const char* sage_attention_name(uint32_t attention) {
+    switch (attention) {
+        case SAGE_ATTENTION_MHA:
+            return "mha";
+        case SAGE_ATTENTION_GQA:
+            return "gqa";
+        case SAGE_ATTENTION_ASKV:
+            return "askv";
+    }
+    return "unknown";
 }
 
 sage_status sage_model_load(const char* path, sage_model** out) {
@@ -169,6 +228,7 @@ sage_status sage_model_get_info(const sage_model* model, sage_model_info* out) {
         out->attention = static_cast<uint32_t>(c.attention);
         out->quant = static_cast<uint32_t>(m.quant);
         out->ticks_per_quarter = c.ticks_per_quarter;
+        out->norm_eps = c.norm_eps;
         out->parameters = m.parameters;
         out->file_bytes = m.file_bytes;
         out->budget = 0;
@@ -202,12 +262,25 @@ sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* 
     });
 }
 
-int32_t sage_model_find_kind(const sage_model* model, uint32_t kind) {
-    if (model == nullptr) return -1;
-    const auto& vocab = model->model->vocab;
-    for (size_t id = 0; id < vocab.size(); ++id)
-        if (static_cast<uint32_t>(vocab[id].kind) == kind) return static_cast<int32_t>(id);
-    return -1;
+sage_status sage_model_find_kind(const sage_model* model, uint32_t kind, int32_t* id) {
+    return guarded([&] {
+        require(model, "model");
+        require(id, "id");
+        *id = -1;
+        const auto& vocab = model->model->vocab;
+        for (size_t i = 0; i < vocab.size() && *id < 0; ++i)
+            if (static_cast<uint32_t>(vocab[i].kind) == kind) *id = static_cast<int32_t>(i);
+    });
+}
+
+sage_status sage_model_get_metadata(const sage_model* model, const char** json, size_t* size) {
+    return guarded([&] {
+        require(model, "model");
+        require(json, "json");
+        require(size, "size");
+        *json = model->model->metadata_json.data();
+        *size = model->model->metadata_json.size();
+    });
 }
 
 sage_status sage_model_get_learned_programs(const sage_model* model, int32_t* programs,
@@ -233,8 +306,7 @@ sage_status sage_session_create(const sage_model* model, const sage_session_opti
         if (const char* error = sage::kernels::select_error())
             throw sage::Error(sage::Status::Kernel, error);
         const sage_session_options o = options ? *options : sage_session_options_default();
-        if (o.threads < 1 || o.threads > 256)
-            throw sage::Error(sage::Status::Argument, "threads must be in 1..256");
+        check_options(o);
         sage::SessionOptions so;
         so.seed = o.seed;
         so.threads = o.threads;
@@ -290,16 +362,33 @@ sage_status sage_session_generate(sage_session* session, const sage_sampling* sa
     });
 }
 
-uint64_t sage_session_position(const sage_session* session) {
-    return session ? session->session->position() : 0;
+sage_status sage_session_get_position(const sage_session* session, uint64_t* position) {
+    return guarded([&] {
+        require(session, "session");
+        require(position, "position");
+        *position = session->session->position();
+    });
 }
 
-uint64_t sage_session_bars(const sage_session* session) {
-    return session ? session->session->bars() : 0;
+sage_status sage_session_get_tempo(const sage_session* session, double* bpm) {
+    return guarded([&] {
+        require(session, "session");
+        require(bpm, "bpm");
+        *bpm = session->session->tempo_bpm();
+    });
 }
 
-double sage_session_tempo(const sage_session* session) {
-    return session ? session->session->tempo_bpm() : 0.0;
+sage_status sage_session_allowed_next(const sage_session* session, uint8_t* mask, size_t n) {
+    return guarded([&] {
+        require(session, "session");
+        require(mask, "mask");
+        const size_t V = static_cast<size_t>(session->session->model().config.vocab_size);
+        if (n != V)
+            throw sage::Error(sage::Status::Argument, "mask holds " + std::to_string(n) +
+                                                          " entries, the vocabulary " +
+                                                          std::to_string(V));
+        session->session->allowed_next(mask);
+    });
 }
 
 sage_status sage_session_get_bar(const sage_session* session, sage_bar* out) {
@@ -346,8 +435,12 @@ sage_status sage_session_pop_events(sage_session* session, sage_note_event* even
     });
 }
 
-uint64_t sage_session_dropped_events(const sage_session* session) {
-    return session ? session->session->dropped_events() : 0;
+sage_status sage_session_get_dropped_events(const sage_session* session, uint64_t* dropped) {
+    return guarded([&] {
+        require(session, "session");
+        require(dropped, "dropped");
+        *dropped = session->session->dropped_events();
+    });
 }
 
 }  // extern "C"

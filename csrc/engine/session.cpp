@@ -367,13 +367,16 @@ void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const flo
 // ---- sampling and events -------------------------------------------------------------------
 
 void Session::check_sampling(const SamplingParams& p) {
+    auto refuse = [](const char* rule, float value) {
+        throw Error(Status::Argument, std::string(rule) + ", not " + std::to_string(value));
+    };
     if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
-        throw Error(Status::Argument, "temperature must be a finite value >= 0 (0 = greedy)");
-    if (p.top_k < 0) throw Error(Status::Argument, "top_k must be >= 0 (0 = off)");
-    if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
-        throw Error(Status::Argument, "top_p must be in (0, 1] (1 = off)");
-    if (!(p.min_p >= 0.0f && p.min_p < 1.0f))
-        throw Error(Status::Argument, "min_p must be in [0, 1) (0 = off)");
+        refuse("temperature must be a finite number >= 0 (0 = greedy)", p.temperature);
+    if (p.top_k < 0)
+        throw Error(Status::Argument,
+                    "top_k must be >= 0 (0 = off), not " + std::to_string(p.top_k));
+    if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) refuse("top_p must be in (0, 1] (1 = off)", p.top_p);
+    if (!(p.min_p >= 0.0f && p.min_p < 1.0f)) refuse("min_p must be in [0, 1) (0 = off)", p.min_p);
 }
 
 int32_t Session::sample(const SamplingParams& params) {

@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cfloat>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
@@ -66,6 +65,17 @@ constexpr const char* kUsage =
 struct UsageError {
     std::string message;
 };
+
+// An option's value checked by the C API's own rule: the message is the engine's, after the flag.
+void check_option(const std::string& flag, sage_status status) {
+    if (status != SAGE_OK) throw UsageError{flag + ": " + sage_last_error()};
+}
+
+// Bar tokens fed since the session started.
+uint64_t bars_fed(const sage_session* session) {
+    sage_bar bar;
+    return sage_session_get_bar(session, &bar) == SAGE_OK ? bar.index : 0;
+}
 
 void print_usage() {
     const sage_sampling d = sage_sampling_default();
@@ -213,42 +223,28 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--seed") {
             o.seed = parse_uint(flag, value, UINT64_MAX);
         } else if (flag == "--temperature") {
-            // The engine divides the logits by any finite float >= 0 (sampler.h); the largest
-            // float is the only upper bound.
-            const double temperature = parse_number(flag, value);
-            if (!(temperature >= 0 && temperature <= FLT_MAX))
-                throw UsageError{
-                    "--temperature must be in 0..3.4e38 (a finite float; 0 = greedy), "
-                    "got '" +
-                    std::string(value) + "'"};
-            o.sampling.temperature = static_cast<float>(temperature);
+            o.sampling.temperature = static_cast<float>(parse_number(flag, value));
+            check_option(flag, sage_sampling_check(&o.sampling));
         } else if (flag == "--top-k") {
             o.sampling.top_k = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--top-p") {
             o.sampling.top_p = static_cast<float>(parse_number(flag, value));
-            if (!(o.sampling.top_p > 0 && o.sampling.top_p <= 1))
-                throw UsageError{"--top-p must be in (0, 1], got '" + std::string(value) + "'"};
+            check_option(flag, sage_sampling_check(&o.sampling));
         } else if (flag == "--min-p") {
             o.sampling.min_p = static_cast<float>(parse_number(flag, value));
-            if (!(o.sampling.min_p >= 0 && o.sampling.min_p < 1))
-                throw UsageError{"--min-p must be in [0, 1), got '" + std::string(value) + "'"};
+            check_option(flag, sage_sampling_check(&o.sampling));
         } else if (flag == "--programs") {
             o.programs = parse_programs(value);
         } else if (flag == "--threads") {
-            o.threads = static_cast<int32_t>(parse_uint(flag, value, 256));
-            if (o.threads < 1) throw UsageError{"--threads must be in 1..256"};
+            o.threads = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+            sage_session_options options = sage_session_options_default();
+            options.threads = o.threads;
+            check_option(flag, sage_session_options_check(&options));
         } else if (flag == "--start-token") {
             o.start_token = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--tempo") {
             o.tempo_bpm = parse_number(flag, value);
-            if (!(o.tempo_bpm >= SAGE_TEMPO_MIN_BPM && o.tempo_bpm <= SAGE_TEMPO_MAX_BPM)) {
-                char range[64];
-                std::snprintf(range, sizeof range, "%.6g..%g", SAGE_TEMPO_MIN_BPM,
-                              SAGE_TEMPO_MAX_BPM);
-                throw UsageError{"--tempo must be in " + std::string(range) +
-                                 " beats per minute (the range a MIDI file holds), got '" +
-                                 std::string(value) + "'"};
-            }
+            check_option(flag, sage_tempo_check(o.tempo_bpm));
         } else if (flag == "--out") {
             o.out = value;
         } else {  // --midi-out, the last of kValueOptions
@@ -272,32 +268,6 @@ void check(sage_status status, const char* what) {
     if (status != SAGE_OK) {
         throw EngineError{std::string(what) + ": " + sage_status_string(status) + ": " +
                           sage_last_error()};
-    }
-}
-
-const char* attention_name(uint32_t a) {
-    switch (a) {
-        case SAGE_ATTENTION_MHA:
-            return "mha";
-        case SAGE_ATTENTION_GQA:
-            return "gqa";
-        case SAGE_ATTENTION_ASKV:
-            return "askv";
-        default:
-            return "?";
-    }
-}
-
-const char* quant_name(uint32_t q) {
-    switch (q) {
-        case SAGE_QUANT_F32:
-            return "f32";
-        case SAGE_QUANT_Q8_0:
-            return "q8_0";
-        case SAGE_QUANT_Q4:
-            return "q4";
-        default:
-            return "?";
     }
 }
 
@@ -368,10 +338,10 @@ void print_info(const Options& o, const sage_model* model, const sage_session* s
     std::printf("heads            %" PRIu32 " query, %" PRIu32 " key/value, d_head %" PRIu32 "\n",
                 info.n_heads, info.n_kv_heads, info.d_head);
     std::printf("d_ff             %" PRIu32 "\n", info.d_ff);
-    std::printf("attention        %s (%" PRIu32 " families)\n", attention_name(info.attention),
+    std::printf("attention        %s (%" PRIu32 " families)\n", sage_attention_name(info.attention),
                 info.n_families);
     std::printf("weights          %s, %" PRIu64 " parameters, %" PRIu64 " bytes\n",
-                quant_name(info.quant), info.parameters, info.file_bytes);
+                sage_quant_name(info.quant), info.parameters, info.file_bytes);
     std::printf("ticks/quarter    %" PRIu32 "\n", info.ticks_per_quarter);
     std::printf("horizons        ");
     for (uint32_t h : horizons) std::printf(" %" PRIu32, h);
@@ -404,7 +374,7 @@ class Generation {
 
     bool done() const {
         if (o_.bars == 0) return generated_ >= o_.tokens;
-        return sage_session_bars(session_) > o_.bars || generated_ >= o_.max_tokens;
+        return bars_fed(session_) > o_.bars || generated_ >= o_.max_tokens;
     }
 
     // Generates up to n more tokens, one at a time. With --bars it stops at the Bar that opens bar
@@ -613,8 +583,8 @@ int run(const Options& o) {
     refuse_unlearned_programs(o.programs, learned);
     sage_model_info info;
     check(sage_model_get_info(model, &info), "model info");
-    const int32_t start_token =
-        o.start_token == -1 ? sage_model_find_kind(model, SAGE_KIND_BOS) : o.start_token;
+    int32_t start_token = o.start_token;
+    if (start_token == -1) check(sage_model_find_kind(model, SAGE_KIND_BOS, &start_token), "BOS");
     if (start_token < 0 || static_cast<uint32_t>(start_token) >= info.vocab_size) {
         throw UsageError{"--start-token must be below the vocabulary size " +
                          std::to_string(info.vocab_size)};
@@ -646,11 +616,12 @@ int run(const Options& o) {
                          "): try another seed, more tokens or fewer programs; it learned " +
                          learned_list(learned)};
     const uint64_t generated = generation.generated();
-    if (o.bars > 0 && sage_session_bars(session) <= o.bars && !played.stopped) {
+    const uint64_t bars = bars_fed(session);
+    if (o.bars > 0 && bars <= o.bars && !played.stopped) {
         std::fprintf(stderr,
                      "sage-edge-run: warning: stopped at --max-tokens %" PRIu64 " with %" PRIu64
                      " bars\n",
-                     o.max_tokens, sage_session_bars(session));
+                     o.max_tokens, bars);
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -672,16 +643,17 @@ int run(const Options& o) {
                      "sage-edge-run: %" PRIu64 " tokens, %" PRIu64
                      " bars, %zu notes in %.3f s "
                      "(%.1f tokens/s, kernel %s)\n",
-                     generated, sage_session_bars(session), notes.size(), seconds,
+                     generated, bars, notes.size(), seconds,
                      seconds > 0 ? generated / seconds : 0.0, sage_kernel_name());
     } else {
         std::fprintf(stderr,
                      "sage-edge-run: %" PRIu64 " tokens, %" PRIu64 " bars, %" PRIu64
                      " notes played in %.3f s at %g BPM (kernel %s)\n",
-                     generated, sage_session_bars(session), played.notes, seconds, o.tempo_bpm,
-                     sage_kernel_name());
+                     generated, bars, played.notes, seconds, o.tempo_bpm, sage_kernel_name());
     }
-    if (const uint64_t dropped = sage_session_dropped_events(session)) {
+    uint64_t dropped = 0;
+    check(sage_session_get_dropped_events(session, &dropped), "dropped events");
+    if (dropped > 0) {
         std::fprintf(stderr, "sage-edge-run: warning: %" PRIu64 " notes dropped\n", dropped);
     }
     if (played.late_sends > 0) {

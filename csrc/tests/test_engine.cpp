@@ -45,6 +45,24 @@ std::vector<int32_t> random_tokens(size_t n, uint32_t vocab_size, uint32_t seed)
     return tokens;
 }
 
+uint64_t position_of(const sage_session* session) {
+    uint64_t position = 0;
+    CHECK_EQ(sage_session_get_position(session, &position), SAGE_OK);
+    return position;
+}
+
+double tempo_of(const sage_session* session) {
+    double bpm = 0;
+    CHECK_EQ(sage_session_get_tempo(session, &bpm), SAGE_OK);
+    return bpm;
+}
+
+int32_t find_kind(const sage_model* model, uint32_t kind) {
+    int32_t id = -2;
+    CHECK_EQ(sage_model_find_kind(model, kind, &id), SAGE_OK);
+    return id;
+}
+
 sage_session* new_session(const sage_model* model, uint64_t seed = 0, int threads = 1) {
     sage_session_options options = sage_session_options_default();
     options.seed = seed;
@@ -95,7 +113,7 @@ TEST(prefill_equals_token_by_token_past_every_horizon) {
         sage_session* block = new_session(model);
         std::vector<float> all(n * V);
         CHECK_EQ(sage_session_feed(block, tokens.data(), n, all.data(), 1), SAGE_OK);
-        CHECK_EQ(sage_session_position(block), uint64_t(n));
+        CHECK_EQ(position_of(block), uint64_t(n));
 
         sage_session* single = new_session(model);
         std::vector<float> logits(V);
@@ -239,8 +257,10 @@ TEST(generate_produces_notes_and_reset_replays_the_seed) {
     std::vector<int32_t> first(400), second(400);
     CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
     CHECK_EQ(sage_session_generate(session, &sampling, first.data(), first.size()), SAGE_OK);
-    CHECK_EQ(sage_session_position(session), uint64_t(401));
-    CHECK(sage_session_bars(session) >= 1);
+    CHECK_EQ(position_of(session), uint64_t(401));
+    sage_bar bar;
+    CHECK_EQ(sage_session_get_bar(session, &bar), SAGE_OK);
+    CHECK(bar.index >= 1);
 
     std::vector<sage_note_event> events(4096);
     size_t count = 0;
@@ -260,7 +280,7 @@ TEST(generate_produces_notes_and_reset_replays_the_seed) {
     CHECK_EQ(again, size_t{0});  // popped events are gone
 
     CHECK_EQ(sage_session_reset(session), SAGE_OK);
-    CHECK_EQ(sage_session_position(session), uint64_t{0});
+    CHECK_EQ(position_of(session), uint64_t{0});
     CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
     CHECK_EQ(sage_session_generate(session, &sampling, second.data(), second.size()), SAGE_OK);
     CHECK(first == second);
@@ -297,15 +317,15 @@ TEST(vocabulary_queries_match_the_loaded_table) {
                  SAGE_ERR_ARGUMENT);
         CHECK_EQ(sage_model_get_token(model, -1, nullptr, nullptr, nullptr, nullptr),
                  SAGE_ERR_ARGUMENT);
-        CHECK_EQ(sage_model_find_kind(model, SAGE_KIND_BOS), first_of_kind(path, sage::Kind::Bos));
-        CHECK_EQ(sage_model_find_kind(model, 200), -1);
+        CHECK_EQ(find_kind(model, SAGE_KIND_BOS), first_of_kind(path, sage::Kind::Bos));
+        CHECK_EQ(find_kind(model, 200), -1);
 
         // The session reports the tempo of the last Tempo token it was fed.
         sage_session* session = new_session(model);
-        CHECK_EQ(sage_session_tempo(session), 120.0);
+        CHECK_EQ(tempo_of(session), 120.0);
         const int32_t tempo = first_of_kind(path, sage::Kind::Tempo);
         CHECK_EQ(sage_session_feed(session, &tempo, 1, nullptr, 0), SAGE_OK);
-        CHECK_EQ(sage_session_tempo(session), table->vocab[static_cast<size_t>(tempo)].a / 1000.0);
+        CHECK_EQ(tempo_of(session), table->vocab[static_cast<size_t>(tempo)].a / 1000.0);
         sage_session_free(session);
         sage_model_free(model);
     }
@@ -323,7 +343,7 @@ TEST(bad_arguments_give_argument_errors) {
     float no_logits[1];
     CHECK_EQ(sage_session_feed(session, &token, 0, no_logits, 0), SAGE_ERR_STATE);
     CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
-    CHECK_EQ(sage_session_position(session), uint64_t{1});
+    CHECK_EQ(position_of(session), uint64_t{1});
     CHECK_EQ(sage_session_reset(session), SAGE_OK);
     const int32_t bad_tokens[] = {-1, static_cast<int32_t>(m.info.vocab_size)};
     for (int32_t bad : bad_tokens) {
@@ -331,7 +351,7 @@ TEST(bad_arguments_give_argument_errors) {
         CHECK_EQ(sage_session_feed(session, tokens, 2, nullptr, 0), SAGE_ERR_ARGUMENT);
         CHECK(std::strstr(sage_last_error(), "token") != nullptr);
     }
-    CHECK_EQ(sage_session_position(session), uint64_t{0});  // a rejected feed changes nothing
+    CHECK_EQ(position_of(session), uint64_t{0});  // a rejected feed changes nothing
     CHECK_EQ(sage_session_feed(session, nullptr, 1, nullptr, 0), SAGE_ERR_ARGUMENT);
     CHECK_EQ(sage_session_feed(session, &token, 1, nullptr, 0), SAGE_OK);
 
@@ -387,6 +407,60 @@ sage_status load_bytes(const std::vector<uint8_t>& bytes, std::string* message =
 void fix_checksum(std::vector<uint8_t>& bytes) {
     const uint32_t crc = sage::crc32(bytes.data(), bytes.size() - 4);
     std::memcpy(&bytes[bytes.size() - 4], &crc, 4);
+}
+
+TEST(null_pointers_to_queries_are_argument_errors) {
+    const std::string path = fixture_models().front();
+    sage_model* model = load_or_die(path);
+    sage_session* session = new_session(model);
+    uint64_t count = 0;
+    double bpm = 0;
+    int32_t id = 0;
+    sage_bar bar;
+    const char* json = nullptr;
+    size_t size = 0;
+    CHECK_EQ(sage_session_get_position(nullptr, &count), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_get_position(session, nullptr), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_get_tempo(nullptr, &bpm), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_get_bar(nullptr, &bar), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_get_dropped_events(nullptr, &count), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_get_dropped_events(session, nullptr), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_find_kind(nullptr, SAGE_KIND_BOS, &id), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_find_kind(model, SAGE_KIND_BOS, nullptr), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_get_metadata(nullptr, &json, &size), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "model is null") != nullptr);
+    CHECK_EQ(sage_model_get_metadata(model, &json, &size), SAGE_OK);
+    CHECK(size > 2 && json[0] == '{' && json[size - 1] == '}');
+    const ModelInfo m = info_of(model);
+    std::vector<uint8_t> mask(m.info.vocab_size);
+    CHECK_EQ(sage_session_allowed_next(session, mask.data(), mask.size() - 1), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_allowed_next(session, mask.data(), mask.size()), SAGE_OK);
+    CHECK_EQ(mask[static_cast<size_t>(find_kind(model, SAGE_KIND_BOS))], 1);  // a piece starts
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+TEST(front_end_checks_name_the_value_and_its_range) {
+    sage_sampling sampling = sage_sampling_default();
+    CHECK_EQ(sage_sampling_check(&sampling), SAGE_OK);
+    sampling.top_p = 0.0f;
+    CHECK_EQ(sage_sampling_check(&sampling), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "top_p must be in (0, 1]") != nullptr);
+    CHECK_EQ(sage_sampling_check(nullptr), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_tempo_check(SAGE_TEMPO_MIN_BPM), SAGE_OK);
+    CHECK_EQ(sage_tempo_check(SAGE_TEMPO_MAX_BPM), SAGE_OK);
+    CHECK_EQ(sage_tempo_check(3.5), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "3.57628..1000") != nullptr);
+    CHECK_EQ(sage_tempo_check(NAN), SAGE_ERR_ARGUMENT);
+    sage_session_options options = sage_session_options_default();
+    CHECK_EQ(sage_session_options_check(&options), SAGE_OK);
+    options.threads = 0;
+    CHECK_EQ(sage_session_options_check(&options), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "threads must be in 1..256, not 0") != nullptr);
+    CHECK(std::strcmp(sage_status_string(SAGE_ERR_INTERNAL), "internal error") == 0);
+    CHECK(std::strcmp(sage_quant_name(SAGE_QUANT_Q8_0), "q8_0") == 0);
+    CHECK(std::strcmp(sage_attention_name(SAGE_ATTENTION_ASKV), "askv") == 0);
+    CHECK(std::strcmp(sage_quant_name(1), "unknown") == 0);  // 1 was f16
 }
 
 TEST(broken_files_give_format_errors) {

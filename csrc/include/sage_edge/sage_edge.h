@@ -1,8 +1,13 @@
 /* sage-edge C API: load a .sage model, run sessions, sample tokens, read note events.
  *
- * For firmware and instrument code. Every function returns a status code (or a plain value for
- * queries that cannot fail); nothing throws across this boundary. When a call fails,
- * sage_last_error() returns a message describing it, for the calling thread.
+ * For firmware and instrument code. Every function that takes a model or a session returns a
+ * status code and writes its results through pointers; nothing throws across this boundary. When
+ * a call fails, sage_last_error() returns a message describing it, for the calling thread. A null
+ * model, session or output pointer is an argument error (sage_model_free and sage_session_free
+ * accept null, like free). This is the one door to the engine: the command-line runner and the
+ * Python module go through it, so every front end checks arguments the same way.
+ *
+ * Lifetime: a model must outlive every session created from it (free the sessions first).
  *
  * Memory: sage_session_create allocates everything a session will ever use (activations, the
  * per-layer key/value ring buffers, the sampler's scratch, the event queue). Feeding, sampling
@@ -30,10 +35,11 @@ typedef enum sage_status {
     SAGE_ERR_IO = 1,     /* the file cannot be opened or mapped */
     SAGE_ERR_FORMAT = 2, /* the file is not a valid .sage model (docs/format.md) */
     SAGE_ERR_ARGUMENT =
-        3,               /* a bad argument: null pointer, token out of range, bad sampling value */
-    SAGE_ERR_MEMORY = 4, /* an allocation at creation failed */
-    SAGE_ERR_KERNEL = 5, /* SAGE_EDGE_KERNEL names a path this CPU cannot run */
-    SAGE_ERR_STATE = 6   /* the call does not fit the session's state (e.g. sample before feed) */
+        3,                /* a bad argument: null pointer, token out of range, bad sampling value */
+    SAGE_ERR_MEMORY = 4,  /* an allocation at creation failed */
+    SAGE_ERR_KERNEL = 5,  /* SAGE_EDGE_KERNEL names a path this CPU cannot run */
+    SAGE_ERR_STATE = 6,   /* the call does not fit the session's state (e.g. feed nothing first) */
+    SAGE_ERR_INTERNAL = 7 /* a bug in sage-edge: please report it with sage_last_error() */
 } sage_status;
 
 typedef struct sage_model sage_model;
@@ -85,6 +91,7 @@ typedef struct sage_model_info {
     uint32_t attention;         /* sage_attention */
     uint32_t quant;             /* sage_quant */
     uint32_t ticks_per_quarter; /* time unit of Position and Duration tokens */
+    float norm_eps;             /* the RMSNorm epsilon */
     uint64_t parameters;        /* number of weights */
     uint64_t file_bytes;        /* size of the mapped file */
     uint64_t budget;            /* DSMR budget: sum of the per-layer horizons, in tokens */
@@ -144,6 +151,16 @@ const char* sage_status_string(sage_status status);
 /* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
 sage_sampling sage_sampling_default(void);
 sage_session_options sage_session_options_default(void); /* seed 0, threads 1 */
+/* The checks every front end applies before it starts work: SAGE_ERR_ARGUMENT with a message
+ * naming the value and its range when sampling values, session options or a tempo are out of
+ * range (sampling and session creation apply the same checks themselves). */
+sage_status sage_sampling_check(const sage_sampling* sampling);
+sage_status sage_session_options_check(const sage_session_options* options);
+sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
+/* Names of quantizations and attention modes as docs/format.md writes them ("q8_0", "askv");
+ * "unknown" for other values. */
+const char* sage_quant_name(uint32_t quant);
+const char* sage_attention_name(uint32_t attention);
 
 /* Models: a validated, memory-mapped .sage file. */
 sage_status sage_model_load(const char* path, sage_model** out);
@@ -158,7 +175,10 @@ sage_status sage_model_get_token(const sage_model* model, int32_t id, uint32_t* 
                                  uint32_t* kind, int32_t* a, int32_t* b);
 /* The id of the first token of `kind` (a sage_kind, e.g. SAGE_KIND_BOS) in the vocabulary, or -1
  * if it has none. */
-int32_t sage_model_find_kind(const sage_model* model, uint32_t kind);
+sage_status sage_model_find_kind(const sage_model* model, uint32_t kind, int32_t* id);
+/* The metadata JSON the file carries (docs/format.md, "Metadata"), validated at load: *json
+ * points into the model (valid while it lives), not NUL-terminated, *size bytes long. */
+sage_status sage_model_get_metadata(const sage_model* model, const char** json, size_t* size);
 /* The General MIDI programs (-1 = drums) the model learned, that is the programs of its training
  * data, with how many notes each had there, in ascending program order (docs/format.md,
  * "learned_programs"). *count receives how many the file records, at most
@@ -192,18 +212,21 @@ sage_status sage_session_sample(sage_session* session, const sage_sampling* samp
 /* Sample and feed n tokens, writing them to tokens (which may be null). */
 sage_status sage_session_generate(sage_session* session, const sage_sampling* sampling,
                                   int32_t* tokens, size_t n);
-uint64_t sage_session_position(const sage_session* session); /* tokens fed since the reset */
-uint64_t sage_session_bars(const sage_session* session);     /* Bar tokens fed since the reset */
-double sage_session_tempo(
-    const sage_session* session); /* BPM of the last Tempo token fed, 120 before one */
+/* Tokens fed since the session was created or reset. */
+sage_status sage_session_get_position(const sage_session* session, uint64_t* position);
+/* BPM of the last Tempo token fed, 120 before one. */
+sage_status sage_session_get_tempo(const sage_session* session, double* bpm);
+/* The bar the stream is in; its index counts the Bar tokens fed since the reset. */
 sage_status sage_session_get_bar(const sage_session* session, sage_bar* out);
+/* The grammar mask for the next token: mask[id] = 1 where id may follow, for n = vocab_size. */
+sage_status sage_session_allowed_next(const sage_session* session, uint8_t* mask, size_t n);
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out);
 /* Moves up to capacity completed notes (in the order they were decoded) out of the session's
  * fixed-size event queue; *count receives how many. Notes not read before the queue fills are
  * dropped oldest first, and sage_session_dropped_events counts them. */
 sage_status sage_session_pop_events(sage_session* session, sage_note_event* events, size_t capacity,
                                     size_t* count);
-uint64_t sage_session_dropped_events(const sage_session* session);
+sage_status sage_session_get_dropped_events(const sage_session* session, uint64_t* dropped);
 
 #ifdef __cplusplus
 }
