@@ -186,10 +186,37 @@ def test_generation_gives_notes_and_reset_replays_the_seed(q8_model_path, tokeni
     session.reset()
     session.feed([tokenizer.id_of("BOS_None")])
     assert session.generate(400, temperature=0.9, top_k=50, top_p=0.95, min_p=0.01) == tokens
-    # sample() does not feed; greedy sampling is deterministic.
+    # sample() does not feed: greedy sampling gives the best allowed token of the last logits.
     before = session.position
-    assert session.sample(temperature=0.0) == session.sample(temperature=0.0)
+    best = masked_argmax(session.feed([]), session.allowed_next())
+    assert session.sample(temperature=0.0) == best
     assert session.position == before
+
+
+def masked_argmax(logits: np.ndarray, allowed: np.ndarray) -> int:
+    return int(np.argmax(np.where(allowed, logits, -np.inf)))
+
+
+def test_greedy_generation_is_the_argmax_of_the_masked_logits(q8_model_path, tokenizer) -> None:
+    """Greedy decoding, computed here from the logits and the grammar mask and fed back token by
+    token, against the engine's own loop."""
+    engine = Engine(q8_model_path)
+    bos = tokenizer.id_of("BOS_None")
+    generated = engine.session(seed=0)
+    generated.feed([bos])
+    greedy = generated.generate(300, temperature=0.0)
+
+    stepped = engine.session(seed=0)
+    logits = stepped.feed([bos])
+    expected, masked_out_best = [], 0
+    for _ in range(300):
+        allowed = stepped.allowed_next()
+        token = masked_argmax(logits, allowed)
+        masked_out_best += not allowed[int(np.argmax(logits))]
+        expected.append(token)
+        logits = stepped.feed([token])
+    assert greedy == expected
+    assert masked_out_best > 0  # the mask decided some tokens, so a maskless argmax would differ
 
 
 def program_of(track) -> int:
@@ -217,17 +244,39 @@ def test_events_match_the_tokenizer_decoding(q8_model_path, tokenizer, piece_tok
         assert got == expected, f"note {index}: engine {got}, tokenizer {expected}"
 
 
-def test_info_and_memory(q8_model_path) -> None:
+def ring_bytes(horizons: list[int], n_kv_heads: int, d_head: int) -> int:
+    """docs/design.md: the memory of a session's rings is Σ h_l × G × d_h × (key, value) × f32."""
+    return sum(horizons) * n_kv_heads * d_head * 2 * 4
+
+
+def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
     engine = Engine(q8_model_path)
     info = engine.info
     for key in ("parameters", "quantization", "n_layers", "n_heads", "n_kv_heads", "attention"):
         assert key in info
     assert info["horizons"] == [32, 8, 8] and info["budget"] == 48
     assert info["kernel"] in _engine.available_kernels()
-    assert info["kv_bytes"] == 48 * info["n_kv_heads"] * info["d_head"] * 2 * 4
-    memory = engine.session().memory
+    G, d_head = info["n_kv_heads"], info["d_head"]
+    assert info["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head)
+    session = engine.session(seed=0)
+    memory = session.memory
+    assert memory["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head)
     assert memory["weights_bytes"] == q8_model_path.stat().st_size
-    assert memory["total_bytes"] == info["session_bytes"]
+    assert memory["total_bytes"] > memory["kv_bytes"] + memory["activation_bytes"]
+
+    # Fixed at creation: 1 000 tokens, many times every horizon, change no byte of it.
+    session.feed([tokenizer.id_of("BOS_None")])
+    session.generate(1000, temperature=1.0)
+    assert session.memory == memory
+
+    # The same model with every layer's horizon 32: only the rings grow, by the formula's bytes.
+    full_model = tiny_model(tokenizer, "askv", "full", seed=2)
+    full_path = export_model(full_model, tokenizer, "q8_0", tmp_path / "full.sage")
+    full_memory = Engine(full_path).session().memory
+    grown = ring_bytes([32, 32, 32], G, d_head) - ring_bytes([32, 8, 8], G, d_head)
+    assert full_memory["kv_bytes"] - memory["kv_bytes"] == grown
+    assert full_memory["total_bytes"] - memory["total_bytes"] == grown
+    assert full_memory["activation_bytes"] == memory["activation_bytes"]
 
 
 def test_bad_arguments_raise_value_error(q8_model_path, tokenizer) -> None:

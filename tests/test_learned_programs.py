@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_runner import find_runner
+from conftest import built_binary
 
 import sage_edge
 from sage_edge import _engine
@@ -41,10 +41,7 @@ def tiny_learned(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runner() -> Path:
-    path = find_runner()
-    if path is None:
-        pytest.skip("sage-edge-run is not built")
-    return path
+    return built_binary("csrc/runner/sage-edge-run")
 
 
 def run(*args) -> subprocess.CompletedProcess:

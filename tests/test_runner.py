@@ -1,9 +1,9 @@
 """sage-edge-run, the standalone C++ runner, driven as a user would on a real (tiny) model file.
 
-The binary comes from $SAGE_EDGE_RUN or the newest build/*/csrc/runner/sage-edge-run (tests/
-run_all.sh builds build/ci-release before pytest). The model is the tiny random-weight fixture
-(tests/data/make_tiny_model.py) with the project's real tokenizer: the grammar mask, not
-training, is what makes its output decodable music, and that is what these tests check.
+The binary comes from $SAGE_EDGE_RUN or the native preset's build (conftest.built_binary: tests/
+run_all.sh builds it before pytest; missing, it skips, or fails under CI). The model is the tiny
+random-weight fixture (tests/data/make_tiny_model.py) with the project's real tokenizer: the grammar
+mask, not training, is what makes its output decodable music, and that is what these tests check.
 """
 
 from __future__ import annotations
@@ -15,31 +15,23 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import built_binary, require
 
 torch = pytest.importorskip("torch")
 mido = pytest.importorskip("mido")
 
 from sage_edge.tokenizer import KIND_VELOCITY  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def find_runner(arch: str = "native") -> Path | None:
-    """The newest build of the runner for this machine ("native") or for "aarch64"."""
-    candidates = [
-        p
-        for p in ROOT.glob("build/*/csrc/runner/sage-edge-run")
-        if os.access(p, os.X_OK) and ("aarch64" in p.parts[-4]) == (arch == "aarch64")
-    ]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+RUNNER = "csrc/runner/sage-edge-run"
 
 
 @pytest.fixture(scope="module")
 def runner() -> Path:
-    path = Path(os.environ["SAGE_EDGE_RUN"]) if "SAGE_EDGE_RUN" in os.environ else find_runner()
-    if path is None or not path.exists():
-        pytest.skip("sage-edge-run is not built (cmake --build build/...; or set SAGE_EDGE_RUN)")
-    return path
+    if "SAGE_EDGE_RUN" in os.environ:
+        path = Path(os.environ["SAGE_EDGE_RUN"])
+        assert path.is_file() and os.access(path, os.X_OK), f"SAGE_EDGE_RUN={path}: no such program"
+        return path
+    return built_binary(RUNNER)
 
 
 @pytest.fixture(scope="module")
@@ -233,11 +225,10 @@ def test_midi_file_parses_with_mido(runner, model_path, tmp_path):
 
 
 def test_aarch64_build_gives_the_same_bytes(runner, model_path):
-    """When the aarch64 cross build exists, it must print exactly the x86 notes under qemu."""
-    arm = find_runner("aarch64")
+    """The aarch64 preset's build prints exactly the x86 notes under qemu."""
+    arm = built_binary(RUNNER, "aarch64")
     qemu = shutil.which("qemu-aarch64")
-    if arm is None or qemu is None:
-        pytest.skip("no aarch64 build of sage-edge-run or no qemu-aarch64")
+    require(qemu is not None, "qemu-aarch64 is missing: apt-get install qemu-user")
     sysroot = Path("/usr/aarch64-linux-gnu")
     args = ["--model", model_path, "--tokens", 200, "--seed", 9, "--top-p", 0.95]
     x86 = run(runner, *args).stdout
