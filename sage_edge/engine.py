@@ -29,7 +29,6 @@ from typing import NamedTuple
 import numpy as np
 import symusic
 
-from sage_edge import format as sage_format
 from sage_edge.errors import ModelFormatError, UnplayedProgramsError
 from sage_edge.pianoroll import instrument_name
 from sage_edge.tokenizer import (
@@ -83,8 +82,8 @@ class Engine:
                 else ""
             )
             raise ModelFormatError(f"model file {str(path)!r} does not exist{hint}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
-            raise ValueError(f"threads must be an integer in 1..256, not {threads!r}")
+        _check_type("threads", threads, integer=True)
+        _engine.check_threads(threads)  # the C API's rule and message
         self.path = path
         self.threads = threads
         self._model = _engine.Model(str(path))
@@ -111,7 +110,7 @@ class Engine:
         """The General MIDI programs (-1 = drums) the model learned, each with its notes in the
         training data, ascending by program (docs/format.md, "learned_programs"); None when the
         file does not record them. :meth:`generate` refuses other programs."""
-        return sage_format.read(self.path).learned_programs
+        return self._model.learned_programs()
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -274,6 +273,9 @@ class Session:
 
     def set_programs(self, programs) -> None:
         """Restrict generated notes to these programs (-1 = drums); an empty list allows all."""
+        for program in programs:
+            if isinstance(program, bool) or not isinstance(program, (int, np.integer)):
+                raise ValueError(f"programs must be integers, not {program!r}")
         self._session.set_programs([int(p) for p in programs])
 
     def allowed_next(self) -> np.ndarray:
@@ -296,7 +298,7 @@ class Session:
     @property
     def bars(self) -> int:
         """Bar tokens fed since the session started or was reset."""
-        return self._session.bars
+        return self._session.bar[0]
 
     @property
     def bar(self) -> tuple[int, float, int, int]:
@@ -384,30 +386,15 @@ def _check_sampling_types(temperature, top_k, top_p, min_p) -> None:
 
 
 def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> None:
+    """Checks a generation's arguments before any work starts: their types here, their values by
+    the engine's own rules (the C API's checks, the same for every front end)."""
     if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
         raise ValueError(f"bars must be a positive integer, not {bars!r}")
     _check_sampling_types(temperature, top_k, top_p, min_p)
+    _engine.check_sampling(temperature, top_k, top_p, min_p)
     if tempo is not None:
         _check_type("tempo", tempo)
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, not {temperature}")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0, not {top_k!r}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
-    if not 0 <= min_p < 1:
-        raise ValueError(f"min_p must be in [0, 1), not {min_p}")
-    for program in programs or ():
-        if isinstance(program, bool) or not isinstance(program, (int, np.integer)):
-            raise ValueError(f"programs must be integers, not {program!r}")
-        if not -1 <= program <= 127:
-            raise ValueError(f"program {program} is outside 0..127 (or -1 for drums)")
-    slowest, fastest = TEMPO_RANGE_BPM
-    if tempo is not None and not slowest <= tempo <= fastest:
-        raise ValueError(
-            f"tempo must be in {slowest:.6g}..{fastest:g} BPM (the range a MIDI file holds), "
-            f"not {tempo}"
-        )
+        _engine.check_tempo(tempo)
 
 
 def _token_ids(prompt, vocab_size: int) -> list[int]:
@@ -466,6 +453,7 @@ class _Run:
 
     def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo):
         _check_sampling(bars, *sampling, programs, tempo)
+        self.session = engine.session(seed=seed, programs=programs)  # checks the programs
         self.programs = sorted({int(p) for p in programs or ()})
         _refuse_unlearned(engine, self.programs)
         self.engine, self.bars_asked, self.sampling, self.tempo = engine, int(bars), sampling, tempo
@@ -501,7 +489,6 @@ class _Run:
         if len(self.tokens) > 1 and self.tokens[-1] != bar:
             self.tokens.append(bar)
         self.prompt_length = len(self.tokens)
-        self.session = engine.session(seed=seed, programs=programs)
         self.session.feed(self.tokens)
         self.prompt_events = self.session.pop_events()
         self._place_the_seam(tokenizer)

@@ -10,8 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_file.h"
-#include "engine/session.h"
 #include "kernels.h"
 #include "sage_edge/sage_edge.h"
 
@@ -56,111 +54,103 @@ py::bytes quantize_row_q8_0(py::array_t<float, py::array::c_style | py::array::f
 
 }  // namespace
 
-// ---- The engine: models and sessions (csrc/engine/session.h) ------------------------------------
+// ---- The engine: models and sessions, through the C API (csrc/include/sage_edge/sage_edge.h) ----
 //
-// Errors: sage::Error becomes sage_edge.ModelFormatError for a missing or broken file, ValueError
-// for a bad argument, MemoryError when an allocation at creation fails and RuntimeError otherwise
-// (a SAGE_EDGE_KERNEL this CPU cannot run, sampling before feeding). Every call that computes
-// releases the GIL.
+// The module is a front end like sage-edge-run: every call goes through the C API, so Python gets
+// the same argument checks and messages. A failed call raises the exception matching its status:
+// sage_edge.ModelFormatError for a missing or broken file, ValueError for a bad argument,
+// MemoryError when an allocation at creation fails, RuntimeError otherwise (a SAGE_EDGE_KERNEL this
+// CPU cannot run, a state error such as feeding nothing to a new session, an internal error).
+// Every call that computes releases the GIL.
 namespace engine {
 
-using sage::Error;
-using sage::Status;
-
-// Raises the Python exception matching a sage::Error's status.
-void raise_engine_error(const Error& e) {
-    switch (e.status()) {
-        case Status::Io:
-        case Status::Format:
-            // Looked up when raised (the GIL is held): a namespace-level py::object would be
-            // released after the interpreter has finalized.
+// Raises the Python exception for a failed C API call (the GIL is held).
+[[noreturn]] void raise_status(sage_status status) {
+    const std::string message = sage_last_error();
+    switch (status) {
+        case SAGE_ERR_IO:
+        case SAGE_ERR_FORMAT:
+            // Looked up when raised: a namespace-level py::object would be released after the
+            // interpreter has finalized.
             PyErr_SetString(py::module_::import("sage_edge.errors").attr("ModelFormatError").ptr(),
-                            e.what());
-            return;
-        case Status::Argument:
-            PyErr_SetString(PyExc_ValueError, e.what());
-            return;
-        case Status::Memory:
-            PyErr_SetString(PyExc_MemoryError, e.what());
-            return;
+                            message.c_str());
+            break;
+        case SAGE_ERR_ARGUMENT:
+            PyErr_SetString(PyExc_ValueError, message.c_str());
+            break;
+        case SAGE_ERR_MEMORY:
+            PyErr_SetString(PyExc_MemoryError, message.c_str());
+            break;
         default:
-            PyErr_SetString(PyExc_RuntimeError, e.what());
-            return;
+            PyErr_SetString(PyExc_RuntimeError, message.c_str());
+            break;
     }
+    throw py::error_already_set();
 }
 
-const char* attention_name(sage::Attention a) {
-    switch (a) {
-        case sage::Attention::Mha:
-            return "mha";
-        case sage::Attention::Gqa:
-            return "gqa";
-        default:
-            return "askv";
-    }
+void check(sage_status status) {
+    if (status != SAGE_OK) raise_status(status);
 }
 
-const char* dtype_name(sage::DType t) {
-    switch (t) {
-        case sage::DType::F32:
-            return "f32";
-        case sage::DType::Q8_0:
-            return "q8_0";
-        default:
-            return "q4";
+// Runs a C API call with the GIL released; the error, if any, is raised with the GIL back.
+template <typename Call>
+void unlocked(Call&& call) {
+    sage_status status;
+    {
+        py::gil_scoped_release release;
+        status = call();
     }
+    check(status);
 }
 
-const k::KernelTable& kernels_or_throw() {
-    const k::KernelTable* t = k::try_active();
-    if (t == nullptr) throw Error(Status::Kernel, k::select_error());
-    return *t;
-}
+using ModelHandle = std::shared_ptr<sage_model>;
 
 class PyModel {
   public:
     explicit PyModel(const std::string& path) {
-        kernels_or_throw();  // a bad SAGE_EDGE_KERNEL is refused at load, as in the C API
-        py::gil_scoped_release release;
-        model_ = sage::Model::load(path);
+        sage_model* model = nullptr;
+        unlocked([&] { return sage_model_load(path.c_str(), &model); });
+        model_ = ModelHandle(model, sage_model_free);
     }
 
     py::dict info() const {
-        const sage::Config& c = model_->config;
+        sage_model_info i;
+        check(sage_model_get_info(model_.get(), &i));
+        std::vector<uint32_t> horizons(i.n_layers);
+        check(sage_model_get_horizons(model_.get(), horizons.data(), horizons.size()));
         py::dict d;
-        d["vocab_size"] = c.vocab_size;
-        d["n_layers"] = c.n_layers;
-        d["d_model"] = c.d_model;
-        d["n_heads"] = c.n_heads;
-        d["n_kv_heads"] = c.n_kv_heads;
-        d["d_head"] = c.d_head;
-        d["d_ff"] = c.d_ff;
-        d["n_families"] = c.n_families;
-        d["attention"] = attention_name(c.attention);
-        d["quantization"] = dtype_name(model_->quant);
-        d["ticks_per_quarter"] = c.ticks_per_quarter;
-        d["norm_eps"] = c.norm_eps;
-        d["parameters"] = model_->parameters;
-        d["file_bytes"] = model_->file_bytes;
-        std::vector<uint32_t> horizons = model_->horizons;
-        uint64_t budget = 0;
-        for (uint32_t h : horizons) budget += h;
+        d["vocab_size"] = i.vocab_size;
+        d["n_layers"] = i.n_layers;
+        d["d_model"] = i.d_model;
+        d["n_heads"] = i.n_heads;
+        d["n_kv_heads"] = i.n_kv_heads;
+        d["d_head"] = i.d_head;
+        d["d_ff"] = i.d_ff;
+        d["n_families"] = i.n_families;
+        d["attention"] = sage_attention_name(i.attention);
+        d["quantization"] = sage_quant_name(i.quant);
+        d["ticks_per_quarter"] = i.ticks_per_quarter;
+        d["norm_eps"] = i.norm_eps;
+        d["parameters"] = i.parameters;
+        d["file_bytes"] = i.file_bytes;
         d["horizons"] = horizons;
-        d["budget"] = budget;
+        d["budget"] = i.budget;
         return d;
     }
 
     // The vocabulary table the file carries (docs/format.md): family, kind, a and b of every id.
     py::dict vocabulary() const {
-        const size_t V = model_->vocab.size();
+        sage_model_info i;
+        check(sage_model_get_info(model_.get(), &i));
+        const size_t V = i.vocab_size;
         py::array_t<uint8_t> family(V), kind(V);
         py::array_t<int32_t> a(V), b(V);
-        for (size_t i = 0; i < V; ++i) {
-            const sage::TokenInfo& t = model_->vocab[i];
-            family.mutable_at(i) = static_cast<uint8_t>(t.family);
-            kind.mutable_at(i) = static_cast<uint8_t>(t.kind);
-            a.mutable_at(i) = t.a;
-            b.mutable_at(i) = t.b;
+        for (size_t id = 0; id < V; ++id) {
+            uint32_t f, k;
+            check(sage_model_get_token(model_.get(), static_cast<int32_t>(id), &f, &k,
+                                       a.mutable_data() + id, b.mutable_data() + id));
+            family.mutable_at(id) = static_cast<uint8_t>(f);
+            kind.mutable_at(id) = static_cast<uint8_t>(k);
         }
         py::dict d;
         d["family"] = family;
@@ -170,128 +160,139 @@ class PyModel {
         return d;
     }
 
-    std::shared_ptr<const sage::Model> model() const { return model_; }
+    std::string metadata_json() const {
+        const char* json = nullptr;
+        size_t size = 0;
+        check(sage_model_get_metadata(model_.get(), &json, &size));
+        return std::string(json, size);
+    }
+
+    // {program: notes} of the training data, or None when the file does not record them.
+    py::object learned_programs() const {
+        int32_t programs[SAGE_MAX_LEARNED_PROGRAMS];
+        uint64_t notes[SAGE_MAX_LEARNED_PROGRAMS];
+        size_t count = 0;
+        check(sage_model_get_learned_programs(model_.get(), programs, notes,
+                                              SAGE_MAX_LEARNED_PROGRAMS, &count));
+        if (count == 0) return py::none();
+        py::dict d;
+        for (size_t i = 0; i < count; ++i) d[py::int_(programs[i])] = notes[i];
+        return d;
+    }
+
+    const ModelHandle& handle() const { return model_; }
 
   private:
-    std::shared_ptr<const sage::Model> model_;
+    ModelHandle model_;
 };
 
-// A session is not thread-safe (sage_edge.h: one session per thread), but Python code may share
-// one between threads, and the calls that compute release the GIL. So every call takes the
-// session's mutex, waiting for it with the GIL released: calls on one session from several
-// threads run one after another, never at once. No call takes the GIL while holding the mutex,
-// so the two locks cannot deadlock.
+// A session is not thread-safe (sage_edge.h: the caller serialises calls on one session), but
+// Python code may share one between threads, and the calls that compute release the GIL. So every
+// call takes the session's mutex, waiting for it with the GIL released: calls on one session from
+// several threads run one after another, never at once. No call takes the GIL while holding the
+// mutex without already holding the GIL, so the two locks cannot deadlock.
 class PySession {
   public:
-    PySession(const PyModel& model, uint64_t seed, int threads) : model_(model.model()) {
-        if (threads < 1 || threads > 256)
-            throw Error(Status::Argument, "threads must be in 1..256");
-        sage::SessionOptions options;
+    PySession(const PyModel& model, uint64_t seed, int threads) : model_(model.handle()) {
+        sage_session_options options = sage_session_options_default();
         options.seed = seed;
         options.threads = threads;
-        session_ = std::make_unique<sage::Session>(*model_, options, kernels_or_throw());
+        sage_session* session = nullptr;
+        unlocked([&] { return sage_session_create(model_.get(), &options, &session); });
+        session_.reset(session);
+        check(sage_model_get_info(model_.get(), &info_));
     }
 
     py::array_t<float> feed(py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
                             bool all_logits) {
-        if (tokens.ndim() != 1)
-            throw Error(Status::Argument, "tokens must be a 1-D sequence of ids");
+        if (tokens.ndim() != 1) {
+            PyErr_SetString(PyExc_ValueError, "tokens must be a 1-D sequence of ids");
+            throw py::error_already_set();
+        }
         const size_t n = static_cast<size_t>(tokens.shape(0));
-        const py::ssize_t V = model_->config.vocab_size;
+        const py::ssize_t V = info_.vocab_size;
         py::array_t<float> logits = all_logits
                                         ? py::array_t<float>({static_cast<py::ssize_t>(n), V})
                                         : py::array_t<float>(V);
         float* out = logits.mutable_data();
         const int32_t* ids = tokens.data();
-        {
-            py::gil_scoped_release release;
-            std::lock_guard<std::mutex> lock(mutex_);
-            session_->feed(ids, n, out, all_logits);
-        }
+        locked_call([&] { return sage_session_feed(get(), ids, n, out, all_logits ? 1 : 0); });
         return logits;
     }
 
-    int32_t sample(float temperature, int top_k, float top_p, float min_p) {
-        const sage::SamplingParams p = params(temperature, top_k, top_p, min_p);
-        py::gil_scoped_release release;
-        std::lock_guard<std::mutex> lock(mutex_);
-        return session_->sample(p);
+    int32_t sample(const sage_sampling& sampling) {
+        int32_t token = -1;
+        locked_call([&] { return sage_session_sample(get(), &sampling, &token); });
+        return token;
     }
 
-    py::array_t<int32_t> generate(int64_t n, float temperature, int top_k, float top_p,
-                                  float min_p) {
-        if (n < 0) throw Error(Status::Argument, "n_tokens must be >= 0");
-        const sage::SamplingParams p = params(temperature, top_k, top_p, min_p);
-        py::array_t<int32_t> tokens(n);
+    py::array_t<int32_t> generate(uint64_t n, const sage_sampling& sampling) {
+        py::array_t<int32_t> tokens(static_cast<py::ssize_t>(n));
         int32_t* out = tokens.mutable_data();
-        {
-            py::gil_scoped_release release;
-            std::lock_guard<std::mutex> lock(mutex_);
-            session_->generate(p, out, static_cast<size_t>(n));
-        }
+        locked_call([&] { return sage_session_generate(get(), &sampling, out, n); });
         return tokens;
     }
 
     void set_programs(const std::vector<int32_t>& programs) {
-        Locked locked(*this);
-        session_->set_programs(programs.data(), programs.size());
+        locked_call(
+            [&] { return sage_session_set_programs(get(), programs.data(), programs.size()); });
     }
 
     void reset() {
-        Locked locked(*this);
-        session_->reset();
+        locked_call([&] { return sage_session_reset(get()); });
     }
 
     uint64_t position() {
-        Locked locked(*this);
-        return session_->position();
-    }
-
-    uint64_t bars() {
-        Locked locked(*this);
-        return session_->bars();
+        uint64_t position = 0;
+        locked_call([&] { return sage_session_get_position(get(), &position); });
+        return position;
     }
 
     // The bar the stream is in: (index, start in quarters, numerator, denominator).
     py::tuple bar() {
-        const sage::BarInfo b = [&] {
-            Locked locked(*this);
-            return session_->bar();
-        }();
+        sage_bar b;
+        locked_call([&] { return sage_session_get_bar(get(), &b); });
         return py::make_tuple(b.index, b.start, b.numerator, b.denominator);
     }
 
+    double tempo() {
+        double bpm = 0;
+        locked_call([&] { return sage_session_get_tempo(get(), &bpm); });
+        return bpm;
+    }
+
     uint64_t dropped_events() {
-        Locked locked(*this);
-        return session_->dropped_events();
+        uint64_t dropped = 0;
+        locked_call([&] { return sage_session_get_dropped_events(get(), &dropped); });
+        return dropped;
     }
 
     // Completed notes as (time, duration, pitch, velocity, program) tuples, oldest first.
     py::list pop_events() {
         py::list out;
-        Locked locked(*this);
-        sage::NoteEvent batch[256];
-        for (size_t n; (n = session_->pop_events(batch, 256)) > 0;)
+        sage_note_event batch[256];
+        for (;;) {
+            size_t n = 0;
+            locked_call([&] { return sage_session_pop_events(get(), batch, 256, &n); });
             for (size_t i = 0; i < n; ++i)
                 out.append(py::make_tuple(batch[i].time, batch[i].duration, batch[i].pitch,
                                           batch[i].velocity, batch[i].program));
-        return out;
+            if (n < 256) return out;
+        }
     }
 
     // The grammar mask for the next token, [V] bool.
     static_assert(sizeof(bool) == 1, "numpy bool arrays are one byte per element");
     py::array_t<bool> allowed_next() {
-        py::array_t<bool> mask(session_->model().config.vocab_size);
-        Locked locked(*this);
-        session_->allowed_next(reinterpret_cast<uint8_t*>(mask.mutable_data()));
+        py::array_t<bool> mask(info_.vocab_size);
+        uint8_t* out = reinterpret_cast<uint8_t*>(mask.mutable_data());
+        locked_call([&] { return sage_session_allowed_next(get(), out, info_.vocab_size); });
         return mask;
     }
 
     py::dict memory() {
-        const sage::MemoryReport r = [&] {
-            Locked locked(*this);
-            return session_->memory();
-        }();
+        sage_memory r;
+        locked_call([&] { return sage_session_get_memory(get(), &r); });
         py::dict d;
         d["weights_bytes"] = r.weights_bytes;
         d["activation_bytes"] = r.activation_bytes;
@@ -301,75 +302,95 @@ class PySession {
     }
 
   private:
-    // Holds the session's mutex for a call that needs the GIL too: waits for the mutex with the
-    // GIL released, then keeps both until the end of the scope.
-    class Locked {
-      public:
-        explicit Locked(PySession& s) : lock_(s.mutex_, std::defer_lock) {
+    sage_session* get() const { return session_.get(); }
+
+    // Runs a C API call on this session with the GIL released and the session's mutex held.
+    template <typename Call>
+    void locked_call(Call&& call) {
+        sage_status status;
+        {
             py::gil_scoped_release release;
-            lock_.lock();
+            std::lock_guard<std::mutex> lock(mutex_);
+            status = call();
         }
-
-      private:
-        std::unique_lock<std::mutex> lock_;
-    };
-
-    static sage::SamplingParams params(float temperature, int top_k, float top_p, float min_p) {
-        sage::SamplingParams p;
-        p.temperature = temperature;
-        p.top_k = top_k;
-        p.top_p = top_p;
-        p.min_p = min_p;
-        sage::Session::check_sampling(p);
-        return p;
+        check(status);
     }
 
-    std::shared_ptr<const sage::Model> model_;  // kept alive as long as the session
-    std::unique_ptr<sage::Session> session_;
+    struct Free {
+        void operator()(sage_session* s) const { sage_session_free(s); }
+    };
+    ModelHandle model_;  // the model outlives the session (sage_edge.h)
+    std::unique_ptr<sage_session, Free> session_;
+    sage_model_info info_{};
     std::mutex mutex_;
 };
 
+sage_sampling sampling_of(float temperature, int32_t top_k, float top_p, float min_p) {
+    return sage_sampling{temperature, top_k, top_p, min_p};
+}
+
 void bind(py::module_& m) {
     py::module_::import("sage_edge.errors");  // fail at import, not at the first error
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const Error& e) {
-            raise_engine_error(e);
-        }
-    });
 
     py::class_<PyModel>(m, "Model", "A validated, memory-mapped .sage model file.")
         .def(py::init<const std::string&>(), py::arg("path"))
         .def("info", &PyModel::info, "Hyperparameters, quantization, horizons and sizes.")
-        .def(
-            "metadata_json", [](const PyModel& m) { return m.model()->metadata_json; },
-            "The file's metadata JSON (validated at load): tokenizer configuration and more.")
+        .def("metadata_json", &PyModel::metadata_json,
+             "The file's metadata JSON (validated at load): tokenizer configuration and more.")
         .def("vocabulary", &PyModel::vocabulary,
-             "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.");
+             "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.")
+        .def("learned_programs", &PyModel::learned_programs,
+             "{program: notes in the training data}, or None when the file does not say.");
 
-    const sage::SamplingParams defaults;
-    const float t0 = defaults.temperature, p0 = defaults.top_p, m0 = defaults.min_p;
+    const sage_sampling d = sage_sampling_default();
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, int>(), py::arg("model"), py::arg("seed") = 0,
              py::arg("threads") = 1)
         .def("feed", &PySession::feed, py::arg("tokens"), py::arg("all_logits") = false,
              "Run the model over tokens; logits [V] after the last one or [n, V] after each.")
-        .def("sample", &PySession::sample, py::arg("temperature") = t0, py::arg("top_k") = 0,
-             py::arg("top_p") = p0, py::arg("min_p") = m0,
-             "Draw the next token under the grammar mask (not fed).")
-        .def("generate", &PySession::generate, py::arg("n_tokens"), py::arg("temperature") = t0,
-             py::arg("top_k") = 0, py::arg("top_p") = p0, py::arg("min_p") = m0,
-             "Sample and feed n tokens; returns them.")
+        .def(
+            "sample",
+            [](PySession& s, float t, int32_t k, float p, float min_p) {
+                return s.sample(sampling_of(t, k, p, min_p));
+            },
+            py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
+            py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p,
+            "Draw the next token under the grammar mask (not fed).")
+        .def(
+            "generate",
+            [](PySession& s, uint64_t n, float t, int32_t k, float p, float min_p) {
+                return s.generate(n, sampling_of(t, k, p, min_p));
+            },
+            py::arg("n_tokens"), py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
+            py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p,
+            "Sample and feed n tokens; returns them.")
         .def("reset", &PySession::reset)
         .def("set_programs", &PySession::set_programs, py::arg("programs"))
         .def("pop_events", &PySession::pop_events)
         .def("memory", &PySession::memory)
         .def("allowed_next", &PySession::allowed_next)
         .def_property_readonly("position", &PySession::position)
-        .def_property_readonly("bars", &PySession::bars)
         .def_property_readonly("bar", &PySession::bar)
+        .def_property_readonly("tempo", &PySession::tempo)
         .def_property_readonly("dropped_events", &PySession::dropped_events);
+
+    // The checks every front end applies before it starts work (sage_edge.h).
+    m.def(
+        "check_sampling",
+        [](float t, int32_t k, float p, float min_p) {
+            const sage_sampling s = sampling_of(t, k, p, min_p);
+            check(sage_sampling_check(&s));
+        },
+        py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"));
+    m.def("check_tempo", [](double bpm) { check(sage_tempo_check(bpm)); }, py::arg("bpm"));
+    m.def(
+        "check_threads",
+        [](int threads) {
+            sage_session_options o = sage_session_options_default();
+            o.threads = threads;
+            check(sage_session_options_check(&o));
+        },
+        py::arg("threads"));
 }
 
 }  // namespace engine
@@ -378,7 +399,7 @@ PYBIND11_MODULE(_engine, m) {
     m.doc() = "sage-edge C++ engine (kernels, sessions)";
 
     m.def("version", &sage_version, "The engine's version: the package's (pyproject.toml).");
-    m.def("cpu_features", &k::cpu_features,
+    m.def("cpu_features", &sage_cpu_features,
           "CPU features relevant to kernel dispatch, e.g. 'avx avx2 fma avx512f ...'.");
     m.def(
         "kernel", [] { return std::string(active_kernels().name); },
@@ -390,7 +411,7 @@ PYBIND11_MODULE(_engine, m) {
           "scale, 32 x int8), with the active kernel path or the one named.");
     m.attr("BLOCK_SIZE") = k::kBlockSize;
     // Facts defined once in C++ that the Python package asks for.
-    const sage::SamplingParams sampling;
+    const sage_sampling sampling = sage_sampling_default();
     py::dict default_sampling;
     default_sampling["temperature"] = sampling.temperature;
     default_sampling["top_k"] = sampling.top_k;
