@@ -4,7 +4,8 @@
 // The forward pass of one model on the active kernel path (SAGE_EDGE_KERNEL forces one), one
 // thread unless --threads says otherwise:
 //   - decode: median microseconds of feeding one token (logits included, sampling not) after
-//     `position` tokens, for each position;
+//     `position` tokens, for each position, and its ratio to the first position's (a step should
+//     cost the same at every position past the longest horizon);
 //   - prefill: median tokens per second of feeding a block of --block tokens to a fresh session,
 //     and its ratio to decode tokens per second at the first position;
 //   - the split of a decode step at --split-at past tokens: the matrix products (quantizing their
@@ -231,8 +232,8 @@ int main(int argc, char** argv) {
     for (int64_t p : positions) {
         const double us = decode_us(p);
         if (first_decode_us == 0.0) first_decode_us = us;
-        std::printf("decode at %6lld past tokens: %8.1f us/token (%7.0f tokens/s)\n",
-                    (long long)p, us, 1e6 / us);
+        std::printf("decode at %6lld past tokens: %8.1f us/token (%7.0f tokens/s), %.2fx at %lld\n",
+                    (long long)p, us, 1e6 / us, us / first_decode_us, (long long)positions.front());
     }
 
     const double prefill_s = median_time(
