@@ -282,3 +282,75 @@ def test_the_held_out_pieces_stay_in_the_test_split(tmp_path):
     records = [data.convert_piece(p, str(tmp_path)) for p in (by_content[0], twin)]
     data.assign_splits(records, tmp_path)
     assert [r["split"] for r in records] == ["test", "test"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Program augmentation
+
+
+def _notes(score: symusic.Score) -> list[tuple]:
+    return sorted(
+        (n.time, n.pitch, n.duration, n.velocity, t.program) for t in score.tracks for n in t.notes
+    )
+
+
+def test_redrawn_programs_decode_to_the_same_notes(tokenizer, chorale_paths):
+    ids = np.asarray(tokenizer.encode(chorale_paths[0]), np.int32)
+    original = _notes(tokenizer.decode(ids))
+    voices = data.voice_ranges(ids, tokenizer)
+    assert set(voices) == {n[4] for n in original}
+    ensembles = set()
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        mapping = data.draw_programs(voices, np.random.default_rng(seed))
+        augmented = data.redraw_programs(ids, rng, tokenizer)
+        assert augmented.dtype == ids.dtype and len(augmented) == len(ids)
+        notes = _notes(tokenizer.decode(augmented))
+        # the same notes, each voice under its new program (a keyboard merges them all)
+        assert notes == sorted((*n[:4], mapping[n[4]]) for n in original)
+        for old, new in mapping.items():
+            low, high, _ = voices[old]
+            assert data._plays(new, low, high), (old, new)
+        merged = len(set(mapping.values())) == 1
+        assert merged or len(set(mapping.values())) == len(voices)  # merged only on a keyboard
+        if merged:
+            assert next(iter(mapping.values())) in data.KEYBOARDS
+        ensembles.add(merged)
+    assert ensembles == {True, False}
+
+
+def test_program_augmentation_reaches_every_family(tokenizer, chorale_paths):
+    """Every General MIDI family of the issue's list is drawn for the chorales' voices."""
+    families = set()
+    for path in chorale_paths[:4]:
+        ids = np.asarray(tokenizer.encode(path), np.int32)
+        voices = data.voice_ranges(ids, tokenizer)
+        for seed in range(100):
+            mapping = data.draw_programs(voices, np.random.default_rng(seed))
+            families |= {p // 8 for p in mapping.values()}
+    assert set(range(12)) <= families  # piano .. synth pad
+
+
+def test_drums_keep_their_program(tokenizer):
+    ids = np.array(
+        [
+            tokenizer.id_of(t)
+            for t in (
+                "Bar_None",
+                "TimeSig_4/4",
+                "Position_0",
+                "Program_-1",
+                "PitchDrum_36",
+                "Velocity_79",
+                "Duration_1.0.12",
+                "Program_0",
+                "Pitch_60",
+                "Velocity_79",
+                "Duration_1.0.12",
+            )
+        ],  # fmt: skip
+        np.int32,
+    )
+    assert set(data.voice_ranges(ids, tokenizer)) == {0}
+    out = data.redraw_programs(ids, np.random.default_rng(1), tokenizer)
+    assert out[3] == ids[3] and (np.delete(out, 7) == np.delete(ids, 7)).all()

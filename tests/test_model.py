@@ -304,6 +304,8 @@ def test_config_defaults_and_properties():
         ({"families": [6] * 12}, "family must be"),
         ({"d_model": 0}, "d_model"),
         ({"norm_eps": 0.0}, "norm_eps"),
+        ({"attn_dropout": 1.0}, "attn_dropout"),
+        ({"ffn_dropout": -0.1}, "ffn_dropout"),
     ],
 )
 def test_config_validation(overrides, message):
@@ -327,3 +329,38 @@ def test_schedules():
         full(0, 512)
     with pytest.raises(ValueError, match="kind"):
         schedule_from_dict(6, {"kind": "triangle"})
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout: training only
+
+
+def with_dropout(model: SageModel, attn: float, ffn: float) -> SageModel:
+    """The same weights in a model whose config has dropout."""
+    import dataclasses
+
+    config = dataclasses.replace(model.config, attn_dropout=attn, ffn_dropout=ffn)
+    other = SageModel(config)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def test_dropout_changes_training_but_not_evaluation(tokenizer, piece):
+    model = make_model(tokenizer)
+    ids = piece[:, :200]
+    reference = model(ids)
+    assert model.config.attn_dropout == model.config.ffn_dropout == 0.0  # the default
+    for attn, ffn in ((0.3, 0.0), (0.0, 0.3)):
+        dropped = with_dropout(model, attn, ffn)
+        # no parameters of its own: the same tensors, so export and the engine see no difference
+        assert dropped.tensors().keys() == model.tensors().keys()
+        torch.testing.assert_close(dropped.eval()(ids), reference, rtol=0, atol=0)
+        dropped.train()
+        torch.manual_seed(1)
+        first = dropped(ids)
+        torch.manual_seed(2)
+        assert not torch.allclose(first, dropped(ids))  # a different mask each forward
+        torch.manual_seed(1)
+        torch.testing.assert_close(dropped(ids), first)  # seeded: reproducible
+    model.train()  # without dropout, training mode is the same function
+    torch.testing.assert_close(model(ids), reference, rtol=0, atol=0)

@@ -189,3 +189,61 @@ def test_two_ddp_processes_end_with_identical_weights(corpus, tmp_path):
     assert len(end["param_digests"]) == 2
     assert end["param_digests"][0] == end["param_digests"][1]
     assert (tmp_path / "last.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Program augmentation in the stream, and starting from given weights
+
+
+def test_train_stream_redraws_programs_and_resumes_them(corpus, tokenizer):
+    pieces = data.load_split(corpus, "train", tokenizer)
+    stream = PieceStream(pieces, tokenizer, 4, 128, seed=5, program_augment=0.5)
+    redrawn = kept = 0
+    for _ in range(40):
+        _, _, starts_piece = stream.next_batch()
+        for b in np.flatnonzero(starts_piece.numpy()):
+            slot = stream.slots[b]
+            sequence = stream._sequence(slot)[1:-1]
+            if slot.programs_seed < 0:
+                kept += 1
+                assert np.array_equal(sequence, pieces[slot.piece])
+            else:
+                redrawn += 1
+                rng = np.random.default_rng(slot.programs_seed)
+                expected = data.redraw_programs(pieces[slot.piece], rng, tokenizer)
+                assert np.array_equal(sequence, expected)
+    assert redrawn > 3 and kept > 3
+    # a stream restored from its state continues with the same programs
+    state = stream.state()
+    again = PieceStream(pieces, tokenizer, 4, 128, seed=5, program_augment=0.5)
+    again.load_state(json.loads(json.dumps(state)))
+    for _ in range(10):
+        batches = zip(stream.next_batch(), again.next_batch(), strict=True)
+        assert all(torch.equal(a, b) for a, b in batches)
+
+
+def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tmp_path):
+    from sage_edge import format as sage_format
+
+    model_file = REPO / "tests" / "data" / "tiny_q8_0.sage"  # tiny.toml's shapes, q8_0 blocks
+    run(corpus, tmp_path, "--init", str(model_file), "--stop-at", "0")
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert checkpoint["step"] == 0
+    assert json.loads(checkpoint["train_config_json"])["init"] == str(model_file)
+    expected = sage_format.read(model_file).dequantized_tensors()
+    assert set(checkpoint["model"]) == set(expected)
+    for name, values in expected.items():
+        assert np.array_equal(checkpoint["model"][name].numpy(), values), name
+    resumed = run(corpus, tmp_path, "--init", str(model_file), "--resume", "--max-steps", "2")
+    assert resumed["step"] == 2  # --resume continues from last.pt, not from the file again
+
+
+def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):
+    trained, _ = tiny_run
+    run(corpus, tmp_path / "a", "--init", str(trained / "best.pt"), "--stop-at", "0")
+    start = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    for name, tensor in load_checkpoint(trained / "best.pt").state_dict().items():
+        assert torch.equal(start[name], tensor), name
+    shipped = REPO / "sage_edge" / "models" / "default.sage"  # 6 layers: not the tiny config
+    with pytest.raises(ValueError, match="does not fit the config's model"):
+        run(corpus, tmp_path / "b", "--init", str(shipped))

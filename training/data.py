@@ -27,7 +27,7 @@ import numpy as np
 import symusic
 
 from sage_edge.errors import MidiInputError
-from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, Tokenizer, load_score
+from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, KIND_PROGRAM, Tokenizer, load_score
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
@@ -985,6 +985,113 @@ def transpose(ids: np.ndarray, semitones: int, tokenizer: Tokenizer) -> np.ndarr
     if (out < 0).any():
         return None
     return out.astype(np.asarray(ids).dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Program augmentation (batch time, after transposition; docs/data.md, "Program augmentation")
+
+# What each General MIDI program can play: its sounding range (MIDI pitches, inclusive), from
+# orchestration tables. Programs absent here (timpani, orchestra hit, sound effects, percussive
+# and ethnic instruments without a settled range) are never drawn.
+INSTRUMENT_RANGES: dict[int, tuple[int, int]] = {
+    **dict.fromkeys(range(0, 8), (21, 108)),  # pianos, electric pianos, harpsichord, clavinet
+    8: (60, 108), 9: (79, 108), 10: (60, 96), 11: (53, 89),  # celesta, glockenspiel, box, vibes
+    12: (45, 96), 13: (65, 108), 14: (60, 77), 15: (48, 84),  # marimba, xylophone, bells, dulcimer
+    **dict.fromkeys(range(16, 21), (36, 96)),  # organs
+    21: (53, 89), 22: (60, 84), 23: (53, 89),  # accordion, harmonica, tango accordion
+    **dict.fromkeys(range(24, 32), (40, 88)),  # guitars
+    **dict.fromkeys(range(32, 40), (28, 67)),  # basses (acoustic, electric, fretless, slap, synth)
+    40: (55, 103), 41: (48, 88), 42: (36, 76), 43: (28, 67),  # violin, viola, cello, contrabass
+    44: (28, 103), 45: (28, 96), 46: (23, 103),  # tremolo strings, pizzicato strings, harp
+    **dict.fromkeys(range(48, 52), (28, 96)),  # string ensembles, synth strings
+    52: (40, 84), 53: (40, 84), 54: (40, 84),  # choir aahs, voice oohs, synth voice
+    56: (54, 82), 57: (40, 72), 58: (28, 58), 59: (54, 82),  # trumpet, trombone, tuba, muted tpt
+    60: (34, 77), 61: (36, 84), 62: (36, 84), 63: (36, 84),  # french horn, brass sections
+    64: (56, 88), 65: (49, 81), 66: (44, 76), 67: (36, 69),  # soprano, alto, tenor, baritone sax
+    68: (58, 91), 69: (52, 81), 70: (34, 75), 71: (50, 94),  # oboe, english horn, bassoon, clarinet
+    72: (74, 108), 73: (60, 96), 74: (60, 86), 75: (60, 96),  # piccolo, flute, recorder, pan flute
+    76: (60, 96), 77: (60, 96), 78: (60, 96), 79: (60, 84),  # blown bottle, shakuhachi, whistle
+    **dict.fromkeys(range(80, 96), (36, 96)),  # synth leads and pads
+    104: (48, 77), 105: (48, 84), 107: (55, 91), 110: (55, 103),  # sitar, banjo, koto, fiddle
+}  # fmt: skip
+# Ensembles a piece's voices are redrawn into, one drawn per piece. A voice takes an instrument
+# of the ensemble whose range holds it, not yet taken by another voice; keyboards play every
+# voice on one instrument (one track, as a pianist would).
+ENSEMBLES: dict[str, tuple[int, ...]] = {
+    "strings": (40, 110, 41, 42, 43, 44, 45, 46),
+    "string ensemble and choir": (48, 49, 50, 51, 52, 53, 54),
+    "brass": (56, 59, 60, 57, 58, 61, 62, 63),
+    "reeds": (64, 65, 66, 67, 68, 69, 71, 70),
+    "pipes": (72, 73, 74, 75, 76, 77, 78, 79, 70),
+    "guitars and bass": (24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37),
+    "synths": (*range(80, 96), 38, 39),
+    "chromatic percussion": (8, 9, 10, 11, 12, 13, 14, 15, 32),
+    "mixed": tuple(INSTRUMENT_RANGES),
+}
+KEYBOARDS = (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21)  # pianos, organs, accordion
+
+
+def voice_ranges(ids: np.ndarray, tokenizer: Tokenizer) -> dict[int, tuple[int, int, float]]:
+    """``program → (lowest, highest, mean pitch)`` of every melodic voice of a token stream."""
+    table = tokenizer.token_table()
+    ids = np.asarray(ids)
+    at = np.flatnonzero(table["kind"][ids[:-1]] == KIND_PROGRAM)
+    at = at[table["kind"][ids[at + 1]] == KIND_PITCH]  # Program_-1 is followed by PitchDrum
+    programs, pitches = table["a"][ids[at]], table["a"][ids[at + 1]]
+    return {
+        int(p): (int(v.min()), int(v.max()), float(v.mean()))
+        for p in np.unique(programs)
+        for v in [pitches[programs == p]]
+    }
+
+
+def draw_programs(
+    voices: dict[int, tuple[int, int, float]], rng: np.random.Generator
+) -> dict[int, int]:
+    """New program for each voice (``old → new``): an ensemble drawn uniformly among
+    ``ENSEMBLES`` and the keyboards. Voices take instruments top voice first, each among the two
+    free instruments of the ensemble whose range centre is nearest the voice's mean pitch; a
+    voice no ensemble instrument can play falls back to any instrument that can, or keeps its
+    own program."""
+    names = [*ENSEMBLES, "keyboard"]
+    name = names[int(rng.integers(len(names)))]
+    lowest = min((low for low, _, _ in voices.values()), default=0)
+    highest = max((high for _, high, _ in voices.values()), default=127)
+    if name == "keyboard":
+        fits = [p for p in KEYBOARDS if _plays(p, lowest, highest)]
+        program = int(rng.choice(fits)) if fits else 0
+        return dict.fromkeys(voices, program)
+    taken: set[int] = set()
+    mapping = {}
+    for old, (low, high, mean) in sorted(voices.items(), key=lambda v: -v[1][2]):
+        for pool in (ENSEMBLES[name], ENSEMBLES["mixed"]):
+            shuffled = (int(p) for p in rng.permutation(pool))
+            free = [p for p in shuffled if p not in taken and _plays(p, low, high)]
+            if free:  # shuffled first, so instruments of one range take turns
+                free.sort(key=lambda p: abs(sum(INSTRUMENT_RANGES[p]) / 2 - mean))
+                new = int(free[int(rng.integers(min(2, len(free))))])
+                break
+        else:
+            new = old if old not in taken else next(p for p in range(128) if p not in taken)
+        taken.add(new)
+        mapping[old] = new
+    return mapping
+
+
+def _plays(program: int, low: int, high: int) -> bool:
+    bottom, top = INSTRUMENT_RANGES[program]
+    return bottom <= low and high <= top
+
+
+def redraw_programs(ids: np.ndarray, rng: np.random.Generator, tokenizer: Tokenizer) -> np.ndarray:
+    """The same notes with each melodic voice's Program token redrawn (:func:`draw_programs`);
+    drums and every other token stay. One gather through a Program id → id table."""
+    ids = np.asarray(ids)
+    mapping = draw_programs(voice_ranges(ids, tokenizer), rng)
+    table = np.arange(tokenizer.vocab_size, dtype=ids.dtype)
+    for old, new in mapping.items():
+        table[tokenizer.id_of(f"Program_{old}")] = tokenizer.id_of(f"Program_{new}")
+    return table[ids]
 
 
 # ---------------------------------------------------------------------------------------------

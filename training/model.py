@@ -48,6 +48,10 @@ class ModelConfig:
     horizons: list[int]  # DSMR memory of each layer, in tokens
     d_head: int | None = None  # defaults to d_model // n_heads
     norm_eps: float = 1e-5
+    # Training-only regularisation (the export and the engine ignore it): dropout on the
+    # attention weights, and on the feed-forward output before it joins the residual stream.
+    attn_dropout: float = 0.0
+    ffn_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.d_head is None:
@@ -96,6 +100,9 @@ class ModelConfig:
             raise ValueError(f"every horizon must be at least 1, got {self.horizons}")
         if not (self.norm_eps > 0 and math.isfinite(self.norm_eps)):
             raise ValueError(f"norm_eps must be positive and finite, got {self.norm_eps}")
+        for name in ("attn_dropout", "ffn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -235,6 +242,8 @@ class Block(nn.Module):
         self.n_heads, self.n_kv_heads, self.d_head = H, G, d_h
         self.horizon = horizon
         self.eps = config.norm_eps
+        self.attn_dropout = config.attn_dropout
+        self.ffn_dropout = nn.Dropout(config.ffn_dropout)
 
         self.attn_norm = nn.Parameter(torch.ones(d))
         self.wq = nn.Parameter(torch.empty(H * d_h, d))
@@ -277,7 +286,9 @@ class Block(nn.Module):
 
         # SwiGLU feed-forward.
         u = rmsnorm(x, self.ffn_norm, self.eps)
-        x = x + F.linear(F.silu(F.linear(u, self.w1)) * F.linear(u, self.w3), self.w2)
+        x = x + self.ffn_dropout(
+            F.linear(F.silu(F.linear(u, self.w1)) * F.linear(u, self.w3), self.w2)
+        )
 
         memory = LayerMemory(*self.last_window(keys, values, valid))
         return x, memory
@@ -315,6 +326,7 @@ class Block(nn.Module):
             keys.transpose(1, 2),  # [B, G, P+T, d_h]
             values.transpose(1, 2),
             attn_mask=bias,
+            dropout_p=self.attn_dropout if self.training else 0.0,
             enable_gqa=True,
         )
         return o.transpose(1, 2).reshape(B, T, H * d_h)

@@ -36,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from sage_edge.tokenizer import Tokenizer
 from training import data
-from training.model import Memory, ModelConfig, SageModel, schedule_from_dict
+from training.model import Memory, ModelConfig, SageModel, load_checkpoint, schedule_from_dict
 
 IGNORE = -100  # target of padding positions: not part of the loss
 
@@ -66,6 +66,7 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads (0: leave torch's default)
     transpose_min: int = -5  # augmentation: semitones drawn uniformly per piece, inclusive
     transpose_max: int = 6
+    program_augment: float = 0.0  # augmentation: share of pieces whose programs are redrawn
     add_bos_eos: bool = True  # wrap every piece in BOS ... EOS
 
     def __post_init__(self) -> None:
@@ -74,6 +75,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be at least 1")
         if self.transpose_min > self.transpose_max:
             raise ValueError("train.transpose_min must not exceed train.transpose_max")
+        if not 0.0 <= self.program_augment <= 1.0:
+            raise ValueError("train.program_augment must be in [0, 1]")
 
 
 def load_config(path: str | os.PathLike) -> tuple[str, dict, TrainConfig]:
@@ -110,6 +113,7 @@ def build_model_config(model_table: dict, tokenizer: Tokenizer) -> ModelConfig:
 class Slot:
     piece: int = -1  # index into the stream's pieces; -1: idle
     semitones: int = 0
+    programs_seed: int = -1  # seed of the piece's program redraw; -1: its own programs
     position: int = 0  # index of the next input token in the piece's sequence
 
 
@@ -118,8 +122,9 @@ class PieceStream:
 
     ``next_batch()`` gives inputs [B, S], targets [B, S] (the next token, ``IGNORE`` on padding)
     and ``starts_piece`` [B] (the slot's memory must be reset first). Training streams loop
-    forever over a fresh permutation each epoch with a random transposition per piece;
-    evaluation streams (``shuffle=False``) take every piece once, untransposed, then run dry.
+    forever over a fresh permutation each epoch with a random transposition per piece (and, for a
+    ``program_augment`` share of them, redrawn programs: ``data.redraw_programs``); evaluation
+    streams (``shuffle=False``) take every piece once, untransposed, then run dry.
     """
 
     def __init__(
@@ -132,12 +137,14 @@ class PieceStream:
         seed: int = 0,
         shuffle: bool = True,
         transpose_range: tuple[int, int] | None = None,
+        program_augment: float = 0.0,
         add_bos_eos: bool = True,
     ):
         self.pieces = pieces
         self.tokenizer = tokenizer
         self.batch_size, self.segment = batch_size, segment
         self.shuffle, self.transpose_range = shuffle, transpose_range
+        self.program_augment = program_augment
         self.bos, self.eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
         self.pad = tokenizer.id_of("PAD_None")
         self.add_bos_eos = add_bos_eos
@@ -151,8 +158,9 @@ class PieceStream:
         n = len(self.pieces)
         return self.rng.permutation(n) if self.shuffle else np.arange(n)
 
-    def _next_piece(self) -> tuple[int, int] | None:
-        """The next piece index and its transposition; None when an eval stream runs dry."""
+    def _next_piece(self) -> tuple[int, int, int] | None:
+        """The next piece index, its transposition and its program seed (-1: none); None when
+        an eval stream runs dry."""
         if self.cursor == len(self.order):
             if not self.shuffle or not len(self.order):
                 return None
@@ -164,14 +172,20 @@ class PieceStream:
         if self.transpose_range is not None:
             low, high = self.transpose_range
             semitones = int(self.rng.integers(low, high + 1))
-        return piece, semitones
+        programs_seed = -1
+        if self.program_augment > 0 and self.rng.random() < self.program_augment:
+            programs_seed = int(self.rng.integers(2**31))  # the slot keeps it: exact resume
+        return piece, semitones, programs_seed
 
     def _sequence(self, slot: Slot) -> np.ndarray:
-        """The token ids a slot streams: the (transposed) piece, in BOS ... EOS."""
+        """The token ids a slot streams: the (transposed, re-orchestrated) piece, in BOS ... EOS."""
         ids = self.pieces[slot.piece]
         shifted = data.transpose(ids, slot.semitones, self.tokenizer)
         if shifted is None:  # a note would leave the pitch range: keep the original key
             shifted = ids
+        if slot.programs_seed >= 0:  # after transposing: instruments must hold the new range
+            rng = np.random.default_rng(slot.programs_seed)
+            shifted = data.redraw_programs(shifted, rng, self.tokenizer)
         if self.add_bos_eos:
             shifted = np.concatenate([[self.bos], shifted, [self.eos]])
         return np.asarray(shifted, dtype=np.int64)
@@ -190,7 +204,7 @@ class PieceStream:
                 if chosen is None:
                     slot.piece, sequence = -1, None
                     break
-                slot.piece, slot.semitones = chosen
+                slot.piece, slot.semitones, slot.programs_seed = chosen
                 slot.position = 0
                 sequence = self._sequences[b] = self._sequence(slot)
                 starts_piece[b] = True
@@ -374,6 +388,26 @@ def evaluate(
     return total_loss / max(total_tokens, 1.0), int(total_tokens)
 
 
+def load_initial_weights(model: SageModel, path: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Start ``model`` from a checkpoint (``.pt``) or a model file (``.sage``, dequantized: the
+    file's exact weights). The architecture comes from the run's config; the tensors' names and
+    shapes and the tokenizer's vocabulary must match it (fine-tuning, not surgery)."""
+    path = Path(path)
+    if path.suffix == ".sage":
+        from training.evaluate import reference_model
+
+        source = reference_model(path)
+    else:
+        source = load_checkpoint(path)
+    theirs = Tokenizer.from_json(source.tokenizer_json).token_table()
+    if not np.array_equal(theirs, tokenizer.token_table()):
+        raise ValueError(f"{path}: its tokenizer's vocabulary differs from the one trained here")
+    try:
+        model.load_tensors(source.tensors())
+    except ValueError as exc:
+        raise ValueError(f"{path}: does not fit the config's model: {exc}") from exc
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -403,7 +437,8 @@ def plot_curve(metrics: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("loss per token (nats)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or valid:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -429,7 +464,11 @@ def train(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(cfg.seed)
     model_config = build_model_config(model_table, tokenizer)
-    model = SageModel(model_config).to(device)
+    model = SageModel(model_config)
+    resuming = args.resume and (out / "last.pt").exists()
+    if args.init is not None and not resuming:  # a resumed run already holds its own weights
+        load_initial_weights(model, args.init, tokenizer)
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     stream = PieceStream(
         train_pieces[env.rank :: env.world],
@@ -438,13 +477,14 @@ def train(args: argparse.Namespace) -> dict:
         cfg.segment,
         seed=cfg.seed * 1000 + env.rank,
         transpose_range=(cfg.transpose_min, cfg.transpose_max),
+        program_augment=cfg.program_augment,
         add_bos_eos=cfg.add_bos_eos,
     )
     memory = model.init_memory(cfg.batch_size)
     step, best_valid = 0, math.inf
 
     metrics_path = out / "metrics.jsonl"
-    if args.resume and (out / "last.pt").exists():
+    if resuming:
         checkpoint = torch.load(out / "last.pt", map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -480,7 +520,9 @@ def train(args: argparse.Namespace) -> dict:
             "step": step,
             "best_valid_loss": best_valid,
             "model_config": model_config.to_dict(),
-            "train_config_json": json.dumps({"name": name, **dataclasses.asdict(cfg)}),
+            "train_config_json": json.dumps(
+                {"name": name, "init": args.init, **dataclasses.asdict(cfg)}
+            ),
             "tokenizer_json": tokenizer.to_json(),
             "streams": streams,
             "memories": memories,
@@ -569,7 +611,8 @@ def train(args: argparse.Namespace) -> dict:
 
     if progress is not None:
         progress.close()
-    if saved_step != step:  # stopped between evaluations (--stop-at): keep the state to resume
+    # stopped between evaluations (--stop-at), or before the first step: keep the state to resume
+    if saved_step != step or step == 0:
         payload = checkpoint_payload()
         if env.main:
             save_checkpoint(out / "last.pt", payload)
@@ -605,6 +648,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     ap.add_argument("--threads", type=int, default=None, help="override train.threads")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="start from these weights: a checkpoint (.pt) or a model file (.sage), e.g. "
+        "sage_edge/models/default.sage to fine-tune on --data (ignored when --resume finds "
+        "OUT/last.pt)",
+    )
     ap.add_argument(
         "--stop-at",
         type=int,
