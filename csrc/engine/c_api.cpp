@@ -45,6 +45,13 @@ SAGE_SAME(SAGE_FAMILY_PITCH, sage::Family::Pitch);
 SAGE_SAME(SAGE_FAMILY_VELOCITY, sage::Family::Velocity);
 SAGE_SAME(SAGE_FAMILY_DURATION, sage::Family::Duration);
 static_assert(SAGE_FAMILY_DURATION + 1 == sage::kNumFamilies, "a family is missing");
+SAGE_SAME(SAGE_STOP_BARS, sage::StopReason::Bars);
+SAGE_SAME(SAGE_STOP_TIME, sage::StopReason::Time);
+SAGE_SAME(SAGE_STOP_END, sage::StopReason::End);
+SAGE_SAME(SAGE_STOP_MAX_TOKENS, sage::StopReason::MaxTokens);
+SAGE_SAME(SAGE_STOP_BAR_LINE, sage::StopReason::BarLine);
+SAGE_SAME(SAGE_STOP_CAPACITY, sage::StopReason::Capacity);
+static_assert(SAGE_MAX_TOKENS_PER_BAR == sage::Session::kMaxTokensPerBar, "one token cap");
 #undef SAGE_SAME
 
 thread_local std::string last_error;
@@ -359,6 +366,35 @@ sage_status sage_session_generate(sage_session* session, const sage_sampling* sa
         require(session, "session");
         require(sampling, "sampling");
         session->session->generate(to_params(sampling), tokens, n);
+    });
+}
+
+sage_status sage_session_generate_bars(sage_session* session, const sage_sampling* sampling,
+                                       sage_bar_stop* stop, int32_t* tokens, size_t capacity,
+                                       size_t* count, sage_stop_reason* reason) {
+    return guarded([&] {
+        require(session, "session");
+        require(sampling, "sampling");
+        require(stop, "stop");
+        require(count, "count");
+        require(reason, "reason");
+        sage::BarStop bar_stop;
+        bar_stop.bars = stop->bars;
+        bar_stop.meter_quarters = stop->meter_quarters;
+        bar_stop.meter_bars = stop->meter_bars;
+        bar_stop.each_bar = stop->each_bar != 0;
+        bar_stop.opened = stop->opened;
+        bar_stop.generated = stop->generated;
+        bar_stop.end = stop->end;
+        sage::StopReason why = sage::StopReason::Capacity;
+        // Written only on success: a refused call leaves *stop, *count and *reason as they were.
+        const size_t n =
+            session->session->generate_bars(to_params(sampling), bar_stop, tokens, capacity, &why);
+        stop->opened = bar_stop.opened;
+        stop->generated = bar_stop.generated;
+        stop->end = bar_stop.end;
+        *count = n;
+        *reason = static_cast<sage_stop_reason>(why);
     });
 }
 

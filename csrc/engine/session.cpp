@@ -122,12 +122,15 @@ Session::Session(const Model& model, const SessionOptions& options,
     events_.resize(kEventCapacity);
     for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
         if (model.vocab[id].kind == Kind::Bos) bos_token_ = id;
+    for (const TokenInfo& token : model.vocab)
+        has_time_signatures_ = has_time_signatures_ || token.kind == Kind::TimeSig;
 }
 
 void Session::reset() {
     // The ring memories need no clearing: attention only reads positions fed since the reset.
     position_ = 0;
     has_logits_ = false;
+    pending_ = -1;
     sampler_.reseed(options_.seed);
     grammar_.reset();
     detokenizer_.reset();
@@ -151,6 +154,7 @@ void Session::set_programs(const int32_t* programs, size_t n) {
     }
     std::copy(programs, programs + n, programs_.begin());
     programs_count_ = n;
+    pending_ = -1;  // drawn under the old mask
 }
 
 // ---- the forward pass ----------------------------------------------------------------------
@@ -185,6 +189,7 @@ void Session::feed(const int32_t* tokens, size_t n, float* logits, bool all_logi
     }
     if (n > 0) {
         has_logits_ = true;
+        pending_ = -1;
     } else if (logits != nullptr && !all_logits) {
         // Feeding nothing changes nothing: the logits are still those after the last token.
         if (!has_logits_)
@@ -381,12 +386,14 @@ void Session::check_sampling(const SamplingParams& p) {
 
 int32_t Session::sample(const SamplingParams& params) {
     check_sampling(params);
+    if (pending_ >= 0) return pending_;
     if (!has_logits_) start_piece();
     grammar_.allowed(state_.allowed.data());
     bool any = false;
     for (uint8_t a : state_.allowed) any = any || a != 0;
     if (!any) throw Error(Status::State, "the grammar allows no token here (allowed programs?)");
-    return sampler_.sample(state_.logits.data(), state_.allowed.data(), params);
+    pending_ = sampler_.sample(state_.logits.data(), state_.allowed.data(), params);
+    return pending_;
 }
 
 void Session::generate(const SamplingParams& params, int32_t* tokens, size_t n) {
@@ -396,6 +403,78 @@ void Session::generate(const SamplingParams& params, int32_t* tokens, size_t n) 
         feed(&token, 1, nullptr, false);
         if (tokens != nullptr) tokens[i] = token;
     }
+}
+
+void Session::check_bar_stop(const BarStop& stop) {
+    if (stop.bars < 1 || stop.bars > UINT32_MAX)
+        throw Error(Status::Argument, "bars must be in 1.." + std::to_string(UINT32_MAX) +
+                                          ", not " + std::to_string(stop.bars));
+    if (stop.meter_bars < 0)
+        throw Error(Status::Argument,
+                    "meter_bars must be >= 0 (0 = off), not " + std::to_string(stop.meter_bars));
+    if (stop.meter_bars > 0 && stop.meter_quarters < 1)
+        throw Error(Status::Argument, "meter_quarters must be >= 1 with meter_bars, not " +
+                                          std::to_string(stop.meter_quarters));
+    if (stop.opened > stop.bars)
+        throw Error(Status::Argument, "opened (" + std::to_string(stop.opened) +
+                                          ") must be <= bars (" + std::to_string(stop.bars) + ")");
+    if (!(stop.end >= 0.0) || !std::isfinite(stop.end))
+        throw Error(Status::Argument,
+                    "end must be a finite number >= 0, not " + std::to_string(stop.end));
+}
+
+size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32_t* tokens,
+                              size_t capacity, StopReason* reason) {
+    check_sampling(params);
+    check_bar_stop(stop);
+    if (tokens == nullptr && capacity > 0) throw Error(Status::Argument, "tokens is null");
+    const uint64_t max_tokens = kMaxTokensPerBar * (stop.bars + 1);
+    const double ticks_per_quarter = config_.ticks_per_quarter;
+    size_t count = 0;
+    for (;;) {
+        if (stop.generated >= max_tokens) {
+            *reason = StopReason::MaxTokens;
+            break;
+        }
+        if (count == capacity) {
+            *reason = StopReason::Capacity;
+            break;
+        }
+        const int32_t token = sample(params);
+        const TokenInfo& info = model_.vocab[token];
+        const bool all_open = stop.opened >= stop.bars;
+        if (info.kind == Kind::Bar && (all_open || (stop.each_bar && count > 0))) {
+            *reason = all_open ? StopReason::Bars : StopReason::BarLine;
+            break;  // the token stays pending
+        }
+        // Only the last bar asked can end inside its token bar, and only at `end`.
+        if (info.kind == Kind::Position && all_open &&
+            detokenizer_.bar().start + info.a / ticks_per_quarter >= stop.end) {
+            *reason = StopReason::Time;
+            break;
+        }
+        feed(&token, 1, nullptr, false);
+        tokens[count++] = token;
+        ++stop.generated;
+        if (info.kind == Kind::Eos) {
+            *reason = StopReason::End;
+            break;
+        }
+        const bool opens =
+            info.kind == Kind::TimeSig || (info.kind == Kind::Bar && !has_time_signatures_);
+        if (opens && !all_open) {
+            const BarInfo bar = detokenizer_.bar();
+            const double quarters = 4.0 * bar.numerator / bar.denominator;
+            const bool mapped =
+                stop.meter_bars > 0 && bar.denominator == 4 && bar.numerator == stop.meter_quarters;
+            const uint64_t notated = mapped ? uint64_t(stop.meter_bars) : 1;
+            const uint64_t taken = std::min(notated, stop.bars - stop.opened);
+            stop.opened += taken;
+            if (stop.opened == stop.bars)
+                stop.end = bar.start + quarters * static_cast<double>(taken) / notated;
+        }
+    }
+    return count;
 }
 
 void Session::accept(int32_t token) {

@@ -27,6 +27,29 @@ struct SessionOptions {
     int threads = 1;  // intra-op threads for matrix-vector products
 };
 
+// What Session::generate_bars generates: `bars` notated bars, counted at each TimeSig (at each Bar
+// in a vocabulary without TimeSig). A token bar whose TimeSig is meter_quarters/4 counts as
+// meter_bars notated bars when meter_bars >= 1 (3/4 after a 3/8 prompt: {3, 2}); any other as one.
+// The progress fields start at zero and carry a generation across calls.
+struct BarStop {
+    uint64_t bars = 1;
+    int32_t meter_quarters = 0, meter_bars = 0;
+    bool each_bar = false;   // also return before each new token bar (StopReason::BarLine)
+    uint64_t opened = 0;     // notated bars opened so far
+    uint64_t generated = 0;  // tokens generated so far
+    double end = 0;          // quarters: where notated bar `bars` ends, once it is open
+};
+
+// Why generate_bars returned (the values of sage_stop_reason).
+enum class StopReason : int32_t {
+    Bars = 0,       // the next token (pending) is the Bar after the last bar asked
+    Time = 1,       // the next token (pending) is a Position at or past `end`
+    End = 2,        // EOS was generated (and fed): the piece ended
+    MaxTokens = 3,  // kMaxTokensPerBar * (bars + 1) tokens without finishing
+    BarLine = 4,    // each_bar: a token bar is complete; the Bar opening the next one is pending
+    Capacity = 5,   // the call's `capacity` tokens are generated; call again to go on
+};
+
 struct MemoryReport {
     uint64_t weights_bytes;     // the mapped file
     uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
@@ -90,11 +113,27 @@ class Session {
     // token ([n][V]). Feeding no tokens changes nothing and returns the last logits again; on a
     // session that has been fed nothing there are none, and it throws Error(State).
     void feed(const int32_t* tokens, size_t n, float* logits, bool all_logits);
-    // Draws the next token from the last logits under the grammar mask; does not feed it. A
-    // session that has been fed nothing (new or reset) starts a new piece: BOS is fed first.
+    // Draws the next token from the last logits under the grammar mask; does not feed it. The
+    // token drawn stays pending until something is fed (or reset/set_programs): sampling again
+    // returns it, whatever the parameters, so the stream does not depend on how often a caller
+    // looks at the next token. A session that has been fed nothing (new or reset) starts a new
+    // piece: BOS is fed first.
     int32_t sample(const SamplingParams& params);
     // Samples and feeds n tokens; `tokens` (may be null) receives them.
     void generate(const SamplingParams& params, int32_t* tokens, size_t n);
+    // A model that never closes a bar is stopped after kMaxTokensPerBar * (bars + 1) tokens.
+    static constexpr uint64_t kMaxTokensPerBar = 2048;
+    // Samples and feeds tokens until stop.bars notated bars are complete (the BarStop comment),
+    // at most `capacity` into tokens[]; returns how many and sets *reason. Each sampled token is
+    // checked before it is fed: a Bar that would open a bar past the ones asked, or a Position
+    // at or past stop.end inside a token bar spanning several notated bars, stops the loop and
+    // stays pending, so calling again (a bar or a few tokens at a time) continues with exactly
+    // the tokens of one long call. EOS (where the grammar allows it) is fed, then stops.
+    // Throws Error(Argument) for a bad stop (check_bar_stop) or sampling.
+    size_t generate_bars(const SamplingParams& params, BarStop& stop, int32_t* tokens,
+                         size_t capacity, StopReason* reason);
+    // The grammar's EOS switch: off by default (an endless stream of music).
+    void set_allow_eos(bool allow) { grammar_.set_allow_eos(allow); }
 
     // Writes the grammar mask for the next token into allowed[V] (1 = may follow).
     void allowed_next(uint8_t* allowed) const { grammar_.allowed(allowed); }
@@ -111,6 +150,9 @@ class Session {
 
     // Throws Error(Argument) unless temperature >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1).
     static void check_sampling(const SamplingParams& params);
+    // Throws Error(Argument) unless bars is in 1..UINT32_MAX, meter_bars >= 0 (with
+    // meter_quarters >= 1 when > 0), opened <= bars and end is finite and >= 0.
+    static void check_bar_stop(const BarStop& stop);
 
   private:
     // The transformer, a block of tokens at a time (docs/design.md, "The network"): every token
@@ -149,7 +191,9 @@ class Session {
     uint64_t dropped_events_ = 0;
     uint64_t position_ = 0;
     bool has_logits_ = false;
+    int32_t pending_ = -1;    // the token sample() drew and nothing has fed yet, -1 if none
     int32_t bos_token_ = -1;  // the vocabulary's first BOS, -1 if it has none
+    bool has_time_signatures_ = false;  // the vocabulary has TimeSig tokens
 };
 
 }  // namespace sage

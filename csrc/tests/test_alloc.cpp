@@ -75,6 +75,21 @@ TEST(decode_steps_allocate_nothing) {
                     CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
                 }
                 CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+                // Bar-counted generation, a few tokens per call, then to the end.
+                sage_bar_stop stop{};
+                stop.bars = 2;
+                stop.meter_quarters = 3;
+                stop.meter_bars = 2;
+                sage_stop_reason reason = SAGE_STOP_CAPACITY;
+                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 5, &count,
+                                                    &reason),
+                         SAGE_OK);
+                CHECK_EQ(reason, SAGE_STOP_CAPACITY);
+                while (reason == SAGE_STOP_CAPACITY)
+                    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
+                                                        &count, &reason),
+                             SAGE_OK);
+                CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
                 CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
                          SAGE_OK);
                 CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),

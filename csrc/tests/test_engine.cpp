@@ -576,6 +576,278 @@ TEST(broken_files_give_format_errors) {
     CHECK(refused > 0);
 }
 
+// ---- bar-counted generation (sage_session_generate_bars) ------------------------------------
+
+struct TokenMeaning {
+    uint32_t kind;
+    int32_t a, b;
+};
+
+TokenMeaning meaning(const sage_model* model, int32_t token) {
+    TokenMeaning m{};
+    CHECK_EQ(sage_model_get_token(model, token, nullptr, &m.kind, &m.a, &m.b), SAGE_OK);
+    return m;
+}
+
+// A session fed BOS, seeded.
+sage_session* started_session(const sage_model* model, uint64_t seed) {
+    sage_session* session = new_session(model, seed);
+    const int32_t bos = find_kind(model, SAGE_KIND_BOS);
+    CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
+    return session;
+}
+
+struct BarsRun {
+    std::vector<int32_t> tokens;
+    std::vector<sage_stop_reason> reasons;  // one per call
+    sage_bar_stop stop;
+    int32_t pending;  // the token sampled after the last call
+};
+
+// Generates `stop` from BOS in calls of at most `capacity` tokens until a reason other than
+// SAGE_STOP_BAR_LINE or SAGE_STOP_CAPACITY.
+BarsRun generate_bars(const sage_model* model, uint64_t seed, sage_bar_stop stop, size_t capacity) {
+    sage_session* session = started_session(model, seed);
+    const sage_sampling sampling = sage_sampling_default();
+    BarsRun run{{}, {}, stop, -1};
+    std::vector<int32_t> buffer(capacity);
+    for (;;) {
+        size_t count = 0;
+        sage_stop_reason reason = SAGE_STOP_CAPACITY;
+        CHECK_EQ(sage_session_generate_bars(session, &sampling, &run.stop, buffer.data(), capacity,
+                                            &count, &reason),
+                 SAGE_OK);
+        run.tokens.insert(run.tokens.end(), buffer.begin(), buffer.begin() + count);
+        run.reasons.push_back(reason);
+        if (reason != SAGE_STOP_BAR_LINE && reason != SAGE_STOP_CAPACITY) break;
+    }
+    CHECK_EQ(sage_session_sample(session, &sampling, &run.pending), SAGE_OK);
+    CHECK_EQ(position_of(session), uint64_t(1 + run.tokens.size()));  // the pending one not fed
+    sage_session_free(session);
+    return run;
+}
+
+sage_bar_stop bar_stop(uint64_t bars) {
+    sage_bar_stop stop{};
+    stop.bars = bars;
+    return stop;
+}
+
+// The bar loop samples exactly what plain generation samples, stops before the Bar that opens
+// bar N + 1 (left pending), and gives the same tokens in one call, a bar per call or a few tokens
+// per call.
+TEST(generate_bars_stops_before_the_next_bar_whatever_the_calls) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        for (uint64_t seed : {1u, 7u}) {
+            for (uint64_t bars : {1u, 3u}) {
+                const BarsRun one = generate_bars(model, seed, bar_stop(bars), 1 << 16);
+                CHECK(one.reasons == std::vector<sage_stop_reason>{SAGE_STOP_BARS});
+                CHECK_EQ(one.stop.opened, bars);
+                CHECK_EQ(one.stop.generated, uint64_t(one.tokens.size()));
+                CHECK_EQ(meaning(model, one.pending).kind, uint32_t{SAGE_KIND_BAR});
+                uint64_t signatures = 0, bar_tokens = 0;
+                for (int32_t t : one.tokens) {
+                    signatures += meaning(model, t).kind == SAGE_KIND_TIMESIG;
+                    bar_tokens += meaning(model, t).kind == SAGE_KIND_BAR;
+                }
+                CHECK_EQ(signatures, bars);
+                CHECK_EQ(bar_tokens, bars);
+
+                // Plain generation with the seed: these tokens, then the pending Bar.
+                sage_session* plain = started_session(model, seed);
+                const sage_sampling sampling = sage_sampling_default();
+                std::vector<int32_t> expected(one.tokens.size() + 1);
+                CHECK_EQ(sage_session_generate(plain, &sampling, expected.data(), expected.size()),
+                         SAGE_OK);
+                sage_session_free(plain);
+                CHECK(std::equal(one.tokens.begin(), one.tokens.end(), expected.begin()));
+                CHECK_EQ(expected.back(), one.pending);
+
+                sage_bar_stop each = bar_stop(bars);
+                each.each_bar = 1;
+                const BarsRun per_bar = generate_bars(model, seed, each, 1 << 16);
+                CHECK(per_bar.tokens == one.tokens);
+                CHECK_EQ(per_bar.reasons.size(), size_t(bars));  // bars - 1 bar lines, then done
+                CHECK_EQ(per_bar.reasons.back(), SAGE_STOP_BARS);
+                const BarsRun few = generate_bars(model, seed, bar_stop(bars), 7);
+                CHECK(few.tokens == one.tokens);
+                CHECK_EQ(few.reasons.size(), one.tokens.size() / 7 + 1);
+                CHECK_EQ(few.stop.end, one.stop.end);
+            }
+        }
+        sage_model_free(model);
+    }
+}
+
+// A token bar in meter_quarters/4 counts as meter_bars notated bars: asking for one of them stops
+// at the first Position at or past its end (or the next Bar), asking for both at the next Bar.
+TEST(generate_bars_counts_notated_bars_of_a_mapped_meter) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        sage_model_info info{};
+        CHECK_EQ(sage_model_get_info(model, &info), SAGE_OK);
+        size_t time_stops = 0;
+        for (uint64_t seed = 1; seed <= 12; ++seed) {
+            const BarsRun plain = generate_bars(model, seed, bar_stop(1), 1 << 16);
+            const TokenMeaning signature = meaning(model, plain.tokens[1]);  // Bar, TimeSig, ...
+            CHECK_EQ(signature.kind, uint32_t{SAGE_KIND_TIMESIG});
+            if (signature.b != 4 || signature.a < 2) continue;
+            sage_bar_stop half = bar_stop(1);
+            half.meter_quarters = signature.a;
+            half.meter_bars = 2;
+            const BarsRun first = generate_bars(model, seed, half, 1 << 16);
+            const double end = signature.a / 2.0;  // the bar starts at 0
+            CHECK_EQ(first.stop.end, end);
+            CHECK_EQ(first.stop.opened, uint64_t{1});
+            CHECK(std::equal(first.tokens.begin(), first.tokens.end(), plain.tokens.begin()));
+            for (int32_t t : first.tokens) {
+                const TokenMeaning m = meaning(model, t);
+                if (m.kind == SAGE_KIND_POSITION) CHECK(m.a < end * info.ticks_per_quarter);
+            }
+            const TokenMeaning next = meaning(model, first.pending);
+            if (first.reasons.back() == SAGE_STOP_TIME) {
+                ++time_stops;
+                CHECK_EQ(next.kind, uint32_t{SAGE_KIND_POSITION});
+                CHECK(next.a >= end * info.ticks_per_quarter);
+                CHECK(first.tokens.size() < plain.tokens.size());
+            } else {
+                CHECK_EQ(first.reasons.back(), SAGE_STOP_BARS);
+                CHECK(first.tokens == plain.tokens);
+            }
+            sage_bar_stop both = half;
+            both.bars = 2;
+            const BarsRun whole = generate_bars(model, seed, both, 1 << 16);
+            CHECK(whole.tokens == plain.tokens);  // one token bar, two notated bars
+            CHECK_EQ(whole.stop.opened, uint64_t{2});
+            CHECK_EQ(whole.stop.end, double(signature.a));
+            CHECK_EQ(whole.reasons.back(), SAGE_STOP_BARS);
+        }
+        CHECK(time_stops > 0);  // the rule was exercised, not only the Bar stop
+        sage_model_free(model);
+    }
+}
+
+// The token cap counts the tokens of the whole generation, carried in the progress fields.
+TEST(generate_bars_stops_at_the_token_cap) {
+    sage_model* model = load_or_die(fixture_models().back());
+    sage_bar_stop stop = bar_stop(3);
+    const uint64_t cap = SAGE_MAX_TOKENS_PER_BAR * (3 + 1);
+    stop.generated = cap - 5;  // as if a model had looped for that long without closing a bar
+    const BarsRun run = generate_bars(model, 3, stop, 1 << 16);
+    CHECK(run.reasons == std::vector<sage_stop_reason>{SAGE_STOP_MAX_TOKENS});
+    CHECK_EQ(run.tokens.size(), size_t{5});
+    CHECK_EQ(run.stop.generated, cap);
+    sage_model_free(model);
+}
+
+// Where the grammar allows EOS, the loop feeds it and stops: the piece ended.
+TEST(generate_bars_stops_after_eos) {
+    const std::string path = fixture_models().back();
+    auto model = sage::Model::load(path);
+    const int32_t bos = first_of_kind(path, sage::Kind::Bos);
+    sage::SamplingParams hot;
+    hot.temperature = 4.0f;  // near uniform over the allowed tokens: EOS comes soon
+    hot.top_p = 1.0f;
+    size_t ended = 0;
+    for (uint64_t seed = 1; seed <= 5; ++seed) {
+        sage::SessionOptions options;
+        options.seed = seed;
+        sage::Session session(*model, options, sage::kernels::active());
+        session.set_allow_eos(true);
+        session.feed(&bos, 1, nullptr, false);
+        sage::BarStop stop;
+        stop.bars = 1000;
+        std::vector<int32_t> tokens(1 << 16);
+        sage::StopReason reason = sage::StopReason::Capacity;
+        const size_t n = session.generate_bars(hot, stop, tokens.data(), tokens.size(), &reason);
+        if (reason != sage::StopReason::End) continue;
+        ++ended;
+        CHECK(n > 0);
+        CHECK(model->vocab[tokens[n - 1]].kind == sage::Kind::Eos);
+        CHECK_EQ(session.position(), uint64_t(1 + n));  // EOS was fed
+        for (size_t i = 0; i + 1 < n; ++i) CHECK(model->vocab[tokens[i]].kind != sage::Kind::Eos);
+    }
+    CHECK(ended > 0);
+}
+
+// The next token, once sampled, stays until something is fed: sampling again returns it.
+TEST(sampling_again_without_feeding_returns_the_pending_token) {
+    sage_model* model = load_or_die(fixture_models().back());
+    sage_session* session = started_session(model, 11);
+    sage_sampling sampling = sage_sampling_default();
+    std::vector<int32_t> reference(40);
+    {
+        sage_session* plain = started_session(model, 11);
+        CHECK_EQ(sage_session_generate(plain, &sampling, reference.data(), reference.size()),
+                 SAGE_OK);
+        sage_session_free(plain);
+    }
+    for (int32_t expected : reference) {
+        int32_t first = -1, again = -1;
+        CHECK_EQ(sage_session_sample(session, &sampling, &first), SAGE_OK);
+        sampling.temperature = sampling.temperature == 1.0f ? 0.0f : 1.0f;  // values don't matter
+        CHECK_EQ(sage_session_sample(session, &sampling, &again), SAGE_OK);
+        sampling = sage_sampling_default();
+        CHECK_EQ(first, expected);
+        CHECK_EQ(again, expected);
+        CHECK_EQ(sage_session_feed(session, &first, 1, nullptr, 0), SAGE_OK);
+    }
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+// Every argument is checked before anything is generated; a refused call changes nothing.
+TEST(generate_bars_checks_its_arguments) {
+    sage_model* model = load_or_die(fixture_models().back());
+    sage_session* session = started_session(model, 1);
+    const sage_sampling sampling = sage_sampling_default();
+    int32_t tokens[8];
+    size_t count = 99;
+    sage_stop_reason reason = SAGE_STOP_CAPACITY;
+    auto refused = [&](sage_bar_stop stop, const char* words) {
+        const sage_bar_stop before = stop;
+        CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens, 8, &count, &reason),
+                 SAGE_ERR_ARGUMENT);
+        CHECK(std::strstr(sage_last_error(), words) != nullptr);
+        CHECK_EQ(stop.generated, before.generated);
+    };
+    refused(bar_stop(0), "bars must be in 1..4294967295, not 0");
+    refused(bar_stop(uint64_t{1} << 32), "bars must be in 1..");
+    sage_bar_stop stop = bar_stop(2);
+    stop.meter_bars = -1;
+    refused(stop, "meter_bars must be >= 0");
+    stop.meter_bars = 2;
+    refused(stop, "meter_quarters must be >= 1");
+    stop = bar_stop(2);
+    stop.opened = 3;
+    refused(stop, "opened (3) must be <= bars (2)");
+    stop = bar_stop(2);
+    stop.end = std::nan("");
+    refused(stop, "end must be a finite number >= 0");
+    stop = bar_stop(2);
+    sage_sampling hot = sampling;
+    hot.top_p = 0.0f;
+    CHECK_EQ(sage_session_generate_bars(session, &hot, &stop, tokens, 8, &count, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, nullptr, 8, &count, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(nullptr, &sampling, &stop, tokens, 8, &count, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(session, nullptr, &stop, tokens, 8, &count, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(session, &sampling, nullptr, tokens, 8, &count, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens, 8, nullptr, &reason),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens, 8, &count, nullptr),
+             SAGE_ERR_ARGUMENT);
+    CHECK_EQ(count, size_t{99});
+    CHECK_EQ(position_of(session), uint64_t{1});  // nothing was generated
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
 }  // namespace
 
 SAGE_TEST_MAIN()

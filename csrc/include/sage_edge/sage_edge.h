@@ -133,6 +133,39 @@ typedef struct sage_bar {
     int32_t numerator, denominator;
 } sage_bar;
 
+/* Bar-counted generation (sage_session_generate_bars): `bars` notated bars, counted at each TimeSig
+ * token (at each Bar in a vocabulary without TimeSig). A token bar whose TimeSig is
+ * meter_quarters/4 counts as meter_bars notated bars when meter_bars >= 1: a prompt in 3/8 is
+ * tokenized in 3/4 bars, each two notated bars, so {3, 2} (docs/data.md, "Meters outside the
+ * tokenizer's set"); any other token bar is one. The progress fields start at zero; every call
+ * updates them, and calling again with the same struct continues the same generation. */
+typedef struct sage_bar_stop {
+    uint64_t bars;          /* notated bars to generate, 1..UINT32_MAX */
+    int32_t meter_quarters; /* >= 1 when meter_bars >= 1 */
+    int32_t meter_bars;     /* >= 0; 0 = every token bar is one notated bar */
+    int32_t each_bar;   /* nonzero: also return before each new token bar (SAGE_STOP_BAR_LINE) */
+    uint64_t opened;    /* progress: notated bars opened so far (<= bars) */
+    uint64_t generated; /* progress: tokens generated so far */
+    double end;         /* progress: where notated bar `bars` ends (quarters), once it is open */
+} sage_bar_stop;
+
+/* A model that never closes a bar is stopped after SAGE_MAX_TOKENS_PER_BAR * (bars + 1) tokens:
+ * the one token cap of every front end. */
+#define SAGE_MAX_TOKENS_PER_BAR 2048
+
+/* Why sage_session_generate_bars returned. The first four end the generation. */
+typedef enum sage_stop_reason {
+    SAGE_STOP_BARS = 0,       /* the bars are complete: the next token, the Bar after them, is
+                                 pending (not fed) */
+    SAGE_STOP_TIME = 1,       /* the bars are complete inside a token bar that spans several notated
+                                 bars: the next token, a Position at or past `end`, is pending */
+    SAGE_STOP_END = 2,        /* EOS was generated (and fed): the piece ended */
+    SAGE_STOP_MAX_TOKENS = 3, /* SAGE_MAX_TOKENS_PER_BAR * (bars + 1) tokens generated */
+    SAGE_STOP_BAR_LINE = 4,   /* each_bar: a token bar is complete; the Bar opening the next one is
+                                 pending */
+    SAGE_STOP_CAPACITY = 5    /* capacity tokens generated in this call: call again to go on */
+} sage_stop_reason;
+
 /* A note decoded from the token stream; times and durations in quarter notes from the start. */
 typedef struct sage_note_event {
     double time;
@@ -205,13 +238,24 @@ sage_status sage_session_set_programs(sage_session* session, const int32_t* prog
 sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n, float* logits,
                               int all_logits);
 /* Draw the next token from the logits of the last fed token, under the grammar mask. Does not
- * feed it. A session that has been fed nothing (new or reset) starts a new piece: the model's BOS
- * is fed first (SAGE_ERR_STATE if the vocabulary has none). */
+ * feed it: it stays pending until the next feed (or reset, or set_programs), and sampling again
+ * returns the same token, whatever the sampling values. A session that has been fed nothing (new
+ * or reset) starts a new piece: the model's BOS is fed first (SAGE_ERR_STATE if the vocabulary
+ * has none). */
 sage_status sage_session_sample(sage_session* session, const sage_sampling* sampling,
                                 int32_t* token);
 /* Sample and feed n tokens, writing them to tokens (which may be null). */
 sage_status sage_session_generate(sage_session* session, const sage_sampling* sampling,
                                   int32_t* tokens, size_t n);
+/* Sample and feed tokens until stop->bars notated bars are complete (see sage_bar_stop), at most
+ * `capacity` of them into tokens; *count receives how many, *reason why it returned, and *stop
+ * the progress. Each token is checked before it is fed: the Bar after the last bar asked (or,
+ * inside a token bar of several notated bars, the first Position at or past stop->end) is not
+ * fed but left pending (see sage_session_sample), so generating a bar or a few tokens per call
+ * gives exactly the tokens of one long call. Allocates nothing. */
+sage_status sage_session_generate_bars(sage_session* session, const sage_sampling* sampling,
+                                       sage_bar_stop* stop, int32_t* tokens, size_t capacity,
+                                       size_t* count, sage_stop_reason* reason);
 /* Tokens fed since the session was created or reset. */
 sage_status sage_session_get_position(const sage_session* session, uint64_t* position);
 /* BPM of the last Tempo token fed, 120 before one. */
