@@ -556,7 +556,7 @@ def score_to_midi(source: str, kind: str, out_path: Path, tpq: int = 480, tune: 
 # ---------------------------------------------------------------------------------------------
 # Folk tunes: a melody realised as melody + chords + bass (docs/data.md, "Folk tunes")
 
-CHORD_REGISTER = (55, 67)  # G3 .. F#4: close-position chords under the melody
+CHORD_REGISTER = (55, 67)  # G3 .. F#4, close position (or 3 semitones lower or higher)
 BASS_REGISTER = (36, 48)  # C2 .. B2
 # Diatonic chords tried where a tune has no chord symbols, with a prior that favours the
 # primary triads (a tie between I and vi goes to I).
@@ -682,11 +682,38 @@ def folk_programs(piece_id: str) -> tuple[int, int, int]:
     )
 
 
+class _Line:
+    """One voice's notes in quarters, to ask what it sounds at a moment (its highest pitch, as
+    ``training.music_theory`` reads a voice)."""
+
+    def __init__(self, notes: list[tuple[float, float, int]] | None = None):
+        self.notes = notes or []  # (onset, end, pitch)
+
+    def at(self, moment: float) -> int | None:
+        sounding = [p for onset, end, p in self.notes if onset <= moment + 1e-6 < end]
+        return max(sounding) if sounding else None
+
+
+def _parallel(voice: _Line, pitch: int, other: _Line, other_pitch: int | None, t: float) -> bool:
+    """Would ``voice`` playing ``pitch`` at ``t`` move in parallel fifths or octaves with
+    ``other`` (sounding ``other_pitch`` at ``t``) from the moment before?"""
+    before, other_before = voice.at(t - 1e-3), other.at(t - 1e-3)
+    if before is None or other_before is None or other_pitch is None:
+        return False
+    move, other_move = pitch - before, other_pitch - other_before
+    if move == 0 or other_move == 0 or (move > 0) != (other_move > 0):
+        return False
+    interval, interval_before = abs(pitch - other_pitch) % 12, abs(before - other_before) % 12
+    return interval == interval_before and interval in (0, 7)
+
+
 def tune_to_midi(source: str, tune: int, piece_id: str, out_path: Path, tpq: int = 480) -> None:
     """A monophonic tune as three tracks: the melody, its chords on every beat (keyboard or
-    guitar) and a bass (the chord's bass on the span's first beat, its fifth at the middle
-    beat of an even number of beats). Chords are the tune's chord symbols where it has them,
-    else :func:`harmonised_spans`."""
+    guitar) and a bass (the chord's bass on the span's first beat, its fifth at the middle beat
+    of an even number of beats). Chords are the tune's chord symbols where it has them, else
+    :func:`harmonised_spans`. The bass and the chords' top note avoid parallel fifths and
+    octaves with the voices above them (another chord tone for the bass, another voicing for the
+    chords), so the accompaniment does not teach what a musician would correct."""
     score = _parse_score(source, tune)
     parts = list(score.parts) or [score]
     if len(parts) != 1:
@@ -698,37 +725,63 @@ def tune_to_midi(source: str, tune: int, piece_id: str, out_path: Path, tpq: int
     def tick(q) -> int:
         return round((float(q) + pad) * tpq)
 
-    melody_program, chord_program, bass_program = folk_programs(piece_id)
+    tune_line = _Line(
+        [
+            (float(n.offset), float(n.offset + n.quarterLength), max(p.midi for p in n.pitches))
+            for n in melody.stripTies().flatten().notes
+            if n.quarterLength > 0
+        ]
+    )
     dynamics = Dynamics(score, melody)
+    bass, chord_tops = _Line(), _Line()
+    bass_notes, chord_notes = [], []  # (onset, end, pitch, velocity)
+    signatures = melody.flatten().getElementsByClass("TimeSignature")
+    for span in spans:
+        signature = signatures.getElementsByOffset(0, span.start, includeEndBoundary=True).last()
+        beat = float(signature.beatDuration.quarterLength) if signature is not None else 1.0
+        onsets = [float(t) for t in np.arange(span.start, span.end - 1e-6, beat)]
+        level = dynamics.level(span.start)
+        bass_plan = {onsets[0]: span.bass}
+        if len(onsets) % 2 == 0 and len(span.pitch_classes) >= 3:
+            bass_plan[onsets[len(onsets) // 2]] = span.pitch_classes[2]
+        for onset in onsets:
+            end = min(onset + beat, span.end)
+            melody_now = tune_line.at(onset)
+            if onset in bass_plan:
+                choices = [bass_plan[onset], *span.pitch_classes]
+                pitches = [in_register(pc, BASS_REGISTER) for pc in choices]
+                low = next(
+                    (p for p in pitches if not _parallel(bass, p, tune_line, melody_now, onset)),
+                    pitches[0],
+                )
+                bass.notes.append((onset, end, low))
+                bass_notes.append((onset, end, low, level))
+            voicings = [
+                sorted(in_register(pc, (bottom, bottom + 12)) for pc in span.pitch_classes)
+                for bottom in (CHORD_REGISTER[0], CHORD_REGISTER[0] - 3, CHORD_REGISTER[0] + 3)
+            ]
+            bass_now = bass.at(onset)
+            chosen = next(
+                (
+                    v
+                    for v in voicings
+                    if not _parallel(chord_tops, v[-1], tune_line, melody_now, onset)
+                    and not _parallel(chord_tops, v[-1], bass, bass_now, onset)
+                ),
+                voicings[0],
+            )
+            chord_tops.notes.append((onset, end, chosen[-1]))
+            chord_notes += [(onset, end, p, level - ACCENT_STEP) for p in chosen]
+
+    melody_program, chord_program, bass_program = folk_programs(piece_id)
     out = symusic.Score(tpq)
     out.tracks.append(_part_track(melody, melody_program, "melody", tick, dynamics))
-    chords = symusic.Track("chords", chord_program, False)
-    bass = symusic.Track("bass", bass_program, False)
-    for span in spans:
-        signature = (
-            melody.flatten()
-            .getElementsByOffset(
-                0, span.start, includeEndBoundary=True, classList=["TimeSignature"]
-            )
-            .last()
-        )
-        beat = float(signature.beatDuration.quarterLength) if signature is not None else 1.0
-        onsets = list(np.arange(span.start, span.end - 1e-6, beat))
-        level = dynamics.level(span.start)
-        for onset in onsets:
-            length = tick(min(onset + beat, span.end)) - tick(onset)
-            for pc in span.pitch_classes:
-                pitch = in_register(pc, CHORD_REGISTER)
-                chords.notes.append(symusic.Note(tick(onset), length, pitch, level - ACCENT_STEP))
-        bass_notes = [(onsets[0], span.bass)]
-        if len(onsets) % 2 == 0 and len(span.pitch_classes) >= 3:
-            bass_notes.append((onsets[len(onsets) // 2], span.pitch_classes[2]))
-        for onset, pc in bass_notes:
-            length = tick(min(onset + beat, span.end)) - tick(onset)
-            bass.notes.append(symusic.Note(tick(onset), length, in_register(pc, BASS_REGISTER),
-                                           level))  # fmt: skip
-    out.tracks.append(chords)
-    out.tracks.append(bass)
+    for name, program, notes in (("chords", chord_program, chord_notes),
+                                 ("bass", bass_program, bass_notes)):  # fmt: skip
+        track = symusic.Track(name, program, False)
+        for onset, end, pitch, velocity in notes:
+            track.notes.append(symusic.Note(tick(onset), tick(end) - tick(onset), pitch, velocity))
+        out.tracks.append(track)
     _meters_and_tempos(score, melody, out, tick)
     out.dump_midi(str(out_path))
 
