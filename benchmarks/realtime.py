@@ -31,7 +31,7 @@ def main() -> None:
     engine = Engine(args.model)
     quarters = args.seconds * args.tempo / 60.0
     bars = int(np.ceil(quarters / 4)) + 1  # 4/4 bars; the stream is cut at --seconds of music
-    stream = engine.stream(bars=bars, seed=args.seed, tempo=args.tempo, realtime=True, top_p=0.95)
+    stream = engine.stream(bars=bars, seed=args.seed, tempo=args.tempo, realtime=True)
     started = time.perf_counter()
     notes = 0
     first = None

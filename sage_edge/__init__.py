@@ -20,6 +20,7 @@ __all__ = [
     "ModelFormatError",
     "NoteEvent",
     "SageError",
+    "SamplingParams",
     "UnplayedProgramsError",
     "__version__",
 ]
@@ -28,7 +29,7 @@ __all__ = [
 def __getattr__(name: str):
     # The engine needs the compiled extension; import it on first use so that the tokenizer and
     # the file format work in a source tree that was never built.
-    if name in ("Engine", "NoteEvent"):
+    if name in ("Engine", "NoteEvent", "SamplingParams"):
         from sage_edge import engine
 
         return getattr(engine, name)

@@ -107,7 +107,7 @@ def prefill_throughput(engine, tokens: int = 4096, repeats: int = 3, seed: int =
 def music_token_rate(engine, bars: int = 16, seed: int = 0) -> float:
     """Tokens per second of music: the tokens of ``bars`` generated bars over their playing time
     at the tempo the model chose. The engine must produce tokens faster than this to play live."""
-    result = engine.generation(bars=bars, seed=seed)
+    result = engine.generate(bars=bars, seed=seed)
     score = result.score
     tempo = score.tempos[0].qpm if len(score.tempos) else 120.0
     quarters = sum(

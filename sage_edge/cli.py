@@ -104,13 +104,15 @@ def _programs(text: str | None) -> list[int] | None:
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
 
-def _sampling(args: argparse.Namespace) -> dict:
+def _generation_arguments(args: argparse.Namespace) -> dict:
+    from sage_edge.engine import SamplingParams
+
     # Sampling options not given are left out, so that the engine's defaults apply.
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     return {
         "prompt": args.prompt,
         "bars": args.bars,
-        **{name: value for name, value in given.items() if value is not None},
+        "sampling": SamplingParams(**{k: v for k, v in given.items() if v is not None}),
         "seed": args.seed,
         "programs": _programs(args.programs),
         "tempo": args.tempo,
@@ -141,7 +143,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     engine = _engine(args)
     progress = _ProgressBar(not args.quiet)
     try:
-        result = engine.generation(**_sampling(args), progress=progress)
+        result = engine.generate(**_generation_arguments(args), progress=progress)
     finally:
         progress.close()
     score = result.score
@@ -165,7 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_stream(args: argparse.Namespace) -> None:
     engine = _engine(args)
-    stream = engine.stream(**_sampling(args), realtime=args.realtime)
+    stream = engine.stream(**_generation_arguments(args), realtime=args.realtime)
     # Closed however the loop ends (Ctrl-C, a closed pipe), which stops the generating thread.
     with contextlib.closing(iter(stream)) as notes:
         for note in notes:

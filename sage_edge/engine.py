@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import numpy as np
 import symusic
@@ -32,7 +32,6 @@ import symusic
 from sage_edge.errors import ModelFormatError, UnplayedProgramsError
 from sage_edge.pianoroll import instrument_name
 from sage_edge.tokenizer import (
-    KINDS,
     Tokenizer,
     load_score,
     notated_bar_at,
@@ -53,6 +52,43 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.sage"
 # defaults of every front end, and the tempos (BPM) a MIDI file can hold.
 DEFAULT_SAMPLING: dict = dict(_engine.DEFAULT_SAMPLING)
 TEMPO_RANGE_BPM: tuple[float, float] = tuple(_engine.TEMPO_RANGE_BPM)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How each next token is drawn from the model's distribution, under the grammar mask.
+
+    ``temperature`` >= 0 (0 = greedy), ``top_k`` >= 0 (0 = off), ``top_p`` in (0, 1] (1 = off),
+    ``min_p`` in [0, 1) (0 = off). The defaults are the C++ engine's, the same in every front
+    end (``DEFAULT_SAMPLING``). Checked when made, by the engine's own rules.
+    """
+
+    temperature: float = DEFAULT_SAMPLING["temperature"]
+    top_k: int = DEFAULT_SAMPLING["top_k"]
+    top_p: float = DEFAULT_SAMPLING["top_p"]
+    min_p: float = DEFAULT_SAMPLING["min_p"]
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "min_p"):
+            _check_type(name, getattr(self, name))
+        _check_type("top_k", self.top_k, integer=True)
+        _engine.check_sampling(*self.values())
+
+    def values(self) -> tuple[float, int, float, float]:
+        """(temperature, top_k, top_p, min_p), the order the engine takes them in."""
+        return (self.temperature, self.top_k, self.top_p, self.min_p)
+
+
+def _sampling_or_default(sampling: SamplingParams | None) -> SamplingParams:
+    if sampling is None:
+        return SamplingParams()
+    if not isinstance(sampling, SamplingParams):
+        raise ValueError(f"sampling must be a SamplingParams, not {sampling!r}")
+    return sampling
+
+
+# What a generation may continue: nothing, a MIDI file (path or bytes), a score or token ids.
+Prompt = Union[str, os.PathLike, bytes, bytearray, "symusic.Score", Sequence[int], np.ndarray, None]
 
 
 class NoteEvent(NamedTuple):
@@ -125,51 +161,32 @@ class Engine:
 
     def generate(
         self,
-        prompt=None,
+        prompt: Prompt = None,
         bars: int = 8,
-        temperature: float = DEFAULT_SAMPLING["temperature"],
-        top_k: int = DEFAULT_SAMPLING["top_k"],
-        top_p: float = DEFAULT_SAMPLING["top_p"],
-        min_p: float = DEFAULT_SAMPLING["min_p"],
-        seed: int | None = None,
-        programs: Sequence[int] | None = None,
-        tempo: float | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> symusic.Score:
-        """Music as a score: ``bars`` new notated bars continuing ``prompt``.
-
-        ``prompt`` is None (start from scratch), a MIDI path, a ``symusic.Score`` or token ids;
-        its notes and its time signatures up to its last bar line are kept unchanged at the start
-        of the result. The new music starts on that bar line (the one after the prompt's last
-        onset, as the prompt notates it), and each new bar carries the time signature the model
-        gave it, written in the prompt's meter where the model's ``n/4`` is that meter's
-        quarter-note form (3/4 after 3/8 is two bars of 3/8), else as it is; notes are cut at the
-        last bar line, so the result holds exactly ``bars`` new bars (docs/data.md, "Meters
-        outside the tokenizer's set"). ``programs`` limits the instruments of the new notes;
-        ``tempo`` (BPM, within ``TEMPO_RANGE_BPM``, the range a MIDI file holds) sets the
-        result's tempo. ``progress`` is called with (bars done, bars asked) as bars complete.
-        The sampling defaults are the C++ engine's, the same in every front end
-        (``DEFAULT_SAMPLING``: temperature 1, top_k 0 = off, top_p 0.95, min_p 0 = off).
-        """
-        return self.generation(
-            prompt, bars, temperature, top_k, top_p, min_p, seed, programs, tempo, progress
-        ).score
-
-    def generation(
-        self,
-        prompt=None,
-        bars: int = 8,
-        temperature: float = DEFAULT_SAMPLING["temperature"],
-        top_k: int = DEFAULT_SAMPLING["top_k"],
-        top_p: float = DEFAULT_SAMPLING["top_p"],
-        min_p: float = DEFAULT_SAMPLING["min_p"],
+        *,
+        sampling: SamplingParams | None = None,
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Generation:
-        """Like :meth:`generate`, with the tokens, the new notes and the time it took."""
-        run = _Run(self, prompt, bars, (temperature, top_k, top_p, min_p), seed, programs, tempo)
+        """Music: ``bars`` new notated bars continuing ``prompt``, as a :class:`Generation` (the
+        score, the new notes, the tokens and the time it took).
+
+        ``prompt`` is None (start from scratch), a MIDI path, the bytes of a MIDI file, a
+        ``symusic.Score`` or token ids; its notes and its time signatures up to its last bar line
+        are kept unchanged at the start of the result. The new music starts on that bar line (the
+        one after the prompt's last onset, as the prompt notates it), and each new bar carries
+        the time signature the model gave it, written in the prompt's meter where the model's
+        ``n/4`` is that meter's quarter-note form (3/4 after 3/8 is two bars of 3/8), else as it
+        is; notes are cut at the last bar line, so the result holds exactly ``bars`` new bars
+        (docs/data.md, "Meters outside the tokenizer's set"). ``sampling`` (None: the engine's
+        defaults, :class:`SamplingParams`) says how tokens are drawn; ``seed`` None draws one at
+        random; ``programs`` limits the instruments of the new notes; ``tempo`` (BPM, within
+        ``TEMPO_RANGE_BPM``, the range a MIDI file holds) sets the result's tempo. ``progress``
+        is called with (bars done, bars asked) as bars complete.
+        """
+        run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
         started = time.perf_counter()
         notes = []
         for events in run.bars(progress):
@@ -179,12 +196,10 @@ class Engine:
 
     def stream(
         self,
-        prompt=None,
+        prompt: Prompt = None,
         bars: int = 8,
-        temperature: float = DEFAULT_SAMPLING["temperature"],
-        top_k: int = DEFAULT_SAMPLING["top_k"],
-        top_p: float = DEFAULT_SAMPLING["top_p"],
-        min_p: float = DEFAULT_SAMPLING["min_p"],
+        *,
+        sampling: SamplingParams | None = None,
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
@@ -197,7 +212,7 @@ class Engine:
         None) while a thread generates ahead; each note carries how late it came, and the
         iterator's ``lateness`` lists them all.
         """
-        run = _Run(self, prompt, bars, (temperature, top_k, top_p, min_p), seed, programs, tempo)
+        run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
         return NoteStream(run, realtime, tempo if tempo is not None else 120.0)
 
     def session(self, seed: int | None = None, programs=None) -> Session:
@@ -242,34 +257,20 @@ class Session:
             raise ValueError(f"token {bad} outside 0..{self.engine.info['vocab_size'] - 1}")
         return self._session.feed(tokens.astype(np.int32), bool(all_logits))
 
-    def sample(
-        self,
-        temperature: float = DEFAULT_SAMPLING["temperature"],
-        top_k: int = DEFAULT_SAMPLING["top_k"],
-        top_p: float = DEFAULT_SAMPLING["top_p"],
-        min_p: float = DEFAULT_SAMPLING["min_p"],
-    ) -> int:
+    def sample(self, sampling: SamplingParams | None = None) -> int:
         """The next token under the grammar mask, drawn from the last fed token's logits (not
-        fed). ``temperature`` 0 is greedy. A session that has been fed nothing (new or reset)
-        starts a new piece: BOS is fed first."""
-        _check_sampling_types(temperature, top_k, top_p, min_p)
-        return int(self._session.sample(temperature, top_k, top_p, min_p))
+        fed). ``sampling`` None uses the engine's defaults. A session that has been fed nothing
+        (new or reset) starts a new piece: BOS is fed first."""
+        return int(self._session.sample(*_sampling_or_default(sampling).values()))
 
-    def generate(
-        self,
-        n_tokens: int,
-        temperature: float = DEFAULT_SAMPLING["temperature"],
-        top_k: int = DEFAULT_SAMPLING["top_k"],
-        top_p: float = DEFAULT_SAMPLING["top_p"],
-        min_p: float = DEFAULT_SAMPLING["min_p"],
-    ) -> list[int]:
+    def generate(self, n_tokens: int, sampling: SamplingParams | None = None) -> list[int]:
         """Sample and feed ``n_tokens`` tokens; returns them. A session that has been fed nothing
         (new or reset) starts a new piece: BOS is fed first."""
         _check_type("n_tokens", n_tokens, integer=True)
         if not 0 <= n_tokens <= MAX_TOKENS_PER_CALL:
             raise ValueError(f"n_tokens must be in 0..{MAX_TOKENS_PER_CALL}, not {n_tokens}")
-        _check_sampling_types(temperature, top_k, top_p, min_p)
-        return self._session.generate(n_tokens, temperature, top_k, top_p, min_p).tolist()
+        values = _sampling_or_default(sampling).values()
+        return self._session.generate(n_tokens, *values).tolist()
 
     def set_programs(self, programs) -> None:
         """Restrict generated notes to these programs (-1 = drums); an empty list allows all."""
@@ -335,9 +336,6 @@ class Generation:
 
 # Session.generate returns its tokens in one array: a bound keeps a typo from asking for terabytes.
 MAX_TOKENS_PER_CALL = 2**31 - 1
-# A bar never needs more tokens than this; a model that loops without closing a bar is stopped.
-MAX_TOKENS_PER_BAR = 2048
-KIND_BAR, KIND_TIMESIG, KIND_POSITION = (KINDS.index(k) for k in ("BAR", "TIMESIG", "POSITION"))
 
 
 _MIDITOK_VERSION = importlib.metadata.version("miditok")
@@ -379,19 +377,11 @@ def _check_type(name: str, value, integer: bool = False) -> None:
         raise ValueError(f"{name} must be {wanted}, not {value!r}")
 
 
-def _check_sampling_types(temperature, top_k, top_p, min_p) -> None:
-    for name, value in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p)):
-        _check_type(name, value)
-    _check_type("top_k", top_k, integer=True)
-
-
-def _check_sampling(bars, temperature, top_k, top_p, min_p, programs, tempo) -> None:
+def _check_generation(bars, tempo) -> None:
     """Checks a generation's arguments before any work starts: their types here, their values by
     the engine's own rules (the C API's checks, the same for every front end)."""
     if isinstance(bars, bool) or not isinstance(bars, (int, np.integer)) or bars < 1:
         raise ValueError(f"bars must be a positive integer, not {bars!r}")
-    _check_sampling_types(temperature, top_k, top_p, min_p)
-    _engine.check_sampling(temperature, top_k, top_p, min_p)
     if tempo is not None:
         _check_type("tempo", tempo)
         _engine.check_tempo(tempo)
@@ -452,14 +442,13 @@ class _Run:
     """One generation: a session primed with BOS and the prompt, advanced bar by bar."""
 
     def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo):
-        _check_sampling(bars, *sampling, programs, tempo)
+        _check_generation(bars, tempo)
+        sampling = _sampling_or_default(sampling)
         self.session = engine.session(seed=seed, programs=programs)  # checks the programs
         self.programs = sorted({int(p) for p in programs or ()})
         _refuse_unlearned(engine, self.programs)
         self.engine, self.bars_asked, self.sampling, self.tempo = engine, int(bars), sampling, tempo
         tokenizer = engine.tokenizer
-        kinds = tokenizer.token_table()["kind"]
-        self.kinds = kinds
         self.prompt_score = None
         if prompt is None:
             prompt_ids: list[int] = []
@@ -499,7 +488,6 @@ class _Run:
         onset as the prompt notates it (the two differ where the tokenizer's bar is not the
         notated one: docs/data.md, "Meters outside the tokenizer's set"). ``prompt_meter`` is the
         prompt's signature there with its :func:`quarter_note_meter` ``(n, k)``, or None."""
-        self.position_quarters = tokenizer.token_table()["a"] / tokenizer.ticks_per_quarter
         self.seam, self.offset, self.prompt_meter = self.session.bar[1], 0.0, None
         # Per generated bar: start (quarters of the music), the written signature, notated bars.
         self.written: list[tuple[float, int, int, int]] = []
@@ -546,42 +534,32 @@ class _Run:
             )
 
     def _bars(self, progress=None) -> Iterator[list[NoteEvent]]:
-        """Generates bar by bar, yielding the notes completed in each new bar, placed in the music.
-
-        Counts notated bars (:meth:`_notation`): it stops at the Bar that would open bar
-        ``bars_asked + 1``, or, where one generated bar is several notated ones, at the first
-        Position past the last bar asked for.
+        """Generates a token bar per engine call, yielding the notes completed in each, placed in
+        the music. The engine's one bar-counting loop (sage_session_generate_bars) counts notated
+        bars (:meth:`_notation`): it stops before the Bar that would open bar ``bars_asked + 1``,
+        or, where one generated bar is several notated ones, before the first Position past the
+        last bar asked for; a model that never closes a bar is stopped after
+        ``MAX_TOKENS_PER_BAR * (bars_asked + 1)`` tokens.
         """
-        session, asked = self.session, self.bars_asked
-        opened = 0  # notated bars opened
-        bar_start, cut = self.seam, None  # token quarters; cut: where bar `asked` ends, if inside
-        budget = MAX_TOKENS_PER_BAR * (asked + 1)
-        while budget > 0:
-            token = session.sample(*self.sampling)
-            kind = self.kinds[token]
-            ends = (kind == KIND_BAR and opened >= asked) or (
-                kind == KIND_POSITION
-                and cut is not None
-                and bar_start + self.position_quarters[token] >= cut
+        meter = self.prompt_meter[2:] if self.prompt_meter is not None else (0, 0)
+        stop = _engine.BarStop(self.bars_asked, *meter, each_bar=True)
+        max_tokens = _engine.MAX_TOKENS_PER_BAR * (self.bars_asked + 1)
+        session = self.session
+        reason = "bar_line"
+        while reason == "bar_line":
+            opened = stop.opened
+            tokens, reason = session._session.generate_bars(
+                stop, max_tokens - stop.generated, *self.sampling.values()
             )
-            if kind == KIND_BAR or ends:
-                yield self._placed(session.pop_events())
-                if progress is not None:
-                    progress(opened, asked)
-                if ends:
-                    return
-            session.feed([token])
-            self.tokens.append(token)
-            budget -= 1
-            if kind == KIND_TIMESIG:
+            self.tokens.extend(tokens.tolist())
+            if stop.opened > opened:  # the bar's TimeSig opened notated bars
                 _, bar_start, numerator, denominator = session.bar
-                numerator, denominator, count = self._notation(numerator, denominator)
-                taken = min(count, asked - opened)
-                if taken < count:
-                    cut = bar_start + taken * 4 * numerator / denominator
+                numerator, denominator, _ = self._notation(numerator, denominator)
+                taken = stop.opened - opened
                 self.written.append((bar_start + self.offset, numerator, denominator, taken))
-                opened += taken
-        yield self._placed(session.pop_events())
+            yield self._placed(session.pop_events())
+            if progress is not None and reason != "max_tokens":
+                progress(stop.opened, self.bars_asked)
 
     def score(self, notes: list[NoteEvent]) -> symusic.Score:
         """The prompt's own notes, then ``notes`` (placed by :meth:`bars`), cut at the last bar
@@ -731,4 +709,4 @@ class NoteStream:
             raise failure[0]
 
 
-__all__ = ["Engine", "Generation", "NoteEvent", "NoteStream", "Session"]
+__all__ = ["Engine", "Generation", "NoteEvent", "NoteStream", "SamplingParams", "Session"]

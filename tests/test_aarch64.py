@@ -86,7 +86,7 @@ PROBE = """
 import sys
 import numpy as np
 from sage_edge import _engine
-from sage_edge.engine import Engine
+from sage_edge.engine import Engine, SamplingParams
 from sage_edge.tokenizer import Tokenizer
 
 model, chorale, out = sys.argv[1:4]
@@ -94,7 +94,7 @@ engine = Engine(model)
 logits = engine.session(seed=0).feed(np.load(chorale), all_logits=True)
 session = engine.session(seed=11)
 session.feed([1])  # BOS
-tokens = session.generate(GENERATE, temperature=0.9, top_p=0.95)
+tokens = session.generate(GENERATE, SamplingParams(temperature=0.9, top_p=0.95))
 events = np.array([(e.time, e.duration, e.pitch, e.velocity, e.program)
                    for e in session.pop_events()], dtype=np.float64).reshape(-1, 5)
 score = Tokenizer.default().decode([1, *tokens])

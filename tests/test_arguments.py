@@ -7,7 +7,7 @@ import pytest
 import symusic
 
 from sage_edge import MidiInputError
-from sage_edge.engine import Engine
+from sage_edge.engine import Engine, SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +17,12 @@ def engine(tiny_models) -> Engine:
 
 def test_a_prompt_of_midi_bytes_is_read_as_a_midi_file(engine, chorale_paths) -> None:
     path = chorale_paths[0]
-    from_path = engine.generation(prompt=path, bars=1, seed=4)
-    from_bytes = engine.generation(prompt=path.read_bytes(), bars=1, seed=4)
+    from_path = engine.generate(prompt=path, bars=1, seed=4)
+    from_bytes = engine.generate(prompt=path.read_bytes(), bars=1, seed=4)
     assert from_bytes.tokens == from_path.tokens
     assert from_bytes.prompt_length > 100  # the chorale's tokens, not 14 000 byte values
     assert from_bytes.score.note_num() == from_path.score.note_num()
-    assert engine.generation(prompt=bytearray(path.read_bytes()), bars=1, seed=4).tokens == (
+    assert engine.generate(prompt=bytearray(path.read_bytes()), bars=1, seed=4).tokens == (
         from_path.tokens
     )
 
@@ -52,9 +52,9 @@ def test_a_bad_prompt_names_what_a_prompt_may_be(engine, prompt, message) -> Non
 
 def test_a_prompt_of_token_ids_may_be_a_list_tuple_or_array(engine) -> None:
     bos = engine.tokenizer.id_of("BOS_None")
-    expected = engine.generation(prompt=[bos], bars=1, seed=2).tokens
-    assert engine.generation(prompt=(bos,), bars=1, seed=2).tokens == expected
-    assert engine.generation(prompt=np.array([bos]), bars=1, seed=2).tokens == expected
+    expected = engine.generate(prompt=[bos], bars=1, seed=2).tokens
+    assert engine.generate(prompt=(bos,), bars=1, seed=2).tokens == expected
+    assert engine.generate(prompt=np.array([bos]), bars=1, seed=2).tokens == expected
 
 
 @pytest.mark.parametrize(
@@ -64,10 +64,8 @@ def test_a_prompt_of_token_ids_may_be_a_list_tuple_or_array(engine) -> None:
         (lambda s: s.generate(-1), r"n_tokens must be in 0\.\."),
         (lambda s: s.generate(2.0), "n_tokens must be an integer"),
         (lambda s: s.generate("8"), "n_tokens must be an integer"),
-        (lambda s: s.sample(temperature="hot"), "temperature must be a number"),
-        (lambda s: s.sample(top_k=1.5), "top_k must be an integer"),
-        (lambda s: s.sample(top_p=None), "top_p must be a number"),
-        (lambda s: s.generate(1, min_p="0"), "min_p must be a number"),
+        (lambda s: s.sample({"temperature": 0.5}), "sampling must be a SamplingParams"),
+        (lambda s: s.generate(1, 0.9), "sampling must be a SamplingParams"),
     ],
 )
 def test_session_arguments_are_checked_by_name(engine, call, message) -> None:
@@ -80,10 +78,9 @@ def test_session_arguments_are_checked_by_name(engine, call, message) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"temperature": "1"}, "temperature must be a number"),
-        ({"top_k": 2.5}, "top_k must be"),
-        ({"top_p": [0.9]}, "top_p must be a number"),
+        ({"sampling": {"top_p": 0.9}}, "sampling must be a SamplingParams"),
         ({"tempo": "fast"}, "tempo must be a number"),
+        ({"tempo": 3.5}, r"tempo must be in 3\.57628\.\.1000 BPM"),
         ({"bars": 2.0}, "bars must be a positive integer"),
         ({"bars": 0}, "bars must be a positive integer"),
         ({"programs": [0.5]}, "programs must be integers"),
@@ -92,6 +89,25 @@ def test_session_arguments_are_checked_by_name(engine, call, message) -> None:
 def test_generation_arguments_are_checked_by_name(engine, arguments, message) -> None:
     with pytest.raises(ValueError, match=message):
         engine.generate(**{"bars": 1, "seed": 0, **arguments})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"temperature": "1"}, "temperature must be a number"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+        ({"top_p": [0.9]}, "top_p must be a number"),
+        ({"min_p": None}, "min_p must be a number"),
+        ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+        ({"temperature": float("inf")}, "temperature must be a finite number >= 0"),
+        ({"top_k": -1}, "top_k must be >= 0"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"min_p": 1.0}, r"min_p must be in \[0, 1\)"),
+    ],
+)
+def test_sampling_params_are_checked_by_the_engines_rules(values, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**values)
 
 
 def test_a_prompt_score_with_a_tempo_of_zero_is_refused(engine) -> None:

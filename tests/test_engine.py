@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sage_edge import ModelFormatError, _engine
-from sage_edge.engine import Engine, NoteEvent
+from sage_edge.engine import Engine, NoteEvent, SamplingParams
 from training.export import export
 from training.model import ModelConfig, SageModel, full, two_scale
 
@@ -149,10 +149,10 @@ def test_every_kernel_path_generates_the_same_tokens(q8_model_path, tokenizer) -
     bos = tokenizer.id_of("BOS_None")
     script = textwrap.dedent(
         f"""
-        from sage_edge.engine import Engine
+        from sage_edge.engine import Engine, SamplingParams
         session = Engine({str(q8_model_path)!r}).session(seed=7)
         session.feed([{bos}])
-        print(session.generate(300, temperature=1.0, top_p=0.95))
+        print(session.generate(300, SamplingParams(temperature=1.0, top_p=0.95)))
         """
     )
     outputs = {}
@@ -176,7 +176,8 @@ def test_generation_gives_notes_and_reset_replays_the_seed(q8_model_path, tokeni
     engine = Engine(q8_model_path)
     session = engine.session(seed=3, programs=[52, 53])
     session.feed([tokenizer.id_of("BOS_None")])
-    tokens = session.generate(400, temperature=0.9, top_k=50, top_p=0.95, min_p=0.01)
+    sampling = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.01)
+    tokens = session.generate(400, sampling)
     assert len(tokens) == 400 and session.position == 401
     events = session.pop_events()
     assert events and all(isinstance(e, NoteEvent) for e in events)
@@ -185,11 +186,11 @@ def test_generation_gives_notes_and_reset_replays_the_seed(q8_model_path, tokeni
     assert session.pop_events() == []
     session.reset()
     session.feed([tokenizer.id_of("BOS_None")])
-    assert session.generate(400, temperature=0.9, top_k=50, top_p=0.95, min_p=0.01) == tokens
+    assert session.generate(400, sampling) == tokens
     # sample() does not feed: greedy sampling gives the best allowed token of the last logits.
     before = session.position
     best = masked_argmax(session.feed([]), session.allowed_next())
-    assert session.sample(temperature=0.0) == best
+    assert session.sample(SamplingParams(temperature=0.0)) == best
     assert session.position == before
 
 
@@ -204,7 +205,7 @@ def test_greedy_generation_is_the_argmax_of_the_masked_logits(q8_model_path, tok
     bos = tokenizer.id_of("BOS_None")
     generated = engine.session(seed=0)
     generated.feed([bos])
-    greedy = generated.generate(300, temperature=0.0)
+    greedy = generated.generate(300, SamplingParams(temperature=0.0))
 
     stepped = engine.session(seed=0)
     logits = stepped.feed([bos])
@@ -266,7 +267,7 @@ def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
 
     # Fixed at creation: 1 000 tokens, many times every horizon, change no byte of it.
     session.feed([tokenizer.id_of("BOS_None")])
-    session.generate(1000, temperature=1.0)
+    session.generate(1000, SamplingParams(temperature=1.0))
     assert session.memory == memory
 
     # The same model with every layer's horizon 32: only the rings grow, by the formula's bytes.
@@ -294,11 +295,9 @@ def test_bad_arguments_raise_value_error(q8_model_path, tokenizer) -> None:
         {"min_p": 1.0},
         {"min_p": -0.5},
     ]
-    for sampling in bad_sampling:
+    for values in bad_sampling:  # refused when made, by the engine's own check
         with pytest.raises(ValueError):
-            session.sample(**sampling)
-        with pytest.raises(ValueError):
-            session.generate(1, **sampling)
+            SamplingParams(**values)
     for ids in ([-1], [engine.info["vocab_size"]], [2**40], [[1, 2]], [0.5]):
         with pytest.raises(ValueError):
             session.feed(ids)

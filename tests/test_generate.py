@@ -16,7 +16,14 @@ import pytest
 import symusic
 
 from sage_edge import _engine
-from sage_edge.engine import DEFAULT_MODEL, DEFAULT_SAMPLING, TEMPO_RANGE_BPM, Engine, NoteStream
+from sage_edge.engine import (
+    DEFAULT_MODEL,
+    DEFAULT_SAMPLING,
+    TEMPO_RANGE_BPM,
+    Engine,
+    NoteStream,
+    SamplingParams,
+)
 from sage_edge.errors import MidiInputError
 from sage_edge.tokenizer import KINDS
 
@@ -40,7 +47,7 @@ def bar_tokens(tokens, engine: Engine) -> int:
 
 def test_generated_music_loads_keeps_programs_and_spans_the_bars(engine, tmp_path):
     # A string quartet, programs the shipped model learned (with seed 2 all four play).
-    result = engine.generation(bars=4, seed=2, programs=[40, 110, 41, 42], top_p=0.95)
+    result = engine.generate(bars=4, seed=2, programs=[40, 110, 41, 42])
     assert bar_tokens(result.tokens, engine) == 4  # the Bar that would open bar 5 ends it
     assert result.notes, "four bars without a single note"
     path = tmp_path / "out.mid"
@@ -68,7 +75,7 @@ def test_same_seed_same_bytes_different_seed_different_music(engine, tmp_path):
     paths = []
     for index, seed in enumerate((5, 5, 6)):
         paths.append(tmp_path / f"{index}.mid")
-        engine.generate(bars=3, seed=seed).dump_midi(paths[-1])
+        engine.generate(bars=3, seed=seed).score.dump_midi(paths[-1])
     first, again, other = (p.read_bytes() for p in paths)
     assert first == again
     assert first != other
@@ -77,7 +84,7 @@ def test_same_seed_same_bytes_different_seed_different_music(engine, tmp_path):
 def test_a_chorale_prompt_keeps_its_notes(engine, chorale_paths):
     prompt_path = chorale_paths[0]
     prompt = symusic.Score(prompt_path)
-    result = engine.generate(prompt_path, bars=2, seed=3, programs=[52, 53, 48, 42])
+    result = engine.generate(prompt_path, bars=2, seed=3, programs=[52, 53, 48, 42]).score
     prompt_notes = {
         (t.program, n.time, n.duration, n.pitch, n.velocity) for t in prompt.tracks for n in t.notes
     }
@@ -93,22 +100,22 @@ def test_a_chorale_prompt_keeps_its_notes(engine, chorale_paths):
 
 
 def test_token_prompts_and_bad_arguments(engine):
-    result = engine.generation(bars=1, seed=1)
-    continued = engine.generation(result.tokens[1:], bars=1, seed=2)
+    result = engine.generate(bars=1, seed=1)
+    continued = engine.generate(result.tokens[1:], bars=1, seed=2)
     assert continued.tokens[: len(result.tokens)] == result.tokens
     with pytest.raises(ValueError):
         engine.generate(bars=0)
     with pytest.raises(ValueError):
         engine.generate(programs=[128])
     with pytest.raises(ValueError):
-        engine.generate(top_p=0)
+        engine.generate(sampling=SamplingParams(top_p=0))
     with pytest.raises(ValueError):
         engine.generate([engine.tokenizer.vocab_size])
 
 
 def test_stream_gives_the_generated_notes_in_time_order(engine):
     notes = list(engine.stream(bars=3, seed=9))
-    assert notes == engine.generation(bars=3, seed=9).notes
+    assert notes == engine.generate(bars=3, seed=9).notes
     times = [n.time for n in notes]
     assert times == sorted(times)
 
@@ -186,7 +193,7 @@ def test_stopping_a_realtime_stream_ends_its_thread_promptly(engine, how, monkey
 
 def test_realtime_stream_that_runs_out_leaves_no_thread(engine):
     notes = list(engine.stream(bars=2, seed=8, realtime=True, tempo=TEMPO_RANGE_BPM[1]))
-    assert [n._replace(lateness=0.0) for n in notes] == engine.generation(bars=2, seed=8).notes
+    assert [n._replace(lateness=0.0) for n in notes] == engine.generate(bars=2, seed=8).notes
     assert not generating_threads()
 
 
@@ -208,7 +215,7 @@ def test_tempos_a_midi_file_cannot_hold_are_refused(engine, tmp_path, chorale_pa
         with pytest.raises(ValueError, match=r"tempo must be in 3\.57628\.\.1000 BPM"):
             engine.generate(bars=1, tempo=tempo)
     path = tmp_path / "slow.mid"
-    engine.generate(bars=1, seed=1, tempo=3.57628).dump_midi(path)
+    engine.generate(bars=1, seed=1, tempo=3.57628).score.dump_midi(path)
     assert [t.mspq for t in symusic.Score(path).tempos] == [round(60e6 / 3.57628)]
 
     for qpm in (0.0, -60.0):
@@ -221,9 +228,15 @@ def test_tempos_a_midi_file_cannot_hold_are_refused(engine, tmp_path, chorale_pa
 def test_one_sampling_default_everywhere(engine, tmp_path):
     assert DEFAULT_SAMPLING == _engine.DEFAULT_SAMPLING
     assert DEFAULT_SAMPLING["top_p"] == np.float32(0.95)  # the setting whose music was measured
-    default = engine.generation(bars=2, seed=12)
-    assert default.tokens == engine.generation(bars=2, seed=12, top_p=0.95).tokens
-    assert default.tokens != engine.generation(bars=2, seed=12, top_p=1.0).tokens
+    default = engine.generate(bars=2, seed=12)
+    assert (
+        default.tokens
+        == engine.generate(bars=2, seed=12, sampling=SamplingParams(top_p=0.95)).tokens
+    )
+    assert (
+        default.tokens
+        != engine.generate(bars=2, seed=12, sampling=SamplingParams(top_p=1.0)).tokens
+    )
     session = engine.session(seed=12)
     session.feed([engine.tokenizer.id_of("BOS_None")])
     assert session.generate(50) == default.tokens[1:51]  # Session's defaults are the same
@@ -232,7 +245,7 @@ def test_one_sampling_default_everywhere(engine, tmp_path):
         "generate", "--model", str(engine.path), "--bars", "2", "--seed", "12", "--out", str(out)
     )
     assert done.returncode == 0, done.stderr
-    engine.generate(bars=2, seed=12).dump_midi(tmp_path / "engine.mid")
+    engine.generate(bars=2, seed=12).score.dump_midi(tmp_path / "engine.mid")
     assert out.read_bytes() == (tmp_path / "engine.mid").read_bytes()
 
 

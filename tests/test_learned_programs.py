@@ -77,7 +77,7 @@ def test_both_readers_give_the_recorded_programs(tiny_learned, runner):
     # A file without the key: nothing is known, so nothing is checked.
     assert Engine(FIXTURE).learned_programs is None
     assert "learned programs unknown" in run(runner, "--model", FIXTURE, "--info").stdout
-    Engine(FIXTURE).generation(programs=[40, 41, 42, 43, -1], bars=1, seed=1)
+    Engine(FIXTURE).generate(programs=[40, 41, 42, 43, -1], bars=1, seed=1)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_the_two_readers_judge_every_metadata_file_alike(name):
 
 def test_a_program_the_model_never_learned_is_refused_before_generating(tiny_learned):
     engine = Engine(tiny_learned)
-    for ask in (engine.generate, engine.generation, engine.stream):
+    for ask in (engine.generate, engine.stream):
         with pytest.raises(UnplayedProgramsError) as error:
             ask(programs=[0, 40, -1], bars=1, seed=1)
         assert error.value.programs == [0]
@@ -121,12 +121,12 @@ def test_a_learned_program_that_stays_silent_is_an_error(tiny_learned):
     engine = Engine(tiny_learned)
     quartet_and_drums = [40, 41, 42, 43, -1]
     with pytest.raises(UnplayedProgramsError, match=r"played no notes for Violin \(40\)") as error:
-        engine.generation(programs=quartet_and_drums, bars=1, seed=1)
+        engine.generate(programs=quartet_and_drums, bars=1, seed=1)
     assert error.value.programs == [40, 41, 42, 43]  # seed 1 plays only drums
     with pytest.raises(UnplayedProgramsError):
         list(engine.stream(programs=quartet_and_drums, bars=1, seed=1))
     # Seed 2 plays all five: no error.
-    result = engine.generation(programs=quartet_and_drums, bars=1, seed=2)
+    result = engine.generate(programs=quartet_and_drums, bars=1, seed=2)
     assert {note.program for note in result.notes} == set(quartet_and_drums)
 
 

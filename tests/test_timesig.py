@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import symusic
 
-from sage_edge.engine import DEFAULT_MODEL, Engine
+from sage_edge.engine import DEFAULT_MODEL, Engine, SamplingParams
 from sage_edge.tokenizer import (
     KIND_TIMESIG,
     normalize_time_signatures,
@@ -119,7 +119,9 @@ def test_notated_bars_follow_the_signatures():
 def test_continuation_is_written_in_the_bars_it_has(engine, chorale_paths, tmp_path, meter, bars):
     numerator, denominator = meter
     prompt = renotated_chorale(chorale_paths[1], numerator, denominator)
-    generation = engine.generation(prompt, bars=bars, seed=2, temperature=0.9)
+    generation = engine.generate(
+        prompt, bars=bars, seed=2, sampling=SamplingParams(temperature=0.9)
+    )
     path = tmp_path / "continued.mid"
     generation.score.dump_midi(path)
     written = symusic.Score(path)

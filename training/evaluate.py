@@ -294,8 +294,12 @@ class MusicOptions:
 
 
 def generated_notes(engine, bars: int, seed: int, sampling: dict, programs=None) -> metrics.Notes:
-    """``bars`` bars generated from scratch by ``Engine.generation``, as notes in bars."""
-    generation = engine.generation(bars=bars, seed=seed, programs=programs, **sampling)
+    """``bars`` bars generated from scratch by ``Engine.generate``, as notes in bars."""
+    from sage_edge.engine import SamplingParams
+
+    generation = engine.generate(
+        bars=bars, seed=seed, programs=programs, sampling=SamplingParams(**sampling)
+    )
     return metrics.notes_from_score(generation.score, n_bars=bars)
 
 
