@@ -99,6 +99,28 @@ def test_a_chorale_prompt_keeps_its_notes(engine, chorale_paths):
     assert min(note[1] for note in added) >= prompt_end - prompt.ticks_per_quarter * 4
 
 
+@pytest.mark.parametrize("bars", [1, 3])
+@pytest.mark.parametrize("prompted", [False, True])
+def test_bars_are_the_tokens_plain_sampling_gives_up_to_the_next_bar(
+    engine, chorale_paths, bars, prompted
+):
+    """Engine.generate calls the engine's bar loop a bar at a time: its tokens are exactly those
+    a session with the same seed samples after the same prompt, up to the Bar that would open bar
+    bars + 1; progress reports each bar once it is generated."""
+    prompt, seed = (chorale_paths[0], 9) if prompted else (None, 4)
+    done = []
+    result = engine.generate(prompt, bars, seed=seed, progress=lambda *d: done.append(d))
+    new = result.tokens[result.prompt_length :]
+    session = engine.session(seed=seed)
+    session.feed(result.tokens[: result.prompt_length])
+    plain = session.generate(len(new) + 1)
+    assert plain[:-1] == new
+    kinds = engine.tokenizer.token_table()["kind"]
+    assert kinds[plain[-1]] == Kind.BAR  # a 4/4 prompt: a token bar is a notated bar
+    assert bar_tokens(new, engine) == (bars - 1 if prompted else bars)  # a Bar closes a prompt
+    assert done == [(n, bars) for n in range(1, bars + 1)]
+
+
 def test_token_prompts_and_bad_arguments(engine):
     result = engine.generate(bars=1, seed=1)
     continued = engine.generate(result.tokens[1:], bars=1, seed=2)

@@ -103,6 +103,24 @@ void unlocked(Call&& call) {
     check(status);
 }
 
+// The name Python sees for why sage_session_generate_bars returned.
+const char* stop_reason_name(sage_stop_reason reason) {
+    switch (reason) {
+        case SAGE_STOP_BARS:
+            return "bars";
+        case SAGE_STOP_TIME:
+            return "time";
+        case SAGE_STOP_END:
+            return "end";
+        case SAGE_STOP_MAX_TOKENS:
+            return "max_tokens";
+        case SAGE_STOP_BAR_LINE:
+            return "bar_line";
+        default:
+            return "capacity";
+    }
+}
+
 using ModelHandle = std::shared_ptr<sage_model>;
 
 class PyModel {
@@ -233,6 +251,21 @@ class PySession {
         return tokens;
     }
 
+    // sage_session_generate_bars: at most `capacity` tokens, continuing the generation `stop`
+    // holds the progress of; returns (tokens, reason name).
+    py::tuple generate_bars(sage_bar_stop& stop, const sage_sampling& sampling, size_t capacity) {
+        std::vector<int32_t> buffer(capacity);
+        size_t count = 0;
+        sage_stop_reason reason = SAGE_STOP_CAPACITY;
+        locked_call([&] {
+            return sage_session_generate_bars(get(), &sampling, &stop, buffer.data(), capacity,
+                                              &count, &reason);
+        });
+        py::array_t<int32_t> tokens(static_cast<py::ssize_t>(count));
+        std::copy_n(buffer.data(), count, tokens.mutable_data());
+        return py::make_tuple(tokens, stop_reason_name(reason));
+    }
+
     void set_programs(const std::vector<int32_t>& programs) {
         locked_call(
             [&] { return sage_session_set_programs(get(), programs.data(), programs.size()); });
@@ -342,6 +375,25 @@ void bind(py::module_& m) {
         .def("learned_programs", &PyModel::learned_programs,
              "{program: notes in the training data}, or None when the file does not say.");
 
+    py::class_<sage_bar_stop>(m, "BarStop",
+                              "What Session.generate_bars generates, and its progress "
+                              "(sage_bar_stop in sage_edge.h).")
+        .def(py::init([](uint64_t bars, int32_t meter_quarters, int32_t meter_bars, bool each_bar) {
+                 sage_bar_stop stop{};
+                 stop.bars = bars;
+                 stop.meter_quarters = meter_quarters;
+                 stop.meter_bars = meter_bars;
+                 stop.each_bar = each_bar ? 1 : 0;
+                 return stop;
+             }),
+             py::arg("bars"), py::arg("meter_quarters") = 0, py::arg("meter_bars") = 0,
+             py::arg("each_bar") = false)
+        .def_readonly("bars", &sage_bar_stop::bars)
+        .def_readonly("opened", &sage_bar_stop::opened)
+        .def_readonly("generated", &sage_bar_stop::generated)
+        .def_readonly("end", &sage_bar_stop::end);
+    m.attr("MAX_TOKENS_PER_BAR") = SAGE_MAX_TOKENS_PER_BAR;
+
     const sage_sampling d = sage_sampling_default();
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, int>(), py::arg("model"), py::arg("seed") = 0,
@@ -364,6 +416,17 @@ void bind(py::module_& m) {
             py::arg("n_tokens"), py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
             py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p,
             "Sample and feed n tokens; returns them.")
+        .def(
+            "generate_bars",
+            [](PySession& s, sage_bar_stop& stop, size_t capacity, float t, int32_t k, float p,
+               float min_p) {
+                return s.generate_bars(stop, sampling_of(t, k, p, min_p), capacity);
+            },
+            py::arg("stop"), py::arg("capacity"), py::arg("temperature") = d.temperature,
+            py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p,
+            "Generate up to capacity tokens of the bars `stop` asks for (updating its progress); "
+            "returns (tokens, why it stopped: 'bars', 'time', 'end', 'max_tokens', 'bar_line' or "
+            "'capacity').")
         .def("reset", &PySession::reset)
         .def("set_programs", &PySession::set_programs, py::arg("programs"))
         .def("pop_events", &PySession::pop_events)
