@@ -26,6 +26,7 @@ import numpy as np
 
 from sage_edge import quant
 from sage_edge.errors import ModelFormatError
+from sage_edge.vocab import KIND_FAMILY, N_FAMILIES, Kind
 
 MAGIC = b"SAGEMDL\0"
 VERSION = 1
@@ -40,7 +41,7 @@ ALIGNMENT = 64
 assert PREAMBLE.size == 32 and HYPERPARAMETERS.size == 64
 
 ATTENTION_MODES = ("mha", "gqa", "askv")
-N_ATTRIBUTE_FAMILIES = 6  # key/value projections per layer with askv attention
+N_ATTRIBUTE_FAMILIES = N_FAMILIES  # key/value projections per layer with askv attention
 
 # One vocabulary entry in the file (12 bytes) and as returned (the tokenizer's token table layout).
 VOCAB_ENTRY = np.dtype(
@@ -48,8 +49,8 @@ VOCAB_ENTRY = np.dtype(
 )
 VOCABULARY_DTYPE = np.dtype([("family", "u1"), ("kind", "u1"), ("a", "<i4"), ("b", "<i4")])
 assert VOCAB_ENTRY.itemsize == 12
-# The family of each token kind (docs/format.md, Vocabulary; sage_edge.tokenizer.KIND_FAMILY).
-KIND_FAMILY = (0, 0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5, 0)
+# The family of each token kind, indexed by kind (docs/format.md, Vocabulary).
+_FAMILY_OF_KIND = np.array([KIND_FAMILY[kind] for kind in Kind], dtype=np.int64)
 
 # Limits a reader enforces before allocating anything (docs/format.md).
 MAX_VOCAB = 65_536
@@ -217,15 +218,15 @@ def _check_vocabulary(table: np.ndarray, vocab_size: int) -> None:
         raise ModelFormatError(f"vocabulary has shape {table.shape}, expected ({vocab_size},)")
     family = table["family"].astype(np.int64)
     kind = table["kind"].astype(np.int64)
-    bad = np.flatnonzero((kind < 0) | (kind >= len(KIND_FAMILY)))
+    bad = np.flatnonzero((kind < 0) | (kind >= len(_FAMILY_OF_KIND)))
     if bad.size:
         raise ModelFormatError(f"token {bad[0]} has unknown kind {kind[bad[0]]}")
-    bad = np.flatnonzero(family != np.asarray(KIND_FAMILY)[kind])
+    bad = np.flatnonzero(family != _FAMILY_OF_KIND[kind])
     if bad.size:
         i = bad[0]
         raise ModelFormatError(
             f"token {i} has family {family[i]} but kind {kind[i]} belongs to family "
-            f"{KIND_FAMILY[kind[i]]}"
+            f"{_FAMILY_OF_KIND[kind[i]]}"
         )
 
 

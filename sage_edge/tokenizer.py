@@ -25,63 +25,23 @@ import numpy as np
 import symusic
 
 from sage_edge.errors import MidiInputError
-
-FAMILIES = ("special", "time", "program", "pitch", "velocity", "duration")
-FAMILY_SPECIAL, FAMILY_TIME, FAMILY_PROGRAM, FAMILY_PITCH, FAMILY_VELOCITY, FAMILY_DURATION = range(
-    6
-)
-
-KINDS = (
-    "PAD",
-    "BOS",
-    "EOS",
-    "MASK",
-    "BAR",
-    "TIMESIG",
-    "POSITION",
-    "TEMPO",
-    "PROGRAM",
-    "PITCH",
-    "PITCH_DRUM",
-    "VELOCITY",
-    "DURATION",
-    "OTHER",
-)
-(
-    KIND_PAD,
-    KIND_BOS,
-    KIND_EOS,
-    KIND_MASK,
-    KIND_BAR,
-    KIND_TIMESIG,
-    KIND_POSITION,
-    KIND_TEMPO,
-    KIND_PROGRAM,
-    KIND_PITCH,
-    KIND_PITCH_DRUM,
-    KIND_VELOCITY,
-    KIND_DURATION,
-    KIND_OTHER,
-) = range(14)
-
-# The family each kind belongs to (docs/format.md, Vocabulary).
-KIND_FAMILY = (0, 0, 0, 0, 1, 1, 1, 1, 2, 3, 3, 4, 5, 0)
+from sage_edge.vocab import KIND_FAMILY, Family, Kind
 
 # miditok token type -> kind
 _TYPE_KIND = {
-    "PAD": KIND_PAD,
-    "BOS": KIND_BOS,
-    "EOS": KIND_EOS,
-    "MASK": KIND_MASK,
-    "Bar": KIND_BAR,
-    "TimeSig": KIND_TIMESIG,
-    "Position": KIND_POSITION,
-    "Tempo": KIND_TEMPO,
-    "Program": KIND_PROGRAM,
-    "Pitch": KIND_PITCH,
-    "PitchDrum": KIND_PITCH_DRUM,
-    "Velocity": KIND_VELOCITY,
-    "Duration": KIND_DURATION,
+    "PAD": Kind.PAD,
+    "BOS": Kind.BOS,
+    "EOS": Kind.EOS,
+    "MASK": Kind.MASK,
+    "Bar": Kind.BAR,
+    "TimeSig": Kind.TIMESIG,
+    "Position": Kind.POSITION,
+    "Tempo": Kind.TEMPO,
+    "Program": Kind.PROGRAM,
+    "Pitch": Kind.PITCH,
+    "PitchDrum": Kind.PITCH_DRUM,
+    "Velocity": Kind.VELOCITY,
+    "Duration": Kind.DURATION,
 }
 
 TOKEN_TABLE_DTYPE = np.dtype(
@@ -330,7 +290,7 @@ class Tokenizer:
 
     @property
     def families(self) -> np.ndarray:
-        """Attribute family (index into ``FAMILIES``) of every id, ``uint8[V]``."""
+        """Attribute family (a ``sage_edge.vocab.Family``) of every id, ``uint8[V]``."""
         return self._table["family"].copy()
 
     def family_of(self, ids) -> np.ndarray:
@@ -344,7 +304,7 @@ class Tokenizer:
         table = self._shift_tables.get(key)
         if table is None:
             table = np.arange(self.vocab_size, dtype=np.int32)
-            pitch_ids = np.flatnonzero(self._table["kind"] == KIND_PITCH)
+            pitch_ids = np.flatnonzero(self._table["kind"] == Kind.PITCH)
             by_pitch = {int(self._table["a"][i]): int(i) for i in pitch_ids}
             for i in pitch_ids:
                 table[i] = by_pitch.get(int(self._table["a"][i]) + key, -1)
@@ -362,18 +322,18 @@ class Tokenizer:
         table = np.zeros(self.vocab_size, dtype=TOKEN_TABLE_DTYPE)
         for token, i in self._remi.vocab.items():
             kind_name, _, value = token.partition("_")
-            kind = _TYPE_KIND.get(kind_name, KIND_OTHER)
+            kind = _TYPE_KIND.get(kind_name, Kind.OTHER)
             a = b = 0
-            if kind == KIND_TIMESIG:
+            if kind == Kind.TIMESIG:
                 num, den = value.split("/")
                 a, b = int(num), int(den)
-            elif kind == KIND_POSITION:
+            elif kind == Kind.POSITION:
                 a = int(value) * ticks_per_pos
-            elif kind == KIND_TEMPO:
+            elif kind == Kind.TEMPO:
                 a = round(float(value) * 1000)
-            elif kind in (KIND_PROGRAM, KIND_PITCH, KIND_PITCH_DRUM, KIND_VELOCITY):
+            elif kind in (Kind.PROGRAM, Kind.PITCH, Kind.PITCH_DRUM, Kind.VELOCITY):
                 a = int(value)
-            elif kind == KIND_DURATION:
+            elif kind == Kind.DURATION:
                 beat, pos, dres = (int(x) for x in value.split("."))
                 ticks = (beat * dres + pos) * tpq
                 if ticks % dres:
@@ -403,8 +363,8 @@ class Tokenizer:
         if isinstance(seq, list):  # one_token_stream gives one sequence; be defensive
             seq = seq[0]
         ids = list(seq.ids)
-        if not any(self._table["kind"][i] == KIND_PITCH for i in ids) and not any(
-            self._table["kind"][i] == KIND_PITCH_DRUM for i in ids
+        if not any(self._table["kind"][i] == Kind.PITCH for i in ids) and not any(
+            self._table["kind"][i] == Kind.PITCH_DRUM for i in ids
         ):
             raise MidiInputError(f"{name}: no notes inside the tokenizer's pitch range")
         return ids
@@ -414,7 +374,7 @@ class Tokenizer:
 
         Special tokens are dropped; tokens miditok cannot place are ignored by miditok.
         """
-        ids = [int(i) for i in ids if self._table["family"][int(i)] != FAMILY_SPECIAL]
+        ids = [int(i) for i in ids if self._table["family"][int(i)] != Family.SPECIAL]
         return self._remi.decode(ids)
 
     def bar_ticks(self, numerator: int, denominator: int) -> int:
@@ -423,9 +383,6 @@ class Tokenizer:
 
 
 __all__ = [
-    "FAMILIES",
-    "KINDS",
-    "KIND_FAMILY",
     "TOKEN_TABLE_DTYPE",
     "Tokenizer",
     "NotatedBar",

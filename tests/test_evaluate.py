@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sage_edge._engine", reason="the C++ extension is not built")
 
-from sage_edge.tokenizer import KIND_BAR  # noqa: E402
+from sage_edge.engine import SamplingParams  # noqa: E402
+from sage_edge.vocab import Kind  # noqa: E402
 from training import evaluate, metrics, music_theory  # noqa: E402
 
 PIECES = ("bwv269", "bwv66.6")
@@ -123,21 +124,22 @@ def test_engine_and_reference_agree_on_the_likelihood(tiny_models, tokenizer, ch
     assert nll_engine == pytest.approx(nll_reference, rel=1e-4)
 
 
-def test_generate_bars_stops_at_the_next_bar(tiny_models, tokenizer, chorale_dir):
-    # The grammar mask never allows EOS and a bar of music is far under 5000 tokens, so the only
-    # way for this generation to end is the Bar token that would open a second bar.
+def test_engine_continuation_stops_before_the_next_bar(tiny_models, tokenizer, chorale_dir):
+    # The engine's bar loop (through Engine.generate): a Bar closes the prompt, one new bar, and
+    # the tokens are those the same seed samples up to the Bar that would open a second bar.
     kinds = tokenizer.token_table()["kind"]
     ids = np.asarray(tokenizer.encode(chorale_dir / "bwv269.mid"))
     prompt = ids[: evaluate.bar_starts(ids, kinds)[4]]
-    session = evaluate.EngineBackend(tiny_models["q8_0"]).session(1)
-    session.feed([tokenizer.id_of("BOS_None"), *prompt.tolist()])
-    cont = evaluate.generate_bars(
-        session, 1, 5000, kinds, tokenizer.id_of("EOS_None"), {"temperature": 1.0, "top_p": 1.0}
-    )
+    backend = evaluate.EngineBackend(tiny_models["q8_0"])
+    cont = backend.continuation(prompt, 1, 1, {"temperature": 1.0, "top_p": 1.0}, 5000)
     assert cont.ended == "bars" and cont.bars == 1
-    # The rest of the prompt's open bar, one Bar token, the new bar, and nothing past its end.
-    bar_tokens = np.flatnonzero(kinds[np.asarray(cont.ids, dtype=np.int64)] == KIND_BAR)
-    assert len(bar_tokens) == 1 and bar_tokens[0] < len(cont.ids) - 1
+    bar_tokens = np.flatnonzero(kinds[np.asarray(cont.ids, dtype=np.int64)] == Kind.BAR)
+    assert bar_tokens.tolist() == [0]
+    session = backend.session(1)
+    session.feed([tokenizer.id_of("BOS_None"), *prompt.tolist(), cont.ids[0]])
+    sampling = SamplingParams(temperature=1.0, top_p=1.0)
+    plain = session.generate(len(cont.ids), sampling)
+    assert plain[:-1] == cont.ids[1:] and kinds[plain[-1]] == Kind.BAR
 
 
 def test_repeat_bars_cycles_the_prompt():

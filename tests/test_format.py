@@ -99,7 +99,6 @@ def test_read_returns_read_only_views_and_fresh_dequantized_arrays(real_models):
 
 
 def test_kind_family_table_matches_the_tokenizer():
-    assert sage_format.KIND_FAMILY == tokenizer.KIND_FAMILY
     assert sage_format.VOCABULARY_DTYPE == tokenizer.TOKEN_TABLE_DTYPE
 
 

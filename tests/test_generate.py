@@ -25,7 +25,7 @@ from sage_edge.engine import (
     SamplingParams,
 )
 from sage_edge.errors import MidiInputError
-from sage_edge.tokenizer import KINDS
+from sage_edge.vocab import Kind
 
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 
@@ -42,7 +42,7 @@ def engine(request) -> Engine:
 
 def bar_tokens(tokens, engine: Engine) -> int:
     kinds = engine.tokenizer.token_table()["kind"]
-    return int(np.sum(kinds[np.asarray(tokens)] == KINDS.index("BAR")))
+    return int(np.sum(kinds[np.asarray(tokens)] == Kind.BAR))
 
 
 def test_generated_music_loads_keeps_programs_and_spans_the_bars(engine, tmp_path):
@@ -62,7 +62,7 @@ def test_generated_music_loads_keeps_programs_and_spans_the_bars(engine, tmp_pat
     bar_lengths = [
         4 * int(table["a"][t]) / int(table["b"][t])
         for t in result.tokens
-        if table["kind"][t] == KINDS.index("TIMESIG")
+        if table["kind"][t] == Kind.TIMESIG
     ]
     assert len(bar_lengths) == 4  # miditok writes a TimeSig after every Bar
     onsets = [n.time / loaded.ticks_per_quarter for t in loaded.tracks for n in t.notes]

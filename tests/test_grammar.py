@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sage_edge.engine import Engine
-from sage_edge.tokenizer import KINDS
+from sage_edge.vocab import Kind
 
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 
@@ -40,13 +40,13 @@ def test_the_mask_forbids_undecodable_continuations(engine):
     session = engine.session(seed=0)
     session.feed([tokenizer.id_of("BOS_None")])
     allowed = session.allowed_next()
-    assert not allowed[kinds == KINDS.index("PITCH")].any()  # no pitch before a program
-    assert not allowed[kinds == KINDS.index("PAD")].any()
+    assert not allowed[kinds == Kind.PITCH].any()  # no pitch before a program
+    assert not allowed[kinds == Kind.PAD].any()
     generated = session.generate(400)
     # After a Pitch only a Velocity may come, after a Velocity only a Duration.
     for previous, token in zip(generated, generated[1:], strict=False):
-        if kinds[previous] == KINDS.index("PITCH"):
-            assert kinds[token] == KINDS.index("VELOCITY")
-        if kinds[previous] == KINDS.index("VELOCITY"):
-            assert kinds[token] == KINDS.index("DURATION")
-    assert np.isin(kinds[generated], [KINDS.index(k) for k in ("PAD", "MASK", "BOS")]).sum() == 0
+        if kinds[previous] == Kind.PITCH:
+            assert kinds[token] == Kind.VELOCITY
+        if kinds[previous] == Kind.VELOCITY:
+            assert kinds[token] == Kind.DURATION
+    assert np.isin(kinds[generated], [Kind.PAD, Kind.MASK, Kind.BOS]).sum() == 0

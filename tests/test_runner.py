@@ -20,7 +20,7 @@ from conftest import built_binary, require
 torch = pytest.importorskip("torch")
 mido = pytest.importorskip("mido")
 
-from sage_edge.tokenizer import KIND_VELOCITY  # noqa: E402
+from sage_edge.vocab import Kind  # noqa: E402
 
 RUNNER = "csrc/runner/sage-edge-run"
 
@@ -152,7 +152,7 @@ def test_events_are_notes_of_the_vocabulary(runner, model_path, tokenizer):
     events = parse_events(result.stdout)
     assert len(events) > 20
     table = tokenizer.token_table()
-    velocities = {int(v) for v in table["a"][table["kind"] == KIND_VELOCITY]}
+    velocities = {int(v) for v in table["a"][table["kind"] == Kind.VELOCITY]}
     tpq = tokenizer.ticks_per_quarter
     times = [e[0] for e in events]
     assert times == sorted(times)  # decoded in stream order: onsets never go back
@@ -250,7 +250,7 @@ def test_midi_file_bars_are_the_generated_bars(runner, model_path, tokenizer, tm
     """--out writes a time signature wherever the generated bars' TimeSig tokens change it, and
     --bars N gives exactly N notated bars: no note sounds past the last bar line."""
     from sage_edge.engine import DEFAULT_MODEL, Engine
-    from sage_edge.tokenizer import KIND_TIMESIG
+    from sage_edge.vocab import Kind
 
     model = model_path if which == "fixture" else DEFAULT_MODEL
     if not model.is_file():
@@ -268,7 +268,7 @@ def test_midi_file_bars_are_the_generated_bars(runner, model_path, tokenizer, tm
         tokens += session.generate(1)
     table = tokenizer.token_table()
     signatures = [
-        (int(table["a"][t]), int(table["b"][t])) for t in tokens if table["kind"][t] == KIND_TIMESIG
+        (int(table["a"][t]), int(table["b"][t])) for t in tokens if table["kind"][t] == Kind.TIMESIG
     ]
     assert len(signatures) == bars
 

@@ -17,11 +17,11 @@ import symusic
 
 from sage_edge.engine import DEFAULT_MODEL, Engine, SamplingParams
 from sage_edge.tokenizer import (
-    KIND_TIMESIG,
     normalize_time_signatures,
     notated_bar_at,
     quarter_note_meter,
 )
+from sage_edge.vocab import Kind
 
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 PROMPT_BARS = 3
@@ -139,7 +139,7 @@ def test_continuation_is_written_in_the_bars_it_has(engine, chorale_paths, tmp_p
     table = engine.tokenizer.token_table()
     expected = []
     for token in generation.tokens[generation.prompt_length :]:
-        if table["kind"][token] == KIND_TIMESIG:
+        if table["kind"][token] == Kind.TIMESIG:
             signature = (int(table["a"][token]), int(table["b"][token]))
             if METERS[meter] is not None and signature == METERS[meter][0]:
                 expected += [meter] * METERS[meter][1]

@@ -12,13 +12,11 @@ import symusic
 
 from sage_edge import MidiInputError
 from sage_edge.tokenizer import (
-    FAMILIES,
-    KIND_FAMILY,
-    KINDS,
     TOKEN_TABLE_DTYPE,
     Tokenizer,
     normalize_time_signatures,
 )
+from sage_edge.vocab import KIND_FAMILY, Family, Kind
 
 
 def _notes(score: symusic.Score, tpq: int):
@@ -65,9 +63,9 @@ def test_table_matches_token_strings(tokenizer):
     assert table.dtype == TOKEN_TABLE_DTYPE and len(table) == tokenizer.vocab_size
     tpq = tokenizer.ticks_per_quarter
     for i, token in enumerate(tokenizer.token_strings()):
-        kind = KINDS[table["kind"][i]]
+        kind = Kind(table["kind"][i]).name
         family, a, b = int(table["family"][i]), int(table["a"][i]), int(table["b"][i])
-        assert family == KIND_FAMILY[table["kind"][i]]
+        assert family == KIND_FAMILY[Kind(table["kind"][i])]
         typ, _, value = token.partition("_")
         expected = {
             "PAD": ("PAD", 0, 0),
@@ -96,8 +94,8 @@ def test_table_matches_token_strings(tokenizer):
                 }[typ]
                 expected = (name, int(value), 0)
         assert (kind, a, b) == expected, token
-    assert FAMILIES[tokenizer.families[tokenizer.id_of("Program_-1")]] == "program"
-    assert FAMILIES[tokenizer.family_of([tokenizer.id_of("Duration_1.0.12")])[0]] == "duration"
+    assert tokenizer.families[tokenizer.id_of("Program_-1")] == Family.PROGRAM
+    assert tokenizer.family_of([tokenizer.id_of("Duration_1.0.12")])[0] == Family.DURATION
     assert table["a"][tokenizer.id_of("Program_-1")] == -1
 
 
@@ -129,7 +127,7 @@ def test_round_trip_real_chorales(tokenizer, chorale_paths):
 def test_table_decodes_like_miditok(tokenizer, chorale_paths):
     """Onsets from the table alone: bar start + position, bars of num·4·tpq/den ticks."""
     table = tokenizer.token_table()
-    kinds = [KINDS[k] for k in table["kind"]]
+    kinds = [Kind(k).name for k in table["kind"]]
     for path in chorale_paths[:4]:
         ids = tokenizer.encode(path)
         notes, bar_start, ts, pos, prog, pitch = [], None, (4, 4), 0, 0, 0

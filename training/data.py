@@ -27,7 +27,8 @@ import numpy as np
 import symusic
 
 from sage_edge.errors import MidiInputError
-from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, KIND_PROGRAM, Tokenizer, load_score
+from sage_edge.tokenizer import Tokenizer, load_score
+from sage_edge.vocab import Kind
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "manifest.json"
@@ -803,7 +804,7 @@ def _describe(midi_path: Path, tokenizer: Tokenizer) -> dict:
     score = load_score(midi_path)
     return {
         "n_tokens": len(ids),
-        "n_notes": int(np.count_nonzero((kinds == KIND_PITCH) | (kinds == KIND_PITCH_DRUM))),
+        "n_notes": int(np.count_nonzero((kinds == Kind.PITCH) | (kinds == Kind.PITCH_DRUM))),
         "seconds": round(float(score.to("second").end()), 3),
         "programs": sorted({int(t.program) if not t.is_drum else -1 for t in score.tracks}),
     }
@@ -1088,8 +1089,8 @@ def voice_ranges(ids: np.ndarray, tokenizer: Tokenizer) -> dict[int, tuple[int, 
     """``program → (lowest, highest, mean pitch)`` of every melodic voice of a token stream."""
     table = tokenizer.token_table()
     ids = np.asarray(ids)
-    at = np.flatnonzero(table["kind"][ids[:-1]] == KIND_PROGRAM)
-    at = at[table["kind"][ids[at + 1]] == KIND_PITCH]  # Program_-1 is followed by PitchDrum
+    at = np.flatnonzero(table["kind"][ids[:-1]] == Kind.PROGRAM)
+    at = at[table["kind"][ids[at + 1]] == Kind.PITCH]  # Program_-1 is followed by PitchDrum
     programs, pitches = table["a"][ids[at]], table["a"][ids[at + 1]]
     return {
         int(p): (int(v.min()), int(v.max()), float(v.mean()))

@@ -29,14 +29,16 @@ import numpy as np
 
 from sage_edge import format as sage_format
 from sage_edge.errors import UnplayedProgramsError
-from sage_edge.tokenizer import KIND_BAR, KIND_PITCH, KIND_PITCH_DRUM, Tokenizer
+from sage_edge.tokenizer import Tokenizer
+from sage_edge.vocab import Kind
 from training import metrics, music_theory
 
 PROMPT_BARS = 4
 DEFAULT_MAX_BARS = 8  # continuation bars generated per piece, at most (runtime)
 FEED_CHUNK = 512  # tokens per feed call when scoring: bounds the [n, V] logits buffer
 GENERATE_CHUNK = 16  # tokens per generate call between checks for the last bar
-TOKENS_PER_BAR_CAP = 4  # a generation may use this many times the real continuation's tokens
+# The reference may use this many times the real continuation's tokens (the engine: its own cap).
+TOKENS_PER_BAR_CAP = 4
 # Music-theory measures (docs/evaluation.md): seeded pieces of MUSIC_BARS bars against the real
 # test pieces' last MUSIC_BARS bars, key stability over one long run, program adherence.
 MUSIC_PIECES = 8
@@ -247,7 +249,7 @@ def generate_bars(session, n_bars: int, max_tokens: int, kinds, eos: int, sampli
         for token in np.asarray(chunk).tolist():
             if token == eos:
                 return Continuation(kept, bars, "eos")
-            if kinds[token] == KIND_BAR:
+            if kinds[token] == Kind.BAR:
                 if bars == n_bars:
                     return Continuation(kept, bars, "bars")
                 bars += 1
@@ -259,7 +261,7 @@ def generate_bars(session, n_bars: int, max_tokens: int, kinds, eos: int, sampli
 
 def bar_starts(ids: np.ndarray, kinds: np.ndarray) -> np.ndarray:
     """Token index of every Bar token."""
-    return np.flatnonzero(kinds[np.asarray(ids)] == KIND_BAR)
+    return np.flatnonzero(kinds[np.asarray(ids)] == Kind.BAR)
 
 
 def repeat_bars(prompt: metrics.Notes, n_bars: int) -> metrics.Notes:
@@ -415,7 +417,7 @@ def evaluate(
     model_file = sage_format.read(model_path)
     tokenizer = Tokenizer.from_json(model_file.tokenizer_json())
     kinds = tokenizer.token_table()["kind"]
-    is_note = (kinds == KIND_PITCH) | (kinds == KIND_PITCH_DRUM)
+    is_note = (kinds == Kind.PITCH) | (kinds == Kind.PITCH_DRUM)
     bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
     runner = EngineBackend(model_path) if backend == "engine" else ReferenceBackend(model_path)
     pieces = load_pieces(data, tokenizer, max_pieces)

@@ -25,7 +25,8 @@ import numpy as np
 import sage_edge
 from sage_edge import format as sage_format
 from sage_edge.quant import DTYPES
-from sage_edge.tokenizer import KIND_PITCH, KIND_PITCH_DRUM, KIND_PROGRAM, Tokenizer
+from sage_edge.tokenizer import Tokenizer
+from sage_edge.vocab import Kind
 from training import data
 from training.model import SageModel, load_checkpoint
 
@@ -56,7 +57,7 @@ def learned_programs(pieces: Iterable[np.ndarray], tokenizer: Tokenizer) -> dict
     counts = np.zeros(129, np.int64)  # index program + 1
     for ids in pieces:
         kinds = table["kind"][np.asarray(ids)]
-        is_note = (kinds[:-1] == KIND_PROGRAM) & np.isin(kinds[1:], (KIND_PITCH, KIND_PITCH_DRUM))
+        is_note = (kinds[:-1] == Kind.PROGRAM) & np.isin(kinds[1:], (Kind.PITCH, Kind.PITCH_DRUM))
         programs = table["a"][np.asarray(ids)[:-1][is_note]]
         counts += np.bincount(programs + 1, minlength=129)
     return {int(i) - 1: int(counts[i]) for i in np.flatnonzero(counts)}

@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sage_edge.vocab import N_FAMILIES
+
 ATTENTION_MODES = ("mha", "gqa", "askv")
-N_ATTRIBUTE_FAMILIES = 6  # special, time, program, pitch, velocity, duration (docs/design.md)
+N_ATTRIBUTE_FAMILIES = N_FAMILIES  # special, time, program, pitch, velocity, duration (design.md)
 
 
 # --------------------------------------------------------------------------------------------
