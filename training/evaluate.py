@@ -80,6 +80,19 @@ class EngineBackend:
     def session(self, seed: int):
         return self.engine.session(seed=seed)
 
+    def continuation(self, prompt: np.ndarray, n_bars: int, seed: int, sampling: dict, _cap: int):
+        """``n_bars`` bars after ``prompt`` (token ids ending before a Bar) by ``Engine.generate``:
+        the engine's bar loop, its token cap; its grammar never allows EOS."""
+        from sage_edge import _engine
+        from sage_edge.engine import SamplingParams
+
+        result = self.engine.generate(
+            prompt.tolist(), n_bars, seed=seed, sampling=SamplingParams(**sampling)
+        )
+        capped = result.generated_tokens >= _engine.MAX_TOKENS_PER_BAR * (n_bars + 1)
+        ids = result.tokens[1 + len(prompt) :]  # the Bar closing the prompt, then the new bars
+        return Continuation(ids, n_bars, "cap" if capped else "bars")
+
 
 def reference_model(path: str | Path):
     """The PyTorch ``SageModel`` holding a ``.sage`` file's weights (dequantized to f32)."""
@@ -159,9 +172,18 @@ class ReferenceBackend:
 
     def __init__(self, path: str | Path):
         self.model = reference_model(path)
+        tokenizer = Tokenizer.from_json(self.model.tokenizer_json)
+        self.kinds = tokenizer.token_table()["kind"]
+        self.bos, self.eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
 
     def session(self, seed: int) -> ReferenceSession:
         return ReferenceSession(self.model, seed)
+
+    def continuation(self, prompt: np.ndarray, n_bars: int, seed: int, sampling: dict, cap: int):
+        """``n_bars`` bars after ``prompt`` sampled without a grammar (:func:`generate_bars`)."""
+        session = self.session(seed)
+        session.feed([self.bos, *prompt.tolist()])
+        return generate_bars(session, n_bars, cap, self.kinds, self.eos, sampling)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +263,9 @@ class Continuation:
 
 
 def generate_bars(session, n_bars: int, max_tokens: int, kinds, eos: int, sampling) -> Continuation:
-    """Generate until ``n_bars`` new bars are complete (the next Bar token), EOS, or the cap."""
+    """The PyTorch reference's continuation: generate until ``n_bars`` new bars are complete (the
+    next Bar token), EOS (it samples without the engine's grammar, so EOS can come), or the cap.
+    The engine generates through its own bar loop (:meth:`EngineBackend.continuation`)."""
     kept: list[int] = []
     bars = 0
     while len(kept) < max_tokens:
@@ -455,10 +479,8 @@ def evaluate(
         real_tokens = len(piece.ids[starts[PROMPT_BARS] : stop])
 
         prompt = piece.ids[: starts[PROMPT_BARS]]
-        session = runner.session(seed + i)
-        session.feed([bos, *prompt.tolist()])
-        cap = max(TOKENS_PER_BAR_CAP * real_tokens, 64)
-        cont = generate_bars(session, n_cont, cap, kinds, eos, sampling)
+        cap = max(TOKENS_PER_BAR_CAP * real_tokens, 64)  # the reference's; the engine has its own
+        cont = runner.continuation(prompt, n_cont, seed + i, sampling, cap)
         r.ended[cont.ended] = r.ended.get(cont.ended, 0) + 1
         ids = np.concatenate([prompt, np.asarray(cont.ids, np.int64)])
         r.outputs += 1
