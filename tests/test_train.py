@@ -21,6 +21,7 @@ from training.train import (
     PieceStream,
     TrainConfig,
     learning_rate,
+    limit_tokens,
     parse_args,
     read_metrics,
     train,
@@ -247,3 +248,11 @@ def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):
     shipped = REPO / "sage_edge" / "models" / "default.sage"  # 6 layers: not the tiny config
     with pytest.raises(ValueError, match="does not fit the config's model"):
         run(corpus, tmp_path / "b", "--init", str(shipped))
+
+
+def test_validation_cap_samples_the_whole_split():
+    pieces = [np.full(100, i, np.int32) for i in range(10)]  # sorted by collection, say
+    assert limit_tokens(pieces, 0) is pieces
+    chosen = limit_tokens(pieces, 300)
+    assert [int(p[0]) for p in chosen] == [0, 3, 6]  # every third piece, not the first three
+    assert [int(p[0]) for p in limit_tokens(pieces, 5000)] == list(range(10))

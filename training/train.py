@@ -238,11 +238,14 @@ def token_count(pieces: list[np.ndarray]) -> int:
 
 
 def limit_tokens(pieces: list[np.ndarray], max_tokens: int) -> list[np.ndarray]:
-    """The first pieces whose tokens add up to at least ``max_tokens`` (all when 0)."""
+    """Pieces adding up to at least ``max_tokens`` (all when 0): every ``k``-th piece, ``k`` the
+    split's tokens over ``max_tokens``, so every collection of the (sorted) split is represented
+    rather than the first one alone."""
     if max_tokens <= 0:
         return pieces
-    total = np.cumsum([len(p) for p in pieces])
-    return pieces[: int(np.searchsorted(total, max_tokens)) + 1]
+    chosen = pieces[:: max(1, token_count(pieces) // max_tokens)]
+    total = np.cumsum([len(p) for p in chosen])
+    return chosen[: int(np.searchsorted(total, max_tokens)) + 1]
 
 
 # --------------------------------------------------------------------------------------------
