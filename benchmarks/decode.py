@@ -48,7 +48,7 @@ def percentiles(times: list[float]) -> tuple[float, float]:
 
 
 def time_engine(path: Path, positions: list[int], steps: int) -> dict:
-    rows = decode_latency(Engine(path, threads=1), positions, steps)
+    rows = decode_latency(Engine(path), positions, steps)
     return {p: (row["median_us"], row["p99_us"]) for p, row in rows.items()}
 
 

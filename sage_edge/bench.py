@@ -154,7 +154,6 @@ def run(
     return {
         "model": str(engine.path),
         "kernel": info["kernel"],
-        "threads": info["threads"],
         "parameters": info["parameters"],
         "quantization": info["quantization"],
         "model_bytes": info["file_bytes"],
@@ -192,7 +191,7 @@ def plot(results: dict, path: str | Path) -> None:
     axes.set_ylim(bottom=0)
     axes.set_xlabel("position (tokens already in the session)")
     axes.set_ylabel("decode step (µs)")
-    axes.set_title(f"sage-edge decode latency ({results['kernel']}, {results['threads']} thread)")
+    axes.set_title(f"sage-edge decode latency ({results['kernel']})")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path)
@@ -203,7 +202,7 @@ def report(results: dict) -> str:
     lines = [
         f"model {results['model']}: {results['parameters'] / 1e6:.2f} M parameters, "
         f"{results['quantization']}, {results['model_bytes'] / 1e6:.2f} MB",
-        f"kernel {results['kernel']}, {results['threads']} thread(s)",
+        f"kernel {results['kernel']}",
         f"session memory {results['session_bytes'] / 1e6:.2f} MB "
         f"(key/value rings {results['kv_bytes'] / 1e6:.2f} MB)",
         "decode step, µs (median / p99):",

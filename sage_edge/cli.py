@@ -33,7 +33,7 @@ def _engine(args: argparse.Namespace):
         raise UserError(str(error)) from None
     from sage_edge.engine import Engine
 
-    return Engine(args.model, threads=args.threads)
+    return Engine(args.model)
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -216,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_model(command: argparse.ArgumentParser) -> None:
         command.add_argument("--model", help="a .sage model file (default: the shipped model)")
-        command.add_argument("--threads", type=int, default=1, help="intra-op threads (1)")
 
     sampling_defaults, tempo_range = _engine_facts()
 
@@ -295,8 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", 1) < 1:
-        parser.error("--threads must be at least 1")
     try:
         args.run(args)
     except BrokenPipeError:  # the reader went away (`sage-edge stream | head`): a normal stop

@@ -106,10 +106,9 @@ class Engine:
     """A validated, memory-mapped model, shared by any number of sessions.
 
     ``model`` is a path to a ``.sage`` file, or None for the packaged default model.
-    ``threads`` is the number of intra-op threads each session uses for matrix-vector products.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, threads: int = 1):
+    def __init__(self, model: str | os.PathLike | None = None):
         path = DEFAULT_MODEL if model is None else Path(model)
         if not path.exists():  # anything else that is not a model file, the C++ loader names
             hint = (
@@ -118,10 +117,7 @@ class Engine:
                 else ""
             )
             raise ModelFormatError(f"model file {str(path)!r} does not exist{hint}")
-        _check_type("threads", threads, integer=True)
-        _engine.check_threads(threads)  # the C API's rule and message
         self.path = path
-        self.threads = threads
         self._model = _engine.Model(str(path))
         self._info: dict | None = None
         self._tokenizer: Tokenizer | None = None
@@ -132,12 +128,11 @@ class Engine:
         file and per-session memory in bytes, and the kernel path in use."""
         if self._info is None:
             info = self._model.info()
-            memory = _engine.Session(self._model, 0, self.threads).memory()
+            memory = _engine.Session(self._model, 0).memory()
             info["session_bytes"] = memory["total_bytes"]
             info["kv_bytes"] = memory["kv_bytes"]
             info["activation_bytes"] = memory["activation_bytes"]
             info["kernel"] = _engine.kernel()
-            info["threads"] = self.threads
             self._info = info
         return dict(self._info)
 
@@ -221,7 +216,7 @@ class Engine:
         return Session(self, seed, programs)
 
     def __repr__(self) -> str:
-        return f"Engine({str(self.path)!r}, threads={self.threads})"
+        return f"Engine({str(self.path)!r})"
 
 
 class Session:
@@ -240,7 +235,7 @@ class Session:
             raise ValueError(f"seed must be in 0..2**64-1, not {seed}")
         self.engine = engine
         self.seed = int(seed)
-        self._session = _engine.Session(engine._model, self.seed, engine.threads)
+        self._session = _engine.Session(engine._model, self.seed)
         if programs is not None:
             self.set_programs(programs)
 

@@ -306,8 +306,6 @@ def test_bad_arguments_raise_value_error(q8_model_path, tokenizer) -> None:
     with pytest.raises(ValueError):
         session.generate(-1)
     with pytest.raises(ValueError):
-        Engine(q8_model_path, threads=0)
-    with pytest.raises(ValueError):
         engine.session(seed=-1)
 
 

@@ -74,7 +74,8 @@ def test_help(runner):
         (["--model", "{model}", "--tempo", "3.5"], "--tempo: tempo must be in 3.57628..1000 BPM"),
         (["--model", "{model}", "--tempo", "0"], "tempo must be in 3.57628..1000 BPM"),
         (["--model", "{model}", "--tempo", "1001"], "tempo must be in 3.57628..1000 BPM"),
-        (["--model", "{model}", "--threads", "0"], "--threads: threads must be in 1..256, not 0"),
+        # Two threads were slower than one at every model width measured (docs/results.md).
+        (["--model", "{model}", "--threads", "2"], "unknown option '--threads'"),
         (["--model", "{model}", "--tokens", "ten"], "--tokens needs an integer"),
         (["--model", "{model}", "--tokens", "5", "--bars", "2"], "not both"),
         (["--model", "{model}", "--programs", "40,200"], "--programs needs"),
@@ -169,7 +170,7 @@ def test_events_are_notes_of_the_vocabulary(runner, model_path, tokenizer):
 def test_same_seed_same_bytes_other_seed_other_music(runner, model_path):
     args = ("--model", model_path, "--tokens", 300, "--temperature", 0.9, "--top-k", 50)
     first = run(runner, *args, "--seed", 11).stdout
-    assert run(runner, *args, "--seed", 11, "--threads", 2).stdout == first
+    assert run(runner, *args, "--seed", 11).stdout == first
     assert run(runner, *args, "--seed", 12).stdout != first
     greedy = ("--model", model_path, "--tokens", 100, "--temperature", 0)
     assert run(runner, *greedy, "--seed", 1).stdout == run(runner, *greedy, "--seed", 2).stdout

@@ -1,8 +1,7 @@
-// sage-edge-bench-decode MODEL [--positions 128,1024,4096] [--steps N] [--block N] [--threads N]
-//                              [--split-at N]
+// sage-edge-bench-decode MODEL [--positions 128,1024,4096] [--steps N] [--block N] [--split-at N]
 //
-// The forward pass of one model on the active kernel path (SAGE_EDGE_KERNEL forces one), one
-// thread unless --threads says otherwise:
+// The forward pass of one model on the active kernel path (SAGE_EDGE_KERNEL forces one), on one
+// thread (the engine has no other):
 //   - decode: median microseconds of feeding one token (logits included, sampling not) after
 //     `position` tokens, for each position, and its ratio to the first position's (a step should
 //     cost the same at every position past the longest horizon);
@@ -179,18 +178,17 @@ int main(int argc, char** argv) {
     if (argc < 2 || argv[1][0] == '-') {
         std::fprintf(stderr,
                      "usage: sage-edge-bench-decode MODEL [--positions 128,1024,4096] [--steps N] "
-                     "[--block N] [--threads N] [--split-at N]\n");
+                     "[--block N] [--split-at N]\n");
         return 2;
     }
     std::vector<int64_t> positions = {128, 1024, 4096};
-    int steps = 200, threads = 1;
+    int steps = 200;
     int64_t block = 256, split_at = 1024;
     for (int i = 2; i + 1 < argc; i += 2) {
         const std::string flag = argv[i];
         if (flag == "--positions") positions = parse_list(argv[i + 1]);
         else if (flag == "--steps") steps = std::atoi(argv[i + 1]);
         else if (flag == "--block") block = std::atoll(argv[i + 1]);
-        else if (flag == "--threads") threads = std::atoi(argv[i + 1]);
         else if (flag == "--split-at") split_at = std::atoll(argv[i + 1]);
         else {
             std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
@@ -206,11 +204,9 @@ int main(int argc, char** argv) {
     const auto& c = model->config;
     std::printf("model %s: d %d, layers %d, heads %d/%d x %d, d_ff %d, vocab %d\n", argv[1],
                 c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.d_head, c.d_ff, c.vocab_size);
-    std::printf("kernel %s (cpu: %s), threads %d\n", kernels.name, k::cpu_features(), threads);
+    std::printf("kernel %s (cpu: %s)\n", kernels.name, k::cpu_features());
 
-    sage::SessionOptions options;
-    options.threads = threads;
-    sage::Session session(*model, options, kernels);
+    sage::Session session(*model, sage::SessionOptions{}, kernels);
     std::vector<float> logits(c.vocab_size);
     const int64_t longest = *std::max_element(positions.begin(), positions.end());
     const auto filler = random_tokens(size_t(std::max({longest, block, split_at})) + 1,

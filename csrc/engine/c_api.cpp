@@ -83,12 +83,6 @@ void require(const void* pointer, const char* name) {
         throw sage::Error(sage::Status::Argument, std::string(name) + " is null");
 }
 
-void check_options(const sage_session_options& o) {
-    if (o.threads < 1 || o.threads > 256)
-        throw sage::Error(sage::Status::Argument,
-                          "threads must be in 1..256, not " + std::to_string(o.threads));
-}
-
 sage::SamplingParams to_params(const sage_sampling* s) {
     sage::SamplingParams p;
     p.temperature = s->temperature;
@@ -147,20 +141,13 @@ sage_sampling sage_sampling_default(void) {
 }
 
 sage_session_options sage_session_options_default(void) {
-    return sage_session_options{0, 1};
+    return sage_session_options{0};
 }
 
 sage_status sage_sampling_check(const sage_sampling* sampling) {
     return guarded([&] {
         require(sampling, "sampling");
         to_params(sampling);
-    });
-}
-
-sage_status sage_session_options_check(const sage_session_options* options) {
-    return guarded([&] {
-        require(options, "options");
-        check_options(*options);
     });
 }
 
@@ -313,10 +300,8 @@ sage_status sage_session_create(const sage_model* model, const sage_session_opti
         if (const char* error = sage::kernels::select_error())
             throw sage::Error(sage::Status::Kernel, error);
         const sage_session_options o = options ? *options : sage_session_options_default();
-        check_options(o);
         sage::SessionOptions so;
         so.seed = o.seed;
-        so.threads = o.threads;
         auto session = std::make_unique<sage_session>();
         session->session =
             std::make_unique<sage::Session>(*model->model, so, sage::kernels::active());

@@ -27,58 +27,6 @@ const void* row_pointer(const Matrix& m, int64_t r) {
     }
 }
 
-// One matrix product handed to the thread pool: thread i of n does a contiguous slice of the
-// rows, for every token. Each row is computed exactly as on one thread, so the result is
-// bit-identical.
-struct MatmulTask {
-    const kernels::KernelTable* kernels;
-    const Matrix* w;
-    int64_t first_row, rows;
-    const float* x;       // [count][cols] f32 inputs (f32 weights)
-    const BlockQ8_0* xq;  // [count][blocks_per_row(cols)] quantized inputs (Q8_0, Q4 weights)
-    int64_t count;        // tokens
-    float* y;             // y[t * y_stride + r]
-    int64_t y_stride;
-    int n_threads;
-
-    static void run(void* context, int index) {
-        const auto& t = *static_cast<const MatmulTask*>(context);
-        const int64_t begin = t.rows * index / t.n_threads,
-                      end = t.rows * (index + 1) / t.n_threads;
-        if (begin == end) return;
-        const int64_t cols = t.w->cols, nb = blocks_per_row(cols);
-        const void* w = row_pointer(*t.w, t.first_row + begin);
-        if (t.w->dtype == DType::Q8_0 && t.count > 1) {
-            t.kernels->matmul_q8_0(static_cast<const BlockQ8_0*>(w), t.xq, t.y + begin, end - begin,
-                                   cols, t.count, t.y_stride);
-            return;
-        }
-        for (int64_t i = 0; i < t.count; ++i) {
-            float* y = t.y + i * t.y_stride + begin;
-            switch (t.w->dtype) {
-                case DType::Q8_0:
-                    t.kernels->matvec_q8_0(static_cast<const BlockQ8_0*>(w), t.xq + i * nb, y,
-                                           end - begin, cols);
-                    break;
-                case DType::Q4:
-                    t.kernels->matvec_q4(static_cast<const BlockQ4*>(w), t.xq + i * nb, y,
-                                         end - begin, cols);
-                    break;
-                default:
-                    t.kernels->matvec_f32(static_cast<const float*>(w), t.x + i * cols, y,
-                                          end - begin, cols);
-                    break;
-            }
-        }
-    }
-};
-
-// Below this many multiply-adds a product is not worth waking other threads for. A decode step's
-// products (one token) never are: waking the pool for each of them made a step about twice as
-// slow on every model width measured (benchmarks/threads.py, docs/results.md), so only prefill
-// blocks are split across threads.
-constexpr int64_t kMinParallelWeights = 1 << 15;
-
 }  // namespace
 
 Session::Session(const Model& model, const SessionOptions& options,
@@ -89,8 +37,7 @@ Session::Session(const Model& model, const SessionOptions& options,
       options_(options),
       sampler_(model.config.vocab_size, options.seed),
       grammar_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter),
-      detokenizer_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter),
-      pool_(std::max(1, options.threads)) {
+      detokenizer_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter) {
     const Config& c = config_;
     const int64_t qd = int64_t{c.n_heads} * c.d_head, kvd = int64_t{c.n_kv_heads} * c.d_head;
     const int64_t widest_input = std::max<int64_t>({c.d_model, qd, c.d_ff});
@@ -360,12 +307,30 @@ void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {
 
 void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
                      const BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride) {
-    MatmulTask task{&kernels_, &w, first_row, rows, x, xq, count, y, y_stride, 1};
-    if (pool_.size() > 1 && count > 1 && rows * w.cols * count >= kMinParallelWeights) {
-        task.n_threads = pool_.size();
-        pool_.run(&MatmulTask::run, &task);
-    } else {
-        MatmulTask::run(&task, 0);
+    const int64_t cols = w.cols, nb = blocks_per_row(cols);
+    const void* rows_start = row_pointer(w, first_row);
+    if (w.dtype == DType::Q8_0 && count > 1) {
+        // A block of tokens: each weight row is read once for all of them.
+        kernels_.matmul_q8_0(static_cast<const BlockQ8_0*>(rows_start), xq, y, rows, cols, count,
+                             y_stride);
+        return;
+    }
+    for (int64_t t = 0; t < count; ++t) {
+        float* y_t = y + t * y_stride;
+        switch (w.dtype) {
+            case DType::Q8_0:
+                kernels_.matvec_q8_0(static_cast<const BlockQ8_0*>(rows_start), xq + t * nb, y_t,
+                                     rows, cols);
+                break;
+            case DType::Q4:
+                kernels_.matvec_q4(static_cast<const BlockQ4*>(rows_start), xq + t * nb, y_t, rows,
+                                   cols);
+                break;
+            default:
+                kernels_.matvec_f32(static_cast<const float*>(rows_start), x + t * cols, y_t, rows,
+                                    cols);
+                break;
+        }
     }
 }
 

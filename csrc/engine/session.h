@@ -18,13 +18,11 @@
 #include "grammar.h"
 #include "model_file.h"
 #include "sampler.h"
-#include "threads.h"
 
 namespace sage {
 
 struct SessionOptions {
     uint64_t seed = 0;
-    int threads = 1;  // intra-op threads for matrix-vector products
 };
 
 // What Session::generate_bars generates: `bars` notated bars, counted at each TimeSig (at each Bar
@@ -183,7 +181,6 @@ class Session {
     Sampler sampler_;
     Grammar grammar_;
     Detokenizer detokenizer_;
-    ThreadPool pool_;
     std::array<int32_t, 129> programs_{};  // the allowed programs (kept to undo a bad list)
     size_t programs_count_ = 0;
     std::vector<NoteEvent> events_;  // ring queue of kEventCapacity

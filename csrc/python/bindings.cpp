@@ -211,10 +211,9 @@ class PyModel {
 // mutex without already holding the GIL, so the two locks cannot deadlock.
 class PySession {
   public:
-    PySession(const PyModel& model, uint64_t seed, int threads) : model_(model.handle()) {
+    PySession(const PyModel& model, uint64_t seed) : model_(model.handle()) {
         sage_session_options options = sage_session_options_default();
         options.seed = seed;
-        options.threads = threads;
         sage_session* session = nullptr;
         unlocked([&] { return sage_session_create(model_.get(), &options, &session); });
         session_.reset(session);
@@ -396,8 +395,7 @@ void bind(py::module_& m) {
 
     const sage_sampling d = sage_sampling_default();
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
-        .def(py::init<const PyModel&, uint64_t, int>(), py::arg("model"), py::arg("seed") = 0,
-             py::arg("threads") = 1)
+        .def(py::init<const PyModel&, uint64_t>(), py::arg("model"), py::arg("seed") = 0)
         .def("feed", &PySession::feed, py::arg("tokens"), py::arg("all_logits") = false,
              "Run the model over tokens; logits [V] after the last one or [n, V] after each.")
         .def(
@@ -446,14 +444,6 @@ void bind(py::module_& m) {
         },
         py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"));
     m.def("check_tempo", [](double bpm) { check(sage_tempo_check(bpm)); }, py::arg("bpm"));
-    m.def(
-        "check_threads",
-        [](int threads) {
-            sage_session_options o = sage_session_options_default();
-            o.threads = threads;
-            check(sage_session_options_check(&o));
-        },
-        py::arg("threads"));
 }
 
 }  // namespace engine

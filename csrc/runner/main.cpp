@@ -37,7 +37,8 @@ constexpr const char* kUsage =
     "  --model FILE        the .sage model file (required)\n"
     "  --tokens N          generate N tokens (default 256)\n"
     "  --bars N            generate until N bars are complete\n"
-    "  --max-tokens N      with --bars: stop after N tokens anyway (default 4096 per bar)\n"
+    "  --max-tokens N      with --bars: stop after N tokens anyway (default and most: %d per\n"
+    "                      bar asked, plus %d)\n"
     "  --seed S            sampler seed, 0..2^64-1 (default 0); the same seed gives the same\n"
     "                      notes on every machine\n"
     "  --temperature T     in 0..3.4e38 (any finite float), 0 = greedy (default %g)\n"
@@ -79,7 +80,8 @@ uint64_t bars_fed(const sage_session* session) {
 
 void print_usage() {
     const sage_sampling d = sage_sampling_default();
-    std::printf(kUsage, static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
+    std::printf(kUsage, SAGE_MAX_TOKENS_PER_BAR, SAGE_MAX_TOKENS_PER_BAR,
+                static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
                 static_cast<double>(d.min_p), SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM);
 }
 
@@ -254,7 +256,9 @@ Options parse_args(int argc, char** argv) {
     if (o.model.empty()) throw UsageError{"--model FILE is required (see --help)"};
     if (!o.out.empty()) check_writable("--out", o.out);
     if (tokens_given && o.bars > 0) throw UsageError{"give --tokens or --bars, not both"};
-    if (o.bars > 0 && o.max_tokens == 0) o.max_tokens = 4096 * o.bars;
+    // The engine's own cap (sage_session_generate_bars) bounds --max-tokens.
+    const uint64_t engine_cap = SAGE_MAX_TOKENS_PER_BAR * (o.bars + 1);
+    if (o.bars > 0 && (o.max_tokens == 0 || o.max_tokens > engine_cap)) o.max_tokens = engine_cap;
     if (o.out.empty() && o.midi_out.empty()) o.events = true;
     return o;
 }
@@ -365,25 +369,50 @@ void drain_events(sage_session* session, std::vector<sage_note_event>& notes) {
 }
 
 // The tokens the options ask for (--tokens N, or --bars N up to --max-tokens), generated a few at
-// a time so that playback can interleave with generation. For --out it keeps the bars as the
-// engine decodes them (start and time signature), so the file's bars are the music's.
+// a time so that playback can interleave with generation. --bars goes through the engine's bar
+// loop (sage_session_generate_bars), a bar line or a few tokens per call. For --out it keeps the
+// bars as the engine decodes them (start and time signature), so the file's bars are the music's.
 class Generation {
   public:
     Generation(sage_session* session, const Options& o)
-        : session_(session), o_(o), keep_bars_(!o.out.empty()) {}
+        : session_(session), o_(o), keep_bars_(!o.out.empty()) {
+        stop_.bars = o.bars;
+        stop_.each_bar = 1;  // return at each bar line, so keep_bar sees every bar
+    }
 
     bool done() const {
         if (o_.bars == 0) return generated_ >= o_.tokens;
-        return bars_fed(session_) > o_.bars || generated_ >= o_.max_tokens;
+        return finished_ || generated_ >= o_.max_tokens;
     }
 
-    // Generates up to n more tokens, one at a time. With --bars it stops at the Bar that opens bar
-    // bars + 1: the first o.bars bars are complete, and that Bar is where the music ends.
+    // Generates up to n more tokens. With --bars the engine stops before the Bar that opens bar
+    // bars + 1; that Bar is then fed, closing the last bar: the music ends there.
     void step(uint64_t n) {
-        for (uint64_t i = 0; i < n && !done(); ++i) {
-            check(sage_session_generate(session_, &o_.sampling, nullptr, 1), "generate");
-            ++generated_;
+        if (o_.bars == 0) {
+            for (uint64_t i = 0; i < n && !done(); ++i) {
+                check(sage_session_generate(session_, &o_.sampling, nullptr, 1), "generate");
+                ++generated_;
+                if (keep_bars_) keep_bar();
+            }
+            return;
+        }
+        for (uint64_t i = 0; i < n && !done();) {
+            const size_t capacity = static_cast<size_t>(
+                std::min<uint64_t>({n - i, o_.max_tokens - generated_, kStepTokens}));
+            size_t count = 0;
+            sage_stop_reason reason = SAGE_STOP_CAPACITY;
+            check(sage_session_generate_bars(session_, &o_.sampling, &stop_, tokens_, capacity,
+                                             &count, &reason),
+                  "generate bars");
+            i += count;
+            generated_ += count;
             if (keep_bars_) keep_bar();
+            if (reason == SAGE_STOP_BARS) {
+                check(sage_session_generate(session_, &o_.sampling, nullptr, 1), "close the bar");
+                ++generated_;
+                if (keep_bars_) keep_bar();
+            }
+            finished_ = reason != SAGE_STOP_BAR_LINE && reason != SAGE_STOP_CAPACITY;
         }
     }
 
@@ -394,6 +423,8 @@ class Generation {
     double end() const { return end_; }
 
   private:
+    static constexpr uint64_t kStepTokens = 64;  // the size of tokens_
+
     void keep_bar() {
         sage_bar bar;
         check(sage_session_get_bar(session_, &bar), "bar");
@@ -410,6 +441,9 @@ class Generation {
     sage_session* session_;
     const Options& o_;
     const bool keep_bars_;
+    sage_bar_stop stop_{};
+    int32_t tokens_[kStepTokens];
+    bool finished_ = false;
     uint64_t generated_ = 0;
     std::vector<sage_bar> bars_;
     double end_ = 0;

@@ -47,60 +47,54 @@ TEST(decode_steps_allocate_nothing) {
             for (size_t t = 0; t < model->vocab.size(); ++t)
                 if (model->vocab[t].kind == sage::Kind::Bos) bos = static_cast<int32_t>(t);
         }
-        for (int threads : {1, 2}) {
-            sage_model* model = load_or_die(path);
-            sage_model_info info{};
-            sage_model_get_info(model, &info);
-            sage_session_options options = sage_session_options_default();
-            options.threads = threads;
-            sage_session* session = nullptr;
-            // Creation allocates: this proves the hook counts.
-            CHECK(count_allocations([&] {
-                      CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
-                  }) > 0);
-            std::vector<float> logits(info.vocab_size);
-            std::vector<int32_t> prompt(150);
-            for (size_t i = 0; i < prompt.size(); ++i)
-                prompt[i] = static_cast<int32_t>(i % info.vocab_size);
-            std::vector<sage_note_event> events(64);
-            const sage_sampling sampling = sage_sampling_default();
-            int32_t generated[32];
-            size_t count = 0;
+        sage_model* model = load_or_die(path);
+        sage_model_info info{};
+        sage_model_get_info(model, &info);
+        sage_session* session = nullptr;
+        // Creation allocates: this proves the hook counts.
+        CHECK(count_allocations(
+                  [&] { CHECK_EQ(sage_session_create(model, nullptr, &session), SAGE_OK); }) > 0);
+        std::vector<float> logits(info.vocab_size);
+        std::vector<int32_t> prompt(150);
+        for (size_t i = 0; i < prompt.size(); ++i)
+            prompt[i] = static_cast<int32_t>(i % info.vocab_size);
+        std::vector<sage_note_event> events(64);
+        const sage_sampling sampling = sage_sampling_default();
+        int32_t generated[32];
+        size_t count = 0;
 
-            const long during_decoding = count_allocations([&] {
-                sage_session_feed(session, &bos, 1, logits.data(), 0);
-                for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
-                    int32_t token = 0;
-                    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
-                    CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
-                }
-                CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
-                // Bar-counted generation, a few tokens per call, then to the end.
-                sage_bar_stop stop{};
-                stop.bars = 2;
-                stop.meter_quarters = 3;
-                stop.meter_bars = 2;
-                sage_stop_reason reason = SAGE_STOP_CAPACITY;
-                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 5, &count,
-                                                    &reason),
+        const long during_decoding = count_allocations([&] {
+            sage_session_feed(session, &bos, 1, logits.data(), 0);
+            for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
+                int32_t token = 0;
+                CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
+                CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
+            }
+            CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+            // Bar-counted generation, a few tokens per call, then to the end.
+            sage_bar_stop stop{};
+            stop.bars = 2;
+            stop.meter_quarters = 3;
+            stop.meter_bars = 2;
+            sage_stop_reason reason = SAGE_STOP_CAPACITY;
+            CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 5, &count,
+                                                &reason),
+                     SAGE_OK);
+            CHECK_EQ(reason, SAGE_STOP_CAPACITY);
+            while (reason == SAGE_STOP_CAPACITY)
+                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
+                                                    &count, &reason),
                          SAGE_OK);
-                CHECK_EQ(reason, SAGE_STOP_CAPACITY);
-                while (reason == SAGE_STOP_CAPACITY)
-                    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
-                                                        &count, &reason),
-                             SAGE_OK);
-                CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
-                CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
-                         SAGE_OK);
-                CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),
-                         SAGE_OK);
-                CHECK_EQ(sage_session_reset(session), SAGE_OK);
-            });
-            CHECK_EQ(during_decoding, 0L);
+            CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
+            CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
+                     SAGE_OK);
+            CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0), SAGE_OK);
+            CHECK_EQ(sage_session_reset(session), SAGE_OK);
+        });
+        CHECK_EQ(during_decoding, 0L);
 
-            sage_session_free(session);
-            sage_model_free(model);
-        }
+        sage_session_free(session);
+        sage_model_free(model);
     }
 }
 

@@ -62,10 +62,9 @@ int32_t find_kind(const sage_model* model, uint32_t kind) {
     return id;
 }
 
-sage_session* new_session(const sage_model* model, uint64_t seed = 0, int threads = 1) {
+sage_session* new_session(const sage_model* model, uint64_t seed = 0) {
     sage_session_options options = sage_session_options_default();
     options.seed = seed;
-    options.threads = threads;
     sage_session* session = nullptr;
     CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
     return session;
@@ -125,13 +124,6 @@ TEST(prefill_equals_token_by_token_past_every_horizon) {
         }
         CHECK_EQ(mismatched, size_t{0});
         CHECK(finite);
-
-        // A block split across two threads: the same bits.
-        sage_session* threaded = new_session(model, 0, 2);
-        std::vector<float> all_threaded(n * V);
-        CHECK_EQ(sage_session_feed(threaded, tokens.data(), n, all_threaded.data(), 1), SAGE_OK);
-        CHECK(std::memcmp(all_threaded.data(), all.data(), all.size() * sizeof(float)) == 0);
-        sage_session_free(threaded);
 
         // Last-token-only logits of a block equal the last row of all_logits.
         sage_session_reset(block);
@@ -270,9 +262,8 @@ TEST(decode_work_does_not_grow_with_position) {
     }
 }
 
-// Generation through every kernel path this CPU runs gives the tokens of the scalar path, and
-// two intra-op threads give the tokens of one.
-TEST(every_kernel_path_and_thread_count_generates_the_same_tokens) {
+// Generation through every kernel path this CPU runs gives the tokens of the scalar path.
+TEST(every_kernel_path_generates_the_same_tokens) {
     for (const auto& path : fixture_models()) {
         auto model = sage::Model::load(path);
         const int32_t bos = first_of_kind(path, sage::Kind::Bos);
@@ -280,28 +271,26 @@ TEST(every_kernel_path_and_thread_count_generates_the_same_tokens) {
         sage::SamplingParams params;
         params.temperature = 1.0f;
         params.top_p = 0.95f;
-        auto generate = [&](const sage::kernels::KernelTable& kernels, int threads) {
+        auto generate = [&](const sage::kernels::KernelTable& kernels) {
             sage::SessionOptions options;
             options.seed = 1234;
-            options.threads = threads;
             sage::Session session(*model, options, kernels);
             session.feed(&start, 1, nullptr, false);
             std::vector<int32_t> tokens(300);
             session.generate(params, tokens.data(), tokens.size());
             return tokens;
         };
-        const auto reference = generate(*sage::kernels::find("scalar"), 1);
+        const auto reference = generate(*sage::kernels::find("scalar"));
         const sage::kernels::KernelTable* paths[8];
         const int n_paths = sage::kernels::available(paths, 8);
         CHECK(n_paths >= 1);
         for (int i = 0; i < n_paths; ++i) {
-            const bool same = generate(*paths[i], 1) == reference;
+            const bool same = generate(*paths[i]) == reference;
             if (!same)
                 std::fprintf(stderr, "  path %s differs from scalar on %s\n", paths[i]->name,
                              path.c_str());
             CHECK(same);
         }
-        CHECK(generate(sage::kernels::active(), 2) == generate(sage::kernels::active(), 1));
     }
 }
 
@@ -439,11 +428,7 @@ TEST(bad_arguments_give_argument_errors) {
     CHECK_EQ(sage_session_pop_events(session, nullptr, 4, &count), SAGE_ERR_ARGUMENT);
     CHECK_EQ(sage_session_pop_events(session, nullptr, 0, &count), SAGE_OK);
     CHECK_EQ(sage_session_get_memory(session, nullptr), SAGE_ERR_ARGUMENT);
-    sage_session_options threads = sage_session_options_default();
-    threads.threads = 0;
     sage_session* other = nullptr;
-    CHECK_EQ(sage_session_create(model, &threads, &other), SAGE_ERR_ARGUMENT);
-    CHECK(other == nullptr);
     CHECK_EQ(sage_session_create(nullptr, nullptr, &other), SAGE_ERR_ARGUMENT);
     CHECK_EQ(sage_model_load(nullptr, nullptr), SAGE_ERR_ARGUMENT);
     sage_session_free(session);
@@ -510,11 +495,6 @@ TEST(front_end_checks_name_the_value_and_its_range) {
     CHECK_EQ(sage_tempo_check(3.5), SAGE_ERR_ARGUMENT);
     CHECK(std::strstr(sage_last_error(), "3.57628..1000") != nullptr);
     CHECK_EQ(sage_tempo_check(NAN), SAGE_ERR_ARGUMENT);
-    sage_session_options options = sage_session_options_default();
-    CHECK_EQ(sage_session_options_check(&options), SAGE_OK);
-    options.threads = 0;
-    CHECK_EQ(sage_session_options_check(&options), SAGE_ERR_ARGUMENT);
-    CHECK(std::strstr(sage_last_error(), "threads must be in 1..256, not 0") != nullptr);
     CHECK(std::strcmp(sage_status_string(SAGE_ERR_INTERNAL), "internal error") == 0);
     CHECK(std::strcmp(sage_quant_name(SAGE_QUANT_Q8_0), "q8_0") == 0);
     CHECK(std::strcmp(sage_attention_name(SAGE_ATTENTION_ASKV), "askv") == 0);

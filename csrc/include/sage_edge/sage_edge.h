@@ -98,8 +98,7 @@ typedef struct sage_model_info {
 } sage_model_info;
 
 typedef struct sage_session_options {
-    uint64_t seed;   /* the sampler's seed: the same seed gives the same tokens everywhere */
-    int32_t threads; /* intra-op threads for matrix-vector products; 1 = none (default) */
+    uint64_t seed; /* the sampler's seed: the same seed gives the same tokens everywhere */
 } sage_session_options;
 
 typedef struct sage_sampling {
@@ -183,12 +182,11 @@ const char* sage_last_error(void); /* message of the calling thread's last faile
 const char* sage_status_string(sage_status status);
 /* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
 sage_sampling sage_sampling_default(void);
-sage_session_options sage_session_options_default(void); /* seed 0, threads 1 */
+sage_session_options sage_session_options_default(void); /* seed 0 */
 /* The checks every front end applies before it starts work: SAGE_ERR_ARGUMENT with a message
- * naming the value and its range when sampling values, session options or a tempo are out of
- * range (sampling and session creation apply the same checks themselves). */
+ * naming the value and its range when sampling values or a tempo are out of range (sampling
+ * applies the same checks itself). */
 sage_status sage_sampling_check(const sage_sampling* sampling);
-sage_status sage_session_options_check(const sage_session_options* options);
 sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
 /* Names of quantizations and attention modes as docs/format.md writes them ("q8_0", "askv");
  * "unknown" for other values. */
