@@ -47,7 +47,6 @@ constexpr const char* kUsage =
     "  --min-p P           drop tokens below P x the best one's probability, in [0, 1), 0 = off\n"
     "                      (default %g)\n"
     "  --programs LIST     General MIDI programs new notes may use, e.g. 40,41,42 (-1 = drums)\n"
-    "  --threads N         threads for the matrix products (default 1)\n"
     "  --start-token ID    the token the session starts from (default: the model's BOS)\n"
     "  --tempo BPM         tempo of the MIDI file and of --midi-out, %.6g..%g (the range a MIDI\n"
     "                      file holds; default 120)\n"
@@ -86,10 +85,9 @@ void print_usage() {
 }
 
 // The options that take a value, and the switches: parse_args refuses any other.
-constexpr const char* kValueOptions[] = {"--model", "--tokens",      "--bars",    "--max-tokens",
-                                         "--seed",  "--temperature", "--top-k",   "--top-p",
-                                         "--min-p", "--programs",    "--threads", "--start-token",
-                                         "--tempo", "--out",         "--midi-out"};
+constexpr const char* kValueOptions[] = {
+    "--model", "--tokens", "--bars",     "--max-tokens",  "--seed",  "--temperature", "--top-k",
+    "--top-p", "--min-p",  "--programs", "--start-token", "--tempo", "--out",         "--midi-out"};
 constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
 
 bool takes_value(const std::string& flag) {
@@ -133,7 +131,6 @@ struct Options {
     uint64_t seed = 0;
     sage_sampling sampling = sage_sampling_default();
     std::vector<int32_t> programs;
-    int32_t threads = 1;
     int32_t start_token = -1;  // -1: the model's BOS
     double tempo_bpm = 120.0;
     std::string out;
@@ -237,11 +234,6 @@ Options parse_args(int argc, char** argv) {
             check_option(flag, sage_sampling_check(&o.sampling));
         } else if (flag == "--programs") {
             o.programs = parse_programs(value);
-        } else if (flag == "--threads") {
-            o.threads = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
-            sage_session_options options = sage_session_options_default();
-            options.threads = o.threads;
-            check_option(flag, sage_session_options_check(&options));
         } else if (flag == "--start-token") {
             o.start_token = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--tempo") {
@@ -603,7 +595,6 @@ int run(const Options& o) {
 
     sage_session_options options = sage_session_options_default();
     options.seed = o.seed;
-    options.threads = o.threads;
     check(sage_session_create(model, &options, &session), "create session");
     if (o.info) {
         print_info(o, model, session);
