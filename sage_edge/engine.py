@@ -91,6 +91,15 @@ def _sampling_or_default(sampling: SamplingParams | None) -> SamplingParams:
 Prompt = Union[str, os.PathLike, bytes, bytearray, "symusic.Score", Sequence[int], np.ndarray, None]
 
 
+class Bar(NamedTuple):
+    """Where a session's token stream is: the bar the engine is decoding."""
+
+    index: int  # Bar tokens fed since the session started or was reset (0 before the first)
+    start: float  # where the bar starts, in quarter notes from the start
+    numerator: int  # its time signature (the bar's TimeSig token; 4/4 before any)
+    denominator: int
+
+
 class NoteEvent(NamedTuple):
     """A note decoded from the token stream; times in quarter notes from the session's start."""
 
@@ -184,7 +193,7 @@ class Engine:
         run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
         started = time.perf_counter()
         notes = []
-        for events in run.bars(progress):
+        for events in run.notes_by_bar(progress):
             notes.extend(events)
         seconds = time.perf_counter() - started
         return Generation(run.tokens, run.prompt_length, notes, seconds, run.score(notes))
@@ -292,16 +301,9 @@ class Session:
         return self._session.position
 
     @property
-    def bars(self) -> int:
-        """Bar tokens fed since the session started or was reset."""
-        return self._session.bar[0]
-
-    @property
-    def bar(self) -> tuple[int, float, int, int]:
-        """The bar the tokens are in, as the engine decodes them: ``(index, start, numerator,
-        denominator)``: Bar tokens fed, where the bar starts (quarter notes from the start) and
-        its time signature (its TimeSig token; 4/4 before any)."""
-        return self._session.bar
+    def bar(self) -> Bar:
+        """The bar the tokens are in, as the engine decodes them (:class:`Bar`)."""
+        return Bar(*self._session.bar)
 
     @property
     def dropped_events(self) -> int:
@@ -483,7 +485,7 @@ class _Run:
         onset as the prompt notates it (the two differ where the tokenizer's bar is not the
         notated one: docs/data.md, "Meters outside the tokenizer's set"). ``prompt_meter`` is the
         prompt's signature there with its :func:`quarter_note_meter` ``(n, k)``, or None."""
-        self.seam, self.offset, self.prompt_meter = self.session.bar[1], 0.0, None
+        self.seam, self.offset, self.prompt_meter = self.session.bar.start, 0.0, None
         # Per generated bar: start (quarters of the music), the written signature, notated bars.
         self.written: list[tuple[float, int, int, int]] = []
         if self.prompt_score is None:
@@ -511,11 +513,11 @@ class _Run:
             return events
         return [event._replace(time=event.time + self.offset) for event in events]
 
-    def bars(self, progress=None) -> Iterator[list[NoteEvent]]:
-        """:meth:`_bars`, then an error if a requested program played no note (the model learned
-        it, but it stayed silent here)."""
+    def notes_by_bar(self, progress=None) -> Iterator[list[NoteEvent]]:
+        """The notes of each new bar (:meth:`_generate_bars`), then an error if a requested
+        program played no note (the model learned it, but it stayed silent here)."""
         silent = set(self.programs)
-        for events in self._bars(progress):
+        for events in self._generate_bars(progress):
             silent.difference_update(event.program for event in events)
             yield events
         learned = self.engine.learned_programs
@@ -528,7 +530,7 @@ class _Run:
                 learned,
             )
 
-    def _bars(self, progress=None) -> Iterator[list[NoteEvent]]:
+    def _generate_bars(self, progress=None) -> Iterator[list[NoteEvent]]:
         """Generates a token bar per engine call, yielding the notes completed in each, placed in
         the music. The engine's one bar-counting loop (sage_session_generate_bars) counts notated
         bars (:meth:`_notation`): it stops before the Bar that would open bar ``bars_asked + 1``,
@@ -640,7 +642,7 @@ class NoteStream:
 
     def __iter__(self) -> Iterator[NoteEvent]:
         if not self.realtime:
-            for events in self._run.bars():
+            for events in self._run.notes_by_bar():
                 yield from events
             return
         yield from self._paced()
@@ -668,7 +670,7 @@ class NoteStream:
 
         def produce():
             try:
-                for events in self._run.bars():
+                for events in self._run.notes_by_bar():
                     for event in events:
                         if not offer(event):
                             return
@@ -704,4 +706,4 @@ class NoteStream:
             raise failure[0]
 
 
-__all__ = ["Engine", "Generation", "NoteEvent", "NoteStream", "SamplingParams", "Session"]
+__all__ = ["Bar", "Engine", "Generation", "NoteEvent", "NoteStream", "SamplingParams", "Session"]

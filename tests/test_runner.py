@@ -265,7 +265,7 @@ def test_midi_file_bars_are_the_generated_bars(runner, model_path, tokenizer, tm
     session = Engine(model).session(seed=seed)
     session.feed([tokenizer.id_of("BOS_None")])
     tokens = []
-    while session.bars <= bars:
+    while session.bar.index <= bars:
         tokens += session.generate(1)
     table = tokenizer.token_table()
     signatures = [
