@@ -65,9 +65,11 @@ def _summary(seconds: list[float]) -> dict:
 
 def _filler(engine, n: int, seed: int = 0) -> np.ndarray:
     """Tokens to fill the memory with: a generated stream, so every ring holds real keys."""
+    from sage_edge.engine import SamplingParams
+
     session = engine.session(seed=seed)
     session.feed([engine.tokenizer.id_of("BOS_None")])
-    return np.asarray(session.generate(n, temperature=1.0), dtype=np.int32)
+    return np.asarray(session.generate(n, SamplingParams(temperature=1.0)), dtype=np.int32)
 
 
 def decode_latency(engine, positions=DEFAULT_POSITIONS, steps: int = 200, seed: int = 0) -> dict:
