@@ -9,7 +9,8 @@ CI). It copies the working tree's files (tracked and untracked, not ignored) to 
 directory, builds the C++ tests and the Python module there once, checks that the chosen tests
 pass on the unchanged copy, then for each mutant replaces one piece of code, rebuilds
 (incrementally), runs the tests that should catch it and puts the code back. A mutant whose text
-is no longer in the source is reported as "stale" so that the list is kept up to date.
+is no longer in the source once, or that no longer compiles, is reported as "stale" so that the
+list is kept up to date.
 
 The Python tests run against the scratch copy's own ``sage_edge`` and ``_engine`` (the editable
 install's import hook is removed for them), so the checkout and the installed module are never
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,27 +47,40 @@ class Mutant:
 
 
 SESSION = "csrc/engine/session.cpp"
+KERNELS_SCALAR = "csrc/kernels/kernels_scalar.cpp"
+KERNELS_X86 = "csrc/kernels/kernels_x86_impl.h"  # the AVX2 and AVX-512 paths
 SAMPLER = "csrc/engine/sampler.cpp"
 LOADER = "csrc/engine/model_file.cpp"
 DETOKENIZER = "csrc/engine/detokenizer.cpp"
 GRAMMAR = "csrc/engine/grammar.cpp"
 FORMAT = "sage_edge/format.py"
 REFERENCE_TEST = "test_reference"  # the forward-pass mutants must be caught by this one alone
+KERNELS_TEST = "test_kernels"
 FORMAT_TESTS = ("tests/test_format.py",)
 
 MUTANTS = (
-    # The forward pass (issue 18: only the Python parity tests used to see these).
+    # The forward pass (issue 18: only the Python parity tests used to see these). What the session
+    # computes and hands to the kernels is planted in session.cpp, so every kernel path gets the
+    # bug; what a kernel computes is planted in the scalar reference, which test_reference runs
+    # beside the other paths (and whose bits the SIMD paths must reproduce, test_kernels).
     Mutant(
         "alibi_slope_per_kv_group",
+        KERNELS_SCALAR,
+        "dot * a.scale - a.slopes[i] * distance",
+        "dot * a.scale - a.slopes[0] * distance",
+        REFERENCE_TEST,
+    ),
+    Mutant(
+        "alibi_slopes_indexed_by_kv_group",
         SESSION,
-        "model_.weights.alibi_slopes[i];",
-        "model_.weights.alibi_slopes[g];",
+        "a.slopes = model_.weights.alibi_slopes + first_head;",
+        "a.slopes = model_.weights.alibi_slopes + g;",
         REFERENCE_TEST,
     ),
     Mutant(
         "alibi_distance_reversed",
-        SESSION,
-        "static_cast<float>(window - 1 - j);",
+        KERNELS_SCALAR,
+        "static_cast<float>(a.window - 1 - j);",
         "static_cast<float>(j);",
         REFERENCE_TEST,
     ),
@@ -79,30 +94,39 @@ MUTANTS = (
     Mutant(
         "askv_always_family_0",
         SESSION,
-        "? static_cast<int>(model_.vocab[chunk[t]].family)",
-        "? 0 * static_cast<int>(model_.vocab[chunk[t]].family)",
+        "const bool per_family = config_.attention == Attention::Askv;",
+        "const bool per_family = false;",
         REFERENCE_TEST,
     ),
     Mutant(
         "attention_scale_dropped",
         SESSION,
-        "dot(q, k, dh) * inv_sqrt_dh",
-        "dot(q, k, dh)",
+        "a.scale = 1.0f / std::sqrt(static_cast<float>(dh));",
+        "a.scale = 1.0f;",
         REFERENCE_TEST,
     ),
     Mutant(
         "ffn_norm_gain_ignored",
         SESSION,
-        "rmsnorm(x, w.ffn_norm, state_.u.data());",
-        "rmsnorm(x, w.attn_norm, state_.u.data());",
+        "rmsnorm(x + t * d, w.ffn_norm, u + t * d);",
+        "rmsnorm(x + t * d, w.attn_norm, u + t * d);",
         REFERENCE_TEST,
     ),
     Mutant(
         "swiglu_gate_and_up_swapped",
-        SESSION,
-        "silu_f32(state_.gate[i]) * state_.up[i]",
-        "silu_f32(state_.up[i]) * state_.gate[i]",
+        KERNELS_SCALAR,
+        "gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];",
+        "gate[i] = (up[i] / (1.0f + exp_f32(-up[i]))) * gate[i];",
         REFERENCE_TEST,
+    ),
+    # A SIMD path that stops agreeing with the scalar reference (here only on the keys it scores
+    # eight at a time). x86 only: where the file is not compiled, this mutant survives.
+    Mutant(
+        "x86_alibi_slope_per_kv_group",
+        KERNELS_X86,
+        "slope[h] = _mm256_set1_ps(a.slopes[h0 + h]);",
+        "slope[h] = _mm256_set1_ps(a.slopes[h0]);",
+        f"{KERNELS_TEST}|{REFERENCE_TEST}",
     ),
     # Sampling.
     Mutant(
@@ -163,6 +187,13 @@ MUTANTS = (
         pytest=FORMAT_TESTS,
     ),
     Mutant(
+        "python_q4_scale_finiteness_unchecked",
+        FORMAT,
+        'if not np.isfinite(tensor.data["scale"]).all():',
+        'if tensor.dtype == "q8_0" and not np.isfinite(tensor.data["scale"]).all():',
+        pytest=FORMAT_TESTS,
+    ),
+    Mutant(
         "python_ticks_per_quarter_unbounded",
         FORMAT,
         '"ticks_per_quarter", m.ticks_per_quarter, 1, MAX_TICKS_PER_QUARTER',
@@ -216,8 +247,8 @@ def copy_tree(destination: Path, commit: str | None) -> None:
             shutil.copy2(source, target)
 
 
-def run(command: list[str], cwd: Path, env: dict | None = None, show_errors=False) -> bool:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+def run(command: list[str], cwd: Path, show_errors=False) -> bool:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0 and show_errors:
         print((result.stdout + result.stderr)[-3000:])
     return result.returncode == 0
@@ -241,16 +272,21 @@ PYTEST = (
 
 
 def failing_suites(scratch: Path, mutant: Mutant) -> list[str]:
-    """Which of the mutant's test suites fail: "ctest", "pytest", both or neither."""
+    """The mutant's tests that fail, by name (ctest's tests, pytest's node ids)."""
     failing = []
-    if mutant.ctest and not run(
-        ["ctest", "--test-dir", "build", "-R", mutant.ctest, "-j", JOBS], scratch
-    ):
-        failing.append("ctest")
+    if mutant.ctest:
+        ctest = ["ctest", "--test-dir", "build", "-R", mutant.ctest, "-j", JOBS]
+        result = subprocess.run(ctest, cwd=scratch, capture_output=True, text=True)
+        if result.returncode != 0:  # ctest lists them as "  3 - test_reference (Failed)"
+            names = re.findall(r"^\s*\d+ - (\S+) \(", result.stdout, re.MULTILINE)
+            failing += names or ["ctest"]
     if mutant.pytest:
         env = {**os.environ, "PYTHONPATH": str(scratch)}
-        if not run([sys.executable, "-c", PYTEST, *mutant.pytest], scratch, env):
-            failing.append("pytest")
+        pytest = [sys.executable, "-c", PYTEST, *mutant.pytest]
+        result = subprocess.run(pytest, cwd=scratch, env=env, capture_output=True, text=True)
+        if result.returncode != 0:  # pytest -q lists them as "FAILED tests/x.py::test_y - ..."
+            names = re.findall(r"^(?:FAILED|ERROR) (\S+)", result.stdout, re.MULTILINE)
+            failing += names or ["pytest"]
     return failing
 
 
@@ -300,13 +336,17 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append(m.name)
             else:
                 path.write_text(original.replace(m.old, m.new))
-                failing = failing_suites(scratch, m) if build(scratch) else ["build"]
-                outcome = "caught by " + " and ".join(failing) if failing else "SURVIVED"
-                if not failing:
+                if not build(scratch):  # a mutant the compiler refuses tests nothing
+                    outcome = "stale (does not build)"
+                    stale.append(m.name)
+                elif failing := failing_suites(scratch, m):
+                    outcome = "caught by " + " and ".join(failing)
+                else:
+                    outcome = "SURVIVED"
                     survived.append(m.name)
                 path.write_text(original)
             tests = " + ".join(filter(None, [m.ctest and f"ctest -R {m.ctest}", *m.pytest]))
-            print(f"{m.name:45} {outcome:28} {tests}", flush=True)
+            print(f"{m.name:42} {outcome}\n{'':42} tests: {tests}", flush=True)
         build(scratch)
         planted = len(mutants) - len(stale)
         print(
