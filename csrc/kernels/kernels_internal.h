@@ -20,6 +20,17 @@ static inline float inverse_scale(float scale) {
     return inv - inv == 0.0f ? inv : 0.0f;  // inf - inf is NaN: the overflow case
 }
 
+// s = (q . k) * scale - slope * distance for the key in `slot` (keys stored [d_head][horizon]),
+// in attend_group's canonical order (kernels_scalar.cpp): the scalar path scores every key with
+// it, and the SIMD paths the keys left over after their full vectors.
+static inline float attention_score(const float* q, const float* keys, int64_t horizon,
+                                    int64_t slot, int d_head, float scale, float slope,
+                                    float distance) {
+    float dot = 0.0f;
+    for (int c = 0; c < d_head; ++c) dot = dot + q[c] * keys[c * horizon + slot];
+    return dot * scale - slope * distance;
+}
+
 extern const KernelTable kScalarTable;
 #if defined(SAGE_KERNELS_HAVE_X86)
 extern const KernelTable kAvx2Table;

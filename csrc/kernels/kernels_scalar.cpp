@@ -149,10 +149,9 @@ void attend_group(const AttentionGroup& a) {
         float max_score = -INFINITY;
         int64_t slot = a.first_slot;
         for (int64_t j = 0; j < a.window; ++j) {
-            float dot = 0.0f;
-            for (int c = 0; c < a.d_head; ++c) dot = dot + q[c] * a.keys[c * a.horizon + slot];
             const float distance = static_cast<float>(a.window - 1 - j);
-            e[j] = dot * a.scale - a.slopes[i] * distance;
+            e[j] = attention_score(q, a.keys, a.horizon, slot, a.d_head, a.scale, a.slopes[i],
+                                   distance);
             if (e[j] > max_score) max_score = e[j];
             if (++slot == a.horizon) slot = 0;
         }

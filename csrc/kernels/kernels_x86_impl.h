@@ -373,10 +373,8 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
             const float distance = static_cast<float>(a.window - 1 - (j + i));
             for (int h = 0; h < NH; ++h) {
-                float dot = 0.0f;
-                for (int c = 0; c < a.d_head; ++c)
-                    dot = dot + q[h * a.d_head + c] * keys[c * a.horizon + i];
-                const float v = dot * a.scale - a.slopes[h0 + h] * distance;
+                const float v = attention_score(q + h * a.d_head, keys, a.horizon, i, a.d_head,
+                                                a.scale, a.slopes[h0 + h], distance);
                 s[h * a.window + j + i] = v;
                 if (v > max_score[h]) max_score[h] = v;
             }
