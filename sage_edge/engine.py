@@ -137,7 +137,7 @@ class Engine:
         file and per-session memory in bytes, and the kernel path in use."""
         if self._info is None:
             info = self._model.info()
-            memory = _engine.Session(self._model, 0).memory()
+            memory = self._model.session_memory()
             info["session_bytes"] = memory["total_bytes"]
             info["kv_bytes"] = memory["kv_bytes"]
             info["activation_bytes"] = memory["activation_bytes"]
@@ -263,8 +263,10 @@ class Session:
 
     def sample(self, sampling: SamplingParams | None = None) -> int:
         """The next token under the grammar mask, drawn from the last fed token's logits (not
-        fed). ``sampling`` None uses the engine's defaults. A session that has been fed nothing
-        (new or reset) starts a new piece: BOS is fed first."""
+        fed). ``sampling`` None uses the engine's defaults. The token drawn is kept until
+        something is fed (or the session is reset or its programs change): sampling again gives
+        the same token. A session that has been fed nothing (new or reset) starts a new piece:
+        BOS is fed first."""
         return int(self._session.sample(*_sampling_or_default(sampling).values()))
 
     def generate(self, n_tokens: int, sampling: SamplingParams | None = None) -> list[int]:

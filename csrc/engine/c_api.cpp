@@ -83,6 +83,10 @@ void require(const void* pointer, const char* name) {
         throw sage::Error(sage::Status::Argument, std::string(name) + " is null");
 }
 
+sage_memory to_c(const sage::MemoryReport& r) {
+    return sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
+}
+
 sage::SamplingParams to_params(const sage_sampling* s) {
     sage::SamplingParams p;
     p.temperature = s->temperature;
@@ -421,12 +425,19 @@ sage_status sage_session_get_bar(const sage_session* session, sage_bar* out) {
     });
 }
 
+sage_status sage_model_get_session_memory(const sage_model* model, sage_memory* out) {
+    return guarded([&] {
+        require(model, "model");
+        require(out, "out");
+        *out = to_c(sage::Session::planned_memory(*model->model));
+    });
+}
+
 sage_status sage_session_get_memory(const sage_session* session, sage_memory* out) {
     return guarded([&] {
         require(session, "session");
         require(out, "out");
-        const sage::MemoryReport r = session->session->memory();
-        *out = sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
+        *out = to_c(session->session->memory());
     });
 }
 

@@ -41,6 +41,8 @@ class Sampler {  // allocates its scratch (vocab-size buffers) in the constructo
     int sample(const float* logits, const uint8_t* allowed, const SamplingParams& p);
 
     int vocab_size() const { return vocab_size_; }
+    // Scratch bytes per vocabulary entry: order_ and weight_.
+    static constexpr uint64_t kScratchBytesPerToken = sizeof(int32_t) + sizeof(float);
 
   private:
     int argmax(const float* logits, const uint8_t* allowed) const;

@@ -29,6 +29,35 @@ const void* row_pointer(const Matrix& m, int64_t r) {
 
 }  // namespace
 
+RunState::Sizes RunState::sizes(const Model& model) {
+    const Config& c = model.config;
+    const int64_t qd = int64_t{c.n_heads} * c.d_head, kvd = int64_t{c.n_kv_heads} * c.d_head;
+    const int64_t widest_input = std::max<int64_t>({c.d_model, qd, c.d_ff});
+    const uint32_t longest = *std::max_element(model.horizons.begin(), model.horizons.end());
+    const int64_t chunk = Session::kPrefillChunk;
+    Sizes n;
+    n.stream = chunk * c.d_model;
+    n.quantized = chunk * blocks_per_row(widest_input);
+    n.gathered = chunk * blocks_per_row(c.d_model);
+    n.queries = chunk * qd;
+    n.keys = chunk * kvd;
+    n.tokens = chunk;
+    n.scores = int64_t{c.n_heads / c.n_kv_heads} * longest;
+    n.hidden = chunk * c.d_ff;
+    n.vocab = c.vocab_size;
+    return n;
+}
+
+uint64_t RunState::bytes(const Sizes& n) {
+    return uint64_t(n.stream) * 3 * sizeof(float) +  // x, u, delta
+           uint64_t(n.quantized + n.gathered) * sizeof(kernels::BlockQ8_0) +
+           uint64_t(n.queries) * 2 * sizeof(float) +  // q, attended
+           uint64_t(n.keys) * 2 * sizeof(float) +     // k, v
+           uint64_t(n.tokens) * sizeof(int32_t) + uint64_t(n.scores) * sizeof(float) +
+           uint64_t(n.hidden) * 2 * sizeof(float) +                // gate, up
+           uint64_t(n.vocab) * (sizeof(float) + sizeof(uint8_t));  // logits, allowed
+}
+
 Session::Session(const Model& model, const SessionOptions& options,
                  const kernels::KernelTable& kernels)
     : model_(model),
@@ -39,32 +68,29 @@ Session::Session(const Model& model, const SessionOptions& options,
       grammar_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter),
       detokenizer_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter) {
     const Config& c = config_;
-    const int64_t qd = int64_t{c.n_heads} * c.d_head, kvd = int64_t{c.n_kv_heads} * c.d_head;
-    const int64_t widest_input = std::max<int64_t>({c.d_model, qd, c.d_ff});
-    const uint32_t longest = *std::max_element(model.horizons.begin(), model.horizons.end());
-    const size_t chunk = kPrefillChunk;
-    state_.x.resize(chunk * c.d_model);
-    state_.u.resize(chunk * c.d_model);
-    state_.quantized.resize(chunk * blocks_per_row(widest_input));
-    state_.gathered.resize(chunk * blocks_per_row(c.d_model));
-    state_.q.resize(chunk * qd);
-    state_.k.resize(chunk * kvd);
-    state_.v.resize(chunk * kvd);
-    state_.kv_row.resize(chunk);
-    state_.scores.resize(size_t(c.n_heads / c.n_kv_heads) * longest);
-    state_.attended.resize(chunk * qd);
-    state_.gate.resize(chunk * c.d_ff);
-    state_.up.resize(chunk * c.d_ff);
-    state_.delta.resize(chunk * c.d_model);
-    state_.logits.resize(c.vocab_size);
-    state_.allowed.resize(c.vocab_size);
+    const RunState::Sizes n = RunState::sizes(model);
+    state_.x.resize(n.stream);
+    state_.u.resize(n.stream);
+    state_.quantized.resize(n.quantized);
+    state_.gathered.resize(n.gathered);
+    state_.q.resize(n.queries);
+    state_.k.resize(n.keys);
+    state_.v.resize(n.keys);
+    state_.kv_row.resize(n.tokens);
+    state_.scores.resize(n.scores);
+    state_.attended.resize(n.queries);
+    state_.gate.resize(n.hidden);
+    state_.up.resize(n.hidden);
+    state_.delta.resize(n.stream);
+    state_.logits.resize(n.vocab);
+    state_.allowed.resize(n.vocab);
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l) {
         RingMemory& m = memory_[l];
         m.horizon = model.horizons[l];
-        m.width = kvd;
-        m.keys.assign(size_t(m.horizon * kvd), 0.0f);
-        m.values.assign(size_t(m.horizon * kvd), 0.0f);
+        m.width = int64_t{c.n_kv_heads} * c.d_head;
+        m.keys.assign(size_t(m.horizon * m.width), 0.0f);
+        m.values.assign(size_t(m.horizon * m.width), 0.0f);
     }
     events_.resize(kEventCapacity);
     for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
@@ -463,18 +489,16 @@ size_t Session::pop_events(NoteEvent* out, size_t capacity) {
     return n;
 }
 
-MemoryReport Session::memory() const {
-    auto bytes = [](const auto& v) { return uint64_t(v.size() * sizeof(v[0])); };
+MemoryReport Session::planned_memory(const Model& model) {
+    const Config& c = model.config;
     MemoryReport r{};
-    r.weights_bytes = model_.file_bytes;
-    r.activation_bytes = bytes(state_.x) + bytes(state_.u) + bytes(state_.quantized) +
-                         bytes(state_.gathered) + bytes(state_.q) + bytes(state_.k) +
-                         bytes(state_.v) + bytes(state_.kv_row) + bytes(state_.scores) +
-                         bytes(state_.attended) + bytes(state_.gate) + bytes(state_.up) +
-                         bytes(state_.delta) + bytes(state_.logits) + bytes(state_.allowed) +
-                         uint64_t(sampler_.vocab_size()) * (sizeof(int32_t) + sizeof(float));
-    for (const RingMemory& m : memory_) r.kv_bytes += bytes(m.keys) + bytes(m.values);
-    r.total_bytes = r.activation_bytes + r.kv_bytes + bytes(events_) + sizeof(Session);
+    r.weights_bytes = model.file_bytes;
+    r.activation_bytes = RunState::bytes(RunState::sizes(model)) +
+                         uint64_t(c.vocab_size) * Sampler::kScratchBytesPerToken;
+    for (uint32_t h : model.horizons)
+        r.kv_bytes += uint64_t(h) * c.n_kv_heads * c.d_head * 2 * sizeof(float);
+    r.total_bytes = r.activation_bytes + r.kv_bytes + kEventCapacity * sizeof(NoteEvent) +
+                    model.horizons.size() * sizeof(RingMemory) + sizeof(Session);
     return r;
 }
 

@@ -88,6 +88,22 @@ struct RunState {
     std::vector<float> delta;                   // [chunk][d] output of W_o or W_2, added to x
     std::vector<float> logits;                  // [V] after the last fed token
     std::vector<uint8_t> allowed;               // [V] grammar mask
+
+    // Element counts of the buffers above, from the model alone: the session allocates them and
+    // reports them, so a session's memory is known before it exists.
+    struct Sizes {
+        int64_t stream;     // x, u, delta
+        int64_t quantized;  // quantized
+        int64_t gathered;   // gathered
+        int64_t queries;    // q, attended
+        int64_t keys;       // k, v
+        int64_t tokens;     // kv_row
+        int64_t scores;     // scores
+        int64_t hidden;     // gate, up
+        int64_t vocab;      // logits, allowed
+    };
+    static Sizes sizes(const Model& model);
+    static uint64_t bytes(const Sizes& sizes);
 };
 
 class Session {
@@ -142,7 +158,10 @@ class Session {
     BarInfo bar() const { return detokenizer_.bar(); }
     size_t pop_events(NoteEvent* out, size_t capacity);
     uint64_t dropped_events() const { return dropped_events_; }
-    MemoryReport memory() const;
+    // What a session of `model` holds, known without creating one (every buffer's size is a
+    // function of the model, RunState::sizes).
+    static MemoryReport planned_memory(const Model& model);
+    MemoryReport memory() const { return planned_memory(model_); }
     const Model& model() const { return model_; }
     const kernels::KernelTable& kernels() const { return kernels_; }
 

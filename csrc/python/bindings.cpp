@@ -123,6 +123,15 @@ const char* stop_reason_name(sage_stop_reason reason) {
 
 using ModelHandle = std::shared_ptr<sage_model>;
 
+py::dict memory_dict(const sage_memory& r) {
+    py::dict d;
+    d["weights_bytes"] = r.weights_bytes;
+    d["activation_bytes"] = r.activation_bytes;
+    d["kv_bytes"] = r.kv_bytes;
+    d["total_bytes"] = r.total_bytes;
+    return d;
+}
+
 class PyModel {
   public:
     explicit PyModel(const std::string& path) {
@@ -196,6 +205,13 @@ class PyModel {
         py::dict d;
         for (size_t i = 0; i < count; ++i) d[py::int_(programs[i])] = notes[i];
         return d;
+    }
+
+    // A session's memory report, without creating one.
+    py::dict session_memory() const {
+        sage_memory r;
+        check(sage_model_get_session_memory(model_.get(), &r));
+        return memory_dict(r);
     }
 
     const ModelHandle& handle() const { return model_; }
@@ -325,12 +341,7 @@ class PySession {
     py::dict memory() {
         sage_memory r;
         locked_call([&] { return sage_session_get_memory(get(), &r); });
-        py::dict d;
-        d["weights_bytes"] = r.weights_bytes;
-        d["activation_bytes"] = r.activation_bytes;
-        d["kv_bytes"] = r.kv_bytes;
-        d["total_bytes"] = r.total_bytes;
-        return d;
+        return memory_dict(r);
     }
 
   private:
@@ -371,6 +382,8 @@ void bind(py::module_& m) {
              "The file's metadata JSON (validated at load): tokenizer configuration and more.")
         .def("vocabulary", &PyModel::vocabulary,
              "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.")
+        .def("session_memory", &PyModel::session_memory,
+             "What one session holds, in bytes (weights, activations, kv, total).")
         .def("learned_programs", &PyModel::learned_programs,
              "{program: notes in the training data}, or None when the file does not say.");
 

@@ -11,20 +11,34 @@ namespace sage::testing {
 
 inline std::atomic<bool> counting_allocations{false};
 inline std::atomic<long> allocations{0};
+inline std::atomic<unsigned long> allocated_bytes{0};  // through operator new only
 
 inline void note_allocation() {
     if (counting_allocations.load(std::memory_order_relaxed))
         allocations.fetch_add(1, std::memory_order_relaxed);
 }
 
+inline void note_bytes(std::size_t n) {
+    if (counting_allocations.load(std::memory_order_relaxed))
+        allocated_bytes.fetch_add(n, std::memory_order_relaxed);
+}
+
 // Runs `body` and returns how many allocations it made.
 template <typename Body>
 long count_allocations(Body&& body) {
     allocations = 0;
+    allocated_bytes = 0;
     counting_allocations = true;
     body();
     counting_allocations = false;
     return allocations.load();
+}
+
+// Runs `body` and returns how many bytes it asked operator new for.
+template <typename Body>
+unsigned long count_bytes(Body&& body) {
+    count_allocations(body);
+    return allocated_bytes.load();
 }
 
 }  // namespace sage::testing
@@ -37,6 +51,7 @@ long count_allocations(Body&& body) {
 
 void* operator new(std::size_t n) {
     sage::testing::note_allocation();
+    sage::testing::note_bytes(n);
     if (void* p = std::malloc(n ? n : 1)) return p;
     throw std::bad_alloc();
 }
@@ -45,6 +60,7 @@ void* operator new[](std::size_t n) {
 }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
     sage::testing::note_allocation();
+    sage::testing::note_bytes(n);
     return std::malloc(n ? n : 1);
 }
 void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {

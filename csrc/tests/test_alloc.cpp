@@ -3,11 +3,13 @@
 // must leave the count at zero. This is what makes a session safe in a real-time audio thread.
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <vector>
 
 #include "counting_allocator.h"
 #include "engine/model_file.h"
+#include "engine/session.h"
 #include "engine_fixtures.h"
 #include "sage_edge/sage_edge.h"
 #include "testing.h"
@@ -95,6 +97,27 @@ TEST(decode_steps_allocate_nothing) {
 
         sage_session_free(session);
         sage_model_free(model);
+    }
+}
+
+// A session's memory report is its plan (Session::planned_memory, known without a session), and
+// creating a session allocates exactly that: every byte it asks operator new for is in the plan.
+TEST(creating_a_session_allocates_its_planned_memory) {
+    for (const auto& path : fixture_models()) {
+        auto model = sage::Model::load(path);
+        const sage::MemoryReport plan = sage::Session::planned_memory(*model);
+        std::unique_ptr<sage::Session> session;
+        const unsigned long bytes = sage::testing::count_bytes([&] {
+            session = std::make_unique<sage::Session>(*model, sage::SessionOptions{},
+                                                      sage::kernels::active());
+        });
+        CHECK_EQ(static_cast<uint64_t>(bytes), plan.total_bytes);
+        CHECK_EQ(session->memory().total_bytes, plan.total_bytes);
+        uint64_t kv = 0;
+        for (uint32_t h : model->horizons)
+            kv += uint64_t(h) * model->config.n_kv_heads * model->config.d_head * 2 * sizeof(float);
+        CHECK_EQ(plan.kv_bytes, kv);
+        CHECK(plan.activation_bytes > 0 && plan.weights_bytes == model->file_bytes);
     }
 }
 

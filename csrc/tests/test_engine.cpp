@@ -473,6 +473,12 @@ TEST(null_pointers_to_queries_are_argument_errors) {
     CHECK_EQ(sage_model_get_metadata(nullptr, &json, &size), SAGE_ERR_ARGUMENT);
     CHECK(std::strstr(sage_last_error(), "model is null") != nullptr);
     CHECK_EQ(sage_model_get_metadata(model, &json, &size), SAGE_OK);
+    sage_memory planned, actual;
+    CHECK_EQ(sage_model_get_session_memory(nullptr, &planned), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_get_session_memory(model, &planned), SAGE_OK);
+    CHECK_EQ(sage_session_get_memory(session, &actual), SAGE_OK);
+    CHECK_EQ(planned.total_bytes, actual.total_bytes);
+    CHECK_EQ(planned.kv_bytes, actual.kv_bytes);
     CHECK(size > 2 && json[0] == '{' && json[size - 1] == '}');
     const ModelInfo m = info_of(model);
     std::vector<uint8_t> mask(m.info.vocab_size);

@@ -221,6 +221,10 @@ sage_status sage_model_get_metadata(const sage_model* model, const char** json, 
 sage_status sage_model_get_learned_programs(const sage_model* model, int32_t* programs,
                                             uint64_t* notes, size_t n, size_t* count);
 
+/* What one session of this model holds (the same report sage_session_get_memory gives), known
+ * without creating one: a session's every buffer is sized from the model alone. */
+sage_status sage_model_get_session_memory(const sage_model* model, sage_memory* out);
+
 /* Sessions. */
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
                                 sage_session** out);
