@@ -219,7 +219,7 @@ class Engine:
         run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
         return NoteStream(run, realtime, tempo if tempo is not None else 120.0)
 
-    def session(self, seed: int | None = None, programs=None) -> Session:
+    def session(self, seed: int | None = None, programs: Sequence[int] | None = None) -> Session:
         """A new session. ``seed`` None draws one at random (``Session.seed`` tells which);
         ``programs`` restricts generated notes to these General MIDI programs (-1 = drums)."""
         return Session(self, seed, programs)
@@ -235,7 +235,9 @@ class Session:
     in the engine, and a token costs the same at position 10 and 10 000 000.
     """
 
-    def __init__(self, engine: Engine, seed: int | None = None, programs=None):
+    def __init__(
+        self, engine: Engine, seed: int | None = None, programs: Sequence[int] | None = None
+    ):
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -248,7 +250,7 @@ class Session:
         if programs is not None:
             self.set_programs(programs)
 
-    def feed(self, ids, all_logits: bool = False) -> np.ndarray:
+    def feed(self, ids: Sequence[int] | np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Run the model over token ids. Returns float32 logits after the last token ``[V]``,
         or after every token ``[n, V]`` with ``all_logits``."""
         tokens = np.atleast_1d(np.asarray(ids))
@@ -278,7 +280,7 @@ class Session:
         values = _sampling_or_default(sampling).values()
         return self._session.generate(n_tokens, *values).tolist()
 
-    def set_programs(self, programs) -> None:
+    def set_programs(self, programs: Sequence[int]) -> None:
         """Restrict generated notes to these programs (-1 = drums); an empty list allows all."""
         for program in programs:
             if isinstance(program, bool) or not isinstance(program, (int, np.integer)):
@@ -313,7 +315,7 @@ class Session:
         return self._session.dropped_events
 
     @property
-    def memory(self) -> dict:
+    def memory(self) -> dict[str, int]:
         """Bytes: weights (the mapped file), activations, kv (ring memories), total."""
         return self._session.memory()
 
