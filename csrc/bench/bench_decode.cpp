@@ -186,10 +186,14 @@ int main(int argc, char** argv) {
     int64_t block = 256, split_at = 1024;
     for (int i = 2; i + 1 < argc; i += 2) {
         const std::string flag = argv[i];
-        if (flag == "--positions") positions = parse_list(argv[i + 1]);
-        else if (flag == "--steps") steps = std::atoi(argv[i + 1]);
-        else if (flag == "--block") block = std::atoll(argv[i + 1]);
-        else if (flag == "--split-at") split_at = std::atoll(argv[i + 1]);
+        if (flag == "--positions")
+            positions = parse_list(argv[i + 1]);
+        else if (flag == "--steps")
+            steps = std::atoi(argv[i + 1]);
+        else if (flag == "--block")
+            block = std::atoll(argv[i + 1]);
+        else if (flag == "--split-at")
+            split_at = std::atoll(argv[i + 1]);
         else {
             std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
             return 2;
@@ -209,8 +213,8 @@ int main(int argc, char** argv) {
     sage::Session session(*model, sage::SessionOptions{}, kernels);
     std::vector<float> logits(c.vocab_size);
     const int64_t longest = *std::max_element(positions.begin(), positions.end());
-    const auto filler = random_tokens(size_t(std::max({longest, block, split_at})) + 1,
-                                      c.vocab_size, 1);
+    const auto filler =
+        random_tokens(size_t(std::max({longest, block, split_at})) + 1, c.vocab_size, 1);
     const auto next = random_tokens(size_t(steps) + 1, c.vocab_size, 2);
 
     auto decode_us = [&](int64_t position) {
