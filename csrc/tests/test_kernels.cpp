@@ -123,7 +123,8 @@ int32_t block_sum_q8(const k::BlockQ8_0& a, const k::BlockQ8_0& b) {
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    return a.size() == b.size() &&
+           (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // A ring memory of random keys and values and one group's query heads: the kernel's inputs.
