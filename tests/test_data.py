@@ -370,3 +370,20 @@ def test_folk_accompaniment_avoids_parallels(tmp_path, tokenizer):
         f, o, _ = music_theory.parallels(notes)
         fifths, octaves = fifths + f, octaves + o
     assert fifths == 0 and octaves <= 2
+
+
+def test_tune_number_zero_is_a_tune(tmp_path):
+    pieces, _ = data.collection_pieces("oneills_1850")
+    (zero,) = [p for p in pieces if p.id == "oneills_1850/1625-1700/0"]
+    record = data.convert_piece(zero, str(tmp_path))
+    assert record["ok"], record.get("error")  # X: 0, not the whole file of tunes
+
+
+def test_a_hairpin_across_a_pianos_staves_is_read(tmp_path):
+    import music21
+
+    source = _corpus_file("weber/concertino_clarinet.mxl")
+    score = music21.converter.parse(source)
+    ramps = [r for part in score.parts for r in data.Dynamics(score, part).ramps]
+    assert ramps and all(end > start for start, end, _, _ in ramps)
+    data.score_to_midi(str(source), "scored", tmp_path / "weber.mid")

@@ -253,7 +253,7 @@ class Piece:
     source: str
     identity: str  # pieces sharing an identity share a split
     kind: str  # a Collection's kind, or "midi"
-    tune: int = 0  # the tune's reference number (X:) in a file of ABC tunes; 0: the whole file
+    tune: int | None = None  # the tune's reference number (X:) in a file of ABC tunes
 
 
 def identity_of(collection: str, stem: str) -> str:
@@ -418,6 +418,7 @@ class Dynamics:
 
     def __init__(self, score, part):
         from music21 import dynamics, stream
+        from music21.sites import SitesException
 
         levels: list[tuple[float, int]] = []
         self.sudden: set[float] = set()
@@ -434,8 +435,11 @@ class Dynamics:
             first, last = wedge.getFirst(), wedge.getLast()
             if first is None or first.getContextByClass(stream.Part) is not part:
                 continue
-            start = float(first.getOffsetInHierarchy(part))
-            end = float(last.getOffsetInHierarchy(part) + last.quarterLength)
+            try:  # offsets in the score: a piano's hairpin may end on the other staff
+                start = float(first.getOffsetInHierarchy(score))
+                end = float(last.getOffsetInHierarchy(score) + last.quarterLength)
+            except SitesException:  # an end outside the score's parts: the hairpin is unreadable
+                continue
             if end <= start:
                 continue
             begin = self._level(levels, start)
@@ -478,10 +482,10 @@ class Dynamics:
         return int(np.clip(velocity, 1, 127))
 
 
-def _parse_score(source: str, tune: int = 0):
+def _parse_score(source: str, tune: int | None = None):
     import music21
 
-    if tune:  # one tune of a file of ABC tunes
+    if tune is not None:  # one tune of a file of ABC tunes (X: 0 is a tune too)
         return music21.converter.parse(source, number=tune)
     return music21.converter.parse(source)
 
@@ -525,7 +529,9 @@ def _meters_and_tempos(score, first_part, out: symusic.Score, tick) -> None:
         out.tempos.append(symusic.Tempo(0, 120.0))
 
 
-def score_to_midi(source: str, kind: str, out_path: Path, tpq: int = 480, tune: int = 0) -> None:
+def score_to_midi(
+    source: str, kind: str, out_path: Path, tpq: int = 480, tune: int | None = None
+) -> None:
     """Convert one notated score to a multi-track MIDI file, one track and program per part.
 
     Built from music21's notes directly (not music21's MIDI writer, which can add empty tracks
