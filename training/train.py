@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -632,6 +633,10 @@ def train(args: argparse.Namespace) -> dict:
             read_metrics(metrics_path), out / "curve.png", f"{name} ({model_config.attention})"
         )
     if env.enabled:
+        # The DDP wrapper holds the process group: release it first, so that the group (and its
+        # gloo threads) ends here rather than in interpreter teardown, where a rank could abort.
+        del step_module
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
     if len(set(digests)) != 1:
