@@ -54,6 +54,19 @@ def tokenizer():
     return Tokenizer.default()
 
 
+@pytest.fixture(scope="module", params=["shipped", "fixture"])
+def shipped_and_tiny_engine(request, tiny_models):
+    """An Engine of the shipped default model (skipped when the package has none), then one of
+    the tiny q8_0 fixture model: tests of generation run on both."""
+    from sage_edge.engine import DEFAULT_MODEL, Engine
+
+    if request.param == "shipped":
+        if not DEFAULT_MODEL.is_file():
+            pytest.skip("no default model is packaged")
+        return Engine()
+    return Engine(tiny_models["q8_0"])
+
+
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """A tiny random-weight askv model with the project's tokenizer (d 32, 2 layers, horizons 32

@@ -17,7 +17,6 @@ import symusic
 
 from sage_edge import _engine
 from sage_edge.engine import (
-    DEFAULT_MODEL,
     DEFAULT_SAMPLING,
     TEMPO_RANGE_BPM,
     Engine,
@@ -30,14 +29,9 @@ from sage_edge.vocab import Kind
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 
 
-@pytest.fixture(scope="module", params=["shipped", "fixture"])
-def engine(request) -> Engine:
-    """The shipped default model when the package has one, and the tiny fixture model."""
-    if request.param == "shipped":
-        if not DEFAULT_MODEL.is_file():
-            pytest.skip("no default model is packaged")
-        return Engine()
-    return Engine(FIXTURE_MODEL)
+@pytest.fixture(scope="module")
+def engine(shipped_and_tiny_engine) -> Engine:
+    return shipped_and_tiny_engine
 
 
 def bar_tokens(tokens, engine: Engine) -> int:

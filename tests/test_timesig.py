@@ -23,7 +23,6 @@ from sage_edge.tokenizer import (
 )
 from sage_edge.vocab import Kind
 
-FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 PROMPT_BARS = 3
 
 # The prompt's meter -> the TimeSig the tokenizer writes for it and how many notated bars one such
@@ -38,13 +37,9 @@ METERS = {
 }
 
 
-@pytest.fixture(scope="module", params=["shipped", "fixture"])
-def engine(request) -> Engine:
-    if request.param == "shipped":
-        if not DEFAULT_MODEL.is_file():
-            pytest.skip("no default model is packaged")
-        return Engine()
-    return Engine(FIXTURE_MODEL)
+@pytest.fixture(scope="module")
+def engine(shipped_and_tiny_engine) -> Engine:
+    return shipped_and_tiny_engine
 
 
 def renotated_chorale(chorale: Path, numerator: int, denominator: int) -> symusic.Score:
