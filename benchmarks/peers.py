@@ -44,9 +44,9 @@ PREFILL_CHUNK = 256
 def load_reference(args) -> tuple[SageModel, str]:
     """The reference model and its tokenizer JSON, from a .sage file, a checkpoint or a config."""
     if args.model:
-        from training.evaluate import reference_model
+        from training.model import load_model_file
 
-        model = reference_model(args.model)
+        model = load_model_file(args.model)
         return model, model.tokenizer_json
     if args.checkpoint:
         from training.model import load_checkpoint

@@ -94,36 +94,6 @@ class EngineBackend:
         return Continuation(ids, n_bars, "cap" if capped else "bars")
 
 
-def reference_model(path: str | Path):
-    """The PyTorch ``SageModel`` holding a ``.sage`` file's weights (dequantized to f32)."""
-    import torch
-
-    from training.model import ModelConfig, SageModel
-
-    model_file = sage_format.read(path)
-    config = ModelConfig(
-        vocab_size=model_file.vocab_size,
-        n_layers=model_file.n_layers,
-        d_model=model_file.d_model,
-        n_heads=model_file.n_heads,
-        n_kv_heads=model_file.n_kv_heads,
-        d_head=model_file.d_head,
-        d_ff=model_file.d_ff,
-        attention=model_file.attention,
-        families=model_file.vocabulary["family"].tolist(),
-        horizons=list(model_file.horizons),
-        norm_eps=model_file.norm_eps,
-    )
-    model = SageModel(config)
-    tensors = {
-        name: torch.from_numpy(np.ascontiguousarray(values))
-        for name, values in model_file.dequantized_tensors().items()
-    }
-    model.load_tensors(tensors)
-    model.tokenizer_json = model_file.tokenizer_json()
-    return model.eval()
-
-
 class ReferenceSession:
     """``feed``/``generate`` of the PyTorch reference: the model's DSMR memory carried across
     calls, numpy sampling with temperature and top-p. No grammar mask."""
@@ -171,7 +141,9 @@ class ReferenceBackend:
     name = "torch"
 
     def __init__(self, path: str | Path):
-        self.model = reference_model(path)
+        from training.model import load_model_file  # torch only for this backend
+
+        self.model = load_model_file(path)
         tokenizer = Tokenizer.from_json(self.model.tokenizer_json)
         self.kinds = tokenizer.token_table()["kind"]
         self.bos, self.eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")

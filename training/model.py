@@ -462,3 +462,33 @@ def load_checkpoint(path, map_location: str | torch.device = "cpu") -> SageModel
         "best_valid_loss": checkpoint.get("best_valid_loss"),
     }
     return model.eval()
+
+
+def load_model_file(model_file) -> SageModel:
+    """The reference model in eval mode holding a ``.sage`` file's weights (dequantized to f32),
+    with ``model.tokenizer_json`` attached; ``model_file`` is a path or a read
+    ``sage_edge.format.ModelFile``."""
+    from sage_edge import format as sage_format
+
+    if not isinstance(model_file, sage_format.ModelFile):
+        model_file = sage_format.read(model_file)
+    m = model_file
+    config = ModelConfig(
+        vocab_size=m.vocab_size,
+        n_layers=m.n_layers,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads,
+        d_head=m.d_head,
+        d_ff=m.d_ff,
+        attention=m.attention,
+        families=m.vocabulary["family"].tolist(),
+        horizons=list(m.horizons),
+        norm_eps=m.norm_eps,
+    )
+    model = SageModel(config)
+    model.load_tensors(
+        {name: torch.from_numpy(t.copy()) for name, t in m.dequantized_tensors().items()}
+    )
+    model.tokenizer_json = m.tokenizer_json()
+    return model.eval()

@@ -37,7 +37,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 from sage_edge.tokenizer import Tokenizer
 from training import data
-from training.model import Memory, ModelConfig, SageModel, load_checkpoint, schedule_from_dict
+from training.model import (
+    Memory,
+    ModelConfig,
+    SageModel,
+    load_checkpoint,
+    load_model_file,
+    schedule_from_dict,
+)
 
 IGNORE = -100  # target of padding positions: not part of the loss
 
@@ -397,12 +404,7 @@ def load_initial_weights(model: SageModel, path: str | os.PathLike, tokenizer: T
     file's exact weights). The architecture comes from the run's config; the tensors' names and
     shapes and the tokenizer's vocabulary must match it (fine-tuning, not surgery)."""
     path = Path(path)
-    if path.suffix == ".sage":
-        from training.evaluate import reference_model
-
-        source = reference_model(path)
-    else:
-        source = load_checkpoint(path)
+    source = load_model_file(path) if path.suffix == ".sage" else load_checkpoint(path)
     theirs = Tokenizer.from_json(source.tokenizer_json).token_table()
     if not np.array_equal(theirs, tokenizer.token_table()):
         raise ValueError(f"{path}: its tokenizer's vocabulary differs from the one trained here")

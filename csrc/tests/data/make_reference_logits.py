@@ -28,34 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 from sage_edge import format as sage_format  # noqa: E402
 from sage_edge.tokenizer import Tokenizer  # noqa: E402
-from training.model import ModelConfig, SageModel  # noqa: E402
+from training.model import load_model_file  # noqa: E402
 
 OUT = Path(__file__).with_name("reference_logits.h")
 FIXTURES = ("tiny_f32", "tiny_q8_0")
 PIECE = ROOT / "tests/data/chorales/bwv66.6.mid"
 N_TOKENS = 80
 N_CHECKED_IDS = 24
-
-
-def reference_model(model_file: sage_format.ModelFile) -> SageModel:
-    """The PyTorch reference holding exactly the (dequantized) weights of ``model_file``."""
-    m = model_file
-    config = ModelConfig(
-        vocab_size=m.vocab_size,
-        n_layers=m.n_layers,
-        d_model=m.d_model,
-        n_heads=m.n_heads,
-        n_kv_heads=m.n_kv_heads,
-        d_ff=m.d_ff,
-        attention=m.attention,
-        families=m.vocabulary["family"].tolist(),
-        horizons=list(m.horizons),
-        d_head=m.d_head,
-        norm_eps=m.norm_eps,
-    )
-    model = SageModel(config).eval()
-    model.load_tensors({name: torch.from_numpy(t) for name, t in m.dequantized_tensors().items()})
-    return model
 
 
 def c_floats(name: str, values: np.ndarray, per_line: int) -> str:
@@ -93,7 +72,7 @@ def main() -> None:
                 "inline const int32_t kCheckedIds[] = {" + ", ".join(map(str, checked)) + "};"
             )
         with torch.no_grad():
-            logits = reference_model(model_file)(torch.tensor([ids]))[0].double().numpy()
+            logits = load_model_file(model_file)(torch.tensor([ids]))[0].double().numpy()
         log_sum_exp = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
         log_sum_exp += logits.max(-1)
         parts.append(
