@@ -30,9 +30,10 @@ QUICK = {
 }
 
 
-def bytes_per_token(path: str | Path) -> int:
+def bytes_per_token(path: str | Path, kv_bytes: int | None = None) -> int:
     """Bytes one decode step reads: each matrix row it multiplies (one embedding row, one
-    family's key/value rows), the vectors, and every layer's ring memory of keys and values."""
+    family's key/value rows), the vectors, and every layer's ring memory of keys and values
+    (``kv_bytes``, a session's ``Engine.info["kv_bytes"]``; None: the f32 rings)."""
     model = sage_format.read(path)
     total = 0
     for name, tensor in model.tensors.items():
@@ -42,7 +43,9 @@ def bytes_per_token(path: str | Path) -> int:
         elif name.endswith((".wk", ".wv")):
             nbytes //= model.n_families
         total += nbytes
-    return total + sum(model.horizons) * model.n_kv_heads * model.d_head * 2 * 4
+    if kv_bytes is None:
+        kv_bytes = sum(model.horizons) * model.n_kv_heads * model.d_head * 2 * 4
+    return total + kv_bytes
 
 
 def read_bandwidth(nbytes: int = BANDWIDTH_BYTES, repeats: int = 5) -> float:
@@ -147,7 +150,7 @@ def run(
     """Every number of `sage-edge bench` as a JSON-ready dict (``**QUICK`` for the quick run)."""
     info = engine.info
     latency = decode_latency(engine, positions, steps)
-    need = bytes_per_token(engine.path)
+    need = bytes_per_token(engine.path, info["kv_bytes"])
     bandwidth = read_bandwidth(bandwidth_bytes)
     bound_us = need / bandwidth * 1e6
     medians = [row["median_us"] for row in latency.values()]
@@ -160,6 +163,7 @@ def run(
         "quantization": info["quantization"],
         "model_bytes": info["file_bytes"],
         "session_bytes": info["session_bytes"],
+        "kv_memory": info["kv_memory"],
         "kv_bytes": info["kv_bytes"],
         "activation_bytes": info["activation_bytes"],
         "decode": {str(p): row for p, row in latency.items()},
@@ -206,7 +210,7 @@ def report(results: dict) -> str:
         f"{results['quantization']}, {results['model_bytes'] / 1e6:.2f} MB",
         f"kernel {results['kernel']}",
         f"session memory {results['session_bytes'] / 1e6:.2f} MB "
-        f"(key/value rings {results['kv_bytes'] / 1e6:.2f} MB)",
+        f"(key/value rings {results['kv_bytes'] / 1e6:.2f} MB, {results['kv_memory']})",
         "decode step, µs (median / p99):",
     ]
     for position, row in results["decode"].items():

@@ -33,7 +33,7 @@ def _engine(args: argparse.Namespace):
         raise UserError(str(error)) from None
     from sage_edge.engine import Engine
 
-    return Engine(args.model)
+    return Engine(args.model, kv_memory=args.kv_memory)
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_model(command: argparse.ArgumentParser) -> None:
         command.add_argument("--model", help="a .sage model file (default: the shipped model)")
+        command.add_argument(
+            "--kv-memory",
+            default="f32",
+            help="how a session holds past keys and values: f32 (default) or int8 (about a "
+            "quarter of the memory)",
+        )
 
     sampling_defaults, tempo_range = _engine_facts()
 

@@ -115,9 +115,12 @@ class Engine:
     """A validated, memory-mapped model, shared by any number of sessions.
 
     ``model`` is a path to a ``.sage`` file, or None for the packaged default model.
+    ``kv_memory`` says how its sessions hold past keys and values: ``"f32"`` or ``"int8"`` (one
+    scale per key/value head and position, about a quarter of the memory; its quality against
+    f32 is in docs/results.md).
     """
 
-    def __init__(self, model: str | os.PathLike | None = None):
+    def __init__(self, model: str | os.PathLike | None = None, *, kv_memory: str = "f32"):
         path = DEFAULT_MODEL if model is None else Path(model)
         if not path.exists():  # anything else that is not a model file, the C++ loader names
             hint = (
@@ -128,6 +131,8 @@ class Engine:
             raise ModelFormatError(f"model file {str(path)!r} does not exist{hint}")
         self.path = path
         self._model = _engine.Model(str(path))
+        self._model.session_memory(kv_memory)  # the engine checks the name (ValueError)
+        self.kv_memory = kv_memory
         self._info: dict | None = None
         self._tokenizer: Tokenizer | None = None
 
@@ -137,7 +142,8 @@ class Engine:
         file and per-session memory in bytes, and the kernel path in use."""
         if self._info is None:
             info = self._model.info()
-            memory = self._model.session_memory()
+            memory = self._model.session_memory(self.kv_memory)
+            info["kv_memory"] = self.kv_memory
             info["session_bytes"] = memory["total_bytes"]
             info["kv_bytes"] = memory["kv_bytes"]
             info["activation_bytes"] = memory["activation_bytes"]
@@ -225,7 +231,7 @@ class Engine:
         return Session(self, seed, programs)
 
     def __repr__(self) -> str:
-        return f"Engine({str(self.path)!r})"
+        return f"Engine({str(self.path)!r}, kv_memory={self.kv_memory!r})"
 
 
 class Session:
@@ -246,7 +252,7 @@ class Session:
             raise ValueError(f"seed must be in 0..2**64-1, not {seed}")
         self.engine = engine
         self.seed = int(seed)
-        self._session = _engine.Session(engine._model, self.seed)
+        self._session = _engine.Session(engine._model, self.seed, engine.kv_memory)
         if programs is not None:
             self.set_programs(programs)
 

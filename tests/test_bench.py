@@ -20,8 +20,8 @@ FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 # Every field of `sage-edge bench --json`, no more.
 BENCH_FIELDS = {
     "model", "kernel", "parameters", "quantization", "model_bytes", "session_bytes",
-    "kv_bytes", "activation_bytes", "decode", "tokens_per_second", "music_tokens_per_second",
-    "realtime_margin", "prefill_tokens_per_second", "bytes_per_token",
+    "kv_memory", "kv_bytes", "activation_bytes", "decode", "tokens_per_second",
+    "music_tokens_per_second", "realtime_margin", "prefill_tokens_per_second", "bytes_per_token",
     "read_bandwidth_bytes_per_second", "read_bandwidth_buffer_bytes", "roofline_us",
     "median_over_roofline",
 }  # fmt: skip
@@ -63,6 +63,7 @@ def test_bench_reports_latency_memory_bandwidth_and_plot(tmp_path):
     assert results["quantization"] == "q8_0"
     assert results["parameters"] == sum(math.prod(t.shape) for t in model.tensors.values())
     assert results["model_bytes"] == FIXTURE_MODEL.stat().st_size
+    assert results["kv_memory"] == "f32"
     assert results["kv_bytes"] == (32 + 8) * 2 * 8 * 2 * 4  # horizons × G × d_h × (k, v) × f32
     assert results["kv_bytes"] == memory["kv_bytes"]
     assert results["activation_bytes"] == memory["activation_bytes"]

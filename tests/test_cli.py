@@ -73,6 +73,7 @@ def test_ctrl_c_stops_a_realtime_stream_promptly():
         (["--model", "{tmp}"], "is a directory, not a model file"),
         (["--model", "{tmp}/missing.sage"], "does not exist"),
         (["--tempo", "1"], "tempo must be in 3.57628..1000 BPM"),
+        (["--kv-memory", "f16"], "kv memory must be f32 or int8, not 'f16'"),
     ],
 )
 def test_outputs_and_model_are_checked_before_generating(args, message, tmp_path):

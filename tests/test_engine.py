@@ -280,6 +280,36 @@ def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
     assert full_memory["activation_bytes"] == memory["activation_bytes"]
 
 
+def test_int8_kv_memory(q8_model_path, tokenizer, piece_tokens) -> None:
+    """kv_memory="int8": a quarter of the rings' bytes plus a scale per head and slot, logits close
+    to the f32 memory's (the real model's gate: benchmarks/kv_quality.py), prefill equal to
+    token-by-token feeding bit for bit, and the same names as the C API."""
+    f32, int8 = Engine(q8_model_path), Engine(q8_model_path, kv_memory="int8")
+    G, d_head = int8.info["n_kv_heads"], int8.info["d_head"]
+    assert int8.info["kv_memory"] == "int8" and f32.info["kv_memory"] == "f32"
+    assert int8.info["kv_bytes"] == sum([32, 8, 8]) * G * 2 * (d_head + 4)
+    session = int8.session(seed=0)
+    assert session.memory["kv_bytes"] == int8.info["kv_bytes"]
+    assert session.memory["total_bytes"] == int8.info["session_bytes"]
+    assert f32.info["session_bytes"] - int8.info["session_bytes"] == (
+        f32.info["kv_bytes"] - int8.info["kv_bytes"]
+    )
+
+    expected = f32.session(seed=0).feed(piece_tokens, all_logits=True)
+    got = session.feed(piece_tokens, all_logits=True)
+    p_log, q_log = log_softmax(expected), log_softmax(got)
+    kl = (np.exp(p_log) * (p_log - q_log)).sum(axis=-1)
+    assert 0 < kl.mean() <= 0.01, f"mean KL {kl.mean():.5f} nats"
+
+    session.reset()
+    stepped = np.stack([session.feed([t]) for t in piece_tokens[:300]])
+    np.testing.assert_array_equal(stepped, got[:300])
+
+    with pytest.raises(ValueError, match="kv memory must be f32 or int8, not 'f16'"):
+        Engine(q8_model_path, kv_memory="f16")
+    assert repr(int8).endswith("kv_memory='int8')")
+
+
 def test_bad_arguments_raise_value_error(q8_model_path, tokenizer) -> None:
     engine = Engine(q8_model_path)
     session = engine.session(seed=0)

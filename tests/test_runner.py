@@ -88,6 +88,10 @@ def test_help(runner):
         (["--model", "{model}", "--seed"], "--seed needs a value"),
         (["--model", "{missing}"], "cannot load model"),
         (["--model", "{model}", "--start-token", "513"], "--start-token must be below"),
+        (
+            ["--model", "{model}", "--kv-memory", "f16"],
+            "--kv-memory: kv memory must be f32 or int8",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(runner, model_path, tmp_path, args, message):
@@ -146,6 +150,17 @@ def test_info(runner, model_path, tokenizer):
     assert "attention        askv (6 families)" in out
     assert "horizons         32 8 (budget 40 tokens)" in out
     assert "q8_0" in out
+    # 40 slots x 2 key/value heads x (key, value) x 8 values: f32, or int8 plus a scale each.
+    assert f"key/value {40 * 2 * 2 * 8 * 4} (f32)" in out
+    out = run(runner, "--model", model_path, "--info", "--kv-memory", "int8").stdout
+    assert f"key/value {40 * 2 * 2 * (8 + 4)} (int8)" in out
+
+
+def test_int8_kv_memory_generates_music(runner, model_path):
+    args = ("--model", model_path, "--tokens", "200", "--seed", "3", "--events")
+    int8 = run(runner, *args, "--kv-memory", "int8").stdout
+    assert int8 == run(runner, *args, "--kv-memory", "int8").stdout  # reproducible
+    assert len(int8.splitlines()) > 5
 
 
 def test_events_are_notes_of_the_vocabulary(runner, model_path, tokenizer):

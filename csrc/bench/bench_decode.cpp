@@ -1,4 +1,5 @@
 // sage-edge-bench-decode MODEL [--positions 128,1024,4096] [--steps N] [--block N] [--split-at N]
+//                        [--kv-memory f32|int8]
 //
 // The forward pass of one model on the active kernel path (SAGE_EDGE_KERNEL forces one), on one
 // thread (the engine has no other):
@@ -127,17 +128,22 @@ struct StepProducts {
 struct StepAttention {
     const sage::Model& model;
     const k::KernelTable& kernels;
-    std::vector<std::vector<float>> keys, values;
+    std::vector<std::vector<float>> keys, values, scales;
+    std::vector<std::vector<int8_t>> keys_q8, values_q8;
     std::vector<float> q, scores, out;
     int64_t past;
+    bool int8;
 
-    StepAttention(const sage::Model& m, const k::KernelTable& t, int64_t past_)
-        : model(m), kernels(t), past(past_) {
+    StepAttention(const sage::Model& m, const k::KernelTable& t, int64_t past_, bool int8_)
+        : model(m), kernels(t), past(past_), int8(int8_) {
         const auto& c = m.config;
         const int64_t kvd = int64_t{c.n_kv_heads} * c.d_head;
         for (uint32_t h : m.horizons) {
             keys.emplace_back(size_t(h * kvd), 0.01f);
             values.emplace_back(size_t(h * kvd), 0.02f);
+            keys_q8.emplace_back(size_t(h * kvd), int8_t{3});
+            values_q8.emplace_back(size_t(h * kvd), int8_t{5});
+            scales.emplace_back(size_t(h * c.n_kv_heads), 0.004f);
         }
         q.assign(size_t(c.n_heads) * c.d_head, 0.1f);
         out.assign(q.size(), 0.0f);
@@ -153,20 +159,27 @@ struct StepAttention {
             const int64_t h = model.horizons[l];
             const int64_t window = std::min<int64_t>(past + 1, h);
             for (int g = 0; g < c.n_kv_heads; ++g) {
-                const k::AttentionGroup a{q.data() + g * hpg * c.d_head,
-                                          keys[l].data() + g * c.d_head * h,
-                                          values[l].data() + g * c.d_head,
-                                          kvd,
-                                          h,
-                                          (past + 1 - window) % h,
-                                          window,
-                                          model.weights.alibi_slopes + g * hpg,
-                                          1.0f / std::sqrt(float(c.d_head)),
-                                          hpg,
-                                          c.d_head,
-                                          scores.data(),
-                                          out.data() + g * hpg * c.d_head};
-                kernels.attend_group(a);
+                k::AttentionGroup a{};
+                a.q = q.data() + g * hpg * c.d_head;
+                a.keys = keys[l].data() + g * c.d_head * h;
+                a.values = values[l].data() + g * c.d_head;
+                a.keys_q8 = keys_q8[l].data() + g * c.d_head * h;
+                a.values_q8 = values_q8[l].data() + g * c.d_head;
+                a.key_scales = a.value_scales = scales[l].data() + g * h;
+                a.value_stride = kvd;
+                a.horizon = h;
+                a.first_slot = (past + 1 - window) % h;
+                a.window = window;
+                a.slopes = model.weights.alibi_slopes + g * hpg;
+                a.scale = 1.0f / std::sqrt(float(c.d_head));
+                a.heads = hpg;
+                a.d_head = c.d_head;
+                a.scores = scores.data();
+                a.out = out.data() + g * hpg * c.d_head;
+                if (int8)
+                    kernels.attend_group_q8(a);
+                else
+                    kernels.attend_group(a);
             }
         }
     }
@@ -178,12 +191,13 @@ int main(int argc, char** argv) {
     if (argc < 2 || argv[1][0] == '-') {
         std::fprintf(stderr,
                      "usage: sage-edge-bench-decode MODEL [--positions 128,1024,4096] [--steps N] "
-                     "[--block N] [--split-at N]\n");
+                     "[--block N] [--split-at N] [--kv-memory f32|int8]\n");
         return 2;
     }
     std::vector<int64_t> positions = {128, 1024, 4096};
     int steps = 200;
     int64_t block = 256, split_at = 1024;
+    sage::SessionOptions options;
     for (int i = 2; i + 1 < argc; i += 2) {
         const std::string flag = argv[i];
         if (flag == "--positions")
@@ -194,6 +208,10 @@ int main(int argc, char** argv) {
             block = std::atoll(argv[i + 1]);
         else if (flag == "--split-at")
             split_at = std::atoll(argv[i + 1]);
+        else if (flag == "--kv-memory" && std::strcmp(argv[i + 1], "f32") == 0)
+            options.kv_memory = sage::KvMemory::F32;
+        else if (flag == "--kv-memory" && std::strcmp(argv[i + 1], "int8") == 0)
+            options.kv_memory = sage::KvMemory::Int8;
         else {
             std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
             return 2;
@@ -210,7 +228,12 @@ int main(int argc, char** argv) {
                 c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.d_head, c.d_ff, c.vocab_size);
     std::printf("kernel %s (cpu: %s)\n", kernels.name, k::cpu_features());
 
-    sage::Session session(*model, sage::SessionOptions{}, kernels);
+    const bool int8 = options.kv_memory == sage::KvMemory::Int8;
+    std::printf("kv memory %s: %.3f MB per session, %.3f MB of it the rings\n",
+                int8 ? "int8" : "f32",
+                sage::Session::planned_memory(*model, options).total_bytes / 1e6,
+                sage::Session::planned_memory(*model, options).kv_bytes / 1e6);
+    sage::Session session(*model, options, kernels);
     std::vector<float> logits(c.vocab_size);
     const int64_t longest = *std::max_element(positions.begin(), positions.end());
     const auto filler =
@@ -248,7 +271,7 @@ int main(int argc, char** argv) {
                 (long long)positions.front());
 
     StepProducts products(*model, kernels);
-    StepAttention attention(*model, kernels, split_at);
+    StepAttention attention(*model, kernels, split_at, int8);
     const double step_us = decode_us(split_at);
     const double products_us = median_time([&] { products.run(); }, steps) * 1e6;
     const double attention_us = median_time([&] { attention.run(); }, steps) * 1e6;

@@ -83,6 +83,15 @@ void require(const void* pointer, const char* name) {
         throw sage::Error(sage::Status::Argument, std::string(name) + " is null");
 }
 
+// The engine's options from the C ones (null: the defaults); Session checks them.
+sage::SessionOptions session_options(const sage_session_options* options) {
+    const sage_session_options o = options ? *options : sage_session_options_default();
+    sage::SessionOptions so;
+    so.seed = o.seed;
+    so.kv_memory = static_cast<sage::KvMemory>(o.kv_memory);
+    return so;
+}
+
 sage_memory to_c(const sage::MemoryReport& r) {
     return sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
 }
@@ -145,7 +154,7 @@ sage_sampling sage_sampling_default(void) {
 }
 
 sage_session_options sage_session_options_default(void) {
-    return sage_session_options{0};
+    return sage_session_options{0, SAGE_KV_F32};
 }
 
 sage_status sage_sampling_check(const sage_sampling* sampling) {
@@ -177,6 +186,31 @@ const char* sage_quant_name(uint32_t quant) {
             return "q4";
     }
     return "unknown";
+}
+
+const char* sage_kv_memory_name(uint32_t kv_memory) {
+    switch (kv_memory) {
+        case SAGE_KV_F32:
+            return "f32";
+        case SAGE_KV_INT8:
+            return "int8";
+    }
+    return "unknown";
+}
+
+sage_status sage_kv_memory_parse(const char* name, uint32_t* out) {
+    return guarded([&] {
+        require(name, "name");
+        require(out, "out");
+        for (uint32_t kind : {SAGE_KV_F32, SAGE_KV_INT8}) {
+            if (std::strcmp(name, sage_kv_memory_name(kind)) == 0) {
+                *out = kind;
+                return;
+            }
+        }
+        throw sage::Error(sage::Status::Argument,
+                          std::string("kv memory must be f32 or int8, not '") + name + "'");
+    });
 }
 
 const char* sage_attention_name(uint32_t attention) {
@@ -303,9 +337,7 @@ sage_status sage_session_create(const sage_model* model, const sage_session_opti
         *out = nullptr;
         if (const char* error = sage::kernels::select_error())
             throw sage::Error(sage::Status::Kernel, error);
-        const sage_session_options o = options ? *options : sage_session_options_default();
-        sage::SessionOptions so;
-        so.seed = o.seed;
+        const sage::SessionOptions so = session_options(options);
         auto session = std::make_unique<sage_session>();
         session->session =
             std::make_unique<sage::Session>(*model->model, so, sage::kernels::active());
@@ -425,11 +457,12 @@ sage_status sage_session_get_bar(const sage_session* session, sage_bar* out) {
     });
 }
 
-sage_status sage_model_get_session_memory(const sage_model* model, sage_memory* out) {
+sage_status sage_model_get_session_memory(const sage_model* model,
+                                          const sage_session_options* options, sage_memory* out) {
     return guarded([&] {
         require(model, "model");
         require(out, "out");
-        *out = to_c(sage::Session::planned_memory(*model->model));
+        *out = to_c(sage::Session::planned_memory(*model->model, session_options(options)));
     });
 }
 

@@ -58,6 +58,35 @@ uint64_t RunState::bytes(const Sizes& n) {
            uint64_t(n.vocab) * (sizeof(float) + sizeof(uint8_t));  // logits, allowed
 }
 
+void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvMemory kind) {
+    horizon = horizon_;
+    heads = heads_;
+    d_head = d_head_;
+    width = heads * d_head;
+    const size_t elements = size_t(horizon * width), scales = size_t(horizon * heads);
+    if (kind == KvMemory::F32) {
+        keys.assign(elements, 0.0f);
+        values.assign(elements, 0.0f);
+    } else {
+        keys_q8.assign(elements, 0);
+        values_q8.assign(elements, 0);
+        key_scales.assign(scales, 0.0f);
+        value_scales.assign(scales, 0.0f);
+    }
+}
+
+uint64_t RingMemory::bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind) {
+    const uint64_t rows = uint64_t(horizon) * heads * 2;  // a key and a value per head and slot
+    return kind == KvMemory::F32 ? rows * d_head * sizeof(float)
+                                 : rows * (d_head * sizeof(int8_t) + sizeof(float));
+}
+
+void Session::check_options(const SessionOptions& options) {
+    if (options.kv_memory != KvMemory::F32 && options.kv_memory != KvMemory::Int8)
+        throw Error(Status::Argument, "kv_memory must be 0 (f32) or 1 (int8), not " +
+                                          std::to_string(static_cast<uint32_t>(options.kv_memory)));
+}
+
 Session::Session(const Model& model, const SessionOptions& options,
                  const kernels::KernelTable& kernels)
     : model_(model),
@@ -84,14 +113,10 @@ Session::Session(const Model& model, const SessionOptions& options,
     state_.delta.resize(n.stream);
     state_.logits.resize(n.vocab);
     state_.allowed.resize(n.vocab);
+    check_options(options);
     memory_.resize(c.n_layers);
-    for (int l = 0; l < c.n_layers; ++l) {
-        RingMemory& m = memory_[l];
-        m.horizon = model.horizons[l];
-        m.width = int64_t{c.n_kv_heads} * c.d_head;
-        m.keys.assign(size_t(m.horizon * m.width), 0.0f);
-        m.values.assign(size_t(m.horizon * m.width), 0.0f);
-    }
+    for (int l = 0; l < c.n_layers; ++l)
+        memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);
     events_.resize(kEventCapacity);
     for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
         if (model.vocab[id].kind == Kind::Bos) bos_token_ = id;
@@ -289,6 +314,7 @@ void Session::attend(int layer, uint64_t position, const float* q, float* out) {
     const RingMemory& memory = memory_[layer];
     const int dh = config_.d_head, heads_per_group = config_.n_heads / config_.n_kv_heads;
     const int64_t window = static_cast<int64_t>(std::min<uint64_t>(position + 1, memory.horizon));
+    const int64_t horizon = memory.horizon;
     kernels::AttentionGroup a{};
     a.value_stride = memory.width;
     a.horizon = memory.horizon;
@@ -301,11 +327,19 @@ void Session::attend(int layer, uint64_t position, const float* q, float* out) {
     for (int g = 0; g < config_.n_kv_heads; ++g) {
         const int64_t first_head = int64_t{g} * heads_per_group;
         a.q = q + first_head * dh;
-        a.keys = memory.keys.data() + g * dh * memory.horizon;
-        a.values = memory.values.data() + g * dh;
         a.slopes = model_.weights.alibi_slopes + first_head;
         a.out = out + first_head * dh;
-        kernels_.attend_group(a);
+        if (memory.is_int8()) {
+            a.keys_q8 = memory.keys_q8.data() + g * dh * horizon;
+            a.values_q8 = memory.values_q8.data() + g * dh;
+            a.key_scales = memory.key_scales.data() + g * horizon;
+            a.value_scales = memory.value_scales.data() + g * horizon;
+            kernels_.attend_group_q8(a);
+        } else {
+            a.keys = memory.keys.data() + g * dh * horizon;
+            a.values = memory.values.data() + g * dh;
+            kernels_.attend_group(a);
+        }
     }
 }
 
@@ -489,14 +523,15 @@ size_t Session::pop_events(NoteEvent* out, size_t capacity) {
     return n;
 }
 
-MemoryReport Session::planned_memory(const Model& model) {
+MemoryReport Session::planned_memory(const Model& model, const SessionOptions& options) {
+    check_options(options);
     const Config& c = model.config;
     MemoryReport r{};
     r.weights_bytes = model.file_bytes;
     r.activation_bytes = RunState::bytes(RunState::sizes(model)) +
                          uint64_t(c.vocab_size) * Sampler::kScratchBytesPerToken;
     for (uint32_t h : model.horizons)
-        r.kv_bytes += uint64_t(h) * c.n_kv_heads * c.d_head * 2 * sizeof(float);
+        r.kv_bytes += RingMemory::bytes(h, c.n_kv_heads, c.d_head, options.kv_memory);
     r.total_bytes = r.activation_bytes + r.kv_bytes + kEventCapacity * sizeof(NoteEvent) +
                     model.horizons.size() * sizeof(RingMemory) + sizeof(Session);
     return r;

@@ -21,8 +21,14 @@
 
 namespace sage {
 
+// How the ring memories hold keys and values (the values of sage_kv_memory): f32, or int8 with
+// one f32 scale per key/value head and position (about a quarter of the bytes; the attention
+// reads them with attend_group_q8).
+enum class KvMemory : uint32_t { F32 = 0, Int8 = 1 };
+
 struct SessionOptions {
     uint64_t seed = 0;
+    KvMemory kv_memory = KvMemory::F32;
 };
 
 // What Session::generate_bars generates: `bars` notated bars, counted at each TimeSig (at each Bar
@@ -51,24 +57,45 @@ enum class StopReason : int32_t {
 struct MemoryReport {
     uint64_t weights_bytes;     // the mapped file
     uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
-    uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * d_h * 2 * 4
+    uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * 2 * (d_h * 4), or with
+                                // int8 memory sum_l h_l * G * 2 * (d_h + 4)
     uint64_t total_bytes;       // activations + kv + sampler, grammar, detokenizer, event queue
 };
 
-// One layer's DSMR memory: the keys and values of its last `horizon` positions, G·d_h floats
+// One layer's DSMR memory: the keys and values of its last `horizon` positions, G·d_h numbers
 // each. Position p lives in slot p mod horizon, so writing position p overwrites p − horizon,
 // the first position the window (p − horizon, p] no longer contains. Keys are stored transposed,
 // element by element ([G·d_h][horizon]), so the attention kernel reads the keys of consecutive
-// slots as one vector; values are stored slot by slot ([horizon][G·d_h]).
+// slots as one vector; values are stored slot by slot ([horizon][G·d_h]). An int8 memory keeps
+// the same layouts in int8 (keys_q8, values_q8) with one scale per head and slot ([G][horizon]);
+// the f32 vectors are then empty, and the other way round.
 struct RingMemory {
     int64_t horizon = 0;
-    int64_t width = 0;                // G·d_h
-    std::vector<float> keys, values;  // [width][horizon], [horizon][width]
+    int64_t heads = 0, d_head = 0;                // G, d_h
+    int64_t width = 0;                            // G·d_h
+    std::vector<float> keys, values;              // f32: [width][horizon], [horizon][width]
+    std::vector<int8_t> keys_q8, values_q8;       // int8: [width][horizon], [horizon][width]
+    std::vector<float> key_scales, value_scales;  // int8: [G][horizon]
+
+    bool is_int8() const { return !keys_q8.empty(); }
+    void allocate(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind);
+    // Bytes of one layer's memory of `horizon` slots (what allocate asks for).
+    static uint64_t bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind);
 
     void write(uint64_t position, const float* key, const float* value) {
         const int64_t slot = static_cast<int64_t>(position % horizon);
-        for (int64_t e = 0; e < width; ++e) keys[e * horizon + slot] = key[e];
-        std::copy(value, value + width, &values[slot * width]);
+        if (!is_int8()) {
+            for (int64_t e = 0; e < width; ++e) keys[e * horizon + slot] = key[e];
+            std::copy(value, value + width, &values[slot * width]);
+            return;
+        }
+        for (int64_t g = 0; g < heads; ++g) {
+            const int64_t first = g * d_head;
+            key_scales[g * horizon + slot] = kernels::quantize_row_int8(
+                key + first, d_head, &keys_q8[first * horizon + slot], horizon);
+            value_scales[g * horizon + slot] = kernels::quantize_row_int8(
+                value + first, d_head, &values_q8[slot * width + first], 1);
+        }
     }
 };
 
@@ -160,8 +187,10 @@ class Session {
     uint64_t dropped_events() const { return dropped_events_; }
     // What a session of `model` holds, known without creating one (every buffer's size is a
     // function of the model, RunState::sizes).
-    static MemoryReport planned_memory(const Model& model);
-    MemoryReport memory() const { return planned_memory(model_); }
+    static MemoryReport planned_memory(const Model& model, const SessionOptions& options);
+    MemoryReport memory() const { return planned_memory(model_, options_); }
+    // Throws Error(Argument) for a kv_memory that is not a KvMemory.
+    static void check_options(const SessionOptions& options);
     const Model& model() const { return model_; }
     const kernels::KernelTable& kernels() const { return kernels_; }
 

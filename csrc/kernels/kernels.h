@@ -68,6 +68,33 @@ static inline float exp_f32(float x) {
     return p * two_k;
 }
 
+// 1 / scale of a Q8_0 block, or 0 when the scale is 0 or so small that 1 / scale overflows:
+// such a block quantizes to zeros on every path (docs/format.md). `static` keeps one copy per
+// instruction-set file, so the linker never picks an AVX-512 copy for the scalar path.
+static inline float inverse_scale(float scale) {
+    if (scale == 0.0f) return 0.0f;
+    const float inv = 1.0f / scale;
+    return inv - inv == 0.0f ? inv : 0.0f;  // inf - inf is NaN: the overflow case
+}
+
+// One row of an int8 ring memory (a key or a value of one key/value head): x[n] -> q[i * q_stride]
+// for i < n and the returned scale, with quantize_row_q8_0's rule over the whole row (scale =
+// max|x| / 127, q = round-half-even(x / scale) clamped to [-127, 127]); x ~ scale * q. It runs once
+// per token and head, so it is one plain function rather than a kernel: every path stores the same
+// bytes.
+static inline float quantize_row_int8(const float* x, int64_t n, int8_t* q, int64_t q_stride) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
+    const float scale = amax / 127.0f;
+    const float inv = inverse_scale(scale);
+    for (int64_t i = 0; i < n; ++i) {
+        const float r = std::nearbyint(x[i] * inv);
+        q[i * q_stride] =
+            static_cast<int8_t>(r > 127.0f ? 127 : (r < -127.0f ? -127 : static_cast<int>(r)));
+    }
+    return scale;
+}
+
 // One key/value group's attention for the query at the newest position of a layer's ring memory
 // (docs/design.md): the `heads` query heads that share the group, against the `window` newest
 // positions, which sit in ring slots first_slot, first_slot + 1, ... (mod horizon), oldest first.
@@ -84,6 +111,12 @@ struct AttentionGroup {
     int heads, d_head;
     float* scores;  // scratch, [heads][window]
     float* out;     // [heads][d_head]
+    // An int8 memory (attend_group_q8; keys and values unused): the same layouts in int8, and one
+    // scale per slot, so that the key in slot s is key_scales[s] * (its int8 elements).
+    const int8_t* keys_q8;
+    const int8_t* values_q8;
+    const float* key_scales;    // [horizon]
+    const float* value_scales;  // [horizon]
 };
 
 // One instruction set's implementation of every kernel.
@@ -119,6 +152,11 @@ struct KernelTable {
     // Softmax attention of one key/value group (AttentionGroup), every key and value read once for
     // all the group's query heads, in the canonical order of kernels_scalar.cpp.
     void (*attend_group)(const AttentionGroup& a);
+
+    // The same over an int8 memory (AttentionGroup's keys_q8 ... value_scales), in the canonical
+    // order of kernels_scalar.cpp: each int8 element is widened to f32 exactly, and the slot's
+    // scales are applied once per key (to its dot product) and once per value (to its weight).
+    void (*attend_group_q8)(const AttentionGroup& a);
 };
 
 // The table the engine uses: chosen once (thread-safe) from the CPU's features, or forced by the

@@ -103,7 +103,7 @@ struct Avx2 {
 const KernelTable kAvx2Table = {
     "avx2",          quantize_row_q8_0, matvec_q8_0<Avx2>,
     matvec_q4<Avx2>, matvec_f32<Avx2>,  matmul_q8_0<Avx2>,
-    swiglu,          attend_group,
+    swiglu,          attend_group,      attend_group_q8,
 };
 
 }  // namespace sage::kernels

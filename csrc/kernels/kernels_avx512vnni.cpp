@@ -212,6 +212,7 @@ const KernelTable kAvx512VnniTable = {
     matmul_q8_0_wide,
     swiglu,
     attend_group,
+    attend_group_q8,
 };
 
 }  // namespace sage::kernels

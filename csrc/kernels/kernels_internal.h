@@ -11,25 +11,62 @@
 
 namespace sage::kernels {
 
-// 1 / scale of a Q8_0 block, or 0 when the scale is 0 or so small that 1 / scale overflows:
-// such a block quantizes to zeros on every path (docs/format.md). `static` keeps one copy per
-// instruction-set file, so the linker never picks an AVX-512 copy for the scalar path.
-static inline float inverse_scale(float scale) {
-    if (scale == 0.0f) return 0.0f;
-    const float inv = 1.0f / scale;
-    return inv - inv == 0.0f ? inv : 0.0f;  // inf - inf is NaN: the overflow case
+namespace {
+
+// How attend_group reads a ring memory: f32 (F32Ring) or int8 with a scale per slot (Q8Ring). The
+// SIMD paths extend these with their vector loads. (In an anonymous namespace: one copy per
+// instruction-set file.)
+struct F32Ring {
+    static float key(const AttentionGroup& a, int c, int64_t slot) {
+        return a.keys[c * a.horizon + slot];
+    }
+    static float value(const AttentionGroup& a, int64_t slot, int c) {
+        return a.values[slot * a.value_stride + c];
+    }
+    static float scaled_dot(const AttentionGroup&, float dot, int64_t) { return dot; }
+    static float weight(const AttentionGroup&, float e, int64_t) { return e; }
+};
+
+struct Q8Ring {
+    static float key(const AttentionGroup& a, int c, int64_t slot) {
+        return static_cast<float>(a.keys_q8[c * a.horizon + slot]);
+    }
+    static float value(const AttentionGroup& a, int64_t slot, int c) {
+        return static_cast<float>(a.values_q8[slot * a.value_stride + c]);
+    }
+    static float scaled_dot(const AttentionGroup& a, float dot, int64_t slot) {
+        return dot * a.key_scales[slot];
+    }
+    static float weight(const AttentionGroup& a, float e, int64_t slot) {
+        return e * a.value_scales[slot];
+    }
+};
+
+// s = (q . k) * scale - slope * distance for the key in `slot`, in attend_group's canonical order
+// (kernels_scalar.cpp): the scalar path scores every key with it, and the SIMD paths the keys left
+// over after their full vectors.
+template <typename Ring>
+float attention_score(const AttentionGroup& a, const float* q, int64_t slot, float slope,
+                      float distance) {
+    float dot = 0.0f;
+    for (int c = 0; c < a.d_head; ++c) dot = dot + q[c] * Ring::key(a, c, slot);
+    return Ring::scaled_dot(a, dot, slot) * a.scale - slope * distance;
 }
 
-// s = (q . k) * scale - slope * distance for the key in `slot` (keys stored [d_head][horizon]),
-// in attend_group's canonical order (kernels_scalar.cpp): the scalar path scores every key with
-// it, and the SIMD paths the keys left over after their full vectors.
-static inline float attention_score(const float* q, const float* keys, int64_t horizon,
-                                    int64_t slot, int d_head, float scale, float slope,
-                                    float distance) {
-    float dot = 0.0f;
-    for (int c = 0; c < d_head; ++c) dot = dot + q[c] * keys[c * horizon + slot];
-    return dot * scale - slope * distance;
+// out[c] = (sum over the window of weight_j * v_j[c]) * inv_total for one head's weights e and
+// one element c: the SIMD paths' tail for widths that are not a multiple of their vectors.
+template <typename Ring>
+float attention_value(const AttentionGroup& a, const float* e, int c, float inv_total) {
+    float o = 0.0f;
+    int64_t slot = a.first_slot;
+    for (int64_t j = 0; j < a.window; ++j) {
+        o = o + Ring::weight(a, e[j], slot) * Ring::value(a, slot, c);
+        if (++slot == a.horizon) slot = 0;
+    }
+    return o * inv_total;
 }
+
+}  // namespace
 
 extern const KernelTable kScalarTable;
 #if defined(SAGE_KERNELS_HAVE_X86)

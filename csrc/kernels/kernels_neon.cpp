@@ -4,7 +4,7 @@
 
 namespace sage::kernels {
 const KernelTable kNeonTable = {
-    "neon",     quantize_row_q8_0, matvec_q8_0, matvec_q4,
-    matvec_f32, matmul_q8_0,       swiglu,      attend_group,
+    "neon", quantize_row_q8_0, matvec_q8_0,     matvec_q4, matvec_f32, matmul_q8_0,
+    swiglu, attend_group,      attend_group_q8,
 };
 }  // namespace sage::kernels

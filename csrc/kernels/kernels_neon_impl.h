@@ -240,8 +240,39 @@ void swiglu(float* gate, const float* up, int64_t n) {
     for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
 
+// Four consecutive elements of a ring memory as f32: keys of slots slot .. slot + 3 (element c),
+// or elements c .. c + 3 of the value in `slot`; and the scale of four keys' dot products.
+struct F32Lanes : F32Ring {
+    static float32x4_t keys4(const AttentionGroup& a, int c, int64_t slot) {
+        return vld1q_f32(a.keys + c * a.horizon + slot);
+    }
+    static float32x4_t value4(const AttentionGroup& a, int64_t slot, int c) {
+        return vld1q_f32(a.values + slot * a.value_stride + c);
+    }
+    static float32x4_t scaled_dots(const AttentionGroup&, float32x4_t dot, int64_t) { return dot; }
+};
+
+inline float32x4_t widen4(const int8_t* p) {  // four int8 -> f32, exactly (reads four bytes)
+    int32_t four;
+    std::memcpy(&four, p, sizeof four);
+    const int16x8_t w = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+}
+
+struct Q8Lanes : Q8Ring {
+    static float32x4_t keys4(const AttentionGroup& a, int c, int64_t slot) {
+        return widen4(a.keys_q8 + c * a.horizon + slot);
+    }
+    static float32x4_t value4(const AttentionGroup& a, int64_t slot, int c) {
+        return widen4(a.values_q8 + slot * a.value_stride + c);
+    }
+    static float32x4_t scaled_dots(const AttentionGroup& a, float32x4_t dot, int64_t slot) {
+        return vmulq_f32(dot, vld1q_f32(a.key_scales + slot));
+    }
+};
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
-template <int NH>
+template <typename Ring, int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     const float* q = a.q + int64_t{h0} * a.d_head;
     float* s = a.scores + int64_t{h0} * a.window;
@@ -255,13 +286,12 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     int64_t j = 0, slot = a.first_slot;
     while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        const float* keys = a.keys + slot;
         int64_t i = 0;
         for (; i + 4 <= run; i += 4) {
             float32x4_t dot[NH];
             for (int h = 0; h < NH; ++h) dot[h] = vdupq_n_f32(0.0f);
             for (int c = 0; c < a.d_head; ++c) {
-                const float32x4_t k = vld1q_f32(keys + c * a.horizon + i);
+                const float32x4_t k = Ring::keys4(a, c, slot + i);
                 for (int h = 0; h < NH; ++h)
                     dot[h] = vaddq_f32(dot[h], vmulq_n_f32(k, q[h * a.d_head + c]));
             }
@@ -269,8 +299,9 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
             const float32x4_t distance =
                 vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + i))), lane);
             for (int h = 0; h < NH; ++h) {
-                const float32x4_t v = vsubq_f32(vmulq_n_f32(dot[h], a.scale),
-                                                vmulq_n_f32(distance, a.slopes[h0 + h]));
+                const float32x4_t v =
+                    vsubq_f32(vmulq_n_f32(Ring::scaled_dots(a, dot[h], slot + i), a.scale),
+                              vmulq_n_f32(distance, a.slopes[h0 + h]));
                 vst1q_f32(s + h * a.window + j + i, v);
                 vmax[h] = vmaxq_f32(vmax[h], v);
             }
@@ -278,8 +309,8 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
             const float distance = static_cast<float>(a.window - 1 - (j + i));
             for (int h = 0; h < NH; ++h) {
-                const float v = attention_score(q + h * a.d_head, keys, a.horizon, i, a.d_head,
-                                                a.scale, a.slopes[h0 + h], distance);
+                const float v = attention_score<Ring>(a, q + h * a.d_head, slot + i,
+                                                      a.slopes[h0 + h], distance);
                 s[h * a.window + j + i] = v;
                 if (v > max_score[h]) max_score[h] = v;
             }
@@ -320,7 +351,7 @@ inline float softmax_weights(float* e, int64_t window, float max_score) {
 }
 
 // out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of four elements from c0.
-template <int NH, int C>
+template <typename Ring, int NH, int C>
 void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
     float32x4_t acc[NH][C];
     for (int h = 0; h < NH; ++h)
@@ -328,11 +359,10 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
     const float* e = a.scores + int64_t{h0} * a.window;
     int64_t slot = a.first_slot;
     for (int64_t j = 0; j < a.window; ++j) {
-        const float* row = a.values + slot * a.value_stride + c0;
         float32x4_t v[C];
-        for (int k = 0; k < C; ++k) v[k] = vld1q_f32(row + 4 * k);
+        for (int k = 0; k < C; ++k) v[k] = Ring::value4(a, slot, c0 + 4 * k);
         for (int h = 0; h < NH; ++h) {
-            const float weight = e[h * a.window + j];
+            const float weight = Ring::weight(a, e[h * a.window + j], slot);
             for (int k = 0; k < C; ++k) acc[h][k] = vaddq_f32(acc[h][k], vmulq_n_f32(v[k], weight));
         }
         if (++slot == a.horizon) slot = 0;
@@ -343,47 +373,48 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
     }
 }
 
-template <int NH>
+template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
-    attention_scores<NH>(a, h0, max_score);
+    attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
         inv_total[h] =
             softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
     int c = 0;
-    for (; c + 8 <= a.d_head; c += 8) attention_values<NH, 2>(a, h0, c, inv_total);
-    for (; c + 4 <= a.d_head; c += 4) attention_values<NH, 1>(a, h0, c, inv_total);
-    for (; c < a.d_head; ++c) {  // a width that is not a multiple of 4: the rest one by one
-        for (int h = 0; h < NH; ++h) {
-            const float* e = a.scores + int64_t{h0 + h} * a.window;
-            float o = 0.0f;
-            int64_t slot = a.first_slot;
-            for (int64_t j = 0; j < a.window; ++j) {
-                o = o + e[j] * a.values[slot * a.value_stride + c];
-                if (++slot == a.horizon) slot = 0;
-            }
-            a.out[int64_t{h0 + h} * a.d_head + c] = o * inv_total[h];
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 2>(a, h0, c, inv_total);
+    for (; c + 4 <= a.d_head; c += 4) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+    for (; c < a.d_head; ++c)  // a width that is not a multiple of 4: the rest one by one
+        for (int h = 0; h < NH; ++h)
+            a.out[int64_t{h0 + h} * a.d_head + c] =
+                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+}
+
+template <typename Ring>
+void attend(const AttentionGroup& a) {
+    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
+        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_heads<Ring, 4>(a, h0);
+                break;
+            case 3:
+                attend_heads<Ring, 3>(a, h0);
+                break;
+            case 2:
+                attend_heads<Ring, 2>(a, h0);
+                break;
+            default:
+                attend_heads<Ring, 1>(a, h0);
+                break;
         }
     }
 }
 
 void attend_group(const AttentionGroup& a) {
-    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
-        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_heads<4>(a, h0);
-                break;
-            case 3:
-                attend_heads<3>(a, h0);
-                break;
-            case 2:
-                attend_heads<2>(a, h0);
-                break;
-            default:
-                attend_heads<1>(a, h0);
-                break;
-        }
-    }
+    attend<F32Lanes>(a);
+}
+
+void attend_group_q8(const AttentionGroup& a) {
+    attend<Q8Lanes>(a);
 }
 
 }  // namespace

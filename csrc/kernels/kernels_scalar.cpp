@@ -40,6 +40,10 @@
 //              then halved: t4[l] = lane[l] + lane[l + 4], t2[l] = t4[l] + t4[l + 2],
 //              total_i = t2[0] + t2[1]
 //     out_i[c] = (sum over j in increasing order of e_ij * v_j[c], from 0.0f) * (1.0f / total_i)
+//   attend_group_q8, the same over an int8 memory with slot scales ks_j, vs_j and int8 elements
+//   kq_j[c], vq_j[c] (each widened to f32 exactly):
+//     dot_ij = dot_ij + q_i[c] * float(kq_j[c]);  s_ij = (dot_ij * ks_j) * scale - m_i * float(d_j)
+//     out_i[c] = (sum over j in increasing order of (e_ij * vs_j) * float(vq_j[c])) * (1 / total_i)
 //   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
 //   the total add e = +0, which leaves every sum of positive terms unchanged.
 #include <cmath>
@@ -142,7 +146,8 @@ void swiglu(float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
 
-void attend_group(const AttentionGroup& a) {
+template <typename Ring>
+void attend(const AttentionGroup& a) {
     for (int i = 0; i < a.heads; ++i) {
         const float* q = a.q + int64_t{i} * a.d_head;
         float* e = a.scores + int64_t{i} * a.window;
@@ -150,8 +155,7 @@ void attend_group(const AttentionGroup& a) {
         int64_t slot = a.first_slot;
         for (int64_t j = 0; j < a.window; ++j) {
             const float distance = static_cast<float>(a.window - 1 - j);
-            e[j] = attention_score(q, a.keys, a.horizon, slot, a.d_head, a.scale, a.slopes[i],
-                                   distance);
+            e[j] = attention_score<Ring>(a, q, slot, a.slopes[i], distance);
             if (e[j] > max_score) max_score = e[j];
             if (++slot == a.horizon) slot = 0;
         }
@@ -167,19 +171,27 @@ void attend_group(const AttentionGroup& a) {
         for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
         slot = a.first_slot;
         for (int64_t j = 0; j < a.window; ++j) {
-            const float* v = a.values + slot * a.value_stride;
-            for (int c = 0; c < a.d_head; ++c) o[c] = o[c] + e[j] * v[c];
+            const float weight = Ring::weight(a, e[j], slot);
+            for (int c = 0; c < a.d_head; ++c) o[c] = o[c] + weight * Ring::value(a, slot, c);
             if (++slot == a.horizon) slot = 0;
         }
         for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
     }
 }
 
+void attend_group(const AttentionGroup& a) {
+    attend<F32Ring>(a);
+}
+
+void attend_group_q8(const AttentionGroup& a) {
+    attend<Q8Ring>(a);
+}
+
 }  // namespace
 
 const KernelTable kScalarTable = {
-    "scalar",   quantize_row_q8_0, matvec_q8_0, matvec_q4,
-    matvec_f32, matmul_q8_0,       swiglu,      attend_group,
+    "scalar", quantize_row_q8_0, matvec_q8_0,     matvec_q4, matvec_f32, matmul_q8_0,
+    swiglu,   attend_group,      attend_group_q8,
 };
 
 }  // namespace sage::kernels

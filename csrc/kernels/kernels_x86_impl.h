@@ -333,8 +333,37 @@ inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+// Eight consecutive elements of a ring memory as f32: keys of slots slot .. slot + 7 (element
+// c), or elements c .. c + 7 of the value in `slot`; and the scale of eight keys' dot products.
+struct F32Lanes : F32Ring {
+    static __m256 keys8(const AttentionGroup& a, int c, int64_t slot) {
+        return _mm256_loadu_ps(a.keys + c * a.horizon + slot);
+    }
+    static __m256 value8(const AttentionGroup& a, int64_t slot, int c) {
+        return _mm256_loadu_ps(a.values + slot * a.value_stride + c);
+    }
+    static __m256 scaled_dots(const AttentionGroup&, __m256 dot, int64_t) { return dot; }
+};
+
+inline __m256 widen8(const int8_t* p) {  // eight int8 -> f32, exactly
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+struct Q8Lanes : Q8Ring {
+    static __m256 keys8(const AttentionGroup& a, int c, int64_t slot) {
+        return widen8(a.keys_q8 + c * a.horizon + slot);
+    }
+    static __m256 value8(const AttentionGroup& a, int64_t slot, int c) {
+        return widen8(a.values_q8 + slot * a.value_stride + c);
+    }
+    static __m256 scaled_dots(const AttentionGroup& a, __m256 dot, int64_t slot) {
+        return _mm256_mul_ps(dot, _mm256_loadu_ps(a.key_scales + slot));
+    }
+};
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
-template <int NH>
+template <typename Ring, int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     const float* q = a.q + int64_t{h0} * a.d_head;
     float* s = a.scores + int64_t{h0} * a.window;
@@ -349,13 +378,12 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     int64_t j = 0, slot = a.first_slot;
     while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        const float* keys = a.keys + slot;
         int64_t i = 0;
         for (; i + 8 <= run; i += 8) {
             __m256 dot[NH];
             for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_ps();
             for (int c = 0; c < a.d_head; ++c) {
-                const __m256 k = _mm256_loadu_ps(keys + c * a.horizon + i);
+                const __m256 k = Ring::keys8(a, c, slot + i);
                 for (int h = 0; h < NH; ++h)
                     dot[h] = _mm256_add_ps(dot[h],
                                            _mm256_mul_ps(_mm256_set1_ps(q[h * a.d_head + c]), k));
@@ -365,7 +393,8 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
                 _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
             for (int h = 0; h < NH; ++h) {
                 const __m256 v =
-                    _mm256_sub_ps(_mm256_mul_ps(dot[h], scale), _mm256_mul_ps(slope[h], distance));
+                    _mm256_sub_ps(_mm256_mul_ps(Ring::scaled_dots(a, dot[h], slot + i), scale),
+                                  _mm256_mul_ps(slope[h], distance));
                 _mm256_storeu_ps(s + h * a.window + j + i, v);
                 vmax[h] = _mm256_max_ps(vmax[h], v);
             }
@@ -373,8 +402,8 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
             const float distance = static_cast<float>(a.window - 1 - (j + i));
             for (int h = 0; h < NH; ++h) {
-                const float v = attention_score(q + h * a.d_head, keys, a.horizon, i, a.d_head,
-                                                a.scale, a.slopes[h0 + h], distance);
+                const float v = attention_score<Ring>(a, q + h * a.d_head, slot + i,
+                                                      a.slopes[h0 + h], distance);
                 s[h * a.window + j + i] = v;
                 if (v > max_score[h]) max_score[h] = v;
             }
@@ -410,7 +439,7 @@ inline float softmax_weights(float* e, int64_t window, float max_score) {
 }
 
 // out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of eight elements from c0.
-template <int NH, int C>
+template <typename Ring, int NH, int C>
 void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
     __m256 acc[NH][C];
     for (int h = 0; h < NH; ++h)
@@ -418,11 +447,10 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
     const float* e = a.scores + int64_t{h0} * a.window;
     int64_t slot = a.first_slot;
     for (int64_t j = 0; j < a.window; ++j) {
-        const float* row = a.values + slot * a.value_stride + c0;
         __m256 v[C];
-        for (int k = 0; k < C; ++k) v[k] = _mm256_loadu_ps(row + 8 * k);
+        for (int k = 0; k < C; ++k) v[k] = Ring::value8(a, slot, c0 + 8 * k);
         for (int h = 0; h < NH; ++h) {
-            const __m256 weight = _mm256_set1_ps(e[h * a.window + j]);
+            const __m256 weight = _mm256_set1_ps(Ring::weight(a, e[h * a.window + j], slot));
             for (int k = 0; k < C; ++k)
                 acc[h][k] = _mm256_add_ps(acc[h][k], _mm256_mul_ps(weight, v[k]));
         }
@@ -435,47 +463,48 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
     }
 }
 
-template <int NH>
+template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
-    attention_scores<NH>(a, h0, max_score);
+    attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
         inv_total[h] =
             softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
     int c = 0;
-    for (; c + 16 <= a.d_head; c += 16) attention_values<NH, 2>(a, h0, c, inv_total);
-    for (; c + 8 <= a.d_head; c += 8) attention_values<NH, 1>(a, h0, c, inv_total);
-    for (; c < a.d_head; ++c) {  // a width that is not a multiple of 8: the rest one by one
-        for (int h = 0; h < NH; ++h) {
-            const float* e = a.scores + int64_t{h0 + h} * a.window;
-            float o = 0.0f;
-            int64_t slot = a.first_slot;
-            for (int64_t j = 0; j < a.window; ++j) {
-                o = o + e[j] * a.values[slot * a.value_stride + c];
-                if (++slot == a.horizon) slot = 0;
-            }
-            a.out[int64_t{h0 + h} * a.d_head + c] = o * inv_total[h];
+    for (; c + 16 <= a.d_head; c += 16) attention_values<Ring, NH, 2>(a, h0, c, inv_total);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+    for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
+        for (int h = 0; h < NH; ++h)
+            a.out[int64_t{h0 + h} * a.d_head + c] =
+                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+}
+
+template <typename Ring>
+void attend(const AttentionGroup& a) {
+    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
+        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_heads<Ring, 4>(a, h0);
+                break;
+            case 3:
+                attend_heads<Ring, 3>(a, h0);
+                break;
+            case 2:
+                attend_heads<Ring, 2>(a, h0);
+                break;
+            default:
+                attend_heads<Ring, 1>(a, h0);
+                break;
         }
     }
 }
 
 inline void attend_group(const AttentionGroup& a) {
-    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
-        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_heads<4>(a, h0);
-                break;
-            case 3:
-                attend_heads<3>(a, h0);
-                break;
-            case 2:
-                attend_heads<2>(a, h0);
-                break;
-            default:
-                attend_heads<1>(a, h0);
-                break;
-        }
-    }
+    attend<F32Lanes>(a);
+}
+
+inline void attend_group_q8(const AttentionGroup& a) {
+    attend<Q8Lanes>(a);
 }
 
 }  // namespace

@@ -208,9 +208,11 @@ class PyModel {
     }
 
     // A session's memory report, without creating one.
-    py::dict session_memory() const {
+    py::dict session_memory(const std::string& kv_memory) const {
+        sage_session_options options = sage_session_options_default();
+        check(sage_kv_memory_parse(kv_memory.c_str(), &options.kv_memory));
         sage_memory r;
-        check(sage_model_get_session_memory(model_.get(), &r));
+        check(sage_model_get_session_memory(model_.get(), &options, &r));
         return memory_dict(r);
     }
 
@@ -227,9 +229,11 @@ class PyModel {
 // mutex without already holding the GIL, so the two locks cannot deadlock.
 class PySession {
   public:
-    PySession(const PyModel& model, uint64_t seed) : model_(model.handle()) {
+    PySession(const PyModel& model, uint64_t seed, const std::string& kv_memory)
+        : model_(model.handle()) {
         sage_session_options options = sage_session_options_default();
         options.seed = seed;
+        check(sage_kv_memory_parse(kv_memory.c_str(), &options.kv_memory));
         sage_session* session = nullptr;
         unlocked([&] { return sage_session_create(model_.get(), &options, &session); });
         session_.reset(session);
@@ -382,7 +386,7 @@ void bind(py::module_& m) {
              "The file's metadata JSON (validated at load): tokenizer configuration and more.")
         .def("vocabulary", &PyModel::vocabulary,
              "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.")
-        .def("session_memory", &PyModel::session_memory,
+        .def("session_memory", &PyModel::session_memory, py::arg("kv_memory") = "f32",
              "What one session holds, in bytes (weights, activations, kv, total).")
         .def("learned_programs", &PyModel::learned_programs,
              "{program: notes in the training data}, or None when the file does not say.");
@@ -408,7 +412,8 @@ void bind(py::module_& m) {
 
     const sage_sampling d = sage_sampling_default();
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
-        .def(py::init<const PyModel&, uint64_t>(), py::arg("model"), py::arg("seed") = 0)
+        .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),
+             py::arg("seed") = 0, py::arg("kv_memory") = "f32")
         .def("feed", &PySession::feed, py::arg("tokens"), py::arg("all_logits") = false,
              "Run the model over tokens; logits [V] after the last one or [n, V] after each.")
         .def(

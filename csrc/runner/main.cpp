@@ -41,6 +41,8 @@ constexpr const char* kUsage =
     "                      bar asked, plus %d)\n"
     "  --seed S            sampler seed, 0..2^64-1 (default 0); the same seed gives the same\n"
     "                      notes on every machine\n"
+    "  --kv-memory KIND    f32 or int8: how the session holds past keys and values (default\n"
+    "                      f32; int8 takes about a quarter of the memory)\n"
     "  --temperature T     in 0..3.4e38 (any finite float), 0 = greedy (default %g)\n"
     "  --top-k K           keep the K most likely tokens, 0 = off (default %d)\n"
     "  --top-p P           nucleus sampling, in (0, 1], 1 = off (default %g)\n"
@@ -85,9 +87,10 @@ void print_usage() {
 }
 
 // The options that take a value, and the switches: parse_args refuses any other.
-constexpr const char* kValueOptions[] = {
-    "--model", "--tokens", "--bars",     "--max-tokens",  "--seed",  "--temperature", "--top-k",
-    "--top-p", "--min-p",  "--programs", "--start-token", "--tempo", "--out",         "--midi-out"};
+constexpr const char* kValueOptions[] = {"--model", "--tokens",    "--bars",        "--max-tokens",
+                                         "--seed",  "--kv-memory", "--temperature", "--top-k",
+                                         "--top-p", "--min-p",     "--programs",    "--start-token",
+                                         "--tempo", "--out",       "--midi-out"};
 constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
 
 bool takes_value(const std::string& flag) {
@@ -129,6 +132,7 @@ struct Options {
     uint64_t bars = 0;  // 0: generate `tokens` tokens
     uint64_t max_tokens = 0;
     uint64_t seed = 0;
+    uint32_t kv_memory = SAGE_KV_F32;
     sage_sampling sampling = sage_sampling_default();
     std::vector<int32_t> programs;
     int32_t start_token = -1;  // -1: the model's BOS
@@ -221,6 +225,8 @@ Options parse_args(int argc, char** argv) {
             o.max_tokens = parse_uint(flag, value, UINT64_MAX);
         } else if (flag == "--seed") {
             o.seed = parse_uint(flag, value, UINT64_MAX);
+        } else if (flag == "--kv-memory") {
+            check_option(flag, sage_kv_memory_parse(value, &o.kv_memory));
         } else if (flag == "--temperature") {
             o.sampling.temperature = static_cast<float>(parse_number(flag, value));
             check_option(flag, sage_sampling_check(&o.sampling));
@@ -343,8 +349,9 @@ void print_info(const Options& o, const sage_model* model, const sage_session* s
     for (uint32_t h : horizons) std::printf(" %" PRIu32, h);
     std::printf(" (budget %" PRIu64 " tokens)\n", info.budget);
     std::printf("session memory   %" PRIu64 " bytes: activations %" PRIu64 ", key/value %" PRIu64
-                "\n",
-                memory.total_bytes, memory.activation_bytes, memory.kv_bytes);
+                " (%s)\n",
+                memory.total_bytes, memory.activation_bytes, memory.kv_bytes,
+                sage_kv_memory_name(o.kv_memory));
     const LearnedPrograms learned = learned_programs(model);
     std::printf("learned programs %s\n",
                 learned.count ? learned_list(learned).c_str() : "unknown (not in the file)");
@@ -595,6 +602,7 @@ int run(const Options& o) {
 
     sage_session_options options = sage_session_options_default();
     options.seed = o.seed;
+    options.kv_memory = o.kv_memory;
     check(sage_session_create(model, &options, &session), "create session");
     if (o.info) {
         print_info(o, model, session);

@@ -42,83 +42,93 @@ using sage::testing::fixture_models;
 using sage::testing::load_or_die;
 
 TEST(decode_steps_allocate_nothing) {
-    for (const auto& path : fixture_models()) {
-        int32_t bos = 0;
-        {
-            auto model = sage::Model::load(path);
-            for (size_t t = 0; t < model->vocab.size(); ++t)
-                if (model->vocab[t].kind == sage::Kind::Bos) bos = static_cast<int32_t>(t);
-        }
-        sage_model* model = load_or_die(path);
-        sage_model_info info{};
-        sage_model_get_info(model, &info);
-        sage_session* session = nullptr;
-        // Creation allocates: this proves the hook counts.
-        CHECK(count_allocations(
-                  [&] { CHECK_EQ(sage_session_create(model, nullptr, &session), SAGE_OK); }) > 0);
-        std::vector<float> logits(info.vocab_size);
-        std::vector<int32_t> prompt(150);
-        for (size_t i = 0; i < prompt.size(); ++i)
-            prompt[i] = static_cast<int32_t>(i % info.vocab_size);
-        std::vector<sage_note_event> events(64);
-        const sage_sampling sampling = sage_sampling_default();
-        int32_t generated[32];
-        size_t count = 0;
-
-        const long during_decoding = count_allocations([&] {
-            sage_session_feed(session, &bos, 1, logits.data(), 0);
-            for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
-                int32_t token = 0;
-                CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
-                CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
+    for (const auto& path : fixture_models())
+        for (uint32_t kv : {SAGE_KV_F32, SAGE_KV_INT8}) {
+            int32_t bos = 0;
+            {
+                auto model = sage::Model::load(path);
+                for (size_t t = 0; t < model->vocab.size(); ++t)
+                    if (model->vocab[t].kind == sage::Kind::Bos) bos = static_cast<int32_t>(t);
             }
-            CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
-            // Bar-counted generation, a few tokens per call, then to the end.
-            sage_bar_stop stop{};
-            stop.bars = 2;
-            stop.meter_quarters = 3;
-            stop.meter_bars = 2;
-            sage_stop_reason reason = SAGE_STOP_CAPACITY;
-            CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 5, &count,
-                                                &reason),
-                     SAGE_OK);
-            CHECK_EQ(reason, SAGE_STOP_CAPACITY);
-            while (reason == SAGE_STOP_CAPACITY)
-                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
-                                                    &count, &reason),
-                         SAGE_OK);
-            CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
-            CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
-                     SAGE_OK);
-            CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0), SAGE_OK);
-            CHECK_EQ(sage_session_reset(session), SAGE_OK);
-        });
-        CHECK_EQ(during_decoding, 0L);
+            sage_model* model = load_or_die(path);
+            sage_model_info info{};
+            sage_model_get_info(model, &info);
+            sage_session* session = nullptr;
+            // Creation allocates: this proves the hook counts.
+            sage_session_options options = sage_session_options_default();
+            options.kv_memory = kv;
+            CHECK(count_allocations([&] {
+                      CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+                  }) > 0);
+            std::vector<float> logits(info.vocab_size);
+            std::vector<int32_t> prompt(150);
+            for (size_t i = 0; i < prompt.size(); ++i)
+                prompt[i] = static_cast<int32_t>(i % info.vocab_size);
+            std::vector<sage_note_event> events(64);
+            const sage_sampling sampling = sage_sampling_default();
+            int32_t generated[32];
+            size_t count = 0;
 
-        sage_session_free(session);
-        sage_model_free(model);
-    }
+            const long during_decoding = count_allocations([&] {
+                sage_session_feed(session, &bos, 1, logits.data(), 0);
+                for (int step = 0; step < 200; ++step) {  // the decode step: sample, then feed
+                    int32_t token = 0;
+                    CHECK_EQ(sage_session_sample(session, &sampling, &token), SAGE_OK);
+                    CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
+                }
+                CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+                // Bar-counted generation, a few tokens per call, then to the end.
+                sage_bar_stop stop{};
+                stop.bars = 2;
+                stop.meter_quarters = 3;
+                stop.meter_bars = 2;
+                sage_stop_reason reason = SAGE_STOP_CAPACITY;
+                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 5, &count,
+                                                    &reason),
+                         SAGE_OK);
+                CHECK_EQ(reason, SAGE_STOP_CAPACITY);
+                while (reason == SAGE_STOP_CAPACITY)
+                    CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
+                                                        &count, &reason),
+                             SAGE_OK);
+                CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
+                CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
+                         SAGE_OK);
+                CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),
+                         SAGE_OK);
+                CHECK_EQ(sage_session_reset(session), SAGE_OK);
+            });
+            CHECK_EQ(during_decoding, 0L);
+
+            sage_session_free(session);
+            sage_model_free(model);
+        }
 }
 
 // A session's memory report is its plan (Session::planned_memory, known without a session), and
 // creating a session allocates exactly that: every byte it asks operator new for is in the plan.
+// An int8 memory holds, per head and slot, a key and a value of d_head int8 and one f32 scale each.
 TEST(creating_a_session_allocates_its_planned_memory) {
-    for (const auto& path : fixture_models()) {
-        auto model = sage::Model::load(path);
-        const sage::MemoryReport plan = sage::Session::planned_memory(*model);
-        std::unique_ptr<sage::Session> session;
-        const unsigned long bytes = sage::testing::count_bytes([&] {
-            session = std::make_unique<sage::Session>(*model, sage::SessionOptions{},
-                                                      sage::kernels::active());
-        });
-        CHECK_EQ(static_cast<uint64_t>(bytes), plan.total_bytes);
-        CHECK_EQ(session->memory().total_bytes, plan.total_bytes);
-        uint64_t kv = 0;
-        for (uint32_t h : model->horizons)
-            kv += uint64_t(h) * model->config.n_kv_heads * model->config.d_head * 2 * sizeof(float);
-        CHECK_EQ(plan.kv_bytes, kv);
-        CHECK(plan.activation_bytes > 0 && plan.weights_bytes == model->file_bytes);
-    }
+    for (const auto& path : fixture_models())
+        for (auto kind : {sage::KvMemory::F32, sage::KvMemory::Int8}) {
+            auto model = sage::Model::load(path);
+            sage::SessionOptions options;
+            options.kv_memory = kind;
+            const sage::MemoryReport plan = sage::Session::planned_memory(*model, options);
+            std::unique_ptr<sage::Session> session;
+            const unsigned long bytes = sage::testing::count_bytes([&] {
+                session = std::make_unique<sage::Session>(*model, options, sage::kernels::active());
+            });
+            CHECK_EQ(static_cast<uint64_t>(bytes), plan.total_bytes);
+            CHECK_EQ(session->memory().total_bytes, plan.total_bytes);
+            const uint64_t per_row =
+                kind == sage::KvMemory::F32 ? model->config.d_head * 4 : model->config.d_head + 4;
+            uint64_t kv = 0;
+            for (uint32_t h : model->horizons)
+                kv += uint64_t(h) * model->config.n_kv_heads * 2 * per_row;
+            CHECK_EQ(plan.kv_bytes, kv);
+            CHECK(plan.activation_bytes > 0 && plan.weights_bytes == model->file_bytes);
+        }
 }
 
 }  // namespace

@@ -62,9 +62,11 @@ int32_t find_kind(const sage_model* model, uint32_t kind) {
     return id;
 }
 
-sage_session* new_session(const sage_model* model, uint64_t seed = 0) {
+sage_session* new_session(const sage_model* model, uint64_t seed = 0,
+                          uint32_t kv_memory = SAGE_KV_F32) {
     sage_session_options options = sage_session_options_default();
     options.seed = seed;
+    options.kv_memory = kv_memory;
     sage_session* session = nullptr;
     CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
     return session;
@@ -99,38 +101,80 @@ TEST(fixtures_load_with_consistent_info) {
 }
 
 // Decoding far past every horizon keeps the logits finite, and a prefill over a block gives
-// bit-identical logits to feeding the same tokens one at a time.
+// bit-identical logits to feeding the same tokens one at a time (f32 and int8 memory).
 TEST(prefill_equals_token_by_token_past_every_horizon) {
+    for (const auto& path : fixture_models())
+        for (uint32_t kv : {SAGE_KV_F32, SAGE_KV_INT8}) {
+            sage_model* model = load_or_die(path);
+            const ModelInfo m = info_of(model);
+            const size_t V = m.info.vocab_size;
+            const size_t n = 3 * m.longest + 2 * sage::Session::kPrefillChunk + 7;
+            const auto tokens = random_tokens(n, m.info.vocab_size, 1);
+
+            sage_session* block = new_session(model, 0, kv);
+            std::vector<float> all(n * V);
+            CHECK_EQ(sage_session_feed(block, tokens.data(), n, all.data(), 1), SAGE_OK);
+            CHECK_EQ(position_of(block), uint64_t(n));
+
+            sage_session* single = new_session(model, 0, kv);
+            std::vector<float> logits(V);
+            size_t mismatched = 0;
+            bool finite = true;
+            for (size_t i = 0; i < n; ++i) {
+                CHECK_EQ(sage_session_feed(single, &tokens[i], 1, logits.data(), 0), SAGE_OK);
+                if (std::memcmp(logits.data(), &all[i * V], V * sizeof(float)) != 0) ++mismatched;
+                for (float v : logits) finite = finite && std::isfinite(v);
+            }
+            CHECK_EQ(mismatched, size_t{0});
+            CHECK(finite);
+
+            // Last-token-only logits of a block equal the last row of all_logits.
+            sage_session_reset(block);
+            CHECK_EQ(sage_session_feed(block, tokens.data(), n, logits.data(), 0), SAGE_OK);
+            CHECK(std::memcmp(logits.data(), &all[(n - 1) * V], V * sizeof(float)) == 0);
+            sage_session_free(single);
+            sage_session_free(block);
+            sage_model_free(model);
+        }
+}
+
+// The int8 memory stays close to the f32 one: over a sequence past every horizon, the softmax of
+// its logits is within a small KL divergence of f32's at every position (the quality gate on the
+// real model and corpus is benchmarks/kv_quality.py), and it is not the f32 memory by accident.
+TEST(int8_memory_logits_stay_close_to_f32) {
     for (const auto& path : fixture_models()) {
         sage_model* model = load_or_die(path);
         const ModelInfo m = info_of(model);
-        const size_t V = m.info.vocab_size;
-        const size_t n = 3 * m.longest + 2 * sage::Session::kPrefillChunk + 7;
-        const auto tokens = random_tokens(n, m.info.vocab_size, 1);
-
-        sage_session* block = new_session(model);
-        std::vector<float> all(n * V);
-        CHECK_EQ(sage_session_feed(block, tokens.data(), n, all.data(), 1), SAGE_OK);
-        CHECK_EQ(position_of(block), uint64_t(n));
-
-        sage_session* single = new_session(model);
-        std::vector<float> logits(V);
-        size_t mismatched = 0;
-        bool finite = true;
+        const size_t V = m.info.vocab_size, n = 2 * m.longest + 50;
+        const auto tokens = random_tokens(n, m.info.vocab_size, 3);
+        std::vector<float> f32(n * V), int8(n * V);
+        sage_session* a = new_session(model, 0, SAGE_KV_F32);
+        sage_session* b = new_session(model, 0, SAGE_KV_INT8);
+        CHECK_EQ(sage_session_feed(a, tokens.data(), n, f32.data(), 1), SAGE_OK);
+        CHECK_EQ(sage_session_feed(b, tokens.data(), n, int8.data(), 1), SAGE_OK);
+        double worst_kl = 0.0;
         for (size_t i = 0; i < n; ++i) {
-            CHECK_EQ(sage_session_feed(single, &tokens[i], 1, logits.data(), 0), SAGE_OK);
-            if (std::memcmp(logits.data(), &all[i * V], V * sizeof(float)) != 0) ++mismatched;
-            for (float v : logits) finite = finite && std::isfinite(v);
+            const float* p = &f32[i * V];
+            const float* q = &int8[i * V];
+            const double top_p = *std::max_element(p, p + V), top_q = *std::max_element(q, q + V);
+            double zp = 0.0, zq = 0.0;
+            for (size_t v = 0; v < V; ++v)
+                zp += std::exp(p[v] - top_p), zq += std::exp(q[v] - top_q);
+            double kl = 0.0;
+            for (size_t v = 0; v < V; ++v) {
+                const double lp = p[v] - top_p - std::log(zp), lq = q[v] - top_q - std::log(zq);
+                kl += std::exp(lp) * (lp - lq);
+            }
+            worst_kl = std::max(worst_kl, kl);
         }
-        CHECK_EQ(mismatched, size_t{0});
-        CHECK(finite);
-
-        // Last-token-only logits of a block equal the last row of all_logits.
-        sage_session_reset(block);
-        CHECK_EQ(sage_session_feed(block, tokens.data(), n, logits.data(), 0), SAGE_OK);
-        CHECK(std::memcmp(logits.data(), &all[(n - 1) * V], V * sizeof(float)) == 0);
-        sage_session_free(single);
-        sage_session_free(block);
+        CHECK(worst_kl < 0.05);
+        CHECK(std::memcmp(f32.data(), int8.data(), f32.size() * sizeof(float)) != 0);
+        sage_memory fm, im;
+        CHECK_EQ(sage_session_get_memory(a, &fm), SAGE_OK);
+        CHECK_EQ(sage_session_get_memory(b, &im), SAGE_OK);
+        CHECK_EQ(im.kv_bytes * 4 * m.info.d_head, fm.kv_bytes * (m.info.d_head + 4));
+        sage_session_free(a);
+        sage_session_free(b);
         sage_model_free(model);
     }
 }
@@ -271,25 +315,28 @@ TEST(every_kernel_path_generates_the_same_tokens) {
         sage::SamplingParams params;
         params.temperature = 1.0f;
         params.top_p = 0.95f;
-        auto generate = [&](const sage::kernels::KernelTable& kernels) {
+        auto generate = [&](const sage::kernels::KernelTable& kernels, sage::KvMemory kv) {
             sage::SessionOptions options;
             options.seed = 1234;
+            options.kv_memory = kv;
             sage::Session session(*model, options, kernels);
             session.feed(&start, 1, nullptr, false);
             std::vector<int32_t> tokens(300);
             session.generate(params, tokens.data(), tokens.size());
             return tokens;
         };
-        const auto reference = generate(*sage::kernels::find("scalar"));
-        const sage::kernels::KernelTable* paths[8];
-        const int n_paths = sage::kernels::available(paths, 8);
-        CHECK(n_paths >= 1);
-        for (int i = 0; i < n_paths; ++i) {
-            const bool same = generate(*paths[i]) == reference;
-            if (!same)
-                std::fprintf(stderr, "  path %s differs from scalar on %s\n", paths[i]->name,
-                             path.c_str());
-            CHECK(same);
+        for (auto kv : {sage::KvMemory::F32, sage::KvMemory::Int8}) {
+            const auto reference = generate(*sage::kernels::find("scalar"), kv);
+            const sage::kernels::KernelTable* paths[8];
+            const int n_paths = sage::kernels::available(paths, 8);
+            CHECK(n_paths >= 1);
+            for (int i = 0; i < n_paths; ++i) {
+                const bool same = generate(*paths[i], kv) == reference;
+                if (!same)
+                    std::fprintf(stderr, "  path %s differs from scalar on %s (kv memory %d)\n",
+                                 paths[i]->name, path.c_str(), int(kv));
+                CHECK(same);
+            }
         }
     }
 }
@@ -386,6 +433,17 @@ TEST(bad_arguments_give_argument_errors) {
     int32_t token = 0;
     sage_sampling sampling = sage_sampling_default();
 
+    // A kv_memory that is no sage_kv_memory: no session, no memory report.
+    sage_session_options bad = sage_session_options_default();
+    bad.kv_memory = 2;
+    sage_session* none = nullptr;
+    sage_memory report;
+    CHECK_EQ(sage_session_create(model, &bad, &none), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "kv_memory must be 0 (f32) or 1 (int8), not 2") !=
+          nullptr);
+    CHECK(none == nullptr);
+    CHECK_EQ(sage_model_get_session_memory(model, &bad, &report), SAGE_ERR_ARGUMENT);
+
     // Nothing fed: feeding nothing has no logits to return; sampling starts a piece from BOS.
     float no_logits[1];
     CHECK_EQ(sage_session_feed(session, &token, 0, no_logits, 0), SAGE_ERR_STATE);
@@ -474,8 +532,8 @@ TEST(null_pointers_to_queries_are_argument_errors) {
     CHECK(std::strstr(sage_last_error(), "model is null") != nullptr);
     CHECK_EQ(sage_model_get_metadata(model, &json, &size), SAGE_OK);
     sage_memory planned, actual;
-    CHECK_EQ(sage_model_get_session_memory(nullptr, &planned), SAGE_ERR_ARGUMENT);
-    CHECK_EQ(sage_model_get_session_memory(model, &planned), SAGE_OK);
+    CHECK_EQ(sage_model_get_session_memory(nullptr, nullptr, &planned), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_model_get_session_memory(model, nullptr, &planned), SAGE_OK);
     CHECK_EQ(sage_session_get_memory(session, &actual), SAGE_OK);
     CHECK_EQ(planned.total_bytes, actual.total_bytes);
     CHECK_EQ(planned.kv_bytes, actual.kv_bytes);
@@ -505,6 +563,14 @@ TEST(front_end_checks_name_the_value_and_its_range) {
     CHECK(std::strcmp(sage_quant_name(SAGE_QUANT_Q8_0), "q8_0") == 0);
     CHECK(std::strcmp(sage_attention_name(SAGE_ATTENTION_ASKV), "askv") == 0);
     CHECK(std::strcmp(sage_quant_name(1), "unknown") == 0);  // 1 was f16
+    uint32_t kv = 7;
+    CHECK_EQ(sage_kv_memory_parse("int8", &kv), SAGE_OK);
+    CHECK_EQ(kv, uint32_t{SAGE_KV_INT8});
+    CHECK(std::strcmp(sage_kv_memory_name(kv), "int8") == 0);
+    CHECK_EQ(sage_kv_memory_parse("f16", &kv), SAGE_ERR_ARGUMENT);
+    CHECK(std::strstr(sage_last_error(), "kv memory must be f32 or int8, not 'f16'") != nullptr);
+    CHECK_EQ(kv, uint32_t{SAGE_KV_INT8});  // unchanged
+    CHECK_EQ(sage_kv_memory_parse(nullptr, &kv), SAGE_ERR_ARGUMENT);
 }
 
 TEST(broken_files_give_format_errors) {

@@ -132,6 +132,10 @@ struct AttentionCase {
     int heads, d_head;
     int64_t horizon, first_slot, window, value_stride;
     std::vector<float> q, keys, values, slopes, scores, out;
+    // The same memory as int8 elements with a scale per slot (attend_group_q8): random int8 and
+    // scales (some zero), not a quantization of keys and values.
+    std::vector<int8_t> keys_q8, values_q8;
+    std::vector<float> key_scales, value_scales;
 
     AttentionCase(Rng& rng, int heads_, int d_head_, int64_t horizon_)
         : heads(heads_), d_head(d_head_), horizon(horizon_) {
@@ -147,14 +151,35 @@ struct AttentionCase {
         for (int h = 0; h < heads; ++h) slopes.push_back(std::ldexp(1.0f, -(h + 1)));
         scores.assign(size_t(heads * window), NAN);
         out.assign(size_t(heads * d_head) + 1, NAN);
+        for (size_t i = 0; i < keys.size(); ++i) keys_q8.push_back(int8_t(rng.range(-127, 127)));
+        for (size_t i = 0; i < values.size(); ++i)
+            values_q8.push_back(int8_t(rng.range(-127, 127)));
+        for (int64_t j = 0; j < horizon; ++j) {
+            key_scales.push_back(rng.range(0, 9) == 0 ? 0.0f : rng.uniform(0.0f, 0.05f));
+            value_scales.push_back(rng.range(0, 9) == 0 ? 0.0f : rng.uniform(0.0f, 0.05f));
+        }
     }
 
     k::AttentionGroup args() {
-        return {q.data(),     keys.data(),   values.data(),
-                value_stride, horizon,       first_slot,
-                window,       slopes.data(), 1.0f / std::sqrt(float(d_head)),
-                heads,        d_head,        scores.data(),
-                out.data()};
+        k::AttentionGroup a{};
+        a.q = q.data();
+        a.keys = keys.data();
+        a.values = values.data();
+        a.value_stride = value_stride;
+        a.horizon = horizon;
+        a.first_slot = first_slot;
+        a.window = window;
+        a.slopes = slopes.data();
+        a.scale = 1.0f / std::sqrt(float(d_head));
+        a.heads = heads;
+        a.d_head = d_head;
+        a.scores = scores.data();
+        a.out = out.data();
+        a.keys_q8 = keys_q8.data();
+        a.values_q8 = values_q8.data();
+        a.key_scales = key_scales.data();
+        a.value_scales = value_scales.data();
+        return a;
     }
 };
 
@@ -208,6 +233,8 @@ uint64_t kernel_digest(const k::KernelTable& t) {
         AttentionCase c(rng, heads, d_head, horizon);
         t.attend_group(c.args());
         mix(c.out.data(), (c.out.size() - 1) * sizeof(float));  // not the NaN sentinel
+        t.attend_group_q8(c.args());
+        mix(c.out.data(), (c.out.size() - 1) * sizeof(float));
     }
     return h;
 }
@@ -444,6 +471,77 @@ TEST(attend_group_bit_identical_on_every_path) {
     }
 }
 
+TEST(attend_group_q8_bit_identical_on_every_path) {
+    // As attend_group's test, over the int8 memory.
+    Rng rng(14);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 150; ++trial) {
+            const int heads = static_cast<int>(rng.range(1, 9));
+            const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
+            const int64_t horizon = trial % 5 == 0 ? 1 : rng.range(1, 300);
+            AttentionCase c(rng, heads, d_head, horizon);
+            AttentionCase d = c;
+            scalar().attend_group_q8(c.args());
+            p->attend_group_q8(d.args());
+            CHECK(std::isnan(d.out.back()));
+            const bool same = same_bits(c.out, d.out);
+            if (!same)
+                std::fprintf(stderr, "q8 path %s, %d heads x %d, window %lld of %lld from %lld\n",
+                             p->name, heads, d_head, (long long)c.window, (long long)horizon,
+                             (long long)c.first_slot);
+            CHECK(same);
+        }
+    }
+}
+
+TEST(attend_group_q8_is_attention_over_the_dequantized_memory) {
+    // The scalar int8 reference against attend_group (f32) over the memory it stands for:
+    // element * slot scale, each product exact in f32 (int8 times a scale with a short mantissa),
+    // so the two differ only by the order of rounding.
+    Rng rng(15);
+    for (int trial = 0; trial < 60; ++trial) {
+        const int heads = static_cast<int>(rng.range(1, 6));
+        const int d_head = static_cast<int>(rng.range(1, 40));
+        const int64_t horizon = rng.range(1, 100);
+        AttentionCase c(rng, heads, d_head, horizon);
+        for (float& s : c.key_scales) s = std::ldexp(std::floor(s * 4096.0f), -12);
+        for (float& s : c.value_scales) s = std::ldexp(std::floor(s * 4096.0f), -12);
+        for (int e = 0; e < d_head; ++e)
+            for (int64_t j = 0; j < horizon; ++j)
+                c.keys[e * horizon + j] = c.key_scales[j] * c.keys_q8[e * horizon + j];
+        for (int64_t j = 0; j < horizon; ++j)
+            for (int e = 0; e < d_head; ++e)
+                c.values[j * c.value_stride + e] =
+                    c.value_scales[j] * c.values_q8[j * c.value_stride + e];
+        AttentionCase d = c;
+        scalar().attend_group_q8(c.args());
+        scalar().attend_group(d.args());
+        for (size_t i = 0; i + 1 < c.out.size(); ++i) {
+            float magnitude = 0.0f;
+            for (float s : c.value_scales) magnitude = std::max(magnitude, s * 127.0f);
+            CHECK(std::fabs(c.out[i] - d.out[i]) <= 1e-5f * magnitude + 1e-30f);
+        }
+    }
+}
+
+TEST(quantize_row_int8_rule) {
+    // The ring's quantizer is quantize_row_q8_0's rule over a whole row, written with a stride.
+    Rng rng(16);
+    for (int trial = 0; trial < 200; ++trial) {
+        const int64_t n = rng.range(1, 32);
+        const auto x = random_floats(rng, n);
+        k::BlockQ8_0 block;
+        scalar().quantize_row_q8_0(x.data(), &block, n);
+        std::vector<int8_t> q(size_t(n * 3), 99);
+        const float scale = k::quantize_row_int8(x.data(), n, q.data(), 3);
+        CHECK_EQ(scale, block.scale);
+        for (int64_t i = 0; i < n; ++i) {
+            CHECK_EQ(int{q[size_t(i * 3)]}, int{block.q[i]});
+            CHECK_EQ(int{q[size_t(i * 3 + 1)]}, 99);  // the stride's gaps untouched
+        }
+    }
+}
+
 TEST(attend_group_matches_softmax_attention) {
     // The scalar reference against softmax attention computed here in double: same window, same
     // ALiBi distances, oldest key in first_slot.
@@ -489,8 +587,10 @@ TEST(exp_f32_vector_lanes_match_scalar) {
         for (int trial = 0; trial < 500; ++trial) {
             const float slope = rng.uniform(0.0f, 7.0f);
             float q[1] = {0.0f}, keys[16] = {}, values[16] = {}, scores[16], out[1];
-            const k::AttentionGroup a{q,      keys, values, 1, 16,     0,  16,
-                                      &slope, 1.0f, 1,      1, scores, out};
+            k::AttentionGroup a{};
+            a.q = q, a.keys = keys, a.values = values, a.value_stride = 1, a.horizon = 16;
+            a.window = 16, a.slopes = &slope, a.scale = 1.0f, a.heads = a.d_head = 1;
+            a.scores = scores, a.out = out;
             p->attend_group(a);
             for (int j = 0; j < 16; ++j)
                 CHECK_EQ(scores[j], k::exp_f32(-(slope * static_cast<float>(15 - j))));
@@ -523,7 +623,7 @@ TEST(swiglu_bit_identical_on_every_path) {
 }
 
 TEST(same_digest_on_every_architecture) {
-    constexpr uint64_t kExpected = 0x50067c630e15e115ull;
+    constexpr uint64_t kExpected = 0xceb7acebf91d2bc4ull;
     for (const k::KernelTable* p : paths()) {
         const uint64_t d = kernel_digest(*p);
         if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);

@@ -51,6 +51,10 @@ typedef enum sage_quant {
     SAGE_QUANT_Q8_0 = 2,
     SAGE_QUANT_Q4 = 3
 } sage_quant;
+/* How a session's ring memories hold keys and values: f32, or int8 with one f32 scale per key/value
+ * head and position (about a quarter of the bytes; docs/results.md gives its quality against f32).
+ */
+typedef enum sage_kv_memory { SAGE_KV_F32 = 0, SAGE_KV_INT8 = 1 } sage_kv_memory;
 typedef enum sage_attention {
     SAGE_ATTENTION_MHA = 0,
     SAGE_ATTENTION_GQA = 1,
@@ -98,7 +102,8 @@ typedef struct sage_model_info {
 } sage_model_info;
 
 typedef struct sage_session_options {
-    uint64_t seed; /* the sampler's seed: the same seed gives the same tokens everywhere */
+    uint64_t seed;      /* the sampler's seed: the same seed gives the same tokens everywhere */
+    uint32_t kv_memory; /* a sage_kv_memory: SAGE_KV_F32 (default) or SAGE_KV_INT8 */
 } sage_session_options;
 
 typedef struct sage_sampling {
@@ -118,7 +123,7 @@ typedef struct sage_sampling {
 typedef struct sage_memory {
     uint64_t weights_bytes;    /* the mapped model file */
     uint64_t activation_bytes; /* scratch buffers of the forward pass and the sampler */
-    uint64_t kv_bytes;         /* sum_l h_l * G * d_head * 2 * sizeof(float) */
+    uint64_t kv_bytes;         /* sum_l h_l * G * 2 * d_head * 4 (f32), or * (d_head + 4) (int8) */
     uint64_t total_bytes;      /* activation_bytes + kv_bytes + the session's other state */
 } sage_memory;
 
@@ -182,7 +187,7 @@ const char* sage_last_error(void); /* message of the calling thread's last faile
 const char* sage_status_string(sage_status status);
 /* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
 sage_sampling sage_sampling_default(void);
-sage_session_options sage_session_options_default(void); /* seed 0 */
+sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 */
 /* The checks every front end applies before it starts work: SAGE_ERR_ARGUMENT with a message
  * naming the value and its range when sampling values or a tempo are out of range (sampling
  * applies the same checks itself). */
@@ -192,6 +197,10 @@ sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_
  * "unknown" for other values. */
 const char* sage_quant_name(uint32_t quant);
 const char* sage_attention_name(uint32_t attention);
+/* The names of sage_kv_memory values ("f32", "int8"; "unknown" for others), and back: every front
+ * end's --kv-memory / kv_memory takes these names. SAGE_ERR_ARGUMENT for any other name. */
+const char* sage_kv_memory_name(uint32_t kv_memory);
+sage_status sage_kv_memory_parse(const char* name, uint32_t* out);
 
 /* Models: a validated, memory-mapped .sage file. */
 sage_status sage_model_load(const char* path, sage_model** out);
@@ -221,9 +230,11 @@ sage_status sage_model_get_metadata(const sage_model* model, const char** json, 
 sage_status sage_model_get_learned_programs(const sage_model* model, int32_t* programs,
                                             uint64_t* notes, size_t n, size_t* count);
 
-/* What one session of this model holds (the same report sage_session_get_memory gives), known
- * without creating one: a session's every buffer is sized from the model alone. */
-sage_status sage_model_get_session_memory(const sage_model* model, sage_memory* out);
+/* What one session of this model with these options (null: the defaults) holds (the same report
+ * sage_session_get_memory gives), known without creating one: a session's every buffer is sized
+ * from the model and the options alone. */
+sage_status sage_model_get_session_memory(const sage_model* model,
+                                          const sage_session_options* options, sage_memory* out);
 
 /* Sessions. */
 sage_status sage_session_create(const sage_model* model, const sage_session_options* options,
