@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "live_encoder.h"
 #include "model_file.h"
 #include "sage_edge/sage_edge.h"
 #include "session.h"
@@ -17,6 +18,10 @@ struct sage_model {
 
 struct sage_session {
     std::unique_ptr<sage::Session> session;
+};
+
+struct sage_live {
+    std::unique_ptr<sage::LiveEncoder> encoder;
 };
 
 namespace {
@@ -505,6 +510,119 @@ sage_status sage_session_get_dropped_events(const sage_session* session, uint64_
         require(session, "session");
         require(dropped, "dropped");
         *dropped = session->session->dropped_events();
+    });
+}
+
+/* ---- Live input ---- */
+
+sage_live_options sage_live_options_default(void) {
+    sage_live_options o{};
+    o.start_us = 0;
+    o.us_per_quarter = 500000;
+    o.bar_quarters = 4;
+    for (int c = 0; c < 16; ++c) o.channel_programs[c] = c == 9 ? -1 : 0;
+    return o;
+}
+
+sage_status sage_live_create(const sage_model* model, const sage_live_options* options,
+                             sage_live** out) {
+    return guarded([&] {
+        require(model, "model");
+        require(out, "out");
+        *out = nullptr;
+        const sage_live_options o = options ? *options : sage_live_options_default();
+        sage::LiveOptions lo;
+        lo.start_us = o.start_us;
+        lo.us_per_quarter = o.us_per_quarter;
+        lo.bar_quarters = o.bar_quarters;
+        for (int c = 0; c < 16; ++c) lo.channel_programs[c] = o.channel_programs[c];
+        const sage::Model& m = *model->model;
+        auto live = std::make_unique<sage_live>();
+        live->encoder = std::make_unique<sage::LiveEncoder>(m.vocab.data(), m.config.vocab_size,
+                                                            m.config.ticks_per_quarter, lo);
+        *out = live.release();
+    });
+}
+
+void sage_live_free(sage_live* live) {
+    delete live;
+}
+
+sage_status sage_live_reset(sage_live* live) {
+    return guarded([&] {
+        require(live, "live");
+        live->encoder->reset();
+    });
+}
+
+sage_status sage_live_note(sage_live* live, int64_t time_us, int32_t channel, int32_t pitch,
+                           int32_t velocity) {
+    return guarded([&] {
+        require(live, "live");
+        live->encoder->note_on(time_us, channel, pitch, velocity);
+    });
+}
+
+sage_status sage_live_program(sage_live* live, int32_t channel, int32_t program) {
+    return guarded([&] {
+        require(live, "live");
+        live->encoder->program_change(channel, program);
+    });
+}
+
+sage_status sage_live_tempo(sage_live* live, int64_t time_us, uint32_t us_per_quarter) {
+    return guarded([&] {
+        require(live, "live");
+        live->encoder->tempo(time_us, us_per_quarter);
+    });
+}
+
+sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* bytes, size_t n) {
+    return guarded([&] {
+        require(live, "live");
+        if (n > 0) require(bytes, "bytes");
+        live->encoder->midi(time_us, bytes, n);
+    });
+}
+
+sage_status sage_live_take_bar(sage_live* live, int64_t now_us, int force, int32_t* tokens,
+                               size_t capacity, size_t* count) {
+    return guarded([&] {
+        require(live, "live");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(tokens, "tokens");
+        *count = live->encoder->take_bar(now_us, force != 0, tokens, capacity);
+    });
+}
+
+sage_status sage_live_time_of(const sage_live* live, int64_t tick, int64_t* time_us) {
+    return guarded([&] {
+        require(live, "live");
+        require(time_us, "time_us");
+        *time_us = live->encoder->time_of(tick);
+    });
+}
+
+sage_status sage_live_tick_at(const sage_live* live, int64_t time_us, int64_t* tick) {
+    return guarded([&] {
+        require(live, "live");
+        require(tick, "tick");
+        *tick = live->encoder->tick_at(time_us);
+    });
+}
+
+sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
+    return guarded([&] {
+        require(live, "live");
+        require(out, "out");
+        const sage::LiveCounts c = live->encoder->counts();
+        out->bars_taken = c.bars_written;
+        out->notes = c.notes;
+        out->late = c.late;
+        out->dropped = c.dropped;
+        out->sounding = c.sounding;
+        out->waiting = c.waiting;
     });
 }
 

@@ -222,6 +222,85 @@ class PyModel {
     ModelHandle model_;
 };
 
+// The live encoder (sage_live_*). Its calls are short and hold the GIL, so Python threads sharing
+// one never run its calls at once.
+class PyLive {
+  public:
+    PyLive(const PyModel& model, int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
+           const std::vector<int32_t>& channel_programs)
+        : model_(model.handle()) {
+        sage_live_options o = sage_live_options_default();
+        o.start_us = start_us;
+        o.us_per_quarter = us_per_quarter;
+        o.bar_quarters = bar_quarters;
+        if (!channel_programs.empty()) {
+            if (channel_programs.size() != 16) {
+                PyErr_SetString(PyExc_ValueError, "channel_programs: 16 programs, one per channel");
+                throw py::error_already_set();
+            }
+            for (int c = 0; c < 16; ++c) o.channel_programs[c] = channel_programs[c];
+        }
+        sage_live* live = nullptr;
+        check(sage_live_create(model_.get(), &o, &live));
+        live_.reset(live);
+        sage_model_info info{};
+        check(sage_model_get_info(model_.get(), &info));
+        ticks_per_quarter_ = info.ticks_per_quarter;
+    }
+    void note(int64_t t, int32_t channel, int32_t pitch, int32_t velocity) {
+        check(sage_live_note(live_.get(), t, channel, pitch, velocity));
+    }
+    void program(int32_t channel, int32_t program) {
+        check(sage_live_program(live_.get(), channel, program));
+    }
+    void tempo(int64_t t, uint32_t us_per_quarter) {
+        check(sage_live_tempo(live_.get(), t, us_per_quarter));
+    }
+    void midi(int64_t t, const py::bytes& data) {
+        const std::string bytes = data;
+        check(sage_live_midi(live_.get(), t, reinterpret_cast<const uint8_t*>(bytes.data()),
+                             bytes.size()));
+    }
+    std::vector<int32_t> take_bar(int64_t now_us, bool force) {
+        // A bar holds at most Bar, TimeSig, a Position and a Tempo per tick, 5 tokens per note.
+        std::vector<int32_t> tokens(2 + 2 * 12 * 96 + 5 * 512);
+        size_t count = 0;
+        check(sage_live_take_bar(live_.get(), now_us, force ? 1 : 0, tokens.data(), tokens.size(),
+                                 &count));
+        tokens.resize(count);
+        return tokens;
+    }
+    int64_t time_of(int64_t tick) const {
+        int64_t t = 0;
+        check(sage_live_time_of(live_.get(), tick, &t));
+        return t;
+    }
+    int64_t tick_at(int64_t t) const {
+        int64_t tick = 0;
+        check(sage_live_tick_at(live_.get(), t, &tick));
+        return tick;
+    }
+    py::dict counts() const {
+        sage_live_counts c{};
+        check(sage_live_get_counts(live_.get(), &c));
+        py::dict d;
+        d["bars_taken"] = c.bars_taken;
+        d["notes"] = c.notes;
+        d["late"] = c.late;
+        d["dropped"] = c.dropped;
+        d["sounding"] = c.sounding;
+        d["waiting"] = c.waiting;
+        return d;
+    }
+    void reset() { check(sage_live_reset(live_.get())); }
+    int ticks_per_quarter() const { return ticks_per_quarter_; }
+
+  private:
+    ModelHandle model_;  // the encoder reads the model's vocabulary: keep it alive
+    std::unique_ptr<sage_live, void (*)(sage_live*)> live_{nullptr, sage_live_free};
+    int ticks_per_quarter_ = 0;
+};
+
 // A session is not thread-safe (sage_edge.h: the caller serialises calls on one session), but
 // Python code may share one between threads, and the calls that compute release the GIL. So every
 // call takes the session's mutex, waiting for it with the GIL released: calls on one session from
@@ -411,6 +490,22 @@ void bind(py::module_& m) {
     m.attr("MAX_TOKENS_PER_BAR") = SAGE_MAX_TOKENS_PER_BAR;
 
     const sage_sampling d = sage_sampling_default();
+    py::class_<PyLive>(m, "Live",
+                       "The live encoder: timed MIDI events in, the model's tokens bar by bar.")
+        .def(py::init<const PyModel&, int64_t, uint32_t, int32_t, const std::vector<int32_t>&>(),
+             py::arg("model"), py::arg("start_us") = 0, py::arg("us_per_quarter") = 500000,
+             py::arg("bar_quarters") = 4, py::arg("channel_programs") = std::vector<int32_t>{})
+        .def("note", &PyLive::note, py::arg("time_us"), py::arg("channel"), py::arg("pitch"),
+             py::arg("velocity"))
+        .def("program", &PyLive::program, py::arg("channel"), py::arg("program"))
+        .def("tempo", &PyLive::tempo, py::arg("time_us"), py::arg("us_per_quarter"))
+        .def("midi", &PyLive::midi, py::arg("time_us"), py::arg("data"))
+        .def("take_bar", &PyLive::take_bar, py::arg("now_us"), py::arg("force") = false)
+        .def("time_of", &PyLive::time_of, py::arg("tick"))
+        .def("tick_at", &PyLive::tick_at, py::arg("time_us"))
+        .def("counts", &PyLive::counts)
+        .def("reset", &PyLive::reset)
+        .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),
              py::arg("seed") = 0, py::arg("kv_memory") = "f32")

@@ -105,6 +105,34 @@ TEST(decode_steps_allocate_nothing) {
         }
 }
 
+// The live encoder: notes, raw MIDI bytes, tempo changes and taking bars allocate nothing.
+TEST(live_events_allocate_nothing) {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    sage_live* live = nullptr;
+    CHECK(count_allocations([&] { CHECK_EQ(sage_live_create(model, nullptr, &live), SAGE_OK); }) >
+          0);
+    int32_t tokens[4096];
+    const uint8_t bytes[] = {0x90, 60, 100, 64, 90, 0xF8, 60, 0, 0xC1, 40, 0x91, 50, 80};
+    const long during_play = count_allocations([&] {
+        size_t count = 0;
+        for (int64_t beat = 0; beat < 64; ++beat) {
+            const int64_t t = beat * 500000;
+            CHECK_EQ(sage_live_midi(live, t, bytes, sizeof bytes), SAGE_OK);
+            CHECK_EQ(sage_live_note(live, t + 250000, 1, 50, 0), SAGE_OK);
+            CHECK_EQ(sage_live_note(live, t + 250000, 0, 64, 0), SAGE_OK);
+            if (beat % 16 == 0) CHECK_EQ(sage_live_tempo(live, t, 450000), SAGE_OK);
+            CHECK_EQ(sage_live_take_bar(live, t, beat % 8 == 0, tokens, 4096, &count), SAGE_OK);
+        }
+        sage_live_counts c{};
+        CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+        CHECK(c.bars_taken > 4);
+        CHECK_EQ(sage_live_reset(live), SAGE_OK);
+    });
+    CHECK_EQ(during_play, 0L);
+    sage_live_free(live);
+    sage_model_free(model);
+}
+
 // A session's memory report is its plan (Session::planned_memory, known without a session), and
 // creating a session allocates exactly that: every byte it asks operator new for is in the plan.
 // An int8 memory holds, per head and slot, a key and a value of d_head int8 and one f32 scale each.

@@ -285,6 +285,62 @@ sage_status sage_session_pop_events(sage_session* session, sage_note_event* even
                                     size_t* count);
 sage_status sage_session_get_dropped_events(const sage_session* session, uint64_t* dropped);
 
+/* Live input (docs/jam.md): a musician's timed MIDI events become the model's tokens bar by bar,
+ * the tokens sage_edge.tokenizer.Tokenizer.encode gives for the same notes, ready to feed a
+ * session. Times are microseconds on the caller's clock (e.g. CLOCK_MONOTONIC), never decreasing.
+ * An onset goes to the nearest grid point of the model (halves up), a length is rounded the same
+ * way and set to the nearest Duration token; velocities, tempos likewise to the vocabulary's
+ * nearest. A note whose grid point lies in a bar already taken (late) is placed at the first point
+ * of the next bar. Nothing allocates after sage_live_create. */
+typedef struct sage_live sage_live;
+
+typedef struct sage_live_options {
+    int64_t start_us;             /* where bar 0 begins on the caller's clock */
+    uint32_t us_per_quarter;      /* the tempo until a tempo event; 500000 = 120 BPM */
+    int32_t bar_quarters;         /* bars of bar_quarters/4 (a TimeSig of the model); 4 */
+    int32_t channel_programs[16]; /* General MIDI program per channel, -1 = drums */
+} sage_live_options;
+
+typedef struct sage_live_counts {
+    uint64_t bars_taken; /* bars written out so far */
+    uint64_t notes;      /* note-ons read inside the vocabulary's pitch range */
+    uint64_t late;       /* notes placed at the next bar because theirs was taken */
+    uint64_t dropped;    /* notes outside the pitch range, or beyond the 512 held or waiting */
+    uint32_t sounding;   /* notes held now, not yet written */
+    uint32_t waiting;    /* notes read and not yet written */
+} sage_live_counts;
+
+/* start 0, 120 BPM, 4/4, every channel program 0 except channel 10 (index 9): drums (-1). */
+sage_live_options sage_live_options_default(void);
+/* SAGE_ERR_ARGUMENT when the options do not fit the model (its time signatures, programs). */
+sage_status sage_live_create(const sage_model* model, const sage_live_options* options,
+                             sage_live** out);
+void sage_live_free(sage_live* live);
+sage_status sage_live_reset(sage_live* live); /* forget notes and bars; the options stay */
+/* A note on (velocity 0 = note off) or off on channel 0..15. A second note-on of a sounding key
+ * ends the first. */
+sage_status sage_live_note(sage_live* live, int64_t time_us, int32_t channel, int32_t pitch,
+                           int32_t velocity);
+sage_status sage_live_program(sage_live* live, int32_t channel, int32_t program);
+/* A tempo change, taking effect at the grid point nearest time_us. */
+sage_status sage_live_tempo(sage_live* live, int64_t time_us, uint32_t us_per_quarter);
+/* Raw MIDI bytes as a port delivers them: running status, real-time bytes anywhere, SysEx and
+ * messages without tokens skipped, program changes followed (not on drum channels); a message cut
+ * between calls is completed by the next call. */
+sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* bytes, size_t n);
+/* Takes the next bar if it is complete at now_us: its last grid point has passed and every note
+ * starting in it has ended (with force, notes still sounding are written with the length they have
+ * sounded so far; their note-offs are then ignored). *count receives the number of tokens written
+ * (Bar, TimeSig, then Position, Tempo and notes in the tokenizer's order), 0 when the bar is not
+ * complete; SAGE_ERR_ARGUMENT, taking nothing, when capacity is too small for it. */
+sage_status sage_live_take_bar(sage_live* live, int64_t now_us, int force, int32_t* tokens,
+                               size_t capacity, size_t* count);
+/* When grid tick `tick` (the model's ticks_per_quarter from bar 0) falls on the caller's clock,
+ * under the tempo in force; and the grid tick of a time. */
+sage_status sage_live_time_of(const sage_live* live, int64_t tick, int64_t* time_us);
+sage_status sage_live_tick_at(const sage_live* live, int64_t time_us, int64_t* tick);
+sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,425 @@
+#include "live_encoder.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "model_file.h"
+
+namespace sage {
+
+namespace {
+
+// round(numerator / denominator), halves up, for denominator > 0 (symusic's resample rounds so).
+int64_t divide_rounded(int64_t numerator, int64_t denominator) {
+    const int64_t twice = 2 * numerator + denominator;
+    const int64_t d = 2 * denominator;
+    return twice >= 0 ? twice / d : -((-twice + d - 1) / d);
+}
+
+// The nearest of `n` ascending values, ties to the larger (miditok's np_get_closest).
+int nearest_index(const int32_t* values, int n, int64_t x) {
+    int best = 0;
+    for (int i = 1; i < n; ++i)
+        if (std::llabs(values[i] - x) <= std::llabs(values[best] - x)) best = i;
+    return best;
+}
+
+[[noreturn]] void argument(const std::string& message) {
+    throw Error(Status::Argument, message);
+}
+
+}  // namespace
+
+LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_quarter,
+                         const LiveOptions& options)
+    : vocab_(vocab),
+      vocab_size_(vocab_size),
+      ticks_per_quarter_(ticks_per_quarter),
+      options_(options),
+      bar_ticks_(int64_t{options.bar_quarters} * ticks_per_quarter) {
+    for (auto& t : position_token_) t = -1;
+    for (auto& t : program_token_) t = -1;
+    for (int i = 0; i < 128; ++i) pitch_token_[i] = drum_token_[i] = -1;
+    // Values ascend with ids in the tokenizer's vocabulary, but nothing here relies on it.
+    auto insert_sorted = [](int32_t* values, int32_t* ids, int& n, int cap, int32_t v, int32_t id) {
+        if (n == cap) return;
+        int i = n++;
+        for (; i > 0 && values[i - 1] > v; --i) values[i] = values[i - 1], ids[i] = ids[i - 1];
+        values[i] = v, ids[i] = id;
+    };
+    for (int id = 0; id < vocab_size; ++id) {
+        const TokenInfo& t = vocab[id];
+        switch (t.kind) {
+            case Kind::Bar:
+                if (bar_token_ < 0) bar_token_ = id;
+                break;
+            case Kind::TimeSig:
+                if (t.a == options.bar_quarters && t.b == 4) timesig_token_ = id;
+                break;
+            case Kind::Position:
+                if (t.a >= 0 && t.a < kMaxBarTicks) position_token_[t.a] = id;
+                break;
+            case Kind::Tempo:
+                if (t.a > 0) insert_sorted(tempo_value_, tempo_id_, n_tempos_, 64, t.a, id);
+                break;
+            case Kind::Program:
+                if (t.a >= -1 && t.a < 128) program_token_[t.a + 1] = id;
+                break;
+            case Kind::Pitch:
+                if (t.a >= 0 && t.a < 128) pitch_token_[t.a] = id;
+                break;
+            case Kind::PitchDrum:
+                if (t.a >= 0 && t.a < 128) drum_token_[t.a] = id;
+                break;
+            case Kind::Velocity:
+                insert_sorted(velocity_value_, velocity_token_, n_velocities_, 128, t.a, id);
+                break;
+            case Kind::Duration:
+                insert_sorted(duration_value_, duration_token_, n_durations_, 256, t.a, id);
+                break;
+            default:
+                break;
+        }
+    }
+    if (bar_token_ < 0 || n_durations_ == 0)
+        argument("the model's vocabulary has no Bar or no Duration tokens: it is not REMI+");
+    if (options.bar_quarters < 1 || bar_ticks_ > kMaxBarTicks)
+        argument("bar of " + std::to_string(options.bar_quarters) + " quarters: out of range");
+    bool has_timesig = false;
+    for (int id = 0; id < vocab_size; ++id) has_timesig |= vocab[id].kind == Kind::TimeSig;
+    if (has_timesig && timesig_token_ < 0)
+        argument("the model has no time signature " + std::to_string(options.bar_quarters) + "/4");
+    for (int64_t tick = 0; tick < bar_ticks_; ++tick)
+        if (position_token_[tick] < 0)
+            argument("the model has no Position token for tick " + std::to_string(tick) +
+                     ": its grid is not one Position per tick");
+    if (options.us_per_quarter == 0) argument("us_per_quarter must be > 0");
+    for (int c = 0; c < kChannels; ++c) {
+        const int p = options.channel_programs[c];
+        if (p < -1 || p > 127 || program_token_[p + 1] < 0)
+            argument("channel " + std::to_string(c + 1) + ": program " + std::to_string(p) +
+                     " has no Program token in the model");
+    }
+    reset();
+}
+
+void LiveEncoder::reset() {
+    for (int c = 0; c < kChannels; ++c) {
+        channel_program_[c] = options_.channel_programs[c];
+        for (auto& s : sounding_[c]) s = -1;
+    }
+    n_notes_ = 0;
+    origin_us_ = options_.start_us;
+    origin_tick_ = 0;
+    us_per_quarter_ = options_.us_per_quarter;
+    bars_written_ = notes_read_ = late_ = dropped_ = 0;
+    status_ = 0, n_data_ = 0, in_sysex_ = false;
+    // miditok always writes a tempo at tick 0 (120 BPM when the score has none).
+    n_tempos_waiting_ = 0;
+    written_tempo_token_ = -1;
+    last_tempo_token_ = tempo_token(us_per_quarter_);
+    if (last_tempo_token_ >= 0) tempos_[n_tempos_waiting_++] = {0, last_tempo_token_};
+}
+
+int64_t LiveEncoder::tick_at(int64_t time_us) const {
+    if (time_us < origin_us_) time_us = origin_us_;  // before the start: the first grid point
+    return origin_tick_ +
+           divide_rounded((time_us - origin_us_) * ticks_per_quarter_, us_per_quarter_);
+}
+
+int64_t LiveEncoder::time_of(int64_t tick) const {
+    return origin_us_ +
+           divide_rounded((tick - origin_tick_) * int64_t{us_per_quarter_}, ticks_per_quarter_);
+}
+
+int32_t LiveEncoder::duration_ticks(int64_t from_us, int64_t to_us) const {
+    const int64_t ticks = divide_rounded((to_us - from_us) * ticks_per_quarter_, us_per_quarter_);
+    return nearest_duration(ticks < 1 ? 1 : ticks);
+}
+
+int32_t LiveEncoder::nearest_duration(int64_t ticks) const {
+    return duration_value_[nearest_index(duration_value_, n_durations_, ticks)];
+}
+
+int32_t LiveEncoder::tempo_token(uint32_t us_per_quarter) const {
+    if (n_tempos_ == 0) return -1;
+    // miditok picks the nearest tempo in microseconds per quarter, ties to the slower one.
+    int best = 0;
+    double best_distance = 0;
+    for (int i = 0; i < n_tempos_; ++i) {
+        const double mspq = 60e6 / (tempo_value_[i] / 1000.0);
+        const double distance = std::fabs(mspq - us_per_quarter);
+        if (i == 0 || distance < best_distance ||
+            (distance == best_distance && tempo_value_[i] < tempo_value_[best])) {
+            best = i;
+            best_distance = distance;
+        }
+    }
+    return tempo_id_[best];
+}
+
+uint8_t LiveEncoder::rank_of(int program) const {
+    for (int c = 0; c < kChannels; ++c)
+        if (channel_program_[c] == program) return static_cast<uint8_t>(c);
+    return kChannels;
+}
+
+void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity) {
+    if (channel < 0 || channel >= kChannels || pitch < 0 || pitch > 127 || velocity < 0 ||
+        velocity > 127)
+        argument("note on: channel 0..15, pitch and velocity 0..127");
+    if (velocity == 0) return note_off(time_us, channel, pitch);
+    if (sounding_[channel][pitch] >= 0) end_note(sounding_[channel][pitch], time_us);
+    sounding_[channel][pitch] = -1;
+    const int program = channel_program_[channel];
+    const int32_t token = program < 0 ? drum_token_[pitch] : pitch_token_[pitch];
+    if (token < 0 || n_notes_ == kMaxNotes) {
+        ++dropped_;
+        sounding_[channel][pitch] = -2;  // its note-off is expected: swallow it
+        return;
+    }
+    int64_t onset = tick_at(time_us);
+    const int64_t open_bar = static_cast<int64_t>(bars_written_) * bar_ticks_;
+    if (onset < open_bar) {  // its bar is written: it sounds from the first point of the next
+        onset = open_bar;
+        ++late_;
+    }
+    Note& n = notes_[n_notes_];
+    n.onset = onset;
+    n.on_us = time_us;
+    n.length = 0;
+    n.program = static_cast<int16_t>(program);
+    n.rank = rank_of(program);
+    n.channel = static_cast<uint8_t>(channel);
+    n.pitch = static_cast<uint8_t>(pitch);
+    n.velocity = n_velocities_ > 0
+                     ? static_cast<uint8_t>(
+                           velocity_value_[nearest_index(velocity_value_, n_velocities_, velocity)])
+                     : static_cast<uint8_t>(velocity);
+    sounding_[channel][pitch] = static_cast<int16_t>(n_notes_++);
+    ++notes_read_;
+}
+
+void LiveEncoder::note_off(int64_t time_us, int channel, int pitch) {
+    if (channel < 0 || channel >= kChannels || pitch < 0 || pitch > 127)
+        argument("note off: channel 0..15, pitch 0..127");
+    if (sounding_[channel][pitch] >= 0) end_note(sounding_[channel][pitch], time_us);
+    sounding_[channel][pitch] = -1;
+}
+
+void LiveEncoder::end_note(int slot, int64_t time_us) {
+    notes_[slot].length = duration_ticks(notes_[slot].on_us, time_us);
+    sounding_[notes_[slot].channel][notes_[slot].pitch] = -1;
+}
+
+void LiveEncoder::program_change(int channel, int program) {
+    if (channel < 0 || channel >= kChannels || program < -1 || program > 127)
+        argument("program change: channel 0..15, program -1..127");
+    if (program_token_[program + 1] >= 0) channel_program_[channel] = program;
+}
+
+void LiveEncoder::tempo(int64_t time_us, uint32_t us_per_quarter) {
+    if (us_per_quarter == 0) argument("tempo: us_per_quarter must be > 0");
+    // The new tempo starts at the grid point nearest its time, as miditok quantizes tempo times.
+    const int64_t tick = tick_at(time_us);
+    origin_us_ = time_of(tick);
+    origin_tick_ = tick;
+    us_per_quarter_ = us_per_quarter;
+    const int32_t token = tempo_token(us_per_quarter);
+    if (token < 0) return;
+    const int64_t open_bar = static_cast<int64_t>(bars_written_) * bar_ticks_;
+    const int64_t at = tick < open_bar ? open_bar : tick;
+    // miditok keeps the last of several tempos at one tick, then drops repeats of one value.
+    if (n_tempos_waiting_ > 0 && tempos_[n_tempos_waiting_ - 1].tick == at) {
+        --n_tempos_waiting_;
+        last_tempo_token_ =
+            n_tempos_waiting_ > 0 ? tempos_[n_tempos_waiting_ - 1].token : written_tempo_token_;
+    }
+    if (token == last_tempo_token_) return;
+    if (n_tempos_waiting_ == kMaxTempos) return;  // a flood of tempo changes: keep the first ones
+    tempos_[n_tempos_waiting_++] = {at, token};
+    last_tempo_token_ = token;
+}
+
+void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t b = bytes[i];
+        if (b >= 0xF8) continue;  // real-time (clock, start, stop...): anywhere, no effect here
+        if (b == 0xF0) {
+            in_sysex_ = true;
+            status_ = 0;
+            continue;
+        }
+        if (b == 0xF7) {
+            in_sysex_ = false;
+            continue;
+        }
+        if (b & 0x80) {
+            in_sysex_ = false;
+            // System common messages cancel running status; we read none of them.
+            status_ = b < 0xF0 ? b : 0;
+            n_data_ = 0;
+            continue;
+        }
+        if (in_sysex_ || status_ == 0) continue;
+        data_[n_data_++] = b;
+        const uint8_t type = status_ & 0xF0;
+        const int needed = (type == 0xC0 || type == 0xD0) ? 1 : 2;
+        if (n_data_ < needed) continue;
+        handle_message(time_us);
+        n_data_ = 0;  // running status: the next data bytes reuse status_
+    }
+}
+
+void LiveEncoder::handle_message(int64_t time_us) {
+    const int channel = status_ & 0x0F;
+    switch (status_ & 0xF0) {
+        case 0x80:
+            note_off(time_us, channel, data_[0]);
+            break;
+        case 0x90:
+            note_on(time_us, channel, data_[0], data_[1]);
+            break;
+        case 0xC0:
+            // Channel 10 stays drums: General MIDI programs name melodic instruments.
+            if (channel_program_[channel] >= 0) program_change(channel, data_[0]);
+            break;
+        default:
+            break;  // aftertouch, controllers, pitch bend: the vocabulary has no tokens for them
+    }
+}
+
+bool LiveEncoder::bar_complete(int64_t now_us, bool force) const {
+    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    if (tick_at(now_us) < end) return false;  // a later event could still round into the bar
+    if (force) return true;
+    for (int i = 0; i < n_notes_; ++i)
+        if (notes_[i].onset < end && notes_[i].length == 0) return false;
+    return true;
+}
+
+size_t LiveEncoder::sort_bar(int* order) const {
+    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    auto before = [](const Note& a, const Note& b) {
+        if (a.onset != b.onset) return a.onset < b.onset;
+        if (a.rank != b.rank) return a.rank < b.rank;
+        if (a.program != b.program) return a.program < b.program;
+        if (a.pitch != b.pitch) return a.pitch < b.pitch;
+        if (a.length != b.length) return a.length < b.length;
+        return a.velocity < b.velocity;
+    };
+    size_t n = 0;
+    for (int i = 0; i < n_notes_; ++i) {
+        if (notes_[i].onset >= end) continue;
+        size_t j = n++;
+        for (; j > 0 && before(notes_[i], notes_[order[j - 1]]); --j) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    return n;
+}
+
+size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
+    if (!bar_complete(now_us, force)) return 0;
+    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    int order[kMaxNotes];
+    const size_t n = sort_bar(order);
+    size_t size = timesig_token_ >= 0 ? 2 : 1;
+    int64_t at = -1;
+    size_t t = 0;
+    for (size_t i = 0;; ++i) {
+        // Tempo changes of the bar come before the notes at their tick.
+        for (; t < static_cast<size_t>(n_tempos_waiting_) && tempos_[t].tick < end &&
+               (i == n || tempos_[t].tick <= notes_[order[i]].onset);
+             ++t) {
+            size += (tempos_[t].tick != at) + 1;
+            at = tempos_[t].tick;
+        }
+        if (i == n) break;
+        const Note& note = notes_[order[i]];
+        if (i > 0 && note.onset == notes_[order[i - 1]].onset &&
+            note.program == notes_[order[i - 1]].program &&
+            note.pitch == notes_[order[i - 1]].pitch)
+            continue;  // miditok removes notes of one program, pitch and onset but the first
+        size += (note.onset != at) + (n_velocities_ > 0 ? 4 : 3);
+        at = note.onset;
+    }
+    return size;
+}
+
+size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity) {
+    const size_t size = next_bar_size(now_us, force);
+    if (size == 0) return 0;
+    if (size > capacity)
+        argument("the bar has " + std::to_string(size) + " tokens, capacity " +
+                 std::to_string(capacity));
+    const int64_t start = static_cast<int64_t>(bars_written_) * bar_ticks_;
+    const int64_t end = start + bar_ticks_;
+    // Notes still sounding get the length they have now; their note-offs are swallowed.
+    for (int i = 0; i < n_notes_; ++i) {
+        Note& note = notes_[i];
+        if (note.onset < end && note.length == 0) {
+            note.length = duration_ticks(note.on_us, now_us);
+            sounding_[note.channel][note.pitch] = -2;
+        }
+    }
+    int order[kMaxNotes];
+    const size_t n = sort_bar(order);
+    size_t k = 0;
+    tokens[k++] = bar_token_;
+    if (timesig_token_ >= 0) tokens[k++] = timesig_token_;
+    int64_t at = -1;
+    int t = 0;
+    for (size_t i = 0;; ++i) {
+        for (; t < n_tempos_waiting_ && tempos_[t].tick < end &&
+               (i == n || tempos_[t].tick <= notes_[order[i]].onset);
+             ++t) {
+            if (tempos_[t].tick != at) tokens[k++] = position_token_[tempos_[t].tick - start];
+            at = tempos_[t].tick;
+            tokens[k++] = tempos_[t].token;
+            written_tempo_token_ = tempos_[t].token;
+        }
+        if (i == n) break;
+        const Note& note = notes_[order[i]];
+        if (i > 0 && note.onset == notes_[order[i - 1]].onset &&
+            note.program == notes_[order[i - 1]].program &&
+            note.pitch == notes_[order[i - 1]].pitch)
+            continue;
+        if (note.onset != at) tokens[k++] = position_token_[note.onset - start];
+        at = note.onset;
+        tokens[k++] = program_token_[note.program + 1];
+        tokens[k++] = note.program < 0 ? drum_token_[note.pitch] : pitch_token_[note.pitch];
+        if (n_velocities_ > 0)
+            tokens[k++] =
+                velocity_token_[nearest_index(velocity_value_, n_velocities_, note.velocity)];
+        tokens[k++] = duration_token_[nearest_index(duration_value_, n_durations_, note.length)];
+    }
+    // Drop the written tempos and notes; the notes left move down, and so do their slots.
+    int kept = 0;
+    for (int i = t; i < n_tempos_waiting_; ++i) tempos_[kept++] = tempos_[i];
+    n_tempos_waiting_ = kept;
+    kept = 0;
+    for (int i = 0; i < n_notes_; ++i) {
+        if (notes_[i].onset < end) continue;
+        notes_[kept] = notes_[i];
+        if (notes_[kept].length == 0)
+            sounding_[notes_[kept].channel][notes_[kept].pitch] = static_cast<int16_t>(kept);
+        ++kept;
+    }
+    n_notes_ = kept;
+    ++bars_written_;
+    return k;
+}
+
+LiveCounts LiveEncoder::counts() const {
+    LiveCounts c{};
+    c.bars_written = bars_written_;
+    c.notes = notes_read_;
+    c.late = late_;
+    c.dropped = dropped_;
+    for (int i = 0; i < n_notes_; ++i) c.sounding += notes_[i].length == 0;
+    c.waiting = static_cast<uint32_t>(n_notes_);
+    return c;
+}
+
+}  // namespace sage

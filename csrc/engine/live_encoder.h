@@ -1,0 +1,137 @@
+// The live encoder: timed MIDI events from a musician become the tokenizer's REMI+ tokens, bar by
+// bar, with the order and values sage_edge.tokenizer.Tokenizer.encode gives for the same notes
+// (docs/jam.md, "The live encoder", states the rules and the few differences).
+//
+// Time: events carry microseconds on the caller's clock. Bar 0 starts at start_us; the tempo
+// (microseconds per quarter, as MIDI stores it) turns time into the model's ticks, and an onset
+// goes to the nearest grid tick (halves up), a duration is rounded the same way, at least one tick,
+// then set to the nearest Duration of the vocabulary -- what symusic's resample and miditok's
+// preprocessing do to a file. A bar is written once the clock has passed its last grid point (no
+// later event can round into it) and every note that starts in it has ended, or when the caller
+// forces it: a note still sounding then is written with the length it has sounded so far.
+//
+// Memory: fixed-size arrays, sized at construction; no event allocates. A note that finds the
+// pool full is dropped and counted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "vocab.h"
+
+namespace sage {
+
+struct LiveOptions {
+    int64_t start_us = 0;                // where bar 0 begins
+    uint32_t us_per_quarter = 500000;    // the tempo until a tempo event (120 BPM)
+    int32_t bar_quarters = 4;            // bars of bar_quarters/4
+    int32_t channel_programs[16] = {0};  // General MIDI program per channel, -1 = drums
+};
+
+struct LiveCounts {
+    uint64_t bars_written;  // bars taken so far
+    uint64_t notes;         // notes read (note-ons inside the vocabulary's range)
+    uint64_t late;          // notes whose grid point lay in a bar already written
+    uint64_t dropped;       // notes lost: pool full, or outside the vocabulary's pitch range
+    uint32_t sounding;      // notes held now
+    uint32_t waiting;       // notes not yet written
+};
+
+class LiveEncoder {
+  public:
+    static constexpr int kMaxNotes = 512;  // notes sounding or waiting for their bar
+    static constexpr int kMaxTempos = 32;  // tempo changes waiting for their bar
+    static constexpr int kChannels = 16;
+    static constexpr int kMaxBarTicks = 12 * 96;  // a 12/4 bar at 96 ticks per quarter
+
+    // vocab must outlive the encoder (it is the model's table). Throws sage::Error(Argument) when
+    // the options do not fit the vocabulary (no Bar, no TimeSig bar_quarters/4, a program without
+    // a token, a tempo out of range).
+    LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_quarter,
+                const LiveOptions& options);
+    void reset();  // forget every note and bar; the options stay
+
+    void note_on(int64_t time_us, int channel, int pitch, int velocity);  // velocity 0 = off
+    void note_off(int64_t time_us, int channel, int pitch);
+    void program_change(int channel, int program);
+    void tempo(int64_t time_us, uint32_t us_per_quarter);
+    // Raw MIDI bytes received at time_us: running status, real-time bytes anywhere, SysEx skipped;
+    // a message cut between two calls is completed by the next.
+    void midi(int64_t time_us, const uint8_t* bytes, size_t n);
+
+    // The number of tokens take_bar writes for the next bar if it is complete at now_us (or, with
+    // force, once its last grid point has passed); 0 when it is not.
+    size_t next_bar_size(int64_t now_us, bool force) const;
+    // Writes the next bar's tokens (Bar, TimeSig, then Position, Tempo and notes) and moves on to
+    // the following bar; returns how many (0: not complete). Throws Argument when capacity is
+    // short.
+    size_t take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity);
+
+    // Grid ticks from start_us to time_us under the tempo map (rounded, halves up).
+    int64_t tick_at(int64_t time_us) const;
+    // When grid tick `tick` falls, on the caller's clock, under the current tempo.
+    int64_t time_of(int64_t tick) const;
+    int64_t bar_ticks() const { return bar_ticks_; }
+    LiveCounts counts() const;
+
+  private:
+    struct Note {
+        int64_t onset;    // grid ticks
+        int64_t on_us;    // when it was struck
+        int32_t length;   // quantized ticks once it ended, 0 while it sounds
+        int16_t program;  // -1 = drums
+        uint8_t rank;     // order among programs at one position: the lowest channel playing it
+        uint8_t channel, pitch, velocity;  // velocity: the vocabulary's nearest
+    };
+    struct TempoChange {
+        int64_t tick;
+        int32_t token;
+    };
+
+    void end_note(int slot, int64_t time_us);
+    int32_t duration_ticks(int64_t from_us, int64_t to_us) const;
+    int32_t nearest_duration(int64_t ticks) const;
+    int32_t tempo_token(uint32_t us_per_quarter) const;
+    uint8_t rank_of(int program) const;
+    bool bar_complete(int64_t now_us, bool force) const;
+    size_t sort_bar(int* order) const;  // indices of the next bar's notes, tokenizer order
+    void handle_message(int64_t time_us);
+
+    const TokenInfo* vocab_;
+    int vocab_size_;
+    int ticks_per_quarter_;
+    LiveOptions options_;
+    int64_t bar_ticks_;
+
+    // Token ids by value (-1: the vocabulary has none).
+    int32_t bar_token_ = -1, timesig_token_ = -1;
+    int32_t position_token_[kMaxBarTicks];  // by tick within the bar
+    int32_t program_token_[129];            // program + 1
+    int32_t pitch_token_[128], drum_token_[128];
+    int32_t velocity_value_[128], velocity_token_[128];
+    int n_velocities_ = 0;
+    int32_t duration_value_[256], duration_token_[256];
+    int n_durations_ = 0;
+    int32_t tempo_value_[64], tempo_id_[64];  // bpm x 1000, ascending
+    int n_tempos_ = 0;
+
+    // State.
+    int32_t channel_program_[kChannels];
+    Note notes_[kMaxNotes];
+    int n_notes_ = 0;
+    int16_t sounding_[kChannels][128];  // slot of the note held, -1 none, -2 written already
+    TempoChange tempos_[kMaxTempos];
+    int n_tempos_waiting_ = 0;
+    int32_t last_tempo_token_ = -1;            // of the tempo in force (written or waiting)
+    int32_t written_tempo_token_ = -1;         // of the last tempo written
+    int64_t origin_us_ = 0, origin_tick_ = 0;  // the tempo segment in force starts here
+    uint32_t us_per_quarter_ = 500000;
+    uint64_t bars_written_ = 0;
+    uint64_t notes_read_ = 0, late_ = 0, dropped_ = 0;
+    // The MIDI byte parser: running status and the message being read.
+    uint8_t status_ = 0, data_[2] = {0, 0};
+    int n_data_ = 0;
+    bool in_sysex_ = false;
+};
+
+}  // namespace sage

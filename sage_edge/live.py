@@ -1,0 +1,203 @@
+"""Live input: a musician's timed MIDI events become the model's tokens bar by bar (docs/jam.md).
+
+The encoding itself is the engine's (``sage_live_*`` in the C API); this module wraps it and turns
+scores into the timed events a musician would play, for tests, benchmarks and scripted musicians.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import symusic
+
+from sage_edge import _engine
+from sage_edge.tokenizer import quarter_note_meter
+
+DRUM_CHANNEL = 9
+
+
+class MidiEvent(NamedTuple):
+    """A note on (velocity > 0) or off (velocity 0) at ``time_us`` microseconds."""
+
+    time_us: int
+    channel: int
+    pitch: int
+    velocity: int
+
+
+def channel_programs(programs: list[int]) -> list[int]:
+    """The 16 channel programs for parts played on channels 0, 1, ... in order (drums, -1, on
+    channel 10; melodic parts skip it); unused channels play program 0, channel 10 drums."""
+    table = [0] * 16
+    table[DRUM_CHANNEL] = -1
+    for channel, program in zip(part_channels(programs), programs, strict=True):
+        table[channel] = program
+    return table
+
+
+def part_channels(programs: list[int]) -> list[int]:
+    """The channel of each part: drums on channel 10 (index 9), the others 0, 1, ... skipping it."""
+    channels, free = [], (c for c in range(16) if c != DRUM_CHANNEL)
+    for program in programs:
+        channels.append(DRUM_CHANNEL if program < 0 else next(free))
+    if len(channels) > 16 or channels.count(DRUM_CHANNEL) > 1:
+        raise ValueError("at most 15 melodic parts and one drum part fit 16 MIDI channels")
+    return channels
+
+
+def score_events(score: symusic.Score, us_per_tick: int) -> tuple[list[MidiEvent], list[int]]:
+    """The note ons and offs of a score as a musician would play them, track ``i`` on the
+    ``i``-th channel of :func:`part_channels`, each tick lasting ``us_per_tick`` microseconds;
+    ordered by time, note-offs first at one time (a key released and struck again). Also returns
+    the programs of the tracks, in order."""
+    programs = [-1 if t.is_drum else int(t.program) for t in score.tracks]
+    events = []
+    for track, channel in zip(score.tracks, part_channels(programs), strict=True):
+        for note in track.notes:
+            start, end = int(note.time), int(note.time + note.duration)
+            events.append(MidiEvent(start * us_per_tick, channel, int(note.pitch), note.velocity))
+            events.append(MidiEvent(end * us_per_tick, channel, int(note.pitch), 0))
+    events.sort(key=lambda e: (e.time_us, e.velocity > 0))
+    return events, programs
+
+
+def midi_bytes(events: list[MidiEvent]) -> list[tuple[int, bytes]]:
+    """Each event's MIDI bytes with running status (a note-off is a note-on of velocity 0, the
+    status byte left out while it repeats), as a keyboard sends them."""
+    out, status = [], None
+    for e in events:
+        s = 0x90 | e.channel
+        data = bytes([e.pitch, e.velocity])
+        out.append((e.time_us, data if s == status else bytes([s]) + data))
+        status = s
+    return out
+
+
+def play_score(encoder: LiveEncoder, events: list[MidiEvent], raw: bool = False) -> list[int]:
+    """The tokens ``encoder`` writes while ``events`` are played into it, a bar taken as soon as
+    it is complete (before each event, as a live driver does), up to the bar of the last onset.
+    ``raw`` sends each event as MIDI bytes with running status instead of a note call."""
+    tokens = []
+    stream = midi_bytes(events) if raw else events
+    for item in stream:
+        while bar := encoder.take_bar(item[0]):
+            tokens += bar
+        if raw:
+            encoder.midi(*item)
+        else:
+            encoder.note(*item)
+    onsets = [e.time_us for e in events if e.velocity]
+    if not onsets:
+        return tokens
+    last_bar = encoder.tick_at(max(onsets)) // encoder.bar_ticks
+    later = events[-1].time_us + encoder.time_of(encoder.bar_ticks) - encoder.time_of(0)
+    while encoder.counts["bars_taken"] <= last_bar:
+        tokens += encoder.take_bar(later)
+    return tokens
+
+
+def played_and_encoded(engine, tokenizer, score: symusic.Score):
+    """The parity check of the live encoder: ``score`` played as timed note events (track i on
+    channel i, at a tempo whose microsecond grid is exact) through the engine's live encoder by
+    note calls and as raw running-status bytes, beside ``Tokenizer.encode`` of the same score:
+    ``(calls, raw, encoded)`` token lists, or the reason the live encoder cannot take it (one
+    meter from tick 0, that the tokenizer writes as one bar, at most 16 parts)."""
+    meters = {(int(t.numerator), int(t.denominator)) for t in score.time_signatures}
+    if not score.time_signatures or score.time_signatures[0].time > 0:
+        meters.add((4, 4))  # the meter before the first time signature
+    if len(meters) > 1:
+        return "meter change"
+    ((num, den),) = meters
+    meter = quarter_note_meter(num, den)
+    if meter is None or meter[1] != 1:
+        return "meter of several notated bars"
+    if len(score.tracks) > 16:
+        return "more than 16 parts"
+    tpq = score.ticks_per_quarter
+    us_per_tick = max(1, round(500000 / tpq))
+    score = score.copy()
+    score.tempos = [symusic.Tempo(0, 60e6 / (us_per_tick * tpq))]
+    events, programs = score_events(score, us_per_tick)
+    results = []
+    for raw in (False, True):
+        encoder = LiveEncoder(
+            engine,
+            us_per_quarter=us_per_tick * tpq,
+            bar_quarters=meter[0],
+            channel_programs=channel_programs(programs),
+        )
+        results.append(play_score(encoder, events, raw))
+    return results[0], results[1], tokenizer.encode(score)
+
+
+class LiveEncoder:
+    """Timed MIDI events in, the model's tokens out, a bar at a time (the engine's live encoder).
+
+    ``start_us`` is where bar 0 begins on the caller's clock, ``tempo`` the tempo in quarter
+    notes per minute (or ``us_per_quarter``), bars are ``bar_quarters``/4, and
+    ``channel_programs`` gives the General MIDI program of each of the 16 channels (-1 = drums).
+    """
+
+    def __init__(
+        self,
+        engine,
+        *,
+        start_us: int = 0,
+        us_per_quarter: int = 500000,
+        bar_quarters: int = 4,
+        channel_programs: list[int] | None = None,
+    ):
+        self._live = _engine.Live(
+            engine._model, start_us, us_per_quarter, bar_quarters, channel_programs or []
+        )
+        self._bar_ticks = bar_quarters * self._live.ticks_per_quarter
+
+    def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
+        self._live.note(time_us, channel, pitch, velocity)
+
+    def midi(self, time_us: int, data: bytes) -> None:
+        """Raw MIDI bytes received at ``time_us`` (running status, real-time bytes, SysEx)."""
+        self._live.midi(time_us, data)
+
+    def tempo(self, time_us: int, us_per_quarter: int) -> None:
+        self._live.tempo(time_us, us_per_quarter)
+
+    def program(self, channel: int, program: int) -> None:
+        self._live.program(channel, program)
+
+    def take_bar(self, now_us: int, force: bool = False) -> list[int]:
+        """The next bar's tokens if it is complete at ``now_us`` (``force``: even with notes
+        still sounding, written with the length they have so far), else ``[]``."""
+        return self._live.take_bar(now_us, force)
+
+    def time_of(self, tick: int) -> int:
+        """When grid tick ``tick`` (from bar 0) falls, in microseconds on the caller's clock."""
+        return self._live.time_of(tick)
+
+    def tick_at(self, time_us: int) -> int:
+        """The grid tick (the model's ticks, from bar 0) nearest ``time_us``."""
+        return self._live.tick_at(time_us)
+
+    @property
+    def bar_ticks(self) -> int:
+        return self._bar_ticks
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """bars_taken, notes, late, dropped, sounding, waiting."""
+        return self._live.counts()
+
+    def reset(self) -> None:
+        self._live.reset()
+
+
+__all__ = [
+    "LiveEncoder",
+    "MidiEvent",
+    "channel_programs",
+    "midi_bytes",
+    "part_channels",
+    "play_score",
+    "played_and_encoded",
+    "score_events",
+]
