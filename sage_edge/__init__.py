@@ -15,6 +15,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "Controls",
     "Engine",
     "MidiInputError",
     "ModelFormatError",
@@ -29,7 +30,7 @@ __all__ = [
 def __getattr__(name: str):
     # The engine needs the compiled extension; import it on first use so that the tokenizer and
     # the file format work in a source tree that was never built.
-    if name in ("Engine", "NoteEvent", "SamplingParams"):
+    if name in ("Controls", "Engine", "NoteEvent", "SamplingParams"):
         from sage_edge import engine
 
         return getattr(engine, name)

@@ -63,6 +63,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         "cpu_features": native.cpu_features(),
         "kernel": kernel,
         "available_kernels": native.available_kernels(),
+        "controls": {
+            name: f"{syntax}: {text}" for name, syntax, text in native.controls_described()
+        },
     }
     from sage_edge.engine import DEFAULT_MODEL, learned_programs_text
 
@@ -81,6 +84,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"cpu features: {info['cpu_features']}")
     print(f"kernels available: {', '.join(info['available_kernels'])}")
     print(f"kernel: {info['kernel']}")
+    print("controls (generate/stream flags, Controls keywords):")
+    for name, text in info["controls"].items():
+        print(f"  --{name} {text}")
     if "model" in info:
         model = info["model"]
         print(f"model: {model['path']}")
@@ -104,6 +110,27 @@ def _programs(text: str | None) -> list[int] | None:
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
 
+def _controls(args: argparse.Namespace):
+    """The musical controls given as flags (the engine's names: sage_edge.engine.CONTROLS), or
+    None when none is."""
+    from sage_edge.engine import CONTROLS, Controls
+
+    given = [
+        (name, getattr(args, "control_" + name.replace("-", "_")))
+        for name, _, _ in CONTROLS
+        if getattr(args, "control_" + name.replace("-", "_"), None) is not None
+    ]
+    if not given:
+        return None
+    controls = Controls()
+    for name, value in given:
+        try:
+            controls.set(name, value)
+        except ValueError as error:  # the engine's message names the control
+            raise UserError(str(error)) from None
+    return controls
+
+
 def _generation_arguments(args: argparse.Namespace) -> dict:
     from sage_edge.engine import SamplingParams
 
@@ -116,6 +143,7 @@ def _generation_arguments(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "programs": _programs(args.programs),
         "tempo": args.tempo,
+        "controls": _controls(args),
     }
 
 
@@ -197,13 +225,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2) if args.json else bench.report(results))
 
 
-def _engine_facts() -> tuple[dict, tuple[float, float] | None]:
-    """The engine's sampling defaults and tempo range, for --help; none when it is not built."""
+def _engine_facts() -> tuple[dict, tuple[float, float] | None, list]:
+    """The engine's sampling defaults, tempo range and controls, for --help; none when it is not
+    built."""
     try:
         native = _native()
     except UserError:
-        return {}, None
-    return native.DEFAULT_SAMPLING, native.TEMPO_RANGE_BPM
+        return {}, None, []
+    return native.DEFAULT_SAMPLING, native.TEMPO_RANGE_BPM, native.controls_described()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
             "quarter of the memory)",
         )
 
-    sampling_defaults, tempo_range = _engine_facts()
+    sampling_defaults, tempo_range, controls = _engine_facts()
 
     def default(name: str) -> str:
         return f" ({sampling_defaults[name]:g})" if name in sampling_defaults else ""
@@ -257,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="tempo of the result in BPM"
             + (f", {tempo_range[0]:.6g}..{tempo_range[1]:g}" if tempo_range else ""),
         )
+        group = command.add_argument_group("musical controls (docs/controls.md)")
+        for name, syntax, text in controls:  # the engine's names, parsed by the engine
+            group.add_argument(
+                f"--{name}", dest="control_" + name.replace("-", "_"), metavar=syntax, help=text
+            )
 
     info = commands.add_parser("info", help="print the version, CPU features, kernel and model")
     add_model(info)

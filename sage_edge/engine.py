@@ -54,6 +54,54 @@ DEFAULT_SAMPLING: dict = dict(_engine.DEFAULT_SAMPLING)
 TEMPO_RANGE_BPM: tuple[float, float] = tuple(_engine.TEMPO_RANGE_BPM)
 
 
+# The musical controls the engine knows: (name, value syntax, help), from the C API's table
+# (csrc/engine/controls.cpp); the CLI's flags and Controls' keywords are these names.
+CONTROLS: tuple[tuple[str, str, str], ...] = tuple(_engine.controls_described())
+
+
+class Controls:
+    """Musical controls, applied by the engine before each token is drawn (docs/controls.md):
+    strict rules mask what they forbid, soft ones bias the logits. Every rule is off until set.
+
+    Keywords are the names of :data:`CONTROLS` with ``_`` for ``-``, and the values their text
+    (numbers are written as text)::
+
+        Controls(key="D:minor", key_mode="soft", range="usual,52:60-79", velocity="60-100",
+                 max_polyphony=4, density="4-12", no_parallels="strict", end="cadence")
+
+    The engine parses and checks every value (``ValueError`` on a bad one), the same parser the
+    ``sage-edge`` and ``sage-edge-run`` flags go through.
+    """
+
+    def __init__(self, **settings: str | int | float):
+        self._controls = _engine.Controls()
+        for name, value in settings.items():
+            self.set(name, value)
+
+    def set(self, name: str, value: str | int | float) -> Controls:
+        """Sets one control (``name`` as in :data:`CONTROLS`, ``_`` or ``-``); returns self."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, np.integer)):
+            raise ValueError(f"control {name!r} takes text or a number, not {value!r}")
+        self._controls.set(name.replace("_", "-"), str(value))
+        return self
+
+    @property
+    def settings(self):
+        """The engine's struct (``sage_controls``), read-only."""
+        return self._controls
+
+    def __repr__(self) -> str:
+        return f"Controls(key_mode={self._controls.key_mode}, end={self._controls.end}, ...)"
+
+
+def _controls_or_none(controls) -> Controls | None:
+    if controls is None or isinstance(controls, Controls):
+        return controls
+    if isinstance(controls, dict):
+        return Controls(**controls)
+    raise ValueError(f"controls must be a Controls or a dict of controls, not {controls!r}")
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How each next token is drawn from the model's distribution, under the grammar mask.
@@ -178,6 +226,7 @@ class Engine:
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
+        controls: Controls | dict | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Generation:
         """Music: ``bars`` new notated bars continuing ``prompt``, as a :class:`Generation` (the
@@ -193,10 +242,12 @@ class Engine:
         (docs/data.md, "Meters outside the tokenizer's set"). ``sampling`` (None: the engine's
         defaults, :class:`SamplingParams`) says how tokens are drawn; ``seed`` None draws one at
         random; ``programs`` limits the instruments of the new notes; ``tempo`` (BPM, within
-        ``TEMPO_RANGE_BPM``, the range a MIDI file holds) sets the result's tempo. ``progress``
-        is called with (bars done, bars asked) as bars complete.
+        ``TEMPO_RANGE_BPM``, the range a MIDI file holds) sets the result's tempo. ``controls``
+        (:class:`Controls`, or a dict of its keywords) constrain the new notes; with
+        ``end="cadence"`` the piece may end early, on an EOS in its last bar. ``progress`` is
+        called with (bars done, bars asked) as bars complete.
         """
-        run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
+        run = _Run(self, prompt, bars, sampling, seed, programs, tempo, controls)
         started = time.perf_counter()
         notes = []
         for events in run.notes_by_bar(progress):
@@ -213,6 +264,7 @@ class Engine:
         seed: int | None = None,
         programs: Sequence[int] | None = None,
         tempo: float | None = None,
+        controls: Controls | dict | None = None,
         realtime: bool = False,
     ) -> NoteStream:
         """The new notes of :meth:`generate` as they are generated, an iterator of
@@ -222,13 +274,19 @@ class Engine:
         None) while a thread generates ahead; each note carries how late it came, and the
         iterator's ``lateness`` lists them all.
         """
-        run = _Run(self, prompt, bars, sampling, seed, programs, tempo)
+        run = _Run(self, prompt, bars, sampling, seed, programs, tempo, controls)
         return NoteStream(run, realtime, tempo if tempo is not None else 120.0)
 
-    def session(self, seed: int | None = None, programs: Sequence[int] | None = None) -> Session:
+    def session(
+        self,
+        seed: int | None = None,
+        programs: Sequence[int] | None = None,
+        controls: Controls | dict | None = None,
+    ) -> Session:
         """A new session. ``seed`` None draws one at random (``Session.seed`` tells which);
-        ``programs`` restricts generated notes to these General MIDI programs (-1 = drums)."""
-        return Session(self, seed, programs)
+        ``programs`` restricts generated notes to these General MIDI programs (-1 = drums);
+        ``controls`` (:class:`Controls`) apply from the first token."""
+        return Session(self, seed, programs, controls)
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, kv_memory={self.kv_memory!r})"
@@ -242,7 +300,11 @@ class Session:
     """
 
     def __init__(
-        self, engine: Engine, seed: int | None = None, programs: Sequence[int] | None = None
+        self,
+        engine: Engine,
+        seed: int | None = None,
+        programs: Sequence[int] | None = None,
+        controls: Controls | dict | None = None,
     ):
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
@@ -255,6 +317,8 @@ class Session:
         self._session = _engine.Session(engine._model, self.seed, engine.kv_memory)
         if programs is not None:
             self.set_programs(programs)
+        if controls is not None:
+            self.set_controls(controls)
 
     def feed(self, ids: Sequence[int] | np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Run the model over token ids. Returns float32 logits after the last token ``[V]``,
@@ -293,8 +357,19 @@ class Session:
                 raise ValueError(f"programs must be integers, not {program!r}")
         self._session.set_programs([int(p) for p in programs])
 
+    def set_controls(self, controls: Controls | dict) -> None:
+        """Apply musical controls from the next token on (a knob turned while playing): no
+        allocation, no new session; a token already drawn is drawn again under them."""
+        self._session.set_controls(_controls_or_none(controls).settings)
+
+    @property
+    def controls(self):
+        """The controls in force (the engine's ``sage_controls``, read-only)."""
+        return self._session.controls()
+
     def allowed_next(self) -> np.ndarray:
-        """The grammar mask for the next token: ``[V]`` bool, True where a token may follow."""
+        """The mask for the next token: ``[V]`` bool, True where a token may follow (the
+        grammar's, narrowed by the controls)."""
         return self._session.allowed_next()
 
     def reset(self) -> None:
@@ -448,10 +523,11 @@ def _refuse_unlearned(engine: Engine, programs: list[int]) -> None:
 class _Run:
     """One generation: a session primed with BOS and the prompt, advanced bar by bar."""
 
-    def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo):
+    def __init__(self, engine: Engine, prompt, bars, sampling, seed, programs, tempo, controls):
         _check_generation(bars, tempo)
         sampling = _sampling_or_default(sampling)
-        self.session = engine.session(seed=seed, programs=programs)  # checks the programs
+        # Checks the programs and the controls.
+        self.session = engine.session(seed=seed, programs=programs, controls=controls)
         self.programs = sorted({int(p) for p in programs or ()})
         _refuse_unlearned(engine, self.programs)
         self.engine, self.bars_asked, self.sampling, self.tempo = engine, int(bars), sampling, tempo

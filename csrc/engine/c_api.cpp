@@ -181,6 +181,46 @@ sage_status sage_tempo_check(double bpm) {
     });
 }
 
+sage_controls sage_controls_default(void) {
+    return sage::Controls::defaults();
+}
+
+sage_status sage_controls_check(const sage_controls* controls) {
+    return guarded([&] {
+        require(controls, "controls");
+        sage::Controls::check(*controls);
+    });
+}
+
+sage_status sage_controls_set(sage_controls* controls, const char* name, const char* value) {
+    return guarded([&] {
+        require(controls, "controls");
+        sage::Controls::set_text(*controls, name, value);
+    });
+}
+
+size_t sage_controls_count(void) {
+    return sage::Controls::count();
+}
+
+sage_status sage_controls_describe(size_t i, const char** name, const char** syntax,
+                                   const char** help) {
+    return guarded([&] {
+        if (!sage::Controls::describe(i, name, syntax, help))
+            throw sage::Error(sage::Status::Argument,
+                              "control " + std::to_string(i) + " past the last (" +
+                                  std::to_string(sage::Controls::count()) + " controls)");
+    });
+}
+
+sage_status sage_controls_usual_range(int32_t program, int32_t* low, int32_t* high) {
+    return guarded([&] {
+        require(low, "low");
+        require(high, "high");
+        sage::Controls::usual_range(program, low, high);
+    });
+}
+
 const char* sage_quant_name(uint32_t quant) {
     switch (quant) {
         case SAGE_QUANT_F32:
@@ -365,6 +405,22 @@ sage_status sage_session_set_programs(sage_session* session, const int32_t* prog
     return guarded([&] {
         require(session, "session");
         session->session->set_programs(programs, n);
+    });
+}
+
+sage_status sage_session_set_controls(sage_session* session, const sage_controls* controls) {
+    return guarded([&] {
+        require(session, "session");
+        require(controls, "controls");
+        session->session->set_controls(*controls);
+    });
+}
+
+sage_status sage_session_get_controls(const sage_session* session, sage_controls* out) {
+    return guarded([&] {
+        require(session, "session");
+        require(out, "out");
+        *out = session->session->controls();
     });
 }
 

@@ -39,6 +39,11 @@ class Detokenizer {  // fixed-size state, no allocation
     double tempo_bpm() const { return tempo_bpm_; }  // the last Tempo token's, 120 before any
     double time() const;                             // the current onset, in quarters
     BarInfo bar() const;
+    // The same in ticks, for exact comparisons (the musical controls): the current onset, where
+    // the bar starts, and the program of the last Program token (0 before any).
+    int64_t onset_ticks() const { return onset_; }
+    int64_t bar_start_ticks() const { return bar_start_; }
+    int32_t program() const { return program_; }
 
   private:
     static constexpr double kDefaultTempo = 120.0;

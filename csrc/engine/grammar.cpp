@@ -39,6 +39,7 @@ void Grammar::reset() {
 
 void Grammar::set_allowed_programs(const int32_t* programs, size_t n) {
     program_allowed_.fill(n == 0);
+    restricts_programs_ = n > 0;
     for (size_t i = 0; i < n; ++i) {
         if (programs[i] >= -1 && programs[i] <= 127) program_allowed_[programs[i] + 1] = true;
     }

@@ -46,6 +46,8 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
     // True when at least one allowed program has a Program token in the vocabulary (otherwise no
     // note can be generated: a caller should reject such a program list).
     bool any_program_allowed() const;
+    bool program_allowed(int32_t program) const;
+    bool restricts_programs() const { return restricts_programs_; }  // a program list was given
     void set_allow_eos(bool allow) { allow_eos_ = allow; }
     void allowed(uint8_t* mask) const;  // mask[V]: which tokens may come next
     void accept(int token);             // advance state (tolerant of prompt tokens)
@@ -68,7 +70,6 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
         Duration,
     };
     bool may_follow(const TokenInfo& token) const;
-    bool program_allowed(int32_t program) const;
     bool position_allowed(int32_t ticks) const;
 
     const TokenInfo* vocab_;
@@ -77,6 +78,7 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
     std::array<bool, kNumKinds> has_kind_{};
     std::array<bool, 129> program_allowed_{};  // index program + 1 (-1 = drums)
     bool allow_eos_ = false;
+    bool restricts_programs_ = false;
 
     After after_ = After::Start;
     int32_t bar_ticks_ = 0;

@@ -54,8 +54,8 @@ uint64_t RunState::bytes(const Sizes& n) {
            uint64_t(n.queries) * 2 * sizeof(float) +  // q, attended
            uint64_t(n.keys) * 2 * sizeof(float) +     // k, v
            uint64_t(n.tokens) * sizeof(int32_t) + uint64_t(n.scores) * sizeof(float) +
-           uint64_t(n.hidden) * 2 * sizeof(float) +                // gate, up
-           uint64_t(n.vocab) * (sizeof(float) + sizeof(uint8_t));  // logits, allowed
+           uint64_t(n.hidden) * 2 * sizeof(float) +                    // gate, up
+           uint64_t(n.vocab) * (2 * sizeof(float) + sizeof(uint8_t));  // logits, biased, allowed
 }
 
 void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvMemory kind) {
@@ -95,7 +95,8 @@ Session::Session(const Model& model, const SessionOptions& options,
       options_(options),
       sampler_(model.config.vocab_size, options.seed),
       grammar_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter),
-      detokenizer_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter) {
+      detokenizer_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter),
+      controls_(model.vocab.data(), model.config.vocab_size, model.config.ticks_per_quarter) {
     const Config& c = config_;
     const RunState::Sizes n = RunState::sizes(model);
     state_.x.resize(n.stream);
@@ -113,6 +114,7 @@ Session::Session(const Model& model, const SessionOptions& options,
     state_.delta.resize(n.stream);
     state_.logits.resize(n.vocab);
     state_.allowed.resize(n.vocab);
+    state_.biased.resize(n.vocab);
     check_options(options);
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
@@ -132,6 +134,7 @@ void Session::reset() {
     sampler_.reseed(options_.seed);
     grammar_.reset();
     detokenizer_.reset();
+    controls_.forget();
     events_head_ = events_count_ = 0;
     dropped_events_ = 0;
 }
@@ -153,6 +156,12 @@ void Session::set_programs(const int32_t* programs, size_t n) {
     std::copy(programs, programs + n, programs_.begin());
     programs_count_ = n;
     pending_ = -1;  // drawn under the old mask
+}
+
+void Session::set_controls(const sage_controls& controls) {
+    controls_.set(controls);
+    grammar_.set_allow_eos(allow_eos_ || controls_.ending_here());
+    pending_ = -1;  // drawn under the old controls
 }
 
 // ---- the forward pass ----------------------------------------------------------------------
@@ -413,12 +422,26 @@ int32_t Session::sample(const SamplingParams& params) {
     check_sampling(params);
     if (pending_ >= 0) return pending_;
     if (!has_logits_) start_piece();
-    grammar_.allowed(state_.allowed.data());
+    const bool biases = controls_.active() && controls_.biases();
+    mask_next(state_.allowed.data(), state_.biased.data());
+    const float* logits = biases ? state_.biased.data() : state_.logits.data();
     bool any = false;
     for (uint8_t a : state_.allowed) any = any || a != 0;
     if (!any) throw Error(Status::State, "the grammar allows no token here (allowed programs?)");
-    pending_ = sampler_.sample(state_.logits.data(), state_.allowed.data(), params);
+    pending_ = sampler_.sample(logits, state_.allowed.data(), params);
     return pending_;
+}
+
+void Session::mask_next(uint8_t* allowed, float* biased) const {
+    grammar_.allowed(allowed);
+    if (!controls_.active()) return;
+    if (biased != nullptr && controls_.biases())
+        std::copy(state_.logits.begin(), state_.logits.end(), biased);
+    controls_.apply(grammar_, detokenizer_, allowed, controls_.biases() ? biased : nullptr);
+}
+
+void Session::allowed_next(uint8_t* allowed) const {
+    mask_next(allowed, nullptr);
 }
 
 void Session::generate(const SamplingParams& params, int32_t* tokens, size_t n) {
@@ -465,9 +488,11 @@ size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32
             *reason = StopReason::Capacity;
             break;
         }
+        const bool all_open = stop.opened >= stop.bars;
+        controls_.set_final_bar(all_open);  // the cadence's bar
+        grammar_.set_allow_eos(allow_eos_ || controls_.ending_here());
         const int32_t token = sample(params);
         const TokenInfo& info = model_.vocab[token];
-        const bool all_open = stop.opened >= stop.bars;
         if (info.kind == Kind::Bar && (all_open || (stop.each_bar && count > 0))) {
             *reason = all_open ? StopReason::Bars : StopReason::BarLine;
             break;  // the token stays pending
@@ -505,7 +530,9 @@ size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32
 void Session::accept(int32_t token) {
     grammar_.accept(token);
     NoteEvent note;
-    if (!detokenizer_.push(token, &note)) return;
+    const bool completed = detokenizer_.push(token, &note);
+    controls_.accept(token, detokenizer_, completed ? &note : nullptr);
+    if (!completed) return;
     if (events_count_ == kEventCapacity) {  // full: drop the oldest
         events_head_ = (events_head_ + 1) % kEventCapacity;
         --events_count_;

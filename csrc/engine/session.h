@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../kernels/kernels.h"
+#include "controls.h"
 #include "detokenizer.h"
 #include "grammar.h"
 #include "model_file.h"
@@ -115,6 +116,7 @@ struct RunState {
     std::vector<float> delta;                   // [chunk][d] output of W_o or W_2, added to x
     std::vector<float> logits;                  // [V] after the last fed token
     std::vector<uint8_t> allowed;               // [V] grammar mask
+    std::vector<float> biased;                  // [V] logits with the soft controls' biases
 
     // Element counts of the buffers above, from the model alone: the session allocates them and
     // reports them, so a session's memory is known before it exists.
@@ -127,7 +129,7 @@ struct RunState {
         int64_t tokens;     // kv_row
         int64_t scores;     // scores
         int64_t hidden;     // gate, up
-        int64_t vocab;      // logits, allowed
+        int64_t vocab;      // logits, allowed, biased
     };
     static Sizes sizes(const Model& model);
     static uint64_t bytes(const Sizes& sizes);
@@ -174,10 +176,18 @@ class Session {
     size_t generate_bars(const SamplingParams& params, BarStop& stop, int32_t* tokens,
                          size_t capacity, StopReason* reason);
     // The grammar's EOS switch: off by default (an endless stream of music).
-    void set_allow_eos(bool allow) { grammar_.set_allow_eos(allow); }
+    void set_allow_eos(bool allow) {
+        allow_eos_ = allow;
+        grammar_.set_allow_eos(allow_eos_ || controls_.ending_here());
+    }
+    // Musical controls (controls.h) from the next token on; a token already drawn is drawn again.
+    // Throws Error(Argument) for a bad setting (Controls::check), changing nothing.
+    void set_controls(const sage_controls& controls);
+    const sage_controls& controls() const { return controls_.settings(); }
 
-    // Writes the grammar mask for the next token into allowed[V] (1 = may follow).
-    void allowed_next(uint8_t* allowed) const { grammar_.allowed(allowed); }
+    // Writes the mask for the next token into allowed[V] (1 = may follow): the grammar's,
+    // narrowed by the musical controls.
+    void allowed_next(uint8_t* allowed) const;
 
     uint64_t position() const { return position_; }
     uint64_t bars() const { return detokenizer_.bars(); }
@@ -219,6 +229,9 @@ class Session {
     void rmsnorm(const float* x, const float* gain, float* out) const;
     void accept(int32_t token);  // grammar + detokenizer + event queue
     void start_piece();          // feeds BOS to a session that has been fed nothing
+    // The grammar's mask narrowed by the controls into allowed[V]; when a soft control biases the
+    // logits and `biased` is not null, biased[V] receives them.
+    void mask_next(uint8_t* allowed, float* biased) const;
 
     const Model& model_;
     const Config& config_;
@@ -229,6 +242,8 @@ class Session {
     Sampler sampler_;
     Grammar grammar_;
     Detokenizer detokenizer_;
+    Controls controls_;
+    bool allow_eos_ = false;
     std::array<int32_t, 129> programs_{};  // the allowed programs (kept to undo a bad list)
     size_t programs_count_ = 0;
     std::vector<NoteEvent> events_;  // ring queue of kEventCapacity

@@ -373,6 +373,16 @@ class PySession {
         locked_call([&] { return sage_session_reset(get()); });
     }
 
+    void set_controls(const sage_controls& controls) {
+        locked_call([&] { return sage_session_set_controls(get(), &controls); });
+    }
+
+    sage_controls controls() {
+        sage_controls out;
+        locked_call([&] { return sage_session_get_controls(get(), &out); });
+        return out;
+    }
+
     uint64_t position() {
         uint64_t position = 0;
         locked_call([&] { return sage_session_get_position(get(), &position); });
@@ -455,8 +465,81 @@ sage_sampling sampling_of(float temperature, int32_t top_k, float top_p, float m
     return sage_sampling{temperature, top_k, top_p, min_p};
 }
 
+// The per-program arrays of sage_controls, read by program (-1 = drums).
+int controls_voice(int32_t program) {
+    if (program < -1 || program > 127)
+        throw py::value_error("program " + std::to_string(program) + " outside -1..127");
+    return program + 1;
+}
+
+py::list controls_described() {
+    py::list out;
+    for (size_t i = 0; i < sage_controls_count(); ++i) {
+        const char *name, *syntax, *help;
+        check(sage_controls_describe(i, &name, &syntax, &help));
+        out.append(py::make_tuple(name, syntax, help));
+    }
+    return out;
+}
+
+void bind_controls(py::module_& m) {
+    py::class_<sage_controls>(m, "Controls",
+                              "Musical controls (sage_controls): every rule off until set().")
+        .def(py::init([] { return sage_controls_default(); }))
+        .def(
+            "set",
+            [](sage_controls& c, const std::string& name, const std::string& value) {
+                check(sage_controls_set(&c, name.c_str(), value.c_str()));
+            },
+            py::arg("name"), py::arg("value"), "One control from text, as the CLI flags give it.")
+        .def("check", [](const sage_controls& c) { check(sage_controls_check(&c)); })
+        .def_readonly("key_mode", &sage_controls::key_mode)
+        .def_readonly("key_tonic", &sage_controls::key_tonic)
+        .def_readonly("key_classes", &sage_controls::key_classes)
+        .def_readonly("key_penalty", &sage_controls::key_penalty)
+        .def_readonly("max_polyphony_total", &sage_controls::max_polyphony_total)
+        .def_readonly("density_min", &sage_controls::density_min)
+        .def_readonly("density_max", &sage_controls::density_max)
+        .def_readonly("plays_after_bars", &sage_controls::plays_after_bars)
+        .def_readonly("plays_bonus", &sage_controls::plays_bonus)
+        .def_readonly("parallels_mode", &sage_controls::parallels_mode)
+        .def_readonly("parallels_penalty", &sage_controls::parallels_penalty)
+        .def_readonly("end", &sage_controls::end)
+        .def(
+            "pitch_range",
+            [](const sage_controls& c, int32_t program) {
+                const int v = controls_voice(program);
+                return py::make_tuple(c.pitch_low[v], c.pitch_high[v]);
+            },
+            py::arg("program"))
+        .def(
+            "velocity_range",
+            [](const sage_controls& c, int32_t program) {
+                const int v = controls_voice(program);
+                return py::make_tuple(c.velocity_low[v], c.velocity_high[v]);
+            },
+            py::arg("program"))
+        .def(
+            "max_polyphony",
+            [](const sage_controls& c, int32_t program) {
+                return c.max_polyphony[controls_voice(program)];
+            },
+            py::arg("program"));
+    m.def("controls_described", &controls_described,
+          "(name, value syntax, help) of every control, in the C API's order.");
+    m.def(
+        "usual_range",
+        [](int32_t program) {
+            int32_t low = 0, high = 0;
+            check(sage_controls_usual_range(program, &low, &high));
+            return py::make_tuple(low, high);
+        },
+        py::arg("program"), "The usual sounding range of a General MIDI program.");
+}
+
 void bind(py::module_& m) {
     py::module_::import("sage_edge.errors");  // fail at import, not at the first error
+    bind_controls(m);
 
     py::class_<PyModel>(m, "Model", "A validated, memory-mapped .sage model file.")
         .def(py::init<const std::string&>(), py::arg("path"))
@@ -540,6 +623,8 @@ void bind(py::module_& m) {
             "'capacity').")
         .def("reset", &PySession::reset)
         .def("set_programs", &PySession::set_programs, py::arg("programs"))
+        .def("set_controls", &PySession::set_controls, py::arg("controls"))
+        .def("controls", &PySession::controls)
         .def("pop_events", &PySession::pop_events)
         .def("memory", &PySession::memory)
         .def("allowed_next", &PySession::allowed_next)

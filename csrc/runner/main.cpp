@@ -61,6 +61,9 @@ constexpr const char* kUsage =
     "  --info              print the model, kernel and memory report, then exit\n"
     "  --help              print this help\n"
     "\n"
+    "Musical controls (docs/controls.md; the same flags as `sage-edge generate`):\n"
+    "%s"
+    "\n"
     "Exit status: 0 on success, 2 on a usage error or an unreadable model, 1 on an engine error.\n";
 
 // A usage error: one line on stderr, exit status 2.
@@ -79,11 +82,34 @@ uint64_t bars_fed(const sage_session* session) {
     return sage_session_get_bar(session, &bar) == SAGE_OK ? bar.index : 0;
 }
 
+// The engine's musical controls, one per line: "  --NAME SYNTAX\n      help".
+std::string control_lines() {
+    std::string text;
+    for (size_t i = 0; i < sage_controls_count(); ++i) {
+        const char *name, *syntax, *help;
+        if (sage_controls_describe(i, &name, &syntax, &help) != SAGE_OK) continue;
+        text += std::string("  --") + name + " " + syntax + "\n      " + help + "\n";
+    }
+    return text;
+}
+
+// The control a flag names ("--key" -> "key"), or null.
+const char* control_name(const std::string& flag) {
+    for (size_t i = 0; i < sage_controls_count(); ++i) {
+        const char* name = nullptr;
+        if (sage_controls_describe(i, &name, nullptr, nullptr) == SAGE_OK &&
+            flag == std::string("--") + name)
+            return name;
+    }
+    return nullptr;
+}
+
 void print_usage() {
     const sage_sampling d = sage_sampling_default();
     std::printf(kUsage, SAGE_MAX_TOKENS_PER_BAR, SAGE_MAX_TOKENS_PER_BAR,
                 static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
-                static_cast<double>(d.min_p), SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM);
+                static_cast<double>(d.min_p), SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM,
+                control_lines().c_str());
 }
 
 // The options that take a value, and the switches: parse_args refuses any other.
@@ -103,6 +129,7 @@ std::string option_list() {
     std::string list;
     for (const char* option : kValueOptions) list += std::string(list.empty() ? "" : ", ") + option;
     for (const char* option : kSwitches) list += std::string(", ") + option;
+    list += ", and the musical controls";
     return list;
 }
 
@@ -135,6 +162,8 @@ struct Options {
     uint32_t kv_memory = SAGE_KV_F32;
     sage_sampling sampling = sage_sampling_default();
     std::vector<int32_t> programs;
+    sage_controls controls = sage_controls_default();
+    bool controls_given = false;
     int32_t start_token = -1;  // -1: the model's BOS
     double tempo_bpm = 120.0;
     std::string out;
@@ -208,6 +237,14 @@ Options parse_args(int argc, char** argv) {
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + flag + "'"};
+        if (const char* control = control_name(flag)) {  // parsed and checked by the C API
+            if (i + 1 >= argc) throw UsageError{flag + " needs a value"};
+            // The engine's message names the control.
+            if (sage_controls_set(&o.controls, control, argv[++i]) != SAGE_OK)
+                throw UsageError{sage_last_error()};
+            o.controls_given = true;
+            continue;
+        }
         if (!takes_value(flag))
             throw UsageError{"unknown option '" + flag + "'; the options are " + option_list() +
                              " (see --help)"};
@@ -355,6 +392,7 @@ void print_info(const Options& o, const sage_model* model, const sage_session* s
     const LearnedPrograms learned = learned_programs(model);
     std::printf("learned programs %s\n",
                 learned.count ? learned_list(learned).c_str() : "unknown (not in the file)");
+    std::printf("controls\n%s", control_lines().c_str());
 }
 
 // Moves the session's finished notes into `notes`.
@@ -614,6 +652,7 @@ int run(const Options& o) {
     }
     const LearnedPrograms learned = learned_programs(model);
     refuse_unlearned_programs(o.programs, learned);
+    if (o.controls_given) check(sage_session_set_controls(session, &o.controls), "controls");
     sage_model_info info;
     check(sage_model_get_info(model, &info), "model info");
     int32_t start_token = o.start_token;

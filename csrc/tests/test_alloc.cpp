@@ -68,6 +68,19 @@ TEST(decode_steps_allocate_nothing) {
             const sage_sampling sampling = sage_sampling_default();
             int32_t generated[32];
             size_t count = 0;
+            // Every control on, soft and strict (parsing text allocates, so it happens here).
+            sage_controls soft = sage_controls_default(), strict;
+            const char* const settings[][2] = {
+                {"key", "D:minor"},       {"key-mode", "soft"},        {"range", "usual,52:60-79"},
+                {"velocity", "40-100"},   {"max-polyphony", "4,42:1"}, {"density", "2-12"},
+                {"no-parallels", "soft"}, {"plays-after", "1"},        {"end", "cadence"}};
+            for (const auto& s : settings) CHECK_EQ(sage_controls_set(&soft, s[0], s[1]), SAGE_OK);
+            strict = soft;
+            CHECK_EQ(sage_controls_set(&strict, "key-mode", "strict"), SAGE_OK);
+            CHECK_EQ(sage_controls_set(&strict, "no-parallels", "strict"), SAGE_OK);
+            int32_t program_token = -1, program = 0;
+            CHECK_EQ(sage_model_find_kind(model, SAGE_KIND_PROGRAM, &program_token), SAGE_OK);
+            sage_model_get_token(model, program_token, nullptr, nullptr, &program, nullptr);
 
             const long during_decoding = count_allocations([&] {
                 sage_session_feed(session, &bos, 1, logits.data(), 0);
@@ -77,6 +90,11 @@ TEST(decode_steps_allocate_nothing) {
                     CHECK_EQ(sage_session_feed(session, &token, 1, logits.data(), 0), SAGE_OK);
                 }
                 CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+                // Controls turned on and changed mid-stream, and the plays bonus's program list.
+                CHECK_EQ(sage_session_set_programs(session, &program, 1), SAGE_OK);
+                CHECK_EQ(sage_session_set_controls(session, &soft), SAGE_OK);
+                CHECK_EQ(sage_session_generate(session, &sampling, generated, 32), SAGE_OK);
+                CHECK_EQ(sage_session_set_controls(session, &strict), SAGE_OK);
                 // Bar-counted generation, a few tokens per call, then to the end.
                 sage_bar_stop stop{};
                 stop.bars = 2;
@@ -91,7 +109,9 @@ TEST(decode_steps_allocate_nothing) {
                     CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, generated, 32,
                                                         &count, &reason),
                              SAGE_OK);
-                CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME);
+                // end = cadence lets EOS end the last bar.
+                CHECK(reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME ||
+                      reason == SAGE_STOP_END);
                 CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
                          SAGE_OK);
                 CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),

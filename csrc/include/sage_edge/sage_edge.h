@@ -179,6 +179,54 @@ typedef struct sage_note_event {
     int32_t program; /* General MIDI program 0..127, -1 for drums */
 } sage_note_event;
 
+/* Musical controls (docs/controls.md): constraints on the next token, applied where the grammar
+ * mask is applied, so that what they forbid is never sampled. A strict rule masks tokens, a soft
+ * one subtracts a logit penalty (or adds a bonus); OFF leaves the model alone. Per-program arrays
+ * are indexed by program + 1: [0] is the drums (program -1), [1 + p] the General MIDI program p.
+ * Drums are never affected by the key, range or voice-leading rules. sage_controls_default()
+ * turns everything off; sage_controls_set() parses one control from text (the names and value
+ * syntax of every front end's flags, listed by sage_controls_describe()); sage_controls_check()
+ * validates a struct; sage_session_set_controls() copies one into a session between any two
+ * tokens, without allocating. */
+#define SAGE_CONTROL_PROGRAMS 129
+typedef enum sage_rule {
+    SAGE_RULE_OFF = 0,
+    SAGE_RULE_SOFT = 1,  /* a logit penalty */
+    SAGE_RULE_STRICT = 2 /* a mask */
+} sage_rule;
+typedef enum sage_ending {
+    SAGE_END_NONE = 0,   /* an endless stream: EOS is never sampled */
+    SAGE_END_CADENCE = 1 /* sage_session_generate_bars: EOS may end the last bar asked (and only
+                            it), and with a key the last bar's pitches are the tonic triad's */
+} sage_ending;
+typedef struct sage_controls {
+    int32_t key_mode;     /* sage_rule */
+    int32_t key_tonic;    /* 0..11 (C..B): the key's tonic (the cadence's target) */
+    uint32_t key_classes; /* bit c set: pitch class c (0 = C .. 11 = B) is in the key */
+    float key_penalty;    /* soft: subtracted from the logit of an out-of-key pitch; > 0 */
+    /* Pitch range per program: notes outside [low, high] are masked (0..127: no limit). */
+    uint8_t pitch_low[SAGE_CONTROL_PROGRAMS], pitch_high[SAGE_CONTROL_PROGRAMS];
+    /* Velocity range per program: velocity tokens outside [low, high] are masked; when the
+     * vocabulary has none inside, the nearest one is kept. low == high: a fixed velocity. */
+    uint8_t velocity_low[SAGE_CONTROL_PROGRAMS], velocity_high[SAGE_CONTROL_PROGRAMS];
+    /* Notes sounding at a note's onset, its own included: per program and overall; 0 = no limit. */
+    uint8_t max_polyphony[SAGE_CONTROL_PROGRAMS];
+    int32_t max_polyphony_total;
+    /* Notes per bar, all programs together: a Bar is masked until density_min notes have started
+     * in the bar (unless no note can be placed any more), notes are masked once density_max have;
+     * 0 = no limit. */
+    int32_t density_min, density_max;
+    /* A requested program (sage_session_set_programs) silent for plays_after_bars bars gets
+     * plays_bonus added to its Program token's logit until it plays; 0 = off. */
+    int32_t plays_after_bars;
+    float plays_bonus; /* > 0 */
+    /* No parallel fifths, octaves or unisons between two programs' top lines from one onset to
+     * the next (the measure of docs/evaluation.md): sage_rule; soft subtracts parallels_penalty. */
+    int32_t parallels_mode;
+    float parallels_penalty; /* > 0 */
+    int32_t end;             /* sage_ending */
+} sage_controls;
+
 /* Library. */
 const char* sage_version(void);
 const char* sage_kernel_name(void); /* the active kernel path, e.g. "avx512vnni" or "neon" */
@@ -193,6 +241,38 @@ sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 
  * applies the same checks itself). */
 sage_status sage_sampling_check(const sage_sampling* sampling);
 sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
+/* Everything off: no key, ranges and velocities 0..127, no limits, end none; key_penalty 3,
+ * plays_bonus 3, parallels_penalty 3 (the sizes a soft rule gets unless told). */
+sage_controls sage_controls_default(void);
+/* SAGE_ERR_ARGUMENT naming the field and its range when a control is out of range (low > high, a
+ * mode or tonic out of range, a penalty not finite and > 0, density_min > density_max...). */
+sage_status sage_controls_check(const sage_controls* controls);
+/* Sets one control from text, the way every front end's flags do (`--key D:minor`):
+ *   key            TONIC:SCALE (C, C#, Db ... B; major, minor, natural-minor, harmonic-minor,
+ *                  melodic-minor, dorian, phrygian, lydian, mixolydian, locrian, pentatonic,
+ *                  minor-pentatonic, blues, chromatic) or TONIC:D,D,... (semitones above the
+ *                  tonic); also sets key-mode to strict if it was off; "off" clears the key
+ *   key-mode       off | soft | strict
+ *   key-penalty    a number > 0
+ *   range          comma-separated: usual (every program's usual range, by General MIDI family),
+ *                  LOW-HIGH (every program) or PROGRAM:LOW-HIGH; later items override earlier ones
+ *   velocity       comma-separated: V or LOW-HIGH (every program), PROGRAM:V or PROGRAM:LOW-HIGH
+ *   max-polyphony  comma-separated: N (overall) or PROGRAM:N; 0 = no limit
+ *   density        MIN-MAX, MIN- or -MAX notes per bar
+ *   no-parallels   off | soft | strict
+ *   parallels-penalty, plays-bonus   a number > 0
+ *   plays-after    bars (0 = off)
+ *   end            none | cadence
+ * PROGRAM is -1 (drums) .. 127. On error (SAGE_ERR_ARGUMENT) the struct is unchanged. The result
+ * is checked as sage_controls_check does. */
+sage_status sage_controls_set(sage_controls* controls, const char* name, const char* value);
+/* The controls sage_controls_set knows, for help texts and `info`: i in 0..count-1 gives the
+ * name, the value syntax and one line of help (static strings); SAGE_ERR_ARGUMENT past the end. */
+size_t sage_controls_count(void);
+sage_status sage_controls_describe(size_t i, const char** name, const char** syntax,
+                                   const char** help);
+/* The usual sounding range of a General MIDI program (-1..127), the one `range usual` sets. */
+sage_status sage_controls_usual_range(int32_t program, int32_t* low, int32_t* high);
 /* Names of quantizations and attention modes as docs/format.md writes them ("q8_0", "askv");
  * "unknown" for other values. */
 const char* sage_quant_name(uint32_t quant);
@@ -244,6 +324,11 @@ void sage_session_free(sage_session* session);
 sage_status sage_session_reset(sage_session* session);
 /* Restrict generated notes to these programs (-1 = drums); n = 0 allows every program. */
 sage_status sage_session_set_programs(sage_session* session, const int32_t* programs, size_t n);
+/* Apply musical controls (checked as sage_controls_check does) from the next token on; the session
+ * keeps a copy. Allowed between any two tokens, allocates nothing; a token already drawn is drawn
+ * again under them. */
+sage_status sage_session_set_controls(sage_session* session, const sage_controls* controls);
+sage_status sage_session_get_controls(const sage_session* session, sage_controls* out);
 /* Run the model over n tokens. If logits is not null it receives the logits after the last token
  * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). Feeding
  * n = 0 tokens changes nothing and returns the last logits again (SAGE_ERR_STATE on a session

@@ -1,0 +1,318 @@
+// Musical controls (csrc/engine/controls.h) through the C API: the text parser and the checks, and
+// the hard rules holding by construction over 1 000 generated bars with random settings, changed
+// between bars, on the tiny fixture model and on the shipped model.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine_fixtures.h"
+#include "sage_edge/sage_edge.h"
+#include "testing.h"
+
+namespace {
+
+using sage::testing::fixture_models;
+using sage::testing::load_or_die;
+
+// 1 000 bars in the Release build; the sanitizer and emulated (qemu) builds, 10x to 50x slower,
+// run the first 100 of them.
+#if defined(__SANITIZE_ADDRESS__) || defined(__aarch64__)
+constexpr int kBars = 100;
+#else
+constexpr int kBars = 1000;
+#endif
+
+sage_status set(sage_controls& c, const char* name, const char* value) {
+    return sage_controls_set(&c, name, value);
+}
+
+TEST(control_text_parses_into_the_struct) {
+    sage_controls c = sage_controls_default();
+    CHECK_EQ(set(c, "key", "D:minor"), SAGE_OK);
+    CHECK_EQ(c.key_mode, SAGE_RULE_STRICT);
+    CHECK_EQ(c.key_tonic, 2);
+    // D minor with its raised sixth and seventh: D E F G A Bb B C C#.
+    const uint32_t d_minor = (1u << 2) | (1u << 4) | (1u << 5) | (1u << 7) | (1u << 9) |
+                             (1u << 10) | (1u << 11) | (1u << 0) | (1u << 1);
+    CHECK_EQ(c.key_classes, d_minor);
+    CHECK_EQ(set(c, "key-mode", "soft"), SAGE_OK);
+    CHECK_EQ(c.key_mode, SAGE_RULE_SOFT);
+    CHECK_EQ(set(c, "key", "Bb:0,2,4,7,9"), SAGE_OK);
+    CHECK_EQ(c.key_mode, SAGE_RULE_SOFT);  // a key keeps the mode already chosen
+    CHECK_EQ(c.key_classes, (1u << 10) | (1u << 0) | (1u << 2) | (1u << 5) | (1u << 7));
+    CHECK_EQ(set(c, "range", "usual,52:60-79"), SAGE_OK);
+    CHECK_EQ(c.pitch_low[53], 60);
+    CHECK_EQ(c.pitch_high[53], 79);
+    CHECK_EQ(c.pitch_low[1 + 42], 36);  // cello: C2-A5
+    CHECK_EQ(c.pitch_high[1 + 42], 81);
+    CHECK_EQ(c.pitch_low[0], 0);  // drums: no range
+    CHECK_EQ(set(c, "velocity", "60-100,-1:90"), SAGE_OK);
+    CHECK_EQ(c.velocity_low[5], 60);
+    CHECK_EQ(c.velocity_high[5], 100);
+    CHECK_EQ(c.velocity_low[0], 90);
+    CHECK_EQ(c.velocity_high[0], 90);
+    CHECK_EQ(set(c, "max-polyphony", "4,42:1"), SAGE_OK);
+    CHECK_EQ(c.max_polyphony_total, 4);
+    CHECK_EQ(c.max_polyphony[43], 1);
+    CHECK_EQ(set(c, "density", "4-12"), SAGE_OK);
+    CHECK_EQ(c.density_min, 4);
+    CHECK_EQ(c.density_max, 12);
+    CHECK_EQ(set(c, "density", "-6"), SAGE_OK);
+    CHECK_EQ(c.density_min, 0);
+    CHECK_EQ(c.density_max, 6);
+    CHECK_EQ(set(c, "no-parallels", "strict"), SAGE_OK);
+    CHECK_EQ(c.parallels_mode, SAGE_RULE_STRICT);
+    CHECK_EQ(set(c, "plays-after", "2"), SAGE_OK);
+    CHECK_EQ(c.plays_after_bars, 2);
+    CHECK_EQ(set(c, "end", "cadence"), SAGE_OK);
+    CHECK_EQ(c.end, SAGE_END_CADENCE);
+    CHECK_EQ(set(c, "key", "off"), SAGE_OK);
+    CHECK_EQ(c.key_mode, SAGE_RULE_OFF);
+    CHECK_EQ(sage_controls_check(&c), SAGE_OK);
+}
+
+TEST(bad_control_text_is_refused_and_changes_nothing) {
+    const char* bad[][2] = {
+        {"key", "H:major"},
+        {"key", "D"},
+        {"key", "D:klingon"},
+        {"key", "D:0,12"},
+        {"key-mode", "hard"},
+        {"key-penalty", "0"},
+        {"key-penalty", "nan"},
+        {"range", "60-"},
+        {"range", "52:79-60"},
+        {"range", "128:60-70"},
+        {"range", "60"},
+        {"velocity", "0-128"},
+        {"velocity", "x"},
+        {"max-polyphony", "-1"},
+        {"max-polyphony", "300"},
+        {"density", "12-4"},
+        {"density", "-"},
+        {"density", "4"},
+        {"no-parallels", "yes"},
+        {"plays-after", "-2"},
+        {"end", "fade"},
+        {"loudness", "3"},
+        {"range", ""},
+        {"key", "C#b:major"},
+    };
+    for (const auto& item : bad) {
+        sage_controls c = sage_controls_default();
+        const sage_controls before = c;
+        CHECK_EQ(set(c, item[0], item[1]), SAGE_ERR_ARGUMENT);
+        CHECK(std::string(sage_last_error()).size() > 0);
+        CHECK(std::memcmp(&c, &before, sizeof c) == 0);
+    }
+    sage_controls c = sage_controls_default();
+    CHECK_EQ(set(c, "key-mode", "strict"), SAGE_ERR_ARGUMENT);  // no key to lock to
+    CHECK_EQ(sage_controls_set(&c, nullptr, "x"), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_controls_check(nullptr), SAGE_ERR_ARGUMENT);
+    c.pitch_low[3] = 90;
+    c.pitch_high[3] = 80;
+    CHECK_EQ(sage_controls_check(&c), SAGE_ERR_ARGUMENT);
+    c = sage_controls_default();
+    c.key_mode = SAGE_RULE_SOFT;  // no pitch class
+    CHECK_EQ(sage_controls_check(&c), SAGE_ERR_ARGUMENT);
+    c = sage_controls_default();
+    c.density_min = 5;
+    c.density_max = 4;
+    CHECK_EQ(sage_controls_check(&c), SAGE_ERR_ARGUMENT);
+    c = sage_controls_default();
+    c.parallels_penalty = -1;
+    CHECK_EQ(sage_controls_check(&c), SAGE_ERR_ARGUMENT);
+}
+
+TEST(every_control_is_described) {
+    CHECK(sage_controls_count() >= 12);
+    for (size_t i = 0; i < sage_controls_count(); ++i) {
+        const char *name = nullptr, *syntax = nullptr, *help = nullptr;
+        CHECK_EQ(sage_controls_describe(i, &name, &syntax, &help), SAGE_OK);
+        CHECK(name && syntax && help && *name && *help);
+    }
+    CHECK_EQ(sage_controls_describe(sage_controls_count(), nullptr, nullptr, nullptr),
+             SAGE_ERR_ARGUMENT);
+}
+
+// A random setting of the hard rules (the soft ones ride along but promise nothing).
+sage_controls random_controls(std::mt19937& rng) {
+    auto pick = [&](int n) { return static_cast<int>(rng() % uint32_t(n)); };
+    sage_controls c = sage_controls_default();
+    static const char* const kKeys[] = {"C:major",         "D:minor", "F#:dorian",
+                                        "Bb:pentatonic",   "E:blues", "G:mixolydian",
+                                        "A:harmonic-minor"};
+    if (pick(4) != 0) {
+        set(c, "key", kKeys[pick(7)]);
+        set(c, "key-mode", pick(4) == 0 ? "soft" : "strict");
+    }
+    if (pick(2)) set(c, "range", "usual");
+    for (int v = 0; v < SAGE_CONTROL_PROGRAMS; ++v) {
+        if (pick(3) != 0) continue;
+        const int low = 30 + pick(50);
+        c.pitch_low[v] = static_cast<uint8_t>(low);
+        c.pitch_high[v] = static_cast<uint8_t>(low + 7 + pick(30));
+        const int velocity = 1 + pick(100);
+        c.velocity_low[v] = static_cast<uint8_t>(velocity);
+        c.velocity_high[v] = static_cast<uint8_t>(velocity + pick(27));
+        c.max_polyphony[v] = static_cast<uint8_t>(pick(4));
+    }
+    c.max_polyphony_total = pick(6);
+    if (pick(2)) {
+        c.density_min = pick(4);
+        c.density_max = pick(2) ? c.density_min + 1 + pick(12) : 0;
+    }
+    c.parallels_mode = pick(3);
+    c.plays_after_bars = pick(3);
+    CHECK_EQ(sage_controls_check(&c), SAGE_OK);
+    return c;
+}
+
+struct Played {
+    sage_note_event note;
+    int setting;  // which controls were in force when it was generated
+};
+
+// Whether `velocity` is the one the velocity rule lets through: inside [low, high], or the
+// vocabulary's nearest when none is inside.
+bool velocity_obeys(int velocity, int low, int high, const std::vector<int>& velocities) {
+    auto distance = [&](int v) { return v < low ? low - v : v > high ? v - high : 0; };
+    int nearest = 1 << 30;
+    for (int v : velocities) nearest = std::min(nearest, distance(v));
+    return distance(velocity) == nearest;
+}
+
+void hard_controls_hold(const std::string& path, uint32_t seed) {
+    sage_model* model = load_or_die(path);
+    sage_model_info info{};
+    sage_model_get_info(model, &info);
+    std::vector<int> velocities;
+    for (int32_t id = 0; id < int32_t(info.vocab_size); ++id) {
+        uint32_t kind = 0;
+        int32_t a = 0;
+        sage_model_get_token(model, id, nullptr, &kind, &a, nullptr);
+        if (kind == SAGE_KIND_VELOCITY) velocities.push_back(a);
+    }
+    sage_session_options options = sage_session_options_default();
+    options.seed = seed;
+    sage_session* session = nullptr;
+    CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+    std::mt19937 rng(seed);
+    std::vector<sage_controls> settings;
+    std::vector<Played> played;
+    struct Bar {
+        double start, length;
+    };
+    std::vector<Bar> bars;
+    std::vector<int32_t> tokens(SAGE_MAX_TOKENS_PER_BAR * 2);
+    std::vector<sage_note_event> events(4096);
+    const sage_sampling sampling = sage_sampling_default();
+    for (int b = 0; b < kBars; ++b) {
+        if (b % 10 == 0) {  // a knob turned between bars, mid-stream
+            settings.push_back(random_controls(rng));
+            CHECK_EQ(sage_session_set_controls(session, &settings.back()), SAGE_OK);
+        }
+        sage_bar_stop stop{};
+        stop.bars = 1;
+        size_t count = 0;
+        sage_stop_reason reason;
+        CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens.data(), tokens.size(),
+                                            &count, &reason),
+                 SAGE_OK);
+        sage_bar bar{};
+        sage_session_get_bar(session, &bar);
+        bars.push_back({bar.start, 4.0 * bar.numerator / bar.denominator});
+        size_t n = 0;
+        sage_session_pop_events(session, events.data(), events.size(), &n);
+        for (size_t i = 0; i < n; ++i) played.push_back({events[i], int(settings.size()) - 1});
+    }
+    CHECK(played.size() > 100);
+    int checked_polyphony = 0, checked_density = 0;
+    for (size_t i = 0; i < played.size(); ++i) {
+        const sage_note_event& e = played[i].note;
+        const sage_controls& c = settings[played[i].setting];
+        const int v = e.program + 1;
+        if (e.program >= 0) {
+            CHECK(e.pitch >= c.pitch_low[v] && e.pitch <= c.pitch_high[v]);
+            if (c.key_mode == SAGE_RULE_STRICT) CHECK(c.key_classes & (1u << (e.pitch % 12)));
+        }
+        CHECK(velocity_obeys(e.velocity, c.velocity_low[v], c.velocity_high[v], velocities));
+        // Polyphony at this note's onset: every note sounding then that was decoded up to it.
+        int total = 0, own = 0;
+        for (size_t j = 0; j <= i; ++j) {
+            const sage_note_event& o = played[j].note;
+            if (o.time <= e.time + 1e-9 && e.time + 1e-9 < o.time + o.duration) {
+                ++total;
+                own += o.program == e.program;
+            }
+        }
+        if (c.max_polyphony_total > 0) CHECK(total <= c.max_polyphony_total);
+        if (c.max_polyphony[v] > 0) CHECK(own <= c.max_polyphony[v]);
+        checked_polyphony += c.max_polyphony_total > 0 || c.max_polyphony[v] > 0;
+    }
+    // Density: per bar whose notes were all generated under one setting.
+    for (const Bar& bar : bars) {
+        int notes = 0, setting = -1;
+        bool one_setting = true;
+        for (const Played& p : played) {
+            if (p.note.time + 1e-9 < bar.start || p.note.time + 1e-9 >= bar.start + bar.length)
+                continue;
+            ++notes;
+            one_setting = one_setting && (setting < 0 || setting == p.setting);
+            setting = p.setting;
+        }
+        if (setting < 0 || !one_setting) continue;
+        const sage_controls& c = settings[setting];
+        if (c.density_max > 0) CHECK(notes <= c.density_max);
+        checked_density += c.density_max > 0;
+    }
+    CHECK(checked_polyphony > 0);
+    CHECK(checked_density > 0);
+    std::printf("%s: %zu notes in %d bars, %d polyphony and %d density checks\n", path.c_str(),
+                played.size(), kBars, checked_polyphony, checked_density);
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+TEST(hard_controls_hold_by_construction_on_the_tiny_models) {
+    for (const auto& path : fixture_models()) hard_controls_hold(path, 7);
+}
+
+TEST(hard_controls_hold_by_construction_on_the_shipped_model) {
+    hard_controls_hold(SAGE_SHIPPED_MODEL, 11);
+}
+
+// A bar below the minimum density is not closed while a note can still be placed: with only the
+// minimum set (nothing can block a note), every bar has at least that many notes.
+TEST(bars_reach_the_minimum_density) {
+    sage_model* model = load_or_die(SAGE_SHIPPED_MODEL);
+    sage_session* session = nullptr;
+    CHECK_EQ(sage_session_create(model, nullptr, &session), SAGE_OK);
+    sage_controls c = sage_controls_default();
+    CHECK_EQ(set(c, "density", "9-"), SAGE_OK);
+    CHECK_EQ(sage_session_set_controls(session, &c), SAGE_OK);
+    const sage_sampling sampling = sage_sampling_default();
+    std::vector<int32_t> tokens(SAGE_MAX_TOKENS_PER_BAR * 2);
+    std::vector<sage_note_event> events(4096);
+    for (int b = 0; b < 20; ++b) {
+        sage_bar_stop stop{};
+        stop.bars = 1;
+        size_t count = 0, n = 0;
+        sage_stop_reason reason;
+        CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens.data(), tokens.size(),
+                                            &count, &reason),
+                 SAGE_OK);
+        sage_session_pop_events(session, events.data(), events.size(), &n);
+        CHECK(n >= 9);
+    }
+    sage_session_free(session);
+    sage_model_free(model);
+}
+
+}  // namespace
+
+SAGE_TEST_MAIN()
