@@ -189,3 +189,23 @@ def test_pieces_from_an_npz_of_token_ids(tokenizer):
         assert [p.name for p in pieces] == saved.files
         np.testing.assert_array_equal(pieces[0].ids, saved[saved.files[0]])
     assert len(evaluate.load_pieces(split, tokenizer, max_pieces=3)) == 3
+
+
+def test_perplexity_without_program_and_velocity_tokens(report, tiny_models, tokenizer, test_dir):
+    # The same per-token likelihoods as the whole perplexity, with the left-out kinds' targets
+    # dropped from the sum and from the count.
+    kinds = tokenizer.token_table()["kind"]
+    bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
+    engine = evaluate.EngineBackend(tiny_models["q8_0"])
+    nll, kept = [], {name: [] for name in evaluate.PERPLEXITY_WITHOUT}
+    for i, piece in enumerate(evaluate.load_pieces(test_dir, tokenizer, None)):
+        piece_nll = evaluate.token_nll(engine.session(3 + i), piece.ids, bos, eos)
+        target_kinds = kinds[np.append(piece.ids, eos)]
+        nll.append(piece_nll)
+        for name, left_out in evaluate.PERPLEXITY_WITHOUT.items():
+            kept[name].append(piece_nll[~np.isin(target_kinds, left_out)])
+    p = report["perplexity"]
+    assert p["perplexity"] == pytest.approx(math.exp(np.concatenate(nll).mean()), rel=1e-9)
+    for name in evaluate.PERPLEXITY_WITHOUT:
+        assert p["without"][name] == pytest.approx(math.exp(np.concatenate(kept[name]).mean()))
+    assert len(np.concatenate(kept["program_velocity"])) < len(np.concatenate(kept["program"]))

@@ -207,3 +207,17 @@ def test_cli_refuses_an_unknown_quantization(checkpoint, capsys):
         export.main([str(checkpoint), "--data", "x", "--quant", "q3", "--out", "x.sage"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_learned_programs_of_a_program_augmented_run(corpus, tokenizer):
+    # A run that redrew programs learned the drawn ones: the counts are one epoch of the stream
+    # as re-orchestrated (data.redraw_programs), the same notes under other programs.
+    train = data.load_split(corpus, "train", tokenizer)
+    plain = export.corpus_learned_programs(corpus, tokenizer)
+    assert plain == export.learned_programs(train, tokenizer)
+    augmented = export.corpus_learned_programs(corpus, tokenizer, program_augment=1.0, seed=0)
+    assert sum(augmented.values()) == sum(plain.values())
+    assert set(augmented) - set(plain)  # instruments the chorales never had
+    assert set(augmented) <= set(data.INSTRUMENT_RANGES)
+    again = export.corpus_learned_programs(corpus, tokenizer, program_augment=1.0, seed=0)
+    assert again == augmented

@@ -256,3 +256,42 @@ def test_validation_cap_samples_the_whole_split():
     chosen = limit_tokens(pieces, 300)
     assert [int(p[0]) for p in chosen] == [0, 3, 6]  # every third piece, not the first three
     assert [int(p[0]) for p in limit_tokens(pieces, 5000)] == list(range(10))
+
+
+def test_collection_weights_set_how_often_pieces_come(tokenizer):
+    pieces = [np.full(10, 4, np.int32) for _ in range(4)]
+    weights = np.array([0.0, 1.0, 2.0, 2.5])
+    stream = PieceStream(pieces, tokenizer, 1, 8, seed=3, weights=weights)
+    counts = np.zeros((200, 4), np.int64)
+    for epoch in range(200):
+        counts[epoch] = np.bincount(stream._new_order(), minlength=4)
+    assert (counts[:, 0] == 0).all() and (counts[:, 1] == 1).all() and (counts[:, 2] == 2).all()
+    assert set(counts[:, 3]) == {2, 3}  # the fraction by chance: about half the epochs
+    assert 70 < (counts[:, 3] == 3).sum() < 130
+    with pytest.raises(ValueError, match="collection_weights.bach"):
+        TrainConfig(max_steps=1, collection_weights={"bach": -1.0})
+
+
+def test_collection_weights_must_name_collections_of_the_corpus(corpus, tmp_path):
+    config = tmp_path / "weighted.toml"
+    config.write_text(TINY.read_text() + 'collection_weights = { "no-such-collection" = 2 }\n')
+    args = ["--config", str(config), "--data", str(corpus), "--out", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match="no-such-collection"):
+        train(parse_args(args))
+
+
+def test_time_budget_fits_max_steps_and_resume_keeps_it(corpus, tmp_path):
+    # A budget far below what the config's 2 000 steps need: the run measures its steps, sets
+    # max_steps from the budget and ends its cosine there; a resumed run keeps that schedule.
+    config = tmp_path / "long.toml"
+    config.write_text(TINY.read_text().replace("max_steps = 8", "max_steps = 2000"))
+    first = tmp_path / "first"
+    args = ["--config", str(config), "--data", str(corpus), "--out", str(first)]
+    summary = train(parse_args([*args, "--time-budget", "3"]))
+    fitted = [m for m in read_metrics(first / "metrics.jsonl") if "max_steps" in m]
+    assert len(fitted) == 1 and fitted[0]["step"] == 45
+    assert 45 <= fitted[0]["max_steps"] < 2000
+    assert summary["event"] == "end" and summary["step"] == fitted[0]["max_steps"]
+    checkpoint = torch.load(first / "last.pt", weights_only=False)
+    assert json.loads(checkpoint["train_config_json"])["max_steps"] == summary["step"]
+    assert train(parse_args([*args, "--resume"]))["step"] == summary["step"]  # nothing left

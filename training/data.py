@@ -1000,6 +1000,13 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     return m
 
 
+def split_collections(data_dir: str | os.PathLike, split: str) -> list[str]:
+    """The collection of every piece of a split, in the order of :func:`load_split`."""
+    manifest = load_manifest(data_dir)
+    collection = {r["id"]: r["collection"] for r in manifest["pieces"] if r.get("ok")}
+    return [collection[i] for i in manifest["splits"][split]]
+
+
 def load_split(
     data_dir: str | os.PathLike, split: str, tokenizer: Tokenizer | None = None
 ) -> list[np.ndarray]:

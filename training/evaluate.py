@@ -36,6 +36,11 @@ from training import metrics, music_theory
 PROMPT_BARS = 4
 DEFAULT_MAX_BARS = 8  # continuation bars generated per piece, at most (runtime)
 FEED_CHUNK = 512  # tokens per feed call when scoring: bounds the [n, V] logits buffer
+# Perplexities also reported with these kinds of target token left out
+PERPLEXITY_WITHOUT = {
+    "program": (Kind.PROGRAM,),
+    "program_velocity": (Kind.PROGRAM, Kind.VELOCITY),
+}
 GENERATE_CHUNK = 16  # tokens per generate call between checks for the last bar
 # The reference may use this many times the real continuation's tokens (the engine: its own cap).
 TOKENS_PER_BAR_CAP = 4
@@ -209,18 +214,27 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def piece_nll(session, ids: np.ndarray, bos: int, eos: int) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) of ``ids`` and EOS after BOS, streamed through one
-    session in chunks; returns it with the number of predicted tokens."""
+def token_nll(session, ids: np.ndarray, bos: int, eos: int) -> np.ndarray:
+    """Negative log-likelihood (nats) of each token of ``ids`` and of EOS after BOS, streamed
+    through one session in chunks."""
     sequence = np.concatenate([[bos], ids, [eos]]).astype(np.int64)
     inputs, targets = sequence[:-1], sequence[1:]
-    total = 0.0
+    nll = np.empty(len(targets))
     for start in range(0, len(inputs), FEED_CHUNK):
         chunk = inputs[start : start + FEED_CHUNK]
         logits = np.asarray(session.feed(chunk.tolist(), all_logits=True)).reshape(len(chunk), -1)
         logp = log_softmax(logits)
-        total -= float(logp[np.arange(len(chunk)), targets[start : start + len(chunk)]].sum())
-    return total, len(targets)
+        nll[start : start + len(chunk)] = -logp[
+            np.arange(len(chunk)), targets[start : start + len(chunk)]
+        ]
+    return nll
+
+
+def piece_nll(session, ids: np.ndarray, bos: int, eos: int) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of ``ids`` and EOS after BOS (:func:`token_nll`), with
+    the number of predicted tokens."""
+    nll = token_nll(session, ids, bos, eos)
+    return float(nll.sum()), len(nll)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +389,8 @@ class Results:
     tokens: int = 0
     notes: int = 0
     nll_nats: float = 0.0
+    nll_without: dict = field(default_factory=lambda: dict.fromkeys(PERPLEXITY_WITHOUT, 0.0))
+    tokens_without: dict = field(default_factory=lambda: dict.fromkeys(PERPLEXITY_WITHOUT, 0))
     continuation_pieces: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     rows: dict[str, list[dict]] = field(default_factory=dict)
@@ -422,9 +438,14 @@ def evaluate(
 
     # Perplexity: every test piece streamed whole through a fresh session.
     for i, piece in enumerate(pieces):
-        nll, n = piece_nll(runner.session(seed + i), piece.ids, bos, eos)
-        r.nll_nats += nll
-        r.tokens += n
+        nll = token_nll(runner.session(seed + i), piece.ids, bos, eos)
+        target_kinds = kinds[np.append(piece.ids, eos)]
+        r.nll_nats += float(nll.sum())
+        r.tokens += len(nll)
+        for name, left_out in PERPLEXITY_WITHOUT.items():
+            kept = ~np.isin(target_kinds, left_out)
+            r.nll_without[name] += float(nll[kept].sum())
+            r.tokens_without[name] += int(kept.sum())
         r.notes += int(is_note[piece.ids].sum())
         if progress:
             print(f"perplexity {i + 1}/{len(pieces)} {piece.name}", file=sys.stderr)
@@ -515,6 +536,12 @@ def _report(r: Results, model_path, data, model_file, backend, seed, max_bars, s
             "nats_per_token": nats_per_token,
             "perplexity": math.exp(nats_per_token),
             "bits_per_note": r.nll_nats / math.log(2) / max(r.notes, 1),
+            # augmentation makes Program tokens, dynamics make Velocity tokens harder to predict
+            # than in a corpus of one program per voice and one velocity: the rest, compared alone
+            "without": {
+                name: math.exp(r.nll_without[name] / max(r.tokens_without[name], 1))
+                for name in PERPLEXITY_WITHOUT
+            },
         },
         "continuation": {
             "pieces": len(r.continuation_pieces),
@@ -543,7 +570,10 @@ def print_table(report: dict, out=None) -> None:
     w(f"data {report['data']}, seed {report['seed']}\n\n")
     w(f"test pieces {p['pieces']}   tokens {p['tokens']}   notes {p['notes']}\n")
     w(f"perplexity/token {p['perplexity']:.3f}   nats/token {p['nats_per_token']:.4f}   ")
-    w(f"bits/note {p['bits_per_note']:.3f}\n\n")
+    w(f"bits/note {p['bits_per_note']:.3f}\n")
+    for name, perplexity in p["without"].items():
+        w(f"perplexity/token without {name.replace('_', ' ')} tokens {perplexity:.3f}\n")
+    w("\n")
 
     c = report["continuation"]
     s = report["sampling"]

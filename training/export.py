@@ -7,7 +7,9 @@ the norms' gains and the ALiBi slopes stay f32. Prints the file size and each te
 quantization error: the largest absolute error and the RMS error relative to the RMS weight.
 
 The file also records the model's learned programs: the General MIDI programs of the train split
-of ``--data`` (the corpus the checkpoint was trained on), with their note counts.
+of ``--data`` (the corpus the checkpoint was trained on), with their note counts; when the run
+redrew programs (``train.program_augment``), the counts are those of one epoch as the training
+stream re-orchestrated it.
 """
 
 from __future__ import annotations
@@ -63,13 +65,35 @@ def learned_programs(pieces: Iterable[np.ndarray], tokenizer: Tokenizer) -> dict
     return {int(i) - 1: int(counts[i]) for i in np.flatnonzero(counts)}
 
 
-def corpus_learned_programs(data_dir: str | Path, tokenizer: Tokenizer) -> dict[int, int]:
+def corpus_learned_programs(
+    data_dir: str | Path, tokenizer: Tokenizer, program_augment: float = 0.0, seed: int = 0
+) -> dict[int, int]:
     """The learned programs of a model trained on the prepared corpus ``data_dir``: those of its
-    train split (transposition, the only augmentation, keeps programs)."""
-    counts = learned_programs(data.load_split(data_dir, "train", tokenizer), tokenizer)
+    train split, with a ``program_augment`` share of its pieces re-orchestrated as the training
+    stream does (``data.redraw_programs``, one seeded draw per piece; transposition keeps
+    programs)."""
+    pieces = data.load_split(data_dir, "train", tokenizer)
+    rng = np.random.default_rng(seed)
+    streamed = [
+        data.redraw_programs(ids, rng, tokenizer) if rng.random() < program_augment else ids
+        for ids in pieces
+    ]
+    counts = learned_programs(streamed, tokenizer)
     if not counts:
         raise ValueError(f"{data_dir}: the train split holds no notes")
     return counts
+
+
+def checkpoint_learned_programs(model: SageModel, data_dir: str | Path) -> dict[int, int]:
+    """The learned programs of a checkpoint (:func:`training.model.load_checkpoint`) trained on
+    ``data_dir``, with the program augmentation of its training config."""
+    train_config = model.checkpoint_info["train_config"]
+    return corpus_learned_programs(
+        data_dir,
+        Tokenizer.from_json(model.tokenizer_json),
+        train_config.get("program_augment", 0.0),
+        train_config.get("seed", 0),
+    )
 
 
 def model_file(
@@ -222,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.tokenizer_json is None:
         parser.error(f"{args.checkpoint} holds no tokenizer configuration")
     provenance = checkpoint_provenance(args.checkpoint, model)
-    tokenizer = Tokenizer.from_json(model.tokenizer_json)
-    programs = corpus_learned_programs(args.data, tokenizer)
+    programs = checkpoint_learned_programs(model, args.data)
     result = export(model, model.tokenizer_json, args.quant, args.out, provenance, programs)
     print_report(result)
     return 0

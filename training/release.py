@@ -24,10 +24,10 @@ import numpy as np
 
 from sage_edge.engine import DEFAULT_MODEL, Engine
 from sage_edge.quant import DTYPES
-from sage_edge.tokenizer import Tokenizer
 from training import data
 from training.evaluate import piece_nll
 from training.export import (
+    checkpoint_learned_programs,
     checkpoint_provenance,
     corpus_learned_programs,
     export,
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_checkpoint(args.checkpoint)
     provenance = checkpoint_provenance(args.checkpoint, model)
-    programs = corpus_learned_programs(args.data, Tokenizer.from_json(model.tokenizer_json))
+    programs = checkpoint_learned_programs(model, args.data)
     result = export(model, model.tokenizer_json, args.quant, DEFAULT_MODEL, provenance, programs)
     print(f"wrote {DEFAULT_MODEL} ({result.file_size:,} bytes)")
 

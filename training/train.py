@@ -75,6 +75,9 @@ class TrainConfig:
     transpose_min: int = -5  # augmentation: semitones drawn uniformly per piece, inclusive
     transpose_max: int = 6
     program_augment: float = 0.0  # augmentation: share of pieces whose programs are redrawn
+    # How often each collection's pieces come per epoch (1 when not named; 2.5: twice, and a
+    # third time with probability 0.5): tilts a corpus towards the music a model is for.
+    collection_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     add_bos_eos: bool = True  # wrap every piece in BOS ... EOS
 
     def __post_init__(self) -> None:
@@ -85,6 +88,9 @@ class TrainConfig:
             raise ValueError("train.transpose_min must not exceed train.transpose_max")
         if not 0.0 <= self.program_augment <= 1.0:
             raise ValueError("train.program_augment must be in [0, 1]")
+        for collection, weight in self.collection_weights.items():
+            if not weight >= 0:
+                raise ValueError(f"train.collection_weights.{collection} must be at least 0")
 
 
 def load_config(path: str | os.PathLike) -> tuple[str, dict, TrainConfig]:
@@ -133,6 +139,8 @@ class PieceStream:
     forever over a fresh permutation each epoch with a random transposition per piece (and, for a
     ``program_augment`` share of them, redrawn programs: ``data.redraw_programs``); evaluation
     streams (``shuffle=False``) take every piece once, untransposed, then run dry.
+    ``weights`` (per piece, training streams only) is how many times a piece comes per epoch on
+    average: the integer part always, the fraction by chance.
     """
 
     def __init__(
@@ -147,8 +155,10 @@ class PieceStream:
         transpose_range: tuple[int, int] | None = None,
         program_augment: float = 0.0,
         add_bos_eos: bool = True,
+        weights: np.ndarray | None = None,
     ):
         self.pieces = pieces
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.tokenizer = tokenizer
         self.batch_size, self.segment = batch_size, segment
         self.shuffle, self.transpose_range = shuffle, transpose_range
@@ -164,7 +174,13 @@ class PieceStream:
 
     def _new_order(self) -> np.ndarray:
         n = len(self.pieces)
-        return self.rng.permutation(n) if self.shuffle else np.arange(n)
+        if not self.shuffle:
+            return np.arange(n)
+        if self.weights is None:
+            return self.rng.permutation(n)
+        whole = np.floor(self.weights)
+        counts = whole + (self.rng.random(n) < self.weights - whole)
+        return self.rng.permutation(np.repeat(np.arange(n), counts.astype(np.int64)))
 
     def _next_piece(self) -> tuple[int, int, int] | None:
         """The next piece index, its transposition and its program seed (-1: none); None when
@@ -464,6 +480,11 @@ def train(args: argparse.Namespace) -> dict:
 
     tokenizer = Tokenizer.default()
     train_pieces = data.load_split(args.data, "train", tokenizer)
+    collections = data.split_collections(args.data, "train")
+    unknown = set(cfg.collection_weights) - set(collections)
+    if unknown:
+        raise ValueError(f"{args.data}: no train pieces of collections {sorted(unknown)}")
+    weights = np.array([cfg.collection_weights.get(c, 1.0) for c in collections])
     valid_pieces = limit_tokens(data.load_split(args.data, "valid", tokenizer), cfg.eval_max_tokens)
     if not train_pieces or not valid_pieces:
         raise ValueError(f"{args.data}: the train and valid splits must both hold pieces")
@@ -485,6 +506,7 @@ def train(args: argparse.Namespace) -> dict:
         transpose_range=(cfg.transpose_min, cfg.transpose_max),
         program_augment=cfg.program_augment,
         add_bos_eos=cfg.add_bos_eos,
+        weights=weights[env.rank :: env.world] if cfg.collection_weights else None,
     )
     memory = model.init_memory(cfg.batch_size)
     step, best_valid = 0, math.inf
@@ -495,6 +517,9 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best_valid = checkpoint["step"], checkpoint["best_valid_loss"]
+        if args.max_steps is None:  # a --time-budget run set its own
+            saved_max_steps = json.loads(checkpoint["train_config_json"])["max_steps"]
+            cfg = dataclasses.replace(cfg, max_steps=saved_max_steps)
         if len(checkpoint["streams"]) == env.world:  # same layout: continue exactly
             stream.load_state(checkpoint["streams"][env.rank])
             memory = Memory.from_state(
@@ -551,6 +576,9 @@ def train(args: argparse.Namespace) -> dict:
 
     stop = cfg.max_steps if args.stop_at is None else min(args.stop_at, cfg.max_steps)
     saved_step = step
+    # --time-budget: time steps CALIBRATION[0] to CALIBRATION[1] (after start-up), then keep 15 %
+    # of what is left for the evaluations and the checkpoints.
+    run_start, calibration, calibration_start = time.perf_counter(), (step + 5, step + 45), 0.0
     model.train()
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     while step < stop:
@@ -589,6 +617,17 @@ def train(args: argparse.Namespace) -> dict:
             window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         if progress is not None:
             progress.update()
+        if args.time_budget is not None and step == calibration[0]:
+            calibration_start = time.perf_counter()
+        if args.time_budget is not None and step == calibration[1]:
+            seconds_per_step = (time.perf_counter() - calibration_start) / (step - calibration[0])
+            left = args.time_budget - (time.perf_counter() - run_start)
+            fitted = max(step, min(cfg.max_steps, step + int(0.85 * left / seconds_per_step)))
+            cfg = dataclasses.replace(cfg, max_steps=fitted)
+            stop = fitted if args.stop_at is None else min(args.stop_at, fitted)
+            log({"step": step, "max_steps": fitted, "seconds_per_step": seconds_per_step})
+            if progress is not None:
+                progress.total = fitted
 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             eval_start = time.perf_counter()
@@ -664,6 +703,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start from these weights: a checkpoint (.pt) or a model file (.sage), e.g. "
         "sage_edge/models/default.sage to fine-tune on --data (ignored when --resume finds "
         "OUT/last.pt)",
+    )
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fit the run to this wall-clock budget (a lent GPU, a session): after a few steps "
+        "the measured step time sets max_steps (never above the config's) and the cosine ends "
+        "there; the value is kept in the checkpoint, so --resume continues the same schedule",
     )
     ap.add_argument(
         "--stop-at",
