@@ -225,6 +225,61 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(results, indent=2) if args.json else bench.report(results))
 
 
+def cmd_jam(args: argparse.Namespace) -> None:
+    from sage_edge.engine import SamplingParams
+
+    programs = _programs(args.programs)
+    if not programs:
+        raise UserError("--programs is required: the parts the engine plays, e.g. 53,54,42")
+    if args.record:
+        _check_writable(Path(args.record), "--record")
+    given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
+    engine = _engine(args)
+    try:
+        midi_in = os.open(args.inp, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        midi_out = os.open(args.out, os.O_WRONLY | os.O_NOCTTY)
+    except OSError as error:
+        raise UserError(f"cannot open {error.filename}: {error.strerror}") from None
+    for fd in (midi_in, midi_out):
+        if os.isatty(fd):
+            import tty
+
+            tty.setraw(fd)
+    jam = engine.jam(
+        args.mode,
+        programs=programs,
+        bars=args.bars,
+        rest=args.rest,
+        lookahead=args.lookahead,
+        tempo=args.tempo,
+        meter=args.meter,
+        musician_program=args.musician_program,
+        sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
+        seed=args.seed or 0,
+    )
+    print(
+        f"sage-edge: listening on {args.inp}: bar 0 at monotonic {jam.start_us} us, "
+        f"{args.meter}/4 at {args.tempo:g} BPM",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        counts = jam.serve(midi_in, midi_out)
+    except KeyboardInterrupt:
+        counts = None
+    finally:
+        os.close(midi_in)
+        os.close(midi_out)
+    if args.record:
+        engine.tokenizer.decode(jam.history()).dump_midi(args.record)
+    if counts:
+        print(
+            f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
+            f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
+            file=sys.stderr,
+        )
+
+
 def _engine_facts() -> tuple[dict, tuple[float, float] | None, list]:
     """The engine's sampling defaults, tempo range and controls, for --help; none when it is not
     built."""
@@ -310,6 +365,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--realtime", action="store_true", help="print each note at its playback time"
     )
     stream.set_defaults(run=cmd_stream)
+    jam = commands.add_parser(
+        "jam",
+        help="play along with a musician on MIDI devices",
+        description="Listens on a MIDI input (a device such as /dev/snd/midiC1D0, a serial port "
+        "or a pty) and answers phrases or accompanies on a MIDI output (docs/jam.md). Runs until "
+        "Ctrl-C or until the input ends.",
+    )
+    add_model(jam)
+    jam.add_argument("--in", dest="inp", required=True, help="MIDI input device path")
+    jam.add_argument("--out", required=True, help="MIDI output device path")
+    jam.add_argument("--mode", choices=("call-response", "accompany"), default="call-response")
+    jam.add_argument("--programs", help="the engine's General MIDI programs, e.g. 53,54,42")
+    jam.add_argument("--bars", type=int, default=4, help="bars of a phrase and an answer (4)")
+    jam.add_argument("--rest", type=float, default=0.0, help="quarters of rest ending a phrase")
+    jam.add_argument("--lookahead", type=int, default=1, help="accompany: bars behind (1)")
+    jam.add_argument("--tempo", type=float, default=120.0, help="BPM (120)")
+    jam.add_argument("--meter", type=int, default=4, help="quarters per bar (4)")
+    jam.add_argument("--musician-program", type=int, default=0, help="the musician's program")
+    jam.add_argument("--seed", type=int, help="random seed (0)")
+    for name in SAMPLING_OPTIONS:
+        jam.add_argument("--" + name.replace("_", "-"), type=int if name == "top_k" else float)
+    jam.add_argument("--record", help="write the whole jam (both parts) to this MIDI file")
+    jam.set_defaults(run=cmd_jam)
     bench = commands.add_parser(
         "bench",
         help="measure decode speed, memory and bandwidth",

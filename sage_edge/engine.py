@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 import numpy as np
 import symusic
@@ -38,6 +38,9 @@ from sage_edge.tokenizer import (
     quarter_note_meter,
     score_from_midi_bytes,
 )
+
+if TYPE_CHECKING:
+    from sage_edge.live import Jam
 
 try:
     from sage_edge import _engine
@@ -276,6 +279,14 @@ class Engine:
         """
         run = _Run(self, prompt, bars, sampling, seed, programs, tempo, controls)
         return NoteStream(run, realtime, tempo if tempo is not None else 120.0)
+
+    def jam(self, mode: str = "call-response", **options) -> Jam:
+        """Play with a musician: a :class:`sage_edge.live.Jam` (its options: ``programs``,
+        ``bars``, ``rest``, ``lookahead``, ``tempo``, ``meter``, ``musician_program``,
+        ``channel_programs``, ``start_us``, ``sampling``, ``seed``; docs/jam.md)."""
+        from sage_edge import live
+
+        return live.Jam(self, mode, **options)
 
     def session(
         self,

@@ -6,6 +6,11 @@ scores into the timed events a musician would play, for tests, benchmarks and sc
 
 from __future__ import annotations
 
+import heapq
+import os
+import select
+import time
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import symusic
@@ -130,6 +135,185 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
     return results[0], results[1], tokenizer.encode(score)
 
 
+class JamNote(NamedTuple):
+    """A note the engine plays: from ``time_us`` to ``end_us`` on the caller's clock, on
+    ``channel`` (the place of ``program`` in the engine's programs, channel 10 for drums)."""
+
+    time_us: int
+    end_us: int
+    pitch: int
+    velocity: int
+    program: int
+    channel: int
+
+
+MODES = {"call-response": 0, "accompany": 1}
+
+
+def now_us() -> int:
+    """The clock a jam runs on by default: monotonic microseconds."""
+    return time.monotonic_ns() // 1000
+
+
+class Jam:
+    """Play with a musician (docs/jam.md): their notes in, the engine's notes out, with times.
+
+    ``mode`` is ``"call-response"`` (the engine answers each phrase of ``bars`` bars, or one ended
+    by a rest of ``rest`` quarters, with ``bars`` bars) or ``"accompany"`` (the engine plays its
+    ``programs`` under the musician's part, ``lookahead`` bars behind). The musician's channels
+    play ``channel_programs`` (16 programs; default: every channel ``musician_program``, channel 10
+    drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
+    quarter notes per minute in ``meter``/4.
+    """
+
+    def __init__(
+        self,
+        engine,
+        mode: str = "call-response",
+        *,
+        programs: list[int],
+        bars: int = 4,
+        rest: float = 0.0,
+        lookahead: int = 1,
+        tempo: float = 120.0,
+        meter: int = 4,
+        musician_program: int = 0,
+        channel_programs: list[int] | None = None,
+        start_us: int | None = None,
+        sampling=None,
+        seed: int = 0,
+    ):
+        from sage_edge.engine import _sampling_or_default
+
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        _engine.check_tempo(tempo)
+        if channel_programs is None:
+            channel_programs = [musician_program] * 16
+            channel_programs[DRUM_CHANNEL] = -1
+        self.start_us = now_us() if start_us is None else int(start_us)
+        self._jam = _engine.Jam(
+            engine._model,
+            MODES[mode],
+            bars,
+            rest,
+            lookahead,
+            list(programs),
+            _sampling_or_default(sampling).values(),
+            seed,
+            self.start_us,
+            round(60e6 / tempo),
+            meter,
+            list(channel_programs),
+        )
+        self._live = self._jam.live()
+        self.bar_ticks = meter * self._live.ticks_per_quarter
+        self._bars, self._lookahead = bars, lookahead
+
+    def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
+        """A note on (velocity 0: off) the musician played at ``time_us``."""
+        self._live.note(time_us, channel, pitch, velocity)
+
+    def midi(self, time_us: int, data: bytes) -> None:
+        """Raw MIDI bytes the musician's port delivered at ``time_us``."""
+        self._live.midi(time_us, data)
+
+    def poll(self, now: int | None = None) -> list[JamNote]:
+        """Feeds the bars complete at ``now`` and generates a little; the engine's new notes,
+        each ahead of its ``time_us``. Call it often (every millisecond or so)."""
+        return [JamNote(*n) for n in self._jam.poll(now_us() if now is None else now)]
+
+    def tick_at(self, time_us: int) -> int:
+        """The grid tick (the model's ticks from bar 0) nearest ``time_us``."""
+        return self._live.tick_at(time_us)
+
+    def time_of(self, tick: int) -> int:
+        """When grid tick ``tick`` falls, in microseconds on the jam's clock."""
+        return self._live.time_of(tick)
+
+    def bar_time(self, bar: int) -> int:
+        """When bar ``bar`` starts, in microseconds on the jam's clock."""
+        return self._live.time_of(bar * self.bar_ticks)
+
+    @property
+    def state(self) -> dict:
+        """answering, answers, tokens (in the session's stream), dropped_notes."""
+        return self._jam.state()
+
+    def history(self) -> list[int]:
+        """The last 8192 tokens of the session's stream (the musician's bars and the engine's),
+        oldest first."""
+        return self._jam.history()
+
+    def serve(self, midi_in: int, midi_out: int, stop=None) -> dict:
+        """Plays with a musician through file descriptors (a MIDI device, a serial port, a pty),
+        in real time: bytes read from ``midi_in`` go to the jam stamped with :func:`now_us`, the
+        engine's notes go to ``midi_out`` as MIDI 1.0 bytes at their times (a program change on
+        a channel's first note). Runs until ``stop()`` is true or the input ends and the bars a
+        last phrase needs have passed; returns counts (notes heard and played, late sends)."""
+        os.set_blocking(midi_in, False)
+        queue: list[tuple[int, int, int, bytes]] = []  # (time, rank, order, bytes): offs first
+        order, ended, played, late = 0, None, 0, 0
+        channel_program: dict[int, int] = {}
+        tail = self.bar_time(2 * self._bars + self._lookahead + 2) - self.bar_time(0)
+        while stop is None or not stop():
+            now = now_us()
+            while ended is None:
+                try:
+                    data = os.read(midi_in, 1024)
+                except BlockingIOError:
+                    break
+                except OSError:  # EIO: a pty whose other side closed
+                    data = b""
+                if not data:
+                    ended = now
+                    break
+                self.midi(now, data)
+            closing = ended is not None and now - ended > tail
+            for n in [] if closing else self.poll(now):
+                if n.channel != DRUM_CHANNEL and channel_program.get(n.channel) != n.program:
+                    channel_program[n.channel] = n.program
+                    heapq.heappush(
+                        queue, (n.time_us, 1, order, bytes([0xC0 | n.channel, n.program]))
+                    )
+                heapq.heappush(
+                    queue, (n.time_us, 2, order, bytes([0x90 | n.channel, n.pitch, n.velocity]))
+                )
+                heapq.heappush(queue, (n.end_us, 0, order, bytes([0x80 | n.channel, n.pitch, 64])))
+                order += 1
+                played += 1
+            now = now_us()
+            while queue and queue[0][0] <= now:
+                due, _, _, message = heapq.heappop(queue)
+                late += now - due > 10_000
+                os.write(midi_out, message)
+            if closing and not queue:
+                break
+            wait = 1000 if not queue else max(0, min(1000, queue[0][0] - now))
+            select.select([midi_in] if ended is None else [], [], [], wait / 1e6)
+        counts = self._live.counts()
+        return {"heard": counts["notes"], "played": played, "late_sends": late}
+
+    def play(self, events: Iterable[MidiEvent], until_us: int | None = None) -> Iterator[JamNote]:
+        """Plays timed events (a list, a file's notes, a recorded take) into the jam on a
+        simulated clock, polling at each event and every millisecond between, and yields the
+        engine's notes as they are decoded; goes on polling until ``until_us`` (default: two
+        phrases' worth of bars after the last event)."""
+        step = 1000
+        t = self.start_us
+        last = self.start_us
+        for event in events:
+            while t < event.time_us:
+                yield from self.poll(t)
+                t += step
+            self.note(*event)
+            last = event.time_us
+        end = until_us if until_us is not None else last + self.bar_time(16) - self.bar_time(0)
+        while t <= end:
+            yield from self.poll(t)
+            t += step
+
+
 class LiveEncoder:
     """Timed MIDI events in, the model's tokens out, a bar at a time (the engine's live encoder).
 
@@ -192,10 +376,14 @@ class LiveEncoder:
 
 
 __all__ = [
+    "MODES",
+    "Jam",
+    "JamNote",
     "LiveEncoder",
     "MidiEvent",
     "channel_programs",
     "midi_bytes",
+    "now_us",
     "part_channels",
     "play_score",
     "played_and_encoded",

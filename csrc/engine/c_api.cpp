@@ -6,6 +6,7 @@
 #include <new>
 #include <string>
 
+#include "jam.h"
 #include "kernels.h"
 #include "live_encoder.h"
 #include "model_file.h"
@@ -21,7 +22,13 @@ struct sage_session {
 };
 
 struct sage_live {
-    std::unique_ptr<sage::LiveEncoder> encoder;
+    std::unique_ptr<sage::LiveEncoder> owned;  // empty for a jam's encoder
+    sage::LiveEncoder* encoder = nullptr;
+};
+
+struct sage_jam {
+    std::unique_ptr<sage::Jam> jam;
+    sage_live live;  // a view of the jam's encoder
 };
 
 namespace {
@@ -99,6 +106,15 @@ sage::SessionOptions session_options(const sage_session_options* options) {
 
 sage_memory to_c(const sage::MemoryReport& r) {
     return sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
+}
+
+sage::LiveOptions to_live_options(const sage_live_options& o) {
+    sage::LiveOptions lo;
+    lo.start_us = o.start_us;
+    lo.us_per_quarter = o.us_per_quarter;
+    lo.bar_quarters = o.bar_quarters;
+    for (int c = 0; c < 16; ++c) lo.channel_programs[c] = o.channel_programs[c];
+    return lo;
 }
 
 sage::SamplingParams to_params(const sage_sampling* s) {
@@ -424,6 +440,13 @@ sage_status sage_session_get_controls(const sage_session* session, sage_controls
     });
 }
 
+sage_status sage_session_set_meter(sage_session* session, int32_t numerator, int32_t denominator) {
+    return guarded([&] {
+        require(session, "session");
+        session->session->set_meter(numerator, denominator);
+    });
+}
+
 sage_status sage_session_feed(sage_session* session, const int32_t* tokens, size_t n, float* logits,
                               int all_logits) {
     return guarded([&] {
@@ -587,15 +610,12 @@ sage_status sage_live_create(const sage_model* model, const sage_live_options* o
         require(out, "out");
         *out = nullptr;
         const sage_live_options o = options ? *options : sage_live_options_default();
-        sage::LiveOptions lo;
-        lo.start_us = o.start_us;
-        lo.us_per_quarter = o.us_per_quarter;
-        lo.bar_quarters = o.bar_quarters;
-        for (int c = 0; c < 16; ++c) lo.channel_programs[c] = o.channel_programs[c];
+        const sage::LiveOptions lo = to_live_options(o);
         const sage::Model& m = *model->model;
         auto live = std::make_unique<sage_live>();
-        live->encoder = std::make_unique<sage::LiveEncoder>(m.vocab.data(), m.config.vocab_size,
-                                                            m.config.ticks_per_quarter, lo);
+        live->owned = std::make_unique<sage::LiveEncoder>(m.vocab.data(), m.config.vocab_size,
+                                                          m.config.ticks_per_quarter, lo);
+        live->encoder = live->owned.get();
         *out = live.release();
     });
 }
@@ -679,6 +699,98 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
         out->dropped = c.dropped;
         out->sounding = c.sounding;
         out->waiting = c.waiting;
+    });
+}
+
+/* ---- Playing with a musician ---- */
+
+sage_jam_options sage_jam_options_default(void) {
+    sage_jam_options o{};
+    o.mode = SAGE_JAM_CALL_RESPONSE;
+    o.phrase_bars = 4;
+    o.rest_quarters = 0;
+    o.lookahead_bars = 1;
+    o.n_programs = 1;
+    o.sampling = sage_sampling_default();
+    o.seed = 0;
+    o.live = sage_live_options_default();
+    return o;
+}
+
+sage_status sage_jam_create(const sage_model* model, const sage_jam_options* options,
+                            sage_jam** out) {
+    return guarded([&] {
+        require(model, "model");
+        require(out, "out");
+        *out = nullptr;
+        if (const char* error = sage::kernels::select_error())
+            throw sage::Error(sage::Status::Kernel, error);
+        const sage_jam_options o = options ? *options : sage_jam_options_default();
+        sage::JamOptions jo;
+        jo.mode = static_cast<sage::JamMode>(o.mode);
+        jo.phrase_bars = o.phrase_bars;
+        jo.rest_quarters = o.rest_quarters;
+        jo.lookahead_bars = o.lookahead_bars;
+        if (o.n_programs > 16) throw sage::Error(sage::Status::Argument, "at most 16 programs");
+        for (uint32_t i = 0; i < o.n_programs; ++i) jo.programs[i] = o.programs[i];
+        jo.n_programs = o.n_programs;
+        jo.sampling = to_params(&o.sampling);
+        jo.seed = o.seed;
+        jo.live = to_live_options(o.live);
+        auto jam = std::make_unique<sage_jam>();
+        jam->jam = std::make_unique<sage::Jam>(*model->model, jo, sage::kernels::active());
+        jam->live.encoder = &jam->jam->live();
+        *out = jam.release();
+    });
+}
+
+void sage_jam_free(sage_jam* jam) {
+    delete jam;
+}
+
+sage_status sage_jam_get_live(sage_jam* jam, sage_live** live) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(live, "live");
+        *live = &jam->live;
+    });
+}
+
+sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, size_t capacity,
+                          size_t* count) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(out, "out");
+        sage::JamNote notes[64];
+        const size_t n = jam->jam->poll(now_us, notes, capacity < 64 ? capacity : 64);
+        for (size_t i = 0; i < n; ++i)
+            out[i] = {notes[i].time_us,  notes[i].end_us,  notes[i].pitch,
+                      notes[i].velocity, notes[i].program, notes[i].channel};
+        *count = n;
+    });
+}
+
+sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(out, "out");
+        out->answering = jam->jam->answering() ? 1 : 0;
+        out->answers = jam->jam->answers();
+        out->tokens = jam->jam->session().position();
+        out->dropped_notes = jam->jam->dropped_notes();
+    });
+}
+
+sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t capacity,
+                                 size_t* count) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(tokens, "tokens");
+        *count = jam->jam->history(tokens, capacity);
     });
 }
 

@@ -81,7 +81,9 @@ bool Grammar::may_follow(const TokenInfo& token) const {
                     return false;
             }
         case Kind::TimeSig:
-            return after_ == After::Bar;
+            return after_ == After::Bar &&
+                   (meter_numerator_ == 0 ||
+                    (token.a == meter_numerator_ && token.b == meter_denominator_));
         case Kind::Position:
             switch (after_) {
                 case After::Bar:

@@ -20,7 +20,8 @@
 // with these value constraints: a Position lies after the previous Position of the same bar and
 // before the end of the bar (numerator * 4 * ticks_per_quarter / denominator ticks of the current
 // time signature, 4/4 until one is seen); a Program is one of the allowed programs. PAD, MASK and
-// OTHER are never allowed. EOS is off by default: generation is an endless stream.
+// OTHER are never allowed; set_meter limits TimeSig to one signature. EOS is off by default:
+// generation is an endless stream.
 //
 // accept() takes any token, in or out of grammar (a prompt may come from anywhere): the state
 // follows the token's kind, so the mask resynchronises at once. PAD, MASK, OTHER and ids out of
@@ -49,6 +50,12 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
     bool program_allowed(int32_t program) const;
     bool restricts_programs() const { return restricts_programs_; }  // a program list was given
     void set_allow_eos(bool allow) { allow_eos_ = allow; }
+    // The only time signature new bars may take (numerator 0: any), so that generated bars keep
+    // the length of bars played live.
+    void set_meter(int32_t numerator, int32_t denominator) {
+        meter_numerator_ = numerator;
+        meter_denominator_ = denominator;
+    }
     void allowed(uint8_t* mask) const;  // mask[V]: which tokens may come next
     void accept(int token);             // advance state (tolerant of prompt tokens)
 
@@ -79,6 +86,7 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
     std::array<bool, 129> program_allowed_{};  // index program + 1 (-1 = drums)
     bool allow_eos_ = false;
     bool restricts_programs_ = false;
+    int32_t meter_numerator_ = 0, meter_denominator_ = 0;
 
     After after_ = After::Start;
     int32_t bar_ticks_ = 0;

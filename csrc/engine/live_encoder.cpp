@@ -114,6 +114,8 @@ void LiveEncoder::reset() {
     origin_tick_ = 0;
     us_per_quarter_ = options_.us_per_quarter;
     bars_written_ = notes_read_ = late_ = dropped_ = 0;
+    keys_down_ = 0;
+    last_key_us_ = options_.start_us;
     status_ = 0, n_data_ = 0, in_sysex_ = false;
     // miditok always writes a tempo at tick 0 (120 BPM when the score has none).
     n_tempos_waiting_ = 0;
@@ -170,6 +172,8 @@ void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity)
         velocity > 127)
         argument("note on: channel 0..15, pitch and velocity 0..127");
     if (velocity == 0) return note_off(time_us, channel, pitch);
+    last_key_us_ = time_us;
+    if (sounding_[channel][pitch] == -1) ++keys_down_;  // else the key was down: struck again
     if (sounding_[channel][pitch] >= 0) end_note(sounding_[channel][pitch], time_us);
     sounding_[channel][pitch] = -1;
     const int program = channel_program_[channel];
@@ -204,6 +208,8 @@ void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity)
 void LiveEncoder::note_off(int64_t time_us, int channel, int pitch) {
     if (channel < 0 || channel >= kChannels || pitch < 0 || pitch > 127)
         argument("note off: channel 0..15, pitch 0..127");
+    last_key_us_ = time_us;
+    if (sounding_[channel][pitch] != -1) --keys_down_;
     if (sounding_[channel][pitch] >= 0) end_note(sounding_[channel][pitch], time_us);
     sounding_[channel][pitch] = -1;
 }

@@ -72,6 +72,12 @@ class LiveEncoder {
     // When grid tick `tick` falls, on the caller's clock, under the current tempo.
     int64_t time_of(int64_t tick) const;
     int64_t bar_ticks() const { return bar_ticks_; }
+    int ticks_per_quarter() const { return ticks_per_quarter_; }
+    uint32_t keys_down() const { return keys_down_; }  // keys held now, written or not
+    int64_t last_key_us() const {
+        return last_key_us_;
+    }  // the last note on or off, start_us before
+    uint64_t bars_written() const { return bars_written_; }
     LiveCounts counts() const;
 
   private:
@@ -128,6 +134,8 @@ class LiveEncoder {
     uint32_t us_per_quarter_ = 500000;
     uint64_t bars_written_ = 0;
     uint64_t notes_read_ = 0, late_ = 0, dropped_ = 0;
+    uint32_t keys_down_ = 0;
+    int64_t last_key_us_ = 0;
     // The MIDI byte parser: running status and the message being read.
     uint8_t status_ = 0, data_[2] = {0, 0};
     int n_data_ = 0;

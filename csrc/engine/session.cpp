@@ -164,6 +164,20 @@ void Session::set_controls(const sage_controls& controls) {
     pending_ = -1;  // drawn under the old controls
 }
 
+void Session::set_meter(int32_t numerator, int32_t denominator) {
+    if (numerator != 0) {
+        bool found = false;
+        for (const TokenInfo& t : model_.vocab)
+            found |= t.kind == Kind::TimeSig && t.a == numerator && t.b == denominator;
+        if (!found)
+            throw Error(Status::Argument, "the model has no time signature " +
+                                              std::to_string(numerator) + "/" +
+                                              std::to_string(denominator));
+    }
+    grammar_.set_meter(numerator, denominator);
+    pending_ = -1;  // drawn under the old mask
+}
+
 // ---- the forward pass ----------------------------------------------------------------------
 
 void Session::feed(const int32_t* tokens, size_t n, float* logits, bool all_logits) {

@@ -150,6 +150,9 @@ class Session {
     void reset();
     // Programs generated notes may use (-1 = drums); n = 0 allows all. Throws Error(Argument).
     void set_programs(const int32_t* programs, size_t n);
+    // The one time signature generated bars may take (numerator 0: any). Throws Error(Argument)
+    // when the vocabulary has no such TimeSig.
+    void set_meter(int32_t numerator, int32_t denominator);
 
     // Runs the model over n tokens (checked first: a bad id changes nothing). If `logits` is not
     // null it receives the logits after the last token ([V]) or, with all_logits, after every

@@ -222,67 +222,86 @@ class PyModel {
     ModelHandle model_;
 };
 
-// The live encoder (sage_live_*). Its calls are short and hold the GIL, so Python threads sharing
-// one never run its calls at once.
+sage_sampling sampling_of(float temperature, int32_t top_k, float top_p, float min_p) {
+    return sage_sampling{temperature, top_k, top_p, min_p};
+}
+
+sage_live_options live_options(int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
+                               const std::vector<int32_t>& channel_programs) {
+    sage_live_options o = sage_live_options_default();
+    o.start_us = start_us;
+    o.us_per_quarter = us_per_quarter;
+    o.bar_quarters = bar_quarters;
+    if (!channel_programs.empty()) {
+        if (channel_programs.size() != 16) {
+            PyErr_SetString(PyExc_ValueError, "channel_programs: 16 programs, one per channel");
+            throw py::error_already_set();
+        }
+        for (int c = 0; c < 16; ++c) o.channel_programs[c] = channel_programs[c];
+    }
+    return o;
+}
+
+// The live encoder (sage_live_*): its own, or a view of a jam's. Its calls are short and hold the
+// GIL, so Python threads sharing one never run its calls at once.
 class PyLive {
   public:
     PyLive(const PyModel& model, int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
-           const std::vector<int32_t>& channel_programs)
-        : model_(model.handle()) {
-        sage_live_options o = sage_live_options_default();
-        o.start_us = start_us;
-        o.us_per_quarter = us_per_quarter;
-        o.bar_quarters = bar_quarters;
-        if (!channel_programs.empty()) {
-            if (channel_programs.size() != 16) {
-                PyErr_SetString(PyExc_ValueError, "channel_programs: 16 programs, one per channel");
-                throw py::error_already_set();
-            }
-            for (int c = 0; c < 16; ++c) o.channel_programs[c] = channel_programs[c];
-        }
+           const std::vector<int32_t>& channel_programs) {
+        const sage_live_options o =
+            live_options(start_us, us_per_quarter, bar_quarters, channel_programs);
         sage_live* live = nullptr;
-        check(sage_live_create(model_.get(), &o, &live));
-        live_.reset(live);
+        check(sage_live_create(model.handle().get(), &o, &live));
+        owner_ = std::shared_ptr<void>(live,
+                                       [](void* p) { sage_live_free(static_cast<sage_live*>(p)); });
+        keep_model_ = model.handle();
+        live_ = live;
+        ticks_per_quarter_ = model_ticks(model.handle().get());
+    }
+    // A view of the encoder of a jam that `owner` keeps alive.
+    PyLive(std::shared_ptr<void> owner, sage_live* live, const sage_model* model)
+        : owner_(std::move(owner)), live_(live), ticks_per_quarter_(model_ticks(model)) {}
+    static int model_ticks(const sage_model* model) {
         sage_model_info info{};
-        check(sage_model_get_info(model_.get(), &info));
-        ticks_per_quarter_ = info.ticks_per_quarter;
+        check(sage_model_get_info(model, &info));
+        return static_cast<int>(info.ticks_per_quarter);
     }
     void note(int64_t t, int32_t channel, int32_t pitch, int32_t velocity) {
-        check(sage_live_note(live_.get(), t, channel, pitch, velocity));
+        check(sage_live_note(live_, t, channel, pitch, velocity));
     }
     void program(int32_t channel, int32_t program) {
-        check(sage_live_program(live_.get(), channel, program));
+        check(sage_live_program(live_, channel, program));
     }
     void tempo(int64_t t, uint32_t us_per_quarter) {
-        check(sage_live_tempo(live_.get(), t, us_per_quarter));
+        check(sage_live_tempo(live_, t, us_per_quarter));
     }
     void midi(int64_t t, const py::bytes& data) {
         const std::string bytes = data;
-        check(sage_live_midi(live_.get(), t, reinterpret_cast<const uint8_t*>(bytes.data()),
-                             bytes.size()));
+        check(
+            sage_live_midi(live_, t, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     }
     std::vector<int32_t> take_bar(int64_t now_us, bool force) {
         // A bar holds at most Bar, TimeSig, a Position and a Tempo per tick, 5 tokens per note.
         std::vector<int32_t> tokens(2 + 2 * 12 * 96 + 5 * 512);
         size_t count = 0;
-        check(sage_live_take_bar(live_.get(), now_us, force ? 1 : 0, tokens.data(), tokens.size(),
-                                 &count));
+        check(
+            sage_live_take_bar(live_, now_us, force ? 1 : 0, tokens.data(), tokens.size(), &count));
         tokens.resize(count);
         return tokens;
     }
     int64_t time_of(int64_t tick) const {
         int64_t t = 0;
-        check(sage_live_time_of(live_.get(), tick, &t));
+        check(sage_live_time_of(live_, tick, &t));
         return t;
     }
     int64_t tick_at(int64_t t) const {
         int64_t tick = 0;
-        check(sage_live_tick_at(live_.get(), t, &tick));
+        check(sage_live_tick_at(live_, t, &tick));
         return tick;
     }
     py::dict counts() const {
         sage_live_counts c{};
-        check(sage_live_get_counts(live_.get(), &c));
+        check(sage_live_get_counts(live_, &c));
         py::dict d;
         d["bars_taken"] = c.bars_taken;
         d["notes"] = c.notes;
@@ -292,13 +311,85 @@ class PyLive {
         d["waiting"] = c.waiting;
         return d;
     }
-    void reset() { check(sage_live_reset(live_.get())); }
+    void reset() { check(sage_live_reset(live_)); }
     int ticks_per_quarter() const { return ticks_per_quarter_; }
 
   private:
-    ModelHandle model_;  // the encoder reads the model's vocabulary: keep it alive
-    std::unique_ptr<sage_live, void (*)(sage_live*)> live_{nullptr, sage_live_free};
+    ModelHandle keep_model_;       // the encoder reads the model's vocabulary: keep it alive
+    std::shared_ptr<void> owner_;  // frees the encoder, or keeps its jam alive
+    sage_live* live_ = nullptr;
     int ticks_per_quarter_ = 0;
+};
+
+// A jam (sage_jam_*): poll holds the GIL, like the calls on its encoder, so the two never overlap.
+class PyJam {
+  public:
+    PyJam(const PyModel& model, int32_t mode, uint32_t phrase_bars, double rest_quarters,
+          uint32_t lookahead_bars, const std::vector<int32_t>& programs, py::tuple sampling,
+          uint64_t seed, int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
+          const std::vector<int32_t>& channel_programs)
+        : model_(model.handle()) {
+        sage_jam_options o = sage_jam_options_default();
+        o.mode = mode;
+        o.phrase_bars = phrase_bars;
+        o.rest_quarters = rest_quarters;
+        o.lookahead_bars = lookahead_bars;
+        if (programs.size() > 16) {
+            PyErr_SetString(PyExc_ValueError, "the engine plays at most 16 programs");
+            throw py::error_already_set();
+        }
+        for (size_t i = 0; i < programs.size(); ++i) o.programs[i] = programs[i];
+        o.n_programs = static_cast<uint32_t>(programs.size());
+        o.sampling = sampling_of(sampling[0].cast<float>(), sampling[1].cast<int32_t>(),
+                                 sampling[2].cast<float>(), sampling[3].cast<float>());
+        o.seed = seed;
+        o.live = live_options(start_us, us_per_quarter, bar_quarters, channel_programs);
+        sage_jam* jam = nullptr;
+        check(sage_jam_create(model_.get(), &o, &jam));
+        jam_ = std::shared_ptr<sage_jam>(jam, sage_jam_free);
+    }
+    PyLive live() {
+        sage_live* live = nullptr;
+        check(sage_jam_get_live(jam_.get(), &live));
+        // The view keeps the jam (and so the model) alive.
+        auto keep =
+            std::make_shared<std::pair<ModelHandle, std::shared_ptr<sage_jam>>>(model_, jam_);
+        return PyLive(std::shared_ptr<void>(keep), live, model_.get());
+    }
+    std::vector<py::tuple> poll(int64_t now_us) {
+        std::vector<py::tuple> out;
+        sage_jam_note notes[64];
+        size_t count = 0;
+        do {
+            check(sage_jam_poll(jam_.get(), now_us, notes, 64, &count));
+            for (size_t i = 0; i < count; ++i)
+                out.push_back(py::make_tuple(notes[i].time_us, notes[i].end_us, notes[i].pitch,
+                                             notes[i].velocity, notes[i].program,
+                                             notes[i].channel));
+        } while (count == 64);
+        return out;
+    }
+    std::vector<int32_t> history() const {
+        std::vector<int32_t> tokens(8192);
+        size_t count = 0;
+        check(sage_jam_get_history(jam_.get(), tokens.data(), tokens.size(), &count));
+        tokens.resize(count);
+        return tokens;
+    }
+    py::dict state() const {
+        sage_jam_state st{};
+        check(sage_jam_get_state(jam_.get(), &st));
+        py::dict d;
+        d["answering"] = st.answering != 0;
+        d["answers"] = st.answers;
+        d["tokens"] = st.tokens;
+        d["dropped_notes"] = st.dropped_notes;
+        return d;
+    }
+
+  private:
+    ModelHandle model_;
+    std::shared_ptr<sage_jam> jam_;
 };
 
 // A session is not thread-safe (sage_edge.h: the caller serialises calls on one session), but
@@ -461,10 +552,6 @@ class PySession {
     std::mutex mutex_;
 };
 
-sage_sampling sampling_of(float temperature, int32_t top_k, float top_p, float min_p) {
-    return sage_sampling{temperature, top_k, top_p, min_p};
-}
-
 // The per-program arrays of sage_controls, read by program (-1 = drums).
 int controls_voice(int32_t program) {
     if (program < -1 || program > 127)
@@ -589,6 +676,20 @@ void bind(py::module_& m) {
         .def("counts", &PyLive::counts)
         .def("reset", &PyLive::reset)
         .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
+    py::class_<PyJam>(m, "Jam", "A session that listens through a live encoder and plays.")
+        .def(py::init<const PyModel&, int32_t, uint32_t, double, uint32_t,
+                      const std::vector<int32_t>&, py::tuple, uint64_t, int64_t, uint32_t, int32_t,
+                      const std::vector<int32_t>&>(),
+             py::arg("model"), py::arg("mode"), py::arg("phrase_bars"), py::arg("rest_quarters"),
+             py::arg("lookahead_bars"), py::arg("programs"), py::arg("sampling"), py::arg("seed"),
+             py::arg("start_us"), py::arg("us_per_quarter"), py::arg("bar_quarters"),
+             py::arg("channel_programs"))
+        .def("live", &PyJam::live, "The jam's live encoder: give it the musician's events.")
+        .def("poll", &PyJam::poll, py::arg("now_us"),
+             "Feeds the bars complete at now_us, generates a little; the engine's new notes as "
+             "(time_us, end_us, pitch, velocity, program, channel).")
+        .def("state", &PyJam::state)
+        .def("history", &PyJam::history, "The last 8192 tokens of the stream, oldest first.");
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),
              py::arg("seed") = 0, py::arg("kv_memory") = "f32")

@@ -6,6 +6,7 @@
 // With --midi-out the notes also go to a MIDI device as they are generated, in real time: the
 // runner keeps generation a little ahead of the music (kLookaheadQuarters) and sleeps on the
 // monotonic clock until each message is due (see play_midi and midi_out.h).
+#include <poll.h>
 #include <sage_edge/sage_edge.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "midi_file.h"
+#include "midi_in.h"
 #include "midi_out.h"
 
 namespace {
@@ -55,6 +57,16 @@ constexpr const char* kUsage =
     "  --out FILE.mid      write a standard MIDI file (type 1, one track per program)\n"
     "  --midi-out PATH     play the notes in real time as MIDI 1.0 bytes to a serial port, a MIDI\n"
     "                      device (e.g. /dev/snd/midiC1D0) or any file, while generating\n"
+    "  --midi-in PATH      play with a musician (docs/jam.md): read MIDI 1.0 bytes from a MIDI\n"
+    "                      device, a serial port or a pty and answer or accompany on --midi-out,\n"
+    "                      until stopped (or the input ends); --programs are the engine's parts,\n"
+    "                      --bars N the bars of a phrase and of an answer (default 4)\n"
+    "  --mode MODE         with --midi-in: call-response (default) or accompany\n"
+    "  --rest Q            call-response: a rest of Q quarter notes also ends a phrase (0 = off)\n"
+    "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 1)\n"
+    "  --meter N           with --midi-in: bars of N/4 (default 4)\n"
+    "  --musician-program P  with --midi-in: the musician's program on every channel but 10\n"
+    "                      (default 0)\n"
     "  --events            print the notes, one per line: time duration pitch velocity program\n"
     "                      (times in quarter notes; the default when neither --out nor\n"
     "                      --midi-out is given)\n"
@@ -113,10 +125,12 @@ void print_usage() {
 }
 
 // The options that take a value, and the switches: parse_args refuses any other.
-constexpr const char* kValueOptions[] = {"--model", "--tokens",    "--bars",        "--max-tokens",
-                                         "--seed",  "--kv-memory", "--temperature", "--top-k",
-                                         "--top-p", "--min-p",     "--programs",    "--start-token",
-                                         "--tempo", "--out",       "--midi-out"};
+constexpr const char* kValueOptions[] = {
+    "--model",     "--tokens",      "--bars",      "--max-tokens", "--seed",
+    "--kv-memory", "--temperature", "--top-k",     "--top-p",      "--min-p",
+    "--programs",  "--start-token", "--tempo",     "--out",        "--midi-in",
+    "--mode",      "--rest",        "--lookahead", "--meter",      "--musician-program",
+    "--midi-out"};
 constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
 
 bool takes_value(const std::string& flag) {
@@ -168,6 +182,12 @@ struct Options {
     double tempo_bpm = 120.0;
     std::string out;
     std::string midi_out;
+    std::string midi_in;  // with it: play with a musician (run_jam)
+    int32_t mode = SAGE_JAM_CALL_RESPONSE;
+    double rest_quarters = 0;
+    uint32_t lookahead_bars = 1;
+    int32_t meter = 4;
+    int32_t musician_program = 0;
     bool events = false;
     bool info = false;
     bool help = false;
@@ -284,11 +304,37 @@ Options parse_args(int argc, char** argv) {
             check_option(flag, sage_tempo_check(o.tempo_bpm));
         } else if (flag == "--out") {
             o.out = value;
+        } else if (flag == "--midi-in") {
+            o.midi_in = value;
+        } else if (flag == "--mode") {
+            const std::string mode = value;
+            if (mode != "call-response" && mode != "accompany")
+                throw UsageError{"--mode must be call-response or accompany, got '" + mode + "'"};
+            o.mode = mode == "accompany" ? SAGE_JAM_ACCOMPANY : SAGE_JAM_CALL_RESPONSE;
+        } else if (flag == "--rest") {
+            o.rest_quarters = parse_number(flag, value);
+        } else if (flag == "--lookahead") {
+            o.lookahead_bars = static_cast<uint32_t>(parse_uint(flag, value, UINT32_MAX));
+        } else if (flag == "--meter") {
+            o.meter = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+        } else if (flag == "--musician-program") {
+            const std::vector<int32_t> p = parse_programs(value);
+            if (p.size() != 1) throw UsageError{"--musician-program needs one program"};
+            o.musician_program = p[0];
         } else {  // --midi-out, the last of kValueOptions
             o.midi_out = value;
         }
     }
     if (o.model.empty()) throw UsageError{"--model FILE is required (see --help)"};
+    if (!o.midi_in.empty()) {
+        if (o.midi_out.empty()) throw UsageError{"--midi-in needs --midi-out (see --help)"};
+        if (o.programs.empty())
+            throw UsageError{"--midi-in needs --programs: the parts the engine plays"};
+        if (tokens_given || !o.out.empty())
+            throw UsageError{"--midi-in plays live: --tokens and --out do not apply"};
+        if (o.bars == 0) o.bars = 4;
+        return o;
+    }
     if (!o.out.empty()) check_writable("--out", o.out);
     if (tokens_given && o.bars > 0) throw UsageError{"give --tokens or --bars, not both"};
     // The engine's own cap (sage_session_generate_bars) bounds --max-tokens.
@@ -623,6 +669,147 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
     return report;
 }
 
+int64_t monotonic_us() {
+    const timespec t = monotonic_now();
+    return int64_t{t.tv_sec} * 1000000 + t.tv_nsec / 1000;
+}
+
+// Plays with a musician (--midi-in): bytes in are stamped with the monotonic clock and given to
+// the jam's live encoder; the jam is polled every millisecond (or sooner, when a byte arrives),
+// and its notes are scheduled and sent on time, like play_midi's. Runs until a signal, or until
+// the input ends and the engine's last answer (or accompanied bar) has been played.
+int run_jam(const Options& o) {
+    sage_model* model = nullptr;
+    if (sage_model_load(o.model.c_str(), &model) != SAGE_OK)
+        throw UsageError{std::string("cannot load model: ") + sage_last_error()};
+    sage_jam* jam = nullptr;
+    struct Cleanup {
+        sage_model*& model;
+        sage_jam*& jam;
+        ~Cleanup() {
+            sage_jam_free(jam);
+            sage_model_free(model);
+        }
+    } cleanup{model, jam};
+    refuse_unlearned_programs(o.programs, learned_programs(model));
+
+    sage::runner::MidiIn in;
+    sage::runner::MidiOut out;
+    std::string error;
+    if (!in.open(o.midi_in, &error)) throw UsageError{"--midi-in: cannot open " + error};
+    if (!out.open(o.midi_out, &error)) throw UsageError{"--midi-out: cannot open " + error};
+
+    sage_jam_options jo = sage_jam_options_default();
+    jo.mode = o.mode;
+    jo.phrase_bars = static_cast<uint32_t>(std::min<uint64_t>(o.bars, UINT32_MAX));
+    jo.rest_quarters = o.rest_quarters;
+    jo.lookahead_bars = o.lookahead_bars;
+    if (o.programs.size() > 16) throw UsageError{"--programs: the engine plays at most 16"};
+    std::copy(o.programs.begin(), o.programs.end(), jo.programs);
+    jo.n_programs = static_cast<uint32_t>(o.programs.size());
+    jo.sampling = o.sampling;
+    jo.seed = o.seed;
+    const double us_per_quarter = 60e6 / o.tempo_bpm;
+    jo.live.us_per_quarter = static_cast<uint32_t>(std::llround(us_per_quarter));
+    jo.live.bar_quarters = o.meter;
+    for (int c = 0; c < 16; ++c) jo.live.channel_programs[c] = c == 9 ? -1 : o.musician_program;
+    const int64_t start = monotonic_us();  // bar 0 starts now
+    jo.live.start_us = start;
+    if (sage_jam_create(model, &jo, &jam) != SAGE_OK)
+        throw UsageError{std::string("cannot play along: ") + sage_last_error()};
+    sage_live* live = nullptr;
+    check(sage_jam_get_live(jam, &live), "live encoder");
+    // The monotonic clock is the system's: a program beside the runner can play in time with it.
+    std::fprintf(stderr,
+                 "sage-edge-run: listening on %s: bar 0 at monotonic %" PRId64
+                 " us, %d/4 at %g BPM\n",
+                 o.midi_in.c_str(), start, o.meter, o.tempo_bpm);
+
+    struct sigaction action{};
+    action.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+
+    sage::runner::MidiScheduler scheduler(4096);
+    sage_jam_note notes[64];
+    uint8_t bytes[256];
+    PlayReport report;
+    const double bar_us = us_per_quarter * o.meter;
+    // After the input ends: the bars a last phrase needs to end and be answered (or accompanied).
+    const double tail_us = bar_us * (2.0 * jo.phrase_bars + jo.lookahead_bars + 2);
+    int64_t ended = -1;  // when the input ended
+    while (!g_stop) {
+        int64_t now = monotonic_us();
+        if (ended < 0) {
+            ssize_t n;
+            while ((n = in.read(bytes, sizeof bytes, &error)) > 0)
+                check(sage_live_midi(live, now, bytes, static_cast<size_t>(n)), "MIDI input");
+            if (n == -2) throw EngineError{error};
+            if (n == 0) ended = now;
+        }
+        // Once the input has ended and the tail has passed, only what is scheduled is played.
+        const bool closing = ended >= 0 && now - ended > tail_us;
+        size_t count = 0;
+        do {
+            if (closing) break;
+            check(sage_jam_poll(jam, now, notes, 64, &count), "play");
+            for (size_t i = 0; i < count; ++i) {
+                const sage_jam_note& j = notes[i];
+                const sage_note_event e{(j.time_us - start) / us_per_quarter,
+                                        (j.end_us - j.time_us) / us_per_quarter, j.pitch,
+                                        j.velocity, j.program};
+                if (!scheduler.add(e)) continue;  // 1 365 notes ahead: cannot happen in a bar
+                ++report.notes;
+                if (o.events)
+                    std::printf("%.4f %.4f %d %d %d\n", e.time, e.duration, e.pitch, e.velocity,
+                                e.program);
+            }
+        } while (count == 64);
+        now = monotonic_us();
+        const double now_q = (now - start) / us_per_quarter;
+        while (!scheduler.empty() && scheduler.next_time() <= now_q) {
+            const double late_s = (now_q - scheduler.next_time()) * us_per_quarter * 1e-6;
+            if (late_s > kLateSeconds) {
+                ++report.late_sends;
+                report.worst_late_seconds = std::max(report.worst_late_seconds, late_s);
+            }
+            const size_t n = scheduler.take_due(now_q, bytes, sizeof bytes);
+            if (!out.write(bytes, n, &error)) throw EngineError{error};
+        }
+        if (closing && scheduler.empty()) break;
+        // Wait for input, the next message or the next poll, whichever comes first.
+        int64_t wait_us = 1000;
+        if (!scheduler.empty())
+            wait_us = std::min<int64_t>(
+                wait_us,
+                static_cast<int64_t>(scheduler.next_time() * us_per_quarter) - (now - start));
+        if (wait_us > 0) {
+            pollfd p{ended < 0 ? in.fd() : -1, POLLIN, 0};
+            const timespec timeout{0, static_cast<long>(wait_us) * 1000};
+            ppoll(&p, 1, &timeout, nullptr);
+        }
+    }
+    if (g_stop) {
+        const size_t n = scheduler.silence(bytes, sizeof bytes);
+        if (!out.write(bytes, n, &error)) throw EngineError{error};
+    }
+    sage_jam_state state{};
+    check(sage_jam_get_state(jam, &state), "state");
+    sage_live_counts counts{};
+    check(sage_live_get_counts(live, &counts), "counts");
+    std::fprintf(stderr,
+                 "sage-edge-run: heard %" PRIu64 " notes in %" PRIu64 " bars, played %" PRIu64
+                 " notes (%" PRIu64 " answers, %" PRIu64 " tokens, kernel %s)\n",
+                 counts.notes, counts.bars_taken, report.notes, state.answers, state.tokens,
+                 sage_kernel_name());
+    if (report.late_sends > 0)
+        std::fprintf(stderr,
+                     "sage-edge-run: warning: MIDI messages sent more than %.0f ms late %" PRIu64
+                     " times (worst %.1f ms)\n",
+                     kLateSeconds * 1e3, report.late_sends, report.worst_late_seconds * 1e3);
+    return g_stop ? 130 : 0;
+}
+
 int run(const Options& o) {
     sage_model* model = nullptr;
     if (sage_model_load(o.model.c_str(), &model) != SAGE_OK) {
@@ -750,7 +937,7 @@ int main(int argc, char** argv) {
             print_usage();
             return 0;
         }
-        return run(options);
+        return options.midi_in.empty() ? run(options) : run_jam(options);
     } catch (const UsageError& e) {
         std::fprintf(stderr, "sage-edge-run: %s\n", e.message.c_str());
         return 2;

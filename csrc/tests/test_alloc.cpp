@@ -153,6 +153,36 @@ TEST(live_events_allocate_nothing) {
     sage_model_free(model);
 }
 
+// Playing with a musician: events and polls (feeding the musician's bars, generating answers and
+// accompaniment) allocate nothing.
+TEST(jam_polls_allocate_nothing) {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    for (int32_t mode : {SAGE_JAM_CALL_RESPONSE, SAGE_JAM_ACCOMPANY}) {
+        sage_jam_options o = sage_jam_options_default();
+        o.mode = mode;
+        o.phrase_bars = 1;
+        o.programs[0] = 42;
+        sage_jam* jam = nullptr;
+        CHECK(count_allocations([&] { CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK); }) > 0);
+        sage_live* live = nullptr;
+        sage_jam_get_live(jam, &live);
+        sage_jam_note notes[16];
+        size_t count = 0, played = 0;
+        const long during_play = count_allocations([&] {
+            for (int64_t t = 0; t < 8 * 2000000; t += 2000) {
+                if (t % 500000 == 0) CHECK_EQ(sage_live_note(live, t, 0, 60, 90), SAGE_OK);
+                if (t % 500000 == 250000) CHECK_EQ(sage_live_note(live, t, 0, 60, 0), SAGE_OK);
+                CHECK_EQ(sage_jam_poll(jam, t, notes, 16, &count), SAGE_OK);
+                played += count;
+            }
+        });
+        CHECK_EQ(during_play, 0L);
+        CHECK(played > 0);
+        sage_jam_free(jam);
+    }
+    sage_model_free(model);
+}
+
 // A session's memory report is its plan (Session::planned_memory, known without a session), and
 // creating a session allocates exactly that: every byte it asks operator new for is in the plan.
 // An int8 memory holds, per head and slot, a key and a value of d_head int8 and one f32 scale each.

@@ -180,6 +180,56 @@ TEST(random_bytes_never_break_the_parser) {
     sage_model_free(model);
 }
 
+// Call and response through the C API: a phrase of two bars on channel 0, then the engine answers
+// bars 2 and 3 on its program, and its notes lie there; the musician's notes are in the stream.
+TEST(a_jam_answers_a_phrase_in_the_next_bars) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        sage_jam_options o = sage_jam_options_default();
+        o.phrase_bars = 2;
+        o.programs[0] = 42;
+        o.n_programs = 1;
+        o.live.channel_programs[0] = 52;
+        sage_jam* jam = nullptr;
+        CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
+        sage_live* live = nullptr;
+        CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+        sage_jam_note notes[64];
+        std::vector<sage_jam_note> answer;
+        const int64_t bar = 4 * kQuarter;
+        for (int64_t t = 0; t < 5 * bar; t += 1000) {
+            if (t < 2 * bar && t % kQuarter == 0)
+                CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 90),
+                         SAGE_OK);
+            if (t < 2 * bar && t % kQuarter == kQuarter / 2)
+                CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 0),
+                         SAGE_OK);
+            size_t count = 0;
+            CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+            answer.insert(answer.end(), notes, notes + count);
+        }
+        sage_jam_state state{};
+        CHECK_EQ(sage_jam_get_state(jam, &state), SAGE_OK);
+        CHECK_EQ(state.answers, uint64_t{1});
+        for (const sage_jam_note& n : answer) {
+            CHECK(n.time_us >= 2 * bar && n.time_us < 4 * bar);
+            CHECK_EQ(n.program, 42);
+            CHECK_EQ(n.channel, 0);
+        }
+        int32_t history[512];
+        size_t count = 0;
+        CHECK_EQ(sage_jam_get_history(jam, history, 512, &count), SAGE_OK);
+        int musician_pitches = 0;
+        for (size_t i = 0; i + 1 < count; ++i)
+            if (value(model, history[i]) == 52 &&
+                kinds(model, history + i, 1)[0] == static_cast<uint32_t>(SAGE_KIND_PROGRAM))
+                ++musician_pitches;
+        CHECK_EQ(musician_pitches, 8);
+        sage_jam_free(jam);
+        sage_model_free(model);
+    }
+}
+
 }  // namespace
 
 SAGE_TEST_MAIN()

@@ -329,6 +329,10 @@ sage_status sage_session_set_programs(sage_session* session, const int32_t* prog
  * again under them. */
 sage_status sage_session_set_controls(sage_session* session, const sage_controls* controls);
 sage_status sage_session_get_controls(const sage_session* session, sage_controls* out);
+/* Generated bars take only the time signature numerator/denominator (numerator 0: any), so they
+ * keep the length of bars played live; SAGE_ERR_ARGUMENT when the vocabulary has no such TimeSig.
+ */
+sage_status sage_session_set_meter(sage_session* session, int32_t numerator, int32_t denominator);
 /* Run the model over n tokens. If logits is not null it receives the logits after the last token
  * ([vocab_size] floats) or, with all_logits != 0, after every token ([n][vocab_size]). Feeding
  * n = 0 tokens changes nothing and returns the last logits again (SAGE_ERR_STATE on a session
@@ -425,6 +429,67 @@ sage_status sage_live_take_bar(sage_live* live, int64_t now_us, int force, int32
 sage_status sage_live_time_of(const sage_live* live, int64_t tick, int64_t* time_us);
 sage_status sage_live_tick_at(const sage_live* live, int64_t time_us, int64_t* tick);
 sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out);
+
+/* Playing with a musician (docs/jam.md): a session that listens through a live encoder and plays.
+ *
+ * SAGE_JAM_CALL_RESPONSE: every bar the musician plays is fed as it completes. A phrase ends
+ * phrase_bars bars after the bar of its first note, or at the first bar line after a rest of
+ * rest_quarters (0: off); the engine then answers phrase_bars bars on its programs from that bar
+ * line, continuing from everything played, and listens again. Notes played during an answer are
+ * not heard. SAGE_JAM_ACCOMPANY: once the musician's bar b is complete (forced at its last grid
+ * point: a held note is cut there), the engine writes its own parts into bar b between the
+ * musician's notes and plays them lookahead_bars later, on the same grid. Generated bars keep the
+ * musician's meter (sage_session_set_meter). */
+typedef struct sage_jam sage_jam;
+typedef enum sage_jam_mode { SAGE_JAM_CALL_RESPONSE = 0, SAGE_JAM_ACCOMPANY = 1 } sage_jam_mode;
+
+typedef struct sage_jam_options {
+    int32_t mode;            /* a sage_jam_mode */
+    uint32_t phrase_bars;    /* call and response: bars of a phrase and of an answer, 1..64 */
+    double rest_quarters;    /* call and response: a rest this long ends a phrase; 0 = off */
+    uint32_t lookahead_bars; /* accompaniment: the engine's part of bar b sounds in bar b + this */
+    int32_t programs[16];    /* the engine's programs (-1 = drums) */
+    uint32_t n_programs;     /* 1..16 */
+    sage_sampling sampling;
+    uint64_t seed;
+    sage_live_options live; /* the musician's clock, tempo, meter and channels */
+} sage_jam_options;
+
+/* A note the engine plays, on the caller's clock: its channel is the position of its program in
+ * `programs` (channels 0, 1, ... skipping 9; drums on 9). */
+typedef struct sage_jam_note {
+    int64_t time_us, end_us;
+    int32_t pitch, velocity, program, channel;
+} sage_jam_note;
+
+typedef struct sage_jam_state {
+    int32_t answering;      /* call and response: the engine holds the floor */
+    uint64_t answers;       /* answers started */
+    uint64_t tokens;        /* tokens in the session's stream */
+    uint64_t dropped_notes; /* notes not polled before 1024 newer ones */
+} sage_jam_state;
+
+/* call and response, 4 bars, no rest rule, lookahead 1, programs {0}, default sampling, seed 0,
+ * sage_live_options_default(). */
+sage_jam_options sage_jam_options_default(void);
+sage_status sage_jam_create(const sage_model* model, const sage_jam_options* options,
+                            sage_jam** out);
+void sage_jam_free(sage_jam* jam);
+/* The jam's live encoder, to give it the musician's events (sage_live_note, sage_live_midi, ...)
+ * and ask it for times (sage_live_time_of); owned by the jam: never free it. Taking bars from it
+ * directly (sage_live_take_bar) would hide them from the jam. */
+sage_status sage_jam_get_live(sage_jam* jam, sage_live** live);
+/* Takes the bars complete at now_us and feeds them, generates a few tokens of the engine's part
+ * (an accompanied bar whole), and moves up to capacity of the engine's new notes to out, in the
+ * order they were decoded (each ahead of its time_us: the caller schedules it); *count receives
+ * how many. Call it often (every millisecond or so); allocates nothing. */
+sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, size_t capacity,
+                          size_t* count);
+sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out);
+/* The last min(capacity, 8192) tokens of the session's stream (the musician's bars and the
+ * engine's), oldest first; *count receives how many. */
+sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t capacity,
+                                 size_t* count);
 
 #ifdef __cplusplus
 }
