@@ -12,6 +12,7 @@ import pytest
 
 from sage_edge import cli
 from sage_edge.engine import CONTROLS, Controls, Engine
+from sage_edge.errors import UnplayedProgramsError
 from sage_edge.vocab import Kind
 from tests.conftest import built_binary
 from training import music_theory
@@ -113,6 +114,22 @@ def test_generation_obeys_the_controls(shipped_and_tiny_engine):
         assert len(sounding) <= 3
 
 
+def test_velocity_scale_plays_the_models_choice_louder_or_softer():
+    """The shipped model gives every note velocity 79 (its data has no dynamics); scaled by 1.2
+    it becomes the token nearest 94.8 (95), by 0.5 the one nearest 39.5 (47), and a range still
+    applies after the scale."""
+    engine = Engine()
+
+    def velocities(**settings) -> set[int]:
+        result = engine.generate(bars=4, seed=1, controls=Controls(**settings))
+        return {note.velocity for note in result.notes}
+
+    assert velocities(key="C:chromatic", key_mode="soft") == {79}  # soft, so only the mask path
+    assert velocities(velocity_scale=1.2) == {95}
+    assert velocities(velocity_scale=0.5) == {47}
+    assert velocities(velocity_scale=0.5, velocity="60-127") == {63}
+
+
 def test_a_control_changed_mid_stream_applies_to_the_next_token(tiny_models):
     """A knob turned between two tokens: the pending token, drawn before, is drawn again under
     the new controls; the session is not recreated."""
@@ -160,3 +177,23 @@ def test_soft_key_lock_lowers_the_out_of_key_share_strict_removes_it():
     strict, n = _out_of_key(engine, Controls(key="D:minor"), seeds)
     assert n > 200
     assert off > soft > strict == 0.0, (off, soft, strict)
+
+
+def test_a_silent_requested_program_is_brought_in():
+    """The shipped model gives the ensemble (50) little probability beside the choir: asked for
+    with the choir, it stays silent in 4 bars for every seed; with --plays-after 1 the bonus on
+    its Program token brings it in for most."""
+    engine = Engine()
+
+    def playing(controls) -> int:
+        played = 0
+        for seed in range(8):
+            try:
+                engine.generate(bars=4, seed=seed, programs=[52, 53, 54, 50], controls=controls)
+                played += 1
+            except UnplayedProgramsError:
+                pass
+        return played
+
+    assert playing(None) <= 1
+    assert playing(Controls(plays_after=1)) >= 4

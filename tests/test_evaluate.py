@@ -209,3 +209,18 @@ def test_perplexity_without_program_and_velocity_tokens(report, tiny_models, tok
     for name in evaluate.PERPLEXITY_WITHOUT:
         assert p["without"][name] == pytest.approx(math.exp(np.concatenate(kept[name]).mean()))
     assert len(np.concatenate(kept["program_velocity"])) < len(np.concatenate(kept["program"]))
+
+
+def test_music_section_takes_controls(tiny_models, test_dir, capsys):
+    """--control passes musical controls to every generation of the music-theory section: with
+    the usual ranges locked, no generated note is out of range (the tiny random model's notes
+    are, without)."""
+    args = ["--model", str(tiny_models["q8_0"]), "--data", str(test_dir), "--json"]
+    small = ["--max-bars", "1", "--music-pieces", "2", "--music-bars", "4"]
+    small += ["--long-run-bars", "0", "--adherence-seeds", "0"]
+    assert evaluate.main(args + small + ["--control", "range=usual"]) == 0
+    music = json.loads(capsys.readouterr().out)["music"]
+    assert music["controls"] == {"range": "usual"}
+    assert music["generated"]["range_violation_share"] == 0
+    assert evaluate.main(args + small) == 0
+    assert json.loads(capsys.readouterr().out)["music"]["generated"]["range_violation_share"] > 0

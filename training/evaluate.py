@@ -303,14 +303,23 @@ class MusicOptions:
     long_run_bars: int = LONG_RUN_BARS  # one generation for key stability (0: skip)
     adherence_seeds: int = ADHERENCE_SEEDS  # generations per General MIDI family (0: skip)
     adherence_bars: int = ADHERENCE_BARS
+    # Musical controls for every generation (sage_edge.Controls keywords: docs/controls.md),
+    # e.g. {"key": "D:minor", "no-parallels": "strict"}; empty: the model alone.
+    controls: dict[str, str] = field(default_factory=dict)
 
 
-def generated_notes(engine, bars: int, seed: int, sampling: dict, programs=None) -> metrics.Notes:
+def generated_notes(
+    engine, bars: int, seed: int, sampling: dict, programs=None, controls=None
+) -> metrics.Notes:
     """``bars`` bars generated from scratch by ``Engine.generate``, as notes in bars."""
     from sage_edge.engine import SamplingParams
 
     generation = engine.generate(
-        bars=bars, seed=seed, programs=programs, sampling=SamplingParams(**sampling)
+        bars=bars,
+        seed=seed,
+        programs=programs,
+        sampling=SamplingParams(**sampling),
+        controls=controls or None,
     )
     return metrics.notes_from_score(generation.score, n_bars=bars)
 
@@ -324,7 +333,9 @@ def program_adherence(engine, options: MusicOptions, seed: int, sampling: dict) 
         for s in range(options.adherence_seeds):
             bars = options.adherence_bars
             try:
-                notes = generated_notes(engine, bars, seed + s, sampling, [program])
+                notes = generated_notes(
+                    engine, bars, seed + s, sampling, [program], options.controls
+                )
             except UnplayedProgramsError:  # never learned, or silent in this generation
                 continue
             played += bool(np.any(notes.program == program))
@@ -345,7 +356,9 @@ def music_report(engine, real_pieces: list[metrics.Notes], options, seed, sampli
     generated = []
     for i in range(options.pieces):
         generated.append(
-            music_theory.analyze(generated_notes(engine, options.bars, seed + i, sampling))
+            music_theory.analyze(
+                generated_notes(engine, options.bars, seed + i, sampling, None, options.controls)
+            )
         )
         if progress:
             print(f"music piece {i + 1}/{options.pieces}", file=sys.stderr)
@@ -359,13 +372,16 @@ def music_report(engine, real_pieces: list[metrics.Notes], options, seed, sampli
     window = music_theory.KEY_WINDOW_BARS
     report = {
         "bars": options.bars,
+        "controls": dict(options.controls),
         "generated": music_theory.summarize(generated),
         "real": music_theory.summarize(real),
         "key_stability": {"window_bars": window, "generated": None, "real": None},
         "program_adherence": None,
     }
     if options.long_run_bars:
-        long_run = generated_notes(engine, options.long_run_bars, seed, sampling)
+        long_run = generated_notes(
+            engine, options.long_run_bars, seed, sampling, None, options.controls
+        )
         report["key_stability"]["generated"] = _stability(
             *music_theory.key_stability(long_run, window), options.long_run_bars
         )
@@ -615,6 +631,8 @@ def print_music_table(music: dict, w) -> None:
         f"\nmusic theory: {gen['excerpts']} generated pieces of {music['bars']} bars against "
         f"{real['excerpts']} real pieces' last {music['bars']} bars\n"
     )
+    if music.get("controls"):
+        w("controls: " + ", ".join(f"{k}={v}" for k, v in music["controls"].items()) + "\n")
     w(f"{'measure':30} {'generated':>10} {'real':>10}\n")
     for key, label, scale, fmt in music_theory.TABLE_ROWS:
         g = music_theory.format_value(gen[key], scale, fmt)
@@ -680,7 +698,21 @@ def main(argv: list[str] | None = None) -> int:
         default=ADHERENCE_BARS,
         help=f"bars per adherence generation ({ADHERENCE_BARS})",
     )
+    music.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a musical control for the generations, e.g. key=D:minor (docs/controls.md); "
+        "repeat for several",
+    )
     args = ap.parse_args(argv)
+    controls = {}
+    for item in args.control:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            ap.error(f"--control takes NAME=VALUE, not {item!r}")
+        controls[name] = value
     if args.backend == "engine":
         ok, why = engine_available()
         if not ok:
@@ -705,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
             args.long_run_bars,
             args.adherence_seeds,
             args.adherence_bars,
+            controls,
         ),
     )
     if args.json:

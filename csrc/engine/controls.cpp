@@ -91,12 +91,13 @@ const Description kDescriptions[] = {
     {"key-penalty", "LOGIT", "soft key lock: subtracted from an out-of-key pitch (3)"},
     {"range", "usual|LOW-HIGH|P:LOW-HIGH,...", "pitch range per program; usual = by GM family"},
     {"velocity", "V|LOW-HIGH|P:LOW-HIGH,...", "velocity range (or one velocity) per program"},
+    {"velocity-scale", "FACTOR", "the model's velocities x FACTOR, nearest token (1 = off)"},
     {"max-polyphony", "N|P:N,...", "notes sounding at an onset, overall or per program (0 = any)"},
     {"density", "MIN-MAX", "notes per bar, all programs (4-12, 4-, -12)"},
     {"no-parallels", "off|soft|strict", "no parallel fifths/octaves between programs' top lines"},
     {"parallels-penalty", "LOGIT", "soft no-parallels: subtracted from an offending pitch (3)"},
     {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (0 = off)"},
-    {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (3)"},
+    {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (6)"},
     {"end", "none|cadence", "cadence: EOS may end the last bar asked, on the tonic triad"},
 };
 constexpr size_t kNumDescriptions = sizeof(kDescriptions) / sizeof(kDescriptions[0]);
@@ -241,10 +242,11 @@ sage_controls Controls::defaults() {
         c.pitch_high[v] = c.velocity_high[v] = 127;
         c.max_polyphony[v] = 0;
     }
+    c.velocity_scale = 1;
     c.max_polyphony_total = 0;
     c.density_min = c.density_max = 0;
     c.plays_after_bars = 0;
-    c.plays_bonus = 3;
+    c.plays_bonus = 6;
     c.parallels_mode = SAGE_RULE_OFF;
     c.parallels_penalty = 3;
     c.end = SAGE_END_NONE;
@@ -299,6 +301,9 @@ void Controls::check(const sage_controls& c) {
                    " must satisfy low <= high <= 127, not " + std::to_string(c.velocity_low[v]) +
                    "-" + std::to_string(c.velocity_high[v]));
     }
+    if (!std::isfinite(c.velocity_scale) || !(c.velocity_scale > 0) || c.velocity_scale > 8)
+        refuse("velocity_scale must be in (0, 8] (1 = off), not " +
+               std::to_string(c.velocity_scale));
     if (c.max_polyphony_total < 0 || c.max_polyphony_total > 255)
         refuse("max_polyphony_total must be in 0..255 (0 = no limit), not " +
                std::to_string(c.max_polyphony_total));
@@ -354,6 +359,8 @@ void Controls::set_text(sage_controls& controls, const char* name_text, const ch
                 (range ? c.pitch_high : c.velocity_high)[v] = static_cast<uint8_t>(high);
             }
         }
+    } else if (name == "velocity-scale") {
+        c.velocity_scale = parse_positive(value, "velocity-scale");
     } else if (name == "max-polyphony") {
         for (const std::string& item : split(value, ',')) {
             std::string count;
@@ -437,7 +444,7 @@ void Controls::set(const sage_controls& controls) {
         narrowed = narrowed || c.pitch_low[v] > 0 || c.pitch_high[v] < 127 ||
                    c.velocity_low[v] > 0 || c.velocity_high[v] < 127;
     biases_ = c.key_mode == SAGE_RULE_SOFT || c.parallels_mode == SAGE_RULE_SOFT ||
-              c.plays_after_bars > 0;
+              c.plays_after_bars > 0 || c.velocity_scale != 1;
     active_ = biases_ || narrowed || polyphony_ || c.key_mode != SAGE_RULE_OFF ||
               c.parallels_mode != SAGE_RULE_OFF || c.density_min > 0 || c.density_max > 0 ||
               c.end != SAGE_END_NONE;
@@ -568,7 +575,8 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     }
 }
 
-void Controls::apply_velocities(int voice, uint8_t* allowed) const {
+void Controls::apply_velocities(int voice, uint8_t* allowed, float* logits) const {
+    if (settings_.velocity_scale != 1) scale_velocities(allowed, logits);
     const int low = settings_.velocity_low[voice], high = settings_.velocity_high[voice];
     int nearest = 1 << 30;  // distance to the range of the nearest velocity token allowed
     for (int i = 0; i < vocab_size_; ++i) {
@@ -580,6 +588,34 @@ void Controls::apply_velocities(int voice, uint8_t* allowed) const {
         if (!allowed[i] || vocab_[i].kind != Kind::Velocity) continue;
         const int v = vocab_[i].a;
         allowed[i] = (v < low ? low - v : v > high ? v - high : 0) == nearest;
+    }
+}
+
+void Controls::scale_velocities(uint8_t* allowed, float* logits) const {
+    // The velocity tokens the grammar allows, and where each one's velocity scales to.
+    std::array<int16_t, 128> ids{}, target{};
+    std::array<float, 128> moved{};
+    int n = 0;
+    for (int i = 0; i < vocab_size_ && n < 128; ++i)
+        if (allowed[i] && vocab_[i].kind == Kind::Velocity) ids[n++] = static_cast<int16_t>(i);
+    for (int k = 0; k < n; ++k) {
+        const float scaled = static_cast<float>(vocab_[ids[k]].a) * settings_.velocity_scale;
+        int best = 0;
+        for (int j = 1; j < n; ++j)
+            if (std::fabs(static_cast<float>(vocab_[ids[j]].a) - scaled) <
+                std::fabs(static_cast<float>(vocab_[ids[best]].a) - scaled))
+                best = j;
+        target[k] = static_cast<int16_t>(best);
+    }
+    moved.fill(-INFINITY);
+    std::array<bool, 128> reached{};
+    for (int k = 0; k < n; ++k) {
+        reached[target[k]] = true;
+        if (logits != nullptr) moved[target[k]] = std::max(moved[target[k]], logits[ids[k]]);
+    }
+    for (int j = 0; j < n; ++j) {
+        allowed[ids[j]] = reached[j];
+        if (logits != nullptr) logits[ids[j]] = moved[j];
     }
 }
 
@@ -639,7 +675,7 @@ void Controls::apply(const Grammar& grammar, const Detokenizer& detokenizer, uin
     }
     const int voice = detokenizer.program() + 1;
     if (pitch_next && voice >= 0 && voice < kVoices) apply_pitches(voice, now, allowed, logits);
-    if (velocity_next && voice >= 0 && voice < kVoices) apply_velocities(voice, allowed);
+    if (velocity_next && voice >= 0 && voice < kVoices) apply_velocities(voice, allowed, logits);
     // A bar below its minimum stays open while a note can still be placed in it.
     if (c.density_min > 0 && notes_in_bar < c.density_min && any_note) {
         for (int i = 0; i < vocab_size_; ++i)

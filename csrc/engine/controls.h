@@ -10,7 +10,8 @@
 //   Program p    allowed only if p could start a note now (density, polyphony, some pitch left by
 //                the key and range); bonus if p is requested and has been silent too long
 //   Pitch x      after Program p: range, key (mask or penalty), parallels (mask or penalty)
-//   Velocity v   after a pitch of program p: p's velocity range (the nearest token if none inside)
+//   Velocity v   after a pitch of program p: the velocity scale, then p's velocity range (the
+//                nearest token if none inside)
 //   Bar          masked below the bar's minimum density while a note can still be placed
 //   EOS          with end = cadence, only in the last bar asked (set_final_bar)
 // A strict rule never leaves the stream without a next token: a Program is only allowed when a
@@ -78,7 +79,8 @@ class Controls {
     void top_lines(int64_t time, std::array<int16_t, kVoices>& lines) const;
     bool makes_parallel(int voice, int pitch, int64_t previous) const;
     void apply_pitches(int voice, int64_t time, uint8_t* allowed, float* logits) const;
-    void apply_velocities(int voice, uint8_t* allowed) const;
+    void apply_velocities(int voice, uint8_t* allowed, float* logits) const;
+    void scale_velocities(uint8_t* allowed, float* logits) const;
     void refresh_playable();
 
     const TokenInfo* vocab_;

@@ -584,6 +584,7 @@ void bind_controls(py::module_& m) {
         .def_readonly("key_tonic", &sage_controls::key_tonic)
         .def_readonly("key_classes", &sage_controls::key_classes)
         .def_readonly("key_penalty", &sage_controls::key_penalty)
+        .def_readonly("velocity_scale", &sage_controls::velocity_scale)
         .def_readonly("max_polyphony_total", &sage_controls::max_polyphony_total)
         .def_readonly("density_min", &sage_controls::density_min)
         .def_readonly("density_max", &sage_controls::density_max)

@@ -55,6 +55,8 @@ TEST(control_text_parses_into_the_struct) {
     CHECK_EQ(c.velocity_high[5], 100);
     CHECK_EQ(c.velocity_low[0], 90);
     CHECK_EQ(c.velocity_high[0], 90);
+    CHECK_EQ(set(c, "velocity-scale", "1.25"), SAGE_OK);
+    CHECK_EQ(c.velocity_scale, 1.25f);
     CHECK_EQ(set(c, "max-polyphony", "4,42:1"), SAGE_OK);
     CHECK_EQ(c.max_polyphony_total, 4);
     CHECK_EQ(c.max_polyphony[43], 1);
@@ -99,6 +101,8 @@ TEST(bad_control_text_is_refused_and_changes_nothing) {
         {"plays-after", "-2"},
         {"end", "fade"},
         {"loudness", "3"},
+        {"velocity-scale", "9"},
+        {"velocity-scale", "0"},
         {"range", ""},
         {"key", "C#b:major"},
     };
@@ -310,6 +314,48 @@ TEST(bars_reach_the_minimum_density) {
         CHECK(n >= 9);
     }
     sage_session_free(session);
+    sage_model_free(model);
+}
+
+// end = cadence with a key: EOS only in the last bar asked, and that bar on the tonic triad.
+TEST(a_cadence_ends_on_the_tonic_triad_in_the_last_bar) {
+    sage_model* model = load_or_die(SAGE_SHIPPED_MODEL);
+    const uint32_t d_minor_triad = (1u << 2) | (1u << 5) | (1u << 9);  // D F A
+    int ended = 0;
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+        sage_session_options options = sage_session_options_default();
+        options.seed = seed;
+        sage_session* session = nullptr;
+        CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+        sage_controls c = sage_controls_default();
+        CHECK_EQ(set(c, "key", "D:minor"), SAGE_OK);
+        CHECK_EQ(set(c, "end", "cadence"), SAGE_OK);
+        CHECK_EQ(sage_session_set_controls(session, &c), SAGE_OK);
+        const sage_sampling sampling = sage_sampling_default();
+        std::vector<int32_t> tokens(SAGE_MAX_TOKENS_PER_BAR * 8);
+        std::vector<sage_note_event> events(4096);
+        sage_bar_stop stop{};
+        stop.bars = 4;
+        stop.each_bar = 1;
+        sage_stop_reason reason = SAGE_STOP_BAR_LINE;
+        size_t count = 0, n = 0;
+        while (reason == SAGE_STOP_BAR_LINE) {
+            CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, tokens.data(),
+                                                tokens.size(), &count, &reason),
+                     SAGE_OK);
+            if (reason == SAGE_STOP_END) CHECK_EQ(stop.opened, stop.bars);  // only the last bar
+            if (reason == SAGE_STOP_BAR_LINE)
+                sage_session_pop_events(session, events.data(), events.size(), &n);
+        }
+        ended += reason == SAGE_STOP_END;
+        // What is left is the last bar's notes.
+        sage_session_pop_events(session, events.data(), events.size(), &n);
+        CHECK(n > 0);
+        for (size_t i = 0; i < n; ++i)
+            if (events[i].program >= 0) CHECK(d_minor_triad & (1u << (events[i].pitch % 12)));
+        sage_session_free(session);
+    }
+    std::printf("%d of 6 pieces ended by EOS in the last bar\n", ended);
     sage_model_free(model);
 }
 

@@ -209,6 +209,10 @@ typedef struct sage_controls {
     /* Velocity range per program: velocity tokens outside [low, high] are masked; when the
      * vocabulary has none inside, the nearest one is kept. low == high: a fixed velocity. */
     uint8_t velocity_low[SAGE_CONTROL_PROGRAMS], velocity_high[SAGE_CONTROL_PROGRAMS];
+    /* Dynamics, before the ranges: each velocity token v takes the largest logit of the model's
+     * velocity tokens that scale onto it (the token nearest their velocity x velocity_scale), so
+     * the model's choice is played louder or softer. In (0, 8]; 1 = off. */
+    float velocity_scale;
     /* Notes sounding at a note's onset, its own included: per program and overall; 0 = no limit. */
     uint8_t max_polyphony[SAGE_CONTROL_PROGRAMS];
     int32_t max_polyphony_total;
@@ -242,7 +246,8 @@ sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 
 sage_status sage_sampling_check(const sage_sampling* sampling);
 sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
 /* Everything off: no key, ranges and velocities 0..127, no limits, end none; key_penalty 3,
- * plays_bonus 3, parallels_penalty 3 (the sizes a soft rule gets unless told). */
+ * plays_bonus 6, parallels_penalty 3 (the sizes a soft rule gets unless told; a bonus of 3 made
+ * a silent learned program of the shipped model play in 0 to 1 of 8 seeds, 6 in 3 to 6). */
 sage_controls sage_controls_default(void);
 /* SAGE_ERR_ARGUMENT naming the field and its range when a control is out of range (low > high, a
  * mode or tonic out of range, a penalty not finite and > 0, density_min > density_max...). */
@@ -257,6 +262,7 @@ sage_status sage_controls_check(const sage_controls* controls);
  *   range          comma-separated: usual (every program's usual range, by General MIDI family),
  *                  LOW-HIGH (every program) or PROGRAM:LOW-HIGH; later items override earlier ones
  *   velocity       comma-separated: V or LOW-HIGH (every program), PROGRAM:V or PROGRAM:LOW-HIGH
+ *   velocity-scale a number in (0, 8]
  *   max-polyphony  comma-separated: N (overall) or PROGRAM:N; 0 = no limit
  *   density        MIN-MAX, MIN- or -MAX notes per bar
  *   no-parallels   off | soft | strict
