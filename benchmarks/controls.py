@@ -43,7 +43,7 @@ EVERYTHING = dict(
 SETTINGS = {
     "off": {},
     "key soft 1.5": dict(key=KEY, key_mode="soft", key_penalty=1.5),
-    "key soft 3": dict(key=KEY, key_mode="soft"),
+    "key soft 3": dict(key=KEY, key_mode="soft", key_penalty=3),
     "key strict": dict(key=KEY),
     "range usual": dict(range="usual"),
     "parallels soft": dict(no_parallels="soft"),

@@ -173,7 +173,7 @@ def test_soft_key_lock_lowers_the_out_of_key_share_strict_removes_it():
     engine = Engine()
     seeds = range(4)
     off, _ = _out_of_key(engine, None, seeds)
-    soft, _ = _out_of_key(engine, Controls(key="D:minor", key_mode="soft", key_penalty=1.5), seeds)
+    soft, _ = _out_of_key(engine, Controls(key="D:minor", key_mode="soft"), seeds)
     strict, n = _out_of_key(engine, Controls(key="D:minor"), seeds)
     assert n > 200
     assert off > soft > strict == 0.0, (off, soft, strict)

@@ -88,7 +88,7 @@ struct Description {
 const Description kDescriptions[] = {
     {"key", "TONIC:SCALE", "key lock, e.g. D:minor, F#:dorian, C:0,2,4,7,9 (off = none)"},
     {"key-mode", "off|soft|strict", "strict masks out-of-key pitches, soft penalises them"},
-    {"key-penalty", "LOGIT", "soft key lock: subtracted from an out-of-key pitch (3)"},
+    {"key-penalty", "LOGIT", "soft key lock: subtracted from an out-of-key pitch (1.5)"},
     {"range", "usual|LOW-HIGH|P:LOW-HIGH,...", "pitch range per program; usual = by GM family"},
     {"velocity", "V|LOW-HIGH|P:LOW-HIGH,...", "velocity range (or one velocity) per program"},
     {"velocity-scale", "FACTOR", "the model's velocities x FACTOR, nearest token (1 = off)"},
@@ -236,7 +236,7 @@ sage_controls Controls::defaults() {
     c.key_mode = SAGE_RULE_OFF;
     c.key_tonic = 0;
     c.key_classes = 0;
-    c.key_penalty = 3;
+    c.key_penalty = 1.5f;
     for (int v = 0; v < kVoices; ++v) {
         c.pitch_low[v] = c.velocity_low[v] = 0;
         c.pitch_high[v] = c.velocity_high[v] = 127;
@@ -556,10 +556,28 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     }
     if (fitting == 0) return;  // a Program the caller fed: nothing fits, the grammar's mask stands
     const bool mask_parallels = c.parallels_mode == SAGE_RULE_STRICT && clean > 0;
+    // The cadence's bass: in the last bar, a note below everything sounding is the tonic (if one
+    // fits), so the final chord stands on the tonic rather than its third or fifth.
+    int below = -1;  // notes under this pitch would be the lowest sounding (-1: no such rule)
+    if (ending_here() && triad_ != 0) {
+        below = 128;
+        for (int i = 0; i < n_heard_; ++i) {
+            const Heard& h = heard_[i];
+            if (h.voice != kDrums && h.onset <= time && time < h.end)
+                below = std::min<int>(below, h.pitch);
+        }
+        bool tonic_fits = false;
+        for (int i = 0; i < n_pitch_tokens_ && !tonic_fits; ++i) {
+            const int id = pitch_tokens_[i], pitch = vocab_[id].a;
+            tonic_fits = allowed[id] && pitch < below && pitch % 12 == c.key_tonic &&
+                         pitch_fits(voice, pitch, true);
+        }
+        if (!tonic_fits) below = -1;  // no tonic under the others here: the rule gives way
+    }
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
         if (!allowed[id]) continue;
-        if (!pitch_fits(voice, pitch, final_bar_)) {
+        if (!pitch_fits(voice, pitch, final_bar_) || (pitch < below && pitch % 12 != c.key_tonic)) {
             allowed[id] = 0;
             continue;
         }
