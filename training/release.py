@@ -1,15 +1,19 @@
 """Ship a trained checkpoint as the package's default model.
 
-    python -m training.release CHECKPOINT --data DIR [--quant q8_0]
+    python -m training.release CHECKPOINT --data DIR [--quant q8_0] [--keep-test-split]
+    python -m training.release MODEL.sage --data DIR [--keep-test-split]
     python -m training.release --learned-programs-only --data DIR
 
-Exports the checkpoint to ``sage_edge/models/default.sage``, measures its test perplexity per
-token with the C++ engine on the corpus test split, and records what ``tests/test_default_model.py``
-checks: the file's SHA-256, the perplexity, and the test split's token ids
-(``tests/data/corpus_test_split.npz``, so the check runs without the corpus). docs/model.md cites
-the record. The file records the programs of the corpus's train split as the model's learned
-programs; ``--learned-programs-only`` records them in the shipped file as it is (every tensor kept)
-and updates the record, for a file exported before files recorded them.
+Exports the checkpoint (or copies a model file already exported from one, e.g. on the machine
+that trained it) to ``sage_edge/models/default.sage``, measures its test perplexity per token with
+the C++ engine on the corpus test split, and records what ``tests/test_default_model.py`` checks:
+the file's SHA-256, the perplexity, and the test split's token ids
+(``tests/data/corpus_test_split.npz``, so the check runs without the corpus).
+``--keep-test-split`` measures on the recorded split as it is (its pieces must be in the corpus's
+test split), so that a model trained on a larger corpus stays comparable with the ones before.
+docs/model.md cites the record. The file records the programs of the corpus's train split as the
+model's learned programs; ``--learned-programs-only`` records them in the shipped file as it is
+(every tensor kept) and updates the record, for a file exported before files recorded them.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import argparse
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from sage_edge import format as sage_format
 from sage_edge.engine import DEFAULT_MODEL, Engine
 from sage_edge.quant import DTYPES
 from training import data
@@ -69,9 +75,14 @@ def relabel_learned_programs(data_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", nargs="?")
+    parser.add_argument("checkpoint", nargs="?", help="a training checkpoint (.pt) or a .sage file")
     parser.add_argument("--data", required=True, help="the prepared corpus the model trained on")
     parser.add_argument("--quant", default="q8_0", choices=DTYPES)
+    parser.add_argument(
+        "--keep-test-split",
+        action="store_true",
+        help="measure on the recorded test split, kept as it is, not the corpus's",
+    )
     parser.add_argument(
         "--learned-programs-only",
         action="store_true",
@@ -84,25 +95,39 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint is None:
         parser.error("give a checkpoint, or --learned-programs-only")
 
-    model = load_checkpoint(args.checkpoint)
-    provenance = checkpoint_provenance(args.checkpoint, model)
-    programs = checkpoint_learned_programs(model, args.data)
-    result = export(model, model.tokenizer_json, args.quant, DEFAULT_MODEL, provenance, programs)
-    print(f"wrote {DEFAULT_MODEL} ({result.file_size:,} bytes)")
+    if Path(args.checkpoint).suffix == ".sage":
+        contents = sage_format.read(args.checkpoint)  # a valid model file, or ModelFormatError
+        if contents.learned_programs is None:
+            parser.error(f"{args.checkpoint} records no learned programs")
+        provenance, quant = contents.metadata["model"], contents.matrix_dtype
+        shutil.copyfile(args.checkpoint, DEFAULT_MODEL)
+    else:
+        model = load_checkpoint(args.checkpoint)
+        provenance, quant = checkpoint_provenance(args.checkpoint, model), args.quant
+        programs = checkpoint_learned_programs(model, args.data)
+        export(model, model.tokenizer_json, quant, DEFAULT_MODEL, provenance, programs)
+    print(f"wrote {DEFAULT_MODEL} ({DEFAULT_MODEL.stat().st_size:,} bytes)")
 
     manifest = data.load_manifest(args.data)
-    names = manifest["splits"]["test"]
-    pieces = dict(zip(names, data.load_split(args.data, "test"), strict=True))
-    np.savez_compressed(TEST_SPLIT, **{name: ids.astype(np.int16) for name, ids in pieces.items()})
+    if args.keep_test_split:
+        with np.load(TEST_SPLIT) as split:
+            pieces = {name: split[name].astype(np.int32) for name in split.files}
+        if not set(pieces) <= set(manifest["splits"]["test"]):
+            raise SystemExit(f"{TEST_SPLIT}: pieces outside the test split of {args.data}")
+    else:
+        names = manifest["splits"]["test"]
+        pieces = dict(zip(names, data.load_split(args.data, "test"), strict=True))
+        arrays = {name: ids.astype(np.int16) for name, ids in pieces.items()}
+        np.savez_compressed(TEST_SPLIT, **arrays)
     perplexity, tokens = test_perplexity(DEFAULT_MODEL, pieces)
     record = {
         "sha256": hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest(),
         "file_bytes": DEFAULT_MODEL.stat().st_size,
-        "quantization": args.quant,
+        "quantization": quant,
         "horizons": Engine(DEFAULT_MODEL).info["horizons"],
         "test_perplexity": perplexity,
         "test_tokens": tokens,
-        "test_pieces": names,
+        "test_pieces": list(pieces),
         "checkpoint": provenance,
     }
     RECORD.write_text(json.dumps(record, indent=2) + "\n")
