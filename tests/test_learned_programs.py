@@ -16,17 +16,17 @@ from conftest import built_binary
 import sage_edge
 from sage_edge import _engine
 from sage_edge import format as sage_format
-from sage_edge.engine import DEFAULT_MODEL, Engine
+from sage_edge.engine import DEFAULT_MODEL, Controls, Engine
 from sage_edge.errors import ModelFormatError, UnplayedProgramsError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "tiny_q8_0.sage"
 CORPUS = ROOT / "csrc" / "tests" / "corpus"
 TINY_LEARNED = {-1: 10, 40: 100, 41: 100, 42: 100, 43: 50}
-# Programs the shipped model never heard (piano, drums, guitar, flute, the piano family) and
-# programs it did (the four voices of a chorale).
-UNLEARNED_REQUESTS = ["0", "-1", "24", "73", "0,1,2,3,4,5,6,7"]
-CHORALE_VOICES = "52,53,54,42"
+# Programs the shipped model never heard (drums, piccolo, timpani, helicopter, and them with a
+# program it knows) and programs it did (a piano and a bass, from the folk tunes' realisations).
+UNLEARNED_REQUESTS = ["-1", "72", "47", "125", "0,72"]
+LEARNED_VOICES = "0,32"
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +120,14 @@ def test_a_program_the_model_never_learned_is_refused_before_generating(tiny_lea
 def test_a_learned_program_that_stays_silent_is_an_error(tiny_learned):
     engine = Engine(tiny_learned)
     quartet_and_drums = [40, 41, 42, 43, -1]
+    bare = Controls(plays_after=0)  # no bonus for silent programs: the model's own choice
     with pytest.raises(UnplayedProgramsError, match=r"played no notes for Violin \(40\)") as error:
-        engine.generate(programs=quartet_and_drums, bars=1, seed=1)
+        engine.generate(programs=quartet_and_drums, bars=1, seed=1, controls=bare)
     assert error.value.programs == [40, 41, 42, 43]  # seed 1 plays only drums
     with pytest.raises(UnplayedProgramsError):
-        list(engine.stream(programs=quartet_and_drums, bars=1, seed=1))
+        list(engine.stream(programs=quartet_and_drums, bars=1, seed=1, controls=bare))
     # Seed 2 plays all five: no error.
-    result = engine.generate(programs=quartet_and_drums, bars=1, seed=2)
+    result = engine.generate(programs=quartet_and_drums, bars=1, seed=2, controls=bare)
     assert {note.program for note in result.notes} == set(quartet_and_drums)
 
 
@@ -137,7 +138,7 @@ def test_cli_generate_exits_2_for_a_program_the_model_cannot_play(tiny_learned, 
     assert refused.stderr.count("\n") == 1 and "cannot play Acoustic grand piano (0)" in (
         refused.stderr
     )
-    seeded = ("--programs", "40,41,42,43,-1", "--bars", 1, "--out", out)
+    seeded = ("--programs", "40,41,42,43,-1", "--bars", 1, "--out", out, "--plays-after", 0)
     silent = cli("generate", "--model", tiny_learned, *seeded, "--seed", 1)
     assert silent.returncode == 2 and silent.stderr.count("\n") == 1
     assert "played no notes for Violin (40)" in silent.stderr
@@ -150,7 +151,9 @@ def test_runner_refuses_unlearned_and_silent_programs(tiny_learned, runner):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "this model cannot play program 0:" in refused.stderr
     assert "it learned -1 (drums) (10 notes), 40 (100 notes)" in refused.stderr
-    silent = run(runner, "--model", tiny_learned, "--programs", "40,-1", "--tokens", 12)
+    silent = run(
+        runner, "--model", tiny_learned, "--programs", "40,-1", "--tokens", 12, "--plays-after", 0
+    )
     assert silent.returncode == 2 and silent.stderr.count("\n") == 1, silent.stderr
     assert "played no notes for program" in silent.stderr
     played = run(runner, "--model", tiny_learned, "--programs", "40", "--tokens", 200)
@@ -167,8 +170,9 @@ def shipped() -> Engine:
 def test_the_shipped_model_records_what_it_learned(shipped):
     learned = shipped.learned_programs
     assert learned is not None
-    assert {40, 41, 42, 52, 53, 54, 110} <= set(learned)
-    assert not {0, -1, 24, 73} & set(learned)
+    # every General MIDI family but the drums (program augmentation), never the piccolo
+    assert {0, 8, 16, 24, 32, 40, 48, 56, 64, 73, 80, 88, 52, 53, 54, 110} <= set(learned)
+    assert not {-1, 72, 47, 125} & set(learned)
     info = cli("info")
     assert info.returncode == 0
     assert "learned programs: " in info.stdout and "Choir aahs (52)" in info.stdout
@@ -185,12 +189,12 @@ def test_shipped_model_cli_refuses_programs_it_cannot_play(shipped, programs, tm
 
 def test_shipped_model_plays_the_programs_it_learned(shipped, tmp_path, runner):
     out = tmp_path / "x.mid"
-    args = ("--programs", CHORALE_VOICES, "--seed", 1)
+    args = ("--programs", LEARNED_VOICES, "--seed", 1)
     result = cli("generate", *args, "--bars", 2, "--out", out)
     assert result.returncode == 0, result.stderr
     assert out.exists()
     played = run(runner, "--model", DEFAULT_MODEL, *args, "--bars", 2)
     assert played.returncode == 0, played.stderr
-    refused = run(runner, "--model", DEFAULT_MODEL, "--programs", "0", "--tokens", 10)
-    assert refused.returncode == 2 and "this model cannot play program 0" in refused.stderr
+    refused = run(runner, "--model", DEFAULT_MODEL, "--programs", "72", "--tokens", 10)
+    assert refused.returncode == 2 and "this model cannot play program 72" in refused.stderr
     assert "learned programs -1" not in run(runner, "--model", DEFAULT_MODEL, "--info").stdout

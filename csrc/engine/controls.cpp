@@ -96,8 +96,8 @@ const Description kDescriptions[] = {
     {"density", "MIN-MAX", "notes per bar, all programs (4-12, 4-, -12)"},
     {"no-parallels", "off|soft|strict", "no parallel fifths/octaves between programs' top lines"},
     {"parallels-penalty", "LOGIT", "soft no-parallels: subtracted from an offending pitch (3)"},
-    {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (0 = off)"},
-    {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (6)"},
+    {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (1; 0 = off)"},
+    {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (8)"},
     {"end", "none|cadence", "cadence: EOS may end the last bar asked, on the tonic triad"},
 };
 constexpr size_t kNumDescriptions = sizeof(kDescriptions) / sizeof(kDescriptions[0]);
@@ -245,8 +245,8 @@ sage_controls Controls::defaults() {
     c.velocity_scale = 1;
     c.max_polyphony_total = 0;
     c.density_min = c.density_max = 0;
-    c.plays_after_bars = 0;
-    c.plays_bonus = 6;
+    c.plays_after_bars = 1;
+    c.plays_bonus = 8;
     c.parallels_mode = SAGE_RULE_OFF;
     c.parallels_penalty = 3;
     c.end = SAGE_END_NONE;
