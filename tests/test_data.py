@@ -69,6 +69,30 @@ def test_split_is_a_stable_hash():
     assert 1700 < counts["train"] < 1900 and counts["valid"] > 60 and counts["test"] > 60
 
 
+def test_a_small_folder_gets_one_valid_piece(tmp_path, chorale_paths):
+    """Three works hash to train; the one hashed nearest the valid range is moved to valid, so
+    training (which needs a valid piece) runs on a small folder; a one-work folder stays train."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["bwv269", "bwv277", "bwv250"]
+    for name in names:
+        shutil.copy(next(p for p in chorale_paths if p.stem == name), src / f"{name}.mid")
+    assert {data.split_of(f"midi/{n}") for n in names} == {"train"}  # the hash alone: no valid
+    m = data.prepare(tmp_path / "corpus", [], midi_dir=src, workers=1, progress=False)
+    nearest = max(names, key=lambda n: data.split_bucket(f"midi/{n}"))
+    assert m["splits"]["valid"] == [f"midi/{nearest}"]
+    assert sorted(m["splits"]["train"]) == sorted(f"midi/{n}" for n in names if n != nearest)
+    assert data.main(["prepare", "--out", str(tmp_path / "again"), "--collections", "",
+                      "--midi-dir", str(src), "--no-progress"]) == 0  # fmt: skip
+    again = json.loads((tmp_path / "again" / data.MANIFEST).read_text())
+    assert again["splits"] == m["splits"]  # deterministic
+
+    (src / "bwv277.mid").unlink()
+    (src / "bwv250.mid").unlink()
+    one = data.prepare(tmp_path / "one", [], midi_dir=src, workers=1, progress=False)
+    assert one["splits"] == {"train": ["midi/bwv269"], "valid": [], "test": []}
+
+
 def test_chorale_versions_share_identity_and_split():
     for a, b in [("bwv18.5-lz", "bwv18.5-w"), ("bwv248.23-2", "bwv248.23-s"), ("bwv269", "bwv269")]:
         assert data.identity_of("bach", a) == data.identity_of("bach", b)

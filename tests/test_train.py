@@ -35,7 +35,7 @@ VALID_PIECES = ("midi/bwv269", "midi/bwv277")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, chorale_dir) -> Path:
     """The twelve chorale fixtures prepared as a corpus. Twelve pieces are too few for the
-    hashed 90/5/5 split to fill the valid split, so two of them are moved there."""
+    hashed 90/5/5 split (prepare gives the valid split one piece), so two are pinned there."""
     out = tmp_path_factory.mktemp("corpus")
     data.prepare(out, [], midi_dir=chorale_dir, workers=1, progress=False)
     manifest_path = out / data.MANIFEST
@@ -223,20 +223,41 @@ def test_train_stream_redraws_programs_and_resumes_them(corpus, tokenizer):
         assert all(torch.equal(a, b) for a, b in batches)
 
 
-def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tmp_path):
+def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tokenizer, tmp_path):
     from sage_edge import format as sage_format
+    from training.export import (
+        checkpoint_learned_programs,
+        learned_programs,
+        record_learned_programs,
+    )
 
-    model_file = REPO / "tests" / "data" / "tiny_q8_0.sage"  # tiny.toml's shapes, q8_0 blocks
-    run(corpus, tmp_path, "--init", str(model_file), "--stop-at", "0")
-    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    # tiny.toml's shapes, q8_0 blocks; a copy that records learned programs, as the shipped does
+    model_file = tmp_path / "tiny_q8_0.sage"
+    model_file.write_bytes((REPO / "tests" / "data" / "tiny_q8_0.sage").read_bytes())
+    record_learned_programs(model_file, {0: 7, 42: 3, 73: 5})
+    out = tmp_path / "run"
+    run(corpus, out, "--init", str(model_file), "--stop-at", "0")
+    checkpoint = torch.load(out / "last.pt", weights_only=False)
     assert checkpoint["step"] == 0
-    assert json.loads(checkpoint["train_config_json"])["init"] == str(model_file)
+    train_config = json.loads(checkpoint["train_config_json"])
+    assert train_config["init"] == str(model_file)
+    assert train_config["init_programs"] == [[0, 7], [42, 3], [73, 5]]
     expected = sage_format.read(model_file).dequantized_tensors()
     assert set(checkpoint["model"]) == set(expected)
     for name, values in expected.items():
         assert np.array_equal(checkpoint["model"][name].numpy(), values), name
-    resumed = run(corpus, tmp_path, "--init", str(model_file), "--resume", "--max-steps", "2")
+    resumed = run(corpus, out, "--init", str(model_file), "--resume", "--max-steps", "2")
     assert resumed["step"] == 2  # --resume continues from last.pt, not from the file again
+
+    # the export keeps what the file had learned and the chorales lack (piano, flute); the bass
+    # program 42, which the chorales have, takes the corpus's count
+    fine_tuned = load_checkpoint(out / "last.pt")
+    assert fine_tuned.checkpoint_info["train_config"]["init_programs"] == [[0, 7], [42, 3], [73, 5]]
+    programs = checkpoint_learned_programs(fine_tuned, corpus)
+    chorales = learned_programs(data.load_split(corpus, "train", tokenizer), tokenizer)
+    assert 0 not in chorales and 73 not in chorales and chorales[42] > 3
+    assert programs == dict(sorted((chorales | {0: 7, 73: 5}).items()))
+    assert list(programs) == sorted(programs)
 
 
 def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):

@@ -269,9 +269,14 @@ def identity_of(collection: str, stem: str) -> str:
     return f"{collection}/{s}"
 
 
+def split_bucket(identity: str) -> int:
+    """0..99 from the sha1 of the identity: < 90 train, < 95 valid, else test."""
+    return int(hashlib.sha1(identity.encode("utf-8")).hexdigest()[:8], 16) % 100
+
+
 def split_of(identity: str) -> str:
     """train/valid/test ≈ 90/5/5 from the sha1 of the identity (never random state)."""
-    bucket = int(hashlib.sha1(identity.encode("utf-8")).hexdigest()[:8], 16) % 100
+    bucket = split_bucket(identity)
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 
@@ -879,6 +884,16 @@ def assign_splits(records: list[dict], out_dir: Path) -> None:
     for r in records:
         if r.get("ok"):
             r["split"] = split_of(by_identity[r["identity"]])
+    # A folder of fewer than about 20 works rarely draws a valid piece from the 5 % share, and
+    # training needs one: the train group hashed nearest the valid range moves there (only when
+    # another group stays in train), so any folder of two or more works can be fine-tuned on.
+    ok = [r for r in records if r.get("ok")]
+    train_groups = {by_identity[r["identity"]] for r in ok if r["split"] == "train"}
+    if len(train_groups) > 1 and not any(r["split"] == "valid" for r in ok):
+        moved = max(train_groups, key=lambda g: (split_bucket(g), g))
+        for r in ok:
+            if by_identity[r["identity"]] == moved:
+                r["split"] = "valid"
 
 
 def _load_manifest(out_dir: Path) -> dict | None:
@@ -1232,6 +1247,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['n_pieces']} pieces ({m['n_converted']} converted, {m['n_cached']} cached), "
             f"{m['n_failures']} failures, {m['seconds']} s → {args.out}/{MANIFEST}"
         )
+        print("pieces per split: " + ", ".join(f"{len(m['splits'][s])} {s}" for s in SPLITS))
         return 0
     _print_stats(stats(args.data))
     return 0

@@ -9,7 +9,8 @@ quantization error: the largest absolute error and the RMS error relative to the
 The file also records the model's learned programs: the General MIDI programs of the train split
 of ``--data`` (the corpus the checkpoint was trained on), with their note counts; when the run
 redrew programs (``train.program_augment``), the counts are those of one epoch as the training
-stream re-orchestrated it.
+stream re-orchestrated it. A run that started from a model file (``--init``) adds the programs
+that file had learned and the corpus lacks.
 """
 
 from __future__ import annotations
@@ -86,14 +87,20 @@ def corpus_learned_programs(
 
 def checkpoint_learned_programs(model: SageModel, data_dir: str | Path) -> dict[int, int]:
     """The learned programs of a checkpoint (:func:`training.model.load_checkpoint`) trained on
-    ``data_dir``, with the program augmentation of its training config."""
+    ``data_dir``, with the program augmentation of its training config.
+
+    A run started from a model file (``--init``) also keeps the programs that file had learned
+    and ``data_dir`` lacks, with the file's note counts: a model fine-tuned on a folder of choir
+    pieces still plays the piano it learned before, and front ends must not refuse it."""
     train_config = model.checkpoint_info["train_config"]
-    return corpus_learned_programs(
+    programs = corpus_learned_programs(
         data_dir,
         Tokenizer.from_json(model.tokenizer_json),
         train_config.get("program_augment", 0.0),
         train_config.get("seed", 0),
     )
+    inherited = {int(p): int(n) for p, n in train_config.get("init_programs") or ()}
+    return dict(sorted((inherited | programs).items()))
 
 
 def model_file(

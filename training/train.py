@@ -35,6 +35,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from sage_edge import format as sage_format
 from sage_edge.tokenizer import Tokenizer
 from training import data
 from training.model import (
@@ -415,12 +416,18 @@ def evaluate(
     return total_loss / max(total_tokens, 1.0), int(total_tokens)
 
 
-def load_initial_weights(model: SageModel, path: str | os.PathLike, tokenizer: Tokenizer) -> None:
+def load_initial_weights(
+    model: SageModel, path: str | os.PathLike, tokenizer: Tokenizer
+) -> list[list[int]] | None:
     """Start ``model`` from a checkpoint (``.pt``) or a model file (``.sage``, dequantized: the
     file's exact weights). The architecture comes from the run's config; the tensors' names and
-    shapes and the tokenizer's vocabulary must match it (fine-tuning, not surgery)."""
+    shapes and the tokenizer's vocabulary must match it (fine-tuning, not surgery).
+
+    Returns the model file's learned programs as ``[program, notes]`` pairs (None for a
+    checkpoint, or a file that records none): the export keeps them (``training.export``)."""
     path = Path(path)
-    source = load_model_file(path) if path.suffix == ".sage" else load_checkpoint(path)
+    contents = sage_format.read(path) if path.suffix == ".sage" else None
+    source = load_model_file(contents) if contents is not None else load_checkpoint(path)
     theirs = Tokenizer.from_json(source.tokenizer_json).token_table()
     if not np.array_equal(theirs, tokenizer.token_table()):
         raise ValueError(f"{path}: its tokenizer's vocabulary differs from the one trained here")
@@ -428,6 +435,8 @@ def load_initial_weights(model: SageModel, path: str | os.PathLike, tokenizer: T
         model.load_tensors(source.tensors())
     except ValueError as exc:
         raise ValueError(f"{path}: does not fit the config's model: {exc}") from exc
+    learned = contents.learned_programs if contents is not None else None
+    return None if learned is None else [[int(p), int(n)] for p, n in sorted(learned.items())]
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -493,8 +502,9 @@ def train(args: argparse.Namespace) -> dict:
     model_config = build_model_config(model_table, tokenizer)
     model = SageModel(model_config)
     resuming = args.resume and (out / "last.pt").exists()
+    init_programs = None
     if args.init is not None and not resuming:  # a resumed run already holds its own weights
-        load_initial_weights(model, args.init, tokenizer)
+        init_programs = load_initial_weights(model, args.init, tokenizer)
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     stream = PieceStream(
@@ -517,6 +527,7 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best_valid = checkpoint["step"], checkpoint["best_valid_loss"]
+        init_programs = json.loads(checkpoint["train_config_json"]).get("init_programs")
         if args.max_steps is None:  # a --time-budget run set its own
             saved_max_steps = json.loads(checkpoint["train_config_json"])["max_steps"]
             cfg = dataclasses.replace(cfg, max_steps=saved_max_steps)
@@ -552,7 +563,12 @@ def train(args: argparse.Namespace) -> dict:
             "best_valid_loss": best_valid,
             "model_config": model_config.to_dict(),
             "train_config_json": json.dumps(
-                {"name": name, "init": args.init, **dataclasses.asdict(cfg)}
+                {
+                    "name": name,
+                    "init": args.init,
+                    "init_programs": init_programs,
+                    **dataclasses.asdict(cfg),
+                }
             ),
             "tokenizer_json": tokenizer.to_json(),
             "streams": streams,
