@@ -239,6 +239,11 @@ def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tokenizer,
     run(corpus, out, "--init", str(model_file), "--stop-at", "0")
     checkpoint = torch.load(out / "last.pt", weights_only=False)
     assert checkpoint["step"] == 0
+    # the given weights are validated before the first step: the mark to beat, and best.pt
+    (first,) = [m for m in read_metrics(out / "metrics.jsonl") if "valid_loss" in m]
+    assert first["step"] == 0 and math.isfinite(first["valid_loss"])
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["step"] == 0 and best["best_valid_loss"] == first["valid_loss"]
     train_config = json.loads(checkpoint["train_config_json"])
     assert train_config["init"] == str(model_file)
     assert train_config["init_programs"] == [[0, 7], [42, 3], [73, 5]]
@@ -258,6 +263,21 @@ def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tokenizer,
     assert 0 not in chorales and 73 not in chorales and chorales[42] > 3
     assert programs == dict(sorted((chorales | {0: 7, 73: 5}).items()))
     assert list(programs) == sorted(programs)
+
+
+def test_the_finetune_config_fits_the_shipped_model(tokenizer):
+    """The documented fine-tuning (configs/finetune.toml --init the shipped model) starts: the
+    config's model takes the shipped tensors, and the shipped learned programs come back."""
+    from sage_edge import format as sage_format
+    from training.model import SageModel
+    from training.train import build_model_config, load_config, load_initial_weights
+
+    shipped = REPO / "sage_edge" / "models" / "default.sage"
+    _, table, _ = load_config(REPO / "training" / "configs" / "finetune.toml")
+    model = SageModel(build_model_config(table, tokenizer))
+    programs = load_initial_weights(model, shipped, tokenizer)
+    learned = sage_format.read(shipped).learned_programs
+    assert programs == [[p, n] for p, n in sorted(learned.items())]
 
 
 def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):

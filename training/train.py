@@ -595,8 +595,40 @@ def train(args: argparse.Namespace) -> dict:
     # --time-budget: time steps CALIBRATION[0] to CALIBRATION[1] (after start-up), then keep 15 %
     # of what is left for the evaluations and the checkpoints.
     run_start, calibration, calibration_start = time.perf_counter(), (step + 5, step + 45), 0.0
-    model.train()
+
+    def validate() -> None:
+        """Validation loss at ``step``, logged; last.pt (and best.pt when it improved) saved."""
+        nonlocal best_valid, saved_step, window_start
+        eval_start = time.perf_counter()
+        valid_loss, valid_tokens = evaluate(model, valid_pieces, tokenizer, cfg, env, device)
+        improved = valid_loss < best_valid
+        best_valid = min(best_valid, valid_loss)
+        log(
+            {
+                "step": step,
+                "valid_loss": valid_loss,
+                "valid_ppl": math.exp(valid_loss),
+                "valid_tokens": valid_tokens,
+            }
+        )
+        if progress is not None:
+            ppl = math.exp(valid_loss)
+            progress.write(f"step {step}: valid loss {valid_loss:.4f}, perplexity {ppl:.3f}")
+        payload = checkpoint_payload()  # every rank joins the gathers
+        if env.main:
+            save_checkpoint(out / "last.pt", payload)
+            if improved:
+                save_checkpoint(out / "best.pt", payload)
+        saved_step = step
+        # evaluation and checkpoints are not training throughput
+        window_start += time.perf_counter() - eval_start
+
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    if args.init is not None and not resuming:
+        # the starting weights' loss: the mark a fine-tuning must beat; best.pt stays the given
+        # weights if no step does
+        validate()
+    model.train()
     while step < stop:
         inputs, targets, starts_piece = stream.next_batch()
         inputs, targets = inputs.to(device), targets.to(device)
@@ -646,29 +678,7 @@ def train(args: argparse.Namespace) -> dict:
                 progress.total = fitted
 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            eval_start = time.perf_counter()
-            valid_loss, valid_tokens = evaluate(model, valid_pieces, tokenizer, cfg, env, device)
-            improved = valid_loss < best_valid
-            best_valid = min(best_valid, valid_loss)
-            log(
-                {
-                    "step": step,
-                    "valid_loss": valid_loss,
-                    "valid_ppl": math.exp(valid_loss),
-                    "valid_tokens": valid_tokens,
-                }
-            )
-            if progress is not None:
-                ppl = math.exp(valid_loss)
-                progress.write(f"step {step}: valid loss {valid_loss:.4f}, perplexity {ppl:.3f}")
-            payload = checkpoint_payload()  # every rank joins the gathers
-            if env.main:
-                save_checkpoint(out / "last.pt", payload)
-                if improved:
-                    save_checkpoint(out / "best.pt", payload)
-            saved_step = step
-            # evaluation and checkpoints are not training throughput
-            window_start += time.perf_counter() - eval_start
+            validate()
 
     if progress is not None:
         progress.close()
