@@ -1,7 +1,8 @@
-// AVX2 kernels (this file alone is compiled with -mavx2 -mfma). No fused multiply-add is used:
-// every f32 result follows the canonical order of kernels_scalar.cpp, with the rows of a
-// matrix-vector product spread over SIMD lanes so each row keeps its own sequential order. The
-// integer matrix-vector products are shared with AVX-512 VNNI (kernels_x86_impl.h).
+// AVX2 kernels (this file alone is compiled with -mavx2 -mfma). Fused multiply-add only where
+// the canonical order of kernels_scalar.cpp has fma (the attention); every f32 result follows it,
+// with the rows of a matrix-vector product spread over SIMD lanes so each row keeps its own
+// sequential order. The integer matrix-vector products are shared with AVX-512 VNNI
+// (kernels_x86_impl.h).
 #include <immintrin.h>
 
 #include <cstring>

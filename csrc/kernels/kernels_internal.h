@@ -7,6 +7,8 @@
 // caller on a CPU without it.
 #pragma once
 
+#include <cmath>
+
 #include "kernels.h"
 
 namespace sage::kernels {
@@ -49,7 +51,7 @@ template <typename Ring>
 float attention_score(const AttentionGroup& a, const float* q, int64_t slot, float slope,
                       float distance) {
     float dot = 0.0f;
-    for (int c = 0; c < a.d_head; ++c) dot = dot + q[c] * Ring::key(a, c, slot);
+    for (int c = 0; c < a.d_head; ++c) dot = std::fma(q[c], Ring::key(a, c, slot), dot);
     return Ring::scaled_dot(a, dot, slot) * a.scale - slope * distance;
 }
 
@@ -60,7 +62,7 @@ float attention_value(const AttentionGroup& a, const float* e, int c, float inv_
     float o = 0.0f;
     int64_t slot = a.first_slot;
     for (int64_t j = 0; j < a.window; ++j) {
-        o = o + Ring::weight(a, e[j], slot) * Ring::value(a, slot, c);
+        o = std::fma(Ring::weight(a, e[j], slot), Ring::value(a, slot, c), o);
         if (++slot == a.horizon) slot = 0;
     }
     return o * inv_total;

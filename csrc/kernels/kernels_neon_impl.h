@@ -271,6 +271,38 @@ struct Q8Lanes : Q8Ring {
     }
 };
 
+// The scores of NV vectors of four consecutive keys (the first in `slot`, at window index j) for
+// the NH heads from h0 into s, their maxima into vmax. Each query element feeds NV keys' sums, and
+// NH * NV sums are in flight at once (what an in-order core like the Cortex-A53 needs).
+template <typename Ring, int NH, int NV>
+inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, int64_t j, int h0,
+                       float* s, float32x4_t* vmax) {
+    float32x4_t dot[NH][NV];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < NV; ++v) dot[h][v] = vdupq_n_f32(0.0f);
+    for (int c = 0; c < a.d_head; ++c) {
+        float32x4_t k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = Ring::keys4(a, c, slot + 4 * v);
+        for (int h = 0; h < NH; ++h)
+            for (int v = 0; v < NV; ++v)
+                dot[h][v] = vfmaq_n_f32(dot[h][v], k[v], q[h * a.d_head + c]);
+    }
+    const float lane_arr[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    const float32x4_t lane = vld1q_f32(lane_arr);
+    for (int v = 0; v < NV; ++v) {
+        // distance = window - 1 - (j + 4v + lane), exact in f32 (below 2^24)
+        const float32x4_t distance =
+            vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + 4 * v))), lane);
+        for (int h = 0; h < NH; ++h) {
+            const float32x4_t score =
+                vsubq_f32(vmulq_n_f32(Ring::scaled_dots(a, dot[h][v], slot + 4 * v), a.scale),
+                          vmulq_n_f32(distance, a.slopes[h0 + h]));
+            vst1q_f32(s + h * a.window + j + 4 * v, score);
+            vmax[h] = vmaxq_f32(vmax[h], score);
+        }
+    }
+}
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
 template <typename Ring, int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
@@ -281,31 +313,12 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         vmax[h] = vdupq_n_f32(-INFINITY);
         max_score[h] = -INFINITY;
     }
-    const float lane_arr[4] = {0.0f, 1.0f, 2.0f, 3.0f};
-    const float32x4_t lane = vld1q_f32(lane_arr);
     int64_t j = 0, slot = a.first_slot;
     while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
         int64_t i = 0;
-        for (; i + 4 <= run; i += 4) {
-            float32x4_t dot[NH];
-            for (int h = 0; h < NH; ++h) dot[h] = vdupq_n_f32(0.0f);
-            for (int c = 0; c < a.d_head; ++c) {
-                const float32x4_t k = Ring::keys4(a, c, slot + i);
-                for (int h = 0; h < NH; ++h)
-                    dot[h] = vaddq_f32(dot[h], vmulq_n_f32(k, q[h * a.d_head + c]));
-            }
-            // distance = window - 1 - (j + i + lane), exact in f32 (below 2^24)
-            const float32x4_t distance =
-                vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + i))), lane);
-            for (int h = 0; h < NH; ++h) {
-                const float32x4_t v =
-                    vsubq_f32(vmulq_n_f32(Ring::scaled_dots(a, dot[h], slot + i), a.scale),
-                              vmulq_n_f32(distance, a.slopes[h0 + h]));
-                vst1q_f32(s + h * a.window + j + i, v);
-                vmax[h] = vmaxq_f32(vmax[h], v);
-            }
-        }
+        for (; i + 16 <= run; i += 16) score_keys<Ring, NH, 4>(a, q, slot + i, j + i, h0, s, vmax);
+        for (; i + 4 <= run; i += 4) score_keys<Ring, NH, 1>(a, q, slot + i, j + i, h0, s, vmax);
         for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
             const float distance = static_cast<float>(a.window - 1 - (j + i));
             for (int h = 0; h < NH; ++h) {
@@ -363,7 +376,7 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
         for (int k = 0; k < C; ++k) v[k] = Ring::value4(a, slot, c0 + 4 * k);
         for (int h = 0; h < NH; ++h) {
             const float weight = Ring::weight(a, e[h * a.window + j], slot);
-            for (int k = 0; k < C; ++k) acc[h][k] = vaddq_f32(acc[h][k], vmulq_n_f32(v[k], weight));
+            for (int k = 0; k < C; ++k) acc[h][k] = vfmaq_n_f32(acc[h][k], v[k], weight);
         }
         if (++slot == a.horizon) slot = 0;
     }

@@ -1,8 +1,9 @@
 // The scalar reference: the definition of every kernel's result. Every other path must reproduce
 // these bits exactly, so the f32 order of operations below is the canonical one.
 //
-// Canonical orders (all f32 arithmetic is IEEE binary32, round-to-nearest-even, no FMA: a product
-// is rounded before it is added):
+// Canonical orders (all f32 arithmetic is IEEE binary32, round-to-nearest-even; a product is
+// rounded before it is added, except where fma(a, b, c) is written: a * b + c rounded once, as IEEE
+// 754 defines it, which x86 FMA3, AArch64 FMLA and std::fma all compute to the same bits):
 //
 // quantize_row_q8_0, per block of 32 (the last one zero-padded):
 //     amax  = max over the block of |x|                  (exact, order-free)
@@ -32,18 +33,21 @@
 //
 // attend_group, per query head i of the group (ALiBi slope m_i), keys j = 0 .. window - 1 oldest
 // first (slot (first_slot + j) mod horizon, distance d_j = window - 1 - j):
-//     dot_ij = 0.0f; dot_ij = dot_ij + q_i[c] * k_j[c] for c = 0, 1, ..., d_head - 1 in order
+//     dot_ij = 0.0f; dot_ij = fma(q_i[c], k_j[c], dot_ij) for c = 0, 1, ..., d_head - 1 in order
 //     s_ij   = dot_ij * scale - m_i * float(d_j)
 //     max_i  = max over j of s_ij                          (exact, order-free)
 //     e_ij   = exp_f32(s_ij - max_i)                       (kernels.h, lane by lane)
 //     total_i: eight lanes, lane l summing e_ij over j with j % 8 == l in increasing j from 0.0f,
 //              then halved: t4[l] = lane[l] + lane[l + 4], t2[l] = t4[l] + t4[l + 2],
 //              total_i = t2[0] + t2[1]
-//     out_i[c] = (sum over j in increasing order of e_ij * v_j[c], from 0.0f) * (1.0f / total_i)
+//     out_i[c] = o_i[c] * (1.0f / total_i), o_i[c] = 0.0f; o_i[c] = fma(e_ij, v_j[c], o_i[c]) for j
+//              in increasing order
 //   attend_group_q8, the same over an int8 memory with slot scales ks_j, vs_j and int8 elements
 //   kq_j[c], vq_j[c] (each widened to f32 exactly):
-//     dot_ij = dot_ij + q_i[c] * float(kq_j[c]);  s_ij = (dot_ij * ks_j) * scale - m_i * float(d_j)
-//     out_i[c] = (sum over j in increasing order of (e_ij * vs_j) * float(vq_j[c])) * (1 / total_i)
+//     dot_ij = fma(q_i[c], float(kq_j[c]), dot_ij);  s_ij = (dot_ij * ks_j) * scale - m_i *
+//     float(d_j) o_i[c] = fma(e_ij * vs_j, float(vq_j[c]), o_i[c]) for j in increasing order
+//   (The attention's products are fused: one rounding per term instead of two, and half the
+//   instructions on every SIMD path.)
 //   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
 //   the total add e = +0, which leaves every sum of positive terms unchanged.
 #include <cmath>
@@ -172,7 +176,8 @@ void attend(const AttentionGroup& a) {
         slot = a.first_slot;
         for (int64_t j = 0; j < a.window; ++j) {
             const float weight = Ring::weight(a, e[j], slot);
-            for (int c = 0; c < a.d_head; ++c) o[c] = o[c] + weight * Ring::value(a, slot, c);
+            for (int c = 0; c < a.d_head; ++c)
+                o[c] = std::fma(weight, Ring::value(a, slot, c), o[c]);
             if (++slot == a.horizon) slot = 0;
         }
         for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;

@@ -362,6 +362,38 @@ struct Q8Lanes : Q8Ring {
     }
 };
 
+// The scores of NV vectors of eight consecutive keys (the first in `slot`, at window index j) for
+// NH heads into s, their maxima into vmax. Each broadcast of a query element feeds NV keys' sums,
+// and NH * NV sums are in flight at once.
+template <typename Ring, int NH, int NV>
+inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, int64_t j,
+                       const __m256* slope, __m256 scale, float* s, __m256* vmax) {
+    __m256 dot[NH][NV];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < NV; ++v) dot[h][v] = _mm256_setzero_ps();
+    for (int c = 0; c < a.d_head; ++c) {
+        __m256 k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = Ring::keys8(a, c, slot + 8 * v);
+        for (int h = 0; h < NH; ++h) {
+            const __m256 qc = _mm256_set1_ps(q[h * a.d_head + c]);
+            for (int v = 0; v < NV; ++v) dot[h][v] = _mm256_fmadd_ps(qc, k[v], dot[h][v]);
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < NV; ++v) {
+        const int32_t newest = static_cast<int32_t>(a.window - 1 - (j + 8 * v));
+        const __m256 distance =
+            _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
+        for (int h = 0; h < NH; ++h) {
+            const __m256 score =
+                _mm256_sub_ps(_mm256_mul_ps(Ring::scaled_dots(a, dot[h][v], slot + 8 * v), scale),
+                              _mm256_mul_ps(slope[h], distance));
+            _mm256_storeu_ps(s + h * a.window + j + 8 * v, score);
+            vmax[h] = _mm256_max_ps(vmax[h], score);
+        }
+    }
+}
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
 template <typename Ring, int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
@@ -374,31 +406,14 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         vmax[h] = _mm256_set1_ps(-INFINITY);
         max_score[h] = -INFINITY;
     }
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     int64_t j = 0, slot = a.first_slot;
     while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
         int64_t i = 0;
-        for (; i + 8 <= run; i += 8) {
-            __m256 dot[NH];
-            for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_ps();
-            for (int c = 0; c < a.d_head; ++c) {
-                const __m256 k = Ring::keys8(a, c, slot + i);
-                for (int h = 0; h < NH; ++h)
-                    dot[h] = _mm256_add_ps(dot[h],
-                                           _mm256_mul_ps(_mm256_set1_ps(q[h * a.d_head + c]), k));
-            }
-            const int32_t newest = static_cast<int32_t>(a.window - 1 - (j + i));
-            const __m256 distance =
-                _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
-            for (int h = 0; h < NH; ++h) {
-                const __m256 v =
-                    _mm256_sub_ps(_mm256_mul_ps(Ring::scaled_dots(a, dot[h], slot + i), scale),
-                                  _mm256_mul_ps(slope[h], distance));
-                _mm256_storeu_ps(s + h * a.window + j + i, v);
-                vmax[h] = _mm256_max_ps(vmax[h], v);
-            }
-        }
+        for (; i + 16 <= run; i += 16)
+            score_keys<Ring, NH, 2>(a, q, slot + i, j + i, slope, scale, s, vmax);
+        for (; i + 8 <= run; i += 8)
+            score_keys<Ring, NH, 1>(a, q, slot + i, j + i, slope, scale, s, vmax);
         for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
             const float distance = static_cast<float>(a.window - 1 - (j + i));
             for (int h = 0; h < NH; ++h) {
@@ -451,8 +466,7 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
         for (int k = 0; k < C; ++k) v[k] = Ring::value8(a, slot, c0 + 8 * k);
         for (int h = 0; h < NH; ++h) {
             const __m256 weight = _mm256_set1_ps(Ring::weight(a, e[h * a.window + j], slot));
-            for (int k = 0; k < C; ++k)
-                acc[h][k] = _mm256_add_ps(acc[h][k], _mm256_mul_ps(weight, v[k]));
+            for (int k = 0; k < C; ++k) acc[h][k] = _mm256_fmadd_ps(weight, v[k], acc[h][k]);
         }
         if (++slot == a.horizon) slot = 0;
     }
