@@ -449,47 +449,34 @@ TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
 
 TEST(attend_group_bit_identical_on_every_path) {
     // Group sizes around the kernels' head groups, widths that are and are not multiples of the
-    // vector widths, windows that wrap around the ring or not, windows of one key.
+    // vector widths, windows that wrap around the ring or not, windows of one key; the f32 memory
+    // (attend_group) and the int8 one (attend_group_q8).
+    using Kernel = void (*k::KernelTable::*)(const k::AttentionGroup&);
+    const struct {
+        Kernel kernel;
+        const char* name;
+    } kernels[] = {{&k::KernelTable::attend_group, "attend_group"},
+                   {&k::KernelTable::attend_group_q8, "attend_group_q8"}};
     Rng rng(9);
-    for (const k::KernelTable* p : paths()) {
-        for (int trial = 0; trial < 150; ++trial) {
-            const int heads = static_cast<int>(rng.range(1, 9));
-            const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
-            const int64_t horizon = trial % 5 == 0 ? 1 : rng.range(1, 300);
-            AttentionCase c(rng, heads, d_head, horizon);
-            AttentionCase d = c;
-            scalar().attend_group(c.args());
-            p->attend_group(d.args());
-            CHECK(std::isnan(d.out.back()));  // nothing written past the last head
-            const bool same = same_bits(c.out, d.out);
-            if (!same)
-                std::fprintf(stderr, "path %s, %d heads x %d, window %lld of %lld from %lld\n",
-                             p->name, heads, d_head, (long long)c.window, (long long)horizon,
-                             (long long)c.first_slot);
-            CHECK(same);
-        }
-    }
-}
-
-TEST(attend_group_q8_bit_identical_on_every_path) {
-    // As attend_group's test, over the int8 memory.
-    Rng rng(14);
-    for (const k::KernelTable* p : paths()) {
-        for (int trial = 0; trial < 150; ++trial) {
-            const int heads = static_cast<int>(rng.range(1, 9));
-            const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
-            const int64_t horizon = trial % 5 == 0 ? 1 : rng.range(1, 300);
-            AttentionCase c(rng, heads, d_head, horizon);
-            AttentionCase d = c;
-            scalar().attend_group_q8(c.args());
-            p->attend_group_q8(d.args());
-            CHECK(std::isnan(d.out.back()));
-            const bool same = same_bits(c.out, d.out);
-            if (!same)
-                std::fprintf(stderr, "q8 path %s, %d heads x %d, window %lld of %lld from %lld\n",
-                             p->name, heads, d_head, (long long)c.window, (long long)horizon,
-                             (long long)c.first_slot);
-            CHECK(same);
+    for (const auto& kernel : kernels) {
+        for (const k::KernelTable* p : paths()) {
+            for (int trial = 0; trial < 150; ++trial) {
+                const int heads = static_cast<int>(rng.range(1, 9));
+                const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
+                const int64_t horizon = trial % 5 == 0 ? 1 : rng.range(1, 300);
+                AttentionCase c(rng, heads, d_head, horizon);
+                AttentionCase d = c;
+                (scalar().*kernel.kernel)(c.args());
+                (p->*kernel.kernel)(d.args());
+                CHECK(std::isnan(d.out.back()));  // nothing written past the last head
+                const bool same = same_bits(c.out, d.out);
+                if (!same)
+                    std::fprintf(stderr,
+                                 "%s, path %s, %d heads x %d, window %lld of %lld from %lld\n",
+                                 kernel.name, p->name, heads, d_head, (long long)c.window,
+                                 (long long)horizon, (long long)c.first_slot);
+                CHECK(same);
+            }
         }
     }
 }
