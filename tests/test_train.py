@@ -265,6 +265,15 @@ def test_init_from_a_model_file_starts_from_its_exact_weights(corpus, tokenizer,
     assert list(programs) == sorted(programs)
 
 
+def test_a_one_work_folder_is_refused_with_the_reason(tmp_path, chorale_paths):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "only.mid").write_bytes(chorale_paths[0].read_bytes())
+    data.prepare(tmp_path / "corpus", [], midi_dir=src, workers=1, progress=False)
+    with pytest.raises(ValueError, match=r"1 train, 0 valid; a MIDI folder needs at least two"):
+        run(tmp_path / "corpus", tmp_path / "run")
+
+
 def test_the_finetune_config_fits_the_shipped_model(tokenizer):
     """The documented fine-tuning (configs/finetune.toml --init the shipped model) starts: the
     config's model takes the shipped tensors, and the shipped learned programs come back."""

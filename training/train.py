@@ -496,7 +496,11 @@ def train(args: argparse.Namespace) -> dict:
     weights = np.array([cfg.collection_weights.get(c, 1.0) for c in collections])
     valid_pieces = limit_tokens(data.load_split(args.data, "valid", tokenizer), cfg.eval_max_tokens)
     if not train_pieces or not valid_pieces:
-        raise ValueError(f"{args.data}: the train and valid splits must both hold pieces")
+        raise ValueError(
+            f"{args.data}: the train and valid splits must both hold pieces "
+            f"({len(train_pieces)} train, {len(valid_pieces)} valid; a MIDI folder needs at least "
+            "two works, and `python -m training.data prepare` gives valid one)"
+        )
 
     torch.manual_seed(cfg.seed)
     model_config = build_model_config(model_table, tokenizer)
