@@ -538,6 +538,10 @@ size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32
                 stop.end = bar.start + quarters * static_cast<double>(taken) / notated;
         }
     }
+    // The cadence is this generation's: tokens drawn outside it (generate, sample) are not in a
+    // last bar. A token left pending stays as drawn.
+    controls_.set_final_bar(false);
+    grammar_.set_allow_eos(allow_eos_);
     return count;
 }
 
