@@ -65,8 +65,8 @@ CONTROLS: tuple[tuple[str, str, str], ...] = tuple(_engine.controls_described())
 class Controls:
     """Musical controls, applied by the engine before each token is drawn (docs/controls.md):
     strict rules mask what they forbid, soft ones bias the logits. Every rule is off until set but
-    the silent-program bonus (``plays_after`` 1, ``plays_bonus`` 8: a requested program silent for
-    a bar is brought in).
+    two soft ones: the silent-program bonus (``plays_after`` 1, ``plays_bonus`` 8: a requested
+    program silent for a bar is brought in) and ``no_parallels="soft"``.
 
     Keywords are the names of :data:`CONTROLS` with ``_`` for ``-``, and the values their text
     (numbers are written as text)::

@@ -219,7 +219,7 @@ def test_midi_file_parses_with_mido(runner, model_path, tmp_path):
     tempos = [m for m in midi.tracks[0] if m.type == "set_tempo"]
     assert [m.tempo for m in tempos] == [round(60e6 / 90)]
 
-    notes = []
+    ons, offs = [], []
     for track, program in zip(midi.tracks[1:], programs, strict=True):
         changes = [m for m in track if m.type == "program_change"]
         channels = {m.channel for m in track if m.type in ("note_on", "note_off")}
@@ -227,17 +227,19 @@ def test_midi_file_parses_with_mido(runner, model_path, tmp_path):
             assert not changes and channels == {9}
         else:
             assert [m.program for m in changes] == [program] and 9 not in channels
-        tick, sounding = 0, {}
+        # Note-ons and note-offs compared apart: two notes of one pitch sounding together (the
+        # drums do that) leave MIDI no way to say which note-off ends which.
+        tick = 0
         for m in track:
             tick += m.time
             if m.type == "note_on":
-                sounding.setdefault(m.note, []).append((tick, m.velocity))
+                ons.append((tick, m.note, m.velocity, program))
             elif m.type == "note_off":
-                on, velocity = sounding[m.note].pop(0)
-                notes.append((on, tick - on, m.note, velocity, program))
+                offs.append((tick, m.note, program))
         assert track[-1].type == "end_of_track"
-    expected = [(round(t * 480), max(1, round(d * 480)), p, v, prog) for t, d, p, v, prog in events]
-    assert sorted(notes) == sorted(expected)
+    ticks = [(round(t * 480), max(1, round(d * 480)), p, v, g) for t, d, p, v, g in events]
+    assert sorted(ons) == sorted((on, p, v, g) for on, _, p, v, g in ticks)
+    assert sorted(offs) == sorted((on + length, p, g) for on, length, p, _, g in ticks)
 
 
 def test_aarch64_build_gives_the_same_bytes(runner, model_path):

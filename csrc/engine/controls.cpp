@@ -94,7 +94,8 @@ const Description kDescriptions[] = {
     {"velocity-scale", "FACTOR", "the model's velocities x FACTOR, nearest token (1 = off)"},
     {"max-polyphony", "N|P:N,...", "notes sounding at an onset, overall or per program (0 = any)"},
     {"density", "MIN-MAX", "notes per bar, all programs (4-12, 4-, -12)"},
-    {"no-parallels", "off|soft|strict", "no parallel fifths/octaves between programs' top lines"},
+    {"no-parallels", "off|soft|strict",
+     "no parallel fifths/octaves between programs' top lines (soft)"},
     {"parallels-penalty", "LOGIT", "soft no-parallels: subtracted from an offending pitch (3)"},
     {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (1; 0 = off)"},
     {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (8)"},
@@ -247,7 +248,7 @@ sage_controls Controls::defaults() {
     c.density_min = c.density_max = 0;
     c.plays_after_bars = 1;
     c.plays_bonus = 8;
-    c.parallels_mode = SAGE_RULE_OFF;
+    c.parallels_mode = SAGE_RULE_SOFT;
     c.parallels_penalty = 3;
     c.end = SAGE_END_NONE;
     return c;

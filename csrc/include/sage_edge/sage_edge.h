@@ -245,12 +245,13 @@ sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 
  * applies the same checks itself). */
 sage_status sage_sampling_check(const sage_sampling* sampling);
 sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
-/* Everything off but the silent-program bonus: no key, ranges and velocities 0..127, no limits,
- * end none; plays_after_bars 1 with plays_bonus 8 (a program asked for and silent for a bar is
- * brought in: with the shipped model, piano + bass or a string quartet played every part in 10 of
- * 10 seeds of 4 bars, against 2 to 4 without; docs/model.md); key_penalty 1.5, parallels_penalty 3
- * (the sizes a soft rule gets unless told, docs/controls.md: a key penalty of 3 removed every
- * out-of-key note, as strict does, 1.5 kept a few). */
+/* Everything off but two soft rules: no key, ranges and velocities 0..127, no limits, end none;
+ * plays_after_bars 1 with plays_bonus 8 (a program asked for and silent for a bar is brought in:
+ * with the shipped model, piano + bass or a string quartet played every part in 10 of 10 seeds of
+ * 4 bars, against 2 to 4 without) and parallels_mode soft with parallels_penalty 3 (parallel
+ * fifths + octaves per 100 beats from 7.7 to 2.9, docs/model.md); key_penalty 1.5 (the size a
+ * soft key lock gets unless told, docs/controls.md: 3 removed every out-of-key note, as strict
+ * does, 1.5 kept a few). */
 sage_controls sage_controls_default(void);
 /* SAGE_ERR_ARGUMENT naming the field and its range when a control is out of range (low > high, a
  * mode or tonic out of range, a penalty not finite and > 0, density_min > density_max...). */
