@@ -511,8 +511,20 @@ def _names(programs) -> str:
     return ", ".join(instrument_name(p, is_drum=p < 0) for p in sorted(programs))
 
 
-def learned_programs_text(learned: dict[int, int]) -> str:
-    """The learned programs with their notes, for messages and ``sage-edge info``."""
+# An error names the learned programs one by one up to this many, and sums up more
+BRIEF_LEARNED = 12
+
+
+def learned_programs_text(learned: dict[int, int], brief: bool = False) -> str:
+    """The learned programs with their notes, for ``sage-edge info``; ``brief`` (for an error's
+    one line) sums up more than BRIEF_LEARNED of them."""
+    if brief and len(learned) > BRIEF_LEARNED:
+        families = {p // 8 for p in learned if p >= 0}
+        drums = "the drums" if -1 in learned else "no drums"
+        return (
+            f"{len(learned)} programs in {len(families)} of the 16 General MIDI families and "
+            f"{drums} (`sage-edge info` lists them)"
+        )
     return ", ".join(
         f"{instrument_name(p, is_drum=p < 0)} {n:,} notes" for p, n in sorted(learned.items())
     )
@@ -527,7 +539,7 @@ def _refuse_unlearned(engine: Engine, programs: list[int]) -> None:
         raise UnplayedProgramsError(
             f"this model cannot play {_names(unlearned)}: its training data had no notes of "
             f"{'it' if len(unlearned) == 1 else 'them'}; "
-            f"it learned {learned_programs_text(learned)}",
+            f"it learned {learned_programs_text(learned, brief=True)}",
             unlearned,
             learned,
         )
@@ -624,7 +636,7 @@ class _Run:
             raise UnplayedProgramsError(
                 f"the model played no notes for {_names(silent)} in {self.bars_asked} bar(s) "
                 f"(seed {self.session.seed}): try another seed, more bars or fewer programs; "
-                f"it learned {learned_programs_text(learned)}",
+                f"it learned {learned_programs_text(learned, brief=True)}",
                 sorted(silent),
                 learned,
             )

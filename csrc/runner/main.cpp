@@ -387,7 +387,23 @@ std::string program_list(const std::vector<int32_t>& programs) {
     return text;
 }
 
-std::string learned_list(const LearnedPrograms& learned) {
+// An error names the learned programs one by one up to this many, and sums up more (brief).
+constexpr size_t kBriefLearned = 12;
+
+std::string learned_list(const LearnedPrograms& learned, bool brief = false) {
+    if (brief && learned.count > kBriefLearned) {
+        bool family[16] = {}, drums = false;
+        for (size_t i = 0; i < learned.count; ++i) {
+            if (learned.programs[i] < 0)
+                drums = true;
+            else
+                family[learned.programs[i] / 8] = true;
+        }
+        return std::to_string(learned.count) + " programs in " +
+               std::to_string(std::count(family, family + 16, true)) +
+               " of the 16 General MIDI families and " + (drums ? "the drums" : "no drums") +
+               " (--info lists them)";
+    }
     std::string text;
     for (size_t i = 0; i < learned.count; ++i)
         text += (i ? ", " : "") + program_name(learned.programs[i]) + " (" +
@@ -404,7 +420,7 @@ void refuse_unlearned_programs(const std::vector<int32_t>& requested,
     if (!unlearned.empty())
         throw UsageError{"--programs: this model cannot play program " + program_list(unlearned) +
                          ": its training data had none of its notes; it learned " +
-                         learned_list(learned)};
+                         learned_list(learned, true)};
 }
 
 void print_info(const Options& o, const sage_model* model, const sage_session* session) {
@@ -873,7 +889,7 @@ int run(const Options& o) {
                          std::to_string(generation.generated()) + " tokens (seed " +
                          std::to_string(o.seed) +
                          "): try another seed, more tokens or fewer programs; it learned " +
-                         learned_list(learned)};
+                         learned_list(learned, true)};
     const uint64_t generated = generation.generated();
     const uint64_t bars = bars_fed(session);
     if (o.bars > 0 && bars <= o.bars && !played.stopped) {
