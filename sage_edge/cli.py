@@ -256,6 +256,7 @@ def cmd_jam(args: argparse.Namespace) -> None:
         musician_program=args.musician_program,
         sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
         seed=args.seed or 0,
+        controls=_controls(args),
     )
     print(
         f"sage-edge: listening on {args.inp}: bar 0 at monotonic {jam.start_us} us, "
@@ -341,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="tempo of the result in BPM"
             + (f", {tempo_range[0]:.6g}..{tempo_range[1]:g}" if tempo_range else ""),
         )
+        add_controls(command)
+
+    def add_controls(command: argparse.ArgumentParser) -> None:
         group = command.add_argument_group("musical controls (docs/controls.md)")
         for name, syntax, text in controls:  # the engine's names, parsed by the engine
             group.add_argument(
@@ -387,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SAMPLING_OPTIONS:
         jam.add_argument("--" + name.replace("_", "-"), type=int if name == "top_k" else float)
     jam.add_argument("--record", help="write the whole jam (both parts) to this MIDI file")
+    add_controls(jam)
     jam.set_defaults(run=cmd_jam)
     bench = commands.add_parser(
         "bench",

@@ -163,7 +163,8 @@ class Jam:
     ``programs`` under the musician's part, ``lookahead`` bars behind). The musician's channels
     play ``channel_programs`` (16 programs; default: every channel ``musician_program``, channel 10
     drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
-    quarter notes per minute in ``meter``/4.
+    quarter notes per minute in ``meter``/4. ``controls`` (a :class:`sage_edge.Controls` or a
+    dict of its keywords) constrain the engine's parts.
     """
 
     def __init__(
@@ -182,8 +183,9 @@ class Jam:
         start_us: int | None = None,
         sampling=None,
         seed: int = 0,
+        controls=None,
     ):
-        from sage_edge.engine import _sampling_or_default
+        from sage_edge.engine import _controls_or_none, _sampling_or_default
 
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -207,6 +209,8 @@ class Jam:
             list(channel_programs),
         )
         self._live = self._jam.live()
+        if (controls := _controls_or_none(controls)) is not None:
+            self._jam.set_controls(controls.settings)
         self.bar_ticks = meter * self._live.ticks_per_quarter
         self._bars, self._lookahead = bars, lookahead
 

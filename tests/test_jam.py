@@ -262,3 +262,22 @@ def test_cli_jam_records_the_musicians_notes(tmp_path, chorale_dir, engine):
     assert len(heard) == len(played)
     for (t, pitch), (want_t, want_pitch) in zip(sorted(heard), sorted(played), strict=True):
         assert pitch == want_pitch and abs(t - want_t) <= 1
+
+
+def test_controls_apply_to_the_engines_parts(engine, chorale_dir):
+    """A pitch range for the cello holds in every answer; the musician's notes are not masked."""
+    played = soprano(chorale_dir, 500_000, 8)
+    jam = Jam(
+        engine,
+        "call-response",
+        programs=[42],
+        bars=2,
+        musician_program=MUSICIAN,
+        start_us=0,
+        seed=5,
+        controls={"range": "42:48-55"},
+    )
+    notes = list(jam.play(played))
+    assert notes and all(48 <= n.pitch <= 55 for n in notes)
+    heard = [p for p, _, pitch in decoded(engine, jam.history()) if p == MUSICIAN]
+    assert len(heard) > 10

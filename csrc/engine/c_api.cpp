@@ -783,6 +783,14 @@ sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out) {
     });
 }
 
+sage_status sage_jam_set_controls(sage_jam* jam, const sage_controls* controls) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(controls, "controls");
+        jam->jam->set_controls(*controls);
+    });
+}
+
 sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t capacity,
                                  size_t* count) {
     return guarded([&] {

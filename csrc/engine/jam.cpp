@@ -197,10 +197,14 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
         if (phrase_bars_ >= options_.phrase_bars || rest_ends) start_answer();
     }
     if (accompanying_) accompany();
-    if (generating_) {
+    // A few tokens at a time, returning as soon as a note is complete: the answer's first note
+    // goes out without waiting for the rest of the poll's tokens.
+    for (size_t done = 0; generating_ && done < kTokensPerPoll && notes_count_ == 0;) {
         StopReason reason = StopReason::Capacity;
-        record(generated_, session_->generate_bars(options_.sampling, stop_, generated_,
-                                                   kTokensPerPoll, &reason));
+        const size_t n =
+            session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerStep, &reason);
+        record(generated_, n);
+        done += n;
         if (reason != StopReason::Capacity) generating_ = false;  // its last Bar stays pending
         collect(0);
     }

@@ -47,9 +47,13 @@ class Jam {
   public:
     static constexpr size_t kMaxBarTokens = 2 + 2 * LiveEncoder::kMaxBarTicks + 5 * 512;
     static constexpr size_t kTokensPerPoll = 32;  // generation per poll: a poll stays short
+    static constexpr size_t kTokensPerStep = 2;   // checked for a finished note this often
 
     Jam(const Model& model, const JamOptions& options, const kernels::KernelTable& kernels);
     LiveEncoder& live() { return live_; }
+    // The musical controls for the engine's parts (the musician's notes are fed, not drawn, so
+    // they are never masked; the controls still see them, e.g. for parallels).
+    void set_controls(const sage_controls& controls) { session_->set_controls(controls); }
     const Session& session() const { return *session_; }
 
     // Takes the bars complete at now_us, feeds them, and generates up to kTokensPerPoll tokens

@@ -369,6 +369,9 @@ class PyJam {
         } while (count == 64);
         return out;
     }
+    void set_controls(const sage_controls& controls) {
+        check(sage_jam_set_controls(jam_.get(), &controls));
+    }
     std::vector<int32_t> history() const {
         std::vector<int32_t> tokens(8192);
         size_t count = 0;
@@ -690,6 +693,7 @@ void bind(py::module_& m) {
              "Feeds the bars complete at now_us, generates a little; the engine's new notes as "
              "(time_us, end_us, pitch, velocity, program, channel).")
         .def("state", &PyJam::state)
+        .def("set_controls", &PyJam::set_controls, py::arg("controls"))
         .def("history", &PyJam::history, "The last 8192 tokens of the stream, oldest first.");
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),

@@ -735,6 +735,7 @@ int run_jam(const Options& o) {
         throw UsageError{std::string("cannot play along: ") + sage_last_error()};
     sage_live* live = nullptr;
     check(sage_jam_get_live(jam, &live), "live encoder");
+    if (o.controls_given) check(sage_jam_set_controls(jam, &o.controls), "controls");
     // The monotonic clock is the system's: a program beside the runner can play in time with it.
     std::fprintf(stderr,
                  "sage-edge-run: listening on %s: bar 0 at monotonic %" PRId64

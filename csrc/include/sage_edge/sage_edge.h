@@ -496,6 +496,8 @@ sage_status sage_jam_get_live(sage_jam* jam, sage_live** live);
 sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, size_t capacity,
                           size_t* count);
 sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out);
+/* Musical controls for the engine's parts, from its next token on (sage_session_set_controls). */
+sage_status sage_jam_set_controls(sage_jam* jam, const sage_controls* controls);
 /* The last min(capacity, 8192) tokens of the session's stream (the musician's bars and the
  * engine's), oldest first; *count receives how many. */
 sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t capacity,
