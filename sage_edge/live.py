@@ -136,8 +136,9 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
 
 
 class JamNote(NamedTuple):
-    """A note the engine plays: from ``time_us`` to ``end_us`` on the caller's clock, on
-    ``channel`` (the place of ``program`` in the engine's programs, channel 10 for drums)."""
+    """A note the engine plays: from ``time_us`` to ``end_us`` on the caller's clock (grid ticks
+    ``tick`` to ``end_tick`` from bar 0), on ``channel`` (the place of ``program`` in the
+    engine's programs, channel 10 for drums)."""
 
     time_us: int
     end_us: int
@@ -145,6 +146,8 @@ class JamNote(NamedTuple):
     velocity: int
     program: int
     channel: int
+    tick: int
+    end_tick: int
 
 
 MODES = {"call-response": 0, "accompany": 1}

@@ -114,6 +114,7 @@ sage::LiveOptions to_live_options(const sage_live_options& o) {
     lo.us_per_quarter = o.us_per_quarter;
     lo.bar_quarters = o.bar_quarters;
     for (int c = 0; c < 16; ++c) lo.channel_programs[c] = o.channel_programs[c];
+    lo.follow_clock = o.follow_clock != 0;
     return lo;
 }
 
@@ -699,6 +700,7 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
         out->dropped = c.dropped;
         out->sounding = c.sounding;
         out->waiting = c.waiting;
+        out->clock_tick = c.clock_tick;
     });
 }
 
@@ -766,8 +768,8 @@ sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, siz
         sage::JamNote notes[64];
         const size_t n = jam->jam->poll(now_us, notes, capacity < 64 ? capacity : 64);
         for (size_t i = 0; i < n; ++i)
-            out[i] = {notes[i].time_us,  notes[i].end_us,  notes[i].pitch,
-                      notes[i].velocity, notes[i].program, notes[i].channel};
+            out[i] = {notes[i].time_us, notes[i].end_us,   notes[i].tick,    notes[i].end_tick,
+                      notes[i].pitch,   notes[i].velocity, notes[i].program, notes[i].channel};
         *count = n;
     });
 }

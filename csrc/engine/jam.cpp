@@ -92,8 +92,8 @@ void Jam::collect(int64_t shift_ticks) {
                 ++dropped_notes_;
             }
             notes_[(notes_head_ + notes_count_++) % kNoteCapacity] = {
-                live_.time_of(on), live_.time_of(off), e.pitch,
-                e.velocity,        e.program,          channel_of(e.program)};
+                live_.time_of(on), live_.time_of(off), on,        off,
+                e.pitch,           e.velocity,         e.program, channel_of(e.program)};
         }
     }
 }

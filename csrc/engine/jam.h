@@ -40,14 +40,17 @@ struct JamOptions {
 
 struct JamNote {  // a note the engine plays, on the caller's clock
     int64_t time_us, end_us;
+    int64_t tick, end_tick;  // grid ticks from bar 0
     int32_t pitch, velocity, program, channel;
 };
 
 class Jam {
   public:
     static constexpr size_t kMaxBarTokens = 2 + 2 * LiveEncoder::kMaxBarTicks + 5 * 512;
-    static constexpr size_t kTokensPerPoll = 32;  // generation per poll: a poll stays short
-    static constexpr size_t kTokensPerStep = 2;   // checked for a finished note this often
+    // Generation per poll: a poll stays short (about 2 ms), so a front end polling between MIDI
+    // bytes answers a clock pulse quickly.
+    static constexpr size_t kTokensPerPoll = 8;
+    static constexpr size_t kTokensPerStep = 2;  // checked for a finished note this often
 
     Jam(const Model& model, const JamOptions& options, const kernels::KernelTable& kernels);
     LiveEncoder& live() { return live_; }

@@ -117,6 +117,7 @@ void LiveEncoder::reset() {
     keys_down_ = 0;
     last_key_us_ = options_.start_us;
     status_ = 0, n_data_ = 0, in_sysex_ = false;
+    clock_running_ = false, clocks_ = 0, clock_anchor_tick_ = 0, clock_tick_ = -1;
     // miditok always writes a tempo at tick 0 (120 BPM when the score has none).
     n_tempos_waiting_ = 0;
     written_tempo_token_ = -1;
@@ -251,7 +252,14 @@ void LiveEncoder::tempo(int64_t time_us, uint32_t us_per_quarter) {
 void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
     for (size_t i = 0; i < n; ++i) {
         const uint8_t b = bytes[i];
-        if (b >= 0xF8) continue;  // real-time (clock, start, stop...): anywhere, no effect here
+        if (b >= 0xF8) {  // real-time bytes come anywhere, even inside another message
+            if (!options_.follow_clock) continue;
+            if (b == 0xF8 && clock_running_) clock_pulse(time_us);
+            if (b == 0xFA) clock_start(time_us, true);
+            if (b == 0xFB) clock_running_ = true;  // Continue: from where Stop left it
+            if (b == 0xFC) clock_running_ = false;
+            continue;
+        }
         if (b == 0xF0) {
             in_sysex_ = true;
             status_ = 0;
@@ -263,8 +271,9 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         }
         if (b & 0x80) {
             in_sysex_ = false;
-            // System common messages cancel running status; we read none of them.
-            status_ = b < 0xF0 ? b : 0;
+            // System common messages cancel running status; of them only the Song Position
+            // Pointer (0xF2) is read.
+            status_ = b < 0xF0 || b == 0xF2 ? b : 0;
             n_data_ = 0;
             continue;
         }
@@ -273,9 +282,51 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         const uint8_t type = status_ & 0xF0;
         const int needed = (type == 0xC0 || type == 0xD0) ? 1 : 2;
         if (n_data_ < needed) continue;
+        if (status_ == 0xF2) {
+            // Song Position Pointer: sixteenth notes (6 pulses each) from the song's start,
+            // counted from the bar Start anchored; playing resumes with Continue.
+            if (options_.follow_clock) {
+                clocks_ = 6 * (uint64_t{data_[0]} | uint64_t{data_[1]} << 7);
+                clock_tick_ = -1;
+            }
+            status_ = 0;
+            n_data_ = 0;
+            continue;
+        }
         handle_message(time_us);
         n_data_ = 0;  // running status: the next data bytes reuse status_
     }
+}
+
+// Start: the first pulse after it is the downbeat of the bar not yet taken (bar 0 at first).
+void LiveEncoder::clock_start(int64_t time_us, bool from_the_top) {
+    clock_running_ = true;
+    if (from_the_top) clocks_ = 0;
+    clock_anchor_tick_ = static_cast<int64_t>(bars_written_) * bar_ticks_;
+    clock_tick_ = -1;
+    origin_us_ = time_us;
+    origin_tick_ = clock_anchor_tick_;
+    for (auto& t : pulse_us_) t = time_us;
+}
+
+// A pulse is a grid point whenever it falls on a tick (every 2 pulses at 12 ticks per quarter):
+// the grid is re-anchored there, so the grid never drifts from the clock, and the tempo between
+// pulses is the last quarter note's (24 pulses). A new tempo token is written when the
+// measured tempo's nearest token changes.
+void LiveEncoder::clock_pulse(int64_t time_us) {
+    const int64_t quarter = time_us - pulse_us_[clocks_ % 24];  // 24 pulses ago
+    pulse_us_[clocks_ % 24] = time_us;
+    const uint64_t pulse = clocks_++;
+    if ((pulse * ticks_per_quarter_) % 24 != 0) return;
+    const int64_t tick = clock_anchor_tick_ + static_cast<int64_t>(pulse * ticks_per_quarter_ / 24);
+    if (pulse >= 24 && quarter > 0) {
+        const uint32_t measured = static_cast<uint32_t>(quarter);
+        if (tempo_token(measured) != last_tempo_token_) tempo(time_us, measured);
+        us_per_quarter_ = measured;
+    }
+    origin_us_ = time_us;
+    origin_tick_ = tick;
+    clock_tick_ = tick;
 }
 
 void LiveEncoder::handle_message(int64_t time_us) {
@@ -425,6 +476,7 @@ LiveCounts LiveEncoder::counts() const {
     c.dropped = dropped_;
     for (int i = 0; i < n_notes_; ++i) c.sounding += notes_[i].length == 0;
     c.waiting = static_cast<uint32_t>(n_notes_);
+    c.clock_tick = clock_tick_;
     return c;
 }
 

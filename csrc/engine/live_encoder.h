@@ -26,6 +26,7 @@ struct LiveOptions {
     uint32_t us_per_quarter = 500000;    // the tempo until a tempo event (120 BPM)
     int32_t bar_quarters = 4;            // bars of bar_quarters/4
     int32_t channel_programs[16] = {0};  // General MIDI program per channel, -1 = drums
+    bool follow_clock = false;  // MIDI clock (24 ppqn) drives the grid (docs/jam.md, "Clock")
 };
 
 struct LiveCounts {
@@ -35,6 +36,7 @@ struct LiveCounts {
     uint64_t dropped;       // notes lost: pool full, or outside the vocabulary's pitch range
     uint32_t sounding;      // notes held now
     uint32_t waiting;       // notes not yet written
+    int64_t clock_tick;     // following a clock: the grid tick of its last pulse, -1 before one
 };
 
 class LiveEncoder {
@@ -102,6 +104,8 @@ class LiveEncoder {
     bool bar_complete(int64_t now_us, bool force) const;
     size_t sort_bar(int* order) const;  // indices of the next bar's notes, tokenizer order
     void handle_message(int64_t time_us);
+    void clock_pulse(int64_t time_us);
+    void clock_start(int64_t time_us, bool from_the_top);
 
     const TokenInfo* vocab_;
     int vocab_size_;
@@ -140,6 +144,13 @@ class LiveEncoder {
     uint8_t status_ = 0, data_[2] = {0, 0};
     int n_data_ = 0;
     bool in_sysex_ = false;
+    // Following a MIDI clock: pulses since the anchor, the grid tick of pulse 0, the last 24
+    // pulses' times (one quarter note: the tempo).
+    bool clock_running_ = false;
+    uint64_t clocks_ = 0;
+    int64_t clock_anchor_tick_ = 0;
+    int64_t clock_tick_ = -1;
+    int64_t pulse_us_[24] = {0};
 };
 
 }  // namespace sage

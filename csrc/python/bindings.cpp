@@ -309,6 +309,7 @@ class PyLive {
         d["dropped"] = c.dropped;
         d["sounding"] = c.sounding;
         d["waiting"] = c.waiting;
+        d["clock_tick"] = c.clock_tick;
         return d;
     }
     void reset() { check(sage_live_reset(live_)); }
@@ -364,8 +365,8 @@ class PyJam {
             check(sage_jam_poll(jam_.get(), now_us, notes, 64, &count));
             for (size_t i = 0; i < count; ++i)
                 out.push_back(py::make_tuple(notes[i].time_us, notes[i].end_us, notes[i].pitch,
-                                             notes[i].velocity, notes[i].program,
-                                             notes[i].channel));
+                                             notes[i].velocity, notes[i].program, notes[i].channel,
+                                             notes[i].tick, notes[i].end_tick));
         } while (count == 64);
         return out;
     }

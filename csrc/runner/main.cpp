@@ -65,6 +65,9 @@ constexpr const char* kUsage =
     "  --rest Q            call-response: a rest of Q quarter notes also ends a phrase (0 = off)\n"
     "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 1)\n"
     "  --meter N           with --midi-in: bars of N/4 (default 4)\n"
+    "  --clock in|out      with --midi-in: follow the MIDI clock (24 ppqn, Start/Stop/Continue,\n"
+    "                      Song Position) on the input, or lead: send clock and Start on the "
+    "output\n"
     "  --musician-program P  with --midi-in: the musician's program on every channel but 10\n"
     "                      (default 0)\n"
     "  --events            print the notes, one per line: time duration pitch velocity program\n"
@@ -130,7 +133,7 @@ constexpr const char* kValueOptions[] = {
     "--kv-memory", "--temperature", "--top-k",     "--top-p",      "--min-p",
     "--programs",  "--start-token", "--tempo",     "--out",        "--midi-in",
     "--mode",      "--rest",        "--lookahead", "--meter",      "--musician-program",
-    "--midi-out"};
+    "--clock",     "--midi-out"};
 constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
 
 bool takes_value(const std::string& flag) {
@@ -188,6 +191,7 @@ struct Options {
     uint32_t lookahead_bars = 1;
     int32_t meter = 4;
     int32_t musician_program = 0;
+    std::string clock;  // "", "in" (follow) or "out" (lead)
     bool events = false;
     bool info = false;
     bool help = false;
@@ -317,6 +321,10 @@ Options parse_args(int argc, char** argv) {
             o.lookahead_bars = static_cast<uint32_t>(parse_uint(flag, value, UINT32_MAX));
         } else if (flag == "--meter") {
             o.meter = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+        } else if (flag == "--clock") {
+            o.clock = value;
+            if (o.clock != "in" && o.clock != "out")
+                throw UsageError{"--clock must be in or out, got '" + o.clock + "'"};
         } else if (flag == "--musician-program") {
             const std::vector<int32_t> p = parse_programs(value);
             if (p.size() != 1) throw UsageError{"--musician-program needs one program"};
@@ -729,8 +737,9 @@ int run_jam(const Options& o) {
     jo.live.us_per_quarter = static_cast<uint32_t>(std::llround(us_per_quarter));
     jo.live.bar_quarters = o.meter;
     for (int c = 0; c < 16; ++c) jo.live.channel_programs[c] = c == 9 ? -1 : o.musician_program;
-    const int64_t start = monotonic_us();  // bar 0 starts now
+    const int64_t start = monotonic_us();  // bar 0 starts now (or at the clock's Start)
     jo.live.start_us = start;
+    jo.live.follow_clock = o.clock == "in";
     if (sage_jam_create(model, &jo, &jam) != SAGE_OK)
         throw UsageError{std::string("cannot play along: ") + sage_last_error()};
     sage_live* live = nullptr;
@@ -751,10 +760,42 @@ int run_jam(const Options& o) {
     sage_jam_note notes[64];
     uint8_t bytes[256];
     PlayReport report;
+    sage_model_info info{};
+    check(sage_model_get_info(model, &info), "model info");
+    const double tpq = info.ticks_per_quarter;
+    int64_t next_pulse = 0;  // leading the clock: the next pulse to send
     const double bar_us = us_per_quarter * o.meter;
     // After the input ends: the bars a last phrase needs to end and be answered (or accompanied).
     const double tail_us = bar_us * (2.0 * jo.phrase_bars + jo.lookahead_bars + 2);
     int64_t ended = -1;  // when the input ended
+    // Sends what is due: by our clock, or by the followed clock's last pulse.
+    auto send_due = [&] {
+        const int64_t now = monotonic_us();
+        sage_live_counts clock{};
+        check(sage_live_get_counts(live, &clock), "clock");
+        const double now_q = o.clock == "in"
+                                 ? (clock.clock_tick < 0 ? -1.0 : clock.clock_tick / tpq)
+                                 : (now - start) / us_per_quarter;
+        if (o.clock == "out") {
+            // Leading: Start at bar 0, then 24 pulses per quarter note, before the notes due.
+            while (next_pulse * us_per_quarter / 24 + start <= now) {
+                const uint8_t pulse[2] = {0xFA, 0xF8};
+                const bool first = next_pulse++ == 0;
+                if (!out.write(first ? pulse : pulse + 1, first ? 2 : 1, &error))
+                    throw EngineError{error};
+            }
+        }
+        while (!scheduler.empty() && scheduler.next_time() <= now_q) {
+            const double late_s =
+                o.clock == "in" ? 0 : (now_q - scheduler.next_time()) * us_per_quarter * 1e-6;
+            if (late_s > kLateSeconds) {
+                ++report.late_sends;
+                report.worst_late_seconds = std::max(report.worst_late_seconds, late_s);
+            }
+            const size_t n = scheduler.take_due(now_q, bytes, sizeof bytes);
+            if (!out.write(bytes, n, &error)) throw EngineError{error};
+        }
+    };
     while (!g_stop) {
         int64_t now = monotonic_us();
         if (ended < 0) {
@@ -764,6 +805,7 @@ int run_jam(const Options& o) {
             if (n == -2) throw EngineError{error};
             if (n == 0) ended = now;
         }
+        send_due();  // first: a pulse just read may make messages due
         // Once the input has ended and the tail has passed, only what is scheduled is played.
         const bool closing = ended >= 0 && now - ended > tail_us;
         size_t count = 0;
@@ -772,8 +814,10 @@ int run_jam(const Options& o) {
             check(sage_jam_poll(jam, now, notes, 64, &count), "play");
             for (size_t i = 0; i < count; ++i) {
                 const sage_jam_note& j = notes[i];
-                const sage_note_event e{(j.time_us - start) / us_per_quarter,
-                                        (j.end_us - j.time_us) / us_per_quarter, j.pitch,
+                // On the grid, in quarter notes: sent when the clock (followed, or ours) gets
+                // there.
+                const sage_note_event e{static_cast<double>(j.tick) / tpq,
+                                        static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch,
                                         j.velocity, j.program};
                 if (!scheduler.add(e)) continue;  // 1 365 notes ahead: cannot happen in a bar
                 ++report.notes;
@@ -782,20 +826,19 @@ int run_jam(const Options& o) {
                                 e.program);
             }
         } while (count == 64);
-        now = monotonic_us();
-        const double now_q = (now - start) / us_per_quarter;
-        while (!scheduler.empty() && scheduler.next_time() <= now_q) {
-            const double late_s = (now_q - scheduler.next_time()) * us_per_quarter * 1e-6;
-            if (late_s > kLateSeconds) {
-                ++report.late_sends;
-                report.worst_late_seconds = std::max(report.worst_late_seconds, late_s);
-            }
-            const size_t n = scheduler.take_due(now_q, bytes, sizeof bytes);
-            if (!out.write(bytes, n, &error)) throw EngineError{error};
-        }
+        send_due();
         if (closing && scheduler.empty()) break;
+        if (closing && o.clock == "in") {  // no pulses will come to play the rest: silence
+            const size_t n = scheduler.silence(bytes, sizeof bytes);
+            if (!out.write(bytes, n, &error)) throw EngineError{error};
+            break;
+        }
         // Wait for input, the next message or the next poll, whichever comes first.
+        now = monotonic_us();
         int64_t wait_us = 1000;
+        if (o.clock == "out")
+            wait_us = std::min<int64_t>(
+                wait_us, static_cast<int64_t>(next_pulse * us_per_quarter / 24) - (now - start));
         if (!scheduler.empty())
             wait_us = std::min<int64_t>(
                 wait_us,

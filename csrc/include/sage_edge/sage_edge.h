@@ -398,6 +398,10 @@ typedef struct sage_live_options {
     uint32_t us_per_quarter;      /* the tempo until a tempo event; 500000 = 120 BPM */
     int32_t bar_quarters;         /* bars of bar_quarters/4 (a TimeSig of the model); 4 */
     int32_t channel_programs[16]; /* General MIDI program per channel, -1 = drums */
+    int32_t follow_clock; /* nonzero: MIDI clock bytes (24 ppqn) drive the grid: Start (0xFA) makes
+                             the next pulse the downbeat of the bar not yet taken, every pulse on a
+                             grid tick re-anchors the grid there, the last 24 pulses give the tempo;
+                             Stop/Continue pause and resume, Song Position Pointer moves */
 } sage_live_options;
 
 typedef struct sage_live_counts {
@@ -407,6 +411,7 @@ typedef struct sage_live_counts {
     uint64_t dropped;    /* notes outside the pitch range, or beyond the 512 held or waiting */
     uint32_t sounding;   /* notes held now, not yet written */
     uint32_t waiting;    /* notes read and not yet written */
+    int64_t clock_tick;  /* following a clock: the grid tick of its last pulse on one, else -1 */
 } sage_live_counts;
 
 /* start 0, 120 BPM, 4/4, every channel program 0 except channel 10 (index 9): drums (-1). */
@@ -469,6 +474,8 @@ typedef struct sage_jam_options {
  * `programs` (channels 0, 1, ... skipping 9; drums on 9). */
 typedef struct sage_jam_note {
     int64_t time_us, end_us;
+    int64_t tick, end_tick; /* the same on the grid (the model's ticks from bar 0): following a
+                               clock, a note is due when the clock's pulse reaches its tick */
     int32_t pitch, velocity, program, channel;
 } sage_jam_note;
 
