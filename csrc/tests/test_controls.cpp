@@ -237,7 +237,7 @@ void hard_controls_hold(const std::string& path, uint32_t seed, int n_bars) {
         sage_session_pop_events(session, events.data(), events.size(), &n);
         for (size_t i = 0; i < n; ++i) played.push_back({events[i], int(settings.size()) - 1});
     }
-    CHECK(played.size() > 100);
+    CHECK(played.size() > static_cast<size_t>(2 * n_bars));  // the rules were tested on notes
     int checked_polyphony = 0, checked_density = 0;
     for (size_t i = 0; i < played.size(); ++i) {
         const sage_note_event& e = played[i].note;
