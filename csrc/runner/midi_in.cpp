@@ -1,11 +1,12 @@
 #include "midi_in.h"
 
 #include <fcntl.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "midi_out.h"
 
 namespace sage::runner {
 
@@ -15,23 +16,8 @@ MidiIn::~MidiIn() {
 
 bool MidiIn::open(const std::string& path, std::string* error) {
     close();
-    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd_ < 0) {
-        *error = path + ": " + std::strerror(errno);
-        return false;
-    }
-    if (isatty(fd_)) {
-        termios tty;
-        if (tcgetattr(fd_, &tty) == 0) {
-            cfmakeraw(&tty);
-            if (tcsetattr(fd_, TCSANOW, &tty) != 0) {
-                *error = path + ": cannot set raw mode: " + std::strerror(errno);
-                close();
-                return false;
-            }
-        }
-    }
-    return true;
+    fd_ = open_midi_device(path, O_RDONLY | O_NONBLOCK, error);
+    return fd_ >= 0;
 }
 
 ssize_t MidiIn::read(uint8_t* bytes, size_t capacity, std::string* error) {

@@ -128,25 +128,28 @@ MidiOut::~MidiOut() {
     close();
 }
 
-bool MidiOut::open(const std::string& path, std::string* error) {
-    close();
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY | O_CLOEXEC, 0644);
-    if (fd_ < 0) {
+int open_midi_device(const std::string& path, int flags, std::string* error) {
+    const int fd = ::open(path.c_str(), flags | O_NOCTTY | O_CLOEXEC, 0644);
+    if (fd < 0) {
         *error = path + ": " + std::strerror(errno);
-        return false;
+        return -1;
     }
-    if (isatty(fd_)) {
-        termios tty;
-        if (tcgetattr(fd_, &tty) == 0) {
-            cfmakeraw(&tty);
-            if (tcsetattr(fd_, TCSANOW, &tty) != 0) {
-                *error = path + ": cannot set raw mode: " + std::strerror(errno);
-                close();
-                return false;
-            }
+    termios tty;
+    if (isatty(fd) && tcgetattr(fd, &tty) == 0) {
+        cfmakeraw(&tty);
+        if (tcsetattr(fd, TCSANOW, &tty) != 0) {
+            *error = path + ": cannot set raw mode: " + std::strerror(errno);
+            ::close(fd);
+            return -1;
         }
     }
-    return true;
+    return fd;
+}
+
+bool MidiOut::open(const std::string& path, std::string* error) {
+    close();
+    fd_ = open_midi_device(path, O_WRONLY | O_CREAT | O_TRUNC, error);
+    return fd_ >= 0;
 }
 
 bool MidiOut::write(const uint8_t* bytes, size_t n, std::string* error) {

@@ -67,6 +67,11 @@ class MidiScheduler {
     uint16_t sounding_[16][128] = {};  // note-ons sent minus note-offs due, per channel and pitch
 };
 
+// Opens a MIDI device or file with open(2)'s `flags`; a terminal (a serial port, a pty) is put in
+// raw mode so no byte is translated, its baud rate left as configured. Returns the descriptor, or
+// -1 with *error set. MidiOut and MidiIn open through it.
+int open_midi_device(const std::string& path, int flags, std::string* error);
+
 // The output device or file, opened for writing. A terminal (a serial port or a pty) is put in raw
 // mode so no byte is translated; its baud rate is left as configured (see docs/deploy.md).
 class MidiOut {
