@@ -531,10 +531,10 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best_valid = checkpoint["step"], checkpoint["best_valid_loss"]
-        init_programs = json.loads(checkpoint["train_config_json"]).get("init_programs")
+        saved_config = json.loads(checkpoint["train_config_json"])
+        init_programs = saved_config.get("init_programs")
         if args.max_steps is None:  # a --time-budget run set its own
-            saved_max_steps = json.loads(checkpoint["train_config_json"])["max_steps"]
-            cfg = dataclasses.replace(cfg, max_steps=saved_max_steps)
+            cfg = dataclasses.replace(cfg, max_steps=saved_config["max_steps"])
         if len(checkpoint["streams"]) == env.world:  # same layout: continue exactly
             stream.load_state(checkpoint["streams"][env.rank])
             memory = Memory.from_state(
