@@ -204,3 +204,27 @@ def test_a_silent_requested_program_is_brought_in():
 
     assert playing(Controls(plays_after=0)) <= 1
     assert playing(Controls(plays_after=1)) >= 4
+
+
+def test_a_cadence_without_a_key_ends_on_the_tonic_triad_of_the_piece_so_far():
+    """`end cadence` without `--key`: entering the last bar, the engine finds the key the notes
+    so far are in (Krumhansl–Kessler on the time each pitch class has sounded, the evaluation's
+    key finder) and ends on its tonic triad; the final chord's bass is the tonic when one fits."""
+    from training import metrics
+
+    engine = Engine()
+    bars = 8
+    for seed in range(4):
+        result = engine.generate(bars=bars, seed=seed, controls=Controls(end="cadence"))
+        notes = metrics.notes_from_score(result.score, n_bars=bars)
+        last = notes.bars[bars - 1]
+        before = notes.pitched & (notes.onset < last - 1e-9)
+        chroma = np.zeros(12)
+        np.add.at(chroma, notes.pitch[before] % 12, notes.duration[before])
+        key = music_theory.find_key(chroma)
+        tonic, third = key % 12, 3 if key >= 12 else 4
+        triad = {tonic, (tonic + third) % 12, (tonic + 7) % 12}
+        in_last = notes.pitched & (notes.onset >= last - 1e-9)
+        assert in_last.any(), seed
+        assert {int(p) % 12 for p in notes.pitch[in_last]} <= triad, (seed, key)
+        assert music_theory.final_on_tonic(notes, key), (seed, key)

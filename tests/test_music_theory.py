@@ -143,6 +143,13 @@ def test_local_key_agreement_and_key_stability():
     assert T.piece_key(notes) == 0
     assert T.bar_keys(notes) == [0, 0, 6]
     assert T.local_key_agreement(notes, 0) == (2, 3)
+    # In context (two bars each side) the F# bar between C bars reads as C: the dominant or a
+    # passing tonicisation does not leave the key a listener hears.
+    passing = scale_bars(60, 60, 66, 60, 60)
+    assert T.bar_keys(passing)[2] == 6
+    assert T.bar_keys(passing, context_bars=2) == [0] * 5
+    assert T.local_key_agreement(passing, 0, context_bars=2) == (5, 5)
+    assert T.local_key_agreement(passing, 0) == (4, 5)
     # Windows of one bar: C, C, F#: one of the two consecutive pairs keeps its key.
     assert T.key_stability(notes, window_bars=1) == (1, 2)
     # 32 bars in C then 16 in F#: windows C, C, F#.

@@ -29,6 +29,10 @@ from training.metrics import _EPS, Notes, bar_chroma
 
 BEATS_PER_REPORT = 100.0  # parallels are reported per 100 beats
 KEY_WINDOW_BARS = 16  # key stability compares consecutive windows of this many bars
+# Local key in context: a bar's key found from it and this many bars on each side. One bar alone
+# holds a cadence or two and reads as the dominant or the relative key even in Bach (38 % of
+# 405 chorales' bars agree with their piece's key); five bars read the key a listener hears there.
+KEY_CONTEXT_BARS = 2
 DOUBLING_SHARE = 0.5  # two voices in octaves or unison this often are one line doubled
 
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first (Krumhansl 1990, table 2.1).
@@ -276,9 +280,16 @@ def piece_key(notes: Notes) -> int | None:
     return find_key(bar_chroma(notes).sum(axis=0))
 
 
-def bar_keys(notes: Notes) -> list[int | None]:
-    """Key of each bar on its own (None for a bar without pitched sound)."""
-    return [find_key(row) if row.sum() > 0 else None for row in bar_chroma(notes)]
+def bar_keys(notes: Notes, context_bars: int = 0) -> list[int | None]:
+    """Key of each bar from its own sound and that of ``context_bars`` bars on each side (None
+    for a bar without pitched sound)."""
+    chroma = bar_chroma(notes)
+    return [
+        find_key(chroma[max(0, b - context_bars) : b + context_bars + 1].sum(axis=0))
+        if row.sum() > 0
+        else None
+        for b, row in enumerate(chroma)
+    ]
 
 
 def out_of_key(notes: Notes, key: int | None) -> tuple[int, int]:
@@ -289,9 +300,11 @@ def out_of_key(notes: Notes, key: int | None) -> tuple[int, int]:
     return int((~key_scale(key)[pitch % 12]).sum()), len(pitch)
 
 
-def local_key_agreement(notes: Notes, key: int | None) -> tuple[int, int]:
-    """(bars whose own key is ``key``, bars with pitched sound)."""
-    keys = [k for k in bar_keys(notes) if k is not None]
+def local_key_agreement(
+    notes: Notes, key: int | None, context_bars: int = 0
+) -> tuple[int, int]:
+    """(bars whose key, with ``context_bars`` on each side, is ``key``; bars with pitched sound)."""
+    keys = [k for k in bar_keys(notes, context_bars) if k is not None]
     return sum(k == key for k in keys), len(keys)
 
 
@@ -373,6 +386,7 @@ class Analysis:
     pitched_notes: int
     local_key_bars: int
     keyed_bars: int
+    local_key_bars_in_context: int
     key: int | None
     final_on_tonic: bool | None
     range_violations: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -389,6 +403,7 @@ def analyze(notes: Notes) -> Analysis:
     tertian, three = tertian_chords(notes)
     outside, pitched = out_of_key(notes, key)
     agree, keyed = local_key_agreement(notes, key)
+    agree_in_context, _ = local_key_agreement(notes, key, KEY_CONTEXT_BARS)
     velocity = notes.velocity.astype(np.float64)
     return Analysis(
         beats=float(notes.bars[-1] - notes.bars[0]),
@@ -403,6 +418,7 @@ def analyze(notes: Notes) -> Analysis:
         pitched_notes=pitched,
         local_key_bars=agree,
         keyed_bars=keyed,
+        local_key_bars_in_context=agree_in_context,
         key=key,
         final_on_tonic=final_on_tonic(notes, key),
         range_violations=range_violations(notes),
@@ -449,6 +465,9 @@ def summarize(analyses: list[Analysis]) -> dict:
         "tertian_share": _share(total("tertian_moments"), total("three_class_moments")),
         "out_of_key_share": _share(total("out_of_key_notes"), total("pitched_notes")),
         "local_key_agreement": _share(total("local_key_bars"), total("keyed_bars")),
+        "local_key_agreement_in_context": _share(
+            total("local_key_bars_in_context"), total("keyed_bars")
+        ),
         "final_on_tonic_rate": _share(sum(endings), len(endings)),
         "range_violation_share": _share(
             sum(v[0] for v in by_voice.values()), sum(v[1] for v in by_voice.values())
@@ -472,6 +491,12 @@ TABLE_ROWS = (
     ("tertian_share", "triad/seventh moments %", 100.0, "{:.1f}"),
     ("out_of_key_share", "notes out of key %", 100.0, "{:.1f}"),
     ("local_key_agreement", "bars in the piece's key %", 100.0, "{:.1f}"),
+    (
+        "local_key_agreement_in_context",
+        f"... with {KEY_CONTEXT_BARS} bars each side %",
+        100.0,
+        "{:.1f}",
+    ),
     ("final_on_tonic_rate", "ends on the tonic %", 100.0, "{:.1f}"),
     ("range_violation_share", "notes out of range %", 100.0, "{:.1f}"),
     ("distinct_durations", "distinct durations", 1.0, "{:.2f}"),

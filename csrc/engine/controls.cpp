@@ -450,12 +450,71 @@ void Controls::set(const sage_controls& controls) {
               c.parallels_mode != SAGE_RULE_OFF || c.density_min > 0 || c.density_max > 0 ||
               c.end != SAGE_END_NONE;
     // The cadence's triad: tonic, the key's third (major if in the key, else minor), fifth.
+    // Without a key it is found when the last bar begins (set_final_bar).
+    if (c.key_mode != SAGE_RULE_OFF)
+        set_cadence(c.key_tonic, !((c.key_classes >> ((c.key_tonic + 4) % 12)) & 1));
+    else if (final_bar_)
+        set_cadence_by_ear();
+    else
+        set_cadence(-1, false);
+}
+
+void Controls::set_cadence(int tonic, bool minor) {
+    cadence_tonic_ = tonic;
     triad_ = 0;
-    if (c.key_mode != SAGE_RULE_OFF) {
-        const int third = (c.key_classes >> ((c.key_tonic + 4) % 12)) & 1 ? 4 : 3;
-        for (int d : {0, third, 7}) triad_ |= 1u << ((c.key_tonic + d) % 12);
-    }
+    if (tonic >= 0)
+        for (int d : {0, minor ? 3 : 4, 7}) triad_ |= 1u << ((tonic + d) % 12);
     refresh_playable();
+}
+
+// Krumhansl & Kessler's probe-tone profiles (Krumhansl 1990, table 2.1), tonic first: the key
+// finder of the evaluation (training/music_theory.py find_key), so a cadence ends on the tonic
+// the evaluation hears.
+static constexpr double kMajorProfile[12] = {6.35, 2.23, 3.48, 2.33, 4.38, 4.09,
+                                             2.52, 5.19, 2.39, 3.66, 2.29, 2.88};
+static constexpr double kMinorProfile[12] = {6.33, 2.68, 3.52, 5.38, 2.60, 3.53,
+                                             2.54, 4.75, 3.98, 2.69, 3.34, 3.17};
+
+// The key (0..11 major, 12..23 minor) whose rotated profile correlates best with the pitch-class
+// weights, the first of equals; -1 for silence or equal weights.
+static int find_key(const std::array<double, 12>& weights) {
+    double mean = 0;
+    for (double w : weights) mean += w / 12;
+    double spread = 0;
+    for (double w : weights) spread += (w - mean) * (w - mean);
+    if (spread <= 1e-12) return -1;
+    int best = -1;
+    double best_score = -2;
+    for (int key = 0; key < 24; ++key) {
+        const double* profile = key < 12 ? kMajorProfile : kMinorProfile;
+        const int tonic = key % 12;
+        double profile_mean = 0;
+        for (int k = 0; k < 12; ++k) profile_mean += profile[k] / 12;
+        double cross = 0, profile_spread = 0;
+        for (int pc = 0; pc < 12; ++pc) {
+            const double p = profile[(pc - tonic + 12) % 12] - profile_mean;
+            cross += (weights[pc] - mean) * p;
+            profile_spread += p * p;
+        }
+        const double score = cross / std::sqrt(spread * profile_spread);
+        if (score > best_score) {
+            best_score = score;
+            best = key;
+        }
+    }
+    return best;
+}
+
+void Controls::set_cadence_by_ear() {
+    const int key = find_key(chroma_);
+    set_cadence(key < 0 ? -1 : key % 12, key >= 12);
+}
+
+void Controls::set_final_bar(bool final_bar) {
+    const bool entering = final_bar && !final_bar_;
+    final_bar_ = final_bar;
+    if (entering && settings_.end == SAGE_END_CADENCE && settings_.key_mode == SAGE_RULE_OFF)
+        set_cadence_by_ear();
 }
 
 void Controls::refresh_playable() {
@@ -477,6 +536,7 @@ void Controls::forget() {
     bar_ = 0;
     notes_in_bar_ = 0;
     last_played_bar_.fill(0);
+    chroma_.fill(0);
 }
 
 bool Controls::pitch_fits(int voice, int pitch, bool final_bar) const {
@@ -570,7 +630,7 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
         bool tonic_fits = false;
         for (int i = 0; i < n_pitch_tokens_ && !tonic_fits; ++i) {
             const int id = pitch_tokens_[i], pitch = vocab_[id].a;
-            tonic_fits = allowed[id] && pitch < below && pitch % 12 == c.key_tonic &&
+            tonic_fits = allowed[id] && pitch < below && pitch % 12 == cadence_tonic_ &&
                          pitch_fits(voice, pitch, true);
         }
         if (!tonic_fits) below = -1;  // no tonic under the others here: the rule gives way
@@ -578,7 +638,7 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
         if (!allowed[id]) continue;
-        if (!pitch_fits(voice, pitch, final_bar_) || (pitch < below && pitch % 12 != c.key_tonic)) {
+        if (!pitch_fits(voice, pitch, final_bar_) || (pitch < below && pitch % 12 != cadence_tonic_)) {
             allowed[id] = 0;
             continue;
         }
@@ -742,6 +802,7 @@ void Controls::accept(int token, const Detokenizer& detokenizer, const NoteEvent
     }
     heard_[n_heard_++] =
         Heard{onset, end, static_cast<int16_t>(voice), static_cast<int16_t>(note->pitch)};
+    if (pitched) chroma_[note->pitch % 12] += note->duration;
     ++notes_in_bar_;
     last_played_bar_[voice] = bar_;
 }

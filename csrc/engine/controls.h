@@ -50,8 +50,9 @@ class Controls {
     void set(const sage_controls& controls);  // checks first
     const sage_controls& settings() const { return settings_; }
     void forget();  // the notes heard so far (a new piece); keeps the settings
-    // With end = cadence: whether the bar being generated is the last one asked.
-    void set_final_bar(bool final_bar) { final_bar_ = final_bar; }
+    // With end = cadence: whether the bar being generated is the last one asked. Entering it
+    // without a key fixes the cadence's key: the one the notes heard so far are in.
+    void set_final_bar(bool final_bar);
     // Whether EOS may end the piece here (end = cadence in the last bar).
     bool ending_here() const { return final_bar_ && settings_.end == SAGE_END_CADENCE; }
     bool biases() const { return biases_; }  // soft rules on: apply() writes to logits
@@ -82,6 +83,8 @@ class Controls {
     void apply_velocities(int voice, uint8_t* allowed, float* logits) const;
     void scale_velocities(uint8_t* allowed, float* logits) const;
     void refresh_playable();
+    void set_cadence(int tonic, bool minor);  // tonic -1: no cadence triad
+    void set_cadence_by_ear();                // the key of the notes heard so far
 
     const TokenInfo* vocab_;
     int vocab_size_;
@@ -93,7 +96,8 @@ class Controls {
     std::array<bool, kVoices> has_program_token_{};
     // Whether a voice has a pitch the range and key leave (outside / inside a cadence's last bar).
     std::array<bool, kVoices> playable_{}, playable_final_{};
-    uint32_t triad_ = 0;  // the cadence's pitch classes (key set)
+    int cadence_tonic_ = -1;  // the cadence's tonic: the key's, or found on entering the last bar
+    uint32_t triad_ = 0;      // the cadence's pitch classes (0: none)
     bool final_bar_ = false;
 
     // What has been heard.
@@ -103,6 +107,7 @@ class Controls {
     uint64_t bar_ = 0;                            // the bar notes_in_bar_ counts
     int32_t notes_in_bar_ = 0;
     std::array<uint64_t, kVoices> last_played_bar_{};
+    std::array<double, 12> chroma_{};  // quarters each pitch class has sounded (the piece's key)
     // Scratch of apply_pitches: each voice's top line at the previous moment and now.
     mutable std::array<int16_t, kVoices> line_before_{}, line_now_{};
 };

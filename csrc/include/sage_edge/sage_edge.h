@@ -197,7 +197,8 @@ typedef enum sage_rule {
 typedef enum sage_ending {
     SAGE_END_NONE = 0,   /* an endless stream: EOS is never sampled */
     SAGE_END_CADENCE = 1 /* sage_session_generate_bars: EOS may end the last bar asked (and only
-                            it), and with a key the last bar's pitches are the tonic triad's */
+                            it), and the last bar's pitches are the tonic triad's: the key's, or
+                            without a key the key the notes so far are in (Krumhansl-Kessler) */
 } sage_ending;
 typedef struct sage_controls {
     int32_t key_mode;     /* sage_rule */
