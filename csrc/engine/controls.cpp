@@ -99,7 +99,7 @@ const Description kDescriptions[] = {
     {"parallels-penalty", "LOGIT", "soft no-parallels: subtracted from an offending pitch (3)"},
     {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (1; 0 = off)"},
     {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (8)"},
-    {"end", "none|cadence", "cadence: EOS may end the last bar asked, on the tonic triad"},
+    {"end", "none|cadence", "cadence: the last bar asked ends on the tonic triad; EOS may end it"},
 };
 constexpr size_t kNumDescriptions = sizeof(kDescriptions) / sizeof(kDescriptions[0]);
 
@@ -455,8 +455,10 @@ void Controls::set(const sage_controls& controls) {
         set_cadence(c.key_tonic, !((c.key_classes >> ((c.key_tonic + 4) % 12)) & 1));
     else if (final_bar_)
         set_cadence_by_ear();
-    else
+    else {
         set_cadence(-1, false);
+        cadence_bar_ = kNoBar;  // found again when the last bar is next generated
+    }
 }
 
 void Controls::set_cadence(int tonic, bool minor) {
@@ -506,14 +508,17 @@ static int find_key(const std::array<double, 12>& weights) {
 }
 
 void Controls::set_cadence_by_ear() {
+    cadence_bar_ = bar_;
     const int key = find_key(chroma_);
     set_cadence(key < 0 ? -1 : key % 12, key >= 12);
 }
 
 void Controls::set_final_bar(bool final_bar) {
-    const bool entering = final_bar && !final_bar_;
     final_bar_ = final_bar;
-    if (entering && settings_.end == SAGE_END_CADENCE && settings_.key_mode == SAGE_RULE_OFF)
+    // The key is found once, as the last bar begins: a generation continued over several calls
+    // keeps it, though its own last-bar notes would move the weights.
+    if (final_bar && settings_.end == SAGE_END_CADENCE && settings_.key_mode == SAGE_RULE_OFF &&
+        cadence_bar_ != bar_)
         set_cadence_by_ear();
 }
 
@@ -537,6 +542,7 @@ void Controls::forget() {
     notes_in_bar_ = 0;
     last_played_bar_.fill(0);
     chroma_.fill(0);
+    cadence_bar_ = kNoBar;
 }
 
 bool Controls::pitch_fits(int voice, int pitch, bool final_bar) const {

@@ -108,6 +108,8 @@ class Controls {
     int32_t notes_in_bar_ = 0;
     std::array<uint64_t, kVoices> last_played_bar_{};
     std::array<double, 12> chroma_{};  // quarters each pitch class has sounded (the piece's key)
+    static constexpr uint64_t kNoBar = ~uint64_t{0};
+    uint64_t cadence_bar_ = kNoBar;  // the bar whose cadence key set_cadence_by_ear found
     // Scratch of apply_pitches: each voice's top line at the previous moment and now.
     mutable std::array<int16_t, kVoices> line_before_{}, line_now_{};
 };

@@ -384,6 +384,43 @@ TEST(a_cadence_ends_on_the_tonic_triad_in_the_last_bar) {
     sage_model_free(model);
 }
 
+// end = cadence without a key: the cadence's key is found once, as the last bar begins, so a
+// generation continued over calls of a few tokens draws exactly what one call draws (the last
+// bar's own notes would otherwise move the key found mid-bar).
+TEST(a_cadence_by_ear_is_the_same_whatever_the_calls) {
+    sage_model* model = load_or_die(SAGE_SHIPPED_MODEL);
+    const uint64_t seeds = kShippedScale == 1 ? 6 : 2;
+    for (uint64_t seed = 0; seed < seeds; ++seed) {
+        std::vector<int32_t> runs[2];
+        for (size_t chunk : {size_t(1) << 16, size_t(3)}) {
+            sage_session_options options = sage_session_options_default();
+            options.seed = seed;
+            sage_session* session = nullptr;
+            CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+            sage_controls c = sage_controls_default();
+            CHECK_EQ(set(c, "end", "cadence"), SAGE_OK);
+            CHECK_EQ(sage_session_set_controls(session, &c), SAGE_OK);
+            const sage_sampling sampling = sage_sampling_default();
+            std::vector<int32_t> buffer(chunk);
+            std::vector<int32_t>& tokens = runs[chunk == 3];
+            sage_bar_stop stop{};
+            stop.bars = 3;
+            sage_stop_reason reason = SAGE_STOP_CAPACITY;
+            while (reason == SAGE_STOP_CAPACITY) {
+                size_t count = 0;
+                CHECK_EQ(sage_session_generate_bars(session, &sampling, &stop, buffer.data(),
+                                                    buffer.size(), &count, &reason),
+                         SAGE_OK);
+                tokens.insert(tokens.end(), buffer.begin(), buffer.begin() + count);
+            }
+            sage_session_free(session);
+        }
+        CHECK(runs[0].size() > 20);
+        CHECK(runs[0] == runs[1]);
+    }
+    sage_model_free(model);
+}
+
 }  // namespace
 
 SAGE_TEST_MAIN()
