@@ -21,6 +21,7 @@ timed, not checked against the reference. Quantization (Q8_0, Q4_0) is llama.cpp
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from pathlib import Path
 
@@ -112,6 +113,8 @@ def quantize(source: str | os.PathLike, target: str | os.PathLike, file_type: st
     for Q4_0), one thread."""
     import llama_cpp
 
+    # its log prints a line per tensor; keep warnings and errors
+    logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(FILE_TYPES[file_type])
     params.nthread = 1

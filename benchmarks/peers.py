@@ -11,18 +11,25 @@ Rows, each a decode step (one token in, logits out) after ``P`` tokens of contex
   ``torch.set_num_threads(1)``;
 - ``onnxruntime f32``: the decode step exported with ``torch.onnx.export`` (per-layer key/value
   windows of ``h_l`` entries as inputs and outputs), ``intra_op_num_threads = 1``;
-- ``onnxruntime int8``: the same graph after ``onnxruntime.quantization.quantize_dynamic``.
+- ``onnxruntime int8``: the same graph after ``onnxruntime.quantization.quantize_dynamic``;
+- ``llama.cpp Q8_0`` / ``llama.cpp Q4_0``: ``llama-cpp-python`` (``n_threads=1``) running a
+  Llama of the same shape with the same weights (``benchmarks/llama_gguf.py``: one key/value
+  family instead of AS-KVHS, full attention instead of DSMR's horizons, RoPE instead of ALiBi),
+  quantized by llama.cpp's own ``llama_model_quantize``; ``Llama.eval`` of one token after the
+  past tokens were evaluated in batches of 512.
 
-The ONNX step's logits are checked against PyTorch (≤ 1e-4) before timing. Reports the median
-ms/token at each past length and the engine's speed as a ratio to each peer (peer ms / engine ms:
-above 1 means the engine is faster). If the engine is not built, the peers are measured and the
-engine rows say so.
+The ONNX step's logits are checked against PyTorch (≤ 1e-4) before timing; the Llama's cannot be
+(it is not the same model). Reports the median ms/token at each past length and the engine's speed
+as a ratio to each peer (peer ms / engine ms: above 1 means the engine is faster), the engine's
+kernel path and the load average before and after. If the engine is not built, or llama.cpp
+(the ``bench`` extra) is not installed, the others are measured and a line says what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -39,6 +46,8 @@ from training.model import SageModel  # noqa: E402
 
 ONNX_TOLERANCE = 1e-4
 PREFILL_CHUNK = 256
+LLAMA_CPP_BATCH = 512
+LLAMA_CPP_QUANTS = ("Q8_0", "Q4_0")
 
 
 def load_reference(args) -> tuple[SageModel, str]:
@@ -159,6 +168,63 @@ class EngineRunner:
         self.session.feed([token])
 
 
+class LlamaCppRunner:
+    """llama.cpp: ``Llama.eval`` of one token, then its logits (``llama_get_logits`` waits for the
+    step to finish); a restart clears the context (``reset``: the next ``eval`` drops the cached
+    keys/values past it) and evaluates the past tokens again."""
+
+    def __init__(self, llm, prefix: np.ndarray):
+        import llama_cpp
+
+        self.llm, self.prefix = llm, prefix.tolist()
+        self.logits = llama_cpp.llama_get_logits
+
+    def restart(self) -> None:
+        self.llm.reset()
+        self.llm.eval(self.prefix)
+
+    def step(self, token: int) -> None:
+        self.llm.eval([token])
+        self.logits(self.llm.ctx)
+
+
+def llama_cpp_models(sage_file: Path, n_ctx: int, tmp: Path, notes: list[str]) -> dict:
+    """``llama.cpp Q8_0`` / ``Q4_0`` → a ``llama_cpp.Llama`` (one thread) of the same-shape Llama;
+    none, with a note printed at once, when llama-cpp-python or gguf is not installed."""
+    try:
+        import llama_cpp
+
+        from benchmarks import llama_gguf
+    except ImportError as exc:
+        note = f"llama.cpp not measured ({exc}): pip install '.[bench]' builds llama-cpp-python"
+        print(note, file=sys.stderr)
+        notes.append(note)
+        return {}
+    from sage_edge import format as sage_format
+
+    f32 = llama_gguf.write_gguf(sage_format.read(sage_file), tmp / "llama_f32.gguf", n_ctx)
+    models = {}
+    for quant in LLAMA_CPP_QUANTS:
+        path = llama_gguf.quantize(f32, tmp / f"llama_{quant}.gguf", quant)
+        models[f"llama.cpp {quant}"] = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=LLAMA_CPP_BATCH,
+            n_threads=1,
+            n_threads_batch=1,
+            # llama-cpp-python's default; on this 2-core AVX-512 host flash attention made the
+            # Q8_0 step 1.2x / 2.1x / 2.0x slower at 128 / 1 024 / 4 096 past tokens
+            flash_attn=False,
+            verbose=False,
+        )
+    notes.append(
+        f"llama.cpp: llama-cpp-python {llama_cpp.__version__}, a same-shape Llama (the pitch "
+        "family's key/value projection, full attention, RoPE), every matrix quantized by "
+        "llama_model_quantize"
+    )
+    return models
+
+
 def measure(runners: dict, tokens: np.ndarray, rounds: int, warmup: int) -> dict[str, float]:
     """Median ms/token of each runner. The runners take turns, ``rounds`` times, each turn
     starting again from the prefilled state, so every row sees the same machine load and the
@@ -194,6 +260,7 @@ def run(args) -> dict:
     stream = rng.integers(0, c.vocab_size, max(positions) + args.steps)
 
     report = {
+        "load_average_before": os.getloadavg(),
         "model": args.model or args.checkpoint or f"random weights of {args.random}",
         "config": {k: v for k, v in c.to_dict().items() if k != "families"},
         "parameters": model.n_parameters(),
@@ -220,16 +287,23 @@ def run(args) -> dict:
                 f"the ONNX decode step differs from PyTorch by {error:.2e} > {ONNX_TOLERANCE}"
             )
 
+        files = engine_files(args, model, tokenizer_json, tmp)
         engines = {}
         try:
             Engine = engine_class()
-            for quant, path in engine_files(args, model, tokenizer_json, tmp).items():
+            for quant, path in files.items():
                 engines[f"engine {quant}"] = Engine(str(path))
+            report["kernel"] = next(iter(engines.values())).info["kernel"]
         except ImportError as exc:
             report["notes"].append(f"engine unavailable: {exc}")
+        # the longest context a turn reaches: the past, the warm-up and its share of the steps
+        # (a multiple of 256, as llama.cpp pads it, so that it does not warn past the GGUF's length)
+        n_ctx = -(-(max(positions) + args.warmup + args.steps) // 256) * 256
+        llamas = llama_cpp_models(files["f32"], n_ctx, tmp, report["notes"])
 
+        peers = ("pytorch eager", "onnxruntime f32", "onnxruntime int8", *llamas)
         rows = report["rows"]
-        for name in (*engines, "pytorch eager", "onnxruntime f32", "onnxruntime int8"):
+        for name in (*engines, *peers):
             rows[name] = {}
         if not engines:
             rows["engine"] = dict.fromkeys(map(str, positions))
@@ -241,16 +315,18 @@ def run(args) -> dict:
             runners["pytorch eager"] = TorchRunner(model, prefilled)
             runners["onnxruntime f32"] = OrtRunner(ort_f32, prefilled)
             runners["onnxruntime int8"] = OrtRunner(ort_int8, prefilled)
+            runners.update({name: LlamaCppRunner(llm, prefix) for name, llm in llamas.items()})
             for name, ms in measure(runners, tokens, args.rounds, args.warmup).items():
                 rows[name][str(past)] = ms
 
         ratios = {}
         for name in engines:
-            for peer in ("pytorch eager", "onnxruntime f32", "onnxruntime int8"):
+            for peer in peers:
                 ratios[f"{name} vs {peer}"] = {
                     p: rows[peer][p] / rows[name][p] for p in map(str, positions)
                 }
         report["speedup"] = ratios
+    report["load_average_after"] = os.getloadavg()
     return report
 
 
@@ -267,7 +343,15 @@ def print_report(report: dict, out=None) -> None:
     w(f"ONNX decode step vs PyTorch, max |Δlogit|: f32 {e['f32']:.2e}, int8 {e['int8']:.2e}\n")
     w(
         f"one thread, ms/token: median of {report['steps']} decode steps in {report['rounds']} "
-        "interleaved turns per row\n\n"
+        "interleaved turns per row\n"
+    )
+    before, after = report["load_average_before"], report["load_average_after"]
+    w(
+        f"engine kernel path: {report.get('kernel', 'n/a')}; load average (1/5/15 min) before "
+        + "/".join(f"{x:.2f}" for x in before)
+        + ", after "
+        + "/".join(f"{x:.2f}" for x in after)
+        + "\n\n"
     )
     positions = [str(p) for p in report["positions"]]
     w(f"{'past tokens':20}" + "".join(f"{p:>10}" for p in positions) + "\n")
