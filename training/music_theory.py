@@ -300,9 +300,7 @@ def out_of_key(notes: Notes, key: int | None) -> tuple[int, int]:
     return int((~key_scale(key)[pitch % 12]).sum()), len(pitch)
 
 
-def local_key_agreement(
-    notes: Notes, key: int | None, context_bars: int = 0
-) -> tuple[int, int]:
+def local_key_agreement(notes: Notes, key: int | None, context_bars: int = 0) -> tuple[int, int]:
     """(bars whose key, with ``context_bars`` on each side, is ``key``; bars with pitched sound)."""
     keys = [k for k in bar_keys(notes, context_bars) if k is not None]
     return sum(k == key for k in keys), len(keys)

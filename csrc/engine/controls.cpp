@@ -644,7 +644,8 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
         if (!allowed[id]) continue;
-        if (!pitch_fits(voice, pitch, final_bar_) || (pitch < below && pitch % 12 != cadence_tonic_)) {
+        if (!pitch_fits(voice, pitch, final_bar_) ||
+            (pitch < below && pitch % 12 != cadence_tonic_)) {
             allowed[id] = 0;
             continue;
         }
