@@ -40,16 +40,23 @@ D_MINOR = 12 + 2  # training.music_theory's key numbering: minor keys are 12 + t
 EVERYTHING = dict(
     key=KEY, range="usual", velocity="60-100", max_polyphony=4, density="4-24", plays_after=1
 )
+# Each setting is one rule (or the named set) on top of OFF: the defaults' soft parallels and
+# cadence off, so a row shows its own rule; the silent-program bonus stays (plays-after 1).
+OFF = dict(no_parallels="off", end="none")
 SETTINGS = {
-    "off": {},
-    "key soft 1.5": dict(key=KEY, key_mode="soft", key_penalty=1.5),
-    "key soft 3": dict(key=KEY, key_mode="soft", key_penalty=3),
-    "key strict": dict(key=KEY),
-    "range usual": dict(range="usual"),
-    "parallels soft": dict(no_parallels="soft"),
-    "parallels strict": dict(no_parallels="strict"),
-    "cadence + key": dict(key=KEY, end="cadence"),
-    "all strict": dict(EVERYTHING, no_parallels="strict", end="cadence"),
+    name: {**OFF, **rules}
+    for name, rules in {
+        "off": {},
+        "key soft 1.5": dict(key=KEY, key_mode="soft", key_penalty=1.5),
+        "key soft 3": dict(key=KEY, key_mode="soft", key_penalty=3),
+        "key strict": dict(key=KEY),
+        "range usual": dict(range="usual"),
+        "parallels soft": dict(no_parallels="soft"),
+        "parallels strict": dict(no_parallels="strict"),
+        "cadence (by ear)": dict(end="cadence"),
+        "cadence + key": dict(key=KEY, end="cadence"),
+        "all strict": dict(EVERYTHING, no_parallels="strict", end="cadence"),
+    }.items()
 }
 
 

@@ -65,8 +65,9 @@ CONTROLS: tuple[tuple[str, str, str], ...] = tuple(_engine.controls_described())
 class Controls:
     """Musical controls, applied by the engine before each token is drawn (docs/controls.md):
     strict rules mask what they forbid, soft ones bias the logits. Every rule is off until set but
-    two soft ones: the silent-program bonus (``plays_after`` 1, ``plays_bonus`` 8: a requested
-    program silent for a bar is brought in) and ``no_parallels="soft"``.
+    two soft ones, the silent-program bonus (``plays_after`` 1, ``plays_bonus`` 8: a requested
+    program silent for a bar is brought in) and ``no_parallels="soft"``, and ``end="cadence"``:
+    a piece of ``bars`` bars ends on the tonic triad of its key (``end="none"`` to leave it open).
 
     Keywords are the names of :data:`CONTROLS` with ``_`` for ``-``, and the values their text
     (numbers are written as text)::
@@ -650,7 +651,7 @@ class _Run:
         ``MAX_TOKENS_PER_BAR * (bars_asked + 1)`` tokens.
         """
         meter = self.prompt_meter[2:] if self.prompt_meter is not None else (0, 0)
-        stop = _engine.BarStop(self.bars_asked, *meter, each_bar=True)
+        stop = _engine.BarStop(self.bars_asked, *meter, each_bar=True, ends_piece=True)
         max_tokens = _engine.MAX_TOKENS_PER_BAR * (self.bars_asked + 1)
         session = self.session
         reason = "bar_line"

@@ -19,6 +19,7 @@ from sage_edge import _engine
 from sage_edge.engine import (
     DEFAULT_SAMPLING,
     TEMPO_RANGE_BPM,
+    Controls,
     Engine,
     NoteStream,
     SamplingParams,
@@ -98,12 +99,16 @@ def test_a_chorale_prompt_keeps_its_notes(engine, chorale_paths):
 def test_bars_are_the_tokens_plain_sampling_gives_up_to_the_next_bar(
     engine, chorale_paths, bars, prompted
 ):
-    """Engine.generate calls the engine's bar loop a bar at a time: its tokens are exactly those
-    a session with the same seed samples after the same prompt, up to the Bar that would open bar
-    bars + 1; progress reports each bar once it is generated."""
+    """Engine.generate calls the engine's bar loop a bar at a time: without the cadence its tokens
+    are exactly those a session with the same seed samples after the same prompt, up to the Bar
+    that would open bar bars + 1; progress reports each bar once it is generated. The cadence
+    (a default) changes the last bar only."""
     prompt, seed = (chorale_paths[0], 9) if prompted else (None, 4)
     done = []
-    result = engine.generate(prompt, bars, seed=seed, progress=lambda *d: done.append(d))
+    open_ended = Controls(end="none")
+    result = engine.generate(
+        prompt, bars, seed=seed, controls=open_ended, progress=lambda *d: done.append(d)
+    )
     new = result.tokens[result.prompt_length :]
     session = engine.session(seed=seed)
     session.feed(result.tokens[: result.prompt_length])
@@ -113,6 +118,12 @@ def test_bars_are_the_tokens_plain_sampling_gives_up_to_the_next_bar(
     assert kinds[plain[-1]] == Kind.BAR  # a 4/4 prompt: a token bar is a notated bar
     assert bar_tokens(new, engine) == (bars - 1 if prompted else bars)  # a Bar closes a prompt
     assert done == [(n, bars) for n in range(1, bars + 1)]
+    # With the cadence: the same tokens up to the Bar opening the last bar.
+    cadence = engine.generate(prompt, bars, seed=seed).tokens
+    bar_lines = np.flatnonzero(kinds[np.asarray(new)] == Kind.BAR)
+    last_bar = bar_lines[-1] + 1 if len(bar_lines) else 0  # prompted, 1 bar: the prompt's Bar
+    same = result.prompt_length + last_bar
+    assert cadence[:same] == result.tokens[:same]
 
 
 def test_token_prompts_and_bad_arguments(engine):
@@ -255,7 +266,8 @@ def test_one_sampling_default_everywhere(engine, tmp_path):
     )
     session = engine.session(seed=12)
     session.feed([engine.tokenizer.id_of("BOS_None")])
-    assert session.generate(50) == default.tokens[1:51]  # Session's defaults are the same
+    open_ended = engine.generate(bars=2, seed=12, controls=Controls(end="none"))
+    assert session.generate(50) == open_ended.tokens[1:51]  # Session's defaults are the same
     out = tmp_path / "cli.mid"
     done = run_cli(
         "generate", "--model", str(engine.path), "--bars", "2", "--seed", "12", "--out", str(out)

@@ -87,12 +87,17 @@ class EngineBackend:
 
     def continuation(self, prompt: np.ndarray, n_bars: int, seed: int, sampling: dict, _cap: int):
         """``n_bars`` bars after ``prompt`` (token ids ending before a Bar) by ``Engine.generate``:
-        the engine's bar loop, its token cap; its grammar never allows EOS."""
+        the engine's bar loop, its token cap; its grammar never allows EOS, and a continuation
+        stops mid-piece, so no cadence ends it."""
         from sage_edge import _engine
-        from sage_edge.engine import SamplingParams
+        from sage_edge.engine import Controls, SamplingParams
 
         result = self.engine.generate(
-            prompt.tolist(), n_bars, seed=seed, sampling=SamplingParams(**sampling)
+            prompt.tolist(),
+            n_bars,
+            seed=seed,
+            sampling=SamplingParams(**sampling),
+            controls=Controls(end="none"),
         )
         capped = result.generated_tokens >= _engine.MAX_TOKENS_PER_BAR * (n_bars + 1)
         ids = result.tokens[1 + len(prompt) :]  # the Bar closing the prompt, then the new bars

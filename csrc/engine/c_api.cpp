@@ -489,6 +489,7 @@ sage_status sage_session_generate_bars(sage_session* session, const sage_samplin
         bar_stop.meter_quarters = stop->meter_quarters;
         bar_stop.meter_bars = stop->meter_bars;
         bar_stop.each_bar = stop->each_bar != 0;
+        bar_stop.ends_piece = stop->ends_piece != 0;
         bar_stop.opened = stop->opened;
         bar_stop.generated = stop->generated;
         bar_stop.end = stop->end;

@@ -99,7 +99,7 @@ const Description kDescriptions[] = {
     {"parallels-penalty", "LOGIT", "soft no-parallels: subtracted from an offending pitch (3)"},
     {"plays-after", "BARS", "a requested program silent this many bars gets a bonus (1; 0 = off)"},
     {"plays-bonus", "LOGIT", "added to a silent requested program's Program token (8)"},
-    {"end", "none|cadence", "cadence: the last bar asked ends on the tonic triad; EOS may end it"},
+    {"end", "none|cadence", "a piece's last bar on the tonic triad, EOS may end it (cadence)"},
 };
 constexpr size_t kNumDescriptions = sizeof(kDescriptions) / sizeof(kDescriptions[0]);
 
@@ -250,7 +250,7 @@ sage_controls Controls::defaults() {
     c.plays_bonus = 8;
     c.parallels_mode = SAGE_RULE_SOFT;
     c.parallels_penalty = 3;
-    c.end = SAGE_END_NONE;
+    c.end = SAGE_END_CADENCE;
     return c;
 }
 
@@ -450,7 +450,7 @@ void Controls::set(const sage_controls& controls) {
               c.parallels_mode != SAGE_RULE_OFF || c.density_min > 0 || c.density_max > 0 ||
               c.end != SAGE_END_NONE;
     // The cadence's triad: tonic, the key's third (major if in the key, else minor), fifth.
-    // Without a key it is found when the last bar begins (set_final_bar).
+    // Without a key it is found when the last bar begins (set_piece_bar).
     if (c.key_mode != SAGE_RULE_OFF)
         set_cadence(c.key_tonic, !((c.key_classes >> ((c.key_tonic + 4) % 12)) & 1));
     else if (final_bar_)
@@ -513,8 +513,9 @@ void Controls::set_cadence_by_ear() {
     set_cadence(key < 0 ? -1 : key % 12, key >= 12);
 }
 
-void Controls::set_final_bar(bool final_bar) {
-    final_bar_ = final_bar;
+void Controls::set_piece_bar(bool in_piece, bool final_bar) {
+    in_piece_ = in_piece;
+    final_bar_ = in_piece && final_bar;
     // The key is found once, as the last bar begins: a generation continued over several calls
     // keeps it, though its own last-bar notes would move the weights.
     if (final_bar && settings_.end == SAGE_END_CADENCE && settings_.key_mode == SAGE_RULE_OFF &&
@@ -705,6 +706,14 @@ void Controls::scale_velocities(uint8_t* allowed, float* logits) const {
     }
 }
 
+bool Controls::requested_have_played(const Grammar& grammar) const {
+    if (!grammar.restricts_programs()) return true;
+    for (int v = 0; v < kVoices; ++v)
+        if (has_program_token_[v] && grammar.program_allowed(v - 1) && last_played_bar_[v] == 0)
+            return false;
+    return true;
+}
+
 void Controls::apply(const Grammar& grammar, const Detokenizer& detokenizer, uint8_t* allowed,
                      float* logits) const {
     if (!active_) return;
@@ -753,7 +762,10 @@ void Controls::apply(const Grammar& grammar, const Detokenizer& detokenizer, uin
                 velocity_next = true;
                 break;
             case Kind::Eos:
-                if (cadence) allowed[i] = final_bar_;
+                // A piece ends in its last bar, once its final chord has begun and every program
+                // asked for has played.
+                if (cadence && in_piece_)
+                    allowed[i] = final_bar_ && notes_in_bar > 0 && requested_have_played(grammar);
                 break;
             default:
                 break;

@@ -13,7 +13,8 @@
 //   Velocity v   after a pitch of program p: the velocity scale, then p's velocity range (the
 //                nearest token if none inside)
 //   Bar          masked below the bar's minimum density while a note can still be placed
-//   EOS          with end = cadence, only in the last bar asked (set_final_bar)
+//   EOS          with end = cadence, in a piece's generation only in its last bar (set_piece_bar),
+//                after a note there, once every requested program has played
 // A strict rule never leaves the stream without a next token: a Program is only allowed when a
 // pitch can follow it; if parallels would mask every pitch left, the rule is relaxed for that
 // note; after a Program the caller fed itself (a prompt), a pitch set left empty by the key and
@@ -50,9 +51,10 @@ class Controls {
     void set(const sage_controls& controls);  // checks first
     const sage_controls& settings() const { return settings_; }
     void forget();  // the notes heard so far (a new piece); keeps the settings
-    // With end = cadence: whether the bar being generated is the last one asked. Entering it
-    // without a key fixes the cadence's key: the one the notes heard so far are in.
-    void set_final_bar(bool final_bar);
+    // Whether a piece's generation (sage_bar_stop.ends_piece) is running, and in its last bar:
+    // with end = cadence, EOS waits for that bar, and entering it without a key fixes the
+    // cadence's key (the one the notes heard so far are in).
+    void set_piece_bar(bool in_piece, bool final_bar);
     // Whether EOS may end the piece here (end = cadence in the last bar).
     bool ending_here() const { return final_bar_ && settings_.end == SAGE_END_CADENCE; }
     bool biases() const { return biases_; }  // soft rules on: apply() writes to logits
@@ -83,8 +85,9 @@ class Controls {
     void apply_velocities(int voice, uint8_t* allowed, float* logits) const;
     void scale_velocities(uint8_t* allowed, float* logits) const;
     void refresh_playable();
-    void set_cadence(int tonic, bool minor);  // tonic -1: no cadence triad
-    void set_cadence_by_ear();                // the key of the notes heard so far
+    bool requested_have_played(const Grammar& grammar) const;  // every program asked for
+    void set_cadence(int tonic, bool minor);                   // tonic -1: no cadence triad
+    void set_cadence_by_ear();                                 // the key of the notes heard so far
 
     const TokenInfo* vocab_;
     int vocab_size_;
@@ -98,7 +101,7 @@ class Controls {
     std::array<bool, kVoices> playable_{}, playable_final_{};
     int cadence_tonic_ = -1;  // the cadence's tonic: the key's, or found on entering the last bar
     uint32_t triad_ = 0;      // the cadence's pitch classes (0: none)
-    bool final_bar_ = false;
+    bool in_piece_ = false, final_bar_ = false;
 
     // What has been heard.
     std::array<Heard, kHeard> heard_{};

@@ -503,7 +503,7 @@ size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32
             break;
         }
         const bool all_open = stop.opened >= stop.bars;
-        controls_.set_final_bar(all_open);  // the cadence's bar
+        controls_.set_piece_bar(stop.ends_piece, all_open);  // the cadence's bar
         grammar_.set_allow_eos(allow_eos_ || controls_.ending_here());
         const int32_t token = sample(params);
         const TokenInfo& info = model_.vocab[token];
@@ -540,7 +540,7 @@ size_t Session::generate_bars(const SamplingParams& params, BarStop& stop, int32
     }
     // The cadence is this generation's: tokens drawn outside it (generate, sample) are not in a
     // last bar. A token left pending stays as drawn.
-    controls_.set_final_bar(false);
+    controls_.set_piece_bar(false, false);
     grammar_.set_allow_eos(allow_eos_);
     return count;
 }

@@ -39,10 +39,11 @@ struct SessionOptions {
 struct BarStop {
     uint64_t bars = 1;
     int32_t meter_quarters = 0, meter_bars = 0;
-    bool each_bar = false;   // also return before each new token bar (StopReason::BarLine)
-    uint64_t opened = 0;     // notated bars opened so far
-    uint64_t generated = 0;  // tokens generated so far
-    double end = 0;          // quarters: where notated bar `bars` ends, once it is open
+    bool each_bar = false;    // also return before each new token bar (StopReason::BarLine)
+    bool ends_piece = false;  // the last bar asked ends the piece (end = cadence acts there)
+    uint64_t opened = 0;      // notated bars opened so far
+    uint64_t generated = 0;   // tokens generated so far
+    double end = 0;           // quarters: where notated bar `bars` ends, once it is open
 };
 
 // Why generate_bars returned (the values of sage_stop_reason).

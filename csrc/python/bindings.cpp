@@ -648,16 +648,18 @@ void bind(py::module_& m) {
     py::class_<sage_bar_stop>(m, "BarStop",
                               "What Session.generate_bars generates, and its progress "
                               "(sage_bar_stop in sage_edge.h).")
-        .def(py::init([](uint64_t bars, int32_t meter_quarters, int32_t meter_bars, bool each_bar) {
+        .def(py::init([](uint64_t bars, int32_t meter_quarters, int32_t meter_bars, bool each_bar,
+                         bool ends_piece) {
                  sage_bar_stop stop{};
                  stop.bars = bars;
                  stop.meter_quarters = meter_quarters;
                  stop.meter_bars = meter_bars;
                  stop.each_bar = each_bar ? 1 : 0;
+                 stop.ends_piece = ends_piece ? 1 : 0;
                  return stop;
              }),
              py::arg("bars"), py::arg("meter_quarters") = 0, py::arg("meter_bars") = 0,
-             py::arg("each_bar") = false)
+             py::arg("each_bar") = false, py::arg("ends_piece") = false)
         .def_readonly("bars", &sage_bar_stop::bars)
         .def_readonly("opened", &sage_bar_stop::opened)
         .def_readonly("generated", &sage_bar_stop::generated)

@@ -484,7 +484,8 @@ class Generation {
     Generation(sage_session* session, const Options& o)
         : session_(session), o_(o), keep_bars_(!o.out.empty()) {
         stop_.bars = o.bars;
-        stop_.each_bar = 1;  // return at each bar line, so keep_bar sees every bar
+        stop_.each_bar = 1;    // return at each bar line, so keep_bar sees every bar
+        stop_.ends_piece = 1;  // --bars N is a piece: end = cadence ends it
     }
 
     bool done() const {
@@ -520,6 +521,7 @@ class Generation {
                 if (keep_bars_) keep_bar();
             }
             finished_ = reason != SAGE_STOP_BAR_LINE && reason != SAGE_STOP_CAPACITY;
+            if (reason == SAGE_STOP_END) end_ = stop_.end;  // EOS in the last bar: it ends there
         }
     }
 

@@ -322,7 +322,8 @@ TEST(bars_reach_the_minimum_density) {
     sage_model_free(model);
 }
 
-// end = cadence with a key: EOS only in the last bar asked, and that bar on the tonic triad.
+// end = cadence with a key: EOS only in the last bar asked of a piece, and that bar on the tonic
+// triad.
 TEST(a_cadence_ends_on_the_tonic_triad_in_the_last_bar) {
     sage_model* model = load_or_die(SAGE_SHIPPED_MODEL);
     const uint32_t d_minor_triad = (1u << 2) | (1u << 5) | (1u << 9);  // D F A
@@ -343,6 +344,7 @@ TEST(a_cadence_ends_on_the_tonic_triad_in_the_last_bar) {
         sage_bar_stop stop{};
         stop.bars = 4;
         stop.each_bar = 1;
+        stop.ends_piece = 1;
         sage_stop_reason reason = SAGE_STOP_BAR_LINE;
         size_t count = 0, n = 0;
         std::vector<sage_note_event> before;  // the bar before the last: its notes may sound on
@@ -405,6 +407,7 @@ TEST(a_cadence_by_ear_is_the_same_whatever_the_calls) {
             std::vector<int32_t>& tokens = runs[chunk == 3];
             sage_bar_stop stop{};
             stop.bars = 3;
+            stop.ends_piece = 1;
             sage_stop_reason reason = SAGE_STOP_CAPACITY;
             while (reason == SAGE_STOP_CAPACITY) {
                 size_t count = 0;

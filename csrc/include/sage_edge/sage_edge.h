@@ -148,6 +148,9 @@ typedef struct sage_bar_stop {
     int32_t meter_quarters; /* >= 1 when meter_bars >= 1 */
     int32_t meter_bars;     /* >= 0; 0 = every token bar is one notated bar */
     int32_t each_bar;   /* nonzero: also return before each new token bar (SAGE_STOP_BAR_LINE) */
+    int32_t ends_piece; /* nonzero: the last bar asked is the piece's end, where end = cadence (the
+                           default control) holds it to the tonic triad and lets EOS end it; zero
+                           (a stream or a jam generated a bar or a phrase at a time): no ending */
     uint64_t opened;    /* progress: notated bars opened so far (<= bars) */
     uint64_t generated; /* progress: tokens generated so far */
     double end;         /* progress: where notated bar `bars` ends (quarters), once it is open */
@@ -196,9 +199,10 @@ typedef enum sage_rule {
 } sage_rule;
 typedef enum sage_ending {
     SAGE_END_NONE = 0,   /* an endless stream: EOS is never sampled */
-    SAGE_END_CADENCE = 1 /* sage_session_generate_bars: EOS may end the last bar asked (and only
-                            it), and the last bar's pitches are the tonic triad's: the key's, or
-                            without a key the key the notes so far are in (Krumhansl-Kessler) */
+    SAGE_END_CADENCE = 1 /* sage_session_generate_bars with stop.ends_piece: EOS may end the last
+                            bar asked (and only it), and its pitches are the tonic triad's: the
+                            key's, or without a key the key the notes so far are in (Krumhansl-
+                            Kessler), a note under everything sounding on the tonic */
 } sage_ending;
 typedef struct sage_controls {
     int32_t key_mode;     /* sage_rule */
@@ -246,13 +250,15 @@ sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 
  * applies the same checks itself). */
 sage_status sage_sampling_check(const sage_sampling* sampling);
 sage_status sage_tempo_check(double bpm); /* SAGE_TEMPO_MIN_BPM..SAGE_TEMPO_MAX_BPM */
-/* Everything off but two soft rules: no key, ranges and velocities 0..127, no limits, end none;
- * plays_after_bars 1 with plays_bonus 8 (a program asked for and silent for a bar is brought in:
- * with the shipped model, piano + bass or a string quartet played every part in 10 of 10 seeds of
- * 4 bars, against 2 to 4 without) and parallels_mode soft with parallels_penalty 3 (parallel
- * fifths + octaves per 100 beats from 7.7 to 2.9, docs/model.md); key_penalty 1.5 (the size a
- * soft key lock gets unless told, docs/controls.md: 3 removed every out-of-key note, as strict
- * does, 1.5 kept a few). */
+/* Everything off but two soft rules and the cadence: no key, ranges and velocities 0..127, no
+ * limits; end cadence (a piece of N bars, sage_bar_stop.ends_piece, ends on the tonic triad of the
+ * key its notes are in: with the shipped model the final chord stood on the tonic in 64 of 64
+ * pieces, 28 without, docs/model.md); plays_after_bars 1 with plays_bonus 8 (a program asked for
+ * and silent for a bar is brought in: with the shipped model, piano + bass or a string quartet
+ * played every part in 10 of 10 seeds of 4 bars, against 2 to 4 without) and parallels_mode soft
+ * with parallels_penalty 3 (parallel fifths + octaves per 100 beats from 7.7 to 2.9,
+ * docs/model.md); key_penalty 1.5 (the size a soft key lock gets unless told, docs/controls.md: 3
+ * removed every out-of-key note, as strict does, 1.5 kept a few). */
 sage_controls sage_controls_default(void);
 /* SAGE_ERR_ARGUMENT naming the field and its range when a control is out of range (low > high, a
  * mode or tonic out of range, a penalty not finite and > 0, density_min > density_max...). */
