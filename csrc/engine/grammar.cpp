@@ -34,6 +34,7 @@ void Grammar::reset() {
     after_ = After::Start;
     bar_ticks_ = bar_length(4, 4, ticks_per_quarter_);
     last_position_ = -1;
+    floor_ = 0;
     program_ = 0;
 }
 
@@ -57,7 +58,7 @@ bool Grammar::program_allowed(int32_t program) const {
 }
 
 bool Grammar::position_allowed(int32_t ticks) const {
-    return ticks > last_position_ && ticks >= 0 && ticks < bar_ticks_;
+    return ticks > last_position_ && ticks >= floor_ && ticks >= 0 && ticks < bar_ticks_;
 }
 
 bool Grammar::may_follow(const TokenInfo& token) const {
@@ -100,7 +101,7 @@ bool Grammar::may_follow(const TokenInfo& token) const {
         case Kind::Program:
             return (after_ == After::Position || after_ == After::Tempo ||
                     after_ == After::Duration) &&
-                   program_allowed(token.a);
+                   (floor_ == 0 || last_position_ >= floor_) && program_allowed(token.a);
         case Kind::Pitch:
             return after_ == After::Program &&
                    (program_ != -1 || !has_kind_[static_cast<int>(Kind::PitchDrum)]);
@@ -150,6 +151,7 @@ void Grammar::accept(int token) {
         case Kind::Bar:
             after_ = After::Bar;
             last_position_ = -1;
+            floor_ = 0;
             break;
         case Kind::TimeSig:
             after_ = After::TimeSig;

@@ -56,8 +56,20 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
         meter_numerator_ = numerator;
         meter_denominator_ = denominator;
     }
-    void allowed(uint8_t* mask) const;  // mask[V]: which tokens may come next
-    void accept(int token);             // advance state (tolerant of prompt tokens)
+    // Until the next Bar, Positions before `ticks` and notes at a position before it are not
+    // allowed (a jam that has replayed the start of a bar decides only what comes after).
+    void set_position_floor(int32_t ticks) { floor_ = ticks; }
+    void allowed(uint8_t* mask) const;
+    // Takes the place in the stream `other` is at (what accept() tracks), keeping this grammar's
+    // settings (programs, meter, EOS switch).
+    void copy_state(const Grammar& other) {
+        after_ = other.after_;
+        bar_ticks_ = other.bar_ticks_;
+        last_position_ = other.last_position_;
+        floor_ = other.floor_;
+        program_ = other.program_;
+    }  // mask[V]: which tokens may come next
+    void accept(int token);  // advance state (tolerant of prompt tokens)
 
     // The length of the current bar in ticks (from the last TimeSig, 4/4 before any).
     int bar_ticks() const { return bar_ticks_; }
@@ -91,6 +103,7 @@ class Grammar {  // the REMI+ grammar mask; fixed-size state
     After after_ = After::Start;
     int32_t bar_ticks_ = 0;
     int32_t last_position_ = -1;  // ticks; -1 = no Position yet in this bar
+    int32_t floor_ = 0;           // ticks: set_position_floor, until the next Bar
     int32_t program_ = 0;
 };
 

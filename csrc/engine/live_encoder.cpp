@@ -1,5 +1,6 @@
 #include "live_encoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -114,6 +115,7 @@ void LiveEncoder::reset() {
     origin_tick_ = 0;
     us_per_quarter_ = options_.us_per_quarter;
     bars_written_ = notes_read_ = late_ = dropped_ = 0;
+    last_onset_ = -1;
     keys_down_ = 0;
     last_key_us_ = options_.start_us;
     status_ = 0, n_data_ = 0, in_sysex_ = false;
@@ -190,6 +192,7 @@ void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity)
         onset = open_bar;
         ++late_;
     }
+    last_onset_ = std::max(last_onset_, onset);
     Note& n = notes_[n_notes_];
     n.onset = onset;
     n.on_us = time_us;
@@ -356,14 +359,18 @@ bool LiveEncoder::bar_complete(int64_t now_us, bool force) const {
     return true;
 }
 
-size_t LiveEncoder::sort_bar(int* order) const {
-    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
-    auto before = [](const Note& a, const Note& b) {
+int32_t LiveEncoder::length_at(const Note& note, int64_t now_us) const {
+    return note.length > 0 ? note.length : duration_ticks(note.on_us, now_us);
+}
+
+size_t LiveEncoder::sort_bar(int64_t end, int64_t now_us, int* order) const {
+    auto before = [&](const Note& a, const Note& b) {
         if (a.onset != b.onset) return a.onset < b.onset;
         if (a.rank != b.rank) return a.rank < b.rank;
         if (a.program != b.program) return a.program < b.program;
         if (a.pitch != b.pitch) return a.pitch < b.pitch;
-        if (a.length != b.length) return a.length < b.length;
+        const int32_t la = length_at(a, now_us), lb = length_at(b, now_us);
+        if (la != lb) return la < lb;
         return a.velocity < b.velocity;
     };
     size_t n = 0;
@@ -376,21 +383,28 @@ size_t LiveEncoder::sort_bar(int* order) const {
     return n;
 }
 
-size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
-    if (!bar_complete(now_us, force)) return 0;
-    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens,
+                              int64_t held_until) const {
+    const int64_t start = static_cast<int64_t>(bars_written_) * bar_ticks_;
     int order[kMaxNotes];
-    const size_t n = sort_bar(order);
-    size_t size = timesig_token_ >= 0 ? 2 : 1;
+    const size_t n = sort_bar(end, now_us, order);
+    size_t k = 0;
+    auto put = [&](int32_t token) {
+        if (tokens) tokens[k] = token;
+        ++k;
+    };
+    put(bar_token_);
+    if (timesig_token_ >= 0) put(timesig_token_);
     int64_t at = -1;
-    size_t t = 0;
+    int t = 0;
     for (size_t i = 0;; ++i) {
         // Tempo changes of the bar come before the notes at their tick.
-        for (; t < static_cast<size_t>(n_tempos_waiting_) && tempos_[t].tick < end &&
+        for (; t < n_tempos_waiting_ && tempos_[t].tick < end &&
                (i == n || tempos_[t].tick <= notes_[order[i]].onset);
              ++t) {
-            size += (tempos_[t].tick != at) + 1;
+            if (tempos_[t].tick != at) put(position_token_[tempos_[t].tick - start]);
             at = tempos_[t].tick;
+            put(tempos_[t].token);
         }
         if (i == n) break;
         const Note& note = notes_[order[i]];
@@ -398,10 +412,33 @@ size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
             note.program == notes_[order[i - 1]].program &&
             note.pitch == notes_[order[i - 1]].pitch)
             continue;  // miditok removes notes of one program, pitch and onset but the first
-        size += (note.onset != at) + (n_velocities_ > 0 ? 4 : 3);
+        if (note.onset != at) put(position_token_[note.onset - start]);
         at = note.onset;
+        put(program_token_[note.program + 1]);
+        put(note.program < 0 ? drum_token_[note.pitch] : pitch_token_[note.pitch]);
+        if (n_velocities_ > 0)
+            put(velocity_token_[nearest_index(velocity_value_, n_velocities_, note.velocity)]);
+        int64_t length = length_at(note, now_us);
+        if (note.length == 0) length = std::max(length, held_until - note.onset);
+        put(duration_token_[nearest_index(duration_value_, n_durations_, length)]);
     }
-    return size;
+    return k;
+}
+
+size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
+    if (!bar_complete(now_us, force)) return 0;
+    return write_bar(static_cast<int64_t>(bars_written_ + 1) * bar_ticks_, now_us, nullptr);
+}
+
+size_t LiveEncoder::peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us,
+                             int32_t* tokens, size_t capacity) const {
+    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    const int64_t until = std::min(end, until_tick);
+    const size_t size = write_bar(until, now_us, nullptr, held_until);
+    if (size > capacity)
+        argument("the bar so far has " + std::to_string(size) + " tokens, capacity " +
+                 std::to_string(capacity));
+    return write_bar(until, now_us, tokens, held_until);
 }
 
 size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity) {
@@ -410,9 +447,10 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
     if (size > capacity)
         argument("the bar has " + std::to_string(size) + " tokens, capacity " +
                  std::to_string(capacity));
-    const int64_t start = static_cast<int64_t>(bars_written_) * bar_ticks_;
-    const int64_t end = start + bar_ticks_;
-    // Notes still sounding get the length they have now; their note-offs are swallowed.
+    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    const size_t k = write_bar(end, now_us, tokens);
+    // Notes still sounding were written with the length they have now; their note-offs are
+    // swallowed.
     for (int i = 0; i < n_notes_; ++i) {
         Note& note = notes_[i];
         if (note.onset < end && note.length == 0) {
@@ -420,37 +458,9 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
             sounding_[note.channel][note.pitch] = -2;
         }
     }
-    int order[kMaxNotes];
-    const size_t n = sort_bar(order);
-    size_t k = 0;
-    tokens[k++] = bar_token_;
-    if (timesig_token_ >= 0) tokens[k++] = timesig_token_;
-    int64_t at = -1;
     int t = 0;
-    for (size_t i = 0;; ++i) {
-        for (; t < n_tempos_waiting_ && tempos_[t].tick < end &&
-               (i == n || tempos_[t].tick <= notes_[order[i]].onset);
-             ++t) {
-            if (tempos_[t].tick != at) tokens[k++] = position_token_[tempos_[t].tick - start];
-            at = tempos_[t].tick;
-            tokens[k++] = tempos_[t].token;
-            written_tempo_token_ = tempos_[t].token;
-        }
-        if (i == n) break;
-        const Note& note = notes_[order[i]];
-        if (i > 0 && note.onset == notes_[order[i - 1]].onset &&
-            note.program == notes_[order[i - 1]].program &&
-            note.pitch == notes_[order[i - 1]].pitch)
-            continue;
-        if (note.onset != at) tokens[k++] = position_token_[note.onset - start];
-        at = note.onset;
-        tokens[k++] = program_token_[note.program + 1];
-        tokens[k++] = note.program < 0 ? drum_token_[note.pitch] : pitch_token_[note.pitch];
-        if (n_velocities_ > 0)
-            tokens[k++] =
-                velocity_token_[nearest_index(velocity_value_, n_velocities_, note.velocity)];
-        tokens[k++] = duration_token_[nearest_index(duration_value_, n_durations_, note.length)];
-    }
+    for (; t < n_tempos_waiting_ && tempos_[t].tick < end; ++t)
+        written_tempo_token_ = tempos_[t].token;
     // Drop the written tempos and notes; the notes left move down, and so do their slots.
     int kept = 0;
     for (int i = t; i < n_tempos_waiting_; ++i) tempos_[kept++] = tempos_[i];

@@ -69,6 +69,15 @@ class LiveEncoder {
     // short.
     size_t take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity);
 
+    // The next bar so far, without taking it: the tokens take_bar would write for its notes (and
+    // tempo changes) before grid tick until_tick, a note still sounding with the length it has
+    // sounded at now_us but at least to grid tick held_until (its note-off may change it). Throws
+    // Argument when capacity is short.
+    size_t peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us, int32_t* tokens,
+                    size_t capacity) const;
+    // The grid tick of the latest note-on read so far (-1 before one).
+    int64_t last_onset() const { return last_onset_; }
+
     // Grid ticks from start_us to time_us under the tempo map (rounded, halves up).
     int64_t tick_at(int64_t time_us) const;
     // When grid tick `tick` falls, on the caller's clock, under the current tempo.
@@ -102,7 +111,15 @@ class LiveEncoder {
     int32_t tempo_token(uint32_t us_per_quarter) const;
     uint8_t rank_of(int program) const;
     bool bar_complete(int64_t now_us, bool force) const;
-    size_t sort_bar(int* order) const;  // indices of the next bar's notes, tokenizer order
+    // Indices of the next bar's notes starting before grid tick `end`, in the tokenizer's order.
+    size_t sort_bar(int64_t end, int64_t now_us, int* order) const;
+    // A note's length, or while it sounds the length it has sounded at now_us.
+    int32_t length_at(const Note& note, int64_t now_us) const;
+    // The next bar's tokens as take_bar writes them, of its notes and tempo changes before grid
+    // tick `end` (a note still sounding: with the length it has at now_us); tokens == nullptr
+    // counts them only. Returns how many.
+    // held_until: a note still sounding lasts at least to this grid tick.
+    size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0) const;
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
     void clock_start(int64_t time_us, bool from_the_top);
@@ -137,6 +154,7 @@ class LiveEncoder {
     int64_t origin_us_ = 0, origin_tick_ = 0;  // the tempo segment in force starts here
     uint32_t us_per_quarter_ = 500000;
     uint64_t bars_written_ = 0;
+    int64_t last_onset_ = -1;
     uint64_t notes_read_ = 0, late_ = 0, dropped_ = 0;
     uint32_t keys_down_ = 0;
     int64_t last_key_us_ = 0;

@@ -139,6 +139,49 @@ void Session::reset() {
     dropped_events_ = 0;
 }
 
+SessionSnapshot::SessionSnapshot(const Session& session)
+    : memory_(session.memory_),
+      logits_(session.state_.logits),
+      grammar_(session.grammar_),
+      detokenizer_(session.detokenizer_),
+      controls_(session.controls_),
+      position_(session.position_),
+      has_logits_(session.has_logits_),
+      pending_(session.pending_) {}
+
+std::unique_ptr<SessionSnapshot> Session::make_snapshot() const {
+    return std::unique_ptr<SessionSnapshot>(new SessionSnapshot(*this));
+}
+
+// Copy assignment into vectors of the same size reuses their storage: nothing is allocated.
+void Session::save(SessionSnapshot& snapshot) const {
+    snapshot.memory_ = memory_;
+    snapshot.logits_ = state_.logits;
+    snapshot.grammar_ = grammar_;
+    snapshot.detokenizer_ = detokenizer_;
+    snapshot.controls_ = controls_;
+    snapshot.position_ = position_;
+    snapshot.has_logits_ = has_logits_;
+    snapshot.pending_ = pending_;
+}
+
+void Session::restore(const SessionSnapshot& snapshot) {
+    memory_ = snapshot.memory_;
+    state_.logits = snapshot.logits_;
+    // The settings stay the current ones: the grammar's (programs, meter, EOS switch) and the
+    // controls'.
+    grammar_.copy_state(snapshot.grammar_);
+    detokenizer_ = snapshot.detokenizer_;
+    const sage_controls settings = controls_.settings();
+    controls_ = snapshot.controls_;
+    controls_.set(settings);
+    grammar_.set_allow_eos(allow_eos_ || controls_.ending_here());
+    position_ = snapshot.position_;
+    has_logits_ = snapshot.has_logits_;
+    pending_ = snapshot.pending_;
+    events_head_ = events_count_ = 0;
+}
+
 void Session::set_programs(const int32_t* programs, size_t n) {
     if (n > 0 && programs == nullptr) throw Error(Status::Argument, "programs is null");
     if (n > programs_.size()) throw Error(Status::Argument, "more than 129 programs");

@@ -136,6 +136,28 @@ struct RunState {
     static uint64_t bytes(const Sizes& sizes);
 };
 
+class Session;
+
+// A copy of what a session has heard, to go back to (Session::save, Session::restore): the ring
+// memories, the position, the last logits, the grammar, detokenizer and controls' state. The
+// sampler's generator is not in it: draws after a restore are fresh ones. The jam's anticipation
+// returns to a bar line to replay the bar once the musician's part of it is known (docs/jam.md).
+// Sized by Session::make_snapshot (the ring memories' bytes, the controls' 30 KB, the logits);
+// saving and restoring copy into it and allocate nothing.
+class SessionSnapshot {
+  private:
+    friend class Session;
+    SessionSnapshot(const Session& session);
+    std::vector<RingMemory> memory_;
+    std::vector<float> logits_;
+    Grammar grammar_;
+    Detokenizer detokenizer_;
+    Controls controls_;
+    uint64_t position_ = 0;
+    bool has_logits_ = false;
+    int32_t pending_ = -1;
+};
+
 class Session {
   public:
     // Tokens fed through each layer together (the prefill block): the layer's weights stay in
@@ -179,6 +201,22 @@ class Session {
     // Throws Error(Argument) for a bad stop (check_bar_stop) or sampling.
     size_t generate_bars(const SamplingParams& params, BarStop& stop, int32_t* tokens,
                          size_t capacity, StopReason* reason);
+    // A snapshot of this session's state as it is now (allocates; do it once, outside a hot path).
+    std::unique_ptr<SessionSnapshot> make_snapshot() const;
+    // Copies the state into `snapshot` (one made by this session); allocates nothing.
+    void save(SessionSnapshot& snapshot) const;
+    // Goes back to the state saved: what was fed or generated since is forgotten, the note events
+    // not yet popped are dropped. The settings stay as they are now: programs, meter, EOS switch
+    // and the musical controls' settings (their record of the notes heard goes back). Allocates
+    // nothing.
+    void restore(const SessionSnapshot& snapshot);
+    // Until the next Bar, no note may start before `ticks` of the current bar: a Position must be
+    // at or past it and no note may be added at an earlier position (the grammar's floor).
+    void set_position_floor(int32_t ticks) {
+        grammar_.set_position_floor(ticks);
+        pending_ = -1;
+    }
+
     // The grammar's EOS switch: off by default (an endless stream of music).
     void set_allow_eos(bool allow) {
         allow_eos_ = allow;
@@ -215,6 +253,7 @@ class Session {
     static void check_bar_stop(const BarStop& stop);
 
   private:
+    friend class SessionSnapshot;
     // The transformer, a block of tokens at a time (docs/design.md, "The network"): every token
     // gets exactly the arithmetic it would get alone, so a prefill equals token-by-token feeding.
     void embed(int32_t token, float* x);
