@@ -1,16 +1,17 @@
 """Accompaniment quality: the engine's lower voices under a real soprano played live, against an
-unrelated baseline and Bach's own lower voices.
+unrelated baseline and Bach's own lower voices, for each way of accompanying (docs/jam.md).
 
 For each held-out chorale (the test split, tests/data/corpus_test_split.npz, in 4/4 with the four
 parts S 52, A 53, T 54, B 42) a scripted musician plays the soprano of bars 0..BARS into a jam in
 accompaniment mode (the shipped model, engine programs 53, 54, 42, seeds i, i + 100, ... for the
-i-th piece), on the simulated clock of ``Jam.play`` as tests/test_jam.py does. Bars 1..BARS are
-measured (bar 0 is often a pickup), each row pairing the real soprano with lower voices from:
+i-th piece), on the simulated clock of ``Jam.play`` as tests/test_jam.py does, once per jam of
+MODES. Bars 1..BARS are measured (bar 0 is often a pickup), each row pairing the real soprano with
+lower voices from:
 
-- engine, as written: the engine's parts of bar b from the session's stream, written once the
-  soprano's bar b was known (what the model chose for that soprano bar);
-- engine, as heard: the notes the jam plays, at their times: bar b's parts sound during bar b + 1
-  (the one bar of lag of docs/jam.md), so against the soprano's bar b + 1;
+- 1 bar behind, as written: the engine's parts of bar b from the session's stream, written once
+  the soprano's bar b was known (what the model chose for that soprano bar);
+- <jam>, as heard: the notes the jam plays, at their times. One bar behind, bar b's parts sound
+  during bar b + 1, so against the soprano's bar b + 1; in time (lookahead 0), in bar b;
 - unrelated: the lower voices of the next chorale of the list (cyclic), transposed by the
   difference of the two pieces' Krumhansl-Kessler tonics (to within a tritone), bar b on bar b;
 - Bach: the chorale's own lower voices (the ceiling).
@@ -20,6 +21,11 @@ per-bar cosine of the lower voices' chroma and the soprano's), chroma agreement 
 voices, share of consonant soprano-to-lower-voice intervals at every moment a note starts
 (unison/octave, thirds, fifth, sixths; the fourth counts as dissonant against the soprano), share
 of moments with a semitone clash, parallel fifths and octaves per 100 beats over the four voices.
+
+The work of a decision point of an in-time jam (going back to the bar line, feeding the bar so far,
+generating up to 8 tokens) is timed per poll; the simulated clock hides it from the measures, so
+"as heard" is the music with the engine's notes at their grid times (reacting, they really sound
+that long after the musician's note).
 
     python benchmarks/accompaniment_quality.py [--pieces 16] [--bars 8] [--seeds 3]
 """
@@ -128,16 +134,52 @@ def pieces(tokenizer: Tokenizer, limit: int, bars: int):
     return out[:limit]
 
 
-def engine_parts(engine, score, seed: int, bars: int) -> tuple[Notes, Notes]:
+# The jams measured: (label, Jam keywords). "1 bar behind" is heard one bar late; the others
+# (anticipation, docs/jam.md) play each bar in it.
+MODES = {
+    "1 bar behind": {"lookahead": 1},
+    "in time, bar lines": {"lookahead": 0},
+    "in time, every beat": {"lookahead": 0, "listen_ticks": 12},
+    "in time, every beat, predict": {"lookahead": 0, "listen_ticks": 12, "predict": True},
+    "react, every beat": {"lookahead": 0, "listen_ticks": 12, "react": True},
+    "react, every beat, predict": {
+        "lookahead": 0,
+        "listen_ticks": 12,
+        "react": True,
+        "predict": True,
+    },
+    "react, every eighth": {"lookahead": 0, "listen_ticks": 6, "react": True},
+}
+
+
+def engine_parts(engine, score, seed: int, bars: int, mode: dict, work: list[float]):
     """(as written, as heard): the engine's notes over bars 0..bars + 1 with the soprano of
-    bars 0..bars played into an accompanying jam."""
+    bars 0..bars played into an accompanying jam; ``work`` receives the seconds of each poll
+    that went back to a bar line (anticipation: the work of one decision point) and, last, the
+    tokens per bar of the stream."""
     sop = score.copy()
     sop.tracks = [sop.tracks[0]]
     end = (bars + 1) * 4 * sop.ticks_per_quarter
     sop.tracks[0].notes = [n for n in sop.tracks[0].notes if n.time < end]
     events, _ = score_events(sop, QUARTER_US // sop.ticks_per_quarter)
-    jam = Jam(engine, "accompany", programs=LOWER, musician_program=SOPRANO, start_us=0, seed=seed)
-    heard = list(jam.play(events, until_us=(bars + 3) * 4 * QUARTER_US))
+    jam = Jam(
+        engine, "accompany", programs=LOWER, musician_program=SOPRANO, start_us=0, seed=seed, **mode
+    )
+    heard = []
+    until, t, step = (bars + 3) * 4 * QUARTER_US, 0, 1000  # Jam.play's simulated clock
+    events = iter(events)
+    event = next(events, None)
+    while t <= until:
+        while event is not None and event.time_us <= t:
+            jam.note(*event)
+            event = next(events, None)
+        replays = jam.state["replays"]
+        started = time.perf_counter()
+        heard += jam.poll(t)
+        if jam.state["replays"] != replays:
+            work.append(time.perf_counter() - started)
+        t += step
+    work.append(len(jam.history()) / (bars + 3))
     lines = np.arange(bars + 3) * 4.0
     written = parts(notes_from_score(engine.tokenizer.decode(jam.history()), bars + 2), LOWER)
     written = replace(written, bars=lines)
@@ -173,12 +215,11 @@ def main() -> None:
     engine, tokenizer = sage_edge.Engine(), Tokenizer.default()
     chorales = pieces(tokenizer, args.pieces, args.bars)
     keys = [piece_key(parts(n, LOWER + [SOPRANO])) for _, n, _ in chorales]
-    rows: dict[str, list[dict]] = {
-        "engine, as written": [],
-        "engine, as heard": [],
-        "unrelated chorale": [],
-        "Bach (ceiling)": [],
-    }
+    rows: dict[str, list[dict]] = {"1 bar behind, as written": []}
+    rows.update({f"{label}, as heard": [] for label in MODES})
+    rows.update({"unrelated chorale": [], "Bach (ceiling)": []})
+    work: dict[str, list[float]] = {label: [] for label in MODES}
+    stream: dict[str, list[float]] = {label: [] for label in MODES}  # tokens per bar
     started = time.perf_counter()
     for i, (name, notes, score) in enumerate(chorales):
 
@@ -190,12 +231,23 @@ def main() -> None:
         shift = ((keys[i] - keys[j]) % 12 + 6) % 12 - 6  # tonic to tonic, within a tritone
         other = transposed(window(parts(chorales[j][1], LOWER)), shift)
         # bar b of the engine sounds in bar b + 1: against the soprano and Bach of bar b + 1
-        heard_sop = window(parts(notes_from_score(score, args.bars + 2), [SOPRANO]), 2)
-        heard_bach = window(parts(notes_from_score(score, args.bars + 2), LOWER), 2)
-        for k in range(args.seeds):
-            written, heard = engine_parts(engine, score, seed=i + 100 * k, bars=args.bars)
-            rows["engine, as written"].append(measure(soprano, window(written), bach))
-            rows["engine, as heard"].append(measure(heard_sop, window(heard, 2), heard_bach))
+        late_sop = window(parts(notes_from_score(score, args.bars + 2), [SOPRANO]), 2)
+        late_bach = window(parts(notes_from_score(score, args.bars + 2), LOWER), 2)
+        for label, mode in MODES.items():
+            for k in range(args.seeds):
+                seconds: list[float] = []
+                written, heard = engine_parts(
+                    engine, score, seed=i + 100 * k, bars=args.bars, mode=mode, work=seconds
+                )
+                work[label] += seconds[:-1]
+                stream[label].append(seconds[-1])
+                if mode["lookahead"] == 1:
+                    rows["1 bar behind, as written"].append(measure(soprano, window(written), bach))
+                    rows[f"{label}, as heard"].append(
+                        measure(late_sop, window(heard, 2), late_bach)
+                    )
+                else:
+                    rows[f"{label}, as heard"].append(measure(soprano, window(heard), bach))
         rows["unrelated chorale"].append(measure(soprano, other, bach))
         rows["Bach (ceiling)"].append(measure(soprano, bach, bach))
         print(f"{name}: lower voices of {chorales[j][0]} moved {shift:+d}", file=sys.stderr)
@@ -217,6 +269,23 @@ def main() -> None:
             f"| {label} | {p['chroma_soprano']:.3f} | {p['chroma_bach']:.3f} "
             f"| {p['consonant']:.1%} | {p['clash']:.1%} | {p['fifths']:.2f} "
             f"| {p['octaves']:.2f} |"
+        )
+    print()
+    print(
+        "Work at a decision point (anticipation): the poll that goes back to the bar line, feeds "
+        f"the bar so far and generates up to 8 tokens; kernel {engine.info['kernel']}"
+    )
+    print()
+    print("| jam | stream tokens per bar | decision points per bar | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|")
+    for label, seconds in work.items():
+        if not seconds:
+            continue
+        ms = np.asarray(seconds) * 1e3
+        per_bar = len(seconds) / (len(chorales) * args.seeds * (args.bars + 2))
+        print(
+            f"| {label} | {np.mean(stream[label]):.0f} | {per_bar:.1f} "
+            f"| {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} | {ms.max():.2f} |"
         )
 
 

@@ -251,6 +251,9 @@ def cmd_jam(args: argparse.Namespace) -> None:
         bars=args.bars,
         rest=args.rest,
         lookahead=args.lookahead,
+        listen_ticks=args.listen_ticks,
+        react=args.react,
+        predict=args.predict,
         tempo=args.tempo,
         meter=args.meter,
         musician_program=args.musician_program,
@@ -383,7 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     jam.add_argument("--programs", help="the engine's General MIDI programs, e.g. 53,54,42")
     jam.add_argument("--bars", type=int, default=4, help="bars of a phrase and an answer (4)")
     jam.add_argument("--rest", type=float, default=0.0, help="quarters of rest ending a phrase")
-    jam.add_argument("--lookahead", type=int, default=1, help="accompany: bars behind (1)")
+    jam.add_argument(
+        "--lookahead", type=int, default=1, help="accompany: bars behind (1; 0: in time, ahead)"
+    )
+    jam.add_argument(
+        "--listen-ticks", type=int, default=0, help="lookahead 0: listen every N grid ticks (0)"
+    )
+    jam.add_argument(
+        "--react", action="store_true", help="lookahead 0: wait for the musician's note, then play"
+    )
+    jam.add_argument(
+        "--predict", action="store_true", help="lookahead 0: the model writes the musician ahead"
+    )
     jam.add_argument("--tempo", type=float, default=120.0, help="BPM (120)")
     jam.add_argument("--meter", type=int, default=4, help="quarters per bar (4)")
     jam.add_argument("--musician-program", type=int, default=0, help="the musician's program")

@@ -285,8 +285,9 @@ class Engine:
 
     def jam(self, mode: str = "call-response", **options) -> Jam:
         """Play with a musician: a :class:`sage_edge.live.Jam` (its options: ``programs``,
-        ``bars``, ``rest``, ``lookahead``, ``tempo``, ``meter``, ``musician_program``,
-        ``channel_programs``, ``start_us``, ``sampling``, ``seed``, ``controls``; docs/jam.md)."""
+        ``bars``, ``rest``, ``lookahead``, ``listen_ticks``, ``react``, ``predict``, ``tempo``,
+        ``meter``, ``musician_program``, ``channel_programs``, ``start_us``, ``sampling``,
+        ``seed``, ``controls``; docs/jam.md)."""
         from sage_edge import live
 
         return live.Jam(self, mode, **options)

@@ -163,7 +163,10 @@ class Jam:
 
     ``mode`` is ``"call-response"`` (the engine answers each phrase of ``bars`` bars, or one ended
     by a rest of ``rest`` quarters, with ``bars`` bars) or ``"accompany"`` (the engine plays its
-    ``programs`` under the musician's part, ``lookahead`` bars behind). The musician's channels
+    ``programs`` under the musician's part, ``lookahead`` bars behind; ``lookahead=0`` plays each
+    bar in time, decided ahead from the bars before and, every ``listen_ticks`` grid ticks, from
+    the bar so far; ``predict`` has the model write the musician's part ahead too, unplayed:
+    docs/jam.md, "What the engine knows"). The musician's channels
     play ``channel_programs`` (16 programs; default: every channel ``musician_program``, channel 10
     drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
     quarter notes per minute in ``meter``/4. ``controls`` (a :class:`sage_edge.Controls` or a
@@ -179,6 +182,9 @@ class Jam:
         bars: int = 4,
         rest: float = 0.0,
         lookahead: int = 1,
+        listen_ticks: int = 0,
+        predict: bool = False,
+        react: bool = False,
         tempo: float = 120.0,
         meter: int = 4,
         musician_program: int = 0,
@@ -203,6 +209,9 @@ class Jam:
             bars,
             rest,
             lookahead,
+            listen_ticks,
+            predict,
+            react,
             list(programs),
             _sampling_or_default(sampling).values(),
             seed,
@@ -244,7 +253,8 @@ class Jam:
 
     @property
     def state(self) -> dict:
-        """answering, answers, tokens (in the session's stream), dropped_notes."""
+        """answering, answers, tokens (in the session's stream), dropped_notes, replays
+        (anticipation: times the session went back to a bar line)."""
         return self._jam.state()
 
     def history(self) -> list[int]:

@@ -96,6 +96,47 @@ def test_accompaniment_plays_every_bar_a_bar_behind(engine, chorale_dir):
     assert 0 not in sounding_bars  # nothing before the first bar is known
 
 
+def test_accompaniment_in_time_plays_each_bar_in_it(engine, chorale_dir):
+    """Lookahead 0, reacting every beat: the engine's notes sound in the musician's bars (from bar
+    1 on), on the grid; the stream holds the soprano where it was played and, in the bars replayed
+    whole, exactly the engine's notes that were played."""
+    quarter = 500_000
+    played = soprano(chorale_dir, quarter, 5)
+    jam = Jam(
+        engine,
+        "accompany",
+        programs=ENGINE,
+        musician_program=MUSICIAN,
+        lookahead=0,
+        listen_ticks=TICKS,
+        react=True,
+        start_us=0,
+        seed=3,
+    )
+    notes = list(jam.play(played, until_us=5 * 4 * quarter))
+    bar_ticks = 4 * TICKS
+    assert {n.tick // bar_ticks for n in notes} >= {1, 2, 3, 4}
+    assert min(n.tick for n in notes) >= bar_ticks  # bar 0 is listened to only
+    assert {n.program for n in notes} <= set(ENGINE)
+    assert all(jam.time_of(n.tick) == n.time_us for n in notes)
+    assert jam.state["replays"] >= 4 * 4
+    stream = decoded(engine, jam.history())
+    onsets = {(jam.tick_at(e.time_us), e.pitch) for e in played if e.velocity}
+    assert {(t, p) for prog, t, p in stream if prog == MUSICIAN} == onsets
+    written = sorted((t, p) for prog, t, p in stream if prog in ENGINE and t < 5 * bar_ticks)
+    heard = sorted((n.tick, n.pitch) for n in notes if n.tick < 5 * bar_ticks)
+    assert written == heard
+
+
+def test_in_time_options_are_checked(engine):
+    with pytest.raises(ValueError, match="lookahead 0"):
+        Jam(engine, "accompany", programs=ENGINE, listen_ticks=12)
+    with pytest.raises(ValueError, match="lookahead 0"):
+        Jam(engine, "call-response", programs=ENGINE, lookahead=0, react=True)
+    with pytest.raises(ValueError, match="below a bar"):
+        Jam(engine, "accompany", programs=ENGINE, lookahead=0, listen_ticks=4 * TICKS)
+
+
 class Receiver:
     """Reads a pty's output side in a thread, stamping each read with the monotonic clock."""
 
@@ -212,6 +253,75 @@ def test_runner_accompanies_through_ptys(chorale_dir):
     start, messages, _ = play_through_ptys(command, tempo, 4, chorale_dir)
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2, 3, 4} <= bars
+
+
+def test_runner_accompanies_in_time_through_ptys(chorale_dir):
+    """sage-edge-run --lookahead 0 --listen-ticks 12 (ahead of each beat): the engine's notes
+    sound in the bars the soprano plays, from bar 1, on the grid: each beat's decision has half a
+    grid step before it (20.8 ms at 120 BPM)."""
+    runner = built_binary("csrc/runner/sage-edge-run")
+    tempo = 120
+    command = [
+        str(runner),
+        "--model",
+        str(ROOT / "sage_edge/models/default.sage"),
+        "--mode",
+        "accompany",
+        "--bars",
+        "1",  # the tail after the input ends
+        "--lookahead",
+        "0",
+        "--listen-ticks",
+        str(TICKS),
+        "--programs",
+        "53,54,42",
+        "--musician-program",
+        "52",
+        "--tempo",
+        str(tempo),
+        "--seed",
+        "1",
+    ]
+    start, messages, _ = play_through_ptys(command, tempo, 3, chorale_dir)
+    bars = check_timing_and_programs(start, messages, 60e6 / tempo)
+    assert {1, 2} <= bars and 0 not in bars
+
+
+def test_cli_jam_reacts_through_ptys(chorale_dir):
+    """sage-edge jam --lookahead 0 --listen-ticks 12 --react: the engine's notes go out in the
+    soprano's bars, on a grid tick or, at a beat, as soon as the soprano's note there has come."""
+    tempo = 150  # a grid step of 33 ms
+    command = [
+        sys.executable,
+        "-m",
+        "sage_edge.cli",
+        "jam",
+        "--mode",
+        "accompany",
+        "--bars",
+        "1",  # the tail after the input ends
+        "--lookahead",
+        "0",
+        "--listen-ticks",
+        str(TICKS),
+        "--react",
+        "--programs",
+        "53,54,42",
+        "--musician-program",
+        "52",
+        "--tempo",
+        str(tempo),
+        "--seed",
+        "1",
+    ]
+    start, messages, _ = play_through_ptys(command, tempo, 3, chorale_dir)
+    tick = 60e6 / tempo / TICKS
+    ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
+    assert len(ons) > 10
+    after = sorted((t - start) % tick for t, _ in ons)  # since the grid tick before
+    assert after[len(after) // 2] < 15_000, after
+    bars = {int((t - start) // tick) // (4 * TICKS) for t, _ in ons}
+    assert {1, 2} <= bars and 0 not in bars
 
 
 def test_cli_jam_records_the_musicians_notes(tmp_path, chorale_dir, engine):

@@ -713,6 +713,9 @@ sage_jam_options sage_jam_options_default(void) {
     o.phrase_bars = 4;
     o.rest_quarters = 0;
     o.lookahead_bars = 1;
+    o.listen_ticks = 0;
+    o.predict = 0;
+    o.react = 0;
     o.n_programs = 1;
     o.sampling = sage_sampling_default();
     o.seed = 0;
@@ -734,6 +737,13 @@ sage_status sage_jam_create(const sage_model* model, const sage_jam_options* opt
         jo.phrase_bars = o.phrase_bars;
         jo.rest_quarters = o.rest_quarters;
         jo.lookahead_bars = o.lookahead_bars;
+        jo.listen_ticks = o.listen_ticks;
+        if (o.predict != 0 && o.predict != 1)
+            throw sage::Error(sage::Status::Argument, "predict must be 0 or 1");
+        jo.predict = o.predict == 1;
+        if (o.react != 0 && o.react != 1)
+            throw sage::Error(sage::Status::Argument, "react must be 0 or 1");
+        jo.react = o.react == 1;
         if (o.n_programs > 16) throw sage::Error(sage::Status::Argument, "at most 16 programs");
         for (uint32_t i = 0; i < o.n_programs; ++i) jo.programs[i] = o.programs[i];
         jo.n_programs = o.n_programs;
@@ -783,6 +793,7 @@ sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out) {
         out->answers = jam->jam->answers();
         out->tokens = jam->jam->session().position();
         out->dropped_notes = jam->jam->dropped_notes();
+        out->replays = jam->jam->replays();
     });
 }
 

@@ -18,18 +18,41 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
         throw Error(Status::Argument, "phrase_bars must be 1..64");
     if (!(options.rest_quarters >= 0) || options.rest_quarters > 64)
         throw Error(Status::Argument, "rest_quarters must be 0..64");
-    if (options.lookahead_bars < 1 || options.lookahead_bars > 16)
-        throw Error(Status::Argument, "lookahead_bars must be 1..16");
+    if (options.lookahead_bars > 16) throw Error(Status::Argument, "lookahead_bars must be 0..16");
+    const bool anticipation = options.mode == JamMode::Accompany && options.lookahead_bars == 0;
+    if (options.listen_ticks > 0 && !anticipation)
+        throw Error(Status::Argument, "listening within a bar needs accompaniment, lookahead 0");
+    if (options.predict && !anticipation)
+        throw Error(Status::Argument, "predicting the musician needs accompaniment, lookahead 0");
+    if (options.react && !anticipation)
+        throw Error(Status::Argument, "reacting to the musician needs accompaniment, lookahead 0");
     if (options.n_programs < 1 || options.n_programs > 16)
         throw Error(Status::Argument, "the engine needs 1..16 programs to play");
     Session::check_sampling(options.sampling);
     SessionOptions so;
     so.seed = options.seed;
     session_ = std::make_unique<Session>(model, so, kernels);
+    if (options.listen_ticks >= static_cast<uint32_t>(live_.bar_ticks()))
+        throw Error(Status::Argument, "listen_ticks must be below a bar (" +
+                                          std::to_string(live_.bar_ticks()) + " ticks)");
     session_->set_programs(options.programs, options.n_programs);
+    if (options.predict) {
+        // The musician's part, written by the model to harmonise with and replaced once played:
+        // the program of the musician's first channel.
+        predicted_program_ = options.live.channel_programs[0];
+        int32_t programs[17];
+        std::copy(options.programs, options.programs + options.n_programs, programs);
+        programs[options.n_programs] = predicted_program_;
+        session_->set_programs(programs, options.n_programs + 1);
+    }
     session_->set_meter(options.live.bar_quarters, 4);
     int32_t bos = -1;
+    std::fill(position_token_, position_token_ + LiveEncoder::kMaxBarTicks, -1);
     for (int id = 0; id < model.config.vocab_size; ++id) {
+        const TokenInfo& t = model.vocab[id];
+        if (t.kind == Kind::Position && t.a >= 0 && t.a < LiveEncoder::kMaxBarTicks &&
+            position_token_[t.a] < 0)
+            position_token_[t.a] = id;
         if (model.vocab[id].kind == Kind::Bar && bar_token_ < 0) bar_token_ = id;
         if (model.vocab[id].kind == Kind::Bos && bos < 0) bos = id;
         if (model.vocab[id].kind == Kind::TimeSig &&
@@ -37,6 +60,10 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
             timesig_token_ = id;
     }
     if (bos >= 0) feed(&bos, 1);
+    if (anticipation) {
+        bar_line_ = session_->make_snapshot();
+        history_at_bar_line_ = history_count_;
+    }
 }
 
 int Jam::channel_of(int32_t program) const {
@@ -84,6 +111,7 @@ void Jam::collect(int64_t shift_ticks) {
     while ((n = session_->pop_events(decoded, 64)) > 0) {
         for (size_t i = 0; i < n; ++i) {
             const NoteEvent& e = decoded[i];
+            if (e.program == predicted_program_) continue;  // the musician's, foreseen
             const int64_t on = std::llround(e.time * tpq) + shift_ticks;
             const int64_t off = std::llround((e.time + e.duration) * tpq) + shift_ticks;
             if (notes_count_ == kNoteCapacity) {  // full: drop the oldest
@@ -155,9 +183,124 @@ void Jam::accompany() {
     next_stop();
 }
 
+// Anticipation. The engine plays bar b + 1 while the musician plays it: it decides its notes from
+// the musician's bars up to b, and at each listening point (every listen_ticks) from what the
+// musician has played of bar b + 1 so far. Either way the session goes back to the bar line and
+// is fed the bar so far as it sounded (the musician's notes, then the engine's at each position,
+// as the live encoder orders programs by channel), so the stream it continues from is the music
+// heard, in the tokenizer's order; then it generates on, from the listening point.
+void Jam::anticipate(int64_t now_us) {
+    const double tpq = model_.config.ticks_per_quarter;
+    const int64_t bar_ticks = live_.bar_ticks();
+    const size_t n = live_.take_bar(now_us, true, bar_, kMaxBarTokens);
+    if (n > 0) {  // the bar played is complete: it becomes the true start of the next one
+        replay(bar_, n, static_cast<int32_t>(bar_ticks));
+        session_->save(*bar_line_);
+        history_at_bar_line_ = history_count_;
+        played_n_ = 0;
+        bar_start_tick_ = static_cast<int64_t>(live_.bars_written()) * bar_ticks;
+        listen_at_ = bar_start_tick_;  // the bar line is the bar's first listening point
+        anticipating_ = false;
+    }
+    // At a listening point the engine knows the musician's notes that start before it (ahead), or
+    // also those at it (react: once one has come, or half a grid step after the point).
+    const int64_t now_tick = live_.tick_at(now_us);
+    const bool heard = options_.react ? now_tick > listen_at_ || live_.last_onset() >= listen_at_
+                                      : now_tick >= listen_at_;
+    if (listen_at_ >= 0 && heard) {
+        // The engine decides from `from` on (a tick of the bar), knowing the onsets before `known`.
+        const int64_t known = options_.react ? std::max(now_tick, listen_at_ + 1) : now_tick;
+        const int64_t from =
+            std::min(known - (options_.react ? 1 : 0) - bar_start_tick_, bar_ticks);
+        const int64_t every = options_.listen_ticks > 0 ? options_.listen_ticks : bar_ticks;
+        const int64_t next = std::min((from / every + 1) * every, bar_ticks);
+        const size_t m = live_.peek_bar(known, bar_start_tick_ + next, now_us, bar_, kMaxBarTokens);
+        replay(bar_, m, static_cast<int32_t>(from));
+        session_->set_position_floor(static_cast<int32_t>(from));
+        listen_at_ = next < bar_ticks ? bar_start_tick_ + next : -1;
+        stop_ = BarStop{};
+        stop_.opened = 1;  // the bar is open: stop at a Position at or past `end`, or at its Bar
+        stop_.end = session_->bar().start + static_cast<double>(next) / tpq;
+        // Reacting, the engine may add notes at `from` after the musician's, under their Position.
+        reading_ = PlayedNote{};
+        reading_.tick = static_cast<int32_t>(from);
+        reading_.position = from < bar_ticks ? position_token_[from] : -1;
+        anticipating_ = true;
+    }
+    if (!anticipating_) return;
+    StopReason reason = StopReason::Capacity;
+    const size_t made =
+        session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerPoll, &reason);
+    record(generated_, made);
+    keep_played(generated_, made);
+    collect(0);
+    if (reason != StopReason::Capacity) anticipating_ = false;  // until the next listening point
+}
+
+// The engine's notes as they are generated, kept to be replayed with the bar.
+void Jam::keep_played(const int32_t* tokens, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        const TokenInfo& info = model_.vocab[tokens[i]];
+        if (info.kind == Kind::Position) {
+            reading_.position = tokens[i];
+            reading_.tick = info.a;
+            reading_.n = 0;
+        } else if (info.kind == Kind::Program) {
+            reading_.n = 0;
+            reading_.tokens[reading_.n++] = tokens[i];
+        } else if (info.kind == Kind::Pitch || info.kind == Kind::PitchDrum ||
+                   info.kind == Kind::Velocity) {
+            if (reading_.n > 0 && reading_.n < 3) reading_.tokens[reading_.n++] = tokens[i];
+        } else if (info.kind == Kind::Duration && reading_.n > 0) {
+            reading_.tokens[reading_.n++] = tokens[i];
+            const bool foreseen = model_.vocab[reading_.tokens[0]].a == predicted_program_;
+            if (!foreseen && played_n_ < kMaxPlayed) played_[played_n_++] = reading_;
+            reading_.n = 0;
+        }
+    }
+}
+
+// Back to the bar line, then the bar so far: the musician's tokens of it (from the live encoder:
+// Bar, TimeSig, then by position) with the engine's notes played before `until` merged in at their
+// positions, after the musician's.
+void Jam::replay(const int32_t* musician, size_t n, int32_t until) {
+    session_->restore(*bar_line_);
+    history_count_ = history_at_bar_line_;
+    ++replays_;
+    size_t k = 0, p = 0;
+    auto engine_notes = [&](int32_t before, int32_t at) {  // the engine's notes before `before`
+        for (; p < played_n_ && played_[p].tick < before && played_[p].tick < until; ++p) {
+            if (played_[p].tick != at) merged_[k++] = played_[p].position;
+            at = played_[p].tick;
+            for (int32_t j = 0; j < played_[p].n; ++j) merged_[k++] = played_[p].tokens[j];
+        }
+        return at;
+    };
+    int32_t at = -1;  // the position written last
+    for (size_t i = 0; i < n;) {
+        const TokenInfo& info = model_.vocab[musician[i]];
+        if (info.kind != Kind::Position) {
+            merged_[k++] = musician[i++];
+            continue;
+        }
+        // The engine's notes before this position, then the musician's at it, then the engine's.
+        at = engine_notes(info.a, at);
+        if (info.a != at) merged_[k++] = musician[i];
+        at = info.a;
+        for (++i; i < n && model_.vocab[musician[i]].kind != Kind::Position;)
+            merged_[k++] = musician[i++];
+        at = engine_notes(at + 1, at);
+    }
+    engine_notes(until, at);
+    feed(merged_, k);
+    NoteEvent skip[64];
+    while (session_->pop_events(skip, 64) > 0) {  // notes already played, or the musician's
+    }
+}
+
 size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
     const bool call_response = options_.mode == JamMode::CallResponse;
-    for (;;) {
+    for (; bar_line_ == nullptr;) {
         if (state_ == State::Answering && live_.bars_written() >= answer_end_bar_) {
             if (generating_) break;  // the musician's next bar waits for the answer's end
             // Should the answer have stopped short (a model that never closes a bar), empty bars
@@ -197,6 +340,7 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
         if (phrase_bars_ >= options_.phrase_bars || rest_ends) start_answer();
     }
     if (accompanying_) accompany();
+    if (bar_line_ != nullptr) anticipate(now_us);
     // A few tokens at a time, returning as soon as a note is complete: the answer's first note
     // goes out without waiting for the rest of the poll's tokens.
     for (size_t done = 0; generating_ && done < kTokensPerPoll && notes_count_ == 0;) {

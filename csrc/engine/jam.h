@@ -9,6 +9,11 @@
 // Accompaniment: the musician's bar b is known once it is complete; the engine then writes bar b
 // again with its own parts between the musician's notes (forced at their positions), and plays
 // its parts lookahead_bars later, on the same grid (docs/jam.md, "What the engine knows").
+// With lookahead_bars = 0 (anticipation) the engine plays bar b + 1 in bar b + 1, deciding it from
+// the musician's bars up to b (and, every listen_ticks, from what the musician has played of bar
+// b + 1 so far): at each of these moments the session goes back to the bar line (a snapshot),
+// is fed the bar so far as it was really played, the musician's notes and the engine's merged,
+// and generates on from there.
 //
 // Memory: everything is allocated at construction; poll allocates nothing.
 #pragma once
@@ -31,7 +36,12 @@ struct JamOptions {
     uint32_t phrase_bars = 4;     // call and response: bars of a phrase and of an answer
     double rest_quarters = 0;     // call and response: a rest this long ends a phrase (0: off)
     uint32_t lookahead_bars = 1;  // accompaniment: the engine's bar b sounds in bar b + this
-    int32_t programs[16] = {0};   // the engine's programs
+    // Anticipation (lookahead_bars 0; docs/jam.md, "What the engine knows"): listen again every
+    // listen_ticks grid ticks (0: at bar lines only); react: wait at a listening point for the
+    // musician's note there; predict: the model writes the musician's part ahead too, unplayed.
+    uint32_t listen_ticks = 0;
+    bool react = false, predict = false;
+    int32_t programs[16] = {0};  // the engine's programs
     size_t n_programs = 0;
     SamplingParams sampling;
     uint64_t seed = 0;
@@ -65,6 +75,7 @@ class Jam {
     size_t poll(int64_t now_us, JamNote* out, size_t capacity);
     bool answering() const { return state_ != State::Listening; }
     uint64_t answers() const { return answers_; }
+    uint64_t replays() const { return replays_; }  // anticipation: times a bar was replayed
     // The last min(n, kHistory) tokens of the session's stream, oldest first; returns how many.
     size_t history(int32_t* out, size_t n) const;
     static constexpr size_t kHistory = 8192;
@@ -78,6 +89,10 @@ class Jam {
     void accompany();  // a few tokens more of the bar being accompanied
     void next_stop();  // the engine's stop before the musician's next position (or the bar end)
     void collect(int64_t shift_ticks);
+    // Anticipation (lookahead_bars = 0).
+    void anticipate(int64_t now_us);
+    void replay(const int32_t* musician, size_t n, int32_t until_tick);
+    void keep_played(const int32_t* tokens, size_t n);
     void feed(const int32_t* tokens, size_t n);    // feeds and records
     void record(const int32_t* tokens, size_t n);  // the engine's notes decoded so far -> notes_
     int channel_of(int32_t program) const;
@@ -108,6 +123,29 @@ class Jam {
     uint64_t dropped_notes_ = 0;
     int32_t history_[kHistory];
     uint64_t history_count_ = 0;  // tokens recorded, all time
+
+    // Anticipation: the session at the bar line of the bar being played, and the engine's notes
+    // played in that bar so far (Program Pitch Velocity Duration, velocity absent from a
+    // vocabulary without it), to replay the bar once more of the musician's part is known.
+    std::unique_ptr<SessionSnapshot> bar_line_;
+    uint64_t history_at_bar_line_ = 0;
+    struct PlayedNote {
+        int32_t tick;      // in the bar
+        int32_t position;  // its Position token
+        int32_t tokens[4];
+        int32_t n;
+    };
+    static constexpr size_t kMaxPlayed = 512;
+    PlayedNote played_[kMaxPlayed];
+    size_t played_n_ = 0;
+    PlayedNote reading_{};  // the note being generated
+    bool anticipating_ = false;
+    int64_t bar_start_tick_ = 0;  // of the bar being played
+    int64_t listen_at_ = -1;      // the next listening point's grid tick, -1 none in this bar
+    int32_t position_token_[LiveEncoder::kMaxBarTicks];  // by tick in the bar, -1 none
+    int32_t predicted_program_ = -2;  // predict: the musician's program the model writes, unplayed
+    uint64_t replays_ = 0;
+    int32_t merged_[kMaxBarTokens + 5 * kMaxPlayed];
 };
 
 }  // namespace sage

@@ -326,8 +326,9 @@ class PyLive {
 class PyJam {
   public:
     PyJam(const PyModel& model, int32_t mode, uint32_t phrase_bars, double rest_quarters,
-          uint32_t lookahead_bars, const std::vector<int32_t>& programs, py::tuple sampling,
-          uint64_t seed, int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
+          uint32_t lookahead_bars, uint32_t listen_ticks, bool predict, bool react,
+          const std::vector<int32_t>& programs, py::tuple sampling, uint64_t seed, int64_t start_us,
+          uint32_t us_per_quarter, int32_t bar_quarters,
           const std::vector<int32_t>& channel_programs)
         : model_(model.handle()) {
         sage_jam_options o = sage_jam_options_default();
@@ -335,6 +336,9 @@ class PyJam {
         o.phrase_bars = phrase_bars;
         o.rest_quarters = rest_quarters;
         o.lookahead_bars = lookahead_bars;
+        o.listen_ticks = listen_ticks;
+        o.predict = predict ? 1 : 0;
+        o.react = react ? 1 : 0;
         if (programs.size() > 16) {
             PyErr_SetString(PyExc_ValueError, "the engine plays at most 16 programs");
             throw py::error_already_set();
@@ -388,6 +392,7 @@ class PyJam {
         d["answers"] = st.answers;
         d["tokens"] = st.tokens;
         d["dropped_notes"] = st.dropped_notes;
+        d["replays"] = st.replays;
         return d;
     }
 
@@ -684,11 +689,12 @@ void bind(py::module_& m) {
         .def("reset", &PyLive::reset)
         .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
     py::class_<PyJam>(m, "Jam", "A session that listens through a live encoder and plays.")
-        .def(py::init<const PyModel&, int32_t, uint32_t, double, uint32_t,
+        .def(py::init<const PyModel&, int32_t, uint32_t, double, uint32_t, uint32_t, bool, bool,
                       const std::vector<int32_t>&, py::tuple, uint64_t, int64_t, uint32_t, int32_t,
                       const std::vector<int32_t>&>(),
              py::arg("model"), py::arg("mode"), py::arg("phrase_bars"), py::arg("rest_quarters"),
-             py::arg("lookahead_bars"), py::arg("programs"), py::arg("sampling"), py::arg("seed"),
+             py::arg("lookahead_bars"), py::arg("listen_ticks"), py::arg("predict"),
+             py::arg("react"), py::arg("programs"), py::arg("sampling"), py::arg("seed"),
              py::arg("start_us"), py::arg("us_per_quarter"), py::arg("bar_quarters"),
              py::arg("channel_programs"))
         .def("live", &PyJam::live, "The jam's live encoder: give it the musician's events.")

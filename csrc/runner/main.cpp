@@ -63,7 +63,12 @@ constexpr const char* kUsage =
     "                      --bars N the bars of a phrase and of an answer (default 4)\n"
     "  --mode MODE         with --midi-in: call-response (default) or accompany\n"
     "  --rest Q            call-response: a rest of Q quarter notes also ends a phrase (0 = off)\n"
-    "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 1)\n"
+    "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 1);\n"
+    "                      0 plays each bar in time, decided ahead (docs/jam.md)\n"
+    "  --listen-ticks N    accompany, lookahead 0: listen again every N grid ticks (0 = bars)\n"
+    "  --react             accompany, lookahead 0: wait for the musician's note at a listening\n"
+    "                      point (at most half a grid step) and play right after it\n"
+    "  --predict           accompany, lookahead 0: the model writes the musician's part ahead\n"
     "  --meter N           with --midi-in: bars of N/4 (default 4)\n"
     "  --clock in|out      with --midi-in: follow the MIDI clock (24 ppqn, Start/Stop/Continue,\n"
     "                      Song Position) on the input, or lead: send clock and Start on the "
@@ -129,12 +134,12 @@ void print_usage() {
 
 // The options that take a value, and the switches: parse_args refuses any other.
 constexpr const char* kValueOptions[] = {
-    "--model",     "--tokens",      "--bars",      "--max-tokens", "--seed",
-    "--kv-memory", "--temperature", "--top-k",     "--top-p",      "--min-p",
-    "--programs",  "--start-token", "--tempo",     "--out",        "--midi-in",
-    "--mode",      "--rest",        "--lookahead", "--meter",      "--musician-program",
-    "--clock",     "--midi-out"};
-constexpr const char* kSwitches[] = {"--events", "--info", "--help"};
+    "--model",     "--tokens",      "--bars",        "--max-tokens", "--seed",
+    "--kv-memory", "--temperature", "--top-k",       "--top-p",      "--min-p",
+    "--programs",  "--start-token", "--tempo",       "--out",        "--midi-in",
+    "--mode",      "--rest",        "--lookahead",   "--meter",      "--musician-program",
+    "--clock",     "--midi-out",    "--listen-ticks"};
+constexpr const char* kSwitches[] = {"--events", "--info", "--help", "--react", "--predict"};
 
 bool takes_value(const std::string& flag) {
     for (const char* option : kValueOptions)
@@ -189,6 +194,8 @@ struct Options {
     int32_t mode = SAGE_JAM_CALL_RESPONSE;
     double rest_quarters = 0;
     uint32_t lookahead_bars = 1;
+    uint32_t listen_ticks = 0;
+    bool react = false, predict = false;
     int32_t meter = 4;
     int32_t musician_program = 0;
     std::string clock;  // "", "in" (follow) or "out" (lead)
@@ -260,6 +267,10 @@ Options parse_args(int argc, char** argv) {
             o.info = true;
             continue;
         }
+        if (flag == "--react" || flag == "--predict") {
+            (flag == "--react" ? o.react : o.predict) = true;
+            continue;
+        }
         if (flag.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + flag + "'"};
         if (const char* control = control_name(flag)) {  // parsed and checked by the C API
             if (i + 1 >= argc) throw UsageError{flag + " needs a value"};
@@ -319,6 +330,8 @@ Options parse_args(int argc, char** argv) {
             o.rest_quarters = parse_number(flag, value);
         } else if (flag == "--lookahead") {
             o.lookahead_bars = static_cast<uint32_t>(parse_uint(flag, value, UINT32_MAX));
+        } else if (flag == "--listen-ticks") {
+            o.listen_ticks = static_cast<uint32_t>(parse_uint(flag, value, UINT32_MAX));
         } else if (flag == "--meter") {
             o.meter = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
         } else if (flag == "--clock") {
@@ -730,6 +743,9 @@ int run_jam(const Options& o) {
     jo.phrase_bars = static_cast<uint32_t>(std::min<uint64_t>(o.bars, UINT32_MAX));
     jo.rest_quarters = o.rest_quarters;
     jo.lookahead_bars = o.lookahead_bars;
+    jo.listen_ticks = o.listen_ticks;
+    jo.react = o.react ? 1 : 0;
+    jo.predict = o.predict ? 1 : 0;
     if (o.programs.size() > 16) throw UsageError{"--programs: the engine plays at most 16"};
     std::copy(o.programs.begin(), o.programs.end(), jo.programs);
     jo.n_programs = static_cast<uint32_t>(o.programs.size());

@@ -1,7 +1,9 @@
 // The live encoder through the C API (sage_live_*): token kinds and order of a bar, when a bar is
 // complete, forcing, late notes, the pool's limit, capacity errors, and the MIDI byte parser under
 // random bytes. Parity with the Python tokenizer on real pieces is tests/test_live.py's.
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "engine/rng.h"
@@ -228,6 +230,108 @@ TEST(a_jam_answers_a_phrase_in_the_next_bars) {
         sage_jam_free(jam);
         sage_model_free(model);
     }
+}
+
+// Accompaniment in time (lookahead 0), listening every beat: what the engine plays before a grid
+// point cannot depend on what the musician plays from there on. Two takes, the same seed, the same
+// notes until beat 2 of bar 2 and other pitches from there: ahead, every note the engine plays
+// before beat 3 (decided before beat 2 was heard) is the same in both; reacting, every note before
+// beat 2. The engine plays from bar 1 on, in the bars the musician plays, and its stream holds the
+// musician's notes and exactly the engine's notes played (each bar is replayed as it sounded).
+TEST(an_in_time_accompaniment_knows_only_what_was_played) {
+    for (const auto& path : fixture_models())
+        for (int react = 0; react <= 1; ++react) {
+            sage_model* model = load_or_die(path);
+            std::vector<sage_jam_note> takes[2];
+            std::vector<int32_t> history[2] = {std::vector<int32_t>(8192),
+                                               std::vector<int32_t>(8192)};
+            size_t history_n[2] = {0, 0};
+            int64_t beat_ticks = 0, changed = 0;
+            for (int take = 0; take < 2; ++take) {
+                sage_jam_options o = sage_jam_options_default();
+                o.mode = SAGE_JAM_ACCOMPANY;
+                o.lookahead_bars = 0;
+                o.react = react;
+                o.programs[0] = 42;
+                o.n_programs = 1;
+                o.seed = 5;
+                o.live.channel_programs[0] = 52;
+                sage_jam* jam = nullptr;
+                sage_live* live = nullptr;
+                CHECK_EQ(sage_live_create(model, &o.live, &live), SAGE_OK);
+                CHECK_EQ(sage_live_tick_at(live, kQuarter, &beat_ticks), SAGE_OK);
+                sage_live_free(live);
+                o.listen_ticks = static_cast<uint32_t>(beat_ticks);
+                CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
+                CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+                const int64_t bar = 4 * kQuarter, change = 2 * bar + kQuarter;
+                changed = (change / kQuarter) * beat_ticks;
+                sage_jam_note notes[64];
+                for (int64_t t = 0; t < 5 * bar; t += 1000) {
+                    const int pitch = 60 + static_cast<int>(t / kQuarter % 7) +
+                                      (take == 1 && t >= change ? 5 : 0);
+                    if (t < 4 * bar && t % kQuarter == 0)
+                        CHECK_EQ(sage_live_note(live, t, 0, pitch, 90), SAGE_OK);
+                    if (t < 4 * bar && t % kQuarter == kQuarter - 1000)
+                        CHECK_EQ(sage_live_note(live, t, 0, pitch, 0), SAGE_OK);
+                    size_t count = 0;
+                    CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+                    takes[take].insert(takes[take].end(), notes, notes + count);
+                }
+                sage_jam_state state{};
+                CHECK_EQ(sage_jam_get_state(jam, &state), SAGE_OK);
+                CHECK(state.replays >= 4 * 4);  // each beat of bars 1..4
+                CHECK_EQ(sage_jam_get_history(jam, history[take].data(), history[take].size(),
+                                              &history_n[take]),
+                         SAGE_OK);
+                sage_jam_free(jam);
+            }
+            CHECK(!takes[0].empty());
+            const int64_t known = react ? changed : changed + beat_ticks;
+            std::vector<sage_jam_note> before[2];
+            const int64_t bar_ticks = 4 * beat_ticks;
+            for (int take = 0; take < 2; ++take) {
+                std::vector<std::pair<int64_t, int32_t>> played;  // in bars 1..3 (replayed whole)
+                for (const sage_jam_note& n : takes[take]) {
+                    CHECK(n.tick >= bar_ticks && n.tick < 6 * bar_ticks);
+                    CHECK_EQ(n.program, 42);
+                    if (n.tick < known) before[take].push_back(n);
+                    if (n.tick < 4 * bar_ticks) played.emplace_back(n.tick, n.pitch);
+                }
+                // The stream: the musician's 16 notes, and in bars 1..3 the engine's notes as
+                // played, at their ticks.
+                std::vector<std::pair<int64_t, int32_t>> written;
+                int musician = 0, bars = -1;
+                int64_t tick = 0;
+                int32_t program = 0;
+                CHECK(history_n[take] < history[take].size());  // from the start
+                for (size_t i = 0; i < history_n[take]; ++i) {
+                    const uint32_t kind = kinds(model, &history[take][i], 1)[0];
+                    const int32_t a = value(model, history[take][i]);
+                    if (kind == static_cast<uint32_t>(SAGE_KIND_BAR)) ++bars;
+                    if (kind == static_cast<uint32_t>(SAGE_KIND_POSITION))
+                        tick = bars * bar_ticks + a;
+                    if (kind == static_cast<uint32_t>(SAGE_KIND_PROGRAM)) {
+                        program = a;
+                        musician += a == 52;
+                    }
+                    if (kind == static_cast<uint32_t>(SAGE_KIND_PITCH) && program == 42 &&
+                        bars >= 1 && bars <= 3)
+                        written.emplace_back(tick, a);
+                }
+                CHECK_EQ(musician, 16);
+                std::sort(played.begin(), played.end());
+                std::sort(written.begin(), written.end());
+                CHECK(written == played);
+            }
+            CHECK_EQ(before[0].size(), before[1].size());
+            for (size_t i = 0; i < before[0].size() && i < before[1].size(); ++i) {
+                CHECK_EQ(before[0][i].tick, before[1][i].tick);
+                CHECK_EQ(before[0][i].pitch, before[1][i].pitch);
+                CHECK_EQ(before[0][i].end_tick, before[1][i].end_tick);
+            }
+            sage_model_free(model);
+        }
 }
 
 }  // namespace

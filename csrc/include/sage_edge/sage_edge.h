@@ -460,8 +460,17 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out);
  * line, continuing from everything played, and listens again. Notes played during an answer are
  * not heard. SAGE_JAM_ACCOMPANY: once the musician's bar b is complete (forced at its last grid
  * point: a held note is cut there), the engine writes its own parts into bar b between the
- * musician's notes and plays them lookahead_bars later, on the same grid. Generated bars keep the
- * musician's meter (sage_session_set_meter). */
+ * musician's notes and plays them lookahead_bars later, on the same grid. With lookahead_bars 0
+ * (anticipation) it plays bar b + 1 in bar b + 1, decided from the musician's bars up to b and,
+ * every listen_ticks grid ticks (0: only at bar lines), from what the musician has played of bar
+ * b + 1 so far (the notes that start before that grid point); each time the session goes back to
+ * the bar line and is fed the bar so far as it sounded (docs/jam.md, "What the engine knows").
+ * predict (anticipation): the model also writes the musician's part ahead (the program of the
+ * musician's first channel), never played, to harmonise with; it is replaced by what the
+ * musician plays. react (anticipation): at each listening point the engine waits for the
+ * musician's notes at that grid point (until one comes, at most half a grid step) and decides
+ * its own there knowing them: they sound that much late. Generated bars keep the musician's meter
+ * (sage_session_set_meter). */
 typedef struct sage_jam sage_jam;
 typedef enum sage_jam_mode { SAGE_JAM_CALL_RESPONSE = 0, SAGE_JAM_ACCOMPANY = 1 } sage_jam_mode;
 
@@ -469,7 +478,13 @@ typedef struct sage_jam_options {
     int32_t mode;            /* a sage_jam_mode */
     uint32_t phrase_bars;    /* call and response: bars of a phrase and of an answer, 1..64 */
     double rest_quarters;    /* call and response: a rest this long ends a phrase; 0 = off */
-    uint32_t lookahead_bars; /* accompaniment: the engine's part of bar b sounds in bar b + this */
+    uint32_t lookahead_bars; /* accompaniment: the engine's part of bar b sounds in bar b + this,
+                                0..16 (0: anticipation) */
+    uint32_t listen_ticks;   /* anticipation: listen again every this many grid ticks, below a
+                                bar; 0 = at bar lines only */
+    int32_t predict;         /* anticipation: 1 = the model writes the musician's part ahead */
+    int32_t react;           /* anticipation: 1 = at a listening point, wait for the musician's
+                                note there (at most half a grid step) and play right after it */
     int32_t programs[16];    /* the engine's programs (-1 = drums) */
     uint32_t n_programs;     /* 1..16 */
     sage_sampling sampling;
@@ -491,10 +506,11 @@ typedef struct sage_jam_state {
     uint64_t answers;       /* answers started */
     uint64_t tokens;        /* tokens in the session's stream */
     uint64_t dropped_notes; /* notes not polled before 1024 newer ones */
+    uint64_t replays;       /* anticipation: times the session went back to a bar line */
 } sage_jam_state;
 
-/* call and response, 4 bars, no rest rule, lookahead 1, programs {0}, default sampling, seed 0,
- * sage_live_options_default(). */
+/* call and response, 4 bars, no rest rule, lookahead 1, listen_ticks 0, predict 0, react 0,
+ * programs {0}, default sampling, seed 0, sage_live_options_default(). */
 sage_jam_options sage_jam_options_default(void);
 sage_status sage_jam_create(const sage_model* model, const sage_jam_options* options,
                             sage_jam** out);
