@@ -62,6 +62,7 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
     if (bos >= 0) feed(&bos, 1);
     if (anticipation) {
         bar_line_ = session_->make_snapshot();
+        anchor_ = session_->make_snapshot();
         history_at_bar_line_ = history_count_;
     }
 }
@@ -194,9 +195,10 @@ void Jam::anticipate(int64_t now_us) {
     const int64_t bar_ticks = live_.bar_ticks();
     const size_t n = live_.take_bar(now_us, true, bar_, kMaxBarTokens);
     if (n > 0) {  // the bar played is complete: it becomes the true start of the next one
-        replay(bar_, n, static_cast<int32_t>(bar_ticks));
+        replay(bar_, n, n, static_cast<int32_t>(bar_ticks));
         session_->save(*bar_line_);
         history_at_bar_line_ = history_count_;
+        anchor_n_ = 0;
         played_n_ = 0;
         bar_start_tick_ = static_cast<int64_t>(live_.bars_written()) * bar_ticks;
         listen_at_ = bar_start_tick_;  // the bar line is the bar's first listening point
@@ -214,8 +216,10 @@ void Jam::anticipate(int64_t now_us) {
             std::min(known - (options_.react ? 1 : 0) - bar_start_tick_, bar_ticks);
         const int64_t every = options_.listen_ticks > 0 ? options_.listen_ticks : bar_ticks;
         const int64_t next = std::min((from / every + 1) * every, bar_ticks);
-        const size_t m = live_.peek_bar(known, bar_start_tick_ + next, now_us, bar_, kMaxBarTokens);
-        replay(bar_, m, static_cast<int32_t>(from));
+        size_t settled = 0;
+        const size_t m =
+            live_.peek_bar(known, bar_start_tick_ + next, now_us, bar_, kMaxBarTokens, &settled);
+        replay(bar_, m, settled, static_cast<int32_t>(from));
         session_->set_position_floor(static_cast<int32_t>(from));
         listen_at_ = next < bar_ticks ? bar_start_tick_ + next : -1;
         stop_ = BarStop{};
@@ -261,13 +265,14 @@ void Jam::keep_played(const int32_t* tokens, size_t n) {
 }
 
 // Back to the bar line, then the bar so far: the musician's tokens of it (from the live encoder:
-// Bar, TimeSig, then by position) with the engine's notes played before `until` merged in at their
-// positions, after the musician's.
-void Jam::replay(const int32_t* musician, size_t n, int32_t until) {
-    session_->restore(*bar_line_);
-    history_count_ = history_at_bar_line_;
+// Bar, TimeSig, then by position; the first `settled` will not change) with the engine's notes
+// played before `until` merged in at their positions, after the musician's. What cannot change any
+// more (settled, and before `until`: reacting, more of the musician's notes at `until` may come)
+// is fed once: the session keeps a snapshot after it (the anchor) and the next replay of the bar
+// starts there.
+void Jam::replay(const int32_t* musician, size_t n, size_t settled, int32_t until) {
     ++replays_;
-    size_t k = 0, p = 0;
+    size_t k = 0, p = 0, fixed = SIZE_MAX;  // fixed: merged_[0, fixed) cannot change any more
     auto engine_notes = [&](int32_t before, int32_t at) {  // the engine's notes before `before`
         for (; p < played_n_ && played_[p].tick < before && played_[p].tick < until; ++p) {
             if (played_[p].tick != at) merged_[k++] = played_[p].position;
@@ -280,19 +285,44 @@ void Jam::replay(const int32_t* musician, size_t n, int32_t until) {
     for (size_t i = 0; i < n;) {
         const TokenInfo& info = model_.vocab[musician[i]];
         if (info.kind != Kind::Position) {
+            if (i == settled) fixed = std::min(fixed, k);
             merged_[k++] = musician[i++];
             continue;
         }
         // The engine's notes before this position, then the musician's at it, then the engine's.
         at = engine_notes(info.a, at);
+        if (info.a >= until) fixed = std::min(fixed, k);
         if (info.a != at) merged_[k++] = musician[i];
         at = info.a;
-        for (++i; i < n && model_.vocab[musician[i]].kind != Kind::Position;)
-            merged_[k++] = musician[i++];
+        for (++i; i < n && model_.vocab[musician[i]].kind != Kind::Position; ++i) {
+            if (i == settled) fixed = std::min(fixed, k);
+            merged_[k++] = musician[i];
+        }
         at = engine_notes(at + 1, at);
     }
     engine_notes(until, at);
-    feed(merged_, k);
+    fixed = std::min(fixed, k);
+    // From the anchor if what it was fed still starts the bar (it does unless the caller's clock
+    // went back), else from the bar line.
+    size_t start = 0;
+    if (anchor_n_ > 0 && anchor_n_ <= fixed &&
+        std::equal(merged_, merged_ + anchor_n_, anchor_tokens_)) {
+        session_->restore(*anchor_);
+        history_count_ = history_at_anchor_;
+        start = anchor_n_;
+    } else {
+        session_->restore(*bar_line_);
+        history_count_ = history_at_bar_line_;
+        anchor_n_ = 0;
+    }
+    if (fixed > start) {
+        feed(merged_ + start, fixed - start);
+        session_->save(*anchor_);
+        history_at_anchor_ = history_count_;
+        std::copy(merged_ + start, merged_ + fixed, anchor_tokens_ + start);
+        anchor_n_ = fixed;
+    }
+    feed(merged_ + fixed, k - fixed);
     NoteEvent skip[64];
     while (session_->pop_events(skip, 64) > 0) {  // notes already played, or the musician's
     }

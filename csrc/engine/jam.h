@@ -91,7 +91,7 @@ class Jam {
     void collect(int64_t shift_ticks);
     // Anticipation (lookahead_bars = 0).
     void anticipate(int64_t now_us);
-    void replay(const int32_t* musician, size_t n, int32_t until_tick);
+    void replay(const int32_t* musician, size_t n, size_t settled, int32_t until_tick);
     void keep_played(const int32_t* tokens, size_t n);
     void feed(const int32_t* tokens, size_t n);    // feeds and records
     void record(const int32_t* tokens, size_t n);  // the engine's notes decoded so far -> notes_
@@ -129,6 +129,11 @@ class Jam {
     // vocabulary without it), to replay the bar once more of the musician's part is known.
     std::unique_ptr<SessionSnapshot> bar_line_;
     uint64_t history_at_bar_line_ = 0;
+    // And further into the bar: the session after the replayed tokens that cannot change any more
+    // (anchor_tokens_, from the bar line), so that the next replay feeds only what follows them.
+    std::unique_ptr<SessionSnapshot> anchor_;
+    uint64_t history_at_anchor_ = 0;
+    size_t anchor_n_ = 0;  // 0: no anchor in this bar (the bar line is the one)
     struct PlayedNote {
         int32_t tick;      // in the bar
         int32_t position;  // its Position token
@@ -146,6 +151,7 @@ class Jam {
     int32_t predicted_program_ = -2;  // predict: the musician's program the model writes, unplayed
     uint64_t replays_ = 0;
     int32_t merged_[kMaxBarTokens + 5 * kMaxPlayed];
+    int32_t anchor_tokens_[kMaxBarTokens + 5 * kMaxPlayed];
 };
 
 }  // namespace sage

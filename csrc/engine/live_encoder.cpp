@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -383,8 +384,8 @@ size_t LiveEncoder::sort_bar(int64_t end, int64_t now_us, int* order) const {
     return n;
 }
 
-size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens,
-                              int64_t held_until) const {
+size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until,
+                              size_t* settled) const {
     const int64_t start = static_cast<int64_t>(bars_written_) * bar_ticks_;
     int order[kMaxNotes];
     const size_t n = sort_bar(end, now_us, order);
@@ -395,6 +396,7 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens,
     };
     put(bar_token_);
     if (timesig_token_ >= 0) put(timesig_token_);
+    if (settled) *settled = SIZE_MAX;
     int64_t at = -1;
     int t = 0;
     for (size_t i = 0;; ++i) {
@@ -414,6 +416,7 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens,
             continue;  // miditok removes notes of one program, pitch and onset but the first
         if (note.onset != at) put(position_token_[note.onset - start]);
         at = note.onset;
+        if (settled && note.length == 0 && *settled == SIZE_MAX) *settled = k;
         put(program_token_[note.program + 1]);
         put(note.program < 0 ? drum_token_[note.pitch] : pitch_token_[note.pitch]);
         if (n_velocities_ > 0)
@@ -422,6 +425,7 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens,
         if (note.length == 0) length = std::max(length, held_until - note.onset);
         put(duration_token_[nearest_index(duration_value_, n_durations_, length)]);
     }
+    if (settled && *settled == SIZE_MAX) *settled = k;
     return k;
 }
 
@@ -431,14 +435,14 @@ size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
 }
 
 size_t LiveEncoder::peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us,
-                             int32_t* tokens, size_t capacity) const {
+                             int32_t* tokens, size_t capacity, size_t* settled) const {
     const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
     const int64_t until = std::min(end, until_tick);
     const size_t size = write_bar(until, now_us, nullptr, held_until);
     if (size > capacity)
         argument("the bar so far has " + std::to_string(size) + " tokens, capacity " +
                  std::to_string(capacity));
-    return write_bar(until, now_us, tokens, held_until);
+    return write_bar(until, now_us, tokens, held_until, settled);
 }
 
 size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity) {

@@ -71,10 +71,11 @@ class LiveEncoder {
 
     // The next bar so far, without taking it: the tokens take_bar would write for its notes (and
     // tempo changes) before grid tick until_tick, a note still sounding with the length it has
-    // sounded at now_us but at least to grid tick held_until (its note-off may change it). Throws
-    // Argument when capacity is short.
+    // sounded at now_us but at least to grid tick held_until (its note-off may change it);
+    // *settled receives how many leading tokens come before the first such note (they will not
+    // change). Throws Argument when capacity is short.
     size_t peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us, int32_t* tokens,
-                    size_t capacity) const;
+                    size_t capacity, size_t* settled) const;
     // The grid tick of the latest note-on read so far (-1 before one).
     int64_t last_onset() const { return last_onset_; }
 
@@ -118,8 +119,10 @@ class LiveEncoder {
     // The next bar's tokens as take_bar writes them, of its notes and tempo changes before grid
     // tick `end` (a note still sounding: with the length it has at now_us); tokens == nullptr
     // counts them only. Returns how many.
-    // held_until: a note still sounding lasts at least to this grid tick.
-    size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0) const;
+    // held_until: a note still sounding lasts at least to this grid tick; *settled (if not null)
+    // receives how many leading tokens come before the first note still sounding.
+    size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0,
+                     size_t* settled = nullptr) const;
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
     void clock_start(int64_t time_us, bool from_the_top);
