@@ -232,24 +232,21 @@ def test_runner_answers_through_ptys(chorale_dir):
     assert "2 answers" in err
 
 
+def accompany_command(front_end: str, tempo: float, *options: str) -> list[str]:
+    """The command line of an accompanying front end (sage-edge-run or sage-edge jam): the engine
+    on 53, 54, 42 under the musician's 52, seed 1, and ``options``."""
+    if front_end == "runner":
+        command = [str(built_binary("csrc/runner/sage-edge-run"))]
+        command += ["--model", str(ROOT / "sage_edge/models/default.sage")]
+    else:
+        command = [sys.executable, "-m", "sage_edge.cli", "jam"]
+    command += ["--mode", "accompany", "--programs", "53,54,42", "--musician-program", "52"]
+    return [*command, "--tempo", str(tempo), "--seed", "1", *options]
+
+
 def test_runner_accompanies_through_ptys(chorale_dir):
-    runner = built_binary("csrc/runner/sage-edge-run")
     tempo = 300
-    command = [
-        str(runner),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--mode",
-        "accompany",
-        "--programs",
-        "53,54,42",
-        "--musician-program",
-        "52",
-        "--tempo",
-        str(tempo),
-        "--seed",
-        "1",
-    ]
+    command = accompany_command("runner", tempo)
     start, messages, _ = play_through_ptys(command, tempo, 4, chorale_dir)
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2, 3, 4} <= bars
@@ -259,30 +256,12 @@ def test_runner_accompanies_in_time_through_ptys(chorale_dir):
     """sage-edge-run --lookahead 0 --listen-ticks 12 (ahead of each beat): the engine's notes
     sound in the bars the soprano plays, from bar 1, on the grid: each beat's decision has half a
     grid step before it (20.8 ms at 120 BPM)."""
-    runner = built_binary("csrc/runner/sage-edge-run")
     tempo = 120
-    command = [
-        str(runner),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--mode",
-        "accompany",
-        "--bars",
-        "1",  # the tail after the input ends
-        "--lookahead",
-        "0",
-        "--listen-ticks",
-        str(TICKS),
-        "--programs",
-        "53,54,42",
-        "--musician-program",
-        "52",
-        "--tempo",
-        str(tempo),
-        "--seed",
-        "1",
-    ]
-    start, messages, _ = play_through_ptys(command, tempo, 3, chorale_dir)
+    # --bars 1: the tail after the input ends
+    options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS)]
+    start, messages, _ = play_through_ptys(
+        accompany_command("runner", tempo, *options), tempo, 3, chorale_dir
+    )
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2} <= bars and 0 not in bars
 
@@ -293,30 +272,10 @@ def test_cli_jam_reacts_through_ptys(chorale_dir):
     reaction, a few ms in process: benchmarks/accompaniment_quality.py; the bound here leaves
     room for this shared host's load)."""
     tempo = 100  # a grid step of 50 ms
-    command = [
-        sys.executable,
-        "-m",
-        "sage_edge.cli",
-        "jam",
-        "--mode",
-        "accompany",
-        "--bars",
-        "1",  # the tail after the input ends
-        "--lookahead",
-        "0",
-        "--listen-ticks",
-        str(TICKS),
-        "--react",
-        "--programs",
-        "53,54,42",
-        "--musician-program",
-        "52",
-        "--tempo",
-        str(tempo),
-        "--seed",
-        "1",
-    ]
-    start, messages, _ = play_through_ptys(command, tempo, 3, chorale_dir)
+    options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS), "--react"]
+    start, messages, _ = play_through_ptys(
+        accompany_command("cli", tempo, *options), tempo, 3, chorale_dir
+    )
     tick = 60e6 / tempo / TICKS
     ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
     assert len(ons) > 10
