@@ -152,11 +152,13 @@ MODES = {
 }
 
 
-def engine_parts(engine, score, seed: int, bars: int, mode: dict, work: list[float]):
+def engine_parts(
+    engine, score, seed: int, bars: int, mode: dict, work: list[float], fed: list[int]
+):
     """(as written, as heard): the engine's notes over bars 0..bars + 1 with the soprano of
     bars 0..bars played into an accompanying jam; ``work`` receives the seconds of each poll
-    that went back to a bar line (anticipation: the work of one decision point) and, last, the
-    tokens per bar of the stream."""
+    that went back into the bar (in time: the work of one decision point) and, last, the tokens
+    per bar of the stream; ``fed`` the tokens each of those polls replayed."""
     sop = score.copy()
     sop.tracks = [sop.tracks[0]]
     end = (bars + 1) * 4 * sop.ticks_per_quarter
@@ -173,11 +175,14 @@ def engine_parts(engine, score, seed: int, bars: int, mode: dict, work: list[flo
         while event is not None and event.time_us <= t:
             jam.note(*event)
             event = next(events, None)
-        replays = jam.state["replays"]
+        before = jam.state
         started = time.perf_counter()
         heard += jam.poll(t)
-        if jam.state["replays"] != replays:
-            work.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        after = jam.state
+        if after["replays"] != before["replays"]:
+            work.append(elapsed)
+            fed.append(after["replayed_tokens"] - before["replayed_tokens"])
         t += step
     work.append(len(jam.history()) / (bars + 3))
     lines = np.arange(bars + 3) * 4.0
@@ -220,6 +225,7 @@ def main() -> None:
     rows.update({"unrelated chorale": [], "Bach (ceiling)": []})
     work: dict[str, list[float]] = {label: [] for label in MODES}
     stream: dict[str, list[float]] = {label: [] for label in MODES}  # tokens per bar
+    fed: dict[str, list[int]] = {label: [] for label in MODES}  # tokens fed per decision
     started = time.perf_counter()
     for i, (name, notes, score) in enumerate(chorales):
 
@@ -237,7 +243,7 @@ def main() -> None:
             for k in range(args.seeds):
                 seconds: list[float] = []
                 written, heard = engine_parts(
-                    engine, score, seed=i + 100 * k, bars=args.bars, mode=mode, work=seconds
+                    engine, score, i + 100 * k, args.bars, mode, seconds, fed[label]
                 )
                 work[label] += seconds[:-1]
                 stream[label].append(seconds[-1])
@@ -272,12 +278,16 @@ def main() -> None:
         )
     print()
     print(
-        "Work at a decision point (anticipation): the poll that goes back to the bar line, feeds "
-        f"the bar so far and generates up to 8 tokens; kernel {engine.info['kernel']}"
+        "Work at a decision point (in time): the poll that goes back into the bar (to its anchor "
+        "or its line), feeds what changed and generates up to 8 tokens; "
+        f"kernel {engine.info['kernel']}"
     )
     print()
-    print("| jam | stream tokens per bar | decision points per bar | p50 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| jam | stream tokens per bar | decision points per bar | tokens fed per decision "
+        "(mean, p99) | p50 ms | p99 ms | max ms |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for label, seconds in work.items():
         if not seconds:
             continue
@@ -285,6 +295,7 @@ def main() -> None:
         per_bar = len(seconds) / (len(chorales) * args.seeds * (args.bars + 2))
         print(
             f"| {label} | {np.mean(stream[label]):.0f} | {per_bar:.1f} "
+            f"| {np.mean(fed[label]):.1f}, {np.percentile(fed[label], 99):.0f} "
             f"| {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} | {ms.max():.2f} |"
         )
 

@@ -253,8 +253,8 @@ class Jam:
 
     @property
     def state(self) -> dict:
-        """answering, answers, tokens (in the session's stream), dropped_notes, replays
-        (anticipation: times the session went back to a bar line)."""
+        """answering, answers, tokens (in the session's stream), dropped_notes, replays and
+        replayed_tokens (in time: times the session went back into the bar, tokens fed then)."""
         return self._jam.state()
 
     def history(self) -> list[int]:

@@ -315,6 +315,7 @@ void Jam::replay(const int32_t* musician, size_t n, size_t settled, int32_t unti
         history_count_ = history_at_bar_line_;
         anchor_n_ = 0;
     }
+    replayed_tokens_ += k - start;
     if (fixed > start) {
         feed(merged_ + start, fixed - start);
         session_->save(*anchor_);

@@ -76,6 +76,7 @@ class Jam {
     bool answering() const { return state_ != State::Listening; }
     uint64_t answers() const { return answers_; }
     uint64_t replays() const { return replays_; }  // anticipation: times a bar was replayed
+    uint64_t replayed_tokens() const { return replayed_tokens_; }  // fed by those replays
     // The last min(n, kHistory) tokens of the session's stream, oldest first; returns how many.
     size_t history(int32_t* out, size_t n) const;
     static constexpr size_t kHistory = 8192;
@@ -149,7 +150,7 @@ class Jam {
     int64_t listen_at_ = -1;      // the next listening point's grid tick, -1 none in this bar
     int32_t position_token_[LiveEncoder::kMaxBarTicks];  // by tick in the bar, -1 none
     int32_t predicted_program_ = -2;  // predict: the musician's program the model writes, unplayed
-    uint64_t replays_ = 0;
+    uint64_t replays_ = 0, replayed_tokens_ = 0;
     int32_t merged_[kMaxBarTokens + 5 * kMaxPlayed];
     int32_t anchor_tokens_[kMaxBarTokens + 5 * kMaxPlayed];
 };

@@ -393,6 +393,7 @@ class PyJam {
         d["tokens"] = st.tokens;
         d["dropped_notes"] = st.dropped_notes;
         d["replays"] = st.replays;
+        d["replayed_tokens"] = st.replayed_tokens;
         return d;
     }
 

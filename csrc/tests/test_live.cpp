@@ -281,6 +281,7 @@ TEST(an_in_time_accompaniment_knows_only_what_was_played) {
                 sage_jam_state state{};
                 CHECK_EQ(sage_jam_get_state(jam, &state), SAGE_OK);
                 CHECK(state.replays >= 4 * 4);  // each beat of bars 1..4
+                CHECK(state.replayed_tokens > 0);
                 CHECK_EQ(sage_jam_get_history(jam, history[take].data(), history[take].size(),
                                               &history_n[take]),
                          SAGE_OK);

@@ -502,11 +502,12 @@ typedef struct sage_jam_note {
 } sage_jam_note;
 
 typedef struct sage_jam_state {
-    int32_t answering;      /* call and response: the engine holds the floor */
-    uint64_t answers;       /* answers started */
-    uint64_t tokens;        /* tokens in the session's stream */
-    uint64_t dropped_notes; /* notes not polled before 1024 newer ones */
-    uint64_t replays;       /* anticipation: times the session went back to a bar line */
+    int32_t answering;        /* call and response: the engine holds the floor */
+    uint64_t answers;         /* answers started */
+    uint64_t tokens;          /* tokens in the session's stream */
+    uint64_t dropped_notes;   /* notes not polled before 1024 newer ones */
+    uint64_t replays;         /* anticipation: times the session went back into the bar */
+    uint64_t replayed_tokens; /* anticipation: tokens those replays fed */
 } sage_jam_state;
 
 /* call and response, 4 bars, no rest rule, lookahead 1, listen_ticks 0, predict 0, react 0,
