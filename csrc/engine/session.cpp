@@ -42,7 +42,10 @@ RunState::Sizes RunState::sizes(const Model& model) {
     n.queries = chunk * qd;
     n.keys = chunk * kvd;
     n.tokens = chunk;
-    n.scores = int64_t{c.n_heads / c.n_kv_heads} * longest;
+    n.scores =
+        std::max<int64_t>(int64_t{c.n_heads / c.n_kv_heads} * longest,
+                          kernels::attention_block_scores(c.n_heads / c.n_kv_heads, longest));
+    n.window = int64_t{longest} - 1 + chunk;
     n.hidden = chunk * c.d_ff;
     n.vocab = c.vocab_size;
     return n;
@@ -73,6 +76,31 @@ void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvM
         key_scales.assign(scales, 0.0f);
         value_scales.assign(scales, 0.0f);
     }
+}
+
+void RingMemory::copy_from(const RingMemory& ring, uint64_t first, int64_t count) {
+    // n slots of the ring from slot `from` into slots to, to + 1, ...
+    auto copy_run = [&](int64_t from, int64_t to, int64_t n) {
+        const int64_t H = ring.horizon;
+        if (!is_int8()) {
+            for (int64_t e = 0; e < width; ++e)
+                std::copy_n(&ring.keys[e * H + from], n, &keys[e * horizon + to]);
+            std::copy_n(&ring.values[from * width], n * width, &values[to * width]);
+            return;
+        }
+        for (int64_t e = 0; e < width; ++e)
+            std::copy_n(&ring.keys_q8[e * H + from], n, &keys_q8[e * horizon + to]);
+        std::copy_n(&ring.values_q8[from * width], n * width, &values_q8[to * width]);
+        for (int64_t g = 0; g < heads; ++g) {
+            std::copy_n(&ring.key_scales[g * H + from], n, &key_scales[g * horizon + to]);
+            std::copy_n(&ring.value_scales[g * H + from], n, &value_scales[g * horizon + to]);
+        }
+    };
+    // Two runs of ring slots at most: up to the ring's end, then from slot 0.
+    const int64_t start = static_cast<int64_t>(first % ring.horizon);
+    const int64_t to_end = std::min(count, ring.horizon - start);
+    copy_run(start, 0, to_end);
+    copy_run(0, to_end, count - to_end);
 }
 
 uint64_t RingMemory::bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind) {
@@ -119,6 +147,7 @@ Session::Session(const Model& model, const SessionOptions& options,
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
         memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);
+    window_.allocate(n.window, c.n_kv_heads, c.d_head, options.kv_memory);
     events_.resize(kEventCapacity);
     for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
         if (model.vocab[id].kind == Kind::Bos) bos_token_ = id;
@@ -308,7 +337,7 @@ void Session::embed(int32_t token, float* x) {
 void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uint64_t position) {
     const LayerWeights& w = model_.weights.layers[layer];
     RingMemory& memory = memory_[layer];
-    const int64_t d = config_.d_model, d_ff = config_.d_ff, kvd = memory.width;
+    const int64_t d = config_.d_model, d_ff = config_.d_ff;
     const int64_t qd = int64_t{config_.n_heads} * config_.d_head;
     float* x = state_.x.data();
     float* u = state_.u.data();
@@ -319,10 +348,11 @@ void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uin
     prepare(u, d, count, xq);
     matmul(w.wq, 0, qd, u, xq, count, state_.q.data(), qd);
     project_keys_values(layer, tokens, count);
-    for (int64_t t = 0; t < count; ++t) {
-        const int64_t row = state_.kv_row[t];
-        memory.write(position + t, &state_.k[row * kvd], &state_.v[row * kvd]);
-        attend(layer, position + t, &state_.q[t * qd], &state_.attended[t * qd]);
+    if (count == 1) {
+        memory.write(position, state_.k.data(), state_.v.data());
+        attend(layer, position, state_.q.data(), state_.attended.data());
+    } else {
+        attend_block(layer, count, position);
     }
     prepare(state_.attended.data(), qd, count, xq);
     matmul(w.wo, 0, d, state_.attended.data(), xq, count, state_.delta.data(), d);
@@ -374,38 +404,74 @@ void Session::project_keys_values(int layer, const int32_t* tokens, int64_t coun
     }
 }
 
+kernels::AttentionGroup Session::group_memory(const RingMemory& memory, int g) {
+    const int dh = config_.d_head, heads_per_group = config_.n_heads / config_.n_kv_heads;
+    const int64_t horizon = memory.horizon;
+    kernels::AttentionGroup a{};
+    a.value_stride = memory.width;
+    a.horizon = horizon;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(dh));
+    a.heads = heads_per_group;
+    a.d_head = dh;
+    a.slopes = model_.weights.alibi_slopes + int64_t{g} * heads_per_group;
+    a.scores = state_.scores.data();
+    if (memory.is_int8()) {
+        a.keys_q8 = memory.keys_q8.data() + g * dh * horizon;
+        a.values_q8 = memory.values_q8.data() + g * dh;
+        a.key_scales = memory.key_scales.data() + g * horizon;
+        a.value_scales = memory.value_scales.data() + g * horizon;
+    } else {
+        a.keys = memory.keys.data() + g * dh * horizon;
+        a.values = memory.values.data() + g * dh;
+    }
+    return a;
+}
+
 // Each key/value group's query heads attend together (the kernel reads each key and value once
 // for all of them) over the window (p − h, p], clipped at the start of the session.
 void Session::attend(int layer, uint64_t position, const float* q, float* out) {
     const RingMemory& memory = memory_[layer];
-    const int dh = config_.d_head, heads_per_group = config_.n_heads / config_.n_kv_heads;
     const int64_t window = static_cast<int64_t>(std::min<uint64_t>(position + 1, memory.horizon));
-    const int64_t horizon = memory.horizon;
-    kernels::AttentionGroup a{};
-    a.value_stride = memory.width;
-    a.horizon = memory.horizon;
-    a.first_slot = static_cast<int64_t>((position + 1 - window) % memory.horizon);
-    a.window = window;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(dh));
-    a.heads = heads_per_group;
-    a.d_head = dh;
-    a.scores = state_.scores.data();
+    const int64_t group_width = int64_t{config_.n_heads / config_.n_kv_heads} * config_.d_head;
     for (int g = 0; g < config_.n_kv_heads; ++g) {
-        const int64_t first_head = int64_t{g} * heads_per_group;
-        a.q = q + first_head * dh;
-        a.slopes = model_.weights.alibi_slopes + first_head;
-        a.out = out + first_head * dh;
-        if (memory.is_int8()) {
-            a.keys_q8 = memory.keys_q8.data() + g * dh * horizon;
-            a.values_q8 = memory.values_q8.data() + g * dh;
-            a.key_scales = memory.key_scales.data() + g * horizon;
-            a.value_scales = memory.value_scales.data() + g * horizon;
-            kernels_.attend_group_q8(a);
-        } else {
-            a.keys = memory.keys.data() + g * dh * horizon;
-            a.values = memory.values.data() + g * dh;
-            kernels_.attend_group(a);
-        }
+        kernels::AttentionGroup a = group_memory(memory, g);
+        a.first_slot = static_cast<int64_t>((position + 1 - window) % memory.horizon);
+        a.window = window;
+        a.q = q + g * group_width;
+        a.out = out + g * group_width;
+        memory.is_int8() ? kernels_.attend_group_q8(a) : kernels_.attend_group(a);
+    }
+}
+
+// The block's window in window_ (the h - 1 positions before the block from the ring, then the
+// block's keys and values, stored as the ring stores them), every group's queries at once, then
+// the block's keys and values into the ring (only the last h of them stay).
+void Session::attend_block(int layer, int64_t count, uint64_t position) {
+    RingMemory& memory = memory_[layer];
+    const int64_t horizon = memory.horizon, kvd = memory.width;
+    const int64_t qd = int64_t{config_.n_heads} * config_.d_head;
+    const int64_t group_width = int64_t{config_.n_heads / config_.n_kv_heads} * config_.d_head;
+    const int64_t past = static_cast<int64_t>(std::min<uint64_t>(position, horizon - 1));
+    window_.copy_from(memory, position - past, past);
+    for (int64_t t = 0; t < count; ++t) {
+        const int64_t row = state_.kv_row[t];
+        window_.write(past + t, &state_.k[row * kvd], &state_.v[row * kvd]);
+    }
+    for (int g = 0; g < config_.n_kv_heads; ++g) {
+        kernels::AttentionBlock b{};
+        b.first = group_memory(window_, g);
+        b.first.window = std::min<int64_t>(past + 1, horizon);
+        b.first.first_slot = past + 1 - b.first.window;
+        b.first.q = state_.q.data() + g * group_width;
+        b.first.out = state_.attended.data() + g * group_width;
+        b.tokens = count;
+        b.q_stride = b.out_stride = qd;
+        b.max_window = horizon;
+        memory.is_int8() ? kernels_.attend_block_q8(b) : kernels_.attend_block(b);
+    }
+    for (int64_t t = std::max<int64_t>(0, count - horizon); t < count; ++t) {
+        const int64_t row = state_.kv_row[t];
+        memory.write(position + t, &state_.k[row * kvd], &state_.v[row * kvd]);
     }
 }
 
@@ -616,8 +682,10 @@ MemoryReport Session::planned_memory(const Model& model, const SessionOptions& o
     const Config& c = model.config;
     MemoryReport r{};
     r.weights_bytes = model.file_bytes;
-    r.activation_bytes = RunState::bytes(RunState::sizes(model)) +
-                         uint64_t(c.vocab_size) * Sampler::kScratchBytesPerToken;
+    const RunState::Sizes sizes = RunState::sizes(model);
+    r.activation_bytes = RunState::bytes(sizes) +
+                         uint64_t(c.vocab_size) * Sampler::kScratchBytesPerToken +
+                         RingMemory::bytes(sizes.window, c.n_kv_heads, c.d_head, options.kv_memory);
     for (uint32_t h : model.horizons)
         r.kv_bytes += RingMemory::bytes(h, c.n_kv_heads, c.d_head, options.kv_memory);
     r.total_bytes = r.activation_bytes + r.kv_bytes + kEventCapacity * sizeof(NoteEvent) +

@@ -84,6 +84,10 @@ struct RingMemory {
     // Bytes of one layer's memory of `horizon` slots (what allocate asks for).
     static uint64_t bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind);
 
+    // Copies positions first .. first + count - 1 of `ring` (a memory of the same kind and width
+    // holding them) into slots 0 .. count - 1 of this one, which must have count slots or more.
+    void copy_from(const RingMemory& ring, uint64_t first, int64_t count);
+
     void write(uint64_t position, const float* key, const float* value) {
         const int64_t slot = static_cast<int64_t>(position % horizon);
         if (!is_int8()) {
@@ -111,7 +115,7 @@ struct RunState {
     std::vector<float> q;                       // [chunk][H·d_h] queries
     std::vector<float> k, v;                    // [chunk][G·d_h] new keys and values
     std::vector<int32_t> kv_row;                // [chunk] token t's row in k and v
-    std::vector<float> scores;                  // [H/G][max h_l] attention weights of a group
+    std::vector<float> scores;                  // attention weights of a group (its queries')
     std::vector<float> attended;                // [chunk][H·d_h] attention output, all heads
     std::vector<float> gate, up;                // [chunk][d_ff] SwiGLU halves
     std::vector<float> delta;                   // [chunk][d] output of W_o or W_2, added to x
@@ -129,6 +133,7 @@ struct RunState {
         int64_t keys;       // k, v
         int64_t tokens;     // kv_row
         int64_t scores;     // scores
+        int64_t window;     // slots of Session's block window: max h_l - 1 + chunk
         int64_t hidden;     // gate, up
         int64_t vocab;      // logits, allowed, biased
     };
@@ -261,6 +266,12 @@ class Session {
     void project_keys_values(int layer, const int32_t* tokens, int64_t count);
     // The query at `position` (its key and value already in the ring) -> out[H·d_h].
     void attend(int layer, uint64_t position, const float* q, float* out);
+    // The block's `count` queries (state_.q) at positions position, position + 1, ... against
+    // the layer's memory and their own keys (state_.k, state_.v) -> state_.attended; then their
+    // keys and values go into the ring.
+    void attend_block(int layer, int64_t count, uint64_t position);
+    // The memory fields of an AttentionGroup for key/value head g of `memory`.
+    kernels::AttentionGroup group_memory(const RingMemory& memory, int g);
     void output_logits(const float* x, float* logits);
 
     // y[t] = W x[t] over rows [first_row, first_row + rows) of W for `count` inputs x[t] of
@@ -282,6 +293,11 @@ class Session {
     SessionOptions options_;
     RunState state_;
     std::vector<RingMemory> memory_;  // one per layer
+    // A prefill block's window in one layer: the h_l - 1 positions before the block, copied from
+    // the ring, then the block's own, in slots that do not wrap, so that every query of the block
+    // attends from it at once (the ring holds only h_l positions: the block's newest keys would
+    // overwrite keys its first queries see).
+    RingMemory window_;
     Sampler sampler_;
     Grammar grammar_;
     Detokenizer detokenizer_;

@@ -119,6 +119,28 @@ struct AttentionGroup {
     const float* value_scales;  // [horizon]
 };
 
+// The attention of a block of consecutive queries of one key/value group (a prompt's prefill):
+// query t (t = 0 .. tokens - 1) is `first` moved t positions on. Its heads are at
+// first.q + t * q_stride, its output goes to first.out + t * out_stride, its newest key (its own)
+// sits in slot first.first_slot + first.window - 1 + t, and its window is the
+// min(first.window + t, max_window) newest keys up to that one. The memory must not wrap: the last
+// query's key lies below first.horizon (the session copies a layer's window into such a memory).
+// first.scores is scratch of attention_block_scores(first.heads, max_window) floats. Each query's
+// result is attend_group's (attend_group_q8's) for that query, bit for bit.
+struct AttentionBlock {
+    AttentionGroup first;
+    int64_t tokens;
+    int64_t q_stride, out_stride;  // floats between consecutive queries' heads, outputs
+    int64_t max_window;            // the layer's horizon
+};
+
+// The most queries a path attends together, and the scratch a block needs for its scores: each
+// query of a tile scores every key of the tile's windows.
+constexpr int kAttentionTile = 2;
+inline int64_t attention_block_scores(int heads, int64_t max_window) {
+    return int64_t{kAttentionTile} * heads * (max_window + kAttentionTile);
+}
+
 // One instruction set's implementation of every kernel.
 struct KernelTable {
     const char* name;  // "scalar", "avx2", "avx512vnni", "neon", "neondot"
@@ -157,6 +179,11 @@ struct KernelTable {
     // order of kernels_scalar.cpp: each int8 element is widened to f32 exactly, and the slot's
     // scales are applied once per key (to its dot product) and once per value (to its weight).
     void (*attend_group_q8)(const AttentionGroup& a);
+
+    // attend_group (attend_group_q8) of every query of an AttentionBlock, each key and value read
+    // once for a tile of queries where the path tiles them.
+    void (*attend_block)(const AttentionBlock& b);
+    void (*attend_block_q8)(const AttentionBlock& b);
 };
 
 // The table the engine uses: chosen once (thread-safe) from the CPU's features, or forced by the

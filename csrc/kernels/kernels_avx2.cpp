@@ -101,10 +101,19 @@ struct Avx2 {
 
 }  // namespace
 
+// AVX2's 16 registers hold one query's rows of the block attention (the decode kernel's tile).
 const KernelTable kAvx2Table = {
-    "avx2",          quantize_row_q8_0, matvec_q8_0<Avx2>,
-    matvec_q4<Avx2>, matvec_f32<Avx2>,  matmul_q8_0<Avx2>,
-    swiglu,          attend_group,      attend_group_q8,
+    "avx2",
+    quantize_row_q8_0,
+    matvec_q8_0<Avx2>,
+    matvec_q4<Avx2>,
+    matvec_f32<Avx2>,
+    matmul_q8_0<Avx2>,
+    swiglu,
+    attend_group,
+    attend_group_q8,
+    attend_block_tiles<F32Lanes, 1>,
+    attend_block_tiles<Q8Lanes, 1>,
 };
 
 }  // namespace sage::kernels

@@ -42,6 +42,10 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
 // per lane, blocks in order: matvec_q8_0's arithmetic, bit for bit.
 constexpr int kWideRows = 16;
 constexpr int kWideTokens = 8;
+// A panel is packed once for kWideTokenChunk tokens (the packing's transposes cost about a quarter
+// of the products when it served 16); 8 column blocks keep the prepared x at 16 KB.
+constexpr int kWidePanelBlocks = 8;
+constexpr int kWideTokenChunk = 64;
 
 struct WideBlock {
     __m512i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
@@ -100,15 +104,15 @@ void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t 
             for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
         return;
     }
-    alignas(64) int8_t xbytes[kTokenChunk * kPanelBlocks * kBlockSize];
-    float xscale[kTokenChunk][kPanelBlocks];
-    WideBlock panel[kPanelBlocks];
+    alignas(64) int8_t xbytes[kWideTokenChunk * kWidePanelBlocks * kBlockSize];
+    float xscale[kWideTokenChunk][kWidePanelBlocks];
+    WideBlock panel[kWidePanelBlocks];
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // x + 128 as u8
-    for (int64_t b0 = 0; b0 < nb; b0 += kPanelBlocks) {
-        const int64_t n_blocks = nb - b0 < kPanelBlocks ? nb - b0 : kPanelBlocks;
+    for (int64_t b0 = 0; b0 < nb; b0 += kWidePanelBlocks) {
+        const int64_t n_blocks = nb - b0 < kWidePanelBlocks ? nb - b0 : kWidePanelBlocks;
         const int64_t x_stride = n_blocks * kBlockSize;
-        for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
-            const int64_t n_tokens = tokens - t0 < kTokenChunk ? tokens - t0 : kTokenChunk;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kWideTokenChunk) {
+            const int64_t n_tokens = tokens - t0 < kWideTokenChunk ? tokens - t0 : kWideTokenChunk;
             for (int64_t t = 0; t < n_tokens; ++t) {
                 for (int64_t b = 0; b < n_blocks; ++b) {
                     const BlockQ8_0& blk = x[(t0 + t) * nb + b0 + b];
@@ -213,6 +217,9 @@ const KernelTable kAvx512VnniTable = {
     swiglu,
     attend_group,
     attend_group_q8,
+    // 32 registers: two queries' rows share each key and value load.
+    attend_block_tiles<F32Lanes, kAttentionTile>,
+    attend_block_tiles<Q8Lanes, kAttentionTile>,
 };
 
 }  // namespace sage::kernels

@@ -68,6 +68,24 @@ float attention_value(const AttentionGroup& a, const float* e, int c, float inv_
     return o * inv_total;
 }
 
+// Query t of a block as an AttentionGroup of its own (AttentionBlock's definition).
+inline AttentionGroup block_query(const AttentionBlock& b, int64_t t) {
+    AttentionGroup a = b.first;
+    const int64_t newest = b.first.first_slot + b.first.window - 1 + t;
+    a.window = b.first.window + t < b.max_window ? b.first.window + t : b.max_window;
+    a.first_slot = newest - a.window + 1;
+    a.q = b.first.q + t * b.q_stride;
+    a.out = b.first.out + t * b.out_stride;
+    return a;
+}
+
+// attend_block as its definition: `attend` (a path's attend_group or attend_group_q8) for each
+// query. The scalar reference is this; the NEON paths use it with their own attend_group.
+template <void (*attend)(const AttentionGroup&)>
+void attend_each_query(const AttentionBlock& b) {
+    for (int64_t t = 0; t < b.tokens; ++t) attend(block_query(b, t));
+}
+
 }  // namespace
 
 extern const KernelTable kScalarTable;

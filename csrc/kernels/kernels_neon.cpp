@@ -3,8 +3,19 @@
 #include "kernels_neon_impl.h"
 
 namespace sage::kernels {
+// The block attention attends query by query with this path's attend_group (the tiled version
+// is x86's, where the extra registers of AVX-512 pay for it; not measured on a Cortex-A72/A76).
 const KernelTable kNeonTable = {
-    "neon", quantize_row_q8_0, matvec_q8_0,     matvec_q4, matvec_f32, matmul_q8_0,
-    swiglu, attend_group,      attend_group_q8,
+    "neon",
+    quantize_row_q8_0,
+    matvec_q8_0,
+    matvec_q4,
+    matvec_f32,
+    matmul_q8_0,
+    swiglu,
+    attend_group,
+    attend_group_q8,
+    attend_each_query<attend_group>,
+    attend_each_query<attend_group_q8>,
 };
 }  // namespace sage::kernels

@@ -50,6 +50,12 @@
 //   instructions on every SIMD path.)
 //   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
 //   the total add e = +0, which leaves every sum of positive terms unchanged.
+//
+// attend_block: attend_group (attend_group_q8) of each query of the block, so each query's result
+// has exactly attend_group's order. A path that attends several queries together runs every
+// query's value sums over the union of their windows with weight +0 outside its own:
+// fma(+0, v, o) == o for every finite v and every o these sums produce (they start at +0.0f and
+// are never -0), so the bits do not change.
 #include <cmath>
 #include <cstdlib>
 
@@ -195,8 +201,17 @@ void attend_group_q8(const AttentionGroup& a) {
 }  // namespace
 
 const KernelTable kScalarTable = {
-    "scalar", quantize_row_q8_0, matvec_q8_0,     matvec_q4, matvec_f32, matmul_q8_0,
-    swiglu,   attend_group,      attend_group_q8,
+    "scalar",
+    quantize_row_q8_0,
+    matvec_q8_0,
+    matvec_q4,
+    matvec_f32,
+    matmul_q8_0,
+    swiglu,
+    attend_group,
+    attend_group_q8,
+    attend_each_query<attend_group>,
+    attend_each_query<attend_group_q8>,
 };
 
 }  // namespace sage::kernels

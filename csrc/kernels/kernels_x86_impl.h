@@ -521,5 +521,183 @@ inline void attend_group_q8(const AttentionGroup& a) {
     attend<Q8Lanes>(a);
 }
 
+// ---- attend_block: TT consecutive queries at a time ---------------------------------------------
+// A tile of TT queries (NH heads each, R = TT * NH rows) covers the union of their windows, the
+// keys from the first query's oldest to the last one's own; every row scores every key of it, so
+// each key vector loaded and each value vector feeds R rows. A row's softmax runs over its own
+// window (attend_group's order), and its weights outside the window are +0, which leaves its value
+// sums unchanged (kernels_scalar.cpp). The memory does not wrap (AttentionBlock), so the union is
+// one run of consecutive slots.
+struct BlockTile {
+    const float* q[kAttentionTile];  // each query's first head of the tile
+    int64_t newest[kAttentionTile];  // each query's own slot
+    int64_t oldest[kAttentionTile];  // each query's oldest slot
+    int64_t first, keys;             // the union: slots first .. first + keys - 1
+};
+
+// The scores of NV vectors of eight keys (the first in `slot`, union index i) for the tile's rows.
+template <typename Ring, int TT, int NH, int NV>
+inline void tile_score_keys(const AttentionGroup& m, const BlockTile& tile, int h0, int64_t slot,
+                            int64_t i, __m256 scale, float* s) {
+    constexpr int R = TT * NH;
+    __m256 dot[R][NV];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) dot[r][v] = _mm256_setzero_ps();
+    for (int c = 0; c < m.d_head; ++c) {
+        __m256 k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = Ring::keys8(m, c, slot + 8 * v);
+        for (int t = 0; t < TT; ++t)
+            for (int h = 0; h < NH; ++h) {
+                const __m256 qc = _mm256_set1_ps(tile.q[t][(h0 + h) * m.d_head + c]);
+                for (int v = 0; v < NV; ++v)
+                    dot[t * NH + h][v] = _mm256_fmadd_ps(qc, k[v], dot[t * NH + h][v]);
+            }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < NV; ++v) {
+        for (int t = 0; t < TT; ++t) {
+            // distance = newest - slot, exact in f32 (below 2^24); negative past the query's own
+            // key
+            const int32_t d0 = static_cast<int32_t>(tile.newest[t] - (slot + 8 * v));
+            const __m256 distance =
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(d0), lane));
+            for (int h = 0; h < NH; ++h) {
+                const int r = t * NH + h;
+                const __m256 score = _mm256_sub_ps(
+                    _mm256_mul_ps(Ring::scaled_dots(m, dot[r][v], slot + 8 * v), scale),
+                    _mm256_mul_ps(_mm256_set1_ps(m.slopes[h0 + h]), distance));
+                _mm256_storeu_ps(s + r * tile.keys + i + 8 * v, score);
+            }
+        }
+    }
+}
+
+inline float max_of(const float* s, int64_t n) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
+    float m = hmax8(vmax);
+    for (; j < n; ++j) m = s[j] > m ? s[j] : m;
+    return m;
+}
+
+// out_r = (sum over the union of e_rj v_j) * inv_total_r for the R rows, C vectors from c0.
+template <typename Ring, int TT, int NH, int C>
+void tile_values(const AttentionGroup& m, const BlockTile& tile, int h0, int c0, const float* e,
+                 const float* inv_total, float* const* out) {
+    constexpr int R = TT * NH;
+    __m256 acc[R][C];
+    for (int r = 0; r < R; ++r)
+        for (int k = 0; k < C; ++k) acc[r][k] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < tile.keys; ++j) {
+        const int64_t slot = tile.first + j;
+        __m256 v[C];
+        for (int k = 0; k < C; ++k) v[k] = Ring::value8(m, slot, c0 + 8 * k);
+        for (int r = 0; r < R; ++r) {
+            const __m256 weight = _mm256_set1_ps(Ring::weight(m, e[r * tile.keys + j], slot));
+            for (int k = 0; k < C; ++k) acc[r][k] = _mm256_fmadd_ps(weight, v[k], acc[r][k]);
+        }
+    }
+    for (int t = 0; t < TT; ++t)
+        for (int h = 0; h < NH; ++h) {
+            float* o = out[t] + int64_t{h0 + h} * m.d_head + c0;
+            const int r = t * NH + h;
+            for (int k = 0; k < C; ++k)
+                _mm256_storeu_ps(o + 8 * k, _mm256_mul_ps(acc[r][k], _mm256_set1_ps(inv_total[r])));
+        }
+}
+
+template <typename Ring, int TT, int NH>
+void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* const* out) {
+    constexpr int R = TT * NH;
+    const AttentionGroup& m = b.first;
+    float* s = m.scores;  // [R][tile.keys]
+    const __m256 scale = _mm256_set1_ps(m.scale);
+    int64_t i = 0;
+    for (; i + 16 <= tile.keys; i += 16)
+        tile_score_keys<Ring, TT, NH, 2>(m, tile, h0, tile.first + i, i, scale, s);
+    for (; i + 8 <= tile.keys; i += 8)
+        tile_score_keys<Ring, TT, NH, 1>(m, tile, h0, tile.first + i, i, scale, s);
+    for (; i < tile.keys; ++i) {  // the last keys, one at a time in the same order
+        const int64_t slot = tile.first + i;
+        for (int t = 0; t < TT; ++t)
+            for (int h = 0; h < NH; ++h)
+                s[(t * NH + h) * tile.keys + i] = attention_score<Ring>(
+                    m, tile.q[t] + (h0 + h) * m.d_head, slot, m.slopes[h0 + h],
+                    static_cast<float>(tile.newest[t] - slot));
+    }
+    float inv_total[R];
+    for (int t = 0; t < TT; ++t) {
+        const int64_t from = tile.oldest[t] - tile.first,
+                      window = tile.newest[t] - tile.oldest[t] + 1;
+        for (int h = 0; h < NH; ++h) {
+            float* e = s + (t * NH + h) * tile.keys;
+            inv_total[t * NH + h] = softmax_weights(e + from, window, max_of(e + from, window));
+            for (int64_t j = 0; j < from; ++j) e[j] = 0.0f;
+            for (int64_t j = from + window; j < tile.keys; ++j) e[j] = 0.0f;
+        }
+    }
+    int c = 0;
+    for (; c + 16 <= m.d_head; c += 16)
+        tile_values<Ring, TT, NH, 2>(m, tile, h0, c, s, inv_total, out);
+    for (; c + 8 <= m.d_head; c += 8)
+        tile_values<Ring, TT, NH, 1>(m, tile, h0, c, s, inv_total, out);
+    if (c < m.d_head) {        // a width that is not a multiple of 8: the rest one by one
+        AttentionGroup u = m;  // the union as one window, weights +0 outside each row's own
+        u.first_slot = tile.first;
+        u.window = tile.keys;
+        for (; c < m.d_head; ++c)
+            for (int t = 0; t < TT; ++t)
+                for (int h = 0; h < NH; ++h)
+                    out[t][int64_t{h0 + h} * m.d_head + c] = attention_value<Ring>(
+                        u, s + (t * NH + h) * tile.keys, c, inv_total[t * NH + h]);
+    }
+}
+
+template <typename Ring, int TT>
+void attend_tile_heads(const AttentionBlock& b, const BlockTile& tile, float* const* out) {
+    for (int h0 = 0; h0 < b.first.heads; h0 += kHeadGroup) {
+        switch (b.first.heads - h0 < kHeadGroup ? b.first.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_tile<Ring, TT, 4>(b, tile, h0, out);
+                break;
+            case 3:
+                attend_tile<Ring, TT, 3>(b, tile, h0, out);
+                break;
+            case 2:
+                attend_tile<Ring, TT, 2>(b, tile, h0, out);
+                break;
+            default:
+                attend_tile<Ring, TT, 1>(b, tile, h0, out);
+                break;
+        }
+    }
+}
+
+// TT: the queries of a tile (at most kAttentionTile); the rest of a block one at a time.
+template <typename Ring, int TT>
+void attend_block_tiles(const AttentionBlock& b) {
+    static_assert(TT >= 1 && TT <= kAttentionTile, "a tile is at most kAttentionTile queries");
+    for (int64_t t0 = 0; t0 < b.tokens;) {
+        const int n = b.tokens - t0 >= TT ? TT : 1;
+        BlockTile tile;
+        float* out[kAttentionTile];
+        for (int t = 0; t < n; ++t) {
+            const AttentionGroup a = block_query(b, t0 + t);
+            tile.q[t] = a.q;
+            out[t] = a.out;
+            tile.oldest[t] = a.first_slot;
+            tile.newest[t] = a.first_slot + a.window - 1;
+        }
+        tile.first = tile.oldest[0];
+        tile.keys = tile.newest[n - 1] - tile.first + 1;
+        if (n == TT)
+            attend_tile_heads<Ring, TT>(b, tile, out);
+        else
+            attend_tile_heads<Ring, 1>(b, tile, out);
+        t0 += n;
+    }
+}
+
 }  // namespace
 }  // namespace sage::kernels

@@ -183,6 +183,41 @@ struct AttentionCase {
     }
 };
 
+// A block of consecutive queries against a memory that does not wrap (AttentionBlock): an
+// AttentionCase's memory of `slots` slots, and `tokens` queries whose windows grow up to
+// max_window and then slide.
+struct AttentionBlockCase {
+    AttentionCase memory;
+    int64_t tokens, max_window, first_window, first_slot, q_stride, out_stride;
+
+    AttentionBlockCase(Rng& rng, int heads, int d_head, int64_t max_window_, int64_t tokens_)
+        : memory(rng, heads, d_head, 1), tokens(tokens_), max_window(max_window_) {
+        first_window = rng.range(0, 2) == 0 ? max_window : rng.range(1, max_window);
+        first_slot = rng.range(0, 4);
+        const int64_t slots = first_slot + first_window + tokens - 1 + rng.range(0, 3);
+        memory = AttentionCase(rng, heads, d_head, slots);
+        q_stride = int64_t{heads} * d_head + rng.range(0, 2) * 8;
+        out_stride = int64_t{heads} * d_head + rng.range(0, 1) * 5;
+        memory.q = random_floats(rng, tokens * q_stride);
+        const float mag = std::ldexp(1.0f, static_cast<int>(rng.range(-3, 3)));
+        for (float& v : memory.q) v = std::fmod(v, 1.0f) * mag;
+        memory.scores.assign(size_t(k::attention_block_scores(heads, max_window)), NAN);
+        memory.out.assign(size_t(tokens * out_stride) + 1, NAN);
+    }
+
+    k::AttentionBlock args() {
+        k::AttentionBlock b{};
+        b.first = memory.args();
+        b.first.first_slot = first_slot;
+        b.first.window = first_window;
+        b.tokens = tokens;
+        b.q_stride = q_stride;
+        b.out_stride = out_stride;
+        b.max_window = max_window;
+        return b;
+    }
+};
+
 // One digest of many kernel results over fixed inputs. The expected value was computed on x86-64
 // and must come out the same on every architecture and path: this is the cross-platform
 // bit-exactness promise (run under qemu-aarch64 in CI).
@@ -235,6 +270,17 @@ uint64_t kernel_digest(const k::KernelTable& t) {
         mix(c.out.data(), (c.out.size() - 1) * sizeof(float));  // not the NaN sentinel
         t.attend_group_q8(c.args());
         mix(c.out.data(), (c.out.size() - 1) * sizeof(float));
+    }
+    for (int trial = 0; trial < 20; ++trial) {
+        const int heads = static_cast<int>(rng.range(1, 9));
+        const int d_head = static_cast<int>(rng.range(1, 70));
+        const int64_t max_window = rng.range(1, 200);
+        const int64_t tokens = rng.range(1, 12);
+        AttentionBlockCase c(rng, heads, d_head, max_window, tokens);
+        t.attend_block(c.args());
+        mix(c.memory.out.data(), (c.memory.out.size() - 1) * sizeof(float));
+        t.attend_block_q8(c.args());
+        mix(c.memory.out.data(), (c.memory.out.size() - 1) * sizeof(float));
     }
     return h;
 }
@@ -481,6 +527,59 @@ TEST(attend_group_bit_identical_on_every_path) {
     }
 }
 
+TEST(attend_block_bit_identical_on_every_path) {
+    // Blocks of one query and of several (full tiles and a query left over), windows that grow
+    // and windows that slide, widths around the vector widths, f32 and int8 memory: every path's
+    // attend_block equals the scalar reference, which is attend_group of each query.
+    using Kernel = void (*k::KernelTable::*)(const k::AttentionBlock&);
+    const struct {
+        Kernel kernel;
+        const char* name;
+    } kernels[] = {{&k::KernelTable::attend_block, "attend_block"},
+                   {&k::KernelTable::attend_block_q8, "attend_block_q8"}};
+    Rng rng(17);
+    for (const auto& kernel : kernels) {
+        for (const k::KernelTable* p : paths()) {
+            for (int trial = 0; trial < 80; ++trial) {
+                const int heads = trial % 2 == 0 ? 4 : static_cast<int>(rng.range(1, 9));
+                const int d_head = trial % 3 == 0 ? 32 : static_cast<int>(rng.range(1, 70));
+                const int64_t max_window = trial % 7 == 0 ? 1 : rng.range(1, 300);
+                const int64_t tokens = rng.range(1, 20);
+                AttentionBlockCase c(rng, heads, d_head, max_window, tokens);
+                AttentionBlockCase d = c;
+                (scalar().*kernel.kernel)(c.args());
+                (p->*kernel.kernel)(d.args());
+                CHECK(std::isnan(d.memory.out.back()));  // nothing written past the last query
+                const bool same = same_bits(c.memory.out, d.memory.out);
+                if (!same)
+                    std::fprintf(stderr,
+                                 "%s, path %s, %d heads x %d, %lld queries, window %lld/%lld\n",
+                                 kernel.name, p->name, heads, d_head, (long long)tokens,
+                                 (long long)c.first_window, (long long)max_window);
+                CHECK(same);
+            }
+        }
+    }
+    // The reference is attend_group of each query: query t's window is the newest
+    // min(first_window + t, max_window) keys up to slot first_slot + first_window - 1 + t.
+    for (int trial = 0; trial < 30; ++trial) {
+        AttentionBlockCase c(rng, 3, 16, rng.range(1, 40), rng.range(1, 10));
+        scalar().attend_block(c.args());
+        for (int64_t t = 0; t < c.tokens; ++t) {
+            AttentionCase one = c.memory;
+            k::AttentionGroup a = one.args();
+            const int64_t newest = c.first_slot + c.first_window - 1 + t;
+            a.window = std::min(c.first_window + t, c.max_window);
+            a.first_slot = newest - a.window + 1;
+            a.q = one.q.data() + t * c.q_stride;
+            a.out = one.out.data();
+            scalar().attend_group(a);
+            CHECK(std::memcmp(a.out, c.memory.out.data() + t * c.out_stride,
+                              size_t(3 * 16) * sizeof(float)) == 0);
+        }
+    }
+}
+
 TEST(attend_group_q8_is_attention_over_the_dequantized_memory) {
     // The scalar int8 reference against attend_group (f32) over the memory it stands for:
     // element * slot scale, each product exact in f32 (int8 times a scale with a short mantissa),
@@ -610,7 +709,7 @@ TEST(swiglu_bit_identical_on_every_path) {
 }
 
 TEST(same_digest_on_every_architecture) {
-    constexpr uint64_t kExpected = 0xe966d92b0af197e7ull;
+    constexpr uint64_t kExpected = 0xbe31caaa01cbe3caull;
     for (const k::KernelTable* p : paths()) {
         const uint64_t d = kernel_digest(*p);
         if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);
