@@ -344,7 +344,7 @@ void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uin
     BlockQ8_0* xq = state_.quantized.data();
 
     // Attention: q, k, v, then each token's key and value into the ring memory, and attention.
-    for (int64_t t = 0; t < count; ++t) rmsnorm(x + t * d, w.attn_norm, u + t * d);
+    rmsnorm(x, w.attn_norm, u, count);
     prepare(u, d, count, xq);
     matmul(w.wq, 0, qd, u, xq, count, state_.q.data(), qd);
     project_keys_values(layer, tokens, count);
@@ -359,7 +359,7 @@ void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uin
     for (int64_t i = 0; i < count * d; ++i) x[i] = x[i] + state_.delta[i];
 
     // SwiGLU feed-forward.
-    for (int64_t t = 0; t < count; ++t) rmsnorm(x + t * d, w.ffn_norm, u + t * d);
+    rmsnorm(x, w.ffn_norm, u, count);
     prepare(u, d, count, xq);
     matmul(w.w1, 0, d_ff, u, xq, count, state_.gate.data(), d_ff);
     matmul(w.w3, 0, d_ff, u, xq, count, state_.up.data(), d_ff);
@@ -477,18 +477,36 @@ void Session::attend_block(int layer, int64_t count, uint64_t position) {
 
 void Session::output_logits(const float* x, float* logits) {
     const int64_t d = config_.d_model;
-    rmsnorm(x, model_.weights.final_norm, state_.u.data());
+    rmsnorm(x, model_.weights.final_norm, state_.u.data(), 1);
     prepare(state_.u.data(), d, 1, state_.quantized.data());
     matmul(model_.weights.output, 0, config_.vocab_size, state_.u.data(), state_.quantized.data(),
            1, logits, config_.vocab_size);
 }
 
-void Session::rmsnorm(const float* x, const float* gain, float* out) const {
+namespace {
+
+// rmsnorm of R rows of d values: each row's sum of squares in its own order, the R sums
+// interleaved so that their additions overlap (one row's is a chain of d dependent additions).
+template <int R>
+void rmsnorm_rows(const float* x, const float* gain, float* out, int d, float eps) {
+    float sum_squares[R] = {};
+    for (int i = 0; i < d; ++i)
+        for (int r = 0; r < R; ++r) sum_squares[r] = sum_squares[r] + x[r * d + i] * x[r * d + i];
+    for (int r = 0; r < R; ++r) {
+        const float inv_rms = 1.0f / std::sqrt(sum_squares[r] / static_cast<float>(d) + eps);
+        for (int i = 0; i < d; ++i) out[r * d + i] = (x[r * d + i] * inv_rms) * gain[i];
+    }
+}
+
+}  // namespace
+
+void Session::rmsnorm(const float* x, const float* gain, float* out, int64_t count) const {
     const int d = config_.d_model;
-    float sum_squares = 0.0f;
-    for (int i = 0; i < d; ++i) sum_squares = sum_squares + x[i] * x[i];
-    const float inv_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(d) + config_.norm_eps);
-    for (int i = 0; i < d; ++i) out[i] = (x[i] * inv_rms) * gain[i];
+    constexpr int kRows = 8;
+    int64_t t = 0;
+    for (; t + kRows <= count; t += kRows)
+        rmsnorm_rows<kRows>(x + t * d, gain, out + t * d, d, config_.norm_eps);
+    for (; t < count; ++t) rmsnorm_rows<1>(x + t * d, gain, out + t * d, d, config_.norm_eps);
 }
 
 void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {

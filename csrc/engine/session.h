@@ -280,7 +280,8 @@ class Session {
     void prepare(const float* x, int64_t n, int64_t count, kernels::BlockQ8_0* xq);
     void matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
                 const kernels::BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride);
-    void rmsnorm(const float* x, const float* gain, float* out) const;
+    // out[t] = rmsnorm(x[t]) * gain for `count` rows of d_model values.
+    void rmsnorm(const float* x, const float* gain, float* out, int64_t count) const;
     void accept(int32_t token);  // grammar + detokenizer + event queue
     void start_piece();          // feeds BOS to a session that has been fed nothing
     // The grammar's mask narrowed by the controls into allowed[V]; when a soft control biases the
