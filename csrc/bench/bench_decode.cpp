@@ -7,7 +7,8 @@
 //     `position` tokens, for each position, and its ratio to the first position's (a step should
 //     cost the same at every position past the longest horizon);
 //   - prefill: median tokens per second of feeding a block of --block tokens to a fresh session,
-//     and its ratio to decode tokens per second at the first position;
+//     and its ratio to decode tokens per second at the first position (with the median CPU time
+//     of the process, which other jobs on a shared host do not inflate);
 //   - the split of a decode step at --split-at past tokens: the matrix products (quantizing their
 //     inputs included), the attention, and the rest (norms, SwiGLU, residuals, embedding), the
 //     first two timed alone over the model's own matrices and windows, the rest by difference.
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -259,16 +261,22 @@ int main(int argc, char** argv) {
                     (long long)p, us, 1e6 / us, us / first_decode_us, (long long)positions.front());
     }
 
+    // The prefill's CPU time too: on a shared host the wall time counts other jobs' turns.
+    std::vector<double> prefill_cpu;
     const double prefill_s = median_time(
         [&] {
             session.reset();
+            const std::clock_t c0 = std::clock();
             session.feed(filler.data(), size_t(block), logits.data(), false);
+            prefill_cpu.push_back(double(std::clock() - c0) / CLOCKS_PER_SEC);
         },
         std::max(5, steps / 20));
     const double prefill_tps = double(block) / prefill_s;
-    std::printf("prefill of %lld tokens: %.2f ms, %.0f tokens/s = %.1fx decode at %lld\n",
-                (long long)block, prefill_s * 1e3, prefill_tps, prefill_tps * first_decode_us / 1e6,
-                (long long)positions.front());
+    std::printf(
+        "prefill of %lld tokens: %.2f ms (CPU time %.2f ms), %.0f tokens/s = %.1fx decode "
+        "at %lld\n",
+        (long long)block, prefill_s * 1e3, median(prefill_cpu) * 1e3, prefill_tps,
+        prefill_tps * first_decode_us / 1e6, (long long)positions.front());
 
     StepProducts products(*model, kernels);
     StepAttention attention(*model, kernels, split_at, int8);
