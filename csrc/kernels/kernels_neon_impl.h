@@ -303,6 +303,41 @@ inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, in
     }
 }
 
+// The scores of the n <= 4 keys at window indices j .. j + n - 1 (from `slot`, wrapping at the
+// ring's end) for the NH heads from h0: their dot products on the lanes of one vector, the keys
+// gathered lane by lane (a lane past n repeats key j, and its result is dropped), the rest of
+// attention_score lane by lane; the same operations, so the same bits (as on x86: one key at a
+// time was a chain of d_head dependent multiply-adds).
+template <typename Ring, int NH>
+inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot, int64_t j, int n,
+                           int h0, float* s, float* max_score) {
+    int64_t slots[4];
+    for (int l = 0; l < 4; ++l) {
+        const int64_t k = slot + (l < n ? l : 0);
+        slots[l] = k < a.horizon ? k : k - a.horizon;
+    }
+    float32x4_t dot[NH];
+    for (int h = 0; h < NH; ++h) dot[h] = vdupq_n_f32(0.0f);
+    for (int c = 0; c < a.d_head; ++c) {
+        float32x4_t k = vdupq_n_f32(Ring::key(a, c, slots[0]));
+        k = vsetq_lane_f32(Ring::key(a, c, slots[1]), k, 1);
+        k = vsetq_lane_f32(Ring::key(a, c, slots[2]), k, 2);
+        k = vsetq_lane_f32(Ring::key(a, c, slots[3]), k, 3);
+        for (int h = 0; h < NH; ++h) dot[h] = vfmaq_n_f32(dot[h], k, q[h * a.d_head + c]);
+    }
+    for (int h = 0; h < NH; ++h) {
+        float d[4];
+        vst1q_f32(d, dot[h]);
+        for (int l = 0; l < n; ++l) {
+            const float distance = static_cast<float>(a.window - 1 - (j + l));
+            const float v =
+                Ring::scaled_dot(a, d[l], slots[l]) * a.scale - a.slopes[h0 + h] * distance;
+            s[h * a.window + j + l] = v;
+            if (v > max_score[h]) max_score[h] = v;
+        }
+    }
+}
+
 // s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
 template <typename Ring, int NH>
 void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
@@ -313,23 +348,25 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         vmax[h] = vdupq_n_f32(-INFINITY);
         max_score[h] = -INFINITY;
     }
+    // Vectors of consecutive slots while the ring's end is 4 or more keys away; the keys around
+    // the end, and the window's last few, gathered into one vector.
     int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {  // runs of consecutive slots: up to the ring's end, then from slot 0
+    while (j < a.window) {
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t i = 0;
-        for (; i + 16 <= run; i += 16) score_keys<Ring, NH, 4>(a, q, slot + i, j + i, h0, s, vmax);
-        for (; i + 4 <= run; i += 4) score_keys<Ring, NH, 1>(a, q, slot + i, j + i, h0, s, vmax);
-        for (; i < run; ++i) {  // the last keys of a run, one at a time in the same order
-            const float distance = static_cast<float>(a.window - 1 - (j + i));
-            for (int h = 0; h < NH; ++h) {
-                const float v = attention_score<Ring>(a, q + h * a.d_head, slot + i,
-                                                      a.slopes[h0 + h], distance);
-                s[h * a.window + j + i] = v;
-                if (v > max_score[h]) max_score[h] = v;
-            }
+        int64_t step;
+        if (run >= 16) {
+            score_keys<Ring, NH, 4>(a, q, slot, j, h0, s, vmax);
+            step = 16;
+        } else if (run >= 4) {
+            score_keys<Ring, NH, 1>(a, q, slot, j, h0, s, vmax);
+            step = 4;
+        } else {
+            step = a.window - j < 4 ? a.window - j : 4;
+            score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
         }
-        j += run;
-        slot = 0;
+        j += step;
+        slot += step;
+        if (slot >= a.horizon) slot -= a.horizon;
     }
     for (int h = 0; h < NH; ++h) {
         const float m = vmaxvq_f32(vmax[h]);
