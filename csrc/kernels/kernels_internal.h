@@ -45,14 +45,41 @@ struct Q8Ring {
 };
 
 // s = (q . k) * scale - slope * distance for the key in `slot`, in attend_group's canonical order
-// (kernels_scalar.cpp): the scalar path scores every key with it, and the SIMD paths the keys left
-// over after their full vectors.
+// (kernels_scalar.cpp): the scalar path scores every key with it. score_of_dot is its last step,
+// which the SIMD paths apply lane by lane to the keys they gather (gathered_scores).
+template <typename Ring>
+float score_of_dot(const AttentionGroup& a, float dot, int64_t slot, float slope, float distance) {
+    return Ring::scaled_dot(a, dot, slot) * a.scale - slope * distance;
+}
+
 template <typename Ring>
 float attention_score(const AttentionGroup& a, const float* q, int64_t slot, float slope,
                       float distance) {
     float dot = 0.0f;
     for (int c = 0; c < a.d_head; ++c) dot = std::fma(q[c], Ring::key(a, c, slot), dot);
-    return Ring::scaled_dot(a, dot, slot) * a.scale - slope * distance;
+    return score_of_dot<Ring>(a, dot, slot, slope, distance);
+}
+
+// The slots of the n <= W keys from `slot` on, wrapping at the ring's end; a lane past n repeats
+// the first key (a SIMD path gathers them into one vector and drops those lanes' results).
+template <int W>
+void gathered_slots(const AttentionGroup& a, int64_t slot, int n, int64_t* slots) {
+    for (int l = 0; l < W; ++l) {
+        const int64_t k = slot + (l < n ? l : 0);
+        slots[l] = k < a.horizon ? k : k - a.horizon;
+    }
+}
+
+// The scores of n gathered keys at window indices j .. j + n - 1 from their dot products, into
+// s[j ..] (one head's row), and the head's running max.
+template <typename Ring>
+void gathered_scores(const AttentionGroup& a, const float* dot, const int64_t* slots, int n,
+                     int64_t j, float slope, float* s, float* max_score) {
+    for (int l = 0; l < n; ++l) {
+        const float distance = static_cast<float>(a.window - 1 - (j + l));
+        s[j + l] = score_of_dot<Ring>(a, dot[l], slots[l], slope, distance);
+        if (s[j + l] > *max_score) *max_score = s[j + l];
+    }
 }
 
 // out[c] = (sum over the window of weight_j * v_j[c]) * inv_total for one head's weights e and

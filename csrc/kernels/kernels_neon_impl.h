@@ -312,10 +312,7 @@ template <typename Ring, int NH>
 inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot, int64_t j, int n,
                            int h0, float* s, float* max_score) {
     int64_t slots[4];
-    for (int l = 0; l < 4; ++l) {
-        const int64_t k = slot + (l < n ? l : 0);
-        slots[l] = k < a.horizon ? k : k - a.horizon;
-    }
+    gathered_slots<4>(a, slot, n, slots);
     float32x4_t dot[NH];
     for (int h = 0; h < NH; ++h) dot[h] = vdupq_n_f32(0.0f);
     for (int c = 0; c < a.d_head; ++c) {
@@ -328,13 +325,7 @@ inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot
     for (int h = 0; h < NH; ++h) {
         float d[4];
         vst1q_f32(d, dot[h]);
-        for (int l = 0; l < n; ++l) {
-            const float distance = static_cast<float>(a.window - 1 - (j + l));
-            const float v =
-                Ring::scaled_dot(a, d[l], slots[l]) * a.scale - a.slopes[h0 + h] * distance;
-            s[h * a.window + j + l] = v;
-            if (v > max_score[h]) max_score[h] = v;
-        }
+        gathered_scores<Ring>(a, d, slots, n, j, a.slopes[h0 + h], s + h * a.window, &max_score[h]);
     }
 }
 

@@ -413,10 +413,7 @@ template <typename Ring, int NH>
 inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot, int64_t j, int n,
                            int h0, float* s, float* max_score) {
     int64_t slots[8];
-    for (int l = 0; l < 8; ++l) {
-        const int64_t k = slot + (l < n ? l : 0);
-        slots[l] = k < a.horizon ? k : k - a.horizon;
-    }
+    gathered_slots<8>(a, slot, n, slots);
     __m256 dot[NH];
     for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_ps();
     for (int c = 0; c < a.d_head; ++c) {
@@ -427,13 +424,7 @@ inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot
     for (int h = 0; h < NH; ++h) {
         float d[8];
         _mm256_storeu_ps(d, dot[h]);
-        for (int l = 0; l < n; ++l) {
-            const float distance = static_cast<float>(a.window - 1 - (j + l));
-            const float v =
-                Ring::scaled_dot(a, d[l], slots[l]) * a.scale - a.slopes[h0 + h] * distance;
-            s[h * a.window + j + l] = v;
-            if (v > max_score[h]) max_score[h] = v;
-        }
+        gathered_scores<Ring>(a, d, slots, n, j, a.slopes[h0 + h], s + h * a.window, &max_score[h]);
     }
 }
 
@@ -680,8 +671,8 @@ void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* 
                 _mm256_storeu_ps(d, dot[t * NH + h]);
                 for (int l = 0; l < n; ++l)
                     s[(t * NH + h) * tile.keys + i + l] =
-                        Ring::scaled_dot(m, d[l], slots[l]) * m.scale -
-                        m.slopes[h0 + h] * static_cast<float>(tile.newest[t] - slots[l]);
+                        score_of_dot<Ring>(m, d[l], slots[l], m.slopes[h0 + h],
+                                           static_cast<float>(tile.newest[t] - slots[l]));
             }
     }
     float inv_total[R];
