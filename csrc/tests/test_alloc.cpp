@@ -114,6 +114,8 @@ TEST(decode_steps_allocate_nothing) {
                       reason == SAGE_STOP_END);
                 CHECK_EQ(sage_session_pop_events(session, events.data(), events.size(), &count),
                          SAGE_OK);
+                // A prompt of 150 tokens a few hundred tokens in: prefill blocks (the GEMMs, the
+                // window copied from the rings, attend_block), past every fixture's horizon.
                 CHECK_EQ(sage_session_feed(session, prompt.data(), prompt.size(), nullptr, 0),
                          SAGE_OK);
                 CHECK_EQ(sage_session_reset(session), SAGE_OK);
