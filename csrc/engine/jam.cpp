@@ -231,14 +231,18 @@ void Jam::anticipate(int64_t now_us) {
         reading_.position = from < bar_ticks ? position_token_[from] : -1;
         anticipating_ = true;
     }
-    if (!anticipating_) return;
-    StopReason reason = StopReason::Capacity;
-    const size_t made =
-        session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerPoll, &reason);
-    record(generated_, made);
-    keep_played(generated_, made);
-    collect(0);
-    if (reason != StopReason::Capacity) anticipating_ = false;  // until the next listening point
+    // A few tokens at a time, returning as soon as a note is complete (as an answer does): the
+    // first note after a listening point goes out without waiting for the rest of the poll's.
+    for (size_t done = 0; anticipating_ && done < kTokensPerPoll && notes_count_ == 0;) {
+        StopReason reason = StopReason::Capacity;
+        const size_t made =
+            session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerStep, &reason);
+        record(generated_, made);
+        keep_played(generated_, made);
+        collect(0);
+        done += made;
+        if (reason != StopReason::Capacity) anticipating_ = false;  // until the next point
+    }
 }
 
 // The engine's notes as they are generated, kept to be replayed with the bar.
