@@ -78,27 +78,31 @@ void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvM
     }
 }
 
-void RingMemory::copy_from(const RingMemory& ring, uint64_t first, int64_t count) {
-    // n slots of the ring from slot `from` into slots to, to + 1, ...
+void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first, int64_t count) {
+    // n slots of the ring from slot `from` into slots to, to + 1, ...: the group's d_head elements
+    // of each key and value, and its scales.
+    const int64_t H = ring.horizon, first_element = group * d_head;
     auto copy_run = [&](int64_t from, int64_t to, int64_t n) {
-        const int64_t H = ring.horizon;
         if (!is_int8()) {
-            for (int64_t e = 0; e < width; ++e)
-                std::copy_n(&ring.keys[e * H + from], n, &keys[e * horizon + to]);
-            std::copy_n(&ring.values[from * width], n * width, &values[to * width]);
+            for (int64_t e = 0; e < d_head; ++e)
+                std::copy_n(&ring.keys[(first_element + e) * H + from], n, &keys[e * horizon + to]);
+            for (int64_t j = 0; j < n; ++j)
+                std::copy_n(&ring.values[(from + j) * ring.width + first_element], d_head,
+                            &values[(to + j) * width]);
             return;
         }
-        for (int64_t e = 0; e < width; ++e)
-            std::copy_n(&ring.keys_q8[e * H + from], n, &keys_q8[e * horizon + to]);
-        std::copy_n(&ring.values_q8[from * width], n * width, &values_q8[to * width]);
-        for (int64_t g = 0; g < heads; ++g) {
-            std::copy_n(&ring.key_scales[g * H + from], n, &key_scales[g * horizon + to]);
-            std::copy_n(&ring.value_scales[g * H + from], n, &value_scales[g * horizon + to]);
-        }
+        for (int64_t e = 0; e < d_head; ++e)
+            std::copy_n(&ring.keys_q8[(first_element + e) * H + from], n,
+                        &keys_q8[e * horizon + to]);
+        for (int64_t j = 0; j < n; ++j)
+            std::copy_n(&ring.values_q8[(from + j) * ring.width + first_element], d_head,
+                        &values_q8[(to + j) * width]);
+        std::copy_n(&ring.key_scales[group * H + from], n, &key_scales[to]);
+        std::copy_n(&ring.value_scales[group * H + from], n, &value_scales[to]);
     };
     // Two runs of ring slots at most: up to the ring's end, then from slot 0.
-    const int64_t start = static_cast<int64_t>(first % ring.horizon);
-    const int64_t to_end = std::min(count, ring.horizon - start);
+    const int64_t start = static_cast<int64_t>(first % H);
+    const int64_t to_end = std::min(count, H - start);
     copy_run(start, 0, to_end);
     copy_run(0, to_end, count - to_end);
 }
@@ -147,7 +151,7 @@ Session::Session(const Model& model, const SessionOptions& options,
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
         memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);
-    window_.allocate(n.window, c.n_kv_heads, c.d_head, options.kv_memory);
+    window_.allocate(n.window, 1, c.d_head, options.kv_memory);
     events_.resize(kEventCapacity);
     for (int32_t id = 0; id < c.vocab_size && bos_token_ < 0; ++id)
         if (model.vocab[id].kind == Kind::Bos) bos_token_ = id;
@@ -443,27 +447,29 @@ void Session::attend(int layer, uint64_t position, const float* q, float* out) {
     }
 }
 
-// The block's window in window_ (the h - 1 positions before the block from the ring, then the
-// block's keys and values, stored as the ring stores them), every group's queries at once, then
-// the block's keys and values into the ring (only the last h of them stay).
+// Per key/value group: the block's window in window_ (the group's h - 1 positions before the
+// block from the ring, then the block's own keys and values, stored as the ring stores them), and
+// the group's queries of the whole block at once; then the block's keys and values into the ring
+// (only the last h of them stay).
 void Session::attend_block(int layer, int64_t count, uint64_t position) {
     RingMemory& memory = memory_[layer];
-    const int64_t horizon = memory.horizon, kvd = memory.width;
-    const int64_t qd = int64_t{config_.n_heads} * config_.d_head;
-    const int64_t group_width = int64_t{config_.n_heads / config_.n_kv_heads} * config_.d_head;
+    const int64_t horizon = memory.horizon, kvd = memory.width, dh = config_.d_head;
+    const int64_t qd = int64_t{config_.n_heads} * dh;
+    const int heads_per_group = config_.n_heads / config_.n_kv_heads;
     const int64_t past = static_cast<int64_t>(std::min<uint64_t>(position, horizon - 1));
-    window_.copy_from(memory, position - past, past);
-    for (int64_t t = 0; t < count; ++t) {
-        const int64_t row = state_.kv_row[t];
-        window_.write(past + t, &state_.k[row * kvd], &state_.v[row * kvd]);
-    }
     for (int g = 0; g < config_.n_kv_heads; ++g) {
+        window_.copy_from(memory, g, position - past, past);
+        for (int64_t t = 0; t < count; ++t) {
+            const int64_t row = state_.kv_row[t] * kvd + g * dh;
+            window_.write(past + t, &state_.k[row], &state_.v[row]);
+        }
         kernels::AttentionBlock b{};
-        b.first = group_memory(window_, g);
+        b.first = group_memory(window_, 0);
+        b.first.slopes = model_.weights.alibi_slopes + int64_t{g} * heads_per_group;
         b.first.window = std::min<int64_t>(past + 1, horizon);
         b.first.first_slot = past + 1 - b.first.window;
-        b.first.q = state_.q.data() + g * group_width;
-        b.first.out = state_.attended.data() + g * group_width;
+        b.first.q = state_.q.data() + g * heads_per_group * dh;
+        b.first.out = state_.attended.data() + g * heads_per_group * dh;
         b.tokens = count;
         b.q_stride = b.out_stride = qd;
         b.max_window = horizon;
@@ -703,7 +709,7 @@ MemoryReport Session::planned_memory(const Model& model, const SessionOptions& o
     const RunState::Sizes sizes = RunState::sizes(model);
     r.activation_bytes = RunState::bytes(sizes) +
                          uint64_t(c.vocab_size) * Sampler::kScratchBytesPerToken +
-                         RingMemory::bytes(sizes.window, c.n_kv_heads, c.d_head, options.kv_memory);
+                         RingMemory::bytes(sizes.window, 1, c.d_head, options.kv_memory);
     for (uint32_t h : model.horizons)
         r.kv_bytes += RingMemory::bytes(h, c.n_kv_heads, c.d_head, options.kv_memory);
     r.total_bytes = r.activation_bytes + r.kv_bytes + kEventCapacity * sizeof(NoteEvent) +

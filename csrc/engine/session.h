@@ -84,9 +84,10 @@ struct RingMemory {
     // Bytes of one layer's memory of `horizon` slots (what allocate asks for).
     static uint64_t bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind);
 
-    // Copies positions first .. first + count - 1 of `ring` (a memory of the same kind and width
-    // holding them) into slots 0 .. count - 1 of this one, which must have count slots or more.
-    void copy_from(const RingMemory& ring, uint64_t first, int64_t count);
+    // Copies key/value head `group` of positions first .. first + count - 1 of `ring` (a memory
+    // of the same kind holding them) into slots 0 .. count - 1 of this one-head memory, which must
+    // have count slots or more.
+    void copy_from(const RingMemory& ring, int64_t group, uint64_t first, int64_t count);
 
     void write(uint64_t position, const float* key, const float* value) {
         const int64_t slot = static_cast<int64_t>(position % horizon);
@@ -133,7 +134,7 @@ struct RunState {
         int64_t keys;       // k, v
         int64_t tokens;     // kv_row
         int64_t scores;     // scores
-        int64_t window;     // slots of Session's block window: max h_l - 1 + chunk
+        int64_t window;     // slots of Session's block window (one head): max h_l - 1 + chunk
         int64_t hidden;     // gate, up
         int64_t vocab;      // logits, allowed, biased
     };
@@ -294,10 +295,10 @@ class Session {
     SessionOptions options_;
     RunState state_;
     std::vector<RingMemory> memory_;  // one per layer
-    // A prefill block's window in one layer: the h_l - 1 positions before the block, copied from
-    // the ring, then the block's own, in slots that do not wrap, so that every query of the block
-    // attends from it at once (the ring holds only h_l positions: the block's newest keys would
-    // overwrite keys its first queries see).
+    // A prefill block's window in one layer, one key/value head at a time: the h_l - 1 positions
+    // before the block, copied from the ring, then the block's own, in slots that do not wrap, so
+    // that every query of the block attends from it at once (the ring holds only h_l positions:
+    // the block's newest keys would overwrite keys its first queries see).
     RingMemory window_;
     Sampler sampler_;
     Grammar grammar_;
