@@ -9,9 +9,11 @@ answer it takes the arrival of its first byte and reports, p50/p99/max:
   - from the bar line: first byte minus the answer's bar line (adds where the model put its
     first note, which is music, not delay);
   - from the last note: first byte minus the musician's last note-off of the phrase.
-Part 2 (engine work, in process, simulated clock): the poll that takes a phrase's last bar feeds
-it and generates until the answer's first note; its wall time, the tokens it prefilled and
-generated, and a Pi 4 estimate from those counts and docs/deploy.md's per-token figures.
+Part 2 (engine work, in process, simulated clock): the poll at a phrase's end feeds what is left
+of its last bar and generates until the answer's first note; its wall time, the tokens it fed
+and generated, and a Pi 4 estimate from those counts and docs/deploy.md's per-token figures; for
+a jam polled every millisecond (notes fed once final) beside one polled only at phrase ends (the
+last bar fed whole), in one run.
 
     python benchmarks/jam_latency.py [--phrases 200] [--runner PATH] [--skip-end-to-end]
 """
@@ -139,45 +141,85 @@ def end_to_end(runner: Path, count: int) -> dict:
 
 
 def engine_work(count: int) -> dict:
+    """The work at each phrase end, two jams side by side on one simulated clock, the same notes:
+    "ahead" is polled every millisecond, as the runner does, so each note is fed once it is final
+    and the phrase end leaves only what its last moments decide; "whole" is polled only after the
+    phrase's last grid point, so its last bar is fed whole there (the work before notes were fed
+    ahead). Also the longest poll of "ahead" during a phrase (the work moved into the bar)."""
     engine = sage_edge.Engine()
     kinds = engine.tokenizer.token_table()["kind"]
-    jam = Jam(
-        engine,
-        "call-response",
-        programs=[53, 54, 42],
-        bars=1,
-        tempo=TEMPO,
-        meter=METER,
-        musician_program=52,
-        start_us=0,
-        seed=1,
-    )
-    work, prefill, decode = [], [], []
+
+    def jam():
+        return Jam(
+            engine,
+            "call-response",
+            programs=[53, 54, 42],
+            bars=1,
+            tempo=TEMPO,
+            meter=METER,
+            musician_program=52,
+            start_us=0,
+            seed=1,
+        )
+
+    def phrase_end(j, t) -> tuple[float, int, int, list]:
+        """Polls at t until the answer's first note: wall time (us), tokens fed, tokens generated
+        up to that note's Duration, the notes."""
+        before = j.state["tokens"]
+        began = time.perf_counter_ns()
+        notes = j.poll(t)
+        while not notes and j.state["answering"]:
+            notes = j.poll(t)
+        took = (time.perf_counter_ns() - began) / 1000
+        new = j.history()[-(j.state["tokens"] - before) :]
+        # The answer's Bar, fed with the rest of the phrase: the last Bar (no other comes before
+        # the answer's first note).
+        bar_at = max(k for k, token in enumerate(new) if kinds[token] == Kind.BAR)
+        durations = [k for k in range(bar_at, len(new)) if kinds[new[k]] == Kind.DURATION]
+        return took, bar_at + 1, (durations[0] if durations else len(new)) - bar_at, notes
+
+    ahead, whole = jam(), jam()
+    out = {way: {"work_us": [], "fed": [], "decode": []} for way in ("ahead", "whole")}
+    out["poll_in_bar_us"], out["same"] = [], []
+    clock = 0  # the "ahead" jam's last poll
     for i, phrase in enumerate(phrases(count)):
         bar0 = 2 * i * BAR + BAR
-        for e in phrase:
-            jam.note(e.time_us + bar0, e.channel, e.pitch, e.velocity)
         t = bar0 + BAR - int(QUARTER / TICKS / 2)  # the last grid point passed: the bar is due
-        before = jam.state["tokens"]
-        began = time.perf_counter_ns()
-        notes = jam.poll(t)
-        while not notes and jam.state["answering"]:
-            notes = jam.poll(t)
-        work.append((time.perf_counter_ns() - began) / 1000)
-        history = jam.history()
-        fed = jam.state["tokens"] - before
-        new = history[-fed:]
-        bar_at = next(
-            k
-            for k in range(len(new) - 1, -1, -1)
-            if kinds[new[k]] == Kind.BAR and k > 0 and kinds[new[k - 1]] != Kind.BAR
-        )
-        prefill.append(bar_at)  # the musician's last bar
-        durations = [k for k in range(bar_at, len(new)) if kinds[new[k]] == Kind.DURATION]
-        decode.append((durations[0] if durations else len(new)) - bar_at + 1)
-        for step in range(2 * BAR // 1000):  # the rest of the answer, polled every millisecond
-            jam.poll(t + step * 1000)
-    return {"work_us": work, "prefill": prefill, "decode": decode}
+        events = [e._replace(time_us=e.time_us + bar0) for e in phrase]
+        # A note released after the phrase's end was cut there: its note-off comes afterwards.
+        after = [e for e in events if e.time_us >= t]
+        events = events[: len(events) - len(after)]
+        longest = 0.0
+        for e in events:
+            whole.note(*e)
+        for e in [*events, None]:  # "ahead": polled every millisecond, notes at their times
+            until = t if e is None else e.time_us
+            while clock + 1000 < until:
+                clock += 1000
+                began = time.perf_counter_ns()
+                ahead.poll(clock)
+                if clock >= bar0:
+                    longest = max(longest, (time.perf_counter_ns() - began) / 1000)
+            if e is not None:
+                ahead.note(*e)
+        out["poll_in_bar_us"].append(longest)
+        first = []
+        for way, j in (("ahead", ahead), ("whole", whole)):
+            took, fed, decode, notes = phrase_end(j, t)
+            out[way]["work_us"].append(took)
+            out[way]["fed"].append(fed)
+            out[way]["decode"].append(decode)
+            first.append(notes[:1])
+        out["same"].append(first[0] == first[1])
+        for e in after:
+            for j in (ahead, whole):
+                j.note(*e)
+        # The rest of the answer: "ahead" every millisecond up to the next phrase; "whole" until
+        # just before the answer's bar is due (its next poll is the next phrase's end).
+        for step in range(1, BAR // 1000):
+            whole.poll(t + step * 1000)
+        clock = t
+    return out
 
 
 def summary(values, unit="ms", scale=1e-3) -> str:
@@ -201,23 +243,31 @@ def main() -> None:
         f"1-bar phrases in {METER}/4 at {TEMPO} BPM"
     )
     w = engine_work(args.phrases)
-    print("engine work at a phrase end (in process):", summary(w["work_us"]))
-    print(
-        f"  prefill tokens p50 {np.median(w['prefill']):.0f} max {max(w['prefill'])}; "
-        f"tokens to the first note p50 {np.median(w['decode']):.0f} max {max(w['decode'])}"
-    )
-    pi = [
-        [
-            p * PI4_PREFILL_MS[k] + d * PI4_DECODE_MS[k]
-            for p, d in zip(w["prefill"], w["decode"], strict=True)
+    same = sum(w["same"])
+    print(f"engine work at a phrase end (in process; {same}/{args.phrases} answers alike):")
+    for way, label in (
+        ("whole", "last bar fed whole at its end"),
+        ("ahead", "notes fed once final (now)"),
+    ):
+        r = w[way]
+        pi = [
+            [
+                p * PI4_PREFILL_MS[k] + d * PI4_DECODE_MS[k]
+                for p, d in zip(r["fed"], r["decode"], strict=True)
+            ]
+            for k in (0, 1)
         ]
-        for k in (0, 1)
-    ]
-    print(
-        f"  Pi 4 estimate: p50 {np.median(pi[0]):.1f}-{np.median(pi[1]):.1f} ms, "
-        f"p99 {np.percentile(pi[0], 99):.1f}-{np.percentile(pi[1], 99):.1f} ms, "
-        f"max {max(pi[0]):.1f}-{max(pi[1]):.1f} ms"
-    )
+        print(f"  {label}: {summary(r['work_us'])}")
+        print(
+            f"    tokens fed p50 {np.median(r['fed']):.0f} max {max(r['fed'])}; "
+            f"tokens to the first note p50 {np.median(r['decode']):.0f} max {max(r['decode'])}"
+        )
+        print(
+            f"    Pi 4 estimate: p50 {np.median(pi[0]):.1f}-{np.median(pi[1]):.1f} ms, "
+            f"p99 {np.percentile(pi[0], 99):.1f}-{np.percentile(pi[1], 99):.1f} ms, "
+            f"max {max(pi[0]):.1f}-{max(pi[1]):.1f} ms"
+        )
+    print(f"  longest poll during a phrase bar (notes fed ahead): {summary(w['poll_in_bar_us'])}")
     if args.skip_end_to_end:
         return
     r = end_to_end(args.runner, args.phrases)

@@ -78,15 +78,25 @@ def midi_bytes(events: list[MidiEvent]) -> list[tuple[int, bytes]]:
     return out
 
 
-def play_score(encoder: LiveEncoder, events: list[MidiEvent], raw: bool = False) -> list[int]:
+def play_score(
+    encoder: LiveEncoder, events: list[MidiEvent], raw: bool = False, parts: bool = False
+) -> list[int]:
     """The tokens ``encoder`` writes while ``events`` are played into it, a bar taken as soon as
     it is complete (before each event, as a live driver does), up to the bar of the last onset.
-    ``raw`` sends each event as MIDI bytes with running status instead of a note call."""
+    ``raw`` sends each event as MIDI bytes with running status instead of a note call; ``parts``
+    also takes the open bar's final part ahead, halfway between two events and before each."""
     tokens = []
     stream = midi_bytes(events) if raw else events
+    previous = stream[0][0] if stream else 0
+    taken = 0
     for item in stream:
-        while bar := encoder.take_bar(item[0]):
-            tokens += bar
+        for t in ((previous + item[0]) // 2, item[0]) if parts else (item[0],):
+            while (bar := encoder.take_bar(t)) or encoder.counts["bars_taken"] > taken:
+                tokens += bar
+                taken = encoder.counts["bars_taken"]
+            if parts:
+                tokens += encoder.take_final(t)
+        previous = item[0]
         if raw:
             encoder.midi(*item)
         else:
@@ -104,9 +114,11 @@ def play_score(encoder: LiveEncoder, events: list[MidiEvent], raw: bool = False)
 def played_and_encoded(engine, tokenizer, score: symusic.Score):
     """The parity check of the live encoder: ``score`` played as timed note events (track i on
     channel i, at a tempo whose microsecond grid is exact) through the engine's live encoder by
-    note calls and as raw running-status bytes, beside ``Tokenizer.encode`` of the same score:
-    ``(calls, raw, encoded)`` token lists, or the reason the live encoder cannot take it (one
-    meter from tick 0, that the tokenizer writes as one bar, at most 16 parts)."""
+    note calls, as raw running-status bytes, and as raw bytes with the bars taken in final parts
+    ahead (``take_final``), beside ``Tokenizer.encode`` of the same score:
+    ``({"calls": ..., "bytes": ..., "parts": ...}, encoded)`` token lists, or the reason the live
+    encoder cannot take it (one meter from tick 0, that the tokenizer writes as one bar, at most
+    16 parts)."""
     meters = {(int(t.numerator), int(t.denominator)) for t in score.time_signatures}
     if not score.time_signatures or score.time_signatures[0].time > 0:
         meters.add((4, 4))  # the meter before the first time signature
@@ -123,16 +135,16 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
     score = score.copy()
     score.tempos = [symusic.Tempo(0, 60e6 / (us_per_tick * tpq))]
     events, programs = score_events(score, us_per_tick)
-    results = []
-    for raw in (False, True):
+    played = {}
+    for way, raw, parts in (("calls", False, False), ("bytes", True, False), ("parts", True, True)):
         encoder = LiveEncoder(
             engine,
             us_per_quarter=us_per_tick * tpq,
             bar_quarters=meter[0],
             channel_programs=channel_programs(programs),
         )
-        results.append(play_score(encoder, events, raw))
-    return results[0], results[1], tokenizer.encode(score)
+        played[way] = play_score(encoder, events, raw, parts)
+    return played, tokenizer.encode(score)
 
 
 class JamNote(NamedTuple):
@@ -368,8 +380,16 @@ class LiveEncoder:
 
     def take_bar(self, now_us: int, force: bool = False) -> list[int]:
         """The next bar's tokens if it is complete at ``now_us`` (``force``: even with notes
-        still sounding, written with the length they have so far), else ``[]``."""
+        still sounding, written with the length they have so far), else ``[]``; without those
+        ``take_final`` gave ahead (all of them given: ``[]``, and ``counts["bars_taken"]`` says
+        the bar was taken)."""
         return self._live.take_bar(now_us, force)
+
+    def take_final(self, now_us: int) -> list[int]:
+        """The part of the open bar that is final at ``now_us`` and not taken yet (positions the
+        clock has passed, up to a note still sounding, whose Duration waits); ``take_bar`` then
+        gives the rest. The pieces together are the bar's tokens."""
+        return self._live.take_final(now_us)
 
     def time_of(self, tick: int) -> int:
         """When grid tick ``tick`` (from bar 0) falls, in microseconds on the caller's clock."""

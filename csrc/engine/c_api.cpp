@@ -674,6 +674,17 @@ sage_status sage_live_take_bar(sage_live* live, int64_t now_us, int force, int32
     });
 }
 
+sage_status sage_live_take_final(sage_live* live, int64_t now_us, int32_t* tokens, size_t capacity,
+                                 size_t* count) {
+    return guarded([&] {
+        require(live, "live");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(tokens, "tokens");
+        *count = live->encoder->take_final(now_us, tokens, capacity);
+    });
+}
+
 sage_status sage_live_time_of(const sage_live* live, int64_t tick, int64_t* time_us) {
     return guarded([&] {
         require(live, "live");

@@ -127,10 +127,13 @@ void Jam::collect(int64_t shift_ticks) {
     }
 }
 
+bool Jam::has_notes(size_t n) const {
+    for (size_t i = 0; i < n; ++i)
+        if (model_.vocab[bar_[i]].kind == Kind::Program) return true;
+    return false;
+}
+
 void Jam::start_answer() {
-    // The answer opens the next bar itself, so that nothing lands in the bar just played; the
-    // meter lock keeps its bars as long as the musician's.
-    feed(&bar_token_, 1);
     stop_ = BarStop{};
     stop_.bars = options_.phrase_bars;
     generating_ = true;
@@ -352,8 +355,9 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
                            (phrase_started_ ? phrase_bars_ + 1 >= options_.phrase_bars
                                             : options_.phrase_bars == 1);
         if (accompanying_) break;  // the musician's next bar waits for this one's parts
-        const size_t n = live_.take_bar(now_us, force, bar_, kMaxBarTokens);
-        if (n == 0) break;
+        const uint64_t taken = live_.bars_written();
+        size_t n = live_.take_bar(now_us, force, bar_, kMaxBarTokens);
+        if (live_.bars_written() == taken) break;  // (a bar all taken ahead gives no tokens)
         if (!call_response) {
             start_accompaniment(bar_, n);
             continue;
@@ -361,18 +365,31 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
         if (state_ == State::Answering)
             continue;  // the musician's notes during the answer
                        // are not heard: the bar is the answer's
+        phrase_started_ |= bar_notes_ || has_notes(n);
+        bar_notes_ = false;
+        bool phrase_ends = false;
+        if (phrase_started_) {
+            ++phrase_bars_;
+            const int64_t bar_line = live_.time_of(live_.bars_written() * live_.bar_ticks());
+            const double rested = static_cast<double>(bar_line - live_.last_key_us()) /
+                                  (live_.time_of(live_.ticks_per_quarter()) - live_.time_of(0));
+            const bool rest_ends = options_.rest_quarters > 0 && live_.keys_down() == 0 &&
+                                   rested >= options_.rest_quarters;
+            phrase_ends = phrase_bars_ >= options_.phrase_bars || rest_ends;
+        }
+        // The answer opens the next bar itself, so that nothing lands in the bar just played (the
+        // meter lock keeps its bars as long as the musician's); its Bar goes in with the rest of
+        // the phrase's last bar, one prefill.
+        if (phrase_ends) bar_[n++] = bar_token_;
         feed_musician(bar_, n);
-        bool notes = false;
-        for (size_t i = 0; i < n; ++i) notes |= model_.vocab[bar_[i]].kind == Kind::Program;
-        phrase_started_ |= notes;
-        if (!phrase_started_) continue;
-        ++phrase_bars_;
-        const int64_t bar_line = live_.time_of(live_.bars_written() * live_.bar_ticks());
-        const double rested = static_cast<double>(bar_line - live_.last_key_us()) /
-                              (live_.time_of(live_.ticks_per_quarter()) - live_.time_of(0));
-        const bool rest_ends = options_.rest_quarters > 0 && live_.keys_down() == 0 &&
-                               rested >= options_.rest_quarters;
-        if (phrase_bars_ >= options_.phrase_bars || rest_ends) start_answer();
+        if (phrase_ends) start_answer();
+    }
+    // Listening, the part of the open bar no later event can change is fed now, so that at a
+    // phrase's end only what its last moments decide is left (a held note's Duration).
+    if (call_response && state_ == State::Listening) {
+        const size_t n = live_.take_final(now_us, bar_, kMaxBarTokens);
+        bar_notes_ |= has_notes(n);
+        if (n > 0) feed_musician(bar_, n);
     }
     if (accompanying_) accompany();
     if (bar_line_ != nullptr) anticipate(now_us);

@@ -1,10 +1,11 @@
 // Playing with a musician (docs/jam.md): a session that listens through a live encoder and answers.
 //
-// Call and response: every bar the musician plays is fed as it completes (so at a phrase's end
-// only its last bar is left to feed). A phrase ends after phrase_bars bars from its first note, or
-// once the musician has rested rest_quarters; the engine then answers phrase_bars bars on its
-// programs, from the next bar line, continuing from everything played; the musician's notes
-// during the answer are not heard. Then it listens again.
+// Call and response: the musician's notes are fed as they become final (a note once its position
+// has passed and it has ended; a bar's end once the bar is complete), so at a phrase's end only
+// what its last moments decide is left to feed (a held note's Duration). A phrase ends after
+// phrase_bars bars from its first note, or once the musician has rested rest_quarters; the engine
+// then answers phrase_bars bars on its programs, from the next bar line, continuing from everything
+// played; the musician's notes during the answer are not heard. Then it listens again.
 //
 // Accompaniment: the musician's bar b is known once it is complete; the engine then writes bar b
 // again with its own parts between the musician's notes (forced at their positions), and plays
@@ -85,7 +86,8 @@ class Jam {
   private:
     enum class State { Listening, Answering };
     void feed_musician(const int32_t* tokens, size_t n);
-    void start_answer();
+    void start_answer();             // the Bar opening the answer is fed by the caller
+    bool has_notes(size_t n) const;  // the first n tokens of bar_ hold a note
     void start_accompaniment(const int32_t* tokens, size_t n);
     void accompany();  // a few tokens more of the bar being accompanied
     void next_stop();  // the engine's stop before the musician's next position (or the bar end)
@@ -105,12 +107,13 @@ class Jam {
     int32_t bar_token_ = -1, timesig_token_ = -1;
     State state_ = State::Listening;
     bool phrase_started_ = false;
+    bool bar_notes_ = false;  // call and response: the open bar's part fed ahead holds a note
     uint32_t phrase_bars_ = 0;
     uint64_t answer_end_bar_ = 0;  // call and response: the encoder's bar after the answer
     BarStop stop_{};
     bool generating_ = false;
     uint64_t answers_ = 0;
-    int32_t bar_[kMaxBarTokens];
+    int32_t bar_[kMaxBarTokens + 1];  // + the Bar opening an answer
     // Accompaniment: the musician's bar being accompanied, the next of its tokens to feed.
     int32_t accompanied_[kMaxBarTokens];
     size_t accompanied_n_ = 0, accompanied_next_ = 0;

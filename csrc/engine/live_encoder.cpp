@@ -116,6 +116,9 @@ void LiveEncoder::reset() {
     origin_tick_ = 0;
     us_per_quarter_ = options_.us_per_quarter;
     bars_written_ = notes_read_ = late_ = dropped_ = 0;
+    closed_tick_ = 0;
+    taken_ = 0;
+    taken_position_ = -1;
     last_onset_ = -1;
     keys_down_ = 0;
     last_key_us_ = options_.start_us;
@@ -188,9 +191,8 @@ void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity)
         return;
     }
     int64_t onset = tick_at(time_us);
-    const int64_t open_bar = static_cast<int64_t>(bars_written_) * bar_ticks_;
-    if (onset < open_bar) {  // its bar is written: it sounds from the first point of the next
-        onset = open_bar;
+    if (onset < closed_tick_) {  // its place is taken: it sounds from the first point not taken
+        onset = closed_tick_;
         ++late_;
     }
     last_onset_ = std::max(last_onset_, onset);
@@ -239,8 +241,7 @@ void LiveEncoder::tempo(int64_t time_us, uint32_t us_per_quarter) {
     us_per_quarter_ = us_per_quarter;
     const int32_t token = tempo_token(us_per_quarter);
     if (token < 0) return;
-    const int64_t open_bar = static_cast<int64_t>(bars_written_) * bar_ticks_;
-    const int64_t at = tick < open_bar ? open_bar : tick;
+    const int64_t at = tick < closed_tick_ ? closed_tick_ : tick;
     // miditok keeps the last of several tempos at one tick, then drops repeats of one value.
     if (n_tempos_waiting_ > 0 && tempos_[n_tempos_waiting_ - 1].tick == at) {
         --n_tempos_waiting_;
@@ -302,11 +303,14 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
     }
 }
 
-// Start: the first pulse after it is the downbeat of the bar not yet taken (bar 0 at first).
+// Start: the first pulse after it is the downbeat of the bar not yet taken (bar 0 at first). Of
+// that bar, only the positions whose tokens were taken ahead are closed: the time that passed
+// before the clock started (in which tick_at ran on) holds nothing.
 void LiveEncoder::clock_start(int64_t time_us, bool from_the_top) {
     clock_running_ = true;
     if (from_the_top) clocks_ = 0;
-    clock_anchor_tick_ = static_cast<int64_t>(bars_written_) * bar_ticks_;
+    clock_anchor_tick_ = open_bar_start();
+    closed_tick_ = std::max(clock_anchor_tick_, taken_position_ + 1);
     clock_tick_ = -1;
     origin_us_ = time_us;
     origin_tick_ = clock_anchor_tick_;
@@ -385,13 +389,14 @@ size_t LiveEncoder::sort_bar(int64_t end, int64_t now_us, int* order) const {
 }
 
 size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until,
-                              size_t* settled) const {
-    const int64_t start = static_cast<int64_t>(bars_written_) * bar_ticks_;
+                              size_t* settled, bool final_only, size_t skip,
+                              int64_t* last_position) const {
+    const int64_t start = open_bar_start();
     int order[kMaxNotes];
     const size_t n = sort_bar(end, now_us, order);
     size_t k = 0;
     auto put = [&](int32_t token) {
-        if (tokens) tokens[k] = token;
+        if (tokens && k >= skip) tokens[k - skip] = token;
         ++k;
     };
     put(bar_token_);
@@ -410,28 +415,48 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens, int6
         }
         if (i == n) break;
         const Note& note = notes_[order[i]];
-        if (i > 0 && note.onset == notes_[order[i - 1]].onset &&
-            note.program == notes_[order[i - 1]].program &&
-            note.pitch == notes_[order[i - 1]].pitch)
+        const auto same_place = [&](const Note& other) {
+            return note.onset == other.onset && note.program == other.program &&
+                   note.pitch == other.pitch;
+        };
+        if (i > 0 && same_place(notes_[order[i - 1]]))
             continue;  // miditok removes notes of one program, pitch and onset but the first
         if (note.onset != at) put(position_token_[note.onset - start]);
         at = note.onset;
         if (settled && note.length == 0 && *settled == SIZE_MAX) *settled = k;
+        // A sounding note's Duration waits for its note-off; of several notes at one place the
+        // tokenizer keeps one by their lengths, so not even their Program is final yet.
+        if (final_only && note.length == 0 && i + 1 < n && same_place(notes_[order[i + 1]])) break;
         put(program_token_[note.program + 1]);
         put(note.program < 0 ? drum_token_[note.pitch] : pitch_token_[note.pitch]);
         if (n_velocities_ > 0)
             put(velocity_token_[nearest_index(velocity_value_, n_velocities_, note.velocity)]);
+        if (final_only && note.length == 0) break;
         int64_t length = length_at(note, now_us);
         if (note.length == 0) length = std::max(length, held_until - note.onset);
         put(duration_token_[nearest_index(duration_value_, n_durations_, length)]);
     }
     if (settled && *settled == SIZE_MAX) *settled = k;
+    if (last_position) *last_position = at;
     return k;
 }
 
 size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
     if (!bar_complete(now_us, force)) return 0;
-    return write_bar(static_cast<int64_t>(bars_written_ + 1) * bar_ticks_, now_us, nullptr);
+    return write_bar(open_bar_start() + bar_ticks_, now_us, nullptr) - taken_;
+}
+
+size_t LiveEncoder::take_final(int64_t now_us, int32_t* tokens, size_t capacity) {
+    const int64_t start = open_bar_start(), end = start + bar_ticks_;
+    closed_tick_ = std::max(closed_tick_, std::min(std::max(tick_at(now_us), start), end));
+    const size_t total = write_bar(closed_tick_, now_us, nullptr, 0, nullptr, true);
+    if (total - taken_ > capacity)
+        argument("the bar's final part has " + std::to_string(total - taken_) +
+                 " tokens, capacity " + std::to_string(capacity));
+    write_bar(closed_tick_, now_us, tokens, 0, nullptr, true, taken_, &taken_position_);
+    const size_t n = total - taken_;
+    taken_ = total;
+    return n;
 }
 
 size_t LiveEncoder::peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us,
@@ -446,13 +471,13 @@ size_t LiveEncoder::peek_bar(int64_t until_tick, int64_t held_until, int64_t now
 }
 
 size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity) {
+    if (!bar_complete(now_us, force)) return 0;
     const size_t size = next_bar_size(now_us, force);
-    if (size == 0) return 0;
     if (size > capacity)
         argument("the bar has " + std::to_string(size) + " tokens, capacity " +
                  std::to_string(capacity));
     const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
-    const size_t k = write_bar(end, now_us, tokens);
+    const size_t k = write_bar(end, now_us, tokens, 0, nullptr, false, taken_) - taken_;
     // Notes still sounding were written with the length they have now; their note-offs are
     // swallowed.
     for (int i = 0; i < n_notes_; ++i) {
@@ -479,6 +504,9 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
     }
     n_notes_ = kept;
     ++bars_written_;
+    closed_tick_ = std::max(closed_tick_, end);
+    taken_ = 0;
+    taken_position_ = -1;
     return k;
 }
 

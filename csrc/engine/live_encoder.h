@@ -8,7 +8,9 @@
 // then set to the nearest Duration of the vocabulary -- what symusic's resample and miditok's
 // preprocessing do to a file. A bar is written once the clock has passed its last grid point (no
 // later event can round into it) and every note that starts in it has ended, or when the caller
-// forces it: a note still sounding then is written with the length it has sounded so far.
+// forces it: a note still sounding then is written with the length it has sounded so far. Before
+// that, the part of the open bar no later event can change (take_final) can be taken ahead: the
+// bar's tokens are the same, handed out in two or more pieces.
 //
 // Memory: fixed-size arrays, sized at construction; no event allocates. A note that finds the
 // pool full is dropped and counted.
@@ -62,12 +64,17 @@ class LiveEncoder {
     void midi(int64_t time_us, const uint8_t* bytes, size_t n);
 
     // The number of tokens take_bar writes for the next bar if it is complete at now_us (or, with
-    // force, once its last grid point has passed); 0 when it is not.
+    // force, once its last grid point has passed); 0 when it is not (or all were taken ahead).
     size_t next_bar_size(int64_t now_us, bool force) const;
-    // Writes the next bar's tokens (Bar, TimeSig, then Position, Tempo and notes) and moves on to
-    // the following bar; returns how many (0: not complete). Throws Argument when capacity is
-    // short.
+    // Writes the next bar's tokens (Bar, TimeSig, then Position, Tempo and notes; those take_final
+    // gave ahead left out) and moves on to the following bar; returns how many (0: not complete,
+    // or every token taken ahead: bars_written tells). Throws Argument when capacity is short.
     size_t take_bar(int64_t now_us, bool force, int32_t* tokens, size_t capacity);
+    // Writes the tokens of the open bar that are final at now_us and were not taken yet: the
+    // positions the clock has passed (no later onset or tempo can round into them), up to the
+    // first note still sounding (its Program, Pitch and Velocity, not its Duration). take_bar then
+    // writes the rest of the bar. Returns how many; throws Argument when capacity is short.
+    size_t take_final(int64_t now_us, int32_t* tokens, size_t capacity);
 
     // The next bar so far, without taking it: the tokens take_bar would write for its notes (and
     // tempo changes) before grid tick until_tick, a note still sounding with the length it has
@@ -121,8 +128,14 @@ class LiveEncoder {
     // counts them only. Returns how many.
     // held_until: a note still sounding lasts at least to this grid tick; *settled (if not null)
     // receives how many leading tokens come before the first note still sounding.
+    // final_only: stop at the first note still sounding, after its Program, Pitch and Velocity
+    // (before them when another note of its program, pitch and onset follows: the tokenizer keeps
+    // one of them by length). Token k goes to tokens[k - skip], k >= skip; *last_position gets
+    // the tick of the last Position written (-1: none).
     size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0,
-                     size_t* settled = nullptr) const;
+                     size_t* settled = nullptr, bool final_only = false, size_t skip = 0,
+                     int64_t* last_position = nullptr) const;
+    int64_t open_bar_start() const { return static_cast<int64_t>(bars_written_) * bar_ticks_; }
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
     void clock_start(int64_t time_us, bool from_the_top);
@@ -157,6 +170,12 @@ class LiveEncoder {
     int64_t origin_us_ = 0, origin_tick_ = 0;  // the tempo segment in force starts here
     uint32_t us_per_quarter_ = 500000;
     uint64_t bars_written_ = 0;
+    // Ticks before closed_tick_ are taken (a bar, or the final part of the open bar): a note or
+    // tempo that would land there is placed at closed_tick_. taken_ tokens of the open bar are out,
+    // the last of their Positions at taken_position_ (-1: none).
+    int64_t closed_tick_ = 0;
+    size_t taken_ = 0;
+    int64_t taken_position_ = -1;
     int64_t last_onset_ = -1;
     uint64_t notes_read_ = 0, late_ = 0, dropped_ = 0;
     uint32_t keys_down_ = 0;

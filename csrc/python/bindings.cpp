@@ -280,12 +280,20 @@ class PyLive {
         check(
             sage_live_midi(live_, t, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     }
+    // A bar holds at most Bar, TimeSig, a Position and a Tempo per tick, 5 tokens per note.
+    static constexpr size_t kMaxBarTokens = 2 + 2 * 12 * 96 + 5 * 512;
     std::vector<int32_t> take_bar(int64_t now_us, bool force) {
-        // A bar holds at most Bar, TimeSig, a Position and a Tempo per tick, 5 tokens per note.
-        std::vector<int32_t> tokens(2 + 2 * 12 * 96 + 5 * 512);
+        std::vector<int32_t> tokens(kMaxBarTokens);
         size_t count = 0;
         check(
             sage_live_take_bar(live_, now_us, force ? 1 : 0, tokens.data(), tokens.size(), &count));
+        tokens.resize(count);
+        return tokens;
+    }
+    std::vector<int32_t> take_final(int64_t now_us) {
+        std::vector<int32_t> tokens(kMaxBarTokens);
+        size_t count = 0;
+        check(sage_live_take_final(live_, now_us, tokens.data(), tokens.size(), &count));
         tokens.resize(count);
         return tokens;
     }
@@ -684,6 +692,7 @@ void bind(py::module_& m) {
         .def("tempo", &PyLive::tempo, py::arg("time_us"), py::arg("us_per_quarter"))
         .def("midi", &PyLive::midi, py::arg("time_us"), py::arg("data"))
         .def("take_bar", &PyLive::take_bar, py::arg("now_us"), py::arg("force") = false)
+        .def("take_final", &PyLive::take_final, py::arg("now_us"))
         .def("time_of", &PyLive::time_of, py::arg("tick"))
         .def("tick_at", &PyLive::tick_at, py::arg("time_us"))
         .def("counts", &PyLive::counts)

@@ -127,7 +127,8 @@ TEST(decode_steps_allocate_nothing) {
         }
 }
 
-// The live encoder: notes, raw MIDI bytes, tempo changes and taking bars allocate nothing.
+// The live encoder: notes, raw MIDI bytes, tempo changes and taking bars (whole or their final
+// parts ahead) allocate nothing.
 TEST(live_events_allocate_nothing) {
     sage_model* model = load_or_die(fixture_models()[0]);
     sage_live* live = nullptr;
@@ -143,6 +144,7 @@ TEST(live_events_allocate_nothing) {
             CHECK_EQ(sage_live_note(live, t + 250000, 1, 50, 0), SAGE_OK);
             CHECK_EQ(sage_live_note(live, t + 250000, 0, 64, 0), SAGE_OK);
             if (beat % 16 == 0) CHECK_EQ(sage_live_tempo(live, t, 450000), SAGE_OK);
+            CHECK_EQ(sage_live_take_final(live, t + 100000, tokens, 4096, &count), SAGE_OK);
             CHECK_EQ(sage_live_take_bar(live, t, beat % 8 == 0, tokens, 4096, &count), SAGE_OK);
         }
         sage_live_counts c{};

@@ -182,6 +182,64 @@ TEST(random_bytes_never_break_the_parser) {
     sage_model_free(model);
 }
 
+// Taking a bar's final part ahead (sage_live_take_final) between events hands out the same tokens
+// as taking the bar whole: random notes on three channels (two of one program: notes of one
+// program, pitch and onset, which the tokenizer keeps one of), chords, notes held over bar lines,
+// tempo changes, forced bars; one encoder takes parts ahead at random moments, a twin does not.
+TEST(a_bar_taken_in_parts_is_the_bar) {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    sage_live_options o = sage_live_options_default();
+    o.channel_programs[0] = o.channel_programs[1] = 52;
+    o.channel_programs[2] = 42;
+    sage_live *parts = nullptr, *whole = nullptr;
+    CHECK_EQ(sage_live_create(model, &o, &parts), SAGE_OK);
+    CHECK_EQ(sage_live_create(model, &o, &whole), SAGE_OK);
+    sage::Pcg32 rng(11);
+    std::vector<int32_t> got, want, tokens(8192);
+    size_t count = 0, pieces = 0;
+    int64_t now = 0;
+    for (int step = 0; step < 20000; ++step) {
+        now += static_cast<int64_t>(rng.next_u32() % 60000);
+        const int channel = static_cast<int>(rng.next_u32() % 3);
+        const int pitch = 60 + static_cast<int>(rng.next_u32() % 5);
+        const int velocity =
+            rng.next_u32() % 3 == 0 ? 0 : 40 + static_cast<int>(rng.next_u32() % 80);
+        const bool force = rng.next_u32() % 40 == 0;
+        for (sage_live* live : {parts, whole}) {
+            std::vector<int32_t>& out = live == parts ? got : want;
+            if (live == parts && rng.next_u32() % 2 == 0) {
+                CHECK_EQ(sage_live_take_final(live, now, tokens.data(), tokens.size(), &count),
+                         SAGE_OK);
+                out.insert(out.end(), tokens.begin(), tokens.begin() + count);
+                pieces += count > 0;
+            }
+            while (sage_live_take_bar(live, now, force, tokens.data(), tokens.size(), &count) ==
+                       SAGE_OK &&
+                   count > 0)
+                out.insert(out.end(), tokens.begin(), tokens.begin() + count);
+            CHECK_EQ(sage_live_note(live, now, channel, pitch, velocity), SAGE_OK);
+            if (step % 500 == 0) CHECK_EQ(sage_live_tempo(live, now, 400000 + step), SAGE_OK);
+        }
+    }
+    for (sage_live* live : {parts, whole}) {  // the bar open at the end, part of it taken ahead
+        std::vector<int32_t>& out = live == parts ? got : want;
+        CHECK_EQ(
+            sage_live_take_bar(live, now + 4 * kQuarter, 1, tokens.data(), tokens.size(), &count),
+            SAGE_OK);
+        out.insert(out.end(), tokens.begin(), tokens.begin() + count);
+    }
+    sage_live_counts a{}, b{};
+    sage_live_get_counts(parts, &a);
+    sage_live_get_counts(whole, &b);
+    CHECK_EQ(a.bars_taken, b.bars_taken);
+    CHECK(a.bars_taken > 100 && pieces > 1000);
+    CHECK_EQ(a.late, 0u);
+    CHECK(got == want);
+    sage_live_free(parts);
+    sage_live_free(whole);
+    sage_model_free(model);
+}
+
 // Call and response through the C API: a phrase of two bars on channel 0, then the engine answers
 // bars 2 and 3 on its program, and its notes lie there; the musician's notes are in the stream.
 TEST(a_jam_answers_a_phrase_in_the_next_bars) {

@@ -397,7 +397,8 @@ sage_status sage_session_get_dropped_events(const sage_session* session, uint64_
  * An onset goes to the nearest grid point of the model (halves up), a length is rounded the same
  * way and set to the nearest Duration token; velocities, tempos likewise to the vocabulary's
  * nearest. A note whose grid point lies in a bar already taken (late) is placed at the first point
- * of the next bar. Nothing allocates after sage_live_create. */
+ * of the next bar (or, when part of the open bar was taken ahead, at its first point not taken).
+ * Nothing allocates after sage_live_create. */
 typedef struct sage_live sage_live;
 
 typedef struct sage_live_options {
@@ -414,7 +415,7 @@ typedef struct sage_live_options {
 typedef struct sage_live_counts {
     uint64_t bars_taken; /* bars written out so far */
     uint64_t notes;      /* note-ons read inside the vocabulary's pitch range */
-    uint64_t late;       /* notes placed at the next bar because theirs was taken */
+    uint64_t late;       /* notes placed later because their grid point was taken */
     uint64_t dropped;    /* notes outside the pitch range, or beyond the 512 held or waiting */
     uint32_t sounding;   /* notes held now, not yet written */
     uint32_t waiting;    /* notes read and not yet written */
@@ -442,10 +443,21 @@ sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* byte
 /* Takes the next bar if it is complete at now_us: its last grid point has passed and every note
  * starting in it has ended (with force, notes still sounding are written with the length they have
  * sounded so far; their note-offs are then ignored). *count receives the number of tokens written
- * (Bar, TimeSig, then Position, Tempo and notes in the tokenizer's order), 0 when the bar is not
- * complete; SAGE_ERR_ARGUMENT, taking nothing, when capacity is too small for it. */
+ * (Bar, TimeSig, then Position, Tempo and notes in the tokenizer's order; those taken ahead by
+ * sage_live_take_final left out), 0 when the bar is not complete (or when all its tokens were
+ * taken ahead: bars_taken of sage_live_get_counts says whether a bar was taken);
+ * SAGE_ERR_ARGUMENT, taking nothing, when capacity is too small for it. */
 sage_status sage_live_take_bar(sage_live* live, int64_t now_us, int force, int32_t* tokens,
                                size_t capacity, size_t* count);
+/* Takes ahead the part of the open bar that is final at now_us: its Bar and TimeSig, then the
+ * positions the clock has passed (no later event can round into them) up to the first note still
+ * sounding (its Program, Pitch and Velocity; its Duration waits for the note-off). Called between
+ * events, it hands out the bar in pieces; sage_live_take_bar then writes the rest, and the pieces
+ * together are the bar's tokens. A note or tempo that would land in a part already taken is
+ * placed at the first grid point not taken (late). *count receives how many tokens (0: nothing
+ * new); SAGE_ERR_ARGUMENT, taking nothing, when capacity is too small. */
+sage_status sage_live_take_final(sage_live* live, int64_t now_us, int32_t* tokens, size_t capacity,
+                                 size_t* count);
 /* When grid tick `tick` (the model's ticks_per_quarter from bar 0) falls on the caller's clock,
  * under the tempo in force; and the grid tick of a time. */
 sage_status sage_live_time_of(const sage_live* live, int64_t tick, int64_t* time_us);
