@@ -265,8 +265,9 @@ class Jam:
 
     @property
     def state(self) -> dict:
-        """answering, answers, tokens (in the session's stream), dropped_notes, replays and
-        replayed_tokens (in time: times the session went back into the bar, tokens fed then)."""
+        """answering, generating (poll again at once), answers, tokens (in the session's
+        stream), dropped_notes, replays and replayed_tokens (in time: times the session went back
+        into the bar, tokens fed then)."""
         return self._jam.state()
 
     def history(self) -> list[int]:
@@ -319,6 +320,8 @@ class Jam:
             if closing and not queue:
                 break
             wait = 1000 if not queue else max(0, min(1000, queue[0][0] - now))
+            if self._jam.state()["generating"]:
+                wait = 0  # a poll generates one short step: read the input, then go on
             select.select([midi_in] if ended is None else [], [], [], wait / 1e6)
         counts = self._live.counts()
         return {"heard": counts["notes"], "played": played, "late_sends": late}

@@ -354,6 +354,30 @@ def test_controls_apply_to_the_engines_parts(engine, chorale_dir):
     assert len(heard) > 10
 
 
+def test_an_answer_is_generated_a_short_step_a_poll(engine):
+    """While an answer is being generated, each poll does one short step (so a front end reads
+    its input between) and the jam says so (generating: poll again at once); the musician's
+    phrase was fed as its notes became final, so the phrase end feeds only what was left."""
+    jam = Jam(engine, "call-response", programs=[42], bars=1, musician_program=52, start_us=0)
+    quarter = 500_000
+    for beat, pitch in enumerate([60, 62, 64]):
+        jam.note(beat * quarter, 0, pitch, 90)
+        jam.note(beat * quarter + 400_000, 0, pitch, 0)
+    for t in range(0, 4 * quarter - 30_000, 1000):
+        jam.poll(t)
+    before = jam.state["tokens"]  # Bar, TimeSig and the three notes are in
+    assert before >= 1 + 2 + 3 * 5 and not jam.state["answering"]
+    jam.poll(4 * quarter - 20_000)  # the last grid point has passed: the phrase ends
+    assert jam.state["answering"] and jam.state["tokens"] - before <= 1 + 2  # its Bar + a step
+    polls = 0
+    while jam.state["generating"]:
+        before = jam.state["tokens"]
+        jam.poll(4 * quarter - 20_000)
+        polls += 1
+        assert jam.state["tokens"] - before <= 2
+    assert polls > 3
+
+
 def test_runner_follows_a_drifting_clock(chorale_dir):
     """A MIDI clock at 240 BPM drifting by +-2 % (Start, then 24 pulses per quarter note) with
     the musician's notes on its pulses: the answers' note-ons go out on the pulses of their grid

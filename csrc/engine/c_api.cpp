@@ -806,6 +806,7 @@ sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out) {
         out->dropped_notes = jam->jam->dropped_notes();
         out->replays = jam->jam->replays();
         out->replayed_tokens = jam->jam->replayed_tokens();
+        out->generating = jam->jam->generating() ? 1 : 0;
     });
 }
 

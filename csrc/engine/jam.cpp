@@ -393,14 +393,13 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
     }
     if (accompanying_) accompany();
     if (bar_line_ != nullptr) anticipate(now_us);
-    // A few tokens at a time, returning as soon as a note is complete: the answer's first note
-    // goes out without waiting for the rest of the poll's tokens.
-    for (size_t done = 0; generating_ && done < kTokensPerPoll && notes_count_ == 0;) {
+    // One step of the answer a poll: a pulse or a note the front end reads meanwhile waits for
+    // no more than that, and a note goes out as soon as it is decoded.
+    if (generating_) {
         StopReason reason = StopReason::Capacity;
         const size_t n =
             session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerStep, &reason);
         record(generated_, n);
-        done += n;
         if (reason != StopReason::Capacity) generating_ = false;  // its last Bar stays pending
         collect(0);
     }

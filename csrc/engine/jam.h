@@ -58,10 +58,11 @@ struct JamNote {  // a note the engine plays, on the caller's clock
 class Jam {
   public:
     static constexpr size_t kMaxBarTokens = 2 + 2 * LiveEncoder::kMaxBarTicks + 5 * 512;
-    // Generation per poll: a poll stays short (about 2 ms), so a front end polling between MIDI
-    // bytes answers a clock pulse quickly.
+    // Generation per poll: a poll stays short, so a front end polling between MIDI bytes answers a
+    // clock pulse quickly; while generating() it polls again at once. An accompanied bar takes up
+    // to kTokensPerPoll a poll; an answer one step (a few hundred microseconds here).
     static constexpr size_t kTokensPerPoll = 8;
-    static constexpr size_t kTokensPerStep = 2;  // checked for a finished note this often
+    static constexpr size_t kTokensPerStep = 2;
 
     Jam(const Model& model, const JamOptions& options, const kernels::KernelTable& kernels);
     LiveEncoder& live() { return live_; }
@@ -75,6 +76,7 @@ class Jam {
     // next poll) and returns how many.
     size_t poll(int64_t now_us, JamNote* out, size_t capacity);
     bool answering() const { return state_ != State::Listening; }
+    bool generating() const { return generating_ || accompanying_; }  // poll again at once
     uint64_t answers() const { return answers_; }
     uint64_t replays() const { return replays_; }  // anticipation: times a bar was replayed
     uint64_t replayed_tokens() const { return replayed_tokens_; }  // fed by those replays

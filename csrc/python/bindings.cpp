@@ -397,6 +397,7 @@ class PyJam {
         check(sage_jam_get_state(jam_.get(), &st));
         py::dict d;
         d["answering"] = st.answering != 0;
+        d["generating"] = st.generating != 0;
         d["answers"] = st.answers;
         d["tokens"] = st.tokens;
         d["dropped_notes"] = st.dropped_notes;

@@ -77,7 +77,8 @@ constexpr const char* kUsage =
     "                      (default 0)\n"
     "  --events            print the notes, one per line: time duration pitch velocity program\n"
     "                      (times in quarter notes; the default when neither --out nor\n"
-    "                      --midi-out is given)\n"
+    "                      --midi-out is given); with --midi-in also the monotonic time (us)\n"
+    "                      it was decoded at\n"
     "  --info              print the model, kernel and memory report, then exit\n"
     "  --help              print this help\n"
     "\n"
@@ -840,8 +841,8 @@ int run_jam(const Options& o) {
                 if (!scheduler.add(e)) continue;  // 1 365 notes ahead: cannot happen in a bar
                 ++report.notes;
                 if (o.events)
-                    std::printf("%.4f %.4f %d %d %d\n", e.time, e.duration, e.pitch, e.velocity,
-                                e.program);
+                    std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", e.time, e.duration, e.pitch,
+                                e.velocity, e.program, monotonic_us());
             }
         } while (count == 64);
         send_due();
@@ -851,13 +852,18 @@ int run_jam(const Options& o) {
             if (!out.write(bytes, n, &error)) throw EngineError{error};
             break;
         }
-        // Wait for input, the next message or the next poll, whichever comes first.
+        // Wait for input, the next message or the next poll, whichever comes first; while the
+        // engine generates (a short step a poll), only look at the input and go on.
+        sage_jam_state jam_state{};
+        check(sage_jam_get_state(jam, &jam_state), "state");
         now = monotonic_us();
-        int64_t wait_us = 1000;
+        int64_t wait_us = jam_state.generating ? 0 : 1000;
         if (o.clock == "out")
             wait_us = std::min<int64_t>(
                 wait_us, static_cast<int64_t>(next_pulse * us_per_quarter / 24) - (now - start));
-        if (!scheduler.empty())
+        // Following a clock, messages are due on its pulses, which wake the wait as input (our
+        // clock's idea of their time would make it spin).
+        if (!scheduler.empty() && o.clock != "in")
             wait_us = std::min<int64_t>(
                 wait_us,
                 static_cast<int64_t>(scheduler.next_time() * us_per_quarter) - (now - start));

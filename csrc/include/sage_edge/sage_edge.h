@@ -520,6 +520,9 @@ typedef struct sage_jam_state {
     uint64_t dropped_notes;   /* notes not polled before 1024 newer ones */
     uint64_t replays;         /* anticipation: times the session went back into the bar */
     uint64_t replayed_tokens; /* anticipation: tokens those replays fed */
+    int32_t generating;       /* the engine has tokens left to generate: poll again at once (a
+                                 poll does a short step, so that a front end reads its input
+                                 between) */
 } sage_jam_state;
 
 /* call and response, 4 bars, no rest rule, lookahead 1, listen_ticks 0, predict 0, react 0,
