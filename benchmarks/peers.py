@@ -3,6 +3,7 @@
     python benchmarks/peers.py --model runs/default/model_q8_0.sage [--positions 128,1024]
     python benchmarks/peers.py --checkpoint runs/default/best.pt
     python benchmarks/peers.py --random training/configs/default.toml   # untrained weights
+    SAGE_EDGE_KERNEL=avx2 python benchmarks/peers.py --model ...   # the engine's avx2 path here
 
 Rows, each a decode step (one token in, logits out) after ``P`` tokens of context:
 
