@@ -15,7 +15,8 @@ and generated, and a Pi 4 estimate from those counts and docs/deploy.md's per-to
 a jam polled every millisecond (notes fed once final) beside one polled only at phrase ends (the
 last bar fed whole), in one run.
 
-    python benchmarks/jam_latency.py [--phrases 200] [--runner PATH] [--skip-end-to-end]
+    python benchmarks/jam_latency.py [--phrases 200] [--runner PATH] [--runner-before PATH]
+        [--skip-end-to-end]
 """
 
 from __future__ import annotations
@@ -236,11 +237,14 @@ def main() -> None:
     parser.add_argument(
         "--runner", type=Path, default=ROOT / "build/native/csrc/runner/sage-edge-run"
     )
+    parser.add_argument(
+        "--runner-before", type=Path, help="another build of the runner, measured after it"
+    )
     parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
     print(
         f"kernel {sage_edge.Engine().info['kernel']}; {args.phrases} phrases, "
-        f"1-bar phrases in {METER}/4 at {TEMPO} BPM"
+        f"1-bar phrases in {METER}/4 at {TEMPO} BPM; load average {os.getloadavg()[0]:.2f}"
     )
     w = engine_work(args.phrases)
     same = sum(w["same"])
@@ -270,10 +274,14 @@ def main() -> None:
     print(f"  longest poll during a phrase bar (notes fed ahead): {summary(w['poll_in_bar_us'])}")
     if args.skip_end_to_end:
         return
-    r = end_to_end(args.runner, args.phrases)
-    print(f"end to end through ptys ({r['answers']} answers with notes): {r['runner']}")
-    for key in ("lateness", "from bar line", "from last note"):
-        print(f"  first byte, {key}: {summary(r[key])}")
+    for runner in [args.runner] + ([args.runner_before] if args.runner_before else []):
+        r = end_to_end(runner, args.phrases)
+        print(
+            f"end to end through ptys, {runner} ({r['answers']} answers with notes, load "
+            f"average {os.getloadavg()[0]:.2f}): {r['runner']}"
+        )
+        for key in ("lateness", "from bar line", "from last note"):
+            print(f"  first byte, {key}: {summary(r[key])}")
 
 
 if __name__ == "__main__":
