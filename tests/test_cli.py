@@ -60,7 +60,9 @@ def test_ctrl_c_stops_a_realtime_stream_promptly():
         stopped_in = time.perf_counter() - sent
         errors = process.stderr.read()
     assert code == 130
-    assert stopped_in < 2.0
+    # An endless stream ignoring Ctrl-C would run until the kill at 10 s; a loaded shared host
+    # took up to 2.05 s to exit after the signal.
+    assert stopped_in < 5.0
     assert "Traceback" not in errors and errors == ""
 
 

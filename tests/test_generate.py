@@ -214,7 +214,9 @@ def test_stopping_a_realtime_stream_ends_its_thread_promptly(engine, how, monkey
     consumer.start()
     consumer.join(timeout=90)
     assert not consumer.is_alive(), "stopping the stream hung"
-    assert stop_seconds and stop_seconds[0] < 1.0
+    # 400 bars at the slowest tempo play for many minutes: stopping within seconds is prompt (a
+    # shared 2-core host under load took 1.05 s now and then; the bound leaves it room).
+    assert stop_seconds and stop_seconds[0] < 3.0
     assert not generating_threads()
 
 
