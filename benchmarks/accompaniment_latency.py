@@ -19,7 +19,6 @@ import os
 import pty
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import mido
 import numpy as np
 
 import sage_edge
-from sage_edge.live import midi_bytes, now_us, score_events
+from sage_edge.live import ByteRecorder, midi_bytes, now_us, score_events
 from sage_edge.tokenizer import load_score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,19 +62,7 @@ def main() -> None:
     command += ["--musician-program", "52", "--seed", "1", "--events"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
-    arrivals: list[tuple[int, bytes]] = []
-
-    def read():
-        while True:
-            try:
-                data = os.read(out_master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            arrivals.append((time.monotonic_ns() // 1000, data))
-
-    threading.Thread(target=read, daemon=True).start()
+    arrivals = ByteRecorder(out_master).chunks
     written: list[tuple[int, int]] = []  # (grid tick, when its note-on was written)
     events = soprano(args.bars)
     for (t, data), event in zip(midi_bytes(events), events, strict=True):

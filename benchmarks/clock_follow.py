@@ -22,7 +22,6 @@ import os
 import pty
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -59,6 +58,11 @@ def writer(fd: int) -> None:
 def run_once(runner: Path, seed: int) -> tuple[list[int], int, list[bool]]:
     """Lateness of each answer note-on after its pulse (us), how many went out on a pulse other
     than their own, and whether each was decoded before its pulse came."""
+    # Imported before the runner starts and not at the top: the writer's process (this file) must
+    # start its clock at once. A clock started later than the runner's first bar is anchored at
+    # the bar then open, and the pulse numbers below count from the runner's bar 0.
+    from sage_edge.live import ByteRecorder
+
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     command = [
@@ -89,20 +93,8 @@ def run_once(runner: Path, seed: int) -> tuple[list[int], int, list[bool]]:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process.stderr.readline()
-    chunks = []
-
-    def read():
-        while True:
-            try:
-                data = os.read(out_master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append((time.monotonic_ns() // 1000, data))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader = ByteRecorder(out_master)
+    chunks = reader.chunks
     play = subprocess.run(
         [sys.executable, __file__, "--write", str(in_master)],
         pass_fds=[in_master],

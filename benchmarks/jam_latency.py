@@ -26,14 +26,13 @@ import os
 import pty
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 import sage_edge
-from sage_edge.live import Jam, MidiEvent, midi_bytes, now_us, score_events
+from sage_edge.live import ByteRecorder, Jam, MidiEvent, midi_bytes, now_us, score_events
 from sage_edge.tokenizer import load_score
 from sage_edge.vocab import Kind
 
@@ -97,19 +96,7 @@ def end_to_end(runner: Path, count: int) -> dict:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
-    arrivals: list[tuple[int, bytes]] = []
-
-    def read():
-        while True:
-            try:
-                data = os.read(out_master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            arrivals.append((time.monotonic_ns() // 1000, data))
-
-    threading.Thread(target=read, daemon=True).start()
+    arrivals = ByteRecorder(out_master).chunks
     last_off = []
     for i, phrase in enumerate(phrases(count)):
         bar0 = start + 2 * i * BAR + BAR  # bar 0 is empty: phrases in bars 1, 3, 5, ...

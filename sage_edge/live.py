@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import os
 import select
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -168,6 +169,28 @@ MODES = {"call-response": 0, "accompany": 1}
 def now_us() -> int:
     """The clock a jam runs on by default: monotonic microseconds."""
     return time.monotonic_ns() // 1000
+
+
+class ByteRecorder:
+    """Reads a file descriptor (a MIDI device, a serial port, a pty) in a thread until it ends,
+    keeping each read with the time it arrived (:func:`now_us`): what a front end sent and when,
+    for the tests and latency benchmarks that listen to it."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.chunks: list[tuple[int, bytes]] = []  # (arrival, bytes)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:  # EIO: a pty whose other side closed
+                return
+            if not data:
+                return
+            self.chunks.append((now_us(), data))
 
 
 class Jam:

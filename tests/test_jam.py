@@ -9,7 +9,6 @@ import pty
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,15 @@ import pytest
 from conftest import built_binary
 
 import sage_edge
-from sage_edge.live import DRUM_CHANNEL, Jam, MidiEvent, midi_bytes, now_us, score_events
+from sage_edge.live import (
+    DRUM_CHANNEL,
+    ByteRecorder,
+    Jam,
+    MidiEvent,
+    midi_bytes,
+    now_us,
+    score_events,
+)
 from sage_edge.tokenizer import load_score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,23 +144,8 @@ def test_in_time_options_are_checked(engine):
         Jam(engine, "accompany", programs=ENGINE, lookahead=0, listen_ticks=4 * TICKS)
 
 
-class Receiver:
-    """Reads a pty's output side in a thread, stamping each read with the monotonic clock."""
-
-    def __init__(self, fd: int):
-        self.fd, self.chunks = fd, []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            try:
-                data = os.read(self.fd, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            self.chunks.append((time.monotonic_ns() // 1000, data))
+class Receiver(ByteRecorder):
+    """A pty's output side read in a thread, each read stamped; parsed into MIDI messages."""
 
     def messages(self):
         parser, out = mido.Parser(), []
