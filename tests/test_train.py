@@ -18,8 +18,10 @@ from training import data
 from training.model import load_checkpoint
 from training.train import (
     IGNORE,
+    Dist,
     PieceStream,
     TrainConfig,
+    evaluate,
     learning_rate,
     limit_tokens,
     parse_args,
@@ -92,6 +94,28 @@ def test_eval_stream_gives_every_token_once_in_order(corpus, tokenizer):
     finished += [c for c in current if c is not None]
     expected = [[bos, *p.tolist(), eos] for p in pieces]
     assert sorted(finished) == sorted(expected)
+
+
+def test_validation_in_slots_is_each_piece_alone(tiny_run, corpus, tokenizer):
+    """Pieces of different lengths padded into one batch lose exactly what each loses alone,
+    and that is the full-sequence forward's loss."""
+    model = load_checkpoint(tiny_run[0] / "last.pt")
+    pieces = data.load_split(corpus, "train", tokenizer)[:5]
+    assert len({len(p) for p in pieces}) > 1
+    cfg = TrainConfig(max_steps=1, segment=64)
+    env, cpu = Dist(), torch.device("cpu")
+    alone = evaluate(model, pieces, tokenizer, cfg, env, cpu, slots=1)
+    together = evaluate(model, pieces, tokenizer, cfg, env, cpu, slots=3)
+    assert together[1] == alone[1] == sum(len(p) + 1 for p in pieces)  # BOS..EOS: one more
+    assert together[0] == pytest.approx(alone[0], rel=1e-5)
+    bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
+    full = 0.0
+    with torch.no_grad():
+        for piece in pieces:
+            ids = torch.tensor([[bos, *piece.tolist(), eos]])
+            logits = model(ids[:, :-1])
+            full += torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum").item()
+    assert together[0] == pytest.approx(full / together[1], rel=1e-5)
 
 
 def test_train_stream_transposes_within_range(corpus, tokenizer):

@@ -387,29 +387,42 @@ def evaluate(
     cfg: TrainConfig,
     env: Dist,
     device: torch.device,
+    slots: int = 16,
 ) -> tuple[float, int]:
     """Mean loss per token over whole ``pieces`` (split across ranks), untransposed.
 
-    Each piece streams alone through ``forward_segment`` in chunks of ``segment`` tokens:
-    streaming is exact, so this is the loss of a full-sequence forward, and one very long piece
-    does not leave the other batch slots idle.
+    The pieces stream ``slots`` at a time, longest first, through ``forward_segment`` in chunks of
+    ``segment`` tokens: streaming is exact, so this is the loss of a full-sequence forward. A
+    shorter piece is padded after its last token, which changes none of its losses (attention is
+    causal and the memory only runs forward); sorting by length keeps the padding small. One
+    piece at a time left a GPU idle: evaluations took longer than the training between them.
     """
     chunk = cfg.segment
     was_training = model.training
     model.eval()
     bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
-    total_loss, total_tokens = 0.0, 0
+    sequences = []
     for piece in pieces[env.rank :: env.world]:
         ids = np.asarray(piece, dtype=np.int64)
         if cfg.add_bos_eos:
             ids = np.concatenate([[bos], ids, [eos]])
-        sequence = torch.from_numpy(ids).to(device).unsqueeze(0)
-        memory = model.init_memory(1)
-        for start in range(0, sequence.shape[1] - 1, chunk):
-            inputs = sequence[:, start : start + chunk]
-            targets = sequence[:, start + 1 : start + chunk + 1]
-            logits, memory = model.forward_segment(inputs[:, : targets.shape[1]], memory)
-            loss, n = segment_loss(logits, targets)
+        sequences.append(ids)
+    sequences.sort(key=len, reverse=True)
+    total_loss, total_tokens = 0.0, 0
+    for first in range(0, len(sequences), slots):
+        group = sequences[first : first + slots]
+        length = len(group[0])
+        inputs = np.full((len(group), length), eos, dtype=np.int64)
+        targets = np.full((len(group), length), IGNORE, dtype=np.int64)
+        for row, ids in enumerate(group):
+            inputs[row, : len(ids)] = ids
+            targets[row, : len(ids) - 1] = ids[1:]
+        inputs, targets = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
+        memory = model.init_memory(len(group))
+        for start in range(0, length - 1, chunk):
+            end = min(start + chunk, length - 1)
+            logits, memory = model.forward_segment(inputs[:, start:end], memory)
+            loss, n = segment_loss(logits, targets[:, start:end])
             total_loss, total_tokens = total_loss + loss.item(), total_tokens + n
     total_loss, total_tokens = all_sum([total_loss, float(total_tokens)], env, device)
     model.train(was_training)
