@@ -3,9 +3,10 @@
 Each score is played as timed note events (track i on channel i, at a tempo whose microsecond
 grid is exact) through the engine's live encoder, as note calls, as raw running-status bytes and
 as raw bytes with each bar taken in final parts ahead, and the tokens compared with
-``Tokenizer.encode`` of the same score. Pieces the live encoder cannot take
-by design are counted apart: a meter change (or a first meter after tick 0), a meter the tokenizer
-writes as several notated bars, more than 16 parts.
+``Tokenizer.encode`` of the same score; the score's time signatures go to the encoder as meter
+changes (``LiveEncoder.meter``). Identical pieces whose meter changes are counted too. Pieces the
+live encoder cannot take by design are counted apart: more than 16 parts, two notes of one track
+and pitch overlapping (a MIDI key struck again ends its note).
 
     python benchmarks/live_parity.py DIR [--limit N] [--seed S]
 """
@@ -33,6 +34,7 @@ def main() -> None:
     if args.limit:
         paths = paths[: args.limit]
     engine, tokenizer = sage_edge.Engine(), Tokenizer.default()
+    timesigs = {i for i, s in enumerate(tokenizer.token_strings()) if s.startswith("TimeSig")}
     tally, differ = Counter(), []
     for path in paths:
         result = played_and_encoded(engine, tokenizer, load_score(path))
@@ -42,6 +44,8 @@ def main() -> None:
         played, want = result
         same = all(tokens == want for tokens in played.values())
         tally["identical" if same else "different"] += 1
+        if same and len(timesigs.intersection(want)) > 1:
+            tally["identical, with a meter change"] += 1
         if not same:
             differ.append(path)
     for key, n in sorted(tally.items()):

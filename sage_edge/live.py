@@ -17,7 +17,7 @@ from typing import NamedTuple
 import symusic
 
 from sage_edge import _engine
-from sage_edge.tokenizer import quarter_note_meter
+from sage_edge.tokenizer import normalize_time_signatures
 
 DRUM_CHANNEL = 9
 
@@ -80,18 +80,27 @@ def midi_bytes(events: list[MidiEvent]) -> list[tuple[int, bytes]]:
 
 
 def play_score(
-    encoder: LiveEncoder, events: list[MidiEvent], raw: bool = False, parts: bool = False
+    encoder: LiveEncoder,
+    events: list[MidiEvent],
+    raw: bool = False,
+    parts: bool = False,
+    meters: list[tuple[int, int]] = (),
 ) -> list[int]:
     """The tokens ``encoder`` writes while ``events`` are played into it, a bar taken as soon as
     it is complete (before each event, as a live driver does), up to the bar of the last onset.
     ``raw`` sends each event as MIDI bytes with running status instead of a note call; ``parts``
-    also takes the open bar's final part ahead, halfway between two events and before each."""
+    also takes the open bar's final part ahead, halfway between two events and before each.
+    ``meters``: time signatures ``(time_us, quarters)``, each given to ``encoder.meter`` at the
+    first moment the driver looks at the clock at or after its time (before taking bars there)."""
     tokens = []
     stream = midi_bytes(events) if raw else events
     previous = stream[0][0] if stream else 0
     taken = 0
+    changes = sorted(meters)
     for item in stream:
         for t in ((previous + item[0]) // 2, item[0]) if parts else (item[0],):
+            while changes and changes[0][0] <= t:
+                encoder.meter(*changes.pop(0))
             while (bar := encoder.take_bar(t)) or encoder.counts["bars_taken"] > taken:
                 tokens += bar
                 taken = encoder.counts["bars_taken"]
@@ -105,11 +114,23 @@ def play_score(
     onsets = [e.time_us for e in events if e.velocity]
     if not onsets:
         return tokens
-    last_bar = encoder.tick_at(max(onsets)) // encoder.bar_ticks
-    later = events[-1].time_us + encoder.time_of(encoder.bar_ticks) - encoder.time_of(0)
-    while encoder.counts["bars_taken"] <= last_bar:
-        tokens += encoder.take_bar(later)
+    last_onset = encoder.tick_at(max(onsets))
+    for change in changes:  # the meters after the last note still shape its bar
+        encoder.meter(*change)
+    while (bar := encoder.bar(encoder.counts["bars_taken"]))[0] <= last_onset:
+        end = bar[0] + bar[1] * encoder.ticks_per_quarter
+        tokens += encoder.take_bar(max(events[-1].time_us, encoder.time_of(end)))
     return tokens
+
+
+def _overlaps(track: symusic.Track) -> bool:
+    """Whether a note of the track starts while another of its pitch sounds."""
+    sounding_until: dict[int, int] = {}
+    for note in sorted(track.notes, key=lambda n: (n.time, n.duration)):
+        if sounding_until.get(note.pitch, -1) > note.time:
+            return True
+        sounding_until[note.pitch] = max(sounding_until.get(note.pitch, -1), note.end)
+    return False
 
 
 def played_and_encoded(engine, tokenizer, score: symusic.Score):
@@ -118,33 +139,32 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
     note calls, as raw running-status bytes, and as raw bytes with the bars taken in final parts
     ahead (``take_final``), beside ``Tokenizer.encode`` of the same score:
     ``({"calls": ..., "bytes": ..., "parts": ...}, encoded)`` token lists, or the reason the live
-    encoder cannot take it (one meter from tick 0, that the tokenizer writes as one bar, at most
-    16 parts)."""
-    meters = {(int(t.numerator), int(t.denominator)) for t in score.time_signatures}
-    if not score.time_signatures or score.time_signatures[0].time > 0:
-        meters.add((4, 4))  # the meter before the first time signature
-    if len(meters) > 1:
-        return "meter change"
-    ((num, den),) = meters
-    meter = quarter_note_meter(num, den)
-    if meter is None or meter[1] != 1:
-        return "meter of several notated bars"
+    encoder cannot take it (at most 16 parts; no two notes of one track and pitch overlapping: a
+    MIDI key struck again ends its note, docs/jam.md). The score's time signatures, in the ``n/4`` form
+    the tokenizer writes them (:func:`normalize_time_signatures`), go to the encoder as meter
+    changes at their times: ahead of the notes for "parts", as they come for the other two."""
     if len(score.tracks) > 16:
         return "more than 16 parts"
+    if any(_overlaps(track) for track in score.tracks):
+        return "two notes of one key overlap"
     tpq = score.ticks_per_quarter
     us_per_tick = max(1, round(500000 / tpq))
     score = score.copy()
     score.tempos = [symusic.Tempo(0, 60e6 / (us_per_tick * tpq))]
     events, programs = score_events(score, us_per_tick)
+    meters = [
+        (int(ts.time) * us_per_tick, int(ts.numerator))
+        for ts in normalize_time_signatures(score).time_signatures
+    ]
     played = {}
     for way, raw, parts in (("calls", False, False), ("bytes", True, False), ("parts", True, True)):
         encoder = LiveEncoder(
-            engine,
-            us_per_quarter=us_per_tick * tpq,
-            bar_quarters=meter[0],
-            channel_programs=channel_programs(programs),
+            engine, us_per_quarter=us_per_tick * tpq, channel_programs=channel_programs(programs)
         )
-        played[way] = play_score(encoder, events, raw, parts)
+        if parts:
+            for change in meters:
+                encoder.meter(*change)
+        played[way] = play_score(encoder, events, raw, parts, [] if parts else meters)
     return played, tokenizer.encode(score)
 
 
@@ -389,7 +409,6 @@ class LiveEncoder:
         self._live = _engine.Live(
             engine._model, start_us, us_per_quarter, bar_quarters, channel_programs or []
         )
-        self._bar_ticks = bar_quarters * self._live.ticks_per_quarter
 
     def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
         self._live.note(time_us, channel, pitch, velocity)
@@ -403,6 +422,24 @@ class LiveEncoder:
 
     def program(self, channel: int, program: int) -> None:
         self._live.program(channel, program)
+
+    def set_meter(self, bar: int, quarters: int) -> None:
+        """Bars of ``quarters``/4 from bar ``bar`` on (one not started yet), until a later
+        change (docs/jam.md, "Meter changes")."""
+        self._live.set_meter(bar, quarters)
+
+    def meter(self, time_us: int, quarters: int) -> int:
+        """A time signature met at ``time_us``, as in a file: from the first bar line at or after
+        its grid point (or the first bar not started); returns that bar."""
+        return self._live.meter(time_us, quarters)
+
+    def bar(self, bar: int) -> tuple[int, int]:
+        """The bar table: ``(start tick, quarters)`` of bar ``bar``."""
+        return self._live.bar(bar)
+
+    @property
+    def ticks_per_quarter(self) -> int:
+        return self._live.ticks_per_quarter
 
     def take_bar(self, now_us: int, force: bool = False) -> list[int]:
         """The next bar's tokens if it is complete at ``now_us`` (``force``: even with notes
@@ -427,7 +464,9 @@ class LiveEncoder:
 
     @property
     def bar_ticks(self) -> int:
-        return self._bar_ticks
+        """The length of the open bar, in grid ticks."""
+        start, quarters = self._live.bar(self.counts["bars_taken"])
+        return quarters * self._live.ticks_per_quarter
 
     @property
     def counts(self) -> dict[str, int]:

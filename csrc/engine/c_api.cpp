@@ -655,6 +655,33 @@ sage_status sage_live_tempo(sage_live* live, int64_t time_us, uint32_t us_per_qu
     });
 }
 
+sage_status sage_live_set_meter(sage_live* live, uint64_t bar, int32_t quarters) {
+    return guarded([&] {
+        require(live, "live");
+        live->encoder->set_meter(bar, quarters);
+    });
+}
+
+sage_status sage_live_meter(sage_live* live, int64_t time_us, int32_t quarters, uint64_t* bar) {
+    return guarded([&] {
+        require(live, "live");
+        const uint64_t from = live->encoder->meter(time_us, quarters);
+        if (bar) *bar = from;
+    });
+}
+
+sage_status sage_live_get_bar(const sage_live* live, uint64_t bar, int64_t* start_tick,
+                              int32_t* quarters) {
+    return guarded([&] {
+        require(live, "live");
+        require(start_tick, "start_tick");
+        require(quarters, "quarters");
+        if (!live->encoder->bar_at(bar, start_tick, quarters))
+            throw sage::Error(sage::Status::Argument,
+                              "bar " + std::to_string(bar) + " is older than the bar table");
+    });
+}
+
 sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* bytes, size_t n) {
     return guarded([&] {
         require(live, "live");

@@ -38,8 +38,7 @@ LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_q
     : vocab_(vocab),
       vocab_size_(vocab_size),
       ticks_per_quarter_(ticks_per_quarter),
-      options_(options),
-      bar_ticks_(int64_t{options.bar_quarters} * ticks_per_quarter) {
+      options_(options) {
     for (auto& t : position_token_) t = -1;
     for (auto& t : program_token_) t = -1;
     for (int i = 0; i < 128; ++i) pitch_token_[i] = drum_token_[i] = -1;
@@ -57,7 +56,7 @@ LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_q
                 if (bar_token_ < 0) bar_token_ = id;
                 break;
             case Kind::TimeSig:
-                if (t.a == options.bar_quarters && t.b == 4) timesig_token_ = id;
+                has_timesig_ = true;
                 break;
             case Kind::Position:
                 if (t.a >= 0 && t.a < kMaxBarTicks) position_token_[t.a] = id;
@@ -86,16 +85,7 @@ LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_q
     }
     if (bar_token_ < 0 || n_durations_ == 0)
         argument("the model's vocabulary has no Bar or no Duration tokens: it is not REMI+");
-    if (options.bar_quarters < 1 || bar_ticks_ > kMaxBarTicks)
-        argument("bar of " + std::to_string(options.bar_quarters) + " quarters: out of range");
-    bool has_timesig = false;
-    for (int id = 0; id < vocab_size; ++id) has_timesig |= vocab[id].kind == Kind::TimeSig;
-    if (has_timesig && timesig_token_ < 0)
-        argument("the model has no time signature " + std::to_string(options.bar_quarters) + "/4");
-    for (int64_t tick = 0; tick < bar_ticks_; ++tick)
-        if (position_token_[tick] < 0)
-            argument("the model has no Position token for tick " + std::to_string(tick) +
-                     ": its grid is not one Position per tick");
+    meter_token(options.bar_quarters);
     if (options.us_per_quarter == 0) argument("us_per_quarter must be > 0");
     for (int c = 0; c < kChannels; ++c) {
         const int p = options.channel_programs[c];
@@ -104,6 +94,103 @@ LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_q
                      " has no Program token in the model");
     }
     reset();
+}
+
+int32_t LiveEncoder::meter_token(int32_t quarters) const {
+    if (quarters < 1 || int64_t{quarters} * ticks_per_quarter_ > kMaxBarTicks)
+        argument("bar of " + std::to_string(quarters) + " quarters: out of range");
+    int32_t token = -1;
+    for (int id = 0; id < vocab_size_ && token < 0; ++id)
+        if (vocab_[id].kind == Kind::TimeSig && vocab_[id].a == quarters && vocab_[id].b == 4)
+            token = id;
+    if (has_timesig_ && token < 0)
+        argument("the model has no time signature " + std::to_string(quarters) + "/4");
+    for (int64_t tick = 0; tick < int64_t{quarters} * ticks_per_quarter_; ++tick)
+        if (position_token_[tick] < 0)
+            argument("the model has no Position token for tick " + std::to_string(tick) +
+                     ": its grid is not one Position per tick");
+    return token;
+}
+
+bool LiveEncoder::bar_at(uint64_t bar, int64_t* start, int32_t* quarters) const {
+    int i = n_meters_ - 1;
+    while (i >= 0 && meters_[i].bar > bar) --i;
+    if (i < 0) return false;
+    const MeterSegment& m = meters_[i];
+    if (start) *start = m.start + static_cast<int64_t>(bar - m.bar) * m.quarters * ticks_per_quarter_;
+    if (quarters) *quarters = m.quarters;
+    return true;
+}
+
+void LiveEncoder::open_next_bar() {
+    int32_t quarters = 0;
+    bar_at(bars_written_, &open_start_, &quarters);
+    open_ticks_ = int64_t{quarters} * ticks_per_quarter_;
+    for (int i = n_meters_ - 1; i >= 0; --i)
+        if (meters_[i].bar <= bars_written_) {
+            open_timesig_ = meters_[i].timesig;
+            break;
+        }
+}
+
+void LiveEncoder::set_meter(uint64_t bar, int32_t quarters) {
+    const uint64_t first_free = bars_written_ + (taken_ > 0 ? 1 : 0);
+    if (bar < first_free)
+        argument("meter from bar " + std::to_string(bar) + ": bar " +
+                 std::to_string(first_free) + " is the first not started");
+    const int32_t token = meter_token(quarters);
+    // The segment at `bar` (new or replaced), the later ones kept; one that repeats the meter
+    // before it is no change and goes.
+    int i = 0;
+    while (i < n_meters_ && meters_[i].bar < bar) ++i;
+    if (i == n_meters_ || meters_[i].bar != bar) {
+        if (n_meters_ == kMaxMeters) {
+            // Forget the oldest segment if it lies wholly behind the open bar.
+            if (n_meters_ < 2 || meters_[1].bar > bars_written_ || i == 0)
+                argument("more than " + std::to_string(kMaxMeters) + " meter changes planned");
+            std::copy(meters_ + 1, meters_ + n_meters_, meters_);
+            --n_meters_, --i;
+        }
+        std::copy_backward(meters_ + i, meters_ + n_meters_, meters_ + n_meters_ + 1);
+        ++n_meters_;
+    }
+    meters_[i] = {bar, 0, quarters, token};
+    int kept = 0;
+    for (int j = 0; j < n_meters_; ++j) {
+        if (kept > 0 && meters_[j].quarters == meters_[kept - 1].quarters) continue;
+        if (kept > 0) {
+            const MeterSegment& p = meters_[kept - 1];
+            meters_[j].start =
+                p.start + static_cast<int64_t>(meters_[j].bar - p.bar) * p.quarters * ticks_per_quarter_;
+        }
+        meters_[kept++] = meters_[j];
+    }
+    n_meters_ = kept;
+    open_next_bar();
+}
+
+uint64_t LiveEncoder::meter(int64_t time_us, int32_t quarters) {
+    const int64_t tick = tick_at(time_us);
+    uint64_t bar = bars_written_ + (taken_ > 0 ? 1 : 0);
+    // The first bar line at or after `tick`, walking the table a segment at a time.
+    int64_t start = 0;
+    int32_t q = 0;
+    bar_at(bar, &start, &q);
+    int i = 0;
+    while (start < tick) {
+        while (i < n_meters_ && meters_[i].bar <= bar) ++i;
+        const int64_t length = int64_t{q} * ticks_per_quarter_;
+        const uint64_t needed = static_cast<uint64_t>((tick - start + length - 1) / length);
+        if (i == n_meters_ || bar + needed <= meters_[i].bar) {
+            bar += needed;
+            break;
+        }
+        start = meters_[i].start;
+        bar = meters_[i].bar;
+        q = meters_[i].quarters;
+    }
+    set_meter(bar, quarters);
+    return bar;
 }
 
 void LiveEncoder::reset() {
@@ -116,6 +203,9 @@ void LiveEncoder::reset() {
     origin_tick_ = 0;
     us_per_quarter_ = options_.us_per_quarter;
     bars_written_ = notes_read_ = late_ = dropped_ = 0;
+    meters_[0] = {0, 0, options_.bar_quarters, meter_token(options_.bar_quarters)};
+    n_meters_ = 1;
+    open_next_bar();
     closed_tick_ = 0;
     taken_ = 0;
     taken_position_ = -1;
@@ -356,7 +446,7 @@ void LiveEncoder::handle_message(int64_t time_us) {
 }
 
 bool LiveEncoder::bar_complete(int64_t now_us, bool force) const {
-    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    const int64_t end = open_start_ + open_ticks_;
     if (tick_at(now_us) < end) return false;  // a later event could still round into the bar
     if (force) return true;
     for (int i = 0; i < n_notes_; ++i)
@@ -400,7 +490,7 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens, int6
         ++k;
     };
     put(bar_token_);
-    if (timesig_token_ >= 0) put(timesig_token_);
+    if (open_timesig_ >= 0) put(open_timesig_);
     if (settled) *settled = SIZE_MAX;
     int64_t at = -1;
     int t = 0;
@@ -443,11 +533,11 @@ size_t LiveEncoder::write_bar(int64_t end, int64_t now_us, int32_t* tokens, int6
 
 size_t LiveEncoder::next_bar_size(int64_t now_us, bool force) const {
     if (!bar_complete(now_us, force)) return 0;
-    return write_bar(open_bar_start() + bar_ticks_, now_us, nullptr) - taken_;
+    return write_bar(open_start_ + open_ticks_, now_us, nullptr) - taken_;
 }
 
 size_t LiveEncoder::take_final(int64_t now_us, int32_t* tokens, size_t capacity) {
-    const int64_t start = open_bar_start(), end = start + bar_ticks_;
+    const int64_t start = open_start_, end = start + open_ticks_;
     closed_tick_ = std::max(closed_tick_, std::min(std::max(tick_at(now_us), start), end));
     const size_t total = write_bar(closed_tick_, now_us, nullptr, 0, nullptr, true);
     if (total - taken_ > capacity)
@@ -461,7 +551,7 @@ size_t LiveEncoder::take_final(int64_t now_us, int32_t* tokens, size_t capacity)
 
 size_t LiveEncoder::peek_bar(int64_t until_tick, int64_t held_until, int64_t now_us,
                              int32_t* tokens, size_t capacity, size_t* settled) const {
-    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    const int64_t end = open_start_ + open_ticks_;
     const int64_t until = std::min(end, until_tick);
     const size_t size = write_bar(until, now_us, nullptr, held_until);
     if (size > capacity)
@@ -476,7 +566,7 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
     if (size > capacity)
         argument("the bar has " + std::to_string(size) + " tokens, capacity " +
                  std::to_string(capacity));
-    const int64_t end = static_cast<int64_t>(bars_written_ + 1) * bar_ticks_;
+    const int64_t end = open_start_ + open_ticks_;
     const size_t k = write_bar(end, now_us, tokens, 0, nullptr, false, taken_) - taken_;
     // Notes still sounding were written with the length they have now; their note-offs are
     // swallowed.
@@ -504,6 +594,7 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
     }
     n_notes_ = kept;
     ++bars_written_;
+    open_next_bar();
     closed_tick_ = std::max(closed_tick_, end);
     taken_ = 0;
     taken_position_ = -1;

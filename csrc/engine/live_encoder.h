@@ -26,7 +26,7 @@ namespace sage {
 struct LiveOptions {
     int64_t start_us = 0;                // where bar 0 begins
     uint32_t us_per_quarter = 500000;    // the tempo until a tempo event (120 BPM)
-    int32_t bar_quarters = 4;            // bars of bar_quarters/4
+    int32_t bar_quarters = 4;            // bars of bar_quarters/4 (until set_meter changes it)
     int32_t channel_programs[16] = {0};  // General MIDI program per channel, -1 = drums
     bool follow_clock = false;  // MIDI clock (24 ppqn) drives the grid (docs/jam.md, "Clock")
 };
@@ -47,6 +47,7 @@ class LiveEncoder {
     static constexpr int kMaxTempos = 32;  // tempo changes waiting for their bar
     static constexpr int kChannels = 16;
     static constexpr int kMaxBarTicks = 12 * 96;  // a 12/4 bar at 96 ticks per quarter
+    static constexpr int kMaxMeters = 64;         // meter segments kept (past, open and planned)
 
     // vocab must outlive the encoder (it is the model's table). Throws sage::Error(Argument) when
     // the options do not fit the vocabulary (no Bar, no TimeSig bar_quarters/4, a program without
@@ -59,6 +60,18 @@ class LiveEncoder {
     void note_off(int64_t time_us, int channel, int pitch);
     void program_change(int channel, int program);
     void tempo(int64_t time_us, uint32_t us_per_quarter);
+    // The meter from bar `bar` on (until a later change): bars of quarters/4. `bar` is one not
+    // started yet: the open bar while none of its tokens were taken, or a later one. Throws
+    // Argument when the bar is started, the vocabulary has no such meter (TimeSig, a Position per
+    // tick), or kMaxMeters changes are planned ahead.
+    void set_meter(uint64_t bar, int32_t quarters);
+    // A time signature met at time_us, as a file's: it takes effect at the first bar line at or
+    // after the grid tick nearest time_us (miditok delays a signature to the next bar so), or at
+    // the first bar not started when that one is. Returns the bar.
+    uint64_t meter(int64_t time_us, int32_t quarters);
+    // The bar table: where bar `bar` starts (grid ticks from bar 0) and its quarters, for the
+    // bars from the oldest meter segment kept on (false before it: forgotten).
+    bool bar_at(uint64_t bar, int64_t* start, int32_t* quarters) const;
     // Raw MIDI bytes received at time_us: running status, real-time bytes anywhere, SysEx skipped;
     // a message cut between two calls is completed by the next.
     void midi(int64_t time_us, const uint8_t* bytes, size_t n);
@@ -90,7 +103,8 @@ class LiveEncoder {
     int64_t tick_at(int64_t time_us) const;
     // When grid tick `tick` falls, on the caller's clock, under the current tempo.
     int64_t time_of(int64_t tick) const;
-    int64_t bar_ticks() const { return bar_ticks_; }
+    int64_t bar_ticks() const { return open_ticks_; }       // of the open bar
+    int64_t open_bar_start() const { return open_start_; }  // grid tick of the open bar
     int ticks_per_quarter() const { return ticks_per_quarter_; }
     uint32_t keys_down() const { return keys_down_; }  // keys held now, written or not
     int64_t last_key_us() const {
@@ -135,7 +149,10 @@ class LiveEncoder {
     size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0,
                      size_t* settled = nullptr, bool final_only = false, size_t skip = 0,
                      int64_t* last_position = nullptr) const;
-    int64_t open_bar_start() const { return static_cast<int64_t>(bars_written_) * bar_ticks_; }
+    // The TimeSig token of a quarters/4 bar (-1: the vocabulary has no TimeSig); throws Argument
+    // when the vocabulary cannot write such a bar.
+    int32_t meter_token(int32_t quarters) const;
+    void open_next_bar();  // the open bar's start, length and TimeSig from the table
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
     void clock_start(int64_t time_us, bool from_the_top);
@@ -144,10 +161,10 @@ class LiveEncoder {
     int vocab_size_;
     int ticks_per_quarter_;
     LiveOptions options_;
-    int64_t bar_ticks_;
 
     // Token ids by value (-1: the vocabulary has none).
-    int32_t bar_token_ = -1, timesig_token_ = -1;
+    int32_t bar_token_ = -1;
+    bool has_timesig_ = false;
     int32_t position_token_[kMaxBarTicks];  // by tick within the bar
     int32_t program_token_[129];            // program + 1
     int32_t pitch_token_[128], drum_token_[128];
@@ -170,6 +187,17 @@ class LiveEncoder {
     int64_t origin_us_ = 0, origin_tick_ = 0;  // the tempo segment in force starts here
     uint32_t us_per_quarter_ = 500000;
     uint64_t bars_written_ = 0;
+    // The bar table: meter segments by first bar (the first at or before the open bar, later ones
+    // planned), each with its start tick; the open bar's start, length and TimeSig token.
+    struct MeterSegment {
+        uint64_t bar;
+        int64_t start;
+        int32_t quarters, timesig;
+    };
+    MeterSegment meters_[kMaxMeters];
+    int n_meters_ = 0;
+    int64_t open_start_ = 0, open_ticks_ = 0;
+    int32_t open_timesig_ = -1;
     // Ticks before closed_tick_ are taken (a bar, or the final part of the open bar): a note or
     // tempo that would land there is placed at closed_tick_. taken_ tokens of the open bar are out,
     // the last of their Positions at taken_position_ (-1: none).

@@ -275,6 +275,20 @@ class PyLive {
     void tempo(int64_t t, uint32_t us_per_quarter) {
         check(sage_live_tempo(live_, t, us_per_quarter));
     }
+    void set_meter(uint64_t bar, int32_t quarters) {
+        check(sage_live_set_meter(live_, bar, quarters));
+    }
+    uint64_t meter(int64_t t, int32_t quarters) {
+        uint64_t bar = 0;
+        check(sage_live_meter(live_, t, quarters, &bar));
+        return bar;
+    }
+    py::tuple bar(uint64_t bar) const {
+        int64_t start = 0;
+        int32_t quarters = 0;
+        check(sage_live_get_bar(live_, bar, &start, &quarters));
+        return py::make_tuple(start, quarters);
+    }
     void midi(int64_t t, const py::bytes& data) {
         const std::string bytes = data;
         check(
@@ -692,6 +706,9 @@ void bind(py::module_& m) {
         .def("program", &PyLive::program, py::arg("channel"), py::arg("program"))
         .def("tempo", &PyLive::tempo, py::arg("time_us"), py::arg("us_per_quarter"))
         .def("midi", &PyLive::midi, py::arg("time_us"), py::arg("data"))
+        .def("set_meter", &PyLive::set_meter, py::arg("bar"), py::arg("quarters"))
+        .def("meter", &PyLive::meter, py::arg("time_us"), py::arg("quarters"))
+        .def("bar", &PyLive::bar, py::arg("bar"), "(start tick, quarters) of a bar of the table.")
         .def("take_bar", &PyLive::take_bar, py::arg("now_us"), py::arg("force") = false)
         .def("take_final", &PyLive::take_final, py::arg("now_us"))
         .def("time_of", &PyLive::time_of, py::arg("tick"))

@@ -404,7 +404,8 @@ typedef struct sage_live sage_live;
 typedef struct sage_live_options {
     int64_t start_us;             /* where bar 0 begins on the caller's clock */
     uint32_t us_per_quarter;      /* the tempo until a tempo event; 500000 = 120 BPM */
-    int32_t bar_quarters;         /* bars of bar_quarters/4 (a TimeSig of the model); 4 */
+    int32_t bar_quarters;         /* bars of bar_quarters/4 (a TimeSig of the model) until a
+                                     meter change (sage_live_set_meter); 4 */
     int32_t channel_programs[16]; /* General MIDI program per channel, -1 = drums */
     int32_t follow_clock; /* nonzero: MIDI clock bytes (24 ppqn) drive the grid: Start (0xFA) makes
                              the next pulse the downbeat of the bar not yet taken, every pulse on a
@@ -436,6 +437,21 @@ sage_status sage_live_note(sage_live* live, int64_t time_us, int32_t channel, in
 sage_status sage_live_program(sage_live* live, int32_t channel, int32_t program);
 /* A tempo change, taking effect at the grid point nearest time_us. */
 sage_status sage_live_tempo(sage_live* live, int64_t time_us, uint32_t us_per_quarter);
+/* Meter changes (docs/jam.md, "Meter changes"). Bars follow a table of meters: from bar `bar` on
+ * (until a later change) bars are quarters/4, a TimeSig of the model. `bar` must not be started:
+ * the open bar while none of its tokens were taken (sage_live_take_final takes its Bar and TimeSig
+ * first), or a later one. SAGE_ERR_ARGUMENT when it is started, the model has no such meter, or
+ * 64 changes are planned ahead. */
+sage_status sage_live_set_meter(sage_live* live, uint64_t bar, int32_t quarters);
+/* A time signature met at time_us, as in a file: from the first bar line at or after the grid
+ * point nearest time_us (miditok delays a signature to the next bar so), or from the first bar not
+ * started when that one is. *bar (may be NULL) receives the bar it starts. */
+sage_status sage_live_meter(sage_live* live, int64_t time_us, int32_t quarters, uint64_t* bar);
+/* The bar table: the grid tick where bar `bar` starts and its quarters, for the open bar, the bars
+ * ahead (as planned so far) and past bars back to the 64th meter change before; SAGE_ERR_ARGUMENT
+ * for a bar older than that. */
+sage_status sage_live_get_bar(const sage_live* live, uint64_t bar, int64_t* start_tick,
+                              int32_t* quarters);
 /* Raw MIDI bytes as a port delivers them: running status, real-time bytes anywhere, SysEx and
  * messages without tokens skipped, program changes followed (not on drum channels); a message cut
  * between calls is completed by the next call. */
