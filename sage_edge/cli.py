@@ -110,6 +110,15 @@ def _programs(text: str | None) -> list[int] | None:
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
 
+def _meter(text: str) -> tuple[int, list[tuple[int, int]]]:
+    """``N[,BAR:N...]``: the first meter, then the changes (the engine checks the values)."""
+    first, *changes = text.split(",")
+    try:
+        return int(first), [(int(b), int(q)) for b, q in (c.split(":") for c in changes)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"N then BAR:N items (4,8:3), got {text!r}") from None
+
+
 def _controls(args: argparse.Namespace):
     """The musical controls given as flags (the engine's names: sage_edge.engine.CONTROLS), or
     None when none is."""
@@ -255,15 +264,17 @@ def cmd_jam(args: argparse.Namespace) -> None:
         react=args.react,
         predict=args.predict,
         tempo=args.tempo,
-        meter=args.meter,
+        meter=args.meter[0],
         musician_program=args.musician_program,
         sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
         seed=args.seed or 0,
         controls=_controls(args),
     )
+    for bar, quarters in args.meter[1]:
+        jam.set_meter(bar, quarters)
     print(
         f"sage-edge: listening on {args.inp}: bar 0 at monotonic {jam.start_us} us, "
-        f"{args.meter}/4 at {args.tempo:g} BPM",
+        f"{args.meter[0]}/4 at {args.tempo:g} BPM",
         file=sys.stderr,
         flush=True,
     )
@@ -399,7 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--predict", action="store_true", help="lookahead 0: the model writes the musician ahead"
     )
     jam.add_argument("--tempo", type=float, default=120.0, help="BPM (120)")
-    jam.add_argument("--meter", type=int, default=4, help="quarters per bar (4)")
+    jam.add_argument(
+        "--meter",
+        type=_meter,
+        default=(4, []),
+        help="quarters per bar (4), then BAR:N from bar BAR on: 4,8:3,12:6",
+    )
     jam.add_argument("--musician-program", type=int, default=0, help="the musician's program")
     jam.add_argument("--seed", type=int, help="random seed (0)")
     for name in SAMPLING_OPTIONS:

@@ -140,9 +140,10 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
     ahead (``take_final``), beside ``Tokenizer.encode`` of the same score:
     ``({"calls": ..., "bytes": ..., "parts": ...}, encoded)`` token lists, or the reason the live
     encoder cannot take it (at most 16 parts; no two notes of one track and pitch overlapping: a
-    MIDI key struck again ends its note, docs/jam.md). The score's time signatures, in the ``n/4`` form
-    the tokenizer writes them (:func:`normalize_time_signatures`), go to the encoder as meter
-    changes at their times: ahead of the notes for "parts", as they come for the other two."""
+    MIDI key struck again ends its note, docs/jam.md). The score's time signatures, in the
+    ``n/4`` form the tokenizer writes them (:func:`normalize_time_signatures`), go to the encoder
+    as meter changes at their times: ahead of the notes for "parts", as they come for the other
+    two."""
     if len(score.tracks) > 16:
         return "more than 16 parts"
     if any(_overlaps(track) for track in score.tracks):
@@ -278,7 +279,6 @@ class Jam:
         self._live = self._jam.live()
         if (controls := _controls_or_none(controls)) is not None:
             self._jam.set_controls(controls.settings)
-        self.bar_ticks = meter * self._live.ticks_per_quarter
         self._bars, self._lookahead = bars, lookahead
 
     def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
@@ -288,6 +288,16 @@ class Jam:
     def midi(self, time_us: int, data: bytes) -> None:
         """Raw MIDI bytes the musician's port delivered at ``time_us``."""
         self._live.midi(time_us, data)
+
+    def set_meter(self, bar: int, quarters: int) -> None:
+        """Bars of ``quarters``/4 from bar ``bar`` on (one not started yet), until a later
+        change: the musician's part, the engine's and the times of both follow (docs/jam.md,
+        "Meter changes")."""
+        self._live.set_meter(bar, quarters)
+
+    def bar(self, bar: int) -> tuple[int, int]:
+        """The bar table: ``(start tick, quarters)`` of bar ``bar``."""
+        return self._live.bar(bar)
 
     def poll(self, now: int | None = None) -> list[JamNote]:
         """Feeds the bars complete at ``now`` and generates a little; the engine's new notes,
@@ -303,8 +313,9 @@ class Jam:
         return self._live.time_of(tick)
 
     def bar_time(self, bar: int) -> int:
-        """When bar ``bar`` starts, in microseconds on the jam's clock."""
-        return self._live.time_of(bar * self.bar_ticks)
+        """When bar ``bar`` starts (the bar table's start), in microseconds on the jam's
+        clock."""
+        return self._live.time_of(self._live.bar(bar)[0])
 
     @property
     def state(self) -> dict:

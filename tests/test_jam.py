@@ -26,7 +26,7 @@ from sage_edge.live import (
     now_us,
     score_events,
 )
-from sage_edge.tokenizer import load_score
+from sage_edge.tokenizer import load_score, notated_bar_at
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSICIAN, ENGINE = 52, [53, 54, 42]  # soprano; alto, tenor, cello
@@ -38,11 +38,16 @@ def engine():
     return sage_edge.Engine()
 
 
-def soprano(chorale_dir: Path, us_per_quarter: int, bars: int) -> list[MidiEvent]:
-    """The soprano of bwv1.6 (held out of training) as timed events, its first `bars` bars."""
-    score = load_score(chorale_dir / "bwv1.6.mid")
+def soprano(
+    chorale_dir: Path, us_per_quarter: int, bars: int, piece: str = "bwv1.6.mid"
+) -> list[MidiEvent]:
+    """The soprano of bwv1.6 (held out of training), or of `piece`, as timed events, its first
+    `bars` bars (of its own meters)."""
+    score = load_score(chorale_dir / piece)
     score.tracks = [score.tracks[0]]
-    end = bars * 4 * score.ticks_per_quarter
+    end = notated_bar_at(score, 0).start
+    for _ in range(bars):
+        end = notated_bar_at(score, end).end
     score.tracks[0].notes = [n for n in score.tracks[0].notes if n.time < end]
     events, programs = score_events(score, us_per_quarter // score.ticks_per_quarter)
     assert programs == [MUSICIAN]
@@ -135,6 +140,109 @@ def test_accompaniment_in_time_plays_each_bar_in_it(engine, chorale_dir):
     assert written == heard
 
 
+# bwv269: a 4/4 bar (a two-quarter pickup), then 3/4 -- a real chorale whose meter changes. The
+# musician's meter changes are given to the jam ahead (Jam.set_meter; --meter 4,1:3).
+METER_PIECE = "bwv269.mid"
+
+
+def meter_per_bar(engine, tokens) -> list[int]:
+    """The quarters of each bar's TimeSig in a token stream, bar by bar."""
+    table = engine.tokenizer.token_table()
+    bars, after_bar = [], False
+    for token in tokens:
+        kind = engine.tokenizer.token_strings()[token].split("_")[0]
+        if kind == "TimeSig" and after_bar:
+            bars.append(int(table["a"][token]))
+        after_bar = kind == "Bar"
+    return bars
+
+
+def bar_of(jam, tick: int) -> int:
+    bar = 0
+    while jam.bar(bar + 1)[0] <= tick:
+        bar += 1
+    return bar
+
+
+def test_call_and_response_follows_a_meter_change(engine, chorale_dir):
+    """bwv269's soprano in 2-bar phrases, 4/4 then 3/4 from bar 1: the bar table holds the 3/4
+    bars, every bar of the stream (the musician's and the answers') has the table's TimeSig, the
+    answers sound in their 3/4 bars, and the phrases' notes are in the stream where played."""
+    quarter = 500_000
+    played = soprano(chorale_dir, quarter, 7, METER_PIECE)
+    jam = Jam(
+        engine,
+        "call-response",
+        programs=ENGINE,
+        bars=2,
+        musician_program=MUSICIAN,
+        start_us=0,
+        seed=3,
+    )
+    jam.set_meter(1, 3)
+    assert [jam.bar(b) for b in range(4)] == [(0, 4), (48, 3), (84, 3), (120, 3)]
+    assert jam.bar_time(2) == 7 * quarter
+    notes = list(jam.play(played))
+    assert notes and jam.state["answers"] >= 2
+    stream = jam.history()
+    meters = meter_per_bar(engine, stream)
+    assert len(meters) >= 8 and meters == [4] + [3] * (len(meters) - 1)
+    assert {bar_of(jam, jam.tick_at(n.time_us)) % 4 for n in notes} <= {2, 3}
+    assert all(jam.time_of(jam.tick_at(n.time_us)) == n.time_us for n in notes)
+    heard = {(p, t, pitch) for p, t, pitch in decoded(engine, stream) if p == MUSICIAN}
+    for e in played:
+        if e.velocity:
+            tick = jam.tick_at(e.time_us)
+            in_phrase = bar_of(jam, tick) % 4 in (0, 1)
+            assert ((MUSICIAN, tick, e.pitch) in heard) == in_phrase, (tick, e.pitch)
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_accompaniment_follows_a_meter_change(engine, chorale_dir, lookahead):
+    """bwv269's soprano accompanied in time (every beat, reacting) and a bar behind: every bar of
+    the stream has the table's TimeSig, the soprano is in it where played, and the engine's notes
+    sound in the musician's bars of the table (a bar later, one bar behind)."""
+    quarter = 500_000
+    played = soprano(chorale_dir, quarter, 5, METER_PIECE)
+    options = {"lookahead": lookahead}
+    if lookahead == 0:
+        options.update(listen_ticks=TICKS, react=True)
+    jam = Jam(
+        engine,
+        "accompany",
+        programs=ENGINE,
+        musician_program=MUSICIAN,
+        start_us=0,
+        seed=3,
+        **options,
+    )
+    jam.set_meter(1, 3)
+    notes = list(jam.play(played, until_us=jam.bar_time(6)))
+    stream = jam.history()
+    meters = meter_per_bar(engine, stream)
+    assert len(meters) >= 5 and meters == [4] + [3] * (len(meters) - 1)
+    onsets = {(jam.tick_at(e.time_us), e.pitch) for e in played if e.velocity}
+    assert {(t, p) for prog, t, p in decoded(engine, stream) if prog == MUSICIAN} == onsets
+    written_bars = {bar_of(jam, t) for prog, t, _ in decoded(engine, stream) if prog in ENGINE}
+    sounding_bars = {bar_of(jam, n.tick) for n in notes}
+    assert {b + lookahead for b in written_bars if b + lookahead < 6} <= sounding_bars
+    assert all(jam.time_of(n.tick) == n.time_us for n in notes)
+    if lookahead == 0:
+        heard = sorted((n.tick, n.pitch) for n in notes if n.tick < jam.bar(5)[0])
+        written = sorted(
+            (t, p) for prog, t, p in decoded(engine, stream) if prog in ENGINE and t < jam.bar(5)[0]
+        )
+        assert written == heard
+
+
+def test_meter_changes_are_checked(engine):
+    jam = Jam(engine, "call-response", programs=ENGINE, start_us=0)
+    with pytest.raises(ValueError, match="time signature 13/4|out of range"):
+        jam.set_meter(2, 13)
+    jam.set_meter(0, 3)  # bar 0 is open, nothing of it taken
+    assert jam.bar(1) == (36, 3)
+
+
 def test_in_time_options_are_checked(engine):
     with pytest.raises(ValueError, match="lookahead 0"):
         Jam(engine, "accompany", programs=ENGINE, listen_ticks=12)
@@ -155,7 +263,9 @@ class Receiver(ByteRecorder):
         return out
 
 
-def play_through_ptys(command: list[str], tempo: float, bars: int, chorale_dir: Path):
+def play_through_ptys(
+    command: list[str], tempo: float, bars: int, chorale_dir: Path, piece: str = "bwv1.6.mid"
+):
     """Starts a front end on two ptys, plays the soprano into the first at the times the front end
     announces, and returns (bar 0's time, the front end's messages with arrival times, stderr)."""
     in_master, in_slave = pty.openpty()
@@ -168,7 +278,7 @@ def play_through_ptys(command: list[str], tempo: float, bars: int, chorale_dir: 
         line = process.stderr.readline()
         start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
         receiver = Receiver(out_master)
-        for t, data in midi_bytes(soprano(chorale_dir, quarter, bars)):
+        for t, data in midi_bytes(soprano(chorale_dir, quarter, bars, piece)):
             while (left := start + t - now_us()) > 0:
                 time.sleep(min(left, 2000) / 1e6)
             os.write(in_master, data)
@@ -234,6 +344,61 @@ def accompany_command(front_end: str, tempo: float, *options: str) -> list[str]:
         command = [sys.executable, "-m", "sage_edge.cli", "jam"]
     command += ["--mode", "accompany", "--programs", "53,54,42", "--musician-program", "52"]
     return [*command, "--tempo", str(tempo), "--seed", "1", *options]
+
+
+def test_runner_follows_a_meter_change_through_ptys(chorale_dir):
+    """sage-edge-run --meter 4,1:3, call and response in 2-bar phrases on bwv269's soprano: the
+    answers' notes sound in the 3/4 answer bars (bars 2-3 and 6-7 of the table), on the grid."""
+    tempo = 300
+    command = [
+        str(built_binary("csrc/runner/sage-edge-run")),
+        "--model",
+        str(ROOT / "sage_edge/models/default.sage"),
+        "--bars",
+        "2",
+        "--meter",
+        "4,1:3",
+        "--programs",
+        "53,54,42",
+        "--musician-program",
+        "52",
+        "--tempo",
+        str(tempo),
+        "--seed",
+        "1",
+    ]
+    start, messages, err = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE)
+    quarter = 60e6 / tempo
+    ons = [t for t, m in messages if m.type == "note_on" and m.velocity > 0]
+    assert len(ons) > 10 and "answers" in err
+    ticks = [round((t - start) / (quarter / TICKS)) for t in ons]
+    bars = {0 if t < 4 * TICKS else 1 + (t - 4 * TICKS) // (3 * TICKS) for t in ticks}
+    assert bars <= {2, 3, 6, 7} and 2 in bars, bars
+
+
+def test_runner_refuses_a_meter_the_model_has_not():
+    runner = built_binary("csrc/runner/sage-edge-run")
+    model = str(ROOT / "sage_edge/models/default.sage")
+    for meter in ("4,1:13", "4,x:3"):
+        result = subprocess.run(
+            [
+                str(runner),
+                "--model",
+                model,
+                "--midi-in",
+                "/dev/null",
+                "--midi-out",
+                "/dev/null",
+                "--programs",
+                "42",
+                "--meter",
+                meter,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and "--meter" in result.stderr, result.stderr
 
 
 def test_runner_accompanies_through_ptys(chorale_dir):

@@ -46,6 +46,7 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
         session_->set_programs(programs, options.n_programs + 1);
     }
     session_->set_meter(options.live.bar_quarters, 4);
+    locked_quarters_ = options.live.bar_quarters;
     int32_t bos = -1;
     std::fill(position_token_, position_token_ + LiveEncoder::kMaxBarTicks, -1);
     for (int id = 0; id < model.config.vocab_size; ++id) {
@@ -55,9 +56,6 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
             position_token_[t.a] = id;
         if (model.vocab[id].kind == Kind::Bar && bar_token_ < 0) bar_token_ = id;
         if (model.vocab[id].kind == Kind::Bos && bos < 0) bos = id;
-        if (model.vocab[id].kind == Kind::TimeSig &&
-            model.vocab[id].a == options.live.bar_quarters && model.vocab[id].b == 4)
-            timesig_token_ = id;
     }
     if (bos >= 0) feed(&bos, 1);
     if (anticipation) {
@@ -80,6 +78,16 @@ int Jam::channel_of(int32_t program) const {
         channel = channel + 1 == 9 ? 10 : channel + 1;
     }
     return 0;
+}
+
+void Jam::follow_meter() {
+    const bool bar_opened =
+        history_count_ > 0 && history_[(history_count_ - 1) % kHistory] == bar_token_;
+    const uint64_t bars = session_->bars();
+    const int32_t quarters = live_.quarters_of(bar_opened && bars > 0 ? bars - 1 : bars);
+    if (quarters == 0 || quarters == locked_quarters_) return;
+    session_->set_meter(quarters, 4);
+    locked_quarters_ = quarters;
 }
 
 void Jam::record(const int32_t* tokens, size_t n) {
@@ -156,6 +164,13 @@ void Jam::start_accompaniment(const int32_t* tokens, size_t n) {
     feed_musician(tokens, i);  // Bar, TimeSig
     accompanied_next_ = i;
     accompanied_start_ = session_->bar().start;
+    const uint64_t bar = live_.bars_written() - 1;
+    int64_t start = 0, sounds_at = 0;
+    int32_t quarters = 0;
+    live_.bar_at(bar, &start, &quarters);
+    live_.bar_at(bar + options_.lookahead_bars, &sounds_at, nullptr);
+    accompanied_quarters_ = quarters;
+    accompanied_shift_ = sounds_at - start;
     accompanying_ = true;
     next_stop();
 }
@@ -167,14 +182,15 @@ void Jam::next_stop() {
     stop_.opened = 1;  // the bar is open: stop at a Position at or past `end`, or at a Bar
     stop_.end = accompanied_start_ + (accompanied_next_ < accompanied_n_
                                           ? model_.vocab[accompanied_[accompanied_next_]].a / tpq
-                                          : static_cast<double>(options_.live.bar_quarters));
+                                          : accompanied_quarters_);
 }
 
 void Jam::accompany() {
     StopReason reason = StopReason::Capacity;
+    follow_meter();
     record(generated_,
            session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerPoll, &reason));
-    collect(int64_t{options_.lookahead_bars} * live_.bar_ticks());
+    collect(accompanied_shift_);
     if (reason == StopReason::Capacity) return;
     if (accompanied_next_ == accompanied_n_) {  // the engine closed the bar
         accompanying_ = false;
@@ -195,18 +211,19 @@ void Jam::accompany() {
 // heard, in the tokenizer's order; then it generates on, from the listening point.
 void Jam::anticipate(int64_t now_us) {
     const double tpq = model_.config.ticks_per_quarter;
-    const int64_t bar_ticks = live_.bar_ticks();
+    const int64_t played_ticks = live_.bar_ticks();
     const size_t n = live_.take_bar(now_us, true, bar_, kMaxBarTokens);
     if (n > 0) {  // the bar played is complete: it becomes the true start of the next one
-        replay(bar_, n, n, static_cast<int32_t>(bar_ticks));
+        replay(bar_, n, n, static_cast<int32_t>(played_ticks));
         session_->save(*bar_line_);
         history_at_bar_line_ = history_count_;
         anchor_n_ = 0;
         played_n_ = 0;
-        bar_start_tick_ = static_cast<int64_t>(live_.bars_written()) * bar_ticks;
+        bar_start_tick_ = live_.open_bar_start();
         listen_at_ = bar_start_tick_;  // the bar line is the bar's first listening point
         anticipating_ = false;
     }
+    const int64_t bar_ticks = live_.bar_ticks();  // of the bar being played
     // At a listening point the engine knows the musician's notes that start before it (ahead), or
     // also those at it (react: once one has come, or half a grid step after the point).
     const int64_t now_tick = live_.tick_at(now_us);
@@ -238,6 +255,7 @@ void Jam::anticipate(int64_t now_us) {
     // first note after a listening point goes out without waiting for the rest of the poll's.
     for (size_t done = 0; anticipating_ && done < kTokensPerPoll && notes_count_ == 0;) {
         StopReason reason = StopReason::Capacity;
+        follow_meter();
         const size_t made =
             session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerStep, &reason);
         record(generated_, made);
@@ -344,8 +362,9 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
             // Should the answer have stopped short (a model that never closes a bar), empty bars
             // keep the stream's bars on the musician's.
             while (session_->bars() < live_.bars_written()) {
-                const int32_t empty[2] = {bar_token_, timesig_token_};
-                feed(empty, timesig_token_ >= 0 ? 2 : 1);
+                const int32_t timesig = live_.meter_token(live_.quarters_of(session_->bars()));
+                const int32_t empty[2] = {bar_token_, timesig};
+                feed(empty, timesig >= 0 ? 2 : 1);
             }
             state_ = State::Listening;
         }
@@ -370,7 +389,7 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
         bool phrase_ends = false;
         if (phrase_started_) {
             ++phrase_bars_;
-            const int64_t bar_line = live_.time_of(live_.bars_written() * live_.bar_ticks());
+            const int64_t bar_line = live_.time_of(live_.open_bar_start());
             const double rested = static_cast<double>(bar_line - live_.last_key_us()) /
                                   (live_.time_of(live_.ticks_per_quarter()) - live_.time_of(0));
             const bool rest_ends = options_.rest_quarters > 0 && live_.keys_down() == 0 &&
@@ -397,6 +416,7 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
     // no more than that, and a note goes out as soon as it is decoded.
     if (generating_) {
         StopReason reason = StopReason::Capacity;
+        follow_meter();
         const size_t n =
             session_->generate_bars(options_.sampling, stop_, generated_, kTokensPerStep, &reason);
         record(generated_, n);

@@ -98,6 +98,9 @@ class Jam {
     void anticipate(int64_t now_us);
     void replay(const int32_t* musician, size_t n, size_t settled, int32_t until_tick);
     void keep_played(const int32_t* tokens, size_t n);
+    // The session's meter lock follows the bar table: the meter of the bar whose TimeSig comes
+    // next (the bar just opened when the last token was its Bar, else the next one).
+    void follow_meter();
     void feed(const int32_t* tokens, size_t n);    // feeds and records
     void record(const int32_t* tokens, size_t n);  // the engine's notes decoded so far -> notes_
     int channel_of(int32_t program) const;
@@ -106,7 +109,8 @@ class Jam {
     JamOptions options_;
     LiveEncoder live_;
     std::unique_ptr<Session> session_;
-    int32_t bar_token_ = -1, timesig_token_ = -1;
+    int32_t bar_token_ = -1;
+    int32_t locked_quarters_ = 0;  // the session's meter lock
     State state_ = State::Listening;
     bool phrase_started_ = false;
     bool bar_notes_ = false;  // call and response: the open bar's part fed ahead holds a note
@@ -120,7 +124,9 @@ class Jam {
     int32_t accompanied_[kMaxBarTokens];
     size_t accompanied_n_ = 0, accompanied_next_ = 0;
     bool accompanying_ = false;
-    double accompanied_start_ = 0;  // quarters
+    double accompanied_start_ = 0;     // quarters
+    double accompanied_quarters_ = 0;  // its length
+    int64_t accompanied_shift_ = 0;    // ticks from its start to the bar its parts sound in
     int32_t generated_[kTokensPerPoll];
     // The engine's notes decoded and not yet handed out, oldest first.
     static constexpr size_t kNoteCapacity = 1024;

@@ -117,7 +117,8 @@ bool LiveEncoder::bar_at(uint64_t bar, int64_t* start, int32_t* quarters) const 
     while (i >= 0 && meters_[i].bar > bar) --i;
     if (i < 0) return false;
     const MeterSegment& m = meters_[i];
-    if (start) *start = m.start + static_cast<int64_t>(bar - m.bar) * m.quarters * ticks_per_quarter_;
+    if (start)
+        *start = m.start + static_cast<int64_t>(bar - m.bar) * m.quarters * ticks_per_quarter_;
     if (quarters) *quarters = m.quarters;
     return true;
 }
@@ -136,8 +137,8 @@ void LiveEncoder::open_next_bar() {
 void LiveEncoder::set_meter(uint64_t bar, int32_t quarters) {
     const uint64_t first_free = bars_written_ + (taken_ > 0 ? 1 : 0);
     if (bar < first_free)
-        argument("meter from bar " + std::to_string(bar) + ": bar " +
-                 std::to_string(first_free) + " is the first not started");
+        argument("meter from bar " + std::to_string(bar) + ": bar " + std::to_string(first_free) +
+                 " is the first not started");
     const int32_t token = meter_token(quarters);
     // The segment at `bar` (new or replaced), the later ones kept; one that repeats the meter
     // before it is no change and goes.
@@ -160,8 +161,8 @@ void LiveEncoder::set_meter(uint64_t bar, int32_t quarters) {
         if (kept > 0 && meters_[j].quarters == meters_[kept - 1].quarters) continue;
         if (kept > 0) {
             const MeterSegment& p = meters_[kept - 1];
-            meters_[j].start =
-                p.start + static_cast<int64_t>(meters_[j].bar - p.bar) * p.quarters * ticks_per_quarter_;
+            meters_[j].start = p.start + static_cast<int64_t>(meters_[j].bar - p.bar) * p.quarters *
+                                             ticks_per_quarter_;
         }
         meters_[kept++] = meters_[j];
     }

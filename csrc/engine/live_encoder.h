@@ -72,6 +72,14 @@ class LiveEncoder {
     // The bar table: where bar `bar` starts (grid ticks from bar 0) and its quarters, for the
     // bars from the oldest meter segment kept on (false before it: forgotten).
     bool bar_at(uint64_t bar, int64_t* start, int32_t* quarters) const;
+    // The quarters of bar `bar` (0: older than the table) and the TimeSig token of a meter (-1:
+    // the vocabulary has none); throws Argument when the vocabulary cannot write such a bar.
+    int32_t quarters_of(uint64_t bar) const {
+        int32_t quarters = 0;
+        bar_at(bar, nullptr, &quarters);
+        return quarters;
+    }
+    int32_t meter_token(int32_t quarters) const;
     // Raw MIDI bytes received at time_us: running status, real-time bytes anywhere, SysEx skipped;
     // a message cut between two calls is completed by the next.
     void midi(int64_t time_us, const uint8_t* bytes, size_t n);
@@ -149,9 +157,6 @@ class LiveEncoder {
     size_t write_bar(int64_t end, int64_t now_us, int32_t* tokens, int64_t held_until = 0,
                      size_t* settled = nullptr, bool final_only = false, size_t skip = 0,
                      int64_t* last_position = nullptr) const;
-    // The TimeSig token of a quarters/4 bar (-1: the vocabulary has no TimeSig); throws Argument
-    // when the vocabulary cannot write such a bar.
-    int32_t meter_token(int32_t quarters) const;
     void open_next_bar();  // the open bar's start, length and TimeSig from the table
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);

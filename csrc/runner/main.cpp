@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "midi_file.h"
@@ -69,7 +70,8 @@ constexpr const char* kUsage =
     "  --react             accompany, lookahead 0: wait for the musician's note at a listening\n"
     "                      point (at most half a grid step) and play right after it\n"
     "  --predict           accompany, lookahead 0: the model writes the musician's part ahead\n"
-    "  --meter N           with --midi-in: bars of N/4 (default 4)\n"
+    "  --meter N[,B:N...]  with --midi-in: bars of N/4 (default 4), and from bar B on (counted\n"
+    "                      from bar 0) bars of that N/4: 4,8:3,12:6 (docs/jam.md)\n"
     "  --clock in|out      with --midi-in: follow the MIDI clock (24 ppqn, Start/Stop/Continue,\n"
     "                      Song Position) on the input, or lead: send clock and Start on the "
     "output\n"
@@ -198,6 +200,7 @@ struct Options {
     uint32_t listen_ticks = 0;
     bool react = false, predict = false;
     int32_t meter = 4;
+    std::vector<std::pair<uint64_t, int32_t>> meter_changes;  // (from bar, quarters)
     int32_t musician_program = 0;
     std::string clock;  // "", "in" (follow) or "out" (lead)
     bool events = false;
@@ -334,7 +337,25 @@ Options parse_args(int argc, char** argv) {
         } else if (flag == "--listen-ticks") {
             o.listen_ticks = static_cast<uint32_t>(parse_uint(flag, value, UINT32_MAX));
         } else if (flag == "--meter") {
-            o.meter = static_cast<int32_t>(parse_uint(flag, value, INT32_MAX));
+            // N, then B:N items; the C API checks each meter against the model.
+            const std::string text = value;
+            size_t at = 0;
+            for (bool first = true; at <= text.size(); first = false) {
+                const size_t comma = std::min(text.find(',', at), text.size());
+                const std::string item = text.substr(at, comma - at);
+                const size_t colon = item.find(':');
+                if (first != (colon == std::string::npos))
+                    throw UsageError{"--meter needs N then BAR:N items (4,8:3), got '" + text +
+                                     "'"};
+                const int32_t quarters = static_cast<int32_t>(
+                    parse_uint(flag, first ? item.c_str() : item.c_str() + colon + 1, INT32_MAX));
+                if (first)
+                    o.meter = quarters;
+                else
+                    o.meter_changes.emplace_back(
+                        parse_uint(flag, item.substr(0, colon).c_str(), UINT32_MAX), quarters);
+                at = comma + 1;
+            }
         } else if (flag == "--clock") {
             o.clock = value;
             if (o.clock != "in" && o.clock != "out")
@@ -764,6 +785,12 @@ int run_jam(const Options& o) {
     sage_live* live = nullptr;
     check(sage_jam_get_live(jam, &live), "live encoder");
     if (o.controls_given) check(sage_jam_set_controls(jam, &o.controls), "controls");
+    int32_t longest_bar = o.meter;
+    for (const auto& [bar, quarters] : o.meter_changes) {
+        if (sage_live_set_meter(live, bar, quarters) != SAGE_OK)
+            throw UsageError{std::string("--meter: ") + sage_last_error()};
+        longest_bar = std::max(longest_bar, quarters);
+    }
     // The monotonic clock is the system's: a program beside the runner can play in time with it.
     std::fprintf(stderr,
                  "sage-edge-run: listening on %s: bar 0 at monotonic %" PRId64
@@ -783,7 +810,7 @@ int run_jam(const Options& o) {
     check(sage_model_get_info(model, &info), "model info");
     const double tpq = info.ticks_per_quarter;
     int64_t next_pulse = 0;  // leading the clock: the next pulse to send
-    const double bar_us = us_per_quarter * o.meter;
+    const double bar_us = us_per_quarter * longest_bar;
     // After the input ends: the bars a last phrase needs to end and be answered (or accompanied).
     const double tail_us = bar_us * (2.0 * jo.phrase_bars + jo.lookahead_bars + 2);
     int64_t ended = -1;  // when the input ended

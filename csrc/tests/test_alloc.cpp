@@ -144,6 +144,13 @@ TEST(live_events_allocate_nothing) {
             CHECK_EQ(sage_live_note(live, t + 250000, 1, 50, 0), SAGE_OK);
             CHECK_EQ(sage_live_note(live, t + 250000, 0, 64, 0), SAGE_OK);
             if (beat % 16 == 0) CHECK_EQ(sage_live_tempo(live, t, 450000), SAGE_OK);
+            // A meter change ahead every other bar, by bar and by time (3/4, 5/4, 2/4, 4/4).
+            if (beat % 8 == 2) {
+                sage_live_counts c{};
+                CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+                CHECK_EQ(sage_live_set_meter(live, c.bars_taken + 2, 2 + beat % 3), SAGE_OK);
+            }
+            if (beat % 8 == 6) CHECK_EQ(sage_live_meter(live, t + 1500000, 4, nullptr), SAGE_OK);
             CHECK_EQ(sage_live_take_final(live, t + 100000, tokens, 4096, &count), SAGE_OK);
             CHECK_EQ(sage_live_take_bar(live, t, beat % 8 == 0, tokens, 4096, &count), SAGE_OK);
         }
@@ -182,6 +189,9 @@ TEST(jam_polls_allocate_nothing) {
             for (int64_t t = 0; t < 8 * 2000000; t += 2000) {
                 if (t % 500000 == 0) CHECK_EQ(sage_live_note(live, t, 0, 60, 90), SAGE_OK);
                 if (t % 500000 == 250000) CHECK_EQ(sage_live_note(live, t, 0, 60, 0), SAGE_OK);
+                // The meter changes ahead: 3/4 from bar 2, 4/4 again from bar 5.
+                if (t == 1000000) CHECK_EQ(sage_live_set_meter(live, 2, 3), SAGE_OK);
+                if (t == 4000000) CHECK_EQ(sage_live_set_meter(live, 5, 4), SAGE_OK);
                 CHECK_EQ(sage_jam_poll(jam, t, notes, 16, &count), SAGE_OK);
                 played += count;
             }

@@ -143,6 +143,59 @@ TEST(bad_arguments_are_refused) {
     sage_model_free(model);
 }
 
+// The bar table: 4/4, then 3/4 from bar 1 (set_meter), then a time signature met in the middle of
+// bar 2 (meter), which takes effect at bar 3, as miditok delays it; each bar's TimeSig and
+// length follow, and a bar already started cannot change.
+TEST(meter_changes_follow_the_bar_table) {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    sage_live* live = nullptr;
+    CHECK_EQ(sage_live_create(model, nullptr, &live), SAGE_OK);
+    const int64_t tick = kQuarter / 12;
+    CHECK_EQ(sage_live_set_meter(live, 1, 3), SAGE_OK);
+    uint64_t from = 0;
+    CHECK_EQ(sage_live_meter(live, (48 + 36 + 10) * tick, 6, &from), SAGE_OK);
+    CHECK_EQ(from, uint64_t{3});
+    const int64_t starts[] = {0, 48, 84, 120, 192};
+    const int32_t quarters[] = {4, 3, 3, 6, 6};
+    for (uint64_t bar = 0; bar < 5; ++bar) {
+        int64_t start = -1;
+        int32_t q = 0;
+        CHECK_EQ(sage_live_get_bar(live, bar, &start, &q), SAGE_OK);
+        CHECK_EQ(start, starts[bar]);
+        CHECK_EQ(q, quarters[bar]);
+    }
+    // A note on the last tick of each bar: it lands in that bar, at that bar's last position.
+    int32_t tokens[64];
+    size_t count = 0;
+    for (uint64_t bar = 0; bar < 4; ++bar) {
+        const int64_t last = starts[bar + 1] - 1;
+        CHECK_EQ(sage_live_note(live, last * tick, 0, 60, 80), SAGE_OK);
+        CHECK_EQ(sage_live_note(live, (last + 1) * tick, 0, 60, 0), SAGE_OK);
+        CHECK_EQ(sage_live_take_bar(live, (last + 1) * tick, 0, tokens, 64, &count), SAGE_OK);
+        CHECK(count >= 4);
+        CHECK_EQ(value(model, tokens[1]), quarters[bar]);  // TimeSig quarters/4
+        CHECK_EQ(value(model, tokens[count - 5]), static_cast<int32_t>(last - starts[bar]));
+    }
+    // Bar 4 is open; taking its Bar and TimeSig ahead starts it.
+    CHECK_EQ(sage_live_set_meter(live, 4, 2), SAGE_OK);
+    CHECK_EQ(sage_live_take_final(live, starts[4] * tick, tokens, 64, &count), SAGE_OK);
+    CHECK_EQ(value(model, tokens[1]), 2);
+    CHECK_EQ(sage_live_set_meter(live, 4, 3), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_live_set_meter(live, 3, 3), SAGE_ERR_ARGUMENT);
+    CHECK_EQ(sage_live_set_meter(live, 5, 13), SAGE_ERR_ARGUMENT);  // no 13/4 bar
+    // A time signature met in a started bar takes effect at the next one.
+    CHECK_EQ(sage_live_meter(live, starts[4] * tick, 5, &from), SAGE_OK);
+    CHECK_EQ(from, uint64_t{5});
+    int64_t start = 0;
+    int32_t q = 0;
+    CHECK_EQ(sage_live_get_bar(live, 5, &start, &q), SAGE_OK);
+    CHECK_EQ(start, starts[4] + 24);
+    CHECK_EQ(q, 5);
+    CHECK_EQ(sage_live_get_bar(live, 5, nullptr, &q), SAGE_ERR_ARGUMENT);
+    sage_live_free(live);
+    sage_model_free(model);
+}
+
 // Random bytes, in random chunks, as a broken cable or a noisy UART would deliver them: the parser
 // never reads out of bounds (run under ASan by the asan preset), and every bar stays decodable.
 TEST(random_bytes_never_break_the_parser) {
