@@ -85,22 +85,27 @@ def play_score(
     raw: bool = False,
     parts: bool = False,
     meters: list[tuple[int, int]] = (),
+    meters_ahead: bool = False,
 ) -> list[int]:
     """The tokens ``encoder`` writes while ``events`` are played into it, a bar taken as soon as
     it is complete (before each event, as a live driver does), up to the bar of the last onset.
     ``raw`` sends each event as MIDI bytes with running status instead of a note call; ``parts``
     also takes the open bar's final part ahead, halfway between two events and before each.
     ``meters``: time signatures ``(time_us, quarters)``, each given to ``encoder.meter`` at the
-    first moment the driver looks at the clock at or after its time (before taking bars there)."""
+    first moment the driver looks at the clock at or after its time (before taking bars there),
+    or all before the first event (``meters_ahead``)."""
     tokens = []
     stream = midi_bytes(events) if raw else events
     previous = stream[0][0] if stream else 0
     taken = 0
     changes = sorted(meters)
+    change_bars = [encoder.meter(*change) for change in changes] if meters_ahead else []
+    if meters_ahead:
+        changes = []
     for item in stream:
         for t in ((previous + item[0]) // 2, item[0]) if parts else (item[0],):
             while changes and changes[0][0] <= t:
-                encoder.meter(*changes.pop(0))
+                change_bars.append(encoder.meter(*changes.pop(0)))
             while (bar := encoder.take_bar(t)) or encoder.counts["bars_taken"] > taken:
                 tokens += bar
                 taken = encoder.counts["bars_taken"]
@@ -115,9 +120,16 @@ def play_score(
     if not onsets:
         return tokens
     last_onset = encoder.tick_at(max(onsets))
-    for change in changes:  # the meters after the last note still shape its bar
-        encoder.meter(*change)
-    while (bar := encoder.bar(encoder.counts["bars_taken"]))[0] <= last_onset:
+    for change in changes:
+        change_bars.append(encoder.meter(*change))
+    # A meter change after the last note opens its bar (miditok writes its Bar and TimeSig), so
+    # the bars up to the last bar whose meter differs from the one before are taken too.
+    last_change = max(
+        (b for b in change_bars if b > 0 and encoder.bar(b)[1] != encoder.bar(b - 1)[1]), default=0
+    )
+    while (bar := encoder.bar(encoder.counts["bars_taken"]))[0] <= last_onset or (
+        encoder.counts["bars_taken"] <= last_change
+    ):
         end = bar[0] + bar[1] * encoder.ticks_per_quarter
         tokens += encoder.take_bar(max(events[-1].time_us, encoder.time_of(end)))
     return tokens
@@ -162,10 +174,7 @@ def played_and_encoded(engine, tokenizer, score: symusic.Score):
         encoder = LiveEncoder(
             engine, us_per_quarter=us_per_tick * tpq, channel_programs=channel_programs(programs)
         )
-        if parts:
-            for change in meters:
-                encoder.meter(*change)
-        played[way] = play_score(encoder, events, raw, parts, [] if parts else meters)
+        played[way] = play_score(encoder, events, raw, parts, meters, meters_ahead=parts)
     return played, tokenizer.encode(score)
 
 

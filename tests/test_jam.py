@@ -264,10 +264,16 @@ class Receiver(ByteRecorder):
 
 
 def play_through_ptys(
-    command: list[str], tempo: float, bars: int, chorale_dir: Path, piece: str = "bwv1.6.mid"
+    command: list[str],
+    tempo: float,
+    bars: int,
+    chorale_dir: Path,
+    piece: str = "bwv1.6.mid",
+    extra: list[tuple[int, bytes]] = (),
 ):
     """Starts a front end on two ptys, plays the soprano into the first at the times the front end
-    announces, and returns (bar 0's time, the front end's messages with arrival times, stderr)."""
+    announces (and the ``extra`` bytes at their times), and returns (bar 0's time, the front end's
+    messages with arrival times, stderr)."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     quarter = round(60e6 / tempo)
@@ -278,7 +284,8 @@ def play_through_ptys(
         line = process.stderr.readline()
         start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
         receiver = Receiver(out_master)
-        for t, data in midi_bytes(soprano(chorale_dir, quarter, bars, piece)):
+        played = midi_bytes(soprano(chorale_dir, quarter, bars, piece))
+        for t, data in sorted([*played, *extra], key=lambda item: item[0]):
             while (left := start + t - now_us()) > 0:
                 time.sleep(min(left, 2000) / 1e6)
             os.write(in_master, data)
@@ -346,10 +353,14 @@ def accompany_command(front_end: str, tempo: float, *options: str) -> list[str]:
     return [*command, "--tempo", str(tempo), "--seed", "1", *options]
 
 
-def test_runner_follows_a_meter_change_through_ptys(chorale_dir):
-    """sage-edge-run --meter 4,1:3, call and response in 2-bar phrases on bwv269's soprano: the
-    answers' notes sound in the 3/4 answer bars (bars 2-3 and 6-7 of the table), on the grid."""
+@pytest.mark.parametrize("way_in", ["option", "sysex"])
+def test_runner_follows_a_meter_change_through_ptys(chorale_dir, way_in):
+    """Call and response in 2-bar phrases on bwv269's soprano, 3/4 from bar 1 by --meter 4,1:3 or
+    by a time signature SysEx (3/4, delayed) the musician's port sends in bar 0: the answers'
+    notes sound in the 3/4 answer bars (bars 2-3 and 6-7 of the table)."""
     tempo = 300
+    quarter = round(60e6 / tempo)
+    sysex = bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42, 4, 3, 2, 24, 8, 0xF7])
     command = [
         str(built_binary("csrc/runner/sage-edge-run")),
         "--model",
@@ -357,7 +368,7 @@ def test_runner_follows_a_meter_change_through_ptys(chorale_dir):
         "--bars",
         "2",
         "--meter",
-        "4,1:3",
+        "4,1:3" if way_in == "option" else "4",
         "--programs",
         "53,54,42",
         "--musician-program",
@@ -367,8 +378,8 @@ def test_runner_follows_a_meter_change_through_ptys(chorale_dir):
         "--seed",
         "1",
     ]
-    start, messages, err = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE)
-    quarter = 60e6 / tempo
+    extra = [(quarter, sysex)] if way_in == "sysex" else []
+    start, messages, err = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE, extra)
     ons = [t for t, m in messages if m.type == "note_on" and m.velocity > 0]
     assert len(ons) > 10 and "answers" in err
     ticks = [round((t - start) / (quarter / TICKS)) for t in ons]

@@ -8,7 +8,7 @@ import pytest
 
 import sage_edge
 from sage_edge.live import LiveEncoder, played_and_encoded
-from sage_edge.tokenizer import load_score
+from sage_edge.tokenizer import load_score, quarter_note_meter
 
 ROOT = Path(__file__).resolve().parent.parent
 # The two chorales whose meter changes: their first meter starts after a 4/4 lead-in bar. The
@@ -121,3 +121,38 @@ def test_program_changes_and_bad_arguments(engine):
         LiveEncoder(engine, bar_quarters=13)
     with pytest.raises(ValueError):
         LiveEncoder(engine, channel_programs=[0] * 15)
+
+
+def time_signature_sysex(numerator: int, denominator: int, delayed: bool = True) -> bytes:
+    """The MIDI 1.0 Universal Real Time time signature message (Notation Information)."""
+    dd = denominator.bit_length() - 1
+    return bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42 if delayed else 0x02, 4, numerator, dd, 24, 8, 0xF7])
+
+
+def test_a_time_signature_sysex_changes_the_meter_as_the_tokenizer_writes_it(engine):
+    """Every numerator 1..16 over 1..64: the meter a time signature SysEx gives the next bar is
+    the n/4 the tokenizer writes for it (quarter_note_meter), or none when it has none; a compound
+    3/8 + 2/8 is a 5/8 (written 5/4, two notated bars); a SysEx cut by a status byte, too long, or
+    of another kind changes nothing."""
+    for numerator in range(1, 17):
+        for denominator in (1, 2, 4, 8, 16, 32, 64):
+            live = LiveEncoder(engine)
+            live.midi(0, time_signature_sysex(numerator, denominator))
+            want = quarter_note_meter(numerator, denominator)
+            assert live.bar(0) == (0, want[0] if want else 4), (numerator, denominator)
+    live = LiveEncoder(engine)
+    live.midi(0, bytes([0xF0, 0x7F, 0x7F, 0x03, 0x02, 6, 3, 3, 24, 8, 2, 3, 0xF7]))
+    assert live.bar(0) == (0, 5)
+    live.note(10_000, 0, 60, 100)  # bar 0 starts; a time signature in it changes bar 1
+    live.note(400_000, 0, 60, 0)
+    assert live.take_final(500_000)
+    live.midi(600_000, time_signature_sysex(3, 4, delayed=False))
+    assert live.bar(1) == (60, 3)
+    for broken in (
+        bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42, 4, 2, 2, 0x90, 60, 0]),  # cut by a note
+        bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42, 5, 2, 2, 24, 8, 1, 0xF7]),  # an odd pair
+        bytes([0xF0, 0x7E, 0x7F, 0x03, 0x42, 4, 2, 2, 24, 8, 0xF7]),  # not real time
+        bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42, 40, *[1, 2] * 20, 0xF7]),  # too long to read
+    ):
+        live.midi(700_000, broken)
+        assert live.bar(2) == (96, 3), broken

@@ -96,13 +96,25 @@ LiveEncoder::LiveEncoder(const TokenInfo* vocab, int vocab_size, int ticks_per_q
     reset();
 }
 
+int32_t LiveEncoder::timesig_token(int32_t quarters) const {
+    for (int id = 0; id < vocab_size_; ++id)
+        if (vocab_[id].kind == Kind::TimeSig && vocab_[id].a == quarters && vocab_[id].b == 4)
+            return id;
+    return -1;
+}
+
+bool LiveEncoder::meter_writable(int32_t quarters) const {
+    if (quarters < 1 || int64_t{quarters} * ticks_per_quarter_ > kMaxBarTicks) return false;
+    if (has_timesig_ && timesig_token(quarters) < 0) return false;
+    for (int64_t tick = 0; tick < int64_t{quarters} * ticks_per_quarter_; ++tick)
+        if (position_token_[tick] < 0) return false;
+    return true;
+}
+
 int32_t LiveEncoder::meter_token(int32_t quarters) const {
     if (quarters < 1 || int64_t{quarters} * ticks_per_quarter_ > kMaxBarTicks)
         argument("bar of " + std::to_string(quarters) + " quarters: out of range");
-    int32_t token = -1;
-    for (int id = 0; id < vocab_size_ && token < 0; ++id)
-        if (vocab_[id].kind == Kind::TimeSig && vocab_[id].a == quarters && vocab_[id].b == 4)
-            token = id;
+    const int32_t token = timesig_token(quarters);
     if (has_timesig_ && token < 0)
         argument("the model has no time signature " + std::to_string(quarters) + "/4");
     for (int64_t tick = 0; tick < int64_t{quarters} * ticks_per_quarter_; ++tick)
@@ -358,10 +370,12 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         }
         if (b == 0xF0) {
             in_sysex_ = true;
+            n_sysex_ = 0;
             status_ = 0;
             continue;
         }
         if (b == 0xF7) {
+            if (in_sysex_) sysex_message(time_us);
             in_sysex_ = false;
             continue;
         }
@@ -373,7 +387,12 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
             n_data_ = 0;
             continue;
         }
-        if (in_sysex_ || status_ == 0) continue;
+        if (in_sysex_) {
+            if (n_sysex_ < kSysexBytes) sysex_[n_sysex_] = b;
+            ++n_sysex_;  // past kSysexBytes: too long to be read, skipped whole
+            continue;
+        }
+        if (status_ == 0) continue;
         data_[n_data_++] = b;
         const uint8_t type = status_ & 0xF0;
         const int needed = (type == 0xC0 || type == 0xD0) ? 1 : 2;
@@ -426,6 +445,34 @@ void LiveEncoder::clock_pulse(int64_t time_us) {
     origin_us_ = time_us;
     origin_tick_ = tick;
     clock_tick_ = tick;
+}
+
+// The MIDI 1.0 Universal Real Time SysEx time signature (Notation Information):
+// F0 7F <device> 03 02|42 <ln> <nn> <dd> <cc> <bb> [<nn> <dd>...] F7, 02 immediate, 42 delayed
+// (to the next bar line), dd a power of two, further nn dd pairs a compound meter. Either way the
+// meter changes at the first bar line at or after the message's grid point (as meter() does: a
+// bar cannot change in its middle). The bar of T 64th notes is written as the tokenizer writes
+// it (sage_edge.tokenizer.quarter_note_meter): N/4 with N = k T / 16 quarters, for the smallest
+// k of 1, 2, 4, 8 that makes it whole. A meter the model cannot write is skipped.
+void LiveEncoder::sysex_message(int64_t time_us) {
+    const uint8_t* m = sysex_;
+    if (n_sysex_ < 9 || n_sysex_ > kSysexBytes || m[0] != 0x7F || m[2] != 0x03 ||
+        (m[3] != 0x02 && m[3] != 0x42) || m[4] < 4 || n_sysex_ != size_t{5} + m[4] ||
+        (m[4] - 4) % 2 != 0)
+        return;
+    int64_t sixty_fourths = 0;
+    for (size_t i = 5; i < n_sysex_; i += i == 5 ? 4 : 2) {
+        if (m[i] == 0 || m[i + 1] > 6) return;
+        sixty_fourths += int64_t{m[i]} * (64 >> m[i + 1]);
+    }
+    int32_t quarters = 0;
+    for (int k = 1; k <= 8 && quarters == 0; k *= 2)
+        if (sixty_fourths * k % 16 == 0) quarters = static_cast<int32_t>(sixty_fourths * k / 16);
+    if (quarters < 1 || int64_t{quarters} * ticks_per_quarter_ > kMaxBarTicks ||
+        !meter_writable(quarters))
+        return;
+    if (n_meters_ == kMaxMeters && meters_[1].bar > bars_written_) return;  // a flood: skipped
+    meter(time_us, quarters);
 }
 
 void LiveEncoder::handle_message(int64_t time_us) {

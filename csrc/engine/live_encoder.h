@@ -80,7 +80,8 @@ class LiveEncoder {
         return quarters;
     }
     int32_t meter_token(int32_t quarters) const;
-    // Raw MIDI bytes received at time_us: running status, real-time bytes anywhere, SysEx skipped;
+    // Raw MIDI bytes received at time_us: running status, real-time bytes anywhere, SysEx skipped
+    // but for a Universal Real Time time signature, which changes the meter (as meter() does);
     // a message cut between two calls is completed by the next.
     void midi(int64_t time_us, const uint8_t* bytes, size_t n);
 
@@ -158,6 +159,9 @@ class LiveEncoder {
                      size_t* settled = nullptr, bool final_only = false, size_t skip = 0,
                      int64_t* last_position = nullptr) const;
     void open_next_bar();  // the open bar's start, length and TimeSig from the table
+    int32_t timesig_token(int32_t quarters) const;  // -1: none
+    bool meter_writable(int32_t quarters) const;    // what meter_token checks, without throwing
+    void sysex_message(int64_t time_us);            // a complete SysEx: a time signature?
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
     void clock_start(int64_t time_us, bool from_the_top);
@@ -217,6 +221,9 @@ class LiveEncoder {
     uint8_t status_ = 0, data_[2] = {0, 0};
     int n_data_ = 0;
     bool in_sysex_ = false;
+    static constexpr size_t kSysexBytes = 32;  // a time signature with up to 12 compound pairs
+    uint8_t sysex_[kSysexBytes];
+    size_t n_sysex_ = 0;
     // Following a MIDI clock: pulses since the anchor, the grid tick of pulse 0, the last 24
     // pulses' times (one quarter note: the tempo).
     bool clock_running_ = false;

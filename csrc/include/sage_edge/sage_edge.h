@@ -454,7 +454,11 @@ sage_status sage_live_get_bar(const sage_live* live, uint64_t bar, int64_t* star
                               int32_t* quarters);
 /* Raw MIDI bytes as a port delivers them: running status, real-time bytes anywhere, SysEx and
  * messages without tokens skipped, program changes followed (not on drum channels); a message cut
- * between calls is completed by the next call. */
+ * between calls is completed by the next call. One SysEx is read: the Universal Real Time time
+ * signature (F0 7F <device> 03 02|42 <ln> <nn> <dd> <cc> <bb> [<nn> <dd>...] F7, immediate or
+ * delayed), a meter change as sage_live_meter at the time it arrives, in the tokenizer's N/4 form
+ * (6/8 is 3/4, 3/8 a 3/4 bar of two notated bars; compound pairs add up); one the model cannot
+ * write is skipped. */
 sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* bytes, size_t n);
 /* Takes the next bar if it is complete at now_us: its last grid point has passed and every note
  * starting in it has ended (with force, notes still sounding are written with the length they have
