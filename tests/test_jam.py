@@ -341,43 +341,30 @@ def test_runner_answers_through_ptys(chorale_dir):
     assert "2 answers" in err
 
 
-def accompany_command(front_end: str, tempo: float, *options: str) -> list[str]:
-    """The command line of an accompanying front end (sage-edge-run or sage-edge jam): the engine
-    on 53, 54, 42 under the musician's 52, seed 1, and ``options``."""
+def front_end_command(mode: str, front_end: str, tempo: float, *options: str) -> list[str]:
+    """The command line of a front end (sage-edge-run or sage-edge jam) playing in ``mode``: the
+    engine on 53, 54, 42 with the musician's 52, seed 1, and ``options``."""
     if front_end == "runner":
         command = [str(built_binary("csrc/runner/sage-edge-run"))]
         command += ["--model", str(ROOT / "sage_edge/models/default.sage")]
     else:
         command = [sys.executable, "-m", "sage_edge.cli", "jam"]
-    command += ["--mode", "accompany", "--programs", "53,54,42", "--musician-program", "52"]
+    command += ["--mode", mode, "--programs", "53,54,42", "--musician-program", "52"]
     return [*command, "--tempo", str(tempo), "--seed", "1", *options]
 
 
-@pytest.mark.parametrize("way_in", ["option", "sysex"])
-def test_runner_follows_a_meter_change_through_ptys(chorale_dir, way_in):
+@pytest.mark.parametrize(
+    "front_end, way_in", [("runner", "option"), ("runner", "sysex"), ("cli", "option")]
+)
+def test_front_ends_follow_a_meter_change_through_ptys(chorale_dir, front_end, way_in):
     """Call and response in 2-bar phrases on bwv269's soprano, 3/4 from bar 1 by --meter 4,1:3 or
     by a time signature SysEx (3/4, delayed) the musician's port sends in bar 0: the answers'
     notes sound in the 3/4 answer bars (bars 2-3 and 6-7 of the table)."""
     tempo = 300
     quarter = round(60e6 / tempo)
     sysex = bytes([0xF0, 0x7F, 0x7F, 0x03, 0x42, 4, 3, 2, 24, 8, 0xF7])
-    command = [
-        str(built_binary("csrc/runner/sage-edge-run")),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--bars",
-        "2",
-        "--meter",
-        "4,1:3" if way_in == "option" else "4",
-        "--programs",
-        "53,54,42",
-        "--musician-program",
-        "52",
-        "--tempo",
-        str(tempo),
-        "--seed",
-        "1",
-    ]
+    meter = "4,1:3" if way_in == "option" else "4"
+    command = front_end_command("call-response", front_end, tempo, "--bars", "2", "--meter", meter)
     extra = [(quarter, sysex)] if way_in == "sysex" else []
     start, messages, err = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE, extra)
     ons = [t for t, m in messages if m.type == "note_on" and m.velocity > 0]
@@ -414,7 +401,7 @@ def test_runner_refuses_a_meter_the_model_has_not():
 
 def test_runner_accompanies_through_ptys(chorale_dir):
     tempo = 300
-    command = accompany_command("runner", tempo)
+    command = front_end_command("accompany", "runner", tempo)
     start, messages, _ = play_through_ptys(command, tempo, 4, chorale_dir)
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2, 3, 4} <= bars
@@ -428,7 +415,7 @@ def test_runner_accompanies_in_time_through_ptys(chorale_dir):
     # --bars 1: the tail after the input ends
     options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS)]
     start, messages, _ = play_through_ptys(
-        accompany_command("runner", tempo, *options), tempo, 3, chorale_dir
+        front_end_command("accompany", "runner", tempo, *options), tempo, 3, chorale_dir
     )
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2} <= bars and 0 not in bars
@@ -442,7 +429,7 @@ def test_cli_jam_reacts_through_ptys(chorale_dir):
     tempo = 100  # a grid step of 50 ms
     options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS), "--react"]
     start, messages, _ = play_through_ptys(
-        accompany_command("cli", tempo, *options), tempo, 3, chorale_dir
+        front_end_command("accompany", "cli", tempo, *options), tempo, 3, chorale_dir
     )
     tick = 60e6 / tempo / TICKS
     ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
