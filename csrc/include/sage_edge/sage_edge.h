@@ -502,7 +502,9 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out);
  * musician plays. react (anticipation): at each listening point the engine waits for the
  * musician's notes at that grid point (until one comes, at most half a grid step) and decides
  * its own there knowing them: they sound that much late. Generated bars keep the musician's meter
- * (sage_session_set_meter). */
+ * bar by bar: the jam's live encoder's bar table (sage_live_set_meter on sage_jam_get_live's
+ * encoder, or a time signature SysEx on its input) gives each bar's TimeSig, the session's meter
+ * lock (sage_session_set_meter) follows it, and note times are the table's. */
 typedef struct sage_jam sage_jam;
 typedef enum sage_jam_mode { SAGE_JAM_CALL_RESPONSE = 0, SAGE_JAM_ACCOMPANY = 1 } sage_jam_mode;
 
