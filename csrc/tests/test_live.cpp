@@ -213,9 +213,18 @@ TEST(random_bytes_never_break_the_parser) {
     std::vector<uint8_t> bytes(64);
     std::vector<int32_t> tokens(8192);
     int64_t now = 0;
+    bool meters_seen[13] = {false};
     for (int chunk = 0; chunk < 5000; ++chunk) {
         const size_t n = rng.next_u32() % bytes.size();
         for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(rng.next_u32());
+        if (chunk % 4 == 0 && n > 11) {
+            // A time signature SysEx, whole half of the time, else cut or malformed by the rest.
+            const uint8_t head[] = {0xF0, 0x7F, 0x7F, 0x03, 0x42, 4};
+            std::copy(head, head + 6, bytes.begin());
+            bytes[6] = static_cast<uint8_t>(rng.next_u32() % 14);
+            bytes[7] = static_cast<uint8_t>(rng.next_u32() % 8);
+            if (rng.next_u32() % 2) bytes[10] = 0xF7;
+        }
         now += static_cast<int64_t>(rng.next_u32() % 20000);
         CHECK_EQ(sage_live_midi(live, now, bytes.data(), n), SAGE_OK);
         size_t count = 0;
@@ -223,7 +232,15 @@ TEST(random_bytes_never_break_the_parser) {
             sage_live_take_bar(live, now, chunk % 50 == 0, tokens.data(), tokens.size(), &count),
             SAGE_OK);
         CHECK(grammatical(session, tokens.data(), count, info.vocab_size));
+        sage_live_counts open{};
+        sage_live_get_counts(live, &open);
+        int64_t start = 0;
+        int32_t quarters = 0;
+        CHECK_EQ(sage_live_get_bar(live, open.bars_taken, &start, &quarters), SAGE_OK);
+        CHECK(quarters >= 1 && quarters <= 12);
+        meters_seen[quarters] = true;
     }
+    CHECK(std::count(meters_seen, meters_seen + 13, true) >= 4);  // the SysEx changed the meter
     sage_live_counts c{};
     sage_live_get_counts(live, &c);
     CHECK(c.notes > 100 && c.bars_taken > 10);
