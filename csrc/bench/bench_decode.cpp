@@ -76,7 +76,8 @@ double median_time(Fn&& fn, int reps) {
 }
 
 // The matrix products of one decode step, as the session runs them: per layer q, k, v (family 0's
-// rows), o, w1, w3, w2, then the output; each input quantized first.
+// rows), o, w1, w3, w2, then the output; each input quantized first; from the packed rows where
+// the path packs them (a session of the model exists by then).
 struct StepProducts {
     const sage::Model& model;
     const k::KernelTable& kernels;
@@ -93,6 +94,10 @@ struct StepProducts {
 
     void product(const sage::Matrix& w, int64_t rows, bool quantize) {
         if (quantize) kernels.quantize_row_q8_0(x.data(), xq.data(), w.cols);
+        if (w.panels != nullptr && kernels.matmul_q8_0_panels != nullptr) {  // packed, as run
+            kernels.matmul_q8_0_panels(w.panels, xq.data(), y.data(), rows, w.cols, 1, rows);
+            return;
+        }
         switch (w.dtype) {
             case sage::DType::Q8_0:
                 kernels.matvec_q8_0(static_cast<const k::BlockQ8_0*>(w.data), xq.data(), y.data(),
@@ -236,6 +241,9 @@ int main(int argc, char** argv) {
                 sage::Session::planned_memory(*model, options).total_bytes / 1e6,
                 sage::Session::planned_memory(*model, options).kv_bytes / 1e6);
     sage::Session session(*model, options, kernels);
+    if (model->packed_bytes() > 0)
+        std::printf("weights packed for matmul_q8_0_panels: %.3f MB (the model's, once)\n",
+                    model->packed_bytes() / 1e6);
     std::vector<float> logits(c.vocab_size);
     const int64_t longest = *std::max_element(positions.begin(), positions.end());
     const auto filler =

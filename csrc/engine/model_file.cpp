@@ -239,6 +239,44 @@ std::unique_ptr<Model> Model::from_bytes(const uint8_t* data, size_t size) {
     return model;
 }
 
+void Model::pack_panels() const {
+    std::call_once(panels_once_, [this] {
+        std::vector<const Matrix*> matrices;
+        for (const LayerWeights& l : weights.layers)
+            for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2})
+                matrices.push_back(m);
+        matrices.push_back(&weights.output);
+        auto panel_blocks = [](const Matrix& m) {
+            return m.dtype == DType::Q8_0
+                       ? size_t(kernels::panels_of(m.rows) * kernels::blocks_per_row(m.cols))
+                       : 0;
+        };
+        for (const Matrix* m : matrices) panel_count_ += panel_blocks(*m);
+        panels_.reset(new kernels::PanelBlockQ8[panel_count_]);
+        size_t at = 0;
+        for (const Matrix* m : matrices) {
+            if (panel_blocks(*m) == 0) continue;
+            kernels::pack_q8_0_panels(static_cast<const kernels::BlockQ8_0*>(m->data), m->rows,
+                                      m->cols, &panels_[at]);
+            m->panels = &panels_[at];
+            at += panel_blocks(*m);
+#if defined(SAGE_HAVE_MMAP)
+            // The whole pages of the matrix in the map: read again from the file if ever touched.
+            if (mapping_ != nullptr) {
+                const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+                const uintptr_t start = reinterpret_cast<uintptr_t>(m->data);
+                const uintptr_t end = start + static_cast<uintptr_t>(m->rows) *
+                                                  kernels::blocks_per_row(m->cols) *
+                                                  sizeof(kernels::BlockQ8_0);
+                const uintptr_t first = (start + page - 1) / page * page, last = end / page * page;
+                if (last > first)
+                    ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+            }
+#endif
+        }
+    });
+}
+
 Model::~Model() {
 #if defined(SAGE_HAVE_MMAP)
     if (mapping_) ::munmap(mapping_, size_);

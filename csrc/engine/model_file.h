@@ -8,10 +8,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../kernels/kernels.h"
 #include "metadata.h"
 #include "vocab.h"
 
@@ -67,6 +69,9 @@ struct Matrix {
     const void* data = nullptr;
     int64_t rows = 0;
     int64_t cols = 0;
+    // The same rows packed for matmul_q8_0_panels (Model::pack_panels), or null. Written once,
+    // under the model's once_flag, before any session that reads it exists.
+    mutable const kernels::PanelBlockQ8* panels = nullptr;
 };
 
 struct LayerWeights {
@@ -111,6 +116,13 @@ class Model {
     // front ends that rebuild the tokenizer.
     std::string metadata_json;
 
+    // Packs the Q8_0 matrices the forward pass multiplies by (every layer's and the output's, not
+    // the embedding, which is only looked up) for matmul_q8_0_panels, once per model however
+    // many sessions ask (thread-safe). The map's pages of those matrices are then given back to
+    // the kernel, so the weights stay in memory once, packed, and not twice.
+    void pack_panels() const;
+    uint64_t packed_bytes() const { return panel_count_ * sizeof(kernels::PanelBlockQ8); }
+
   private:
     Model() = default;
     void parse();  // validates bytes_ and lays out config, vocab and weights
@@ -119,6 +131,11 @@ class Model {
     size_t size_ = 0;
     void* mapping_ = nullptr;    // mmap'ed region, if mapped
     std::vector<uint8_t> copy_;  // the file's bytes, if not mapped
+    mutable std::once_flag panels_once_;
+    // Not value-initialised: a page is touched only when its matrix is packed, so the packed copy
+    // and the map's pages it replaces are not both resident at once (the runner's peak memory).
+    mutable std::unique_ptr<kernels::PanelBlockQ8[]> panels_;
+    mutable size_t panel_count_ = 0;
 };
 
 // CRC-32 (IEEE 802.3, as zlib.crc32) of `size` bytes.

@@ -148,6 +148,7 @@ Session::Session(const Model& model, const SessionOptions& options,
     state_.allowed.resize(n.vocab);
     state_.biased.resize(n.vocab);
     check_options(options);
+    if (kernels.matmul_q8_0_panels != nullptr) model.pack_panels();
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
         memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);
@@ -524,6 +525,13 @@ void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {
 void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
                      const BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride) {
     const int64_t cols = w.cols, nb = blocks_per_row(cols);
+    if (w.panels != nullptr && kernels_.matmul_q8_0_panels != nullptr &&
+        first_row % kernels::kPanelRows == 0) {
+        // Packed rows (Model::pack_panels): the same products, read without a horizontal sum.
+        kernels_.matmul_q8_0_panels(w.panels + first_row / kernels::kPanelRows * nb, xq, y, rows,
+                                    cols, count, y_stride);
+        return;
+    }
     const void* rows_start = row_pointer(w, first_row);
     if (w.dtype == DType::Q8_0 && count > 1) {
         // A block of tokens: each weight row is read once for all of them.

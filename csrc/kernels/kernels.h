@@ -38,6 +38,28 @@ inline int64_t blocks_per_row(int64_t n) {
     return (n + kBlockSize - 1) / kBlockSize;
 }
 
+// Q8_0 weights repacked for the x86 VNNI products (not a file format: the engine packs the file's
+// Q8_0 matrices once, when a path that has matmul_q8_0_panels first runs a model). A panel is
+// kPanelRows consecutive rows; its blocks follow one another, each holding its rows' block b
+// transposed four bytes at a time, as unsigned bytes q + 128, and their scales, so that one
+// broadcast of four bytes of x meets all the panel's rows in one dot-product instruction and each
+// lane sums its own row: no horizontal sums, no sign tricks. Same bytes per row as BlockQ8_0.
+constexpr int kPanelRows = 16;
+struct alignas(64) PanelBlockQ8 {
+    uint8_t q[kBlockSize / 4][kPanelRows][4];  // q[k][i]: bytes 4k .. 4k + 3 of row i, + 128
+    float scale[kPanelRows];                   // row i's block scale
+};
+static_assert(sizeof(PanelBlockQ8) == kPanelRows * sizeof(BlockQ8_0),
+              "a panel block must hold its rows' blocks in the same bytes");
+
+inline int64_t panels_of(int64_t rows) {
+    return (rows + kPanelRows - 1) / kPanelRows;
+}
+
+// w[rows][blocks_per_row(cols)] -> out[panels_of(rows)][blocks_per_row(cols)]: panel p holds rows
+// 16p .. 16p + 15; rows past the end are zero (scale 0, q 0), computed and never stored.
+void pack_q8_0_panels(const BlockQ8_0* w, int64_t rows, int64_t cols, PanelBlockQ8* out);
+
 // e^x with a relative error below 2e-7 for x in [-87, 88]; 0 below, clamped above. The engine
 // computes it itself so that every build, x86 or ARM, gets the same bits (the C library's expf
 // differs between versions and between its FMA and non-FMA variants); the attention kernels
@@ -166,6 +188,13 @@ struct KernelTable {
     // Each weight row is read once for the whole block (a prompt's prefill).
     void (*matmul_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
                         int64_t cols, int64_t tokens, int64_t y_stride);
+
+    // matmul_q8_0 (so matvec_q8_0 for one token) over weights packed by pack_q8_0_panels, w
+    // pointing at the panel of the first row computed (a multiple of kPanelRows), bit for bit.
+    // Null where a path reads the file's layout instead (AVX2's maddubs would saturate on q + 128,
+    // NEON has no unsigned-by-signed dot on ARMv8.0-8.2); the session then never packs.
+    void (*matmul_q8_0_panels)(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
+                               int64_t cols, int64_t tokens, int64_t y_stride);
 
     // gate[i] = silu(gate[i]) * up[i], silu(z) = z / (1 + exp_f32(-z)): the SwiGLU of the
     // feed-forward, each element rounded as written on every path.

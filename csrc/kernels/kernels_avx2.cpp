@@ -109,6 +109,7 @@ const KernelTable kAvx2Table = {
     matvec_q4<Avx2>,
     matvec_f32<Avx2>,
     matmul_q8_0<Avx2>,
+    nullptr,  // matmul_q8_0_panels: maddubs would saturate on q + 128
     swiglu,
     attend_group,
     attend_group_q8,

@@ -173,6 +173,161 @@ void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t 
     }
 }
 
+// matmul_q8_0_panels: a panel's 16 rows are the 16 lanes; each four bytes of a token's x,
+// broadcast, meet the panel's q + 128 (the unsigned operand) in one vpdpbusd, so a lane sums
+// (q + 128) * x over its row's block: starting the sum at -128 * (the block's sum of x) leaves the
+// exact block sum. Then matvec_q8_0's f32 step, block by block: the same bits. The corrections of
+// a chunk of tokens and column blocks are computed once for all the panels.
+constexpr int kPanelChunkBlocks = 32;  // column blocks per chunk (1 024 columns)
+constexpr int kPanelChunkTokens = 64;  // tokens per chunk (the session's prefill block)
+constexpr int kPanelTokens = 8;        // tokens against one panel block at once
+constexpr int kDecodePanels = 2;       // panels against one token at once
+
+// -128 * (sum of the block's q), exactly: the bytes as u8 (q + 128) summed by vpsadbw.
+inline int32_t panel_correction(const BlockQ8_0& x) {
+    const __m256i u = _mm256_xor_si256(load32(x.q), _mm256_set1_epi8(static_cast<char>(0x80)));
+    const __m256i sums = _mm256_sad_epu8(u, _mm256_setzero_si256());  // four partial sums, u64
+    const __m128i s =
+        _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    const int32_t u_sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s)));
+    return -128 * (u_sum - 128 * kBlockSize);
+}
+
+template <int NT>
+inline void panel_block_tokens(const PanelBlockQ8* panel, int64_t n_blocks,
+                               const BlockQ8_0* const* xt, const int32_t* const* correction,
+                               __m512* acc) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const PanelBlockQ8& p = panel[b];
+        __m512i isum[NT];
+        for (int t = 0; t < NT; ++t) isum[t] = _mm512_set1_epi32(correction[t][b]);
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            const __m512i w = _mm512_loadu_si512(p.q[k]);
+            for (int t = 0; t < NT; ++t) {
+                int32_t four;
+                std::memcpy(&four, xt[t][b].q + 4 * k, sizeof four);
+                isum[t] = _mm512_dpbusd_epi32(isum[t], w, _mm512_set1_epi32(four));
+            }
+        }
+        const __m512 scale = _mm512_loadu_ps(p.scale);
+        for (int t = 0; t < NT; ++t) {
+            const __m512 s = _mm512_mul_ps(scale, _mm512_set1_ps(xt[t][b].scale));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(s, _mm512_cvtepi32_ps(isum[t])));
+        }
+    }
+}
+
+// One token (a decode step) against NP panels at once: each broadcast of x serves NP panels, and
+// each panel's block sum runs as two chains (even and odd k) added at the end (integers: exact),
+// so that the sums' latency is not the product's bound.
+template <int NP>
+inline void panels_one_token(const PanelBlockQ8* panel, int64_t nb, int64_t n_blocks,
+                             const BlockQ8_0* x, const int32_t* correction, __m512* acc) {
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        __m512i even[NP], odd[NP];
+        for (int p = 0; p < NP; ++p) {
+            even[p] = _mm512_set1_epi32(correction[b]);
+            odd[p] = _mm512_setzero_si512();
+        }
+        for (int k = 0; k < kBlockSize / 4; k += 2) {
+            int32_t four[2];
+            std::memcpy(four, x[b].q + 4 * k, sizeof four);
+            const __m512i x0 = _mm512_set1_epi32(four[0]), x1 = _mm512_set1_epi32(four[1]);
+            for (int p = 0; p < NP; ++p) {
+                const PanelBlockQ8& pb = panel[p * nb + b];
+                even[p] = _mm512_dpbusd_epi32(even[p], _mm512_loadu_si512(pb.q[k]), x0);
+                odd[p] = _mm512_dpbusd_epi32(odd[p], _mm512_loadu_si512(pb.q[k + 1]), x1);
+            }
+        }
+        const __m512 xs = _mm512_set1_ps(x[b].scale);
+        for (int p = 0; p < NP; ++p) {
+            const __m512 s = _mm512_mul_ps(_mm512_loadu_ps(panel[p * nb + b].scale), xs);
+            const __m512 sum = _mm512_cvtepi32_ps(_mm512_add_epi32(even[p], odd[p]));
+            acc[p] = _mm512_add_ps(acc[p], _mm512_mul_ps(s, sum));
+        }
+    }
+}
+
+void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
+                        int64_t cols, int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    if (nb == 0) {  // no columns: every sum is the accumulator's 0
+        for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
+        return;
+    }
+    int32_t correction[kPanelChunkTokens][kPanelChunkBlocks];
+    for (int64_t b0 = 0; b0 < nb; b0 += kPanelChunkBlocks) {
+        const int64_t n_blocks = nb - b0 < kPanelChunkBlocks ? nb - b0 : kPanelChunkBlocks;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kPanelChunkTokens) {
+            const int64_t n_tokens =
+                tokens - t0 < kPanelChunkTokens ? tokens - t0 : kPanelChunkTokens;
+            for (int64_t t = 0; t < n_tokens; ++t)
+                for (int64_t b = 0; b < n_blocks; ++b)
+                    correction[t][b] = panel_correction(x[(t0 + t) * nb + b0 + b]);
+            int64_t r = 0;
+            if (n_tokens == 1) {  // a decode step: kDecodePanels panels at a time
+                for (; r + kDecodePanels * kPanelRows <= rows; r += kDecodePanels * kPanelRows) {
+                    __m512 acc[kDecodePanels];
+                    float* yr = y + t0 * y_stride + r;
+                    for (int p = 0; p < kDecodePanels; ++p)
+                        acc[p] =
+                            b0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(yr + p * kPanelRows);
+                    panels_one_token<kDecodePanels>(w + (r / kPanelRows) * nb + b0, nb, n_blocks,
+                                                    x + t0 * nb + b0, correction[0], acc);
+                    for (int p = 0; p < kDecodePanels; ++p)
+                        _mm512_storeu_ps(yr + p * kPanelRows, acc[p]);
+                }
+            }
+            for (; r < rows; r += kPanelRows) {
+                const PanelBlockQ8* panel = w + (r / kPanelRows) * nb + b0;
+                const __mmask16 live =
+                    rows - r >= kPanelRows ? __mmask16(0xFFFF) : __mmask16((1u << (rows - r)) - 1);
+                for (int64_t t = 0; t < n_tokens; t += kPanelTokens) {
+                    const int nt = n_tokens - t < kPanelTokens ? int(n_tokens - t) : kPanelTokens;
+                    __m512 acc[kPanelTokens];
+                    float* yt[kPanelTokens];
+                    const BlockQ8_0* xt[kPanelTokens];
+                    const int32_t* ct[kPanelTokens];
+                    for (int i = 0; i < nt; ++i) {
+                        yt[i] = y + (t0 + t + i) * y_stride + r;
+                        xt[i] = x + (t0 + t + i) * nb + b0;
+                        ct[i] = correction[t + i];
+                        acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
+                    }
+                    switch (nt) {
+                        case 8:
+                            panel_block_tokens<8>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 7:
+                            panel_block_tokens<7>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 6:
+                            panel_block_tokens<6>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 5:
+                            panel_block_tokens<5>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 4:
+                            panel_block_tokens<4>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 3:
+                            panel_block_tokens<3>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        case 2:
+                            panel_block_tokens<2>(panel, n_blocks, xt, ct, acc);
+                            break;
+                        default:
+                            panel_block_tokens<1>(panel, n_blocks, xt, ct, acc);
+                            break;
+                    }
+                    for (int i = 0; i < nt; ++i) _mm512_mask_storeu_ps(yt[i], live, acc[i]);
+                }
+            }
+        }
+    }
+}
+
 struct Avx512Vnni {
     static __m256i u8s8(__m256i u, __m256i s) {
         return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
@@ -214,6 +369,7 @@ const KernelTable kAvx512VnniTable = {
     matvec_q4<Avx512Vnni>,
     matvec_f32<Avx512Vnni>,
     matmul_q8_0_wide,
+    matmul_q8_0_panels,
     swiglu,
     attend_group,
     attend_group_q8,

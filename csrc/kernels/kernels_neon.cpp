@@ -12,6 +12,7 @@ const KernelTable kNeonTable = {
     matvec_q4,
     matvec_f32,
     matmul_q8_0,
+    nullptr,  // matmul_q8_0_panels (kernels.h)
     swiglu,
     attend_group,
     attend_group_q8,

@@ -13,6 +13,7 @@ const KernelTable kNeonDotTable = {
     matvec_q4,
     matvec_f32,
     matmul_q8_0,
+    nullptr,  // matmul_q8_0_panels (kernels.h)
     swiglu,
     attend_group,
     attend_group_q8,

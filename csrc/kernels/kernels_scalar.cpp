@@ -31,6 +31,10 @@
 //
 // matmul_q8_0: matvec_q8_0 of every token, so each y element has matvec_q8_0's order.
 //
+// matmul_q8_0_panels: matmul_q8_0 of the weights before pack_q8_0_panels, so its reference is
+// this file's matmul_q8_0 on the file's layout (the packing only moves bytes; q + 128 is undone
+// by subtracting 128 times the sum of x's block, exactly, before the block's f32 step).
+//
 // attend_group, per query head i of the group (ALiBi slope m_i), keys j = 0 .. window - 1 oldest
 // first (slot (first_slot + j) mod horizon, distance d_j = window - 1 - j):
 //     dot_ij = 0.0f; dot_ij = fma(q_i[c], k_j[c], dot_ij) for c = 0, 1, ..., d_head - 1 in order
@@ -200,6 +204,23 @@ void attend_group_q8(const AttentionGroup& a) {
 
 }  // namespace
 
+void pack_q8_0_panels(const BlockQ8_0* w, int64_t rows, int64_t cols, PanelBlockQ8* out) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t p = 0; p < panels_of(rows); ++p) {
+        for (int64_t b = 0; b < nb; ++b) {
+            PanelBlockQ8& panel = out[p * nb + b];
+            for (int i = 0; i < kPanelRows; ++i) {
+                const int64_t r = p * kPanelRows + i;
+                const BlockQ8_0* block = r < rows ? &w[r * nb + b] : nullptr;
+                panel.scale[i] = block != nullptr ? block->scale : 0.0f;
+                for (int j = 0; j < kBlockSize; ++j)
+                    panel.q[j / 4][i][j % 4] =
+                        static_cast<uint8_t>((block != nullptr ? block->q[j] : 0) + 128);
+            }
+        }
+    }
+}
+
 const KernelTable kScalarTable = {
     "scalar",
     quantize_row_q8_0,
@@ -207,6 +228,7 @@ const KernelTable kScalarTable = {
     matvec_q4,
     matvec_f32,
     matmul_q8_0,
+    nullptr,  // matmul_q8_0_panels: the file's layout is the reference
     swiglu,
     attend_group,
     attend_group_q8,

@@ -493,6 +493,47 @@ TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
     }
 }
 
+TEST(matmul_q8_0_panels_equals_matvec_of_the_unpacked_rows_on_every_path) {
+    // The packed kernel against the scalar matvec of the file's layout, bit for bit, on the paths
+    // that have it: rows around and past a panel (and a start inside the packed matrix, as a
+    // family's key/value rows are), column chunks past 1 024, tokens around the register group
+    // and past a chunk of 64, an output stride wider than rows; weights at the q extremes.
+    Rng rng(9);
+    int checked = 0;
+    for (const k::KernelTable* p : paths()) {
+        if (p->matmul_q8_0_panels == nullptr) continue;
+        for (int trial = 0; trial < 60; ++trial) {
+            const int64_t rows = trial < 2 ? trial + 1 : rng.range(1, 70);
+            const int64_t cols = trial == 2 ? 0 : (trial == 3 ? 1100 : random_cols(rng));
+            const int64_t tokens = trial == 4 ? 70 : rng.range(1, 20);
+            const int64_t stride = rows + rng.range(0, 3);
+            const int64_t nb = k::blocks_per_row(cols);
+            const int64_t skip = rng.range(0, 2) * k::kPanelRows;  // rows before the computed ones
+            auto w = random_q8(rng, skip + rows, cols);
+            if (trial == 5)
+                for (auto& block : w)
+                    for (auto& q : block.q) q = rng.range(0, 1) ? 127 : -127;
+            const auto x = random_q8(rng, tokens, cols);
+            std::vector<k::PanelBlockQ8> packed(
+                static_cast<size_t>(k::panels_of(skip + rows) * nb));
+            k::pack_q8_0_panels(w.data(), skip + rows, cols, packed.data());
+            std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
+            for (int64_t t = 0; t < tokens; ++t)
+                scalar().matvec_q8_0(w.data() + skip * nb, x.data() + t * nb,
+                                     want.data() + t * stride, rows, cols);
+            p->matmul_q8_0_panels(packed.data() + skip / k::kPanelRows * nb, x.data(), got.data(),
+                                  rows, cols, tokens, stride);
+            const bool same = same_bits(want, got);
+            if (!same)
+                std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", p->name, (long long)rows,
+                             (long long)cols, (long long)tokens);
+            CHECK(same);
+            ++checked;
+        }
+    }
+    std::printf("  %d packed products checked\n", checked);
+}
+
 TEST(attend_group_bit_identical_on_every_path) {
     // Group sizes around the kernels' head groups, widths that are and are not multiples of the
     // vector widths, windows that wrap around the ring or not, windows of one key; the f32 memory
