@@ -293,6 +293,13 @@ void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
 // Every key gets its own lane (the keys of consecutive slots are consecutive in memory), at most
 // kHeadGroup query heads at a time; each value row is read once for those heads.
 constexpr int kHeadGroup = 4;
+// Vectors of keys (values) in flight per query head: AVX-512's 32 registers hold four, AVX2's 16
+// two. The order of every sum is the same either way (each key and each output element its own).
+#if defined(__AVX512F__)
+constexpr int kAttentionVectors = 4;
+#else
+constexpr int kAttentionVectors = 2;
+#endif
 
 // exp_f32 (kernels.h) of eight lanes, operation by operation.
 inline __m256 exp8(__m256 x) {
@@ -446,7 +453,10 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     while (j < a.window) {
         const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
         int64_t step;
-        if (run >= 16) {
+        if (kAttentionVectors >= 4 && run >= 32) {
+            score_keys<Ring, NH, kAttentionVectors>(a, q, slot, j, slope, scale, s, vmax);
+            step = 8 * kAttentionVectors;
+        } else if (run >= 16) {
             score_keys<Ring, NH, 2>(a, q, slot, j, slope, scale, s, vmax);
             step = 16;
         } else if (run >= 8) {
@@ -519,6 +529,9 @@ void attend_heads(const AttentionGroup& a, int h0) {
         inv_total[h] =
             softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
     int c = 0;
+    if (kAttentionVectors >= 4)
+        for (; c + 32 <= a.d_head; c += 32)
+            attention_values<Ring, NH, kAttentionVectors>(a, h0, c, inv_total);
     for (; c + 16 <= a.d_head; c += 16) attention_values<Ring, NH, 2>(a, h0, c, inv_total);
     for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
     for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
