@@ -187,16 +187,16 @@ def test_soft_key_lock_lowers_the_out_of_key_share_strict_removes_it():
 
 
 def test_a_silent_requested_program_is_brought_in():
-    """The shipped model gives the ensemble (50) little probability beside the choir: asked for
-    with the choir, it stays silent in 4 bars for every seed; with --plays-after 1 the bonus on
-    its Program token brings it in for most."""
+    """The shipped model gives String Ensemble 2 (49) little probability beside the choir: asked
+    for with the choir, it stays silent in 4 bars for (nearly) every seed; with --plays-after 1
+    the bonus on its Program token brings it in for most."""
     engine = Engine()
 
     def playing(controls) -> int:
         played = 0
         for seed in range(8):
             try:
-                engine.generate(bars=4, seed=seed, programs=[52, 53, 54, 50], controls=controls)
+                engine.generate(bars=4, seed=seed, programs=[52, 53, 54, 49], controls=controls)
                 played += 1
             except UnplayedProgramsError:
                 pass

@@ -313,6 +313,20 @@ def test_the_finetune_config_fits_the_shipped_model(tokenizer):
     assert programs == [[p, n] for p, n in sorted(learned.items())]
 
 
+@pytest.mark.parametrize(
+    "config",
+    ["weighted.toml", *(f"soup/{p.name}" for p in sorted((TINY.parent / "soup").glob("*.toml")))],
+)
+def test_the_shipped_models_configs_take_its_tensors(config, tokenizer):
+    """The recipe docs/model.md gives for the shipped model starts from the shipped file."""
+    from training.model import SageModel
+    from training.train import build_model_config, load_config, load_initial_weights
+
+    _, table, _ = load_config(TINY.parent / config)
+    model = SageModel(build_model_config(table, tokenizer))
+    load_initial_weights(model, REPO / "sage_edge" / "models" / "default.sage", tokenizer)
+
+
 def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):
     trained, _ = tiny_run
     run(corpus, tmp_path / "a", "--init", str(trained / "best.pt"), "--stop-at", "0")

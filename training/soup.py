@@ -31,6 +31,16 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def ingredient(path: str | Path, contents: sage_format.ModelFile) -> dict:
+    """What the soup's record says of one of its files: which file, and the run that made it."""
+    made = contents.metadata.get("model", {})
+    return {
+        "file": Path(path).name,
+        "sha256": file_sha256(path),
+        **{key: made[key] for key in ("name", "step", "best_valid_loss", "commit") if key in made},
+    }
+
+
 def soup(paths: list[str | Path], quant: str, out: str | Path):
     """Write the mean of the model files at ``paths`` to ``out``; return the export's result."""
     if len(paths) < 2:
@@ -54,7 +64,7 @@ def soup(paths: list[str | Path], quant: str, out: str | Path):
     learned = {p: round(sum(n) / len(files)) for p, n in sorted(programs.items())} or None
     provenance = {
         "name": Path(out).stem,
-        "soup_of": [{"file": Path(p).name, "sha256": file_sha256(p)} for p in paths],
+        "soup_of": [ingredient(p, f) for p, f in zip(paths, files, strict=True)],
         "sage_edge_version": sage_edge.__version__,
     }
     tokenizer_json = model.tokenizer_json
