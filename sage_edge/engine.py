@@ -726,7 +726,24 @@ class _Run:
             )
         for track in result.tracks:
             track.notes.sort()
+            track.notes = symusic.core.NoteTickList(end_at_restrikes(track.notes))
         return result
+
+
+def end_at_restrikes(notes) -> list[symusic.Note]:
+    """``notes`` (one track, sorted by onset) with each note that is struck again while it
+    sounds ended where it is struck again. A MIDI channel sounds a pitch once: left overlapping, a
+    reader pairs the note-offs first in, first out and gives both notes wrong lengths (a held note
+    of the prompt that the continuation strikes again on the seam, say)."""
+    next_onset: dict[int, int] = {}
+    ended = []
+    for note in reversed(notes):
+        restruck = next_onset.get(note.pitch)
+        if restruck is not None and note.time < restruck < note.time + note.duration:
+            note = symusic.Note(note.time, restruck - note.time, note.pitch, note.velocity)
+        ended.append(note)
+        next_onset[note.pitch] = note.time
+    return ended[::-1]
 
 
 class NoteStream:
