@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
 
 namespace sage::runner {
 
@@ -83,6 +84,12 @@ void put_time_signatures(std::vector<uint8_t>& body, const std::vector<sage_bar>
     if (numerator == 0) body.insert(body.end(), {0x00, 0xFF, 0x58, 0x04, 4, 2, 24, 8});
 }
 
+struct FileNote {
+    uint8_t pitch;
+    uint32_t on, off;  // ticks
+    uint8_t velocity;
+};
+
 struct ChannelEvent {
     uint32_t tick;
     uint8_t on;  // 0 = note-off (sorted first at a tick, so a repeated note re-sounds), 1 = on
@@ -124,6 +131,7 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n,
     const uint32_t end = timing.end > 0 ? to_ticks(timing.end, ticks_per_quarter) : 0x0FFFFFFF;
 
     int next_channel = 0;
+    std::vector<FileNote> notes;
     std::vector<ChannelEvent> track;
     for (const int32_t program : programs) {
         int channel = kDrumChannel;
@@ -132,7 +140,7 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n,
             next_channel = (next_channel + 1) % 16;
             if (next_channel == kDrumChannel) next_channel = kDrumChannel + 1;
         }
-        track.clear();
+        notes.clear();
         for (size_t i = 0; i < n; ++i) {
             const int32_t p = events[i].program < 0 ? -1 : std::min(events[i].program, 127);
             if (p != program) continue;
@@ -140,9 +148,24 @@ std::vector<uint8_t> midi_file_bytes(const sage_note_event* events, size_t n,
             if (on >= end) continue;  // past the last bar line
             const uint32_t length =
                 std::max<uint32_t>(1, to_ticks(events[i].duration, ticks_per_quarter));
-            const uint8_t pitch = clamp7(events[i].pitch, 0);
-            track.push_back({on, 1, pitch, clamp7(events[i].velocity, 1)});
-            track.push_back({std::min<uint32_t>(on + length, end), 0, pitch, 0});
+            notes.push_back({clamp7(events[i].pitch, 0), on, std::min<uint32_t>(on + length, end),
+                             clamp7(events[i].velocity, 1)});
+        }
+        // A channel sounds a pitch once: a note struck again while it sounds ends there (left
+        // overlapping, a reader pairs the note-offs first in, first out and gets both lengths
+        // wrong).
+        std::sort(notes.begin(), notes.end(), [](const FileNote& a, const FileNote& b) {
+            return std::tie(a.pitch, a.on, a.off) < std::tie(b.pitch, b.on, b.off);
+        });
+        for (size_t i = 0; i + 1 < notes.size(); ++i) {
+            const FileNote& next = notes[i + 1];
+            if (next.pitch == notes[i].pitch && next.on > notes[i].on)
+                notes[i].off = std::min(notes[i].off, next.on);
+        }
+        track.clear();
+        for (const FileNote& note : notes) {
+            track.push_back({note.on, 1, note.pitch, note.velocity});
+            track.push_back({note.off, 0, note.pitch, 0});
         }
         std::sort(track.begin(), track.end(), [](const ChannelEvent& a, const ChannelEvent& b) {
             if (a.tick != b.tick) return a.tick < b.tick;

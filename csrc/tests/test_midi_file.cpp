@@ -122,6 +122,21 @@ TEST(type_1_file_with_one_track_per_program) {
     for (int t = 1; t <= 3; ++t) CHECK(tracks[t].channel != 9);
 }
 
+TEST(a_note_struck_again_while_it_sounds_ends_there) {
+    const sage_note_event events[] = {
+        {0.0, 2.0, 60, 90, 52},  // held two beats, struck again after one
+        {1.0, 0.5, 60, 80, 52},
+        {1.0, 0.5, 64, 80, 52},  // another pitch is left alone
+    };
+    const std::vector<uint8_t> b = sage::runner::midi_file_bytes(events, 3, {});
+    const size_t conductor_end = 22 + be32(b, 18);
+    const ParsedTrack track =
+        parse_track(b, conductor_end + 8, conductor_end + 8 + be32(b, conductor_end + 4));
+    using Note = std::tuple<uint32_t, int, int, int>;
+    CHECK((track.notes ==
+           std::vector<Note>{{0, 480, 60, 90}, {480, 720, 60, 80}, {480, 720, 64, 80}}));
+}
+
 TEST(empty_file_has_only_the_conductor_track) {
     const std::vector<uint8_t> b = sage::runner::midi_file_bytes(nullptr, 0, {});
     CHECK_EQ(be16(b, 10), 1u);
