@@ -234,7 +234,8 @@ class Jam:
     docs/jam.md, "What the engine knows"). The musician's channels
     play ``channel_programs`` (16 programs; default: every channel ``musician_program``, channel 10
     drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
-    quarter notes per minute in ``meter``/4. ``controls`` (a :class:`sage_edge.Controls` or a
+    quarter notes per minute in ``meter``/4 (until :meth:`set_meter` or a time signature SysEx
+    from the musician changes it). ``controls`` (a :class:`sage_edge.Controls` or a
     dict of its keywords) constrain the engine's parts.
     """
 
@@ -413,7 +414,8 @@ class LiveEncoder:
     """Timed MIDI events in, the model's tokens out, a bar at a time (the engine's live encoder).
 
     ``start_us`` is where bar 0 begins on the caller's clock, ``tempo`` the tempo in quarter
-    notes per minute (or ``us_per_quarter``), bars are ``bar_quarters``/4, and
+    notes per minute (or ``us_per_quarter``), bars are ``bar_quarters``/4 until a meter change
+    (:meth:`set_meter`, :meth:`meter`, or a time signature SysEx in :meth:`midi`), and
     ``channel_programs`` gives the General MIDI program of each of the 16 channels (-1 = drums).
     """
 
