@@ -47,6 +47,42 @@ constexpr int kWideTokens = 8;
 constexpr int kWidePanelBlocks = 8;
 constexpr int kWideTokenChunk = 64;
 
+// nt (1..8) as a compile-time count: run(TokenCount<nt>{}), so that a kernel's token loop unrolls
+// into registers for every count a block can leave.
+template <int N>
+struct TokenCount {
+    static constexpr int value = N;
+};
+template <typename Run>
+inline void with_token_count(int nt, Run&& run) {
+    switch (nt) {
+        case 8:
+            run(TokenCount<8>{});
+            break;
+        case 7:
+            run(TokenCount<7>{});
+            break;
+        case 6:
+            run(TokenCount<6>{});
+            break;
+        case 5:
+            run(TokenCount<5>{});
+            break;
+        case 4:
+            run(TokenCount<4>{});
+            break;
+        case 3:
+            run(TokenCount<3>{});
+            break;
+        case 2:
+            run(TokenCount<2>{});
+            break;
+        default:
+            run(TokenCount<1>{});
+            break;
+    }
+}
+
 struct WideBlock {
     __m512i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
     __m512i correction;         // 128 * (sum of row i's q), lane i
@@ -140,32 +176,10 @@ void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t 
                         acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
                     }
                     const int8_t* xt = xbytes + t * x_stride;
-                    switch (nt) {
-                        case 8:
-                            wide_panel_tokens<8>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 7:
-                            wide_panel_tokens<7>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 6:
-                            wide_panel_tokens<6>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 5:
-                            wide_panel_tokens<5>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 4:
-                            wide_panel_tokens<4>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 3:
-                            wide_panel_tokens<3>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        case 2:
-                            wide_panel_tokens<2>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                        default:
-                            wide_panel_tokens<1>(panel, n_blocks, xt, x_stride, xs, acc);
-                            break;
-                    }
+                    with_token_count(nt, [&](auto n) {
+                        wide_panel_tokens<decltype(n)::value>(panel, n_blocks, xt, x_stride, xs,
+                                                              acc);
+                    });
                     for (int i = 0; i < nt; ++i) _mm512_mask_storeu_ps(yt[i], live, acc[i]);
                 }
             }
@@ -295,32 +309,9 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
                         ct[i] = correction[t + i];
                         acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
                     }
-                    switch (nt) {
-                        case 8:
-                            panel_block_tokens<8>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 7:
-                            panel_block_tokens<7>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 6:
-                            panel_block_tokens<6>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 5:
-                            panel_block_tokens<5>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 4:
-                            panel_block_tokens<4>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 3:
-                            panel_block_tokens<3>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        case 2:
-                            panel_block_tokens<2>(panel, n_blocks, xt, ct, acc);
-                            break;
-                        default:
-                            panel_block_tokens<1>(panel, n_blocks, xt, ct, acc);
-                            break;
-                    }
+                    with_token_count(nt, [&](auto n) {
+                        panel_block_tokens<decltype(n)::value>(panel, n_blocks, xt, ct, acc);
+                    });
                     for (int i = 0; i < nt; ++i) _mm512_mask_storeu_ps(yt[i], live, acc[i]);
                 }
             }
