@@ -94,7 +94,7 @@ struct StepProducts {
 
     void product(const sage::Matrix& w, int64_t rows, bool quantize) {
         if (quantize) kernels.quantize_row_q8_0(x.data(), xq.data(), w.cols);
-        if (w.panels != nullptr && kernels.matmul_q8_0_panels != nullptr) {  // packed, as run
+        if (kernels.matmul_q8_0_panels != nullptr && w.panels != nullptr) {  // packed, as run
             kernels.matmul_q8_0_panels(w.panels, xq.data(), y.data(), rows, w.cols, 1, rows);
             return;
         }

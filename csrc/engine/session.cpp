@@ -525,7 +525,9 @@ void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {
 void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const float* x,
                      const BlockQ8_0* xq, int64_t count, float* y, int64_t y_stride) {
     const int64_t cols = w.cols, nb = blocks_per_row(cols);
-    if (w.panels != nullptr && kernels_.matmul_q8_0_panels != nullptr &&
+    // The kernel first: a session on a path without it never reads `panels`, which another
+    // session's first construction may be writing (Model::pack_panels).
+    if (kernels_.matmul_q8_0_panels != nullptr && w.panels != nullptr &&
         first_row % kernels::kPanelRows == 0) {
         // Packed rows (Model::pack_panels): the same products, read without a horizontal sum.
         kernels_.matmul_q8_0_panels(w.panels + first_row / kernels::kPanelRows * nb, xq, y, rows,
