@@ -28,7 +28,8 @@ struct sage_live {
 
 struct sage_jam {
     std::unique_ptr<sage::Jam> jam;
-    sage_live live;  // a view of the jam's encoder
+    sage_jam_options options;  // as given
+    sage_live live;            // a view of the jam's encoder
 };
 
 namespace {
@@ -745,15 +746,19 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
 
 /* ---- Playing with a musician ---- */
 
+static_assert(SAGE_JAM_LISTEN_BEAT == sage::kListenBeat && SAGE_JAM_AUTO == sage::kAuto,
+              "the C API's accompaniment defaults are the engine's");
+
 sage_jam_options sage_jam_options_default(void) {
     sage_jam_options o{};
     o.mode = SAGE_JAM_CALL_RESPONSE;
     o.phrase_bars = 4;
     o.rest_quarters = 0;
-    o.lookahead_bars = 1;
-    o.listen_ticks = 0;
-    o.predict = 0;
-    o.react = 0;
+    const sage::JamOptions defaults;  // accompaniment's defaults live there
+    o.lookahead_bars = defaults.lookahead_bars;
+    o.listen_ticks = defaults.listen_ticks;
+    o.predict = defaults.predict ? 1 : 0;
+    o.react = defaults.react;
     o.n_programs = 1;
     o.sampling = sage_sampling_default();
     o.seed = 0;
@@ -779,9 +784,7 @@ sage_status sage_jam_create(const sage_model* model, const sage_jam_options* opt
         if (o.predict != 0 && o.predict != 1)
             throw sage::Error(sage::Status::Argument, "predict must be 0 or 1");
         jo.predict = o.predict == 1;
-        if (o.react != 0 && o.react != 1)
-            throw sage::Error(sage::Status::Argument, "react must be 0 or 1");
-        jo.react = o.react == 1;
+        jo.react = o.react;  // 0, 1 or SAGE_JAM_AUTO: the engine checks it
         if (o.n_programs > 16) throw sage::Error(sage::Status::Argument, "at most 16 programs");
         for (uint32_t i = 0; i < o.n_programs; ++i) jo.programs[i] = o.programs[i];
         jo.n_programs = o.n_programs;
@@ -790,6 +793,7 @@ sage_status sage_jam_create(const sage_model* model, const sage_jam_options* opt
         jo.live = to_live_options(o.live);
         auto jam = std::make_unique<sage_jam>();
         jam->jam = std::make_unique<sage::Jam>(*model->model, jo, sage::kernels::active());
+        jam->options = o;
         jam->live.encoder = &jam->jam->live();
         *out = jam.release();
     });
@@ -820,6 +824,16 @@ sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, siz
             out[i] = {notes[i].time_us, notes[i].end_us,   notes[i].tick,    notes[i].end_tick,
                       notes[i].pitch,   notes[i].velocity, notes[i].program, notes[i].channel};
         *count = n;
+    });
+}
+
+sage_status sage_jam_get_options(const sage_jam* jam, sage_jam_options* out) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(out, "out");
+        *out = jam->options;
+        out->listen_ticks = jam->jam->options().listen_ticks;  // resolved by the mode
+        out->react = jam->jam->options().react;
     });
 }
 

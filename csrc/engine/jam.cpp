@@ -20,11 +20,18 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
         throw Error(Status::Argument, "rest_quarters must be 0..64");
     if (options.lookahead_bars > 16) throw Error(Status::Argument, "lookahead_bars must be 0..16");
     const bool anticipation = options.mode == JamMode::Accompany && options.lookahead_bars == 0;
-    if (options.listen_ticks > 0 && !anticipation)
+    if (options.react != 0 && options.react != 1 && options.react != kAuto)
+        throw Error(Status::Argument, "react must be 0, 1 or -1 (by the mode)");
+    // The defaults by the mode (jam.h): in time, every beat, reacting; otherwise neither.
+    const uint32_t beat = static_cast<uint32_t>(model.config.ticks_per_quarter);
+    if (options_.listen_ticks == kListenBeat)
+        options_.listen_ticks = anticipation && beat < uint32_t(live_.bar_ticks()) ? beat : 0;
+    if (options_.react == kAuto) options_.react = anticipation ? 1 : 0;
+    if (options_.listen_ticks > 0 && !anticipation)
         throw Error(Status::Argument, "listening within a bar needs accompaniment, lookahead 0");
-    if (options.predict && !anticipation)
+    if (options_.predict && !anticipation)
         throw Error(Status::Argument, "predicting the musician needs accompaniment, lookahead 0");
-    if (options.react && !anticipation)
+    if (options_.react && !anticipation)
         throw Error(Status::Argument, "reacting to the musician needs accompaniment, lookahead 0");
     if (options.n_programs < 1 || options.n_programs > 16)
         throw Error(Status::Argument, "the engine needs 1..16 programs to play");
@@ -32,7 +39,7 @@ Jam::Jam(const Model& model, const JamOptions& options, const kernels::KernelTab
     SessionOptions so;
     so.seed = options.seed;
     session_ = std::make_unique<Session>(model, so, kernels);
-    if (options.listen_ticks >= static_cast<uint32_t>(live_.bar_ticks()))
+    if (options_.listen_ticks >= static_cast<uint32_t>(live_.bar_ticks()))
         throw Error(Status::Argument, "listen_ticks must be below a bar (" +
                                           std::to_string(live_.bar_ticks()) + " ticks)");
     session_->set_programs(options.programs, options.n_programs);

@@ -32,16 +32,28 @@ namespace sage {
 
 enum class JamMode : int32_t { CallResponse = 0, Accompany = 1 };
 
+// listen_ticks: one beat (the model's ticks per quarter) when accompanying in time and a bar holds
+// more than one, else 0 (bar lines only).
+constexpr uint32_t kListenBeat = UINT32_MAX;
+// react: on when accompanying in time, off otherwise.
+constexpr int32_t kAuto = -1;
+
 struct JamOptions {
     JamMode mode = JamMode::CallResponse;
-    uint32_t phrase_bars = 4;     // call and response: bars of a phrase and of an answer
-    double rest_quarters = 0;     // call and response: a rest this long ends a phrase (0: off)
-    uint32_t lookahead_bars = 1;  // accompaniment: the engine's bar b sounds in bar b + this
+    uint32_t phrase_bars = 4;  // call and response: bars of a phrase and of an answer
+    double rest_quarters = 0;  // call and response: a rest this long ends a phrase (0: off)
+    // The defaults (the C API's too) accompany in time, listening every beat and reacting: what
+    // the musician hears is as consonant as what the model writes knowing the whole bar
+    // (docs/jam.md, "Accompaniment quality"); lookahead_bars 1 (one bar behind) costs no reaction
+    // latency. kListenBeat and kAuto resolve by the mode at construction: call and response and
+    // one bar behind never listen within a bar nor react.
+    uint32_t lookahead_bars = 0;  // accompaniment: the engine's bar b sounds in bar b + this
     // Anticipation (lookahead_bars 0; docs/jam.md, "What the engine knows"): listen again every
     // listen_ticks grid ticks (0: at bar lines only); react: wait at a listening point for the
     // musician's note there; predict: the model writes the musician's part ahead too, unplayed.
-    uint32_t listen_ticks = 0;
-    bool react = false, predict = false;
+    uint32_t listen_ticks = kListenBeat;
+    int32_t react = kAuto;  // 0, 1 or kAuto
+    bool predict = false;
     int32_t programs[16] = {0};  // the engine's programs
     size_t n_programs = 0;
     SamplingParams sampling;
@@ -78,6 +90,7 @@ class Jam {
     bool answering() const { return state_ != State::Listening; }
     bool generating() const { return generating_ || accompanying_; }  // poll again at once
     uint64_t answers() const { return answers_; }
+    const JamOptions& options() const { return options_; }  // defaults resolved by the mode
     uint64_t replays() const { return replays_; }  // anticipation: times a bar was replayed
     uint64_t replayed_tokens() const { return replayed_tokens_; }  // fed by those replays
     // The last min(n, kHistory) tokens of the session's stream, oldest first; returns how many.

@@ -168,15 +168,18 @@ TEST(live_events_allocate_nothing) {
 // accompaniment, going back to a bar line and replaying it in time) allocate nothing.
 TEST(jam_polls_allocate_nothing) {
     sage_model* model = load_or_die(fixture_models()[0]);
-    for (int variant = 0; variant < 4; ++variant) {
+    // Call and response; one bar behind; in time at bar lines, every 2 ticks reacting and
+    // predicting; accompaniment's defaults (in time, every beat, reacting).
+    for (int variant = 0; variant < 5; ++variant) {
         sage_jam_options o = sage_jam_options_default();
         o.mode = variant == 0 ? SAGE_JAM_CALL_RESPONSE : SAGE_JAM_ACCOMPANY;
-        if (variant >= 2) {  // in time: at bar lines, and every 2 ticks reacting and predicting
+        if (variant == 1) o.lookahead_bars = 1;
+        if (variant == 2 || variant == 3) {
             o.lookahead_bars = 0;
             o.listen_ticks = variant == 3 ? 2 : 0;
             o.react = o.predict = variant == 3 ? 1 : 0;
-            o.live.channel_programs[0] = 52;
         }
+        if (variant >= 2) o.live.channel_programs[0] = 52;
         o.phrase_bars = 1;
         o.programs[0] = 42;
         sage_jam* jam = nullptr;

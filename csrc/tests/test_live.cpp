@@ -310,6 +310,25 @@ TEST(a_bar_taken_in_parts_is_the_bar) {
     sage_model_free(model);
 }
 
+// A melody on channel 0 into a jam: a note each quarter (pitch_of its time, released just before
+// the next) until melody_end, the jam polled every millisecond until `until`; its notes to *out.
+template <typename PitchOf>
+void play_melody(sage_jam* jam, int64_t melody_end, int64_t until, std::vector<sage_jam_note>* out,
+                 PitchOf pitch_of) {
+    sage_live* live = nullptr;
+    CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+    sage_jam_note notes[64];
+    for (int64_t t = 0; t < until; t += 1000) {
+        if (t < melody_end && t % kQuarter == 0)
+            CHECK_EQ(sage_live_note(live, t, 0, pitch_of(t), 90), SAGE_OK);
+        if (t < melody_end && t % kQuarter == kQuarter - 1000)
+            CHECK_EQ(sage_live_note(live, t, 0, pitch_of(t), 0), SAGE_OK);
+        size_t count = 0;
+        CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+        out->insert(out->end(), notes, notes + count);
+    }
+}
+
 // Call and response through the C API: a phrase of two bars on channel 0, then the engine answers
 // bars 2 and 3 on its program, and its notes lie there; the musician's notes are in the stream.
 TEST(a_jam_answers_a_phrase_in_the_next_bars) {
@@ -391,21 +410,12 @@ TEST(an_in_time_accompaniment_knows_only_what_was_played) {
                 sage_live_free(live);
                 o.listen_ticks = static_cast<uint32_t>(beat_ticks);
                 CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
-                CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
                 const int64_t bar = 4 * kQuarter, change = 2 * bar + kQuarter;
                 changed = (change / kQuarter) * beat_ticks;
-                sage_jam_note notes[64];
-                for (int64_t t = 0; t < 5 * bar; t += 1000) {
-                    const int pitch = 60 + static_cast<int>(t / kQuarter % 7) +
-                                      (take == 1 && t >= change ? 5 : 0);
-                    if (t < 4 * bar && t % kQuarter == 0)
-                        CHECK_EQ(sage_live_note(live, t, 0, pitch, 90), SAGE_OK);
-                    if (t < 4 * bar && t % kQuarter == kQuarter - 1000)
-                        CHECK_EQ(sage_live_note(live, t, 0, pitch, 0), SAGE_OK);
-                    size_t count = 0;
-                    CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
-                    takes[take].insert(takes[take].end(), notes, notes + count);
-                }
+                play_melody(jam, 4 * bar, 5 * bar, &takes[take], [&](int64_t t) {
+                    return 60 + static_cast<int>(t / kQuarter % 7) +
+                           (take == 1 && t >= change ? 5 : 0);
+                });
                 sage_jam_state state{};
                 CHECK_EQ(sage_jam_get_state(jam, &state), SAGE_OK);
                 CHECK(state.replays >= 4 * 4);  // each beat of bars 1..4
@@ -461,6 +471,88 @@ TEST(an_in_time_accompaniment_knows_only_what_was_played) {
             }
             sage_model_free(model);
         }
+}
+
+// The engine's notes of a 3-bar take (a melody on channel 0, each quarter) accompanied by a jam
+// with options o; the jam's options as it plays go to *resolved.
+std::vector<sage_jam_note> accompany_take(const sage_model* model, const sage_jam_options& o,
+                                          sage_jam_options* resolved, sage_jam_state* state) {
+    sage_jam* jam = nullptr;
+    CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
+    CHECK_EQ(sage_jam_get_options(jam, resolved), SAGE_OK);
+    std::vector<sage_jam_note> played;
+    const int64_t bar = 4 * kQuarter;
+    play_melody(jam, 3 * bar, 4 * bar, &played,
+                [](int64_t t) { return 60 + static_cast<int>(t / kQuarter % 5); });
+    CHECK_EQ(sage_jam_get_state(jam, state), SAGE_OK);
+    sage_jam_free(jam);
+    return played;
+}
+
+// The defaults (sage_jam_options_default) accompany in time, listening every beat (the model's
+// ticks per quarter) and reacting: a take with them plays exactly what one asking for that plays.
+// lookahead_bars 1 alone is one bar behind, neither listening nor reacting; call and response
+// ignores the defaults but refuses them asked for explicitly.
+TEST(the_default_accompaniment_is_in_time_every_beat_reacting) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        sage_model_info info{};
+        CHECK_EQ(sage_model_get_info(model, &info), SAGE_OK);
+        sage_jam_options o = sage_jam_options_default();
+        o.mode = SAGE_JAM_ACCOMPANY;
+        o.programs[0] = 42;
+        o.n_programs = 1;
+        o.seed = 7;
+        o.live.channel_programs[0] = 52;
+        sage_jam_options got{};
+        sage_jam_state state{}, asked_state{};
+        const std::vector<sage_jam_note> by_default = accompany_take(model, o, &got, &state);
+        CHECK_EQ(got.lookahead_bars, 0u);
+        CHECK_EQ(got.listen_ticks, static_cast<uint32_t>(info.ticks_per_quarter));
+        CHECK_EQ(got.react, 1);
+        CHECK_EQ(got.predict, 0);
+        CHECK(state.replays >= 2 * 4);  // every beat of bars 1 and 2 at least
+        sage_jam_options asked = o;
+        asked.lookahead_bars = 0;
+        asked.listen_ticks = static_cast<uint32_t>(info.ticks_per_quarter);
+        asked.react = 1;
+        const std::vector<sage_jam_note> in_time = accompany_take(model, asked, &got, &asked_state);
+        CHECK(!by_default.empty());
+        CHECK_EQ(by_default.size(), in_time.size());
+        for (size_t i = 0; i < by_default.size() && i < in_time.size(); ++i) {
+            CHECK_EQ(by_default[i].tick, in_time[i].tick);
+            CHECK_EQ(by_default[i].pitch, in_time[i].pitch);
+            CHECK_EQ(by_default[i].end_tick, in_time[i].end_tick);
+        }
+        CHECK_EQ(state.replays, asked_state.replays);
+
+        sage_jam_options behind = o;
+        behind.lookahead_bars = 1;
+        accompany_take(model, behind, &got, &state);
+        CHECK_EQ(got.lookahead_bars, 1u);
+        CHECK_EQ(got.listen_ticks, 0u);
+        CHECK_EQ(got.react, 0);
+        CHECK_EQ(state.replays, uint64_t{0});
+
+        sage_jam_options answer = o;
+        answer.mode = SAGE_JAM_CALL_RESPONSE;
+        sage_jam* jam = nullptr;
+        CHECK_EQ(sage_jam_create(model, &answer, &jam), SAGE_OK);
+        CHECK_EQ(sage_jam_get_options(jam, &got), SAGE_OK);
+        CHECK_EQ(got.listen_ticks, 0u);
+        CHECK_EQ(got.react, 0);
+        sage_jam_free(jam);
+        answer.react = 1;
+        CHECK_EQ(sage_jam_create(model, &answer, &jam), SAGE_ERR_ARGUMENT);
+        answer.react = SAGE_JAM_AUTO;
+        answer.listen_ticks = static_cast<uint32_t>(info.ticks_per_quarter);
+        CHECK_EQ(sage_jam_create(model, &answer, &jam), SAGE_ERR_ARGUMENT);
+        asked.react = 2;
+        CHECK_EQ(sage_jam_create(model, &asked, &jam), SAGE_ERR_ARGUMENT);
+        behind.react = 1;
+        CHECK_EQ(sage_jam_create(model, &behind, &jam), SAGE_ERR_ARGUMENT);
+        sage_model_free(model);
+    }
 }
 
 }  // namespace

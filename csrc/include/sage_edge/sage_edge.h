@@ -508,17 +508,26 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out);
 typedef struct sage_jam sage_jam;
 typedef enum sage_jam_mode { SAGE_JAM_CALL_RESPONSE = 0, SAGE_JAM_ACCOMPANY = 1 } sage_jam_mode;
 
+/* listen_ticks: one beat (the model's ticks per quarter; at bar lines if a bar is not longer) when
+ * accompanying in time (lookahead_bars 0), at bar lines otherwise. */
+#define SAGE_JAM_LISTEN_BEAT 0xFFFFFFFFu
+/* react: on when accompanying in time (lookahead_bars 0), off otherwise. */
+#define SAGE_JAM_AUTO (-1)
+
 typedef struct sage_jam_options {
     int32_t mode;            /* a sage_jam_mode */
     uint32_t phrase_bars;    /* call and response: bars of a phrase and of an answer, 1..64 */
     double rest_quarters;    /* call and response: a rest this long ends a phrase; 0 = off */
     uint32_t lookahead_bars; /* accompaniment: the engine's part of bar b sounds in bar b + this,
-                                0..16 (0: anticipation) */
+                                0..16; 0 (the default) = anticipation, in time; 1 = one bar
+                                behind, when reaction latency matters more than consonance */
     uint32_t listen_ticks;   /* anticipation: listen again every this many grid ticks, below a
-                                bar; 0 = at bar lines only */
+                                bar; 0 = at bar lines only; SAGE_JAM_LISTEN_BEAT (the default) =
+                                every beat in anticipation, else 0 */
     int32_t predict;         /* anticipation: 1 = the model writes the musician's part ahead */
     int32_t react;           /* anticipation: 1 = at a listening point, wait for the musician's
-                                note there (at most half a grid step) and play right after it */
+                                note there (at most half a grid step) and play right after it;
+                                SAGE_JAM_AUTO (the default) = 1 in anticipation, else 0 */
     int32_t programs[16];    /* the engine's programs (-1 = drums) */
     uint32_t n_programs;     /* 1..16 */
     sage_sampling sampling;
@@ -547,8 +556,13 @@ typedef struct sage_jam_state {
                                  between) */
 } sage_jam_state;
 
-/* call and response, 4 bars, no rest rule, lookahead 1, listen_ticks 0, predict 0, react 0,
- * programs {0}, default sampling, seed 0, sage_live_options_default(). */
+/* call and response, 4 bars, no rest rule, lookahead 0, listen_ticks SAGE_JAM_LISTEN_BEAT,
+ * predict 0, react SAGE_JAM_AUTO, programs {0}, default sampling, seed 0,
+ * sage_live_options_default(). So SAGE_JAM_ACCOMPANY with the defaults accompanies in time,
+ * listening every beat and reacting (docs/jam.md, "In time"): the musician hears it as consonant
+ * as what the model writes knowing the whole bar, each beat's notes late by one decision's work;
+ * lookahead_bars 1 alone gives one bar behind (no listening, no reacting, no such latency). Call
+ * and response ignores the three. */
 sage_jam_options sage_jam_options_default(void);
 sage_status sage_jam_create(const sage_model* model, const sage_jam_options* options,
                             sage_jam** out);
@@ -564,6 +578,9 @@ sage_status sage_jam_get_live(sage_jam* jam, sage_live** live);
 sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, size_t capacity,
                           size_t* count);
 sage_status sage_jam_get_state(const sage_jam* jam, sage_jam_state* out);
+/* The options the jam plays with: those given to sage_jam_create, with SAGE_JAM_LISTEN_BEAT and
+ * SAGE_JAM_AUTO replaced by what they mean for the mode (a front end can say how it plays). */
+sage_status sage_jam_get_options(const sage_jam* jam, sage_jam_options* out);
 /* Musical controls for the engine's parts, from its next token on (sage_session_set_controls). */
 sage_status sage_jam_set_controls(sage_jam* jam, const sage_controls* controls);
 /* The last min(capacity, 8192) tokens of the session's stream (the musician's bars and the
