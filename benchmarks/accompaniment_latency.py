@@ -2,12 +2,12 @@
 beat go out, measured on real bytes (docs/jam.md, "In time").
 
 sage-edge-run --midi-in/--midi-out on two ptys, accompaniment with --lookahead 0 --listen-ticks 12
---react at 120 BPM in 4/4; a scripted musician plays the soprano of a held-out chorale (bwv1.6,
-in the validation split) BARS bars, over and over. For every soprano note-on on a beat where the
-engine also plays a note (--events gives the engine's onsets), the reaction is the arrival of the
-engine's first note-on byte after the soprano's note-on was written, minus that write; p50, p99
-and max over all such beats. Both sides are this Python process (a writer loop and a reading
-thread), so the figures include their own wake-ups.
+--react (the defaults, spelled out) at 120 BPM in 4/4; a scripted musician plays the soprano of a
+held-out chorale (bwv1.6, in the validation split) BARS bars, over and over. For every soprano
+note-on on a beat where the engine also plays a note (--events gives the engine's onsets), the
+reaction is the arrival of the engine's first note-on byte after the soprano's note-on was written,
+minus that write; p50, p99 and max over all such beats. Both sides are this Python process (a writer
+loop and a reading thread), so the figures include their own wake-ups.
 
     python benchmarks/accompaniment_latency.py [--bars 40] [--runner PATH]
 """

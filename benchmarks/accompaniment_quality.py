@@ -134,13 +134,19 @@ def pieces(tokenizer: Tokenizer, limit: int, bars: int):
     return out[:limit]
 
 
-# The jams measured: (label, Jam keywords). "1 bar behind" is heard one bar late; the others
-# (anticipation, docs/jam.md) play each bar in it.
+# The jams measured: (label, Jam keywords), each spelled out (the defaults are "react, every
+# beat"). "1 bar behind" is heard one bar late; the others (anticipation, docs/jam.md) play each
+# bar in it.
 MODES = {
     "1 bar behind": {"lookahead": 1},
-    "in time, bar lines": {"lookahead": 0},
-    "in time, every beat": {"lookahead": 0, "listen_ticks": 12},
-    "in time, every beat, predict": {"lookahead": 0, "listen_ticks": 12, "predict": True},
+    "in time, bar lines": {"lookahead": 0, "listen_ticks": 0, "react": False},
+    "in time, every beat": {"lookahead": 0, "listen_ticks": 12, "react": False},
+    "in time, every beat, predict": {
+        "lookahead": 0,
+        "listen_ticks": 12,
+        "react": False,
+        "predict": True,
+    },
     "react, every beat": {"lookahead": 0, "listen_ticks": 12, "react": True},
     "react, every beat, predict": {
         "lookahead": 0,

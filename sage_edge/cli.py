@@ -274,7 +274,7 @@ def cmd_jam(args: argparse.Namespace) -> None:
         jam.set_meter(bar, quarters)
     print(
         f"sage-edge: listening on {args.inp}: bar 0 at monotonic {jam.start_us} us, "
-        f"{args.meter[0]}/4 at {args.tempo:g} BPM",
+        f"{args.meter[0]}/4 at {args.tempo:g} BPM, {_way_of_playing(args.mode, jam.options)}",
         file=sys.stderr,
         flush=True,
     )
@@ -293,6 +293,18 @@ def cmd_jam(args: argparse.Namespace) -> None:
             f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
             file=sys.stderr,
         )
+
+
+def _way_of_playing(mode: str, options: dict) -> str:
+    """How a jam plays, its defaults resolved by the engine, as sage-edge-run says it."""
+    if mode != "accompany":
+        return "answering"
+    if options["lookahead"] > 0:
+        return f"accompanying {options['lookahead']} bar(s) behind"
+    ticks = options["listen_ticks"]
+    way = f"accompanying in time, listening {f'every {ticks} ticks' if ticks else 'at bar lines'}"
+    way += ", reacting" if options["react"] else ", deciding ahead"
+    return way + (", predicting" if options["predict"] else "")
 
 
 def _engine_facts() -> tuple[dict, tuple[float, float] | None, list]:
@@ -397,14 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     jam.add_argument("--programs", help="the engine's General MIDI programs, e.g. 53,54,42")
     jam.add_argument("--bars", type=int, default=4, help="bars of a phrase and an answer (4)")
     jam.add_argument("--rest", type=float, default=0.0, help="quarters of rest ending a phrase")
+    # Left unset, these three take the engine's defaults (sage_jam_options_default).
     jam.add_argument(
-        "--lookahead", type=int, default=1, help="accompany: bars behind (1; 0: in time, ahead)"
+        "--lookahead",
+        type=int,
+        help="accompany: bars behind (default 0: in time; 1: one bar behind, less consonant as "
+        "heard but without reaction latency)",
     )
     jam.add_argument(
-        "--listen-ticks", type=int, default=0, help="lookahead 0: listen every N grid ticks (0)"
+        "--listen-ticks",
+        type=int,
+        help="lookahead 0: listen every N grid ticks (default one beat; 0: bar lines only)",
     )
     jam.add_argument(
-        "--react", action="store_true", help="lookahead 0: wait for the musician's note, then play"
+        "--react",
+        action=argparse.BooleanOptionalAction,
+        help="lookahead 0: wait for the musician's note, then play (default on)",
     )
     jam.add_argument(
         "--predict", action="store_true", help="lookahead 0: the model writes the musician ahead"

@@ -228,10 +228,15 @@ class Jam:
 
     ``mode`` is ``"call-response"`` (the engine answers each phrase of ``bars`` bars, or one ended
     by a rest of ``rest`` quarters, with ``bars`` bars) or ``"accompany"`` (the engine plays its
-    ``programs`` under the musician's part, ``lookahead`` bars behind; ``lookahead=0`` plays each
-    bar in time, decided ahead from the bars before and, every ``listen_ticks`` grid ticks, from
-    the bar so far; ``predict`` has the model write the musician's part ahead too, unplayed:
-    docs/jam.md, "What the engine knows"). The musician's channels
+    ``programs`` under the musician's part, ``lookahead`` bars behind). ``lookahead=0`` plays each
+    bar in time, decided from the bars before and, every ``listen_ticks`` grid ticks, from the bar
+    so far; with ``react`` the engine waits at each of those points for the musician's note there;
+    ``predict`` has the model write the musician's part ahead too, unplayed (docs/jam.md, "What
+    the engine knows"). ``lookahead``, ``listen_ticks`` and ``react`` left None take the engine's
+    defaults (``sage_jam_options_default``): in time, listening every beat, reacting, which is what
+    the musician hears as consonant (docs/jam.md, "Accompaniment quality"); ``lookahead=1`` alone
+    plays one bar behind, without the reaction latency. Left None, they do nothing in call and
+    response. The musician's channels
     play ``channel_programs`` (16 programs; default: every channel ``musician_program``, channel 10
     drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
     quarter notes per minute in ``meter``/4 (until :meth:`set_meter` or a time signature SysEx
@@ -247,10 +252,10 @@ class Jam:
         programs: list[int],
         bars: int = 4,
         rest: float = 0.0,
-        lookahead: int = 1,
-        listen_ticks: int = 0,
+        lookahead: int | None = None,
+        listen_ticks: int | None = None,
         predict: bool = False,
-        react: bool = False,
+        react: bool | None = None,
         tempo: float = 120.0,
         meter: int = 4,
         musician_program: int = 0,
@@ -289,7 +294,7 @@ class Jam:
         self._live = self._jam.live()
         if (controls := _controls_or_none(controls)) is not None:
             self._jam.set_controls(controls.settings)
-        self._bars, self._lookahead = bars, lookahead
+        self._bars, self._accompany = bars, mode == "accompany"
 
     def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
         """A note on (velocity 0: off) the musician played at ``time_us``."""
@@ -328,6 +333,13 @@ class Jam:
         return self._live.time_of(self._live.bar(bar)[0])
 
     @property
+    def options(self) -> dict:
+        """How the jam plays: ``lookahead``, ``listen_ticks``, ``react``, ``predict``, the
+        engine's defaults resolved for the mode (``react`` and ``listen_ticks`` are off in call
+        and response and one bar behind)."""
+        return self._jam.options()
+
+    @property
     def state(self) -> dict:
         """answering, generating (poll again at once), answers, tokens (in the session's
         stream), dropped_notes, replays and replayed_tokens (in time: times the session went back
@@ -349,7 +361,10 @@ class Jam:
         queue: list[tuple[int, int, int, bytes]] = []  # (time, rank, order, bytes): offs first
         order, ended, played, late = 0, None, 0, 0
         channel_program: dict[int, int] = {}
-        tail = self.bar_time(2 * self._bars + self._lookahead + 2) - self.bar_time(0)
+        # After the input ends: the bars a last phrase needs to end and be answered (or
+        # accompanied, lookahead bars later), as sage-edge-run waits.
+        later = self.options["lookahead"] if self._accompany else 1
+        tail = self.bar_time(2 * self._bars + later + 2) - self.bar_time(0)
         while stop is None or not stop():
             now = now_us()
             while ended is None:

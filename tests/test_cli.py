@@ -96,3 +96,6 @@ def test_help_shows_the_engines_defaults_and_the_tempo_range():
     assert f"{TEMPO_RANGE_BPM[0]:.6g}..{TEMPO_RANGE_BPM[1]:g}" in generate
     bench = " ".join(run_cli("bench", "--help").stdout.split())
     assert "about a minute and about 340 MB" in bench and "--quick" in bench
+    jam = " ".join(run_cli("jam", "--help").stdout.split())
+    assert "default 0: in time" in jam and "default one beat" in jam
+    assert "--react, --no-react" in jam and "(default on)" in jam

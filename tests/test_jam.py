@@ -92,11 +92,20 @@ def test_call_and_response_answers_in_the_answer_bars(engine, chorale_dir):
 
 
 def test_accompaniment_plays_every_bar_a_bar_behind(engine, chorale_dir):
-    """Each of the musician's bars is written with the engine's parts between its notes; the
-    engine's notes of bar b sound in bar b + 1."""
+    """lookahead=1: each of the musician's bars is written with the engine's parts between its
+    notes; the engine's notes of bar b sound in bar b + 1."""
     quarter = 500_000
     played = soprano(chorale_dir, quarter, 6)
-    jam = Jam(engine, "accompany", programs=ENGINE, musician_program=MUSICIAN, start_us=0, seed=3)
+    jam = Jam(
+        engine,
+        "accompany",
+        programs=ENGINE,
+        musician_program=MUSICIAN,
+        lookahead=1,
+        start_us=0,
+        seed=3,
+    )
+    assert jam.options == {"lookahead": 1, "listen_ticks": 0, "react": False, "predict": False}
     notes = list(jam.play(played, until_us=7 * 4 * quarter))
     bar_ticks = 4 * TICKS
     stream = decoded(engine, jam.history())
@@ -162,6 +171,28 @@ def bar_of(jam, tick: int) -> int:
     while jam.bar(bar + 1)[0] <= tick:
         bar += 1
     return bar
+
+
+def test_the_default_accompaniment_is_in_time_every_beat_reacting(engine, chorale_dir):
+    """Jam and Engine.jam accompany by default as the engine does (sage_jam_options_default): in
+    time, listening every beat, reacting; the same notes as asking for it. Call and response
+    neither listens nor reacts."""
+    quarter = 500_000
+    played = soprano(chorale_dir, quarter, 3)
+    common = {"programs": ENGINE, "musician_program": MUSICIAN, "start_us": 0, "seed": 3}
+    in_time = {"lookahead": 0, "listen_ticks": TICKS, "react": True, "predict": False}
+    takes = []
+    for jam in (
+        Jam(engine, "accompany", **common),
+        engine.jam("accompany", **common),
+        Jam(engine, "accompany", **common, **in_time),
+    ):
+        assert jam.options == in_time
+        takes.append((list(jam.play(played, until_us=4 * 4 * quarter)), jam.state["replays"]))
+    assert takes[0][0] and takes[0][1] >= 2 * 4
+    assert takes[0] == takes[1] == takes[2]
+    answering = Jam(engine, "call-response", **common)
+    assert answering.options == {**in_time, "listen_ticks": 0, "react": False}
 
 
 def test_call_and_response_follows_a_meter_change(engine, chorale_dir):
@@ -245,7 +276,11 @@ def test_meter_changes_are_checked(engine):
 
 def test_in_time_options_are_checked(engine):
     with pytest.raises(ValueError, match="lookahead 0"):
-        Jam(engine, "accompany", programs=ENGINE, listen_ticks=12)
+        Jam(engine, "accompany", programs=ENGINE, lookahead=1, listen_ticks=12)
+    with pytest.raises(ValueError, match="lookahead 0"):
+        Jam(engine, "accompany", programs=ENGINE, lookahead=1, react=True)
+    with pytest.raises(ValueError, match="lookahead 0"):
+        Jam(engine, "call-response", programs=ENGINE, listen_ticks=12)
     with pytest.raises(ValueError, match="lookahead 0"):
         Jam(engine, "call-response", programs=ENGINE, lookahead=0, react=True)
     with pytest.raises(ValueError, match="below a bar"):
@@ -399,38 +434,52 @@ def test_runner_refuses_a_meter_the_model_has_not():
         assert result.returncode == 2 and "--meter" in result.stderr, result.stderr
 
 
-def test_runner_accompanies_through_ptys(chorale_dir):
+def test_runner_accompanies_a_bar_behind_through_ptys(chorale_dir):
+    """sage-edge-run --lookahead 1: the soprano's bars 0-3 accompanied in bars 1-4."""
     tempo = 300
-    command = front_end_command("accompany", "runner", tempo)
-    start, messages, _ = play_through_ptys(command, tempo, 4, chorale_dir)
+    command = front_end_command("accompany", "runner", tempo, "--lookahead", "1")
+    start, messages, err = play_through_ptys(command, tempo, 4, chorale_dir)
+    assert "accompanying 1 bar(s) behind" in err.splitlines()[0]
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2, 3, 4} <= bars
 
 
 def test_runner_accompanies_in_time_through_ptys(chorale_dir):
-    """sage-edge-run --lookahead 0 --listen-ticks 12 (ahead of each beat): the engine's notes
-    sound in the bars the soprano plays, from bar 1, on the grid: each beat's decision has half a
-    grid step before it (20.8 ms at 120 BPM)."""
+    """sage-edge-run --lookahead 0 --listen-ticks 12 --no-react (ahead of each beat): the
+    engine's notes sound in the bars the soprano plays, from bar 1, on the grid: each beat's
+    decision has half a grid step before it (20.8 ms at 120 BPM)."""
     tempo = 120
     # --bars 1: the tail after the input ends
-    options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS)]
-    start, messages, _ = play_through_ptys(
+    options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS), "--no-react"]
+    start, messages, err = play_through_ptys(
         front_end_command("accompany", "runner", tempo, *options), tempo, 3, chorale_dir
     )
+    assert f"in time, listening every {TICKS} ticks, deciding ahead" in err.splitlines()[0]
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2} <= bars and 0 not in bars
 
 
-def test_cli_jam_reacts_through_ptys(chorale_dir):
-    """sage-edge jam --lookahead 0 --listen-ticks 12 --react: the engine's notes go out in the
-    soprano's bars, on a grid tick or, at a beat, soon after the soprano's note there (the
-    reaction, a few ms in process: benchmarks/accompaniment_quality.py; the bound here leaves
-    room for this shared host's load)."""
+@pytest.mark.parametrize(
+    "front_end, options",
+    [
+        ("runner", []),
+        ("cli", []),
+        ("cli", ["--lookahead", "0", "--listen-ticks", str(TICKS), "--react"]),
+    ],
+)
+def test_front_ends_accompany_in_time_reacting_by_default(chorale_dir, front_end, options):
+    """sage-edge-run and sage-edge jam --mode accompany with no other option (the engine's
+    defaults), or sage-edge jam asking for the same: in time, listening every beat, reacting. The
+    engine's notes go out in the soprano's bars, on a grid tick or, at a beat, soon after the
+    soprano's note there (the reaction, a few ms in process: benchmarks/accompaniment_quality.py;
+    the bound here leaves room for this shared host's load)."""
     tempo = 100  # a grid step of 50 ms
-    options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS), "--react"]
-    start, messages, _ = play_through_ptys(
-        front_end_command("accompany", "cli", tempo, *options), tempo, 3, chorale_dir
+    options = ["--bars", "1", *options]  # --bars 1: the tail after the input ends
+    start, messages, err = play_through_ptys(
+        front_end_command("accompany", front_end, tempo, *options), tempo, 3, chorale_dir
     )
+    line = err.splitlines()[0]
+    assert line.endswith(f"accompanying in time, listening every {TICKS} ticks, reacting"), line
     tick = 60e6 / tempo / TICKS
     ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
     assert len(ons) > 10

@@ -60,6 +60,9 @@ def test_help(runner):
     result = run(runner, "--help")
     assert result.stdout.startswith("usage: sage-edge-run --model FILE")
     assert "--programs" in result.stdout
+    usage = " ".join(result.stdout.split())
+    assert "bar b's parts in bar b + N (default 0: in time" in usage
+    assert "--react, --no-react" in usage and "(default on)" in usage
 
 
 @pytest.mark.parametrize(

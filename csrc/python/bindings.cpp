@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -348,19 +349,20 @@ class PyLive {
 class PyJam {
   public:
     PyJam(const PyModel& model, int32_t mode, uint32_t phrase_bars, double rest_quarters,
-          uint32_t lookahead_bars, uint32_t listen_ticks, bool predict, bool react,
-          const std::vector<int32_t>& programs, py::tuple sampling, uint64_t seed, int64_t start_us,
-          uint32_t us_per_quarter, int32_t bar_quarters,
-          const std::vector<int32_t>& channel_programs)
+          std::optional<uint32_t> lookahead_bars, std::optional<uint32_t> listen_ticks,
+          bool predict, std::optional<bool> react, const std::vector<int32_t>& programs,
+          py::tuple sampling, uint64_t seed, int64_t start_us, uint32_t us_per_quarter,
+          int32_t bar_quarters, const std::vector<int32_t>& channel_programs)
         : model_(model.handle()) {
         sage_jam_options o = sage_jam_options_default();
         o.mode = mode;
         o.phrase_bars = phrase_bars;
         o.rest_quarters = rest_quarters;
-        o.lookahead_bars = lookahead_bars;
-        o.listen_ticks = listen_ticks;
+        // None: the C API's default (sage_jam_options_default: in time, every beat, reacting).
+        if (lookahead_bars) o.lookahead_bars = *lookahead_bars;
+        if (listen_ticks) o.listen_ticks = *listen_ticks;
         o.predict = predict ? 1 : 0;
-        o.react = react ? 1 : 0;
+        if (react) o.react = *react ? 1 : 0;
         if (programs.size() > 16) {
             PyErr_SetString(PyExc_ValueError, "the engine plays at most 16 programs");
             throw py::error_already_set();
@@ -417,6 +419,16 @@ class PyJam {
         d["dropped_notes"] = st.dropped_notes;
         d["replays"] = st.replays;
         d["replayed_tokens"] = st.replayed_tokens;
+        return d;
+    }
+    py::dict options() const {
+        sage_jam_options o{};
+        check(sage_jam_get_options(jam_.get(), &o));
+        py::dict d;
+        d["lookahead"] = o.lookahead_bars;
+        d["listen_ticks"] = o.listen_ticks;
+        d["react"] = o.react == 1;
+        d["predict"] = o.predict == 1;
         return d;
     }
 
@@ -717,7 +729,8 @@ void bind(py::module_& m) {
         .def("reset", &PyLive::reset)
         .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
     py::class_<PyJam>(m, "Jam", "A session that listens through a live encoder and plays.")
-        .def(py::init<const PyModel&, int32_t, uint32_t, double, uint32_t, uint32_t, bool, bool,
+        .def(py::init<const PyModel&, int32_t, uint32_t, double, std::optional<uint32_t>,
+                      std::optional<uint32_t>, bool, std::optional<bool>,
                       const std::vector<int32_t>&, py::tuple, uint64_t, int64_t, uint32_t, int32_t,
                       const std::vector<int32_t>&>(),
              py::arg("model"), py::arg("mode"), py::arg("phrase_bars"), py::arg("rest_quarters"),
@@ -726,6 +739,8 @@ void bind(py::module_& m) {
              py::arg("start_us"), py::arg("us_per_quarter"), py::arg("bar_quarters"),
              py::arg("channel_programs"))
         .def("live", &PyJam::live, "The jam's live encoder: give it the musician's events.")
+        .def("options", &PyJam::options,
+             "lookahead, listen_ticks, react, predict as the jam plays (defaults resolved).")
         .def("poll", &PyJam::poll, py::arg("now_us"),
              "Feeds the bars complete at now_us, generates a little; the engine's new notes as "
              "(time_us, end_us, pitch, velocity, program, channel).")

@@ -64,11 +64,14 @@ constexpr const char* kUsage =
     "                      --bars N the bars of a phrase and of an answer (default 4)\n"
     "  --mode MODE         with --midi-in: call-response (default) or accompany\n"
     "  --rest Q            call-response: a rest of Q quarter notes also ends a phrase (0 = off)\n"
-    "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 1);\n"
-    "                      0 plays each bar in time, decided ahead (docs/jam.md)\n"
-    "  --listen-ticks N    accompany, lookahead 0: listen again every N grid ticks (0 = bars)\n"
-    "  --react             accompany, lookahead 0: wait for the musician's note at a listening\n"
-    "                      point (at most half a grid step) and play right after it\n"
+    "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 0:\n"
+    "                      in time, each bar as it is played, docs/jam.md); 1 = one bar behind,\n"
+    "                      less consonant as heard but with no reaction latency\n"
+    "  --listen-ticks N    accompany, lookahead 0: listen again every N grid ticks (default one\n"
+    "                      beat, 0 = bar lines only)\n"
+    "  --react, --no-react accompany, lookahead 0: wait for the musician's note at a listening\n"
+    "                      point (at most half a grid step) and play right after it (default\n"
+    "                      on), or decide ahead of it\n"
     "  --predict           accompany, lookahead 0: the model writes the musician's part ahead\n"
     "  --meter N[,B:N...]  with --midi-in: bars of N/4 (default 4), and from bar B on (counted\n"
     "                      from bar 0) bars of that N/4: 4,8:3,12:6 (docs/jam.md)\n"
@@ -142,7 +145,8 @@ constexpr const char* kValueOptions[] = {
     "--programs",  "--start-token", "--tempo",       "--out",        "--midi-in",
     "--mode",      "--rest",        "--lookahead",   "--meter",      "--musician-program",
     "--clock",     "--midi-out",    "--listen-ticks"};
-constexpr const char* kSwitches[] = {"--events", "--info", "--help", "--react", "--predict"};
+constexpr const char* kSwitches[] = {"--events", "--info",     "--help",
+                                     "--react",  "--no-react", "--predict"};
 
 bool takes_value(const std::string& flag) {
     for (const char* option : kValueOptions)
@@ -196,9 +200,11 @@ struct Options {
     std::string midi_in;  // with it: play with a musician (run_jam)
     int32_t mode = SAGE_JAM_CALL_RESPONSE;
     double rest_quarters = 0;
-    uint32_t lookahead_bars = 1;
-    uint32_t listen_ticks = 0;
-    bool react = false, predict = false;
+    // Accompaniment's defaults are the C API's: in time, listening every beat, reacting.
+    uint32_t lookahead_bars = sage_jam_options_default().lookahead_bars;
+    uint32_t listen_ticks = sage_jam_options_default().listen_ticks;
+    int32_t react = sage_jam_options_default().react;
+    bool predict = false;
     int32_t meter = 4;
     std::vector<std::pair<uint64_t, int32_t>> meter_changes;  // (from bar, quarters)
     int32_t musician_program = 0;
@@ -271,8 +277,12 @@ Options parse_args(int argc, char** argv) {
             o.info = true;
             continue;
         }
-        if (flag == "--react" || flag == "--predict") {
-            (flag == "--react" ? o.react : o.predict) = true;
+        if (flag == "--react" || flag == "--no-react") {
+            o.react = flag == "--react" ? 1 : 0;
+            continue;
+        }
+        if (flag == "--predict") {
+            o.predict = true;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + flag + "'"};
@@ -397,6 +407,20 @@ void check(sage_status status, const char* what) {
         throw EngineError{std::string(what) + ": " + sage_status_string(status) + ": " +
                           sage_last_error()};
     }
+}
+
+// How the jam plays, its defaults resolved by the engine (sage_jam_get_options), for stderr.
+std::string way_of_playing(const sage_jam* jam) {
+    sage_jam_options o{};
+    check(sage_jam_get_options(jam, &o), "jam options");
+    if (o.mode != SAGE_JAM_ACCOMPANY) return "answering";
+    if (o.lookahead_bars > 0)
+        return "accompanying " + std::to_string(o.lookahead_bars) + " bar(s) behind";
+    std::string way = "accompanying in time, listening ";
+    way +=
+        o.listen_ticks > 0 ? "every " + std::to_string(o.listen_ticks) + " ticks" : "at bar lines";
+    way += o.react ? ", reacting" : ", deciding ahead";
+    return way + (o.predict ? ", predicting" : "");
 }
 
 // The programs the model learned, with their notes in the training data; empty when the file does
@@ -766,7 +790,7 @@ int run_jam(const Options& o) {
     jo.rest_quarters = o.rest_quarters;
     jo.lookahead_bars = o.lookahead_bars;
     jo.listen_ticks = o.listen_ticks;
-    jo.react = o.react ? 1 : 0;
+    jo.react = o.react;
     jo.predict = o.predict ? 1 : 0;
     if (o.programs.size() > 16) throw UsageError{"--programs: the engine plays at most 16"};
     std::copy(o.programs.begin(), o.programs.end(), jo.programs);
@@ -794,8 +818,8 @@ int run_jam(const Options& o) {
     // The monotonic clock is the system's: a program beside the runner can play in time with it.
     std::fprintf(stderr,
                  "sage-edge-run: listening on %s: bar 0 at monotonic %" PRId64
-                 " us, %d/4 at %g BPM\n",
-                 o.midi_in.c_str(), start, o.meter, o.tempo_bpm);
+                 " us, %d/4 at %g BPM, %s\n",
+                 o.midi_in.c_str(), start, o.meter, o.tempo_bpm, way_of_playing(jam).c_str());
 
     struct sigaction action{};
     action.sa_handler = on_stop_signal;
@@ -811,8 +835,10 @@ int run_jam(const Options& o) {
     const double tpq = info.ticks_per_quarter;
     int64_t next_pulse = 0;  // leading the clock: the next pulse to send
     const double bar_us = us_per_quarter * longest_bar;
-    // After the input ends: the bars a last phrase needs to end and be answered (or accompanied).
-    const double tail_us = bar_us * (2.0 * jo.phrase_bars + jo.lookahead_bars + 2);
+    // After the input ends: the bars a last phrase needs to end and be answered (or accompanied,
+    // lookahead_bars later).
+    const uint32_t later = jo.mode == SAGE_JAM_ACCOMPANY ? jo.lookahead_bars : 1;
+    const double tail_us = bar_us * (2.0 * jo.phrase_bars + later + 2);
     int64_t ended = -1;  // when the input ended
     // Sends what is due: by our clock, or by the followed clock's last pulse.
     auto send_due = [&] {
