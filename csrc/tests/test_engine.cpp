@@ -380,6 +380,38 @@ TEST(every_kernel_path_generates_the_same_tokens) {
     }
 }
 
+// A path with the packed kernel packs a q8_0 model's matrices once and gives their mapped pages
+// back (Model::pack_panels); a session on a path that reads the file's layout afterwards, on the
+// same model, reads them again from the file: its logits are those of a model never packed. (The
+// shipped model: the tiny fixtures' matrices are smaller than a page, so nothing is given back.)
+TEST(a_packed_model_still_serves_the_file_layout) {
+    const sage::kernels::KernelTable* packing = nullptr;
+    const sage::kernels::KernelTable* paths[8];
+    for (int i = 0, n = sage::kernels::available(paths, 8); i < n; ++i)
+        if (paths[i]->matmul_q8_0_panels != nullptr) packing = paths[i];
+    if (packing == nullptr) {
+        std::printf("  no path here packs weights: nothing to check\n");
+        return;
+    }
+    const std::string path = SAGE_SHIPPED_MODEL;
+    const auto fresh = sage::Model::load(path);
+    const auto tokens = random_tokens(100, uint32_t(fresh->config.vocab_size), 9);
+    auto logits_after = [&](const sage::Model& model, const sage::kernels::KernelTable& kernels) {
+        sage::Session session(model, sage::SessionOptions{}, kernels);
+        std::vector<float> logits(model.config.vocab_size);
+        session.feed(tokens.data(), tokens.size(), nullptr, false);
+        session.feed(tokens.data(), 1, logits.data(), false);
+        return logits;
+    };
+    const auto want = logits_after(*fresh, *sage::kernels::find("scalar"));
+    const auto model = sage::Model::load(path);
+    const auto packed = logits_after(*model, *packing);
+    CHECK(model->packed_bytes() > 0);
+    CHECK(model->weights.output.panels != nullptr);
+    CHECK(packed == want);  // the packed products: the same bits
+    CHECK(logits_after(*model, *sage::kernels::find("scalar")) == want);
+}
+
 // Generated tokens follow the grammar, decode into notes, and a reset replays the same seed.
 TEST(generate_produces_notes_and_reset_replays_the_seed) {
     const std::string path = fixture_models().back();
