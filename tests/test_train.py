@@ -298,33 +298,28 @@ def test_a_one_work_folder_is_refused_with_the_reason(tmp_path, chorale_paths):
         run(tmp_path / "corpus", tmp_path / "run")
 
 
-def test_the_finetune_config_fits_the_shipped_model(tokenizer):
-    """The documented fine-tuning (configs/finetune.toml --init the shipped model) starts: the
-    config's model takes the shipped tensors, and the shipped learned programs come back."""
+@pytest.mark.parametrize(
+    "config",
+    [
+        "finetune.toml",
+        "weighted.toml",
+        *(f"soup/{p.name}" for p in sorted((TINY.parent / "soup").glob("*.toml"))),
+    ],
+)
+def test_the_configs_that_start_from_the_shipped_model_fit_it(config, tokenizer):
+    """The documented fine-tuning (configs/finetune.toml --init the shipped model) and the recipe
+    docs/model.md gives for the shipped model start: the config's model takes the shipped tensors,
+    and the shipped learned programs come back."""
     from sage_edge import format as sage_format
     from training.model import SageModel
     from training.train import build_model_config, load_config, load_initial_weights
 
     shipped = REPO / "sage_edge" / "models" / "default.sage"
-    _, table, _ = load_config(REPO / "training" / "configs" / "finetune.toml")
+    _, table, _ = load_config(TINY.parent / config)
     model = SageModel(build_model_config(table, tokenizer))
     programs = load_initial_weights(model, shipped, tokenizer)
     learned = sage_format.read(shipped).learned_programs
     assert programs == [[p, n] for p, n in sorted(learned.items())]
-
-
-@pytest.mark.parametrize(
-    "config",
-    ["weighted.toml", *(f"soup/{p.name}" for p in sorted((TINY.parent / "soup").glob("*.toml")))],
-)
-def test_the_shipped_models_configs_take_its_tensors(config, tokenizer):
-    """The recipe docs/model.md gives for the shipped model starts from the shipped file."""
-    from training.model import SageModel
-    from training.train import build_model_config, load_config, load_initial_weights
-
-    _, table, _ = load_config(TINY.parent / config)
-    model = SageModel(build_model_config(table, tokenizer))
-    load_initial_weights(model, REPO / "sage_edge" / "models" / "default.sage", tokenizer)
 
 
 def test_init_from_a_checkpoint_and_refusals(tiny_run, corpus, tmp_path):

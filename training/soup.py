@@ -27,16 +27,12 @@ from training.export import export, print_report
 from training.model import load_model_file
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def ingredient(path: str | Path, contents: sage_format.ModelFile) -> dict:
     """What the soup's record says of one of its files: which file, and the run that made it."""
     made = contents.metadata.get("model", {})
     return {
         "file": Path(path).name,
-        "sha256": file_sha256(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
         **{key: made[key] for key in ("name", "step", "best_valid_loss", "commit") if key in made},
     }
 
@@ -67,8 +63,7 @@ def soup(paths: list[str | Path], quant: str, out: str | Path):
         "soup_of": [ingredient(p, f) for p, f in zip(paths, files, strict=True)],
         "sage_edge_version": sage_edge.__version__,
     }
-    tokenizer_json = model.tokenizer_json
-    return export(model, tokenizer_json, quant, out, provenance, learned)
+    return export(model, model.tokenizer_json, quant, out, provenance, learned)
 
 
 def main(argv: list[str] | None = None) -> int:
