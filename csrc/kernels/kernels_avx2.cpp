@@ -1,8 +1,8 @@
 // AVX2 kernels (this file alone is compiled with -mavx2 -mfma). Fused multiply-add only where
 // the canonical order of kernels_scalar.cpp has fma (the attention); every f32 result follows it,
 // with the rows of a matrix-vector product spread over SIMD lanes so each row keeps its own
-// sequential order. The integer matrix-vector products are shared with AVX-512 VNNI
-// (kernels_x86_impl.h).
+// sequential order. The integer matrix-vector products over the file's layout are shared with
+// AVX-512 VNNI (kernels_x86_impl.h); the products over packed panels are this file's own.
 #include <immintrin.h>
 
 #include <cstring>
@@ -54,6 +54,119 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
         const float inv = inverse_scale(scale);
         y[b].scale = scale;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].q), quantize32(v, _mm256_set1_ps(inv)));
+    }
+}
+
+// matmul_q8_0_panels: a panel's 16 rows are two vectors of 8 lanes, each lane summing its own row
+// as in the AVX-512 VNNI kernel. maddubs would saturate on the stored q + 128 (two products reach
+// 2 * 255 * 127), so each vector of packed bytes is turned back into q (xor 0x80) and multiplied
+// with the sign trick, |x| * (q with the sign of x): both in [-127, 127], so a pair of products is
+// at most 2 * 127 * 127 < 32767, and madd by 1 widens the pairs to the lane's exact int32 sum.
+// Then matvec_q8_0's f32 step, block by block: the same bits. Every column block stays in
+// registers (no chunking, no scratch): |x| is taken from each broadcast, once for both halves.
+constexpr int kAvx2PanelTokens = 4;  // tokens against one panel block at once (16 registers)
+
+// Eight rows' q (lane i: bytes 4k .. 4k + 3 of row i) from their packed q + 128.
+inline __m256i panel_q(const uint8_t* packed) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed)),
+                            _mm256_set1_epi8(static_cast<char>(0x80)));
+}
+
+// isum + the four-byte dots of q with x (four bytes broadcast; ax = |x|), one int32 per lane.
+inline __m256i panel_dot(__m256i isum, __m256i q, __m256i x, __m256i ax) {
+    const __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(q, x));
+    return _mm256_add_epi32(isum, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+// matvec_q8_0's f32 step for eight rows: acc + (w scales * x scale) * float(isum).
+inline __m256 panel_step(__m256 acc, const float* w_scales, float x_scale, __m256i isum) {
+    const __m256 s = _mm256_mul_ps(_mm256_loadu_ps(w_scales), _mm256_set1_ps(x_scale));
+    return _mm256_add_ps(acc, _mm256_mul_ps(s, _mm256_cvtepi32_ps(isum)));
+}
+
+template <int NT>
+inline void avx2_panel_tokens(const PanelBlockQ8* panel, int64_t nb, const BlockQ8_0* const* xt,
+                              __m256* acc /* [NT][2] */) {
+    for (int64_t b = 0; b < nb; ++b) {
+        const PanelBlockQ8& p = panel[b];
+        __m256i isum[NT][2];
+        for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            const __m256i q0 = panel_q(p.q[k][0]), q1 = panel_q(p.q[k][8]);
+            for (int t = 0; t < NT; ++t) {
+                int32_t four;
+                std::memcpy(&four, xt[t][b].q + 4 * k, sizeof four);
+                const __m256i xv = _mm256_set1_epi32(four), ax = _mm256_abs_epi8(xv);
+                isum[t][0] = panel_dot(isum[t][0], q0, xv, ax);
+                isum[t][1] = panel_dot(isum[t][1], q1, xv, ax);
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            acc[2 * t] = panel_step(acc[2 * t], p.scale, xt[t][b].scale, isum[t][0]);
+            acc[2 * t + 1] = panel_step(acc[2 * t + 1], p.scale + 8, xt[t][b].scale, isum[t][1]);
+        }
+    }
+}
+
+// One token (a decode step) against one panel: avx2_panel_tokens<1>'s arithmetic in a loop of its
+// own, which measured 4 % faster on the decode step's products (88 -> 85 us; no array of tokens).
+inline void avx2_panel_one_token(const PanelBlockQ8* panel, int64_t nb, const BlockQ8_0* x,
+                                 __m256* acc /* [2] */) {
+    for (int64_t b = 0; b < nb; ++b) {
+        const PanelBlockQ8& p = panel[b];
+        __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int k = 0; k < kBlockSize / 4; ++k) {
+            int32_t four;
+            std::memcpy(&four, x[b].q + 4 * k, sizeof four);
+            const __m256i xv = _mm256_set1_epi32(four), ax = _mm256_abs_epi8(xv);
+            for (int h = 0; h < 2; ++h)
+                isum[h] = panel_dot(isum[h], panel_q(p.q[k][8 * h]), xv, ax);
+        }
+        for (int h = 0; h < 2; ++h)
+            acc[h] = panel_step(acc[h], p.scale + 8 * h, x[b].scale, isum[h]);
+    }
+}
+
+void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
+                        int64_t cols, int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; r += kPanelRows) {
+        const PanelBlockQ8* panel = w + (r / kPanelRows) * nb;
+        if (tokens == 1) {
+            __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            avx2_panel_one_token(panel, nb, x, acc);
+            store_rows(y, r, rows, acc[0]);
+            store_rows(y, r + kRows, rows, acc[1]);
+            continue;
+        }
+        for (int64_t t = 0; t < tokens; t += kAvx2PanelTokens) {
+            const int nt = tokens - t < kAvx2PanelTokens ? int(tokens - t) : kAvx2PanelTokens;
+            __m256 acc[2 * kAvx2PanelTokens];
+            const BlockQ8_0* xt[kAvx2PanelTokens];
+            for (int i = 0; i < nt; ++i) {
+                xt[i] = x + (t + i) * nb;
+                acc[2 * i] = acc[2 * i + 1] = _mm256_setzero_ps();
+            }
+            switch (nt) {
+                case 4:
+                    avx2_panel_tokens<4>(panel, nb, xt, acc);
+                    break;
+                case 3:
+                    avx2_panel_tokens<3>(panel, nb, xt, acc);
+                    break;
+                case 2:
+                    avx2_panel_tokens<2>(panel, nb, xt, acc);
+                    break;
+                default:
+                    avx2_panel_tokens<1>(panel, nb, xt, acc);
+                    break;
+            }
+            for (int i = 0; i < nt; ++i) {
+                float* yt = y + (t + i) * y_stride;
+                store_rows(yt, r, rows, acc[2 * i]);
+                store_rows(yt, r + kRows, rows, acc[2 * i + 1]);
+            }
+        }
     }
 }
 
@@ -109,7 +222,7 @@ const KernelTable kAvx2Table = {
     matvec_q4<Avx2>,
     matvec_f32<Avx2>,
     matmul_q8_0<Avx2>,
-    nullptr,  // matmul_q8_0_panels: maddubs would saturate on q + 128
+    matmul_q8_0_panels,
     swiglu,
     attend_group,
     attend_group_q8,

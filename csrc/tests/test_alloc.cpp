@@ -2,6 +2,7 @@
 // malloc) is counted, and feeding, sampling, generating and reading events after session creation
 // must leave the count at zero. This is what makes a session safe in a real-time audio thread.
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -124,6 +125,30 @@ TEST(decode_steps_allocate_nothing) {
 
             sage_session_free(session);
             sage_model_free(model);
+        }
+}
+
+// The forward pass allocates nothing on every kernel path this CPU runs, not only the active one
+// (the test above goes through the C API, which uses the active path): a prompt's prefill blocks
+// and decode steps, after the model's weights were packed where the path reads them packed.
+TEST(forward_passes_allocate_nothing_on_every_path) {
+    const sage::kernels::KernelTable* paths[8];
+    const int n = sage::kernels::available(paths, 8);
+    for (const auto& path : fixture_models())
+        for (int i = 0; i < n; ++i) {
+            auto model = sage::Model::load(path);
+            sage::Session session(*model, sage::SessionOptions{}, *paths[i]);
+            std::vector<float> logits(model->config.vocab_size);
+            std::vector<int32_t> tokens(300);
+            for (size_t t = 0; t < tokens.size(); ++t)
+                tokens[t] = static_cast<int32_t>((t * 7) % logits.size());
+            const long allocations = count_allocations([&] {
+                session.feed(tokens.data(), 150, nullptr, false);  // prefill blocks
+                for (size_t t = 150; t < tokens.size(); ++t)       // decode steps
+                    session.feed(&tokens[t], 1, logits.data(), false);
+            });
+            if (allocations != 0) std::fprintf(stderr, "path %s\n", paths[i]->name);
+            CHECK_EQ(allocations, 0L);
         }
 }
 
