@@ -190,10 +190,17 @@ void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t 
 // matmul_q8_0_panels: a panel's 16 rows are the 16 lanes; each four bytes of a token's x,
 // broadcast, meet the panel's q + 128 (the unsigned operand) in one vpdpbusd, so a lane sums
 // (q + 128) * x over its row's block: starting the sum at -128 * (the block's sum of x) leaves the
-// exact block sum. Then matvec_q8_0's f32 step, block by block: the same bits. The corrections of
-// a chunk of tokens and column blocks are computed once for all the panels.
-constexpr int kPanelChunkBlocks = 32;  // column blocks per chunk (1 024 columns)
-constexpr int kPanelChunkTokens = 64;  // tokens per chunk (the session's prefill block)
+// exact block sum. Then matvec_q8_0's f32 step, block by block: the same bits.
+//
+// Its bound on Zen 4 is the pipes, not the loads: a 512-bit vpdpbusd and a vmulps share two pipes
+// (one of either per cycle, measured), so a (panel, token, block) costs 8 dot products and the f32
+// step's 2 products, 10 cycles for 512 multiply-adds; the conversion and the addition run beside
+// them. A block of tokens gets there by keeping 8 tokens' sums in registers against each
+// panel load, with the tokens' bytes, corrections and scales laid out block by block (PanelTokens)
+// so that a group's broadcasts sit at fixed offsets from one pointer.
+constexpr int kPanelChunkBlocks = 32;  // column blocks per decode chunk (1 024 columns)
+constexpr int kPanelChunkTokens = 64;  // tokens per block chunk (the session's prefill block)
+constexpr int kPanelTokenBlocks = 8;   // column blocks per block chunk (20 KB of PanelTokens)
 constexpr int kPanelTokens = 8;        // tokens against one panel block at once
 constexpr int kDecodePanels = 2;       // panels against one token at once
 
@@ -207,26 +214,35 @@ inline int32_t panel_correction(const BlockQ8_0& x) {
     return -128 * (u_sum - 128 * kBlockSize);
 }
 
+// One column block of a chunk of tokens, token after token.
+struct alignas(64) PanelTokens {
+    int8_t q[kPanelChunkTokens][kBlockSize];
+    int32_t correction[kPanelChunkTokens];
+    float scale[kPanelChunkTokens];
+};
+
+// Tokens t .. t + NT - 1 of the chunk against one panel over n_blocks column blocks, their rows'
+// sums in acc[0 .. NT).
 template <int NT>
-inline void panel_block_tokens(const PanelBlockQ8* panel, int64_t n_blocks,
-                               const BlockQ8_0* const* xt, const int32_t* const* correction,
-                               __m512* acc) {
+inline void panel_tokens(const PanelBlockQ8* panel, int64_t n_blocks, const PanelTokens* x,
+                         int64_t t, __m512* acc) {
     for (int64_t b = 0; b < n_blocks; ++b) {
         const PanelBlockQ8& p = panel[b];
+        const int8_t* xq = x[b].q[t];
         __m512i isum[NT];
-        for (int t = 0; t < NT; ++t) isum[t] = _mm512_set1_epi32(correction[t][b]);
+        for (int i = 0; i < NT; ++i) isum[i] = _mm512_set1_epi32(x[b].correction[t + i]);
         for (int k = 0; k < kBlockSize / 4; ++k) {
             const __m512i w = _mm512_loadu_si512(p.q[k]);
-            for (int t = 0; t < NT; ++t) {
+            for (int i = 0; i < NT; ++i) {
                 int32_t four;
-                std::memcpy(&four, xt[t][b].q + 4 * k, sizeof four);
-                isum[t] = _mm512_dpbusd_epi32(isum[t], w, _mm512_set1_epi32(four));
+                std::memcpy(&four, xq + i * kBlockSize + 4 * k, sizeof four);
+                isum[i] = _mm512_dpbusd_epi32(isum[i], w, _mm512_set1_epi32(four));
             }
         }
         const __m512 scale = _mm512_loadu_ps(p.scale);
-        for (int t = 0; t < NT; ++t) {
-            const __m512 s = _mm512_mul_ps(scale, _mm512_set1_ps(xt[t][b].scale));
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(s, _mm512_cvtepi32_ps(isum[t])));
+        for (int i = 0; i < NT; ++i) {
+            const __m512 s = _mm512_mul_ps(scale, _mm512_set1_ps(x[b].scale[t + i]));
+            acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(s, _mm512_cvtepi32_ps(isum[i])));
         }
     }
 }
@@ -262,6 +278,36 @@ inline void panels_one_token(const PanelBlockQ8* panel, int64_t nb, int64_t n_bl
     }
 }
 
+inline __mmask16 live_rows(int64_t rows, int64_t r) {
+    return rows - r >= kPanelRows ? __mmask16(0xFFFF) : __mmask16((1u << (rows - r)) - 1);
+}
+
+// A decode step: kDecodePanels panels at a time, a ragged last panel alone.
+void panels_decode(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t nb) {
+    int32_t correction[kPanelChunkBlocks];
+    for (int64_t b0 = 0; b0 < nb; b0 += kPanelChunkBlocks) {
+        const int64_t n_blocks = nb - b0 < kPanelChunkBlocks ? nb - b0 : kPanelChunkBlocks;
+        for (int64_t b = 0; b < n_blocks; ++b) correction[b] = panel_correction(x[b0 + b]);
+        int64_t r = 0;
+        for (; r + kDecodePanels * kPanelRows <= rows; r += kDecodePanels * kPanelRows) {
+            __m512 acc[kDecodePanels];
+            for (int p = 0; p < kDecodePanels; ++p)
+                acc[p] = b0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r + p * kPanelRows);
+            panels_one_token<kDecodePanels>(w + (r / kPanelRows) * nb + b0, nb, n_blocks, x + b0,
+                                            correction, acc);
+            for (int p = 0; p < kDecodePanels; ++p)
+                _mm512_storeu_ps(y + r + p * kPanelRows, acc[p]);
+        }
+        for (; r < rows; r += kPanelRows) {
+            const __mmask16 live = live_rows(rows, r);
+            __m512 acc = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, y + r);
+            panels_one_token<1>(w + (r / kPanelRows) * nb + b0, nb, n_blocks, x + b0, correction,
+                                &acc);
+            _mm512_mask_storeu_ps(y + r, live, acc);
+        }
+    }
+}
+
 void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
                         int64_t cols, int64_t tokens, int64_t y_stride) {
     const int64_t nb = blocks_per_row(cols);
@@ -270,49 +316,40 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
             for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
         return;
     }
-    int32_t correction[kPanelChunkTokens][kPanelChunkBlocks];
-    for (int64_t b0 = 0; b0 < nb; b0 += kPanelChunkBlocks) {
-        const int64_t n_blocks = nb - b0 < kPanelChunkBlocks ? nb - b0 : kPanelChunkBlocks;
+    if (tokens == 1) {
+        panels_decode(w, x, y, rows, nb);
+        return;
+    }
+    PanelTokens prepared[kPanelTokenBlocks];
+    for (int64_t b0 = 0; b0 < nb; b0 += kPanelTokenBlocks) {
+        const int64_t n_blocks = nb - b0 < kPanelTokenBlocks ? nb - b0 : kPanelTokenBlocks;
         for (int64_t t0 = 0; t0 < tokens; t0 += kPanelChunkTokens) {
             const int64_t n_tokens =
                 tokens - t0 < kPanelChunkTokens ? tokens - t0 : kPanelChunkTokens;
-            for (int64_t t = 0; t < n_tokens; ++t)
-                for (int64_t b = 0; b < n_blocks; ++b)
-                    correction[t][b] = panel_correction(x[(t0 + t) * nb + b0 + b]);
-            int64_t r = 0;
-            if (n_tokens == 1) {  // a decode step: kDecodePanels panels at a time
-                for (; r + kDecodePanels * kPanelRows <= rows; r += kDecodePanels * kPanelRows) {
-                    __m512 acc[kDecodePanels];
-                    float* yr = y + t0 * y_stride + r;
-                    for (int p = 0; p < kDecodePanels; ++p)
-                        acc[p] =
-                            b0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(yr + p * kPanelRows);
-                    panels_one_token<kDecodePanels>(w + (r / kPanelRows) * nb + b0, nb, n_blocks,
-                                                    x + t0 * nb + b0, correction[0], acc);
-                    for (int p = 0; p < kDecodePanels; ++p)
-                        _mm512_storeu_ps(yr + p * kPanelRows, acc[p]);
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                for (int64_t t = 0; t < n_tokens; ++t) {
+                    const BlockQ8_0& block = x[(t0 + t) * nb + b0 + b];
+                    std::memcpy(prepared[b].q[t], block.q, kBlockSize);
+                    prepared[b].correction[t] = panel_correction(block);
+                    prepared[b].scale[t] = block.scale;
                 }
             }
-            for (; r < rows; r += kPanelRows) {
+            for (int64_t r = 0; r < rows; r += kPanelRows) {
                 const PanelBlockQ8* panel = w + (r / kPanelRows) * nb + b0;
-                const __mmask16 live =
-                    rows - r >= kPanelRows ? __mmask16(0xFFFF) : __mmask16((1u << (rows - r)) - 1);
+                const __mmask16 live = live_rows(rows, r);
                 for (int64_t t = 0; t < n_tokens; t += kPanelTokens) {
                     const int nt = n_tokens - t < kPanelTokens ? int(n_tokens - t) : kPanelTokens;
-                    __m512 acc[kPanelTokens];
-                    float* yt[kPanelTokens];
-                    const BlockQ8_0* xt[kPanelTokens];
-                    const int32_t* ct[kPanelTokens];
-                    for (int i = 0; i < nt; ++i) {
-                        yt[i] = y + (t0 + t + i) * y_stride + r;
-                        xt[i] = x + (t0 + t + i) * nb + b0;
-                        ct[i] = correction[t + i];
-                        acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
-                    }
+                    float* yt = y + (t0 + t) * y_stride + r;
                     with_token_count(nt, [&](auto n) {
-                        panel_block_tokens<decltype(n)::value>(panel, n_blocks, xt, ct, acc);
+                        constexpr int NT = decltype(n)::value;
+                        __m512 acc[NT];
+                        for (int i = 0; i < NT; ++i)
+                            acc[i] = b0 == 0 ? _mm512_setzero_ps()
+                                             : _mm512_maskz_loadu_ps(live, yt + i * y_stride);
+                        panel_tokens<NT>(panel, n_blocks, prepared, t, acc);
+                        for (int i = 0; i < NT; ++i)
+                            _mm512_mask_storeu_ps(yt + i * y_stride, live, acc[i]);
                     });
-                    for (int i = 0; i < nt; ++i) _mm512_mask_storeu_ps(yt[i], live, acc[i]);
                 }
             }
         }
