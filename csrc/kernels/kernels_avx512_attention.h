@@ -1,0 +1,371 @@
+// Attention on 512-bit vectors, for kernels_avx512vnni.cpp alone (compiled with its flags; internal
+// linkage like kernels_x86_impl.h, whose 256-bit code it falls back to for widths that are not a
+// multiple of 16). The same canonical order as kernels_scalar.cpp: each key's score in its own
+// lane, exp_f32 lane by lane, the total's eight lanes added in increasing j, each output element's
+// sum over the keys in increasing j.
+//
+// Where the time went in the 256-bit code (a decode step's attention at 1 024 past tokens, the
+// shipped model): the scores, the exponentials and the value sums each about a third, the
+// exponentials alone ~25 instructions per eight keys. Sixteen lanes halve the instructions of all
+// three; a ring's end or a window's ragged tail is one masked vector (two masked loads and a lane
+// shift) instead of eight scalar gathers per element.
+#pragma once
+
+#include <immintrin.h>
+
+#include "kernels_x86_impl.h"
+
+namespace sage::kernels {
+namespace {
+
+// exp_f32 (kernels.h) of sixteen lanes, operation by operation (exp8's).
+inline __m512 exp16(__m512 x) {
+    const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f))),
+                                   _mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i bits =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps(static_cast<__mmask16>(~below), p, _mm512_castsi512_ps(bits));
+}
+
+// Lanes 0 .. 7 (half 0) or 8 .. 15 (half 1) as a 256-bit vector. (The zero-masked extract: GCC 12
+// warns falsely about the undefined vector inside _mm512_castps512_ps256 and its kin.)
+template <int Half>
+inline __m256 half8(__m512 v) {
+    return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v), Half));
+}
+
+inline __mmask16 first_lanes(int64_t n) {  // lanes 0 .. n - 1, n <= 16
+    return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// Sixteen consecutive elements of a ring memory as f32, lanes outside `m` zero: keys of slots
+// slot .. slot + 15 (element c), elements c .. c + 15 of the value in `slot`, and the slots' key
+// scales (1 for an f32 memory, whose dot products are not scaled).
+struct F32Lanes16 : F32Lanes {
+    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot, __mmask16 m) {
+        return _mm512_maskz_loadu_ps(m, a.keys + c * a.horizon + slot);
+    }
+    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot) {
+        return _mm512_loadu_ps(a.keys + c * a.horizon + slot);
+    }
+    static __m512 value16(const AttentionGroup& a, int64_t slot, int c) {
+        return _mm512_loadu_ps(a.values + slot * a.value_stride + c);
+    }
+    static void prefetch_keys(const AttentionGroup& a, int c, int64_t slot) {
+        _mm_prefetch(reinterpret_cast<const char*>(a.keys + c * a.horizon + slot), _MM_HINT_T0);
+    }
+    static constexpr bool kScaled = false;
+    static __m512 key_scales16(const AttentionGroup&, int64_t, __mmask16) {
+        return _mm512_set1_ps(1.0f);
+    }
+};
+
+inline __m512 widen16(__m128i q) {  // sixteen int8 -> f32, exactly
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+}
+
+struct Q8Lanes16 : Q8Lanes {
+    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot, __mmask16 m) {
+        return widen16(_mm_maskz_loadu_epi8(m, a.keys_q8 + c * a.horizon + slot));
+    }
+    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot) {
+        return widen16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.keys_q8 + c * a.horizon + slot)));
+    }
+    static __m512 value16(const AttentionGroup& a, int64_t slot, int c) {
+        return widen16(_mm_loadu_si128(
+            reinterpret_cast<const __m128i*>(a.values_q8 + slot * a.value_stride + c)));
+    }
+    static void prefetch_keys(const AttentionGroup& a, int c, int64_t slot) {
+        _mm_prefetch(reinterpret_cast<const char*>(a.keys_q8 + c * a.horizon + slot), _MM_HINT_T0);
+    }
+    static constexpr bool kScaled = true;
+    static __m512 key_scales16(const AttentionGroup& a, int64_t slot, __mmask16 m) {
+        return _mm512_maskz_loadu_ps(m, a.key_scales + slot);
+    }
+};
+
+// score = (dot [* key scale]) * scale - slope * distance, score_of_dot's operations lane by lane.
+template <typename Ring>
+inline __m512 score16(__m512 dot, __m512 key_scale, __m512 scale, __m512 slope, __m512 distance) {
+    if (Ring::kScaled) dot = _mm512_mul_ps(dot, key_scale);
+    return _mm512_sub_ps(_mm512_mul_ps(dot, scale), _mm512_mul_ps(slope, distance));
+}
+
+// The distances of sixteen keys from the newest, the first at `newest` (exact in f32).
+inline __m512 distances16(int64_t newest) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_cvtepi32_ps(
+        _mm512_sub_epi32(_mm512_set1_epi32(static_cast<int32_t>(newest)), lane));
+}
+
+// NV vectors of sixteen consecutive keys (the first in `slot`, at window index j, none past the
+// ring's end) for NH heads: each key vector feeds NH heads, NH * NV sums in flight.
+template <typename Ring, int NH, int NV, bool PF>
+inline void score_keys16(const AttentionGroup& a, const float* q, int64_t slot, int64_t j,
+                         const __m512* slope, __m512 scale, float* s, __m512* vmax) {
+    __m512 dot[NH][NV];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < NV; ++v) dot[h][v] = _mm512_setzero_ps();
+    for (int c = 0; c < a.d_head; ++c) {
+        __m512 k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = Ring::keys16(a, c, slot + 16 * v);
+        if (PF)
+            for (int v = 0; v < NV; ++v) Ring::prefetch_keys(a, c, slot + 16 * (NV + v));
+        for (int h = 0; h < NH; ++h) {
+            const __m512 qc = _mm512_set1_ps(q[h * a.d_head + c]);
+            for (int v = 0; v < NV; ++v) dot[h][v] = _mm512_fmadd_ps(qc, k[v], dot[h][v]);
+        }
+    }
+    for (int v = 0; v < NV; ++v) {
+        const __m512 distance = distances16(a.window - 1 - (j + 16 * v));
+        const __m512 ks = Ring::key_scales16(a, slot + 16 * v, 0xFFFF);
+        for (int h = 0; h < NH; ++h) {
+            const __m512 score = score16<Ring>(dot[h][v], ks, scale, slope[h], distance);
+            _mm512_storeu_ps(s + h * a.window + j + 16 * v, score);
+            vmax[h] = _mm512_max_ps(vmax[h], score);
+        }
+    }
+}
+
+// The n <= 16 keys at window indices j .. j + n - 1 from `slot`, wrapping at the ring's end: the
+// m keys before the end and the n - m from slot 0 on, each a masked load, the second moved up m
+// lanes. Lanes past n are zero and their results dropped.
+struct WrappedLanes {
+    int64_t slot;
+    __mmask16 before, after, live;  // lanes from `slot` on, lanes from slot 0 on, lanes 0 .. n - 1
+    __m512i shift;                  // lane l takes lane l - m of the second load
+    int n_after;                    // n - m
+
+    WrappedLanes(const AttentionGroup& a, int64_t slot_, int n) : slot(slot_) {
+        const int64_t m = a.horizon - slot < n ? a.horizon - slot : n;
+        before = first_lanes(m);
+        live = first_lanes(n);
+        after = static_cast<__mmask16>(live & ~before);
+        const __m512i lane =
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        shift = _mm512_and_si512(_mm512_sub_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(m))),
+                                 _mm512_set1_epi32(15));
+        n_after = static_cast<int>(n - m);
+    }
+    template <typename Load>  // load(first slot, lanes) -> the vector of those slots from lane 0
+    __m512 operator()(Load&& load) const {
+        const __m512 head = load(slot, before);
+        if (n_after == 0) return head;
+        const __m512 tail = _mm512_permutexvar_ps(shift, load(0, first_lanes(n_after)));
+        return _mm512_mask_blend_ps(after, head, tail);
+    }
+};
+
+template <typename Ring, int NH>
+inline void score_wrapped16(const AttentionGroup& a, const float* q, int64_t slot, int64_t j, int n,
+                            const __m512* slope, __m512 scale, float* s, __m512* vmax) {
+    const WrappedLanes w(a, slot, n);
+    __m512 dot[NH];
+    for (int h = 0; h < NH; ++h) dot[h] = _mm512_setzero_ps();
+    for (int c = 0; c < a.d_head; ++c) {
+        const __m512 k = w([&](int64_t from, __mmask16 m) { return Ring::keys16(a, c, from, m); });
+        for (int h = 0; h < NH; ++h)
+            dot[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * a.d_head + c]), k, dot[h]);
+    }
+    const __m512 distance = distances16(a.window - 1 - j);
+    const __m512 ks = w([&](int64_t from, __mmask16 m) { return Ring::key_scales16(a, from, m); });
+    for (int h = 0; h < NH; ++h) {
+        const __m512 score = score16<Ring>(dot[h], ks, scale, slope[h], distance);
+        _mm512_mask_storeu_ps(s + h * a.window + j, w.live, score);
+        vmax[h] = _mm512_mask_max_ps(vmax[h], w.live, vmax[h], score);
+    }
+}
+
+// s_ij for NH heads starting at h0 into a.scores; returns each head's max in max_score.
+template <typename Ring, int NH>
+void attention_scores16(const AttentionGroup& a, int h0, float* max_score) {
+    const float* q = a.q + int64_t{h0} * a.d_head;
+    float* s = a.scores + int64_t{h0} * a.window;
+    const __m512 scale = _mm512_set1_ps(a.scale);
+    __m512 slope[NH], vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        slope[h] = _mm512_set1_ps(a.slopes[h0 + h]);
+        vmax[h] = _mm512_set1_ps(-INFINITY);
+    }
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        int64_t step;
+        if (run >= 64) {
+            score_keys16<Ring, NH, 4, true>(a, q, slot, j, slope, scale, s, vmax);
+            step = 64;
+        } else if (run >= 32) {
+            score_keys16<Ring, NH, 2, false>(a, q, slot, j, slope, scale, s, vmax);
+            step = 32;
+        } else if (run >= 16) {
+            score_keys16<Ring, NH, 1, false>(a, q, slot, j, slope, scale, s, vmax);
+            step = 16;
+        } else {  // the ring's end or the window's last keys
+            step = a.window - j < 16 ? a.window - j : 16;
+            score_wrapped16<Ring, NH>(a, q, slot, j, static_cast<int>(step), slope, scale, s, vmax);
+        }
+        j += step;
+        slot += step;
+        if (slot >= a.horizon) slot -= a.horizon;
+    }
+    for (int h = 0; h < NH; ++h)
+        max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
+}
+
+// e_j = exp(s_j - max) in place; returns 1 / total (the canonical eight-lane sum: each vector's
+// low eight keys then its high eight added to the lanes, in increasing j), and in *first the
+// window index of the first e_j that is not 0. A vector whose scores all lie more than 87 below
+// the max is exp_f32's 0 without computing it: with ALiBi's steeper slopes, the older half of a
+// long window or more.
+inline float softmax_weights16(float* e, int64_t window, float max_score, int64_t* first) {
+    const __m512 m = _mm512_set1_ps(max_score);
+    const __m512 below = _mm512_set1_ps(-87.0f);
+    __m256 lanes = _mm256_setzero_ps();
+    *first = -1;
+    for (int64_t j = 0; j < window; j += 16) {
+        const __mmask16 live = first_lanes(window - j);
+        const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, e + j), m);
+        if ((_mm512_cmp_ps_mask(x, below, _CMP_NLT_UQ) & live) == 0) {
+            _mm512_mask_storeu_ps(e + j, live, _mm512_setzero_ps());  // lanes + 0: unchanged
+            continue;
+        }
+        if (*first < 0) *first = j;
+        // Lanes past the window: e = +0, which leaves the lanes' sums of positive terms unchanged.
+        const __m512 v = _mm512_maskz_mov_ps(live, exp16(x));
+        _mm512_mask_storeu_ps(e + j, live, v);
+        lanes = _mm256_add_ps(lanes, half8<0>(v));
+        lanes = _mm256_add_ps(lanes, half8<1>(v));
+    }
+    if (*first < 0) *first = window;  // no score within 87 of the max: non-finite inputs
+    return 1.0f / reduce8_ps(lanes);  // the halving tree from the eight lanes
+}
+
+// acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
+// C vectors of sixteen elements from c0; the sums come from and go back to acc.
+template <typename Ring, int NA, int C>
+void value_sums16(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1, int64_t slot,
+                  int c0, __m512 (*acc)[2]) {
+    __m512 sum[NA][C];
+    const float* e[NA];
+    for (int i = 0; i < NA; ++i) {
+        e[i] = a.scores + int64_t{head[i]} * a.window;
+        for (int k = 0; k < C; ++k) sum[i][k] = acc[head[i]][k];
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+        __m512 v[C];
+        for (int k = 0; k < C; ++k) v[k] = Ring::value16(a, slot, c0 + 16 * k);
+        for (int i = 0; i < NA; ++i) {
+            const __m512 weight = _mm512_set1_ps(Ring::weight(a, e[i][j], slot));
+            for (int k = 0; k < C; ++k) sum[i][k] = _mm512_fmadd_ps(weight, v[k], sum[i][k]);
+        }
+        if (++slot == a.horizon) slot = 0;
+    }
+    for (int i = 0; i < NA; ++i)
+        for (int k = 0; k < C; ++k) acc[head[i]][k] = sum[i][k];
+}
+
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of sixteen elements from
+// c0. Head i's terms before first[i] have e = +0 and change nothing (fma(+0, v, o) == o), so it
+// joins the sum there: the heads in order of their first term, the active ones together.
+template <typename Ring, int NH, int C>
+void attention_values16(const AttentionGroup& a, int h0, int c0, const float* inv_total,
+                        const int64_t* first) {
+    static_assert(C <= 2, "two vectors of sixteen per head at most");
+    __m512 acc[NH][2];
+    int order[NH];
+    for (int h = 0; h < NH; ++h) {
+        for (int k = 0; k < C; ++k) acc[h][k] = _mm512_setzero_ps();
+        int i = h;  // insertion sort by first term
+        for (; i > 0 && first[order[i - 1]] > first[h]; --i) order[i] = order[i - 1];
+        order[i] = h;
+    }
+    AttentionGroup g = a;
+    g.scores = a.scores + int64_t{h0} * a.window;
+    for (int n = 1; n <= NH; ++n) {  // heads order[0 .. n) from first[order[n - 1]] on
+        const int64_t j0 = first[order[n - 1]];
+        const int64_t j1 = n < NH ? first[order[n]] : a.window;
+        if (j0 == j1) continue;
+        const int64_t slot = (a.first_slot + j0) % a.horizon;
+        switch (n) {
+            case 1:
+                value_sums16<Ring, 1, C>(g, order, j0, j1, slot, c0, acc);
+                break;
+            case 2:
+                value_sums16<Ring, 2, C>(g, order, j0, j1, slot, c0, acc);
+                break;
+            case 3:
+                value_sums16<Ring, 3, C>(g, order, j0, j1, slot, c0, acc);
+                break;
+            default:
+                value_sums16<Ring, NH, C>(g, order, j0, j1, slot, c0, acc);
+                break;
+        }
+    }
+    for (int h = 0; h < NH; ++h) {
+        float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
+        for (int k = 0; k < C; ++k)
+            _mm512_storeu_ps(o + 16 * k, _mm512_mul_ps(acc[h][k], _mm512_set1_ps(inv_total[h])));
+    }
+}
+
+template <typename Ring, int NH>
+void attend_heads16(const AttentionGroup& a, int h0) {
+    float max_score[NH], inv_total[NH];
+    int64_t first[NH];
+    attention_scores16<Ring, NH>(a, h0, max_score);
+    for (int h = 0; h < NH; ++h)
+        inv_total[h] = softmax_weights16(a.scores + int64_t{h0 + h} * a.window, a.window,
+                                         max_score[h], &first[h]);
+    int c = 0;
+    for (; c + 32 <= a.d_head; c += 32) attention_values16<Ring, NH, 2>(a, h0, c, inv_total, first);
+    for (; c + 16 <= a.d_head; c += 16) attention_values16<Ring, NH, 1>(a, h0, c, inv_total, first);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+    for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
+        for (int h = 0; h < NH; ++h)
+            a.out[int64_t{h0 + h} * a.d_head + c] =
+                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+}
+
+template <typename Ring>
+void attend16(const AttentionGroup& a) {
+    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
+        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
+            case 4:
+                attend_heads16<Ring, 4>(a, h0);
+                break;
+            case 3:
+                attend_heads16<Ring, 3>(a, h0);
+                break;
+            case 2:
+                attend_heads16<Ring, 2>(a, h0);
+                break;
+            default:
+                attend_heads16<Ring, 1>(a, h0);
+                break;
+        }
+    }
+}
+
+inline void attend_group16(const AttentionGroup& a) {
+    attend16<F32Lanes16>(a);
+}
+
+inline void attend_group16_q8(const AttentionGroup& a) {
+    attend16<Q8Lanes16>(a);
+}
+
+}  // namespace
+}  // namespace sage::kernels
