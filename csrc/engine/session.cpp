@@ -313,10 +313,13 @@ void Session::embed(int32_t token, float* x) {
     switch (e.dtype) {
         case DType::Q8_0: {
             const auto* blocks = static_cast<const BlockQ8_0*>(row);
-            for (int64_t i = 0; i < d; ++i)
-                x[i] =
-                    blocks[i / kernels::kBlockSize].scale *
-                    static_cast<float>(blocks[i / kernels::kBlockSize].q[i % kernels::kBlockSize]);
+            for (int64_t b = 0; b < blocks_per_row(d); ++b) {  // block by block: vectorized
+                const int64_t n =
+                    std::min<int64_t>(kernels::kBlockSize, d - b * kernels::kBlockSize);
+                float* xb = x + b * kernels::kBlockSize;
+                for (int64_t j = 0; j < n; ++j)
+                    xb[j] = blocks[b].scale * static_cast<float>(blocks[b].q[j]);
+            }
             break;
         }
         case DType::Q4: {
