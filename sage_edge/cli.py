@@ -237,6 +237,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_jam(args: argparse.Namespace) -> None:
     from sage_edge.engine import SamplingParams
 
+    if args.list_ports:
+        print_ports()
+        return
+    if args.inp is None or args.out is None:
+        raise UserError("--in and --out are required (or --list-ports)")
     programs = _programs(args.programs)
     if not programs:
         raise UserError("--programs is required: the parts the engine plays, e.g. 53,54,42")
@@ -244,47 +249,39 @@ def cmd_jam(args: argparse.Namespace) -> None:
         _check_writable(Path(args.record), "--record")
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     engine = _engine(args)
-    try:
-        midi_in = os.open(args.inp, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        midi_out = os.open(args.out, os.O_WRONLY | os.O_NOCTTY)
-    except OSError as error:
-        raise UserError(f"cannot open {error.filename}: {error.strerror}") from None
-    for fd in (midi_in, midi_out):
-        if os.isatty(fd):
-            import tty
-
-            tty.setraw(fd)
-    jam = engine.jam(
-        args.mode,
-        programs=programs,
-        bars=args.bars,
-        rest=args.rest,
-        lookahead=args.lookahead,
-        listen_ticks=args.listen_ticks,
-        react=args.react,
-        predict=args.predict,
-        tempo=args.tempo,
-        meter=args.meter[0],
-        musician_program=args.musician_program,
-        sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
-        seed=args.seed or 0,
-        controls=_controls(args),
-    )
-    for bar, quarters in args.meter[1]:
-        jam.set_meter(bar, quarters)
-    print(
-        f"sage-edge: listening on {args.inp}: bar 0 at monotonic {jam.start_us} us, "
-        f"{args.meter[0]}/4 at {args.tempo:g} BPM, {_way_of_playing(args.mode, jam.options)}",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        counts = jam.serve(midi_in, midi_out)
-    except KeyboardInterrupt:
-        counts = None
-    finally:
-        os.close(midi_in)
-        os.close(midi_out)
+    with contextlib.ExitStack() as opened:
+        midi_in, midi_out = (
+            opened.enter_context(contextlib.closing(_open_port(port, direction)))
+            for port, direction in ((args.inp, "in"), (args.out, "out"))
+        )
+        jam = engine.jam(
+            args.mode,
+            programs=programs,
+            bars=args.bars,
+            rest=args.rest,
+            lookahead=args.lookahead,
+            listen_ticks=args.listen_ticks,
+            react=args.react,
+            predict=args.predict,
+            tempo=args.tempo,
+            meter=args.meter[0],
+            musician_program=args.musician_program,
+            sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
+            seed=args.seed or 0,
+            controls=_controls(args),
+        )
+        for bar, quarters in args.meter[1]:
+            jam.set_meter(bar, quarters)
+        print(
+            f"sage-edge: listening on {midi_in.name}: bar 0 at monotonic {jam.start_us} us, "
+            f"{args.meter[0]}/4 at {args.tempo:g} BPM, {_way_of_playing(args.mode, jam.options)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            counts = jam.serve(midi_in, midi_out)
+        except KeyboardInterrupt:
+            counts = None
     if args.record:
         engine.tokenizer.decode(jam.history()).dump_midi(args.record)
     if counts:
@@ -293,6 +290,32 @@ def cmd_jam(args: argparse.Namespace) -> None:
             f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
             file=sys.stderr,
         )
+
+
+def _open_port(port: str, direction: str):
+    """A jam's --in or --out (sage_edge.ports.open_port); a device that cannot be opened is the
+    user's error, as a port name that names no one port (a ValueError) is."""
+    from sage_edge import ports
+
+    try:
+        return ports.open_port(port, direction)
+    except OSError as error:
+        raise UserError(f"cannot open {error.filename}: {error.strerror}") from None
+
+
+def print_ports() -> None:
+    """`sage-edge jam --list-ports`: the named ports --in and --out can take."""
+    from sage_edge import ports
+
+    for direction, what in (("in", "inputs (--in)"), ("out", "outputs (--out)")):
+        found, unreachable = ports.list_ports(direction)
+        print(f"MIDI {what}:")
+        for port in found:
+            print(f"  {port.name}  ({port.system})")
+        if not found:
+            print("  none")
+        if unreachable and direction == "in":
+            print(f"  ({ports.describe_unreachable(unreachable)})")
 
 
 def _way_of_playing(mode: str, options: dict) -> str:
@@ -398,13 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     jam = commands.add_parser(
         "jam",
         help="play along with a musician on MIDI devices",
-        description="Listens on a MIDI input (a device such as /dev/snd/midiC1D0, a serial port "
-        "or a pty) and answers phrases or accompanies on a MIDI output (docs/jam.md). Runs until "
-        "Ctrl-C or until the input ends.",
+        description="Listens on a MIDI input (a device such as /dev/snd/midiC1D0, a serial port, "
+        "a pty or, with the ports extra, an ALSA sequencer or JACK port by name) and answers "
+        "phrases or accompanies on a MIDI output (docs/jam.md). Runs until Ctrl-C or until the "
+        "input ends.",
     )
     add_model(jam)
-    jam.add_argument("--in", dest="inp", required=True, help="MIDI input device path")
-    jam.add_argument("--out", required=True, help="MIDI output device path")
+    port = "a device path or, with the ports extra, a port name (exact, or a unique part of one)"
+    jam.add_argument("--in", dest="inp", metavar="PORT", help=f"MIDI input: {port}")
+    jam.add_argument("--out", metavar="PORT", help=f"MIDI output: {port}")
+    jam.add_argument("--list-ports", action="store_true", help="list the named MIDI ports and exit")
     jam.add_argument("--mode", choices=("call-response", "accompany"), default="call-response")
     jam.add_argument("--programs", help="the engine's General MIDI programs, e.g. 53,54,42")
     jam.add_argument("--bars", type=int, default=4, help="bars of a phrase and an answer (4)")

@@ -6,6 +6,7 @@ scores into the timed events a musician would play, for tests, benchmarks and sc
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import select
@@ -351,12 +352,18 @@ class Jam:
         oldest first."""
         return self._jam.history()
 
-    def serve(self, midi_in: int, midi_out: int, stop=None) -> dict:
-        """Plays with a musician through file descriptors (a MIDI device, a serial port, a pty),
-        in real time: bytes read from ``midi_in`` go to the jam stamped with :func:`now_us`, the
-        engine's notes go to ``midi_out`` as MIDI 1.0 bytes at their times (a program change on
-        a channel's first note). Runs until ``stop()`` is true or the input ends and the bars a
-        last phrase needs have passed; returns counts (notes heard and played, late sends)."""
+    def serve(self, midi_in, midi_out, stop=None) -> dict:
+        """Plays with a musician in real time through MIDI ports: ``midi_in`` a file descriptor
+        (a MIDI device, a serial port, a pty) or an object with ``fileno()`` (the ports of
+        :func:`sage_edge.ports.open_port`, a named port among them), ``midi_out`` a file
+        descriptor or an object with ``send(bytes)``. Bytes read from the input go to the jam
+        stamped with :func:`now_us`, the engine's notes go out as MIDI 1.0 messages at their
+        times (a program change on a channel's first note). Runs until ``stop()`` is true or the
+        input ends (a named port's never does) and the bars a last phrase needs have passed;
+        returns counts (notes heard and played, late sends)."""
+        if not isinstance(midi_in, int):
+            midi_in = midi_in.fileno()
+        send = midi_out.send if hasattr(midi_out, "send") else functools.partial(os.write, midi_out)
         os.set_blocking(midi_in, False)
         queue: list[tuple[int, int, int, bytes]] = []  # (time, rank, order, bytes): offs first
         order, ended, played, late = 0, None, 0, 0
@@ -395,7 +402,7 @@ class Jam:
             while queue and queue[0][0] <= now:
                 due, _, _, message = heapq.heappop(queue)
                 late += now - due > 10_000
-                os.write(midi_out, message)
+                send(message)
             if closing and not queue:
                 break
             wait = 1000 if not queue else max(0, min(1000, queue[0][0] - now))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,64 @@ def tiny_models() -> dict[str, Path]:
     and 8), exported as f32 and q8_0 by ``tests/data/make_tiny_model.py``: the real file format
     and vocabulary in a few hundred KB, for tests of everything downstream of training."""
     return {quant: DATA_DIR / f"tiny_{quant}.sage" for quant in ("f32", "q8_0")}
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory):
+    """A JACK server of this test run's own (``jackd -d dummy``: no sound card, no ALSA), for the
+    tests of named MIDI ports (sage_edge.ports), its name in ``$JACK_DEFAULT_SERVER`` for this
+    process and the front ends it starts. Needs python-rtmidi built with JACK (the ``ports``
+    extra: PyPI's Linux wheels are) and jackd (Debian's jackd2, which .ci/run installs); yields
+    the rtmidi module."""
+    try:
+        import rtmidi
+    except ImportError as error:
+        require(False, f'python-rtmidi cannot be imported (pip install ".[ports]"): {error}')
+    require(
+        rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api(), "python-rtmidi was built without JACK"
+    )
+    jackd = shutil.which("jackd")
+    require(jackd is not None, "jackd is not installed (apt-get install jackd2)")
+    name = f"sage-edge-test-{os.getpid()}"
+    saved = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    # 64 frames at 48 kHz: JACK moves MIDI once a period, so a message waits up to 1.3 ms.
+    command = [
+        jackd,
+        "--no-realtime",
+        "--sync",
+        "--name",
+        name,
+        "-d",
+        "dummy",
+        "-r",
+        "48000",
+        "-p",
+        "64",
+    ]
+    log = tmp_path_factory.mktemp("jack") / "jackd.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="probe").delete()
+                break
+            except rtmidi.SystemError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    said = " / ".join(log.read_text().strip().splitlines()[-3:])
+                    require(False, f"jackd -d dummy did not start: {said}")
+                time.sleep(0.2)
+        yield rtmidi
+    finally:
+        if saved is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = saved
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -494,28 +495,17 @@ def test_cli_jam_records_the_musicians_notes(tmp_path, chorale_dir, engine):
     the musician's phrase notes where they were played."""
     tempo = 300
     record = tmp_path / "jam.mid"
-    command = [
-        sys.executable,
-        "-m",
-        "sage_edge.cli",
-        "jam",
-        "--mode",
-        "call-response",
-        "--bars",
-        "2",
-        "--programs",
-        "53,54,42",
-        "--musician-program",
-        "52",
-        "--tempo",
-        str(tempo),
-        "--seed",
-        "1",
-        "--record",
-        str(record),
-    ]
-    start, messages, _ = play_through_ptys(command, tempo, 2, chorale_dir)
+    command = front_end_command("call-response", "cli", tempo, "--bars", "2")
+    start, messages, _ = play_through_ptys(
+        [*command, "--record", str(record)], tempo, 2, chorale_dir
+    )
     check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3})
+    check_recorded_musician(record, chorale_dir, tempo, 2)
+
+
+def check_recorded_musician(record: Path, chorale_dir: Path, tempo: float, bars: int) -> None:
+    """The recording of a jam holds the soprano's first ``bars`` bars, as the musician's
+    program, where they were played."""
     recorded = mido.MidiFile(record)
     tpq = recorded.ticks_per_beat
     heard, programs = [], {}
@@ -530,13 +520,60 @@ def test_cli_jam_records_the_musicians_notes(tmp_path, chorale_dir, engine):
     quarter = round(60e6 / tempo)
     played = [
         (round(e.time_us * TICKS / quarter), e.pitch)
-        for e in soprano(chorale_dir, quarter, 2)
+        for e in soprano(chorale_dir, quarter, bars)
         if e.velocity
     ]
     # Played by a script sleeping in Python: within one grid step of where it was meant.
     assert len(heard) == len(played)
     for (t, pitch), (want_t, want_pitch) in zip(sorted(heard), sorted(played), strict=True):
         assert pitch == want_pitch and abs(t - want_t) <= 1
+
+
+def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
+    """sage-edge jam --in NAME --out NAME on named ports of a JACK server (sage_edge.ports, the
+    ports extra): a scripted musician's JACK port plays the soprano's first 2 bars into the jam,
+    which answers on another JACK port that this test listens to; the same checks as through
+    ptys (the answer's bytes on the grid in the answer bars; the musician's notes recorded where
+    played). A named port never ends, so the jam is stopped with Ctrl-C (SIGINT) once the answer
+    has sounded, as a musician would stop it."""
+    rtmidi, tempo = jack_server, 300
+    received = []  # (arrival, bytes), stamped on rtmidi's thread as it delivers each message
+    musician = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="musician")
+    musician.open_virtual_port("soprano")
+    ears = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="listener")
+    ears.set_callback(lambda event, _: received.append((now_us(), bytes(event[0]))))
+    ears.open_virtual_port("ears")
+    record = tmp_path / "jam.mid"
+    command = front_end_command("call-response", "cli", tempo, "--bars", "2")
+    # The input by its exact name, the output by a part of its name (listener:ears).
+    command += ["--in", "musician:soprano", "--out", "ears", "--record", str(record)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert "listening on musician:soprano" in line, line + process.stderr.read()
+        start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
+        quarter = round(60e6 / tempo)
+        for e in soprano(chorale_dir, quarter, 2):  # whole messages: a port takes no running status
+            while (left := start + e.time_us - now_us()) > 0:
+                time.sleep(min(left, 2000) / 1e6)
+            musician.send_message([0x90 | e.channel, e.pitch, e.velocity])
+        # The answer sounds in bars 2-3; stop a bar after it has ended.
+        while (left := start + 5 * 4 * quarter - now_us()) > 0:
+            time.sleep(left / 1e6)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        musician.delete()
+        ears.delete()
+    assert process.returncode == 0, err
+    parser, messages = mido.Parser(), []
+    for t, data in received:
+        parser.feed(data)
+        messages += [(t, m) for m in parser]
+    check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3})
+    check_recorded_musician(record, chorale_dir, tempo, 2)
 
 
 def test_controls_apply_to_the_engines_parts(engine, chorale_dir):
