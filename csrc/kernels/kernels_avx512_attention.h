@@ -18,13 +18,16 @@
 namespace sage::kernels {
 namespace {
 
-// exp_f32 (kernels.h) of sixteen lanes, operation by operation (exp8's).
+// exp_f32 (kernels.h) of sixteen lanes, the same bits in fewer instructions than exp8's copy of
+// it: k * kLn2Hi is exact, so x - k * kLn2Hi rounds once either way (one fused step), and
+// p * 2^k is exact for the k it meets (scalef instead of building 2^k's bits). Checked against
+// exp8's operations for every float in [-100, 88.5] (a throwaway program): no bit differs.
 inline __m512 exp16(__m512 x) {
     const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
     x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
     const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f))),
+    const __m512 r = _mm512_sub_ps(_mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x),
                                    _mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
     __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
@@ -34,9 +37,7 @@ inline __m512 exp16(__m512 x) {
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    const __m512i bits =
-        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps(static_cast<__mmask16>(~below), p, _mm512_castsi512_ps(bits));
+    return _mm512_maskz_scalef_ps(static_cast<__mmask16>(~below), p, k);
 }
 
 // Lanes 0 .. 7 (half 0) or 8 .. 15 (half 1) as a 256-bit vector. (The zero-masked extract: GCC 12
