@@ -236,21 +236,34 @@ inline float softmax_weights16(float* e, int64_t window, float max_score, int64_
     const __m512 below = _mm512_set1_ps(-87.0f);
     __m256 lanes = _mm256_setzero_ps();
     *first = -1;
-    for (int64_t j = 0; j < window; j += 16) {
+    int64_t j = 0;
+    // Skipped vectors first (the oldest keys under the steep slopes), then two at a time.
+    for (; j < window; j += 16) {
         const __mmask16 live = first_lanes(window - j);
         const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, e + j), m);
-        if ((_mm512_cmp_ps_mask(x, below, _CMP_NLT_UQ) & live) == 0) {
-            _mm512_mask_storeu_ps(e + j, live, _mm512_setzero_ps());  // lanes + 0: unchanged
-            continue;
-        }
-        if (*first < 0) *first = j;
+        if ((_mm512_cmp_ps_mask(x, below, _CMP_NLT_UQ) & live) != 0) break;
+        _mm512_mask_storeu_ps(e + j, live, _mm512_setzero_ps());  // lanes + 0: unchanged
+    }
+    *first = j;
+    for (; j + 32 <= window; j += 32) {
+        const __m512 v0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(e + j), m));
+        const __m512 v1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(e + j + 16), m));
+        _mm512_storeu_ps(e + j, v0);
+        _mm512_storeu_ps(e + j + 16, v1);
+        lanes = _mm256_add_ps(lanes, half8<0>(v0));
+        lanes = _mm256_add_ps(lanes, half8<1>(v0));
+        lanes = _mm256_add_ps(lanes, half8<0>(v1));
+        lanes = _mm256_add_ps(lanes, half8<1>(v1));
+    }
+    for (; j < window; j += 16) {
+        const __mmask16 live = first_lanes(window - j);
         // Lanes past the window: e = +0, which leaves the lanes' sums of positive terms unchanged.
-        const __m512 v = _mm512_maskz_mov_ps(live, exp16(x));
+        const __m512 v =
+            _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, e + j), m)));
         _mm512_mask_storeu_ps(e + j, live, v);
         lanes = _mm256_add_ps(lanes, half8<0>(v));
         lanes = _mm256_add_ps(lanes, half8<1>(v));
     }
-    if (*first < 0) *first = window;  // no score within 87 of the max: non-finite inputs
     return 1.0f / reduce8_ps(lanes);  // the halving tree from the eight lanes
 }
 
