@@ -292,42 +292,20 @@ void value_sums16(const AttentionGroup& a, const int* head, int64_t j0, int64_t 
 }
 
 // out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of sixteen elements from
-// c0. Head i's terms before first[i] have e = +0 and change nothing (fma(+0, v, o) == o), so it
-// joins the sum there: the heads in order of their first term, the active ones together.
+// c0, each head's sums from its first nonzero weight on (value_runs).
 template <typename Ring, int NH, int C>
 void attention_values16(const AttentionGroup& a, int h0, int c0, const float* inv_total,
                         const int64_t* first) {
     static_assert(C <= 2, "two vectors of sixteen per head at most");
     __m512 acc[NH][2];
-    int order[NH];
-    for (int h = 0; h < NH; ++h) {
+    for (int h = 0; h < NH; ++h)
         for (int k = 0; k < C; ++k) acc[h][k] = _mm512_setzero_ps();
-        int i = h;  // insertion sort by first term
-        for (; i > 0 && first[order[i - 1]] > first[h]; --i) order[i] = order[i - 1];
-        order[i] = h;
-    }
     AttentionGroup g = a;
     g.scores = a.scores + int64_t{h0} * a.window;
-    for (int n = 1; n <= NH; ++n) {  // heads order[0 .. n) from first[order[n - 1]] on
-        const int64_t j0 = first[order[n - 1]];
-        const int64_t j1 = n < NH ? first[order[n]] : a.window;
-        if (j0 == j1) continue;
-        const int64_t slot = (a.first_slot + j0) % a.horizon;
-        switch (n) {
-            case 1:
-                value_sums16<Ring, 1, C>(g, order, j0, j1, slot, c0, acc);
-                break;
-            case 2:
-                value_sums16<Ring, 2, C>(g, order, j0, j1, slot, c0, acc);
-                break;
-            case 3:
-                value_sums16<Ring, 3, C>(g, order, j0, j1, slot, c0, acc);
-                break;
-            default:
-                value_sums16<Ring, NH, C>(g, order, j0, j1, slot, c0, acc);
-                break;
-        }
-    }
+    value_runs<NH>(first, a.window, [&](auto n, const int* order, int64_t j0, int64_t j1) {
+        value_sums16<Ring, decltype(n)::value, C>(g, order, j0, j1, (a.first_slot + j0) % a.horizon,
+                                                  c0, acc);
+    });
     for (int h = 0; h < NH; ++h) {
         float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
         for (int k = 0; k < C; ++k)
@@ -346,7 +324,7 @@ void attend_heads16(const AttentionGroup& a, int h0) {
     int c = 0;
     for (; c + 32 <= a.d_head; c += 32) attention_values16<Ring, NH, 2>(a, h0, c, inv_total, first);
     for (; c + 16 <= a.d_head; c += 16) attention_values16<Ring, NH, 1>(a, h0, c, inv_total, first);
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
     for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
         for (int h = 0; h < NH; ++h)
             a.out[int64_t{h0 + h} * a.d_head + c] =

@@ -95,6 +95,46 @@ float attention_value(const AttentionGroup& a, const float* e, int c, float inv_
     return o * inv_total;
 }
 
+// The value sums skip exact zeros: the softmax leaves head h's weights +0 before first[h] (its
+// leading vectors whose scores all lie more than 87 below the max, exp_f32's 0), and
+// fma(+0, v, o) == o, so head h's sums may start there. value_runs orders the NH heads by their
+// first weight and calls run(Count<n>{}, order, j0, j1) for the keys j0 .. j1 - 1 over which the
+// n heads order[0 .. n) are the active ones; each call continues those heads' sums.
+template <int N>
+struct Count {
+    static constexpr int value = N;
+};
+
+template <int NH, typename Run>
+void value_runs(const int64_t* first, int64_t window, Run&& run) {
+    static_assert(NH >= 1 && NH <= 4, "a head group is at most four heads");
+    int order[NH];
+    for (int h = 0; h < NH; ++h) {  // insertion sort by first weight
+        int i = h;
+        for (; i > 0 && first[order[i - 1]] > first[h]; --i) order[i] = order[i - 1];
+        order[i] = h;
+    }
+    for (int n = 1; n <= NH; ++n) {
+        const int64_t j0 = first[order[n - 1]];
+        const int64_t j1 = n < NH ? first[order[n]] : window;
+        if (j0 == j1) continue;
+        switch (n) {
+            case 1:
+                run(Count<1>{}, order, j0, j1);
+                break;
+            case 2:
+                run(Count<(NH < 2 ? NH : 2)>{}, order, j0, j1);
+                break;
+            case 3:
+                run(Count<(NH < 3 ? NH : 3)>{}, order, j0, j1);
+                break;
+            default:
+                run(Count<NH>{}, order, j0, j1);
+                break;
+        }
+    }
+}
+
 // Query t of a block as an AttentionGroup of its own (AttentionBlock's definition).
 inline AttentionGroup block_query(const AttentionBlock& b, int64_t t) {
     AttentionGroup a = b.first;

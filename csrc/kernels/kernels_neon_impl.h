@@ -366,11 +366,23 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
 }
 
 // e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum: lanes
-// 0-3 in lo, 4-7 in hi).
-inline float softmax_weights(float* e, int64_t window, float max_score) {
+// 0-3 in lo, 4-7 in hi), and in *first the window index from which the weights are not all 0: the
+// leading eight-key steps whose scores all lie more than 87 below the max are exp_f32's 0 without
+// computing it (adding +0 leaves the lanes unchanged).
+inline float softmax_weights(float* e, int64_t window, float max_score, int64_t* first) {
     const float32x4_t m = vdupq_n_f32(max_score);
+    const float32x4_t below = vdupq_n_f32(-87.0f);
     float32x4_t lo = vdupq_n_f32(0.0f), hi = vdupq_n_f32(0.0f);
     int64_t j = 0;
+    for (; j + 8 <= window; j += 8) {
+        // x < -87 in every lane (a NaN is not below, as in exp_f32)
+        const uint32x4_t under = vandq_u32(vcltq_f32(vsubq_f32(vld1q_f32(e + j), m), below),
+                                           vcltq_f32(vsubq_f32(vld1q_f32(e + j + 4), m), below));
+        if (vminvq_u32(under) == 0) break;
+        vst1q_f32(e + j, vdupq_n_f32(0.0f));
+        vst1q_f32(e + j + 4, vdupq_n_f32(0.0f));
+    }
+    *first = j;
     for (; j + 8 <= window; j += 8) {
         const float32x4_t a = exp4(vsubq_f32(vld1q_f32(e + j), m));
         const float32x4_t b = exp4(vsubq_f32(vld1q_f32(e + j + 4), m));
@@ -391,23 +403,45 @@ inline float softmax_weights(float* e, int64_t window, float max_score) {
     return 1.0f / (lane[0] + lane[1]);
 }
 
-// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of four elements from c0.
-template <typename Ring, int NH, int C>
-void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
-    float32x4_t acc[NH][C];
-    for (int h = 0; h < NH; ++h)
-        for (int k = 0; k < C; ++k) acc[h][k] = vdupq_n_f32(0.0f);
-    const float* e = a.scores + int64_t{h0} * a.window;
-    int64_t slot = a.first_slot;
-    for (int64_t j = 0; j < a.window; ++j) {
+// acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
+// C vectors of four elements from c0; the sums come from and go back to acc.
+template <typename Ring, int NA, int C>
+void value_sums(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1, int64_t slot,
+                int c0, float32x4_t (*acc)[2]) {
+    float32x4_t sum[NA][C];
+    const float* e[NA];
+    for (int i = 0; i < NA; ++i) {
+        e[i] = a.scores + int64_t{head[i]} * a.window;
+        for (int k = 0; k < C; ++k) sum[i][k] = acc[head[i]][k];
+    }
+    for (int64_t j = j0; j < j1; ++j) {
         float32x4_t v[C];
         for (int k = 0; k < C; ++k) v[k] = Ring::value4(a, slot, c0 + 4 * k);
-        for (int h = 0; h < NH; ++h) {
-            const float weight = Ring::weight(a, e[h * a.window + j], slot);
-            for (int k = 0; k < C; ++k) acc[h][k] = vfmaq_n_f32(acc[h][k], v[k], weight);
+        for (int i = 0; i < NA; ++i) {
+            const float weight = Ring::weight(a, e[i][j], slot);
+            for (int k = 0; k < C; ++k) sum[i][k] = vfmaq_n_f32(sum[i][k], v[k], weight);
         }
         if (++slot == a.horizon) slot = 0;
     }
+    for (int i = 0; i < NA; ++i)
+        for (int k = 0; k < C; ++k) acc[head[i]][k] = sum[i][k];
+}
+
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of four elements from c0,
+// each head's sums from its first nonzero weight on (value_runs).
+template <typename Ring, int NH, int C>
+void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total,
+                      const int64_t* first) {
+    static_assert(C <= 2, "two vectors of four per head at most");
+    float32x4_t acc[NH][2];
+    for (int h = 0; h < NH; ++h)
+        for (int k = 0; k < C; ++k) acc[h][k] = vdupq_n_f32(0.0f);
+    AttentionGroup g = a;
+    g.scores = a.scores + int64_t{h0} * a.window;
+    value_runs<NH>(first, a.window, [&](auto n, const int* order, int64_t j0, int64_t j1) {
+        value_sums<Ring, decltype(n)::value, C>(g, order, j0, j1, (a.first_slot + j0) % a.horizon,
+                                                c0, acc);
+    });
     for (int h = 0; h < NH; ++h) {
         float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
         for (int k = 0; k < C; ++k) vst1q_f32(o + 4 * k, vmulq_n_f32(acc[h][k], inv_total[h]));
@@ -417,13 +451,14 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
 template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
+    int64_t first[NH];
     attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
-        inv_total[h] =
-            softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
+        inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
+                                       max_score[h], &first[h]);
     int c = 0;
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 2>(a, h0, c, inv_total);
-    for (; c + 4 <= a.d_head; c += 4) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 2>(a, h0, c, inv_total, first);
+    for (; c + 4 <= a.d_head; c += 4) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
     for (; c < a.d_head; ++c)  // a width that is not a multiple of 4: the rest one by one
         for (int h = 0; h < NH; ++h)
             a.out[int64_t{h0 + h} * a.d_head + c] =

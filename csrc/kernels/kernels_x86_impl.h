@@ -476,11 +476,21 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     }
 }
 
-// e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum).
-inline float softmax_weights(float* e, int64_t window, float max_score) {
+// e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum), and in
+// *first the window index from which the weights are not all 0: the leading vectors whose scores
+// all lie more than 87 below the max are exp_f32's 0 without computing it (adding +0 leaves the
+// lanes unchanged), the older part of a long window under ALiBi's steeper slopes.
+inline float softmax_weights(float* e, int64_t window, float max_score, int64_t* first) {
     const __m256 m = _mm256_set1_ps(max_score);
+    const __m256 below = _mm256_set1_ps(-87.0f);
     __m256 lanes = _mm256_setzero_ps();
     int64_t j = 0;
+    for (; j + 8 <= window; j += 8) {
+        const __m256 x = _mm256_sub_ps(_mm256_loadu_ps(e + j), m);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x, below, _CMP_NLT_UQ)) != 0) break;
+        _mm256_storeu_ps(e + j, _mm256_setzero_ps());
+    }
+    *first = j;
     for (; j + 8 <= window; j += 8) {
         const __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(e + j), m));
         _mm256_storeu_ps(e + j, v);
@@ -497,23 +507,45 @@ inline float softmax_weights(float* e, int64_t window, float max_score) {
     return 1.0f / (lane[0] + lane[1]);
 }
 
-// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads, C vectors of eight elements from c0.
-template <typename Ring, int NH, int C>
-void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total) {
-    __m256 acc[NH][C];
-    for (int h = 0; h < NH; ++h)
-        for (int v = 0; v < C; ++v) acc[h][v] = _mm256_setzero_ps();
-    const float* e = a.scores + int64_t{h0} * a.window;
-    int64_t slot = a.first_slot;
-    for (int64_t j = 0; j < a.window; ++j) {
+// acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
+// C vectors of eight elements from c0; the sums come from and go back to acc.
+template <typename Ring, int NA, int C>
+void value_sums(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1, int64_t slot,
+                int c0, __m256 (*acc)[kAttentionVectors]) {
+    __m256 sum[NA][C];
+    const float* e[NA];
+    for (int i = 0; i < NA; ++i) {
+        e[i] = a.scores + int64_t{head[i]} * a.window;
+        for (int k = 0; k < C; ++k) sum[i][k] = acc[head[i]][k];
+    }
+    for (int64_t j = j0; j < j1; ++j) {
         __m256 v[C];
         for (int k = 0; k < C; ++k) v[k] = Ring::value8(a, slot, c0 + 8 * k);
-        for (int h = 0; h < NH; ++h) {
-            const __m256 weight = _mm256_set1_ps(Ring::weight(a, e[h * a.window + j], slot));
-            for (int k = 0; k < C; ++k) acc[h][k] = _mm256_fmadd_ps(weight, v[k], acc[h][k]);
+        for (int i = 0; i < NA; ++i) {
+            const __m256 weight = _mm256_set1_ps(Ring::weight(a, e[i][j], slot));
+            for (int k = 0; k < C; ++k) sum[i][k] = _mm256_fmadd_ps(weight, v[k], sum[i][k]);
         }
         if (++slot == a.horizon) slot = 0;
     }
+    for (int i = 0; i < NA; ++i)
+        for (int k = 0; k < C; ++k) acc[head[i]][k] = sum[i][k];
+}
+
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of eight elements from
+// c0, each head's sums from its first nonzero weight on (value_runs).
+template <typename Ring, int NH, int C>
+void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total,
+                      const int64_t* first) {
+    static_assert(C <= kAttentionVectors, "at most kAttentionVectors vectors per head");
+    __m256 acc[NH][kAttentionVectors];
+    for (int h = 0; h < NH; ++h)
+        for (int k = 0; k < C; ++k) acc[h][k] = _mm256_setzero_ps();
+    AttentionGroup g = a;
+    g.scores = a.scores + int64_t{h0} * a.window;
+    value_runs<NH>(first, a.window, [&](auto n, const int* order, int64_t j0, int64_t j1) {
+        value_sums<Ring, decltype(n)::value, C>(g, order, j0, j1, (a.first_slot + j0) % a.horizon,
+                                                c0, acc);
+    });
     for (int h = 0; h < NH; ++h) {
         float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
         for (int k = 0; k < C; ++k)
@@ -524,16 +556,17 @@ void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_
 template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
+    int64_t first[NH];
     attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
-        inv_total[h] =
-            softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window, max_score[h]);
+        inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
+                                       max_score[h], &first[h]);
     int c = 0;
     if (kAttentionVectors >= 4)
         for (; c + 32 <= a.d_head; c += 32)
-            attention_values<Ring, NH, kAttentionVectors>(a, h0, c, inv_total);
-    for (; c + 16 <= a.d_head; c += 16) attention_values<Ring, NH, 2>(a, h0, c, inv_total);
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total);
+            attention_values<Ring, NH, kAttentionVectors>(a, h0, c, inv_total, first);
+    for (; c + 16 <= a.d_head; c += 16) attention_values<Ring, NH, 2>(a, h0, c, inv_total, first);
+    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
     for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
         for (int h = 0; h < NH; ++h)
             a.out[int64_t{h0 + h} * a.d_head + c] =
@@ -694,7 +727,9 @@ void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* 
                       window = tile.newest[t] - tile.oldest[t] + 1;
         for (int h = 0; h < NH; ++h) {
             float* e = s + (t * NH + h) * tile.keys;
-            inv_total[t * NH + h] = softmax_weights(e + from, window, max_of(e + from, window));
+            int64_t first;  // the tile's value sums run over every key
+            inv_total[t * NH + h] =
+                softmax_weights(e + from, window, max_of(e + from, window), &first);
             for (int64_t j = 0; j < from; ++j) e[j] = 0.0f;
             for (int64_t j = from + window; j < tile.keys; ++j) e[j] = 0.0f;
         }
