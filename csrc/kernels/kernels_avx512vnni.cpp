@@ -386,8 +386,18 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
             for (int64_t r = 0; r < rows; r += kPanelRows) {
                 const PanelBlockQ8* panel = w + (r / kPanelRows) * nb + b0;
                 const __mmask16 live = live_rows(rows, r);
+                // The next panel's lines, a slice per token group (into L1: the session's other
+                // steps between two products leave the weights in the shared L3 at best).
+                const char* next = reinterpret_cast<const char*>(panel + nb);
+                const int64_t lines =
+                    r + kPanelRows < rows ? n_blocks * int64_t{sizeof(PanelBlockQ8)} / 64 : 0;
+                const int64_t groups = (n_tokens + kPanelTokens - 1) / kPanelTokens;
+                const int64_t per_group = (lines + groups - 1) / groups;
                 for (int64_t t = 0; t < n_tokens; t += kPanelTokens) {
                     const int nt = n_tokens - t < kPanelTokens ? int(n_tokens - t) : kPanelTokens;
+                    const int64_t first_line = t / kPanelTokens * per_group;
+                    for (int64_t l = first_line; l < first_line + per_group && l < lines; ++l)
+                        _mm_prefetch(next + 64 * l, _MM_HINT_T0);
                     float* yt = y + (t0 + t) * y_stride + r;
                     with_token_count(nt, [&](auto n) {
                         constexpr int NT = decltype(n)::value;
