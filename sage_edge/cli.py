@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -278,18 +279,20 @@ def cmd_jam(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+        # Ctrl-C stops the loop between two polls, so that it ends the notes sounding and counts.
+        stopped = []
+        previous = signal.signal(signal.SIGINT, lambda *_: stopped.append(True))
         try:
-            counts = jam.serve(midi_in, midi_out)
-        except KeyboardInterrupt:
-            counts = None
+            counts = jam.serve(midi_in, midi_out, stop=lambda: bool(stopped))
+        finally:
+            signal.signal(signal.SIGINT, previous)
     if args.record:
         engine.tokenizer.decode(jam.history()).dump_midi(args.record)
-    if counts:
-        print(
-            f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
-            f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
-            file=sys.stderr,
-        )
+    print(
+        f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
+        f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
+        file=sys.stderr,
+    )
 
 
 def _open_port(port: str, direction: str):

@@ -358,9 +358,10 @@ class Jam:
         :func:`sage_edge.ports.open_port`, a named port among them), ``midi_out`` a file
         descriptor or an object with ``send(bytes)``. Bytes read from the input go to the jam
         stamped with :func:`now_us`, the engine's notes go out as MIDI 1.0 messages at their
-        times (a program change on a channel's first note). Runs until ``stop()`` is true or the
-        input ends (a named port's never does) and the bars a last phrase needs have passed;
-        returns counts (notes heard and played, late sends)."""
+        times (a program change on a channel's first note). Runs until ``stop()`` is true (the
+        notes sounding then are ended at once) or the input ends (a named port's never does) and
+        the bars a last phrase needs have passed; returns counts (notes heard and played, late
+        sends)."""
         if not isinstance(midi_in, int):
             midi_in = midi_in.fileno()
         send = midi_out.send if hasattr(midi_out, "send") else functools.partial(os.write, midi_out)
@@ -409,6 +410,11 @@ class Jam:
             if self._jam.state()["generating"]:
                 wait = 0  # a poll generates one short step: read the input, then go on
             select.select([midi_in] if ended is None else [], [], [], wait / 1e6)
+        # Stopped: end the notes sounding now, not at their times (none is left hanging).
+        unsent = {o for _, rank, o, _ in queue if rank == 2}
+        for _, rank, o, message in sorted(queue):
+            if rank == 0 and o not in unsent:
+                send(message)
         counts = self._live.counts()
         return {"heard": counts["notes"], "played": played, "late_sends": late}
 

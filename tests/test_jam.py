@@ -534,8 +534,8 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
     ports extra): a scripted musician's JACK port plays the soprano's first 2 bars into the jam,
     which answers on another JACK port that this test listens to; the same checks as through
     ptys (the answer's bytes on the grid in the answer bars; the musician's notes recorded where
-    played). A named port never ends, so the jam is stopped with Ctrl-C (SIGINT) once the answer
-    has sounded, as a musician would stop it."""
+    played). A named port never ends, so the jam is stopped with Ctrl-C (SIGINT), in the middle
+    of the answer's last bar: no note is left sounding, and the counts are printed."""
     rtmidi, tempo = jack_server, 300
     received = []  # (arrival, bytes), stamped on rtmidi's thread as it delivers each message
     musician = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="musician")
@@ -557,8 +557,8 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
             while (left := start + e.time_us - now_us()) > 0:
                 time.sleep(min(left, 2000) / 1e6)
             musician.send_message([0x90 | e.channel, e.pitch, e.velocity])
-        # The answer sounds in bars 2-3; stop a bar after it has ended.
-        while (left := start + 5 * 4 * quarter - now_us()) > 0:
+        # The answer sounds in bars 2-3; stop it in the middle of its last bar's third beat.
+        while (left := start + round(3 * 4 * quarter + 2.5 * quarter) - now_us()) > 0:
             time.sleep(left / 1e6)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
@@ -574,6 +574,15 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
         messages += [(t, m) for m in parser]
     check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3})
     check_recorded_musician(record, chorale_dir, tempo, 2)
+    # Stopped, the jam ended the notes sounding (the answer's third beat) and counted the
+    # musician's 7 notes.
+    sounding = set()
+    for _, m in messages:
+        if m.type in ("note_on", "note_off"):
+            key = (m.channel, m.note)
+            (sounding.add if m.type == "note_on" and m.velocity else sounding.discard)(key)
+    assert not sounding
+    assert "sage-edge: heard 7 notes, played " in err and "(1 answers)" in err, err
 
 
 def test_controls_apply_to_the_engines_parts(engine, chorale_dir):
