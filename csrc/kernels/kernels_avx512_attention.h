@@ -267,51 +267,21 @@ inline float softmax_weights16(float* e, int64_t window, float max_score, int64_
     return 1.0f / reduce8_ps(lanes);  // the halving tree from the eight lanes
 }
 
-// acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
-// C vectors of sixteen elements from c0; the sums come from and go back to acc.
-template <typename Ring, int NA, int C>
-void value_sums16(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1, int64_t slot,
-                  int c0, __m512 (*acc)[2]) {
-    __m512 sum[NA][C];
-    const float* e[NA];
-    for (int i = 0; i < NA; ++i) {
-        e[i] = a.scores + int64_t{head[i]} * a.window;
-        for (int k = 0; k < C; ++k) sum[i][k] = acc[head[i]][k];
+// The value sums (kernels_x86_impl.h's attention_values) on 16 lanes.
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int kLanes = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V fmadd(V w, V v, V acc) { return _mm512_fmadd_ps(w, v, acc); }
+    static void store_scaled(float* o, V v, float s) {
+        _mm512_storeu_ps(o, _mm512_mul_ps(v, _mm512_set1_ps(s)));
     }
-    for (int64_t j = j0; j < j1; ++j) {
-        __m512 v[C];
-        for (int k = 0; k < C; ++k) v[k] = Ring::value16(a, slot, c0 + 16 * k);
-        for (int i = 0; i < NA; ++i) {
-            const __m512 weight = _mm512_set1_ps(Ring::weight(a, e[i][j], slot));
-            for (int k = 0; k < C; ++k) sum[i][k] = _mm512_fmadd_ps(weight, v[k], sum[i][k]);
-        }
-        if (++slot == a.horizon) slot = 0;
+    template <typename Ring>
+    static V value(const AttentionGroup& a, int64_t slot, int c) {
+        return Ring::value16(a, slot, c);
     }
-    for (int i = 0; i < NA; ++i)
-        for (int k = 0; k < C; ++k) acc[head[i]][k] = sum[i][k];
-}
-
-// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of sixteen elements from
-// c0, each head's sums from its first nonzero weight on (value_runs).
-template <typename Ring, int NH, int C>
-void attention_values16(const AttentionGroup& a, int h0, int c0, const float* inv_total,
-                        const int64_t* first) {
-    static_assert(C <= 2, "two vectors of sixteen per head at most");
-    __m512 acc[NH][2];
-    for (int h = 0; h < NH; ++h)
-        for (int k = 0; k < C; ++k) acc[h][k] = _mm512_setzero_ps();
-    AttentionGroup g = a;
-    g.scores = a.scores + int64_t{h0} * a.window;
-    value_runs<NH>(first, a.window, [&](auto n, const int* order, int64_t j0, int64_t j1) {
-        value_sums16<Ring, decltype(n)::value, C>(g, order, j0, j1, (a.first_slot + j0) % a.horizon,
-                                                  c0, acc);
-    });
-    for (int h = 0; h < NH; ++h) {
-        float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
-        for (int k = 0; k < C; ++k)
-            _mm512_storeu_ps(o + 16 * k, _mm512_mul_ps(acc[h][k], _mm512_set1_ps(inv_total[h])));
-    }
-}
+};
 
 template <typename Ring, int NH>
 void attend_heads16(const AttentionGroup& a, int h0) {
@@ -322,33 +292,17 @@ void attend_heads16(const AttentionGroup& a, int h0) {
         inv_total[h] = softmax_weights16(a.scores + int64_t{h0 + h} * a.window, a.window,
                                          max_score[h], &first[h]);
     int c = 0;
-    for (; c + 32 <= a.d_head; c += 32) attention_values16<Ring, NH, 2>(a, h0, c, inv_total, first);
-    for (; c + 16 <= a.d_head; c += 16) attention_values16<Ring, NH, 1>(a, h0, c, inv_total, first);
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
-    for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
-        for (int h = 0; h < NH; ++h)
-            a.out[int64_t{h0 + h} * a.d_head + c] =
-                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+    for (; c + 32 <= a.d_head; c += 32)
+        attention_values<Ring, Lanes16, NH, 2>(a, h0, c, inv_total, first);
+    for (; c + 16 <= a.d_head; c += 16)
+        attention_values<Ring, Lanes16, NH, 1>(a, h0, c, inv_total, first);
+    attention_values_from<Ring, NH>(a, h0, c, inv_total, first);  // the last 0 .. 15 elements
 }
 
 template <typename Ring>
 void attend16(const AttentionGroup& a) {
-    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
-        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_heads16<Ring, 4>(a, h0);
-                break;
-            case 3:
-                attend_heads16<Ring, 3>(a, h0);
-                break;
-            case 2:
-                attend_heads16<Ring, 2>(a, h0);
-                break;
-            default:
-                attend_heads16<Ring, 1>(a, h0);
-                break;
-        }
-    }
+    for_head_groups(a.heads,
+                    [&](auto n, int h0) { attend_heads16<Ring, decltype(n)::value>(a, h0); });
 }
 
 inline void attend_group16(const AttentionGroup& a) {

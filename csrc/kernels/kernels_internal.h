@@ -105,6 +105,29 @@ struct Count {
     static constexpr int value = N;
 };
 
+// The SIMD paths attend a group's query heads at most kHeadGroup at a time (each key and value
+// vector loaded feeds them all): run(Count<n>{}, h0) for heads h0 .. h0 + n - 1, n <= kHeadGroup.
+constexpr int kHeadGroup = 4;
+template <typename Run>
+void for_head_groups(int heads, Run&& run) {
+    for (int h0 = 0; h0 < heads; h0 += kHeadGroup) {
+        switch (heads - h0 < kHeadGroup ? heads - h0 : kHeadGroup) {
+            case 4:
+                run(Count<4>{}, h0);
+                break;
+            case 3:
+                run(Count<3>{}, h0);
+                break;
+            case 2:
+                run(Count<2>{}, h0);
+                break;
+            default:
+                run(Count<1>{}, h0);
+                break;
+        }
+    }
+}
+
 template <int NH, typename Run>
 void value_runs(const int64_t* first, int64_t window, Run&& run) {
     static_assert(NH >= 1 && NH <= 4, "a head group is at most four heads");

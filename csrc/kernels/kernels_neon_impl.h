@@ -207,7 +207,7 @@ void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
 }
 
 // ---- attend_group: every key its own lane, at most kHeadGroup query heads at a time ----------
-constexpr int kHeadGroup = 4;
+// (for_head_groups, kernels_internal.h)
 
 // exp_f32 (kernels.h) of four lanes, operation by operation.
 inline float32x4_t exp4(float32x4_t x) {
@@ -467,22 +467,8 @@ void attend_heads(const AttentionGroup& a, int h0) {
 
 template <typename Ring>
 void attend(const AttentionGroup& a) {
-    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
-        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_heads<Ring, 4>(a, h0);
-                break;
-            case 3:
-                attend_heads<Ring, 3>(a, h0);
-                break;
-            case 2:
-                attend_heads<Ring, 2>(a, h0);
-                break;
-            default:
-                attend_heads<Ring, 1>(a, h0);
-                break;
-        }
-    }
+    for_head_groups(a.heads,
+                    [&](auto n, int h0) { attend_heads<Ring, decltype(n)::value>(a, h0); });
 }
 
 void attend_group(const AttentionGroup& a) {

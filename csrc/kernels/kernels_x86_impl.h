@@ -291,8 +291,8 @@ void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
 
 // ---- attend_group ------------------------------------------------------------------------------
 // Every key gets its own lane (the keys of consecutive slots are consecutive in memory), at most
-// kHeadGroup query heads at a time; each value row is read once for those heads.
-constexpr int kHeadGroup = 4;
+// kHeadGroup query heads at a time (for_head_groups); each value row is read once for those heads.
+
 // Vectors of keys (values) in flight per query head: AVX-512's 32 registers hold four, AVX2's 16
 // two. The order of every sum is the same either way (each key and each output element its own).
 #if defined(__AVX512F__)
@@ -507,23 +507,40 @@ inline float softmax_weights(float* e, int64_t window, float max_score, int64_t*
     return 1.0f / (lane[0] + lane[1]);
 }
 
+// The value sums' vector operations on W::kLanes lanes: Lanes8 here (AVX2, and AVX-512's widths
+// that are not a multiple of 16), Lanes16 in kernels_avx512_attention.h.
+struct Lanes8 {
+    using V = __m256;
+    static constexpr int kLanes = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static V fmadd(V w, V v, V acc) { return _mm256_fmadd_ps(w, v, acc); }
+    static void store_scaled(float* o, V v, float s) {
+        _mm256_storeu_ps(o, _mm256_mul_ps(v, _mm256_set1_ps(s)));
+    }
+    template <typename Ring>
+    static V value(const AttentionGroup& a, int64_t slot, int c) {
+        return Ring::value8(a, slot, c);
+    }
+};
+
 // acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
-// C vectors of eight elements from c0; the sums come from and go back to acc.
-template <typename Ring, int NA, int C>
+// C vectors of W::kLanes elements from c0; the sums come from and go back to acc.
+template <typename Ring, typename W, int NA, int C>
 void value_sums(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1, int64_t slot,
-                int c0, __m256 (*acc)[kAttentionVectors]) {
-    __m256 sum[NA][C];
+                int c0, typename W::V (*acc)[C]) {
+    typename W::V sum[NA][C];
     const float* e[NA];
     for (int i = 0; i < NA; ++i) {
         e[i] = a.scores + int64_t{head[i]} * a.window;
         for (int k = 0; k < C; ++k) sum[i][k] = acc[head[i]][k];
     }
     for (int64_t j = j0; j < j1; ++j) {
-        __m256 v[C];
-        for (int k = 0; k < C; ++k) v[k] = Ring::value8(a, slot, c0 + 8 * k);
+        typename W::V v[C];
+        for (int k = 0; k < C; ++k) v[k] = W::template value<Ring>(a, slot, c0 + W::kLanes * k);
         for (int i = 0; i < NA; ++i) {
-            const __m256 weight = _mm256_set1_ps(Ring::weight(a, e[i][j], slot));
-            for (int k = 0; k < C; ++k) sum[i][k] = _mm256_fmadd_ps(weight, v[k], sum[i][k]);
+            const typename W::V weight = W::set1(Ring::weight(a, e[i][j], slot));
+            for (int k = 0; k < C; ++k) sum[i][k] = W::fmadd(weight, v[k], sum[i][k]);
         }
         if (++slot == a.horizon) slot = 0;
     }
@@ -531,26 +548,38 @@ void value_sums(const AttentionGroup& a, const int* head, int64_t j0, int64_t j1
         for (int k = 0; k < C; ++k) acc[head[i]][k] = sum[i][k];
 }
 
-// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of eight elements from
-// c0, each head's sums from its first nonzero weight on (value_runs).
-template <typename Ring, int NH, int C>
+// out_i = (sum_j e_ij v_j) * inv_total_i for NH heads from h0, C vectors of W::kLanes elements
+// from c0, each head's sums from its first nonzero weight on (value_runs).
+template <typename Ring, typename W, int NH, int C>
 void attention_values(const AttentionGroup& a, int h0, int c0, const float* inv_total,
                       const int64_t* first) {
-    static_assert(C <= kAttentionVectors, "at most kAttentionVectors vectors per head");
-    __m256 acc[NH][kAttentionVectors];
+    typename W::V acc[NH][C];
     for (int h = 0; h < NH; ++h)
-        for (int k = 0; k < C; ++k) acc[h][k] = _mm256_setzero_ps();
+        for (int k = 0; k < C; ++k) acc[h][k] = W::zero();
     AttentionGroup g = a;
     g.scores = a.scores + int64_t{h0} * a.window;
     value_runs<NH>(first, a.window, [&](auto n, const int* order, int64_t j0, int64_t j1) {
-        value_sums<Ring, decltype(n)::value, C>(g, order, j0, j1, (a.first_slot + j0) % a.horizon,
-                                                c0, acc);
+        value_sums<Ring, W, decltype(n)::value, C>(g, order, j0, j1,
+                                                   (a.first_slot + j0) % a.horizon, c0, acc);
     });
     for (int h = 0; h < NH; ++h) {
         float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
-        for (int k = 0; k < C; ++k)
-            _mm256_storeu_ps(o + 8 * k, _mm256_mul_ps(acc[h][k], _mm256_set1_ps(inv_total[h])));
+        for (int k = 0; k < C; ++k) W::store_scaled(o + W::kLanes * k, acc[h][k], inv_total[h]);
     }
+}
+
+// The output elements from c on: vectors of eight (two at a time), then one by one.
+template <typename Ring, int NH>
+void attention_values_from(const AttentionGroup& a, int h0, int c, const float* inv_total,
+                           const int64_t* first) {
+    for (; c + 16 <= a.d_head; c += 16)
+        attention_values<Ring, Lanes8, NH, 2>(a, h0, c, inv_total, first);
+    for (; c + 8 <= a.d_head; c += 8)
+        attention_values<Ring, Lanes8, NH, 1>(a, h0, c, inv_total, first);
+    for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
+        for (int h = 0; h < NH; ++h)
+            a.out[int64_t{h0 + h} * a.d_head + c] =
+                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
 }
 
 template <typename Ring, int NH>
@@ -564,33 +593,14 @@ void attend_heads(const AttentionGroup& a, int h0) {
     int c = 0;
     if (kAttentionVectors >= 4)
         for (; c + 32 <= a.d_head; c += 32)
-            attention_values<Ring, NH, kAttentionVectors>(a, h0, c, inv_total, first);
-    for (; c + 16 <= a.d_head; c += 16) attention_values<Ring, NH, 2>(a, h0, c, inv_total, first);
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
-    for (; c < a.d_head; ++c)  // a width that is not a multiple of 8: the rest one by one
-        for (int h = 0; h < NH; ++h)
-            a.out[int64_t{h0 + h} * a.d_head + c] =
-                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+            attention_values<Ring, Lanes8, NH, kAttentionVectors>(a, h0, c, inv_total, first);
+    attention_values_from<Ring, NH>(a, h0, c, inv_total, first);
 }
 
 template <typename Ring>
 void attend(const AttentionGroup& a) {
-    for (int h0 = 0; h0 < a.heads; h0 += kHeadGroup) {
-        switch (a.heads - h0 < kHeadGroup ? a.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_heads<Ring, 4>(a, h0);
-                break;
-            case 3:
-                attend_heads<Ring, 3>(a, h0);
-                break;
-            case 2:
-                attend_heads<Ring, 2>(a, h0);
-                break;
-            default:
-                attend_heads<Ring, 1>(a, h0);
-                break;
-        }
-    }
+    for_head_groups(a.heads,
+                    [&](auto n, int h0) { attend_heads<Ring, decltype(n)::value>(a, h0); });
 }
 
 inline void attend_group(const AttentionGroup& a) {
@@ -753,22 +763,9 @@ void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* 
 
 template <typename Ring, int TT>
 void attend_tile_heads(const AttentionBlock& b, const BlockTile& tile, float* const* out) {
-    for (int h0 = 0; h0 < b.first.heads; h0 += kHeadGroup) {
-        switch (b.first.heads - h0 < kHeadGroup ? b.first.heads - h0 : kHeadGroup) {
-            case 4:
-                attend_tile<Ring, TT, 4>(b, tile, h0, out);
-                break;
-            case 3:
-                attend_tile<Ring, TT, 3>(b, tile, h0, out);
-                break;
-            case 2:
-                attend_tile<Ring, TT, 2>(b, tile, h0, out);
-                break;
-            default:
-                attend_tile<Ring, TT, 1>(b, tile, h0, out);
-                break;
-        }
-    }
+    for_head_groups(b.first.heads, [&](auto n, int h0) {
+        attend_tile<Ring, TT, decltype(n)::value>(b, tile, h0, out);
+    });
 }
 
 // TT: the queries of a tile (at most kAttentionTile); the rest of a block one at a time.
