@@ -64,9 +64,9 @@ def _reach(direction: str) -> tuple[dict, list[Port], dict[str, str]]:
     kind = rtmidi.MidiIn if direction == "in" else rtmidi.MidiOut
     clients, ports, unreachable = {}, [], {}
     for api in rtmidi.get_compiled_api():
-        system = rtmidi.get_api_name(api)
         if api == rtmidi.API_RTMIDI_DUMMY:
             continue
+        system = rtmidi.get_api_name(api)
         try:
             with _quiet_stderr():
                 clients[system] = client = kind(api, name=CLIENT)
