@@ -645,6 +645,77 @@ def test_runner_follows_a_drifting_clock():
     assert late[len(late) // 2] < 5000, late
 
 
+def test_runner_starts_a_late_clock_after_what_was_played():
+    """--clock in with Start coming after the musician has played (docs/jam.md, "Clock"). Before
+    any clock, the runner's own runs (240 BPM, 2/4, 1-bar phrases): a phrase in its bar 0 is
+    answered in bar 1, when no clock ran, so that answer is never played; a note in bar 3 just
+    before Start closes bar 3 as played, and Start's first pulse is bar 4's downbeat, where the
+    engine answers it. Every note-on that goes out is one decided for a tick from that downbeat
+    on, and none goes out before the pulses."""
+    runner = built_binary("csrc/runner/sage-edge-run")
+    in_master, in_slave = pty.openpty()
+    out_master, out_slave = pty.openpty()
+    command = [
+        str(runner),
+        "--model",
+        str(ROOT / "sage_edge/models/default.sage"),
+        "--midi-in",
+        os.ttyname(in_slave),
+        "--midi-out",
+        os.ttyname(out_slave),
+        "--bars",
+        "1",
+        "--meter",
+        "2",
+        "--tempo",
+        "240",
+        "--clock",
+        "in",
+        "--programs",
+        ",".join(map(str, ENGINE)),
+        "--musician-program",
+        str(MUSICIAN),
+        "--seed",
+        "3",
+        "--events",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        start = int(re.search(r"bar 0 at monotonic (\d+) us", process.stderr.readline()).group(1))
+        receiver = Receiver(out_master)
+        quarter = 250_000
+        played = [(0, [0x90, 60, 90]), (200_000, [0x90, 60, 0])]  # bar 0, on the runner's clock
+        played += [(250_000, [0x90, 62, 90]), (450_000, [0x90, 62, 0])]
+        played += [(1_750_000, [0x90, 64, 90]), (1_850_000, [0x90, 64, 0])]  # bar 3, beat 2
+        played += [(1_900_000, [0xFA])]  # Start, in bar 3
+        pulses = [(1_900_000 + round((p + 1) * quarter / 24), [0xF8]) for p in range(4 * 48)]
+        first_pulse = None
+        for t, data in played + pulses:
+            while (left := start + t - now_us()) > 0:
+                time.sleep(min(left, 2000) / 1e6)
+            if data == [0xF8] and first_pulse is None:
+                first_pulse = now_us()
+            os.write(in_master, bytes(data))
+        os.close(in_master)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.1)
+    assert process.returncode == 0, err
+    decided = [
+        (round(float(f[0]) * TICKS), int(f[2])) for f in map(str.split, out.splitlines()) if f
+    ]
+    downbeat, last_pulse_tick = 4 * 2 * TICKS, 4 * 2 * TICKS + 4 * 2 * TICKS - 1
+    assert any(2 * TICKS <= tick < 4 * TICKS for tick, _ in decided), decided  # bar 1's answer
+    assert any(downbeat <= tick < downbeat + 2 * TICKS for tick, _ in decided), decided
+    ons = [(t, m) for t, m in receiver.messages() if m.type == "note_on" and m.velocity > 0]
+    assert all(t >= first_pulse for t, _ in ons)
+    assert sorted(m.note for _, m in ons) == sorted(
+        pitch for tick, pitch in decided if downbeat <= tick <= last_pulse_tick
+    )
+
+
 def test_runner_leads_the_clock(tmp_path):
     """--clock out: Start, then 24 pulses per quarter note on the output, on time."""
     runner = built_binary("csrc/runner/sage-edge-run")

@@ -741,6 +741,7 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
         out->sounding = c.sounding;
         out->waiting = c.waiting;
         out->clock_tick = c.clock_tick;
+        out->clock_start_tick = c.clock_start_tick;
     });
 }
 

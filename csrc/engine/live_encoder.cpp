@@ -227,6 +227,7 @@ void LiveEncoder::reset() {
     last_key_us_ = options_.start_us;
     status_ = 0, n_data_ = 0, in_sysex_ = false;
     clock_running_ = false, clocks_ = 0, clock_anchor_tick_ = 0, clock_tick_ = -1;
+    clock_start_tick_ = -1;
     // miditok always writes a tempo at tick 0 (120 BPM when the score has none).
     n_tempos_waiting_ = 0;
     written_tempo_token_ = -1;
@@ -413,13 +414,19 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
     }
 }
 
-// Start: the first pulse after it is the downbeat of the bar not yet taken (bar 0 at first). Of
-// that bar, only the positions whose tokens were taken ahead are closed: the time that passed
-// before the clock started (in which tick_at ran on) holds nothing.
+// Start: the first pulse after it is the downbeat of the first bar, from the open one on (bar 0 at
+// first), that nothing was played in or after: what the musician played before Start stays where
+// it was played, in the past, and a bar they were in closes as played (as if its rest had passed).
+// Of an open bar nothing was played in, only the positions taken ahead are closed: the time that
+// passed before the clock started (in which tick_at ran on) holds nothing.
 void LiveEncoder::clock_start(int64_t time_us, bool from_the_top) {
     clock_running_ = true;
     if (from_the_top) clocks_ = 0;
-    clock_anchor_tick_ = open_bar_start();
+    uint64_t bar = bars_written_;
+    int64_t start = open_start_;
+    while (last_onset_ >= start) bar_at(++bar, &start, nullptr);
+    clock_anchor_tick_ = start;
+    clock_start_tick_ = start;
     closed_tick_ = std::max(clock_anchor_tick_, taken_position_ + 1);
     clock_tick_ = -1;
     origin_us_ = time_us;
@@ -658,6 +665,7 @@ LiveCounts LiveEncoder::counts() const {
     for (int i = 0; i < n_notes_; ++i) c.sounding += notes_[i].length == 0;
     c.waiting = static_cast<uint32_t>(n_notes_);
     c.clock_tick = clock_tick_;
+    c.clock_start_tick = clock_start_tick_;
     return c;
 }
 

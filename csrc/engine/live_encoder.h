@@ -32,13 +32,14 @@ struct LiveOptions {
 };
 
 struct LiveCounts {
-    uint64_t bars_written;  // bars taken so far
-    uint64_t notes;         // notes read (note-ons inside the vocabulary's range)
-    uint64_t late;          // notes whose grid point lay in a bar already written
-    uint64_t dropped;       // notes lost: pool full, or outside the vocabulary's pitch range
-    uint32_t sounding;      // notes held now
-    uint32_t waiting;       // notes not yet written
-    int64_t clock_tick;     // following a clock: the grid tick of its last pulse, -1 before one
+    uint64_t bars_written;     // bars taken so far
+    uint64_t notes;            // notes read (note-ons inside the vocabulary's range)
+    uint64_t late;             // notes whose grid point lay in a bar already written
+    uint64_t dropped;          // notes lost: pool full, or outside the vocabulary's pitch range
+    uint32_t sounding;         // notes held now
+    uint32_t waiting;          // notes not yet written
+    int64_t clock_tick;        // following a clock: the grid tick of its last pulse, -1 before one
+    int64_t clock_start_tick;  // following a clock: the downbeat its last Start made, -1 before
 };
 
 class LiveEncoder {
@@ -230,6 +231,7 @@ class LiveEncoder {
     uint64_t clocks_ = 0;
     int64_t clock_anchor_tick_ = 0;
     int64_t clock_tick_ = -1;
+    int64_t clock_start_tick_ = -1;
     int64_t pulse_us_[24] = {0};
 };
 

@@ -333,6 +333,7 @@ class PyLive {
         d["sounding"] = c.sounding;
         d["waiting"] = c.waiting;
         d["clock_tick"] = c.clock_tick;
+        d["clock_start_tick"] = c.clock_start_tick;
         return d;
     }
     void reset() { check(sage_live_reset(live_)); }

@@ -87,30 +87,53 @@ bool MidiScheduler::add(const sage_note_event& note) {
     return true;
 }
 
+size_t MidiScheduler::take_front(uint8_t* out) {
+    std::pop_heap(queue_.begin(), queue_.end(), later);
+    const TimedMessage m = queue_.back();
+    queue_.pop_back();
+    const int channel = m.bytes[0] & 0x0F;
+    const uint8_t kind = m.bytes[0] & 0xF0;
+    if (kind == kNoteOn) {
+        ++sounding_[channel][m.bytes[1]];
+    } else if (kind == kNoteOff && skipped_[channel][m.bytes[1]] > 0) {
+        --skipped_[channel][m.bytes[1]];  // its note-on was skipped (skip_before)
+        return 0;
+    } else if (kind == kNoteOff) {
+        uint16_t& count = sounding_[channel][m.bytes[1]];
+        if (count > 0) --count;
+        if (count > 0) return 0;  // another note of this pitch still sounds: keep it
+    }
+    std::memcpy(out, m.bytes, m.size);
+    return m.size;
+}
+
 size_t MidiScheduler::take_due(double time, uint8_t* out, size_t capacity) {
     size_t written = 0;
     while (!queue_.empty() && queue_.front().time <= time &&
+           written + queue_.front().size <= capacity)
+        written += take_front(out + written);
+    return written;
+}
+
+size_t MidiScheduler::skip_before(double time, uint8_t* out, size_t capacity) {
+    size_t written = 0;
+    while (!queue_.empty() && queue_.front().time < time &&
            written + queue_.front().size <= capacity) {
-        std::pop_heap(queue_.begin(), queue_.end(), later);
-        const TimedMessage m = queue_.back();
-        queue_.pop_back();
-        const int channel = m.bytes[0] & 0x0F;
-        const uint8_t kind = m.bytes[0] & 0xF0;
-        if (kind == kNoteOn) {
-            ++sounding_[channel][m.bytes[1]];
-        } else if (kind == kNoteOff) {
-            uint16_t& count = sounding_[channel][m.bytes[1]];
-            if (count > 0) --count;
-            if (count > 0) continue;  // another note of this pitch still sounds: keep it
+        const uint8_t* bytes = queue_.front().bytes;
+        if ((bytes[0] & 0xF0) == kNoteOn) {
+            ++skipped_[bytes[0] & 0x0F][bytes[1]];
+            std::pop_heap(queue_.begin(), queue_.end(), later);
+            queue_.pop_back();
+            continue;
         }
-        std::memcpy(out + written, m.bytes, m.size);
-        written += m.size;
+        written += take_front(out + written);
     }
     return written;
 }
 
 size_t MidiScheduler::silence(uint8_t* out, size_t capacity) {
     queue_.clear();
+    std::memset(skipped_, 0, sizeof skipped_);
     size_t written = 0;
     for (int channel = 0; channel < 16; ++channel) {
         for (int pitch = 0; pitch < 128; ++pitch) {

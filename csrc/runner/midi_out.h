@@ -51,12 +51,19 @@ class MidiScheduler {
     // long as they fit in `capacity` bytes (the rest stay queued). Returns the bytes written.
     size_t take_due(double time, uint8_t* out, size_t capacity);
 
+    // For a jump of the music past `time` (a followed clock's Start): removes every message due
+    // before it, writing only the program changes and the note-offs of the notes that sound; the
+    // note-ons are dropped, and so are their note-offs, whenever due. Returns the bytes written
+    // (as many as fit in `capacity`: call again while messages before `time` are left).
+    size_t skip_before(double time, uint8_t* out, size_t capacity);
+
     // For a stop in the middle of the music: note-offs for every sounding note (written to out
     // while they fit), and the queue is emptied. Returns the bytes written.
     size_t silence(uint8_t* out, size_t capacity);
 
   private:
     int channel_for(int32_t program, double time);
+    size_t take_front(uint8_t* out);  // sends (writes) or drops the earliest message; bytes written
     void push(double time, uint8_t rank, uint8_t status, uint8_t data1, int data2);
 
     size_t capacity_;
@@ -65,6 +72,7 @@ class MidiScheduler {
     int16_t program_of_channel_[16];   // -2: the channel is free
     uint64_t channel_last_used_[16];   // the order at which a program last took the channel
     uint16_t sounding_[16][128] = {};  // note-ons sent minus note-offs due, per channel and pitch
+    uint16_t skipped_[16][128] = {};   // note-ons skipped whose note-offs are still queued
 };
 
 // Opens a MIDI device or file with open(2)'s `flags`; a terminal (a serial port, a pty) is put in

@@ -196,6 +196,78 @@ TEST(meter_changes_follow_the_bar_table) {
     sage_model_free(model);
 }
 
+// A followed clock whose Start comes after the musician has played (docs/jam.md, "Clock"): what
+// was played stays where it was played, the bar it is in closes as played, and the first pulse is
+// the downbeat of the bar after it; with nothing played, the open bar's (as at a timely Start).
+TEST(a_late_start_begins_the_bar_after_what_was_played) {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    sage_model_info info{};
+    sage_model_get_info(model, &info);
+    const int64_t tpq = info.ticks_per_quarter;
+    sage_live_options o = sage_live_options_default();
+    o.follow_clock = 1;
+    const uint8_t start[] = {0xFA}, pulse[] = {0xF8};
+    int32_t tokens[256];
+    size_t count = 0;
+    // The Positions of a bar's tokens, in order.
+    auto positions = [&](size_t n) {
+        std::vector<int32_t> at;
+        const std::vector<uint32_t> k = kinds(model, tokens, n);
+        for (size_t i = 0; i < n; ++i)
+            if (k[i] == SAGE_KIND_POSITION) at.push_back(value(model, tokens[i]));
+        return at;
+    };
+    // last_played: where the musician's last note before Start falls, in quarters (< 0: none).
+    for (const double last_played : {-1.0, 1.0, 5.0}) {
+        sage_live* live = nullptr;
+        CHECK_EQ(sage_live_create(model, &o, &live), SAGE_OK);
+        // Before Start, the encoder's own clock runs (120 BPM from 0): a note in bar 0 at beat 2
+        // and, for 5.0, one in bar 1 at beat 2; Start comes in bar 2, at 9 quarters.
+        for (double q = 1.0; q <= last_played; q += 4.0) {
+            const uint8_t on[] = {0x90, 60, 90}, off[] = {0x90, 60, 0};
+            CHECK_EQ(sage_live_midi(live, static_cast<int64_t>(q * kQuarter), on, 3), SAGE_OK);
+            CHECK_EQ(sage_live_midi(live, static_cast<int64_t>((q + 0.5) * kQuarter), off, 3),
+                     SAGE_OK);
+        }
+        int64_t now = 9 * kQuarter;
+        CHECK_EQ(sage_live_midi(live, now, start, 1), SAGE_OK);
+        sage_live_counts c{};
+        CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+        const int64_t downbeat = last_played < 0 ? 0 : last_played < 4 ? 4 * tpq : 8 * tpq;
+        CHECK_EQ(c.clock_start_tick, downbeat);
+        CHECK_EQ(c.clock_tick, int64_t{-1});
+        // The bars played before Start are complete at once, each note where it was played.
+        for (int64_t bar = 0; bar * 4 * tpq < downbeat; ++bar) {
+            CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+            const std::vector<int32_t> at = positions(count);  // (bar 0: the Tempo's at 0)
+            CHECK(!at.empty());
+            CHECK_EQ(at.back(), static_cast<int32_t>(tpq));
+        }
+        CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+        CHECK_EQ(count, size_t{0});  // the downbeat's bar waits for the clock
+        // A bar of pulses at 120 BPM, a note on the first: it opens the next bar.
+        const uint8_t on[] = {0x90, 64, 90}, off[] = {0x90, 64, 0};
+        for (int p = 0; p <= 96; ++p) {
+            now += kQuarter / 24;
+            CHECK_EQ(sage_live_midi(live, now, pulse, 1), SAGE_OK);
+            if (p == 0) CHECK_EQ(sage_live_midi(live, now, on, 3), SAGE_OK);
+            if (p == 12) CHECK_EQ(sage_live_midi(live, now, off, 3), SAGE_OK);
+            if (p == 0) {
+                CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+                CHECK_EQ(c.clock_tick, downbeat);
+            }
+        }
+        CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+        const std::vector<int32_t> at = positions(count);
+        CHECK_EQ(at.size(), size_t{1});
+        CHECK_EQ(at[0], 0);
+        CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+        CHECK_EQ(static_cast<int64_t>(c.bars_taken) * 4 * tpq, downbeat + 4 * tpq);
+        sage_live_free(live);
+    }
+    sage_model_free(model);
+}
+
 // Random bytes, in random chunks, as a broken cable or a noisy UART would deliver them: the parser
 // never reads out of bounds (run under ASan by the asan preset), and every bar stays decodable.
 TEST(random_bytes_never_break_the_parser) {

@@ -408,9 +408,12 @@ typedef struct sage_live_options {
                                      meter change (sage_live_set_meter); 4 */
     int32_t channel_programs[16]; /* General MIDI program per channel, -1 = drums */
     int32_t follow_clock; /* nonzero: MIDI clock bytes (24 ppqn) drive the grid: Start (0xFA) makes
-                             the next pulse the downbeat of the bar not yet taken, every pulse on a
-                             grid tick re-anchors the grid there, the last 24 pulses give the tempo;
-                             Stop/Continue pause and resume, Song Position Pointer moves */
+                             the next pulse the downbeat of the first bar, from the one not yet
+                             taken on, that nothing was played in or after (the notes played before
+                             Start stay where they were played; the bar they are in closes as
+                             played); every pulse on a grid tick re-anchors the grid there, the
+                             last 24 pulses give the tempo; Stop/Continue pause and resume, Song
+                             Position Pointer moves */
 } sage_live_options;
 
 typedef struct sage_live_counts {
@@ -421,6 +424,9 @@ typedef struct sage_live_counts {
     uint32_t sounding;   /* notes held now, not yet written */
     uint32_t waiting;    /* notes read and not yet written */
     int64_t clock_tick;  /* following a clock: the grid tick of its last pulse on one, else -1 */
+    int64_t clock_start_tick; /* following a clock: the downbeat its last Start made, else -1; a
+                                 note decided for an earlier tick (before the clock ran) is not
+                                 to be played: its time passed without a clock */
 } sage_live_counts;
 
 /* start 0, 120 BPM, 4/4, every channel program 0 except channel 10 (index 9): drums (-1). */
