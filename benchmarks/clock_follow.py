@@ -8,36 +8,57 @@ process only reads the runner's output (one thread, nothing else running in it) 
 read. For each answer note-on (the runner's --events gives its tick and when it was decoded):
 arrival minus the write of its tick's pulse, p50/p99/max over RUNS runs, for all notes and apart
 for those decoded before their pulse came (what clock following adds) and after it (an answer's
-note generated late), and how many came early or on another pulse.
+note generated late), and how many came early or on another pulse; and the runner's CPU time.
 
-    python benchmarks/clock_follow.py [--runs 10] [--runner PATH]
+The writer starts the clock 100 ms into one of the runner's bars (of its own clock, which runs
+until Start), and the pulses count from that bar. Several runners (--runner, repeated), runner
+arguments (--runner-args, repeated: e.g. "--clock-spin-us 1000", "--rt-priority 50"; "" for none)
+and readers (--reader block: a read that sleeps until bytes come; spin: reads that never sleep;
+rt: a sleeping read at real-time priority, SCHED_FIFO 40) are compared in one run, every
+combination once per seed, in turn.
+
+    python benchmarks/clock_follow.py [--runs 10] [--runner PATH ...] [--runner-args=ARGS ...]
+                                      [--reader block|spin|rt ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import pty
+import re
+import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import mido
 import numpy as np
 
+from sage_edge.live import ByteRecorder
+
 ROOT = Path(__file__).resolve().parent.parent
 PULSES = 10 * 48  # 10 bars of 2/4
 PULSE_US = 250_000 / 24  # 240 BPM
+BAR_US = 500_000
 
 
 def writer(fd: int) -> None:
     """The clock and the musician, in their own process: prints the pulses' write times."""
     melody = [60, 62, 64, 65]  # a quarter-note phrase in bars 0, 2, 4
     sent = []
-    t = time.monotonic_ns() // 1000 + 20_000
+    # The runner is ready, its bar 0 (on its own clock) at bar_0: Start 100 ms into one of its
+    # bars, at least 20 ms from now, well clear of its bar lines; the pulses count from that bar.
+    bar_0 = int(sys.stdin.readline())
+    start_bar = max(0, (time.monotonic_ns() // 1000 + 20_000 - bar_0 - 100_000) // BAR_US + 1)
+    t = bar_0 + start_bar * BAR_US + 100_000
+    while (left := t - time.monotonic_ns() // 1000) > 0:
+        time.sleep(min(left, 500) / 1e6)
     os.write(fd, bytes([0xFA]))
     for p in range(PULSES):
         t += round(PULSE_US * (1 + 0.02 * math.sin(2 * math.pi * p / 200)))
@@ -52,19 +73,66 @@ def writer(fd: int) -> None:
         sent.append(time.monotonic_ns() // 1000)
         os.write(fd, bytes(data))
     os.close(fd)
-    print(json.dumps(sent))
+    print(json.dumps({"bar": start_bar, "sent": sent}))
 
 
-def run_once(runner: Path, seed: int) -> tuple[list[int], int, list[bool]]:
+class RealTimeReader(ByteRecorder):
+    """A sleeping read at real-time priority (SCHED_FIFO 40; pid 0 is the calling thread): woken
+    ahead of the host's other work."""
+
+    def _run(self) -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
+        super()._run()
+
+
+class SpinningReader:
+    """Reads a file descriptor without ever sleeping (non-blocking reads in a loop), stamping each
+    read: a reader with no wake-up of its own, to tell its delay from the runner's."""
+
+    def __init__(self, fd: int):
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.chunks: list[tuple[int, bytes]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: a pty whose other side closed
+                return
+            if not data:
+                return
+            self.chunks.append((time.monotonic_ns() // 1000, data))
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(
+    runner: Path, seed: int, args: str = "", reader: str = "block"
+) -> tuple[list[int], int, list[bool], float]:
     """Lateness of each answer note-on after its pulse (us), how many went out on a pulse other
-    than their own, and whether each was decoded before its pulse came."""
-    # Imported before the runner starts and not at the top: the writer's process (this file) must
-    # start its clock at once. A clock started later than the runner's first bar is anchored at
-    # the bar then open, and the pulse numbers below count from the runner's bar 0.
-    from sage_edge.live import ByteRecorder
-
+    than their own, whether each was decoded before its pulse came, and the runner's CPU seconds
+    (user + system, from loading the model to its exit)."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
+    # The writer's process starts first and waits for a line: its clock must start at once once
+    # the runner runs. A clock started later than the runner's first bar (a process starting on a
+    # busy host) would be anchored at the bar then open, and the pulses below count from bar 0.
+    writer_process = subprocess.Popen(
+        [sys.executable, __file__, "--write", str(in_master)],
+        pass_fds=[in_master],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(in_master)
     command = [
         str(runner),
         "--model",
@@ -90,36 +158,38 @@ def run_once(runner: Path, seed: int) -> tuple[list[int], int, list[bool]]:
         "--seed",
         str(seed),
         "--events",
-    ]
+    ] + args.split()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    process.stderr.readline()
-    reader = ByteRecorder(out_master)
-    chunks = reader.chunks
-    play = subprocess.run(
-        [sys.executable, __file__, "--write", str(in_master)],
-        pass_fds=[in_master],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    os.close(in_master)
-    sent = json.loads(play.stdout)
+    line = process.stderr.readline()  # the runner has opened both ptys: ours can close
+    bar_0 = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
+    os.close(in_slave)
+    os.close(out_slave)  # the reader's read ends when the runner's side closes
+    readers = {"block": ByteRecorder, "spin": SpinningReader, "rt": RealTimeReader}
+    recorder = readers[reader](out_master)
+    played, _ = writer_process.communicate(f"{bar_0}\n", timeout=60)
+    if writer_process.returncode != 0:
+        raise RuntimeError("the writer failed")
+    played = json.loads(played)
+    sent, first = played["sent"], played["bar"] * 48  # the pulse of Start's downbeat
+    cpu_before = children_cpu()  # the writer's process counted, the runner's not yet
     out, err = process.communicate(timeout=60)
-    time.sleep(0.1)
+    cpu = children_cpu() - cpu_before
+    recorder.thread.join(timeout=1)
+    os.close(out_master)
     if process.returncode != 0:
         raise RuntimeError(err)
     parser, ons = mido.Parser(), []
-    for t, data in chunks:
+    for t, data in recorder.chunks:
         parser.feed(data)
         ons += [t for m in parser if m.type == "note_on" and m.velocity > 0]
     # Each note's pulse and the moment the runner decoded it (its --events line).
     notes = sorted(
         # (a runner without the decode time in --events: counted as decoded ahead)
-        (round(float(f[0]) * 24), int(f[5]) if len(f) > 5 else 0)
+        (round(float(f[0]) * 24) - first, int(f[5]) if len(f) > 5 else 0)
         for f in map(str.split, out.splitlines())
         if f
     )
-    notes = [(p, decoded) for p, decoded in notes if p < PULSES]
+    notes = [(p, decoded) for p, decoded in notes if 0 <= p < PULSES]
     due = [p for p, _ in notes]
     assert len(ons) == len(due), (len(ons), len(due))
     late = [arrival - sent[p] for arrival, p in zip(ons, due, strict=True)]
@@ -130,7 +200,7 @@ def run_once(runner: Path, seed: int) -> tuple[list[int], int, list[bool]]:
         for arrival, p in zip(ons, due, strict=True)
         if p + 1 < len(sent) and arrival >= sent[p + 1]
     )
-    return late, wrong, ahead
+    return late, wrong, ahead, cpu
 
 
 def main() -> None:
@@ -139,32 +209,47 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument(
-        "--runner", type=Path, default=ROOT / "build/native/csrc/runner/sage-edge-run"
-    )
+    parser.add_argument("--runner", type=Path, action="append")
+    parser.add_argument("--runner-args", action="append", help='e.g. "--clock-spin-us 1000"')
+    parser.add_argument("--reader", action="append", choices=("block", "spin", "rt"))
     args = parser.parse_args()
-    late, wrong, ahead = [], 0, []
+    runners = args.runner or [ROOT / "build/native/csrc/runner/sage-edge-run"]
+    variants = list(itertools.product(runners, args.runner_args or [""], args.reader or ["block"]))
+    results = {v: ([], 0, [], 0.0) for v in variants}
+    load = [os.getloadavg()[0]]
     for seed in range(args.runs):
-        run_late, run_wrong, run_ahead = run_once(args.runner, seed + 2)
-        late += run_late
-        wrong += run_wrong
-        ahead += run_ahead
-    v, ahead = np.asarray(late, dtype=float) / 1000, np.asarray(ahead)
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.runs} runs, {len(v)} answer note-ons")
-    for label, w in (
-        ("all", v),
-        ("decoded before their pulse (clock following)", v[ahead]),
-        ("decoded after their pulse (the answer's generation)", v[~ahead]),
-    ):
-        if len(w) == 0:
-            print(f"  {label}: none")
-            continue
+        for v in variants:
+            late, wrong, ahead, cpu = results[v]
+            run_late, run_wrong, run_ahead, run_cpu = run_once(v[0], seed + 2, v[1], v[2])
+            results[v] = (late + run_late, wrong + run_wrong, ahead + run_ahead, cpu + run_cpu)
+        load.append(os.getloadavg()[0])
+    import sage_edge
+
+    print(
+        f"load average {min(load):.2f}-{max(load):.2f} (1 min, between rounds); {args.runs} runs "
+        f"of each; kernel {sage_edge.Engine().info['kernel']}"
+    )
+    for (runner, runner_args, reader), (late, wrong, ahead, cpu) in results.items():
+        v, ahead = np.asarray(late, dtype=float) / 1000, np.asarray(ahead)
+        way = {"block": "blocking", "spin": "spinning", "rt": "real-time"}[reader]
         print(
-            f"  {label}, {len(w)}: after their pulse p50 {np.median(w):.3f} ms, "
-            f"p99 {np.percentile(w, 99):.3f} ms, max {w.max():.3f} ms; "
-            f"within 1 ms {100 * np.mean(w <= 1):.1f} %; early {int(np.sum(w < 0))}"
+            f"{runner} {runner_args}, {way} reader: {len(v)} answer note-ons, "
+            f"runner CPU {cpu / args.runs:.3f} s a run"
         )
-    print(f"  on another pulse than their own: {wrong}")
+        for label, w in (
+            ("all", v),
+            ("decoded before their pulse (clock following)", v[ahead]),
+            ("decoded after their pulse (the answer's generation)", v[~ahead]),
+        ):
+            if len(w) == 0:
+                print(f"  {label}: none")
+                continue
+            print(
+                f"  {label}, {len(w)}: after their pulse p50 {np.median(w):.3f} ms, "
+                f"p99 {np.percentile(w, 99):.3f} ms, max {w.max():.3f} ms; "
+                f"within 1 ms {100 * np.mean(w <= 1):.1f} %; early {int(np.sum(w < 0))}"
+            )
+        print(f"  on another pulse than their own: {wrong}")
 
 
 if __name__ == "__main__":

@@ -634,7 +634,7 @@ def test_runner_follows_a_drifting_clock():
     scenario): the answers' note-ons go out on the pulses of their grid ticks, never before."""
     from benchmarks import clock_follow
 
-    late, _, _ = clock_follow.run_once(built_binary("csrc/runner/sage-edge-run"), seed=2)
+    late, _, _, _ = clock_follow.run_once(built_binary("csrc/runner/sage-edge-run"), seed=2)
     assert len(late) > 5
     # Each note-on goes out once the pulse of its tick has come (never early: a schedule on our
     # own clock would run ahead of a slow clock), and soon after it. The 1 ms p99 of the issue
