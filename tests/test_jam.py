@@ -716,6 +716,45 @@ def test_runner_starts_a_late_clock_after_what_was_played():
     )
 
 
+def test_runner_plays_at_real_time_priority():
+    """--rt-priority N: the runner playing with a musician runs at SCHED_FIFO priority N once it
+    has announced bar 0 (or, without the right to it, warns and plays at normal priority)."""
+    in_master, in_slave = pty.openpty()
+    out_master, out_slave = pty.openpty()
+    command = [
+        str(built_binary("csrc/runner/sage-edge-run")),
+        "--model",
+        str(ROOT / "sage_edge/models/default.sage"),
+        "--midi-in",
+        os.ttyname(in_slave),
+        "--midi-out",
+        os.ttyname(out_slave),
+        "--bars",
+        "1",
+        "--tempo",
+        "600",
+        "--programs",
+        "42",
+        "--rt-priority",
+        "3",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "bar 0 at monotonic" in process.stderr.readline()
+        time.sleep(0.2)
+        # /proc/PID/stat: rt_priority and policy are the 40th and 41st fields (after "(comm)").
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        os.close(in_master)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    os.close(out_master)
+    assert process.returncode == 0, err
+    if "real-time priority 3 refused" not in err:
+        assert (int(fields[37]), int(fields[38])) == (3, os.SCHED_FIFO), fields[37:39]
+
+
 def test_runner_leads_the_clock(tmp_path):
     """--clock out: Start, then 24 pulses per quarter note on the output, on time."""
     runner = built_binary("csrc/runner/sage-edge-run")

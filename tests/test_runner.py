@@ -91,6 +91,8 @@ def test_help(runner):
         (["--model", "{model}", "--seed"], "--seed needs a value"),
         (["--model", "{missing}"], "cannot load model"),
         (["--model", "{model}", "--start-token", "513"], "--start-token must be below"),
+        (["--model", "{model}", "--rt-priority", "50"], "--rt-priority applies to --midi-in or"),
+        (["--model", "{model}", "--rt-priority", "100"], "--rt-priority needs an integer in 0..99"),
         (
             ["--model", "{model}", "--kv-memory", "f16"],
             "--kv-memory: kv memory must be f32 or int8",

@@ -79,9 +79,6 @@ constexpr const char* kUsage =
     "  --clock in|out      with --midi-in: follow the MIDI clock (24 ppqn, Start/Stop/Continue,\n"
     "                      Song Position) on the input, or lead: send clock and Start on the "
     "output\n"
-    "  --clock-spin-us US  --clock in: from US microseconds before the pulse a note is due on\n"
-    "                      is expected until it comes, read the input without sleeping (default\n"
-    "                      0: sleep until the pulse wakes the runner)\n"
     "  --rt-priority N     with --midi-in or --midi-out: run at real-time priority N (SCHED_FIFO,\n"
     "                      1-99; needs CAP_SYS_NICE or an rtprio limit, docs/jam.md), so that a\n"
     "                      busy host does not keep the runner from a pulse or a due note\n"
@@ -147,11 +144,11 @@ void print_usage() {
 
 // The options that take a value, and the switches: parse_args refuses any other.
 constexpr const char* kValueOptions[] = {
-    "--model",     "--tokens",       "--bars",          "--max-tokens",  "--seed",
-    "--kv-memory", "--temperature",  "--top-k",         "--top-p",       "--min-p",
-    "--programs",  "--start-token",  "--tempo",         "--out",         "--midi-in",
-    "--mode",      "--rest",         "--lookahead",     "--meter",       "--musician-program",
-    "--clock",     "--listen-ticks", "--clock-spin-us", "--rt-priority", "--midi-out"};
+    "--model",     "--tokens",       "--bars",        "--max-tokens", "--seed",
+    "--kv-memory", "--temperature",  "--top-k",       "--top-p",      "--min-p",
+    "--programs",  "--start-token",  "--tempo",       "--out",        "--midi-in",
+    "--mode",      "--rest",         "--lookahead",   "--meter",      "--musician-program",
+    "--clock",     "--listen-ticks", "--rt-priority", "--midi-out"};
 constexpr const char* kSwitches[] = {"--events", "--info",     "--help",
                                      "--react",  "--no-react", "--predict"};
 
@@ -215,9 +212,8 @@ struct Options {
     int32_t meter = 4;
     std::vector<std::pair<uint64_t, int32_t>> meter_changes;  // (from bar, quarters)
     int32_t musician_program = 0;
-    std::string clock;          // "", "in" (follow) or "out" (lead)
-    int64_t clock_spin_us = 0;  // following: no sleep this close to a pulse a note is due on
-    int rt_priority = 0;        // SCHED_FIFO priority while playing in real time, 0: none
+    std::string clock;    // "", "in" (follow) or "out" (lead)
+    int rt_priority = 0;  // SCHED_FIFO priority while playing in real time, 0: none
     bool events = false;
     bool info = false;
     bool help = false;
@@ -272,7 +268,6 @@ std::vector<int32_t> parse_programs(const char* text) {
 Options parse_args(int argc, char** argv) {
     Options o;
     bool tokens_given = false;
-    bool clock_spin_given = false;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
         if (flag == "--help" || flag == "-h") {
@@ -380,9 +375,6 @@ Options parse_args(int argc, char** argv) {
             o.clock = value;
             if (o.clock != "in" && o.clock != "out")
                 throw UsageError{"--clock must be in or out, got '" + o.clock + "'"};
-        } else if (flag == "--clock-spin-us") {
-            o.clock_spin_us = static_cast<int64_t>(parse_uint(flag, value, 1000000));
-            clock_spin_given = true;
         } else if (flag == "--rt-priority") {
             o.rt_priority = static_cast<int>(parse_uint(flag, value, 99));
         } else if (flag == "--musician-program") {
@@ -403,8 +395,6 @@ Options parse_args(int argc, char** argv) {
         if (tokens_given || !o.out.empty())
             throw UsageError{"--midi-in plays live: --tokens and --out do not apply"};
         if (o.bars == 0) o.bars = 4;
-        if (clock_spin_given && o.clock != "in")
-            throw UsageError{"--clock-spin-us applies to --clock in"};
         return o;
     }
     if (!o.out.empty()) check_writable("--out", o.out);
@@ -960,23 +950,13 @@ int run_jam(const Options& o) {
             wait_us = std::min<int64_t>(
                 wait_us, static_cast<int64_t>(next_pulse * us_per_quarter / 24) - (now - start));
         // Following a clock, messages are due on its pulses, which wake the wait as input (our
-        // clock's idea of their time would make it spin). Waking takes the host's scheduler a
-        // while, a millisecond or more on a busy one, so close to the pulse a message is due on
-        // (when it is expected at the followed tempo) the loop reads the input without sleeping,
-        // until the pulse comes or it is as late as the window is long (a stopped clock).
+        // clock's idea of their time would make it spin). On a busy host the wake-up can wait
+        // milliseconds for a CPU: --rt-priority (reading without sleeping before an expected
+        // pulse did not help, docs/jam.md "Following the pulses in time").
         if (!scheduler.empty() && o.clock != "in")
             wait_us = std::min<int64_t>(
                 wait_us,
                 static_cast<int64_t>(scheduler.next_time() * us_per_quarter) - (now - start));
-        if (!scheduler.empty() && o.clock == "in" && o.clock_spin_us > 0) {
-            sage_live_counts clock{};
-            check(sage_live_get_counts(live, &clock), "clock");
-            int64_t expected = 0;
-            check(sage_live_time_of(live, std::llround(scheduler.next_time() * tpq), &expected),
-                  "clock");
-            if (clock.clock_tick >= 0 && now < expected + o.clock_spin_us)
-                wait_us = std::min(wait_us, std::max<int64_t>(expected - o.clock_spin_us - now, 0));
-        }
         if (wait_us > 0) {
             pollfd p{ended < 0 ? in.fd() : -1, POLLIN, 0};
             const timespec timeout{0, static_cast<long>(wait_us) * 1000};
