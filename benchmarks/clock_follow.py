@@ -12,13 +12,13 @@ note generated late), and how many came early or on another pulse; and the runne
 
 The writer starts the clock 100 ms into one of the runner's bars (of its own clock, which runs
 until Start), and the pulses count from that bar. Several runners (--runner, repeated), runner
-arguments (--runner-args, repeated: e.g. "--clock-spin-us 1000", "--rt-priority 50"; "" for none)
-and readers (--reader block: a read that sleeps until bytes come; spin: reads that never sleep;
-rt: a sleeping read at real-time priority, SCHED_FIFO 40) are compared in one run, every
-combination once per seed, in turn.
+arguments (--runner-args, repeated: e.g. "--rt-priority 50"; "" for none)
+and readers (--reader block: a read that sleeps until bytes come; rt: the same at real-time
+priority, SCHED_FIFO 40, so that the reader's own wait for a CPU is out of the figures) are
+compared in one run, every combination once per seed, in turn.
 
     python benchmarks/clock_follow.py [--runs 10] [--runner PATH ...] [--runner-args=ARGS ...]
-                                      [--reader block|spin|rt ...]
+                                      [--reader block|rt ...]
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import re
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -83,30 +82,6 @@ class RealTimeReader(ByteRecorder):
     def _run(self) -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
         super()._run()
-
-
-class SpinningReader:
-    """Reads a file descriptor without ever sleeping (non-blocking reads in a loop), stamping each
-    read: a reader with no wake-up of its own, to tell its delay from the runner's."""
-
-    def __init__(self, fd: int):
-        os.set_blocking(fd, False)
-        self.fd = fd
-        self.chunks: list[tuple[int, bytes]] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                data = os.read(self.fd, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:  # EIO: a pty whose other side closed
-                return
-            if not data:
-                return
-            self.chunks.append((time.monotonic_ns() // 1000, data))
 
 
 def children_cpu() -> float:
@@ -164,7 +139,7 @@ def run_once(
     bar_0 = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
     os.close(in_slave)
     os.close(out_slave)  # the reader's read ends when the runner's side closes
-    readers = {"block": ByteRecorder, "spin": SpinningReader, "rt": RealTimeReader}
+    readers = {"block": ByteRecorder, "rt": RealTimeReader}
     recorder = readers[reader](out_master)
     played, _ = writer_process.communicate(f"{bar_0}\n", timeout=60)
     if writer_process.returncode != 0:
@@ -210,8 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--runner", type=Path, action="append")
-    parser.add_argument("--runner-args", action="append", help='e.g. "--clock-spin-us 1000"')
-    parser.add_argument("--reader", action="append", choices=("block", "spin", "rt"))
+    parser.add_argument("--runner-args", action="append", help='e.g. "--rt-priority 50"')
+    parser.add_argument("--reader", action="append", choices=("block", "rt"))
     args = parser.parse_args()
     runners = args.runner or [ROOT / "build/native/csrc/runner/sage-edge-run"]
     variants = list(itertools.product(runners, args.runner_args or [""], args.reader or ["block"]))
@@ -231,7 +206,7 @@ def main() -> None:
     )
     for (runner, runner_args, reader), (late, wrong, ahead, cpu) in results.items():
         v, ahead = np.asarray(late, dtype=float) / 1000, np.asarray(ahead)
-        way = {"block": "blocking", "spin": "spinning", "rt": "real-time"}[reader]
+        way = {"block": "sleeping", "rt": "real-time"}[reader]
         print(
             f"{runner} {runner_args}, {way} reader: {len(v)} answer note-ons, "
             f"runner CPU {cpu / args.runs:.3f} s a run"

@@ -652,33 +652,12 @@ def test_runner_starts_a_late_clock_after_what_was_played():
     before Start closes bar 3 as played, and Start's first pulse is bar 4's downbeat, where the
     engine answers it. Every note-on that goes out is one decided for a tick from that downbeat
     on, and none goes out before the pulses."""
-    runner = built_binary("csrc/runner/sage-edge-run")
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
-    command = [
-        str(runner),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--midi-in",
-        os.ttyname(in_slave),
-        "--midi-out",
-        os.ttyname(out_slave),
-        "--bars",
-        "1",
-        "--meter",
-        "2",
-        "--tempo",
-        "240",
-        "--clock",
-        "in",
-        "--programs",
-        ",".join(map(str, ENGINE)),
-        "--musician-program",
-        str(MUSICIAN),
-        "--seed",
-        "3",
-        "--events",
-    ]
+    command = front_end_command(
+        "call-response", "runner", 240, "--bars", "1", "--meter", "2", "--clock", "in", "--events"
+    )
+    command += ["--midi-in", os.ttyname(in_slave), "--midi-out", os.ttyname(out_slave)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         start = int(re.search(r"bar 0 at monotonic (\d+) us", process.stderr.readline()).group(1))
@@ -721,23 +700,8 @@ def test_runner_plays_at_real_time_priority():
     has announced bar 0 (or, without the right to it, warns and plays at normal priority)."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
-    command = [
-        str(built_binary("csrc/runner/sage-edge-run")),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--midi-in",
-        os.ttyname(in_slave),
-        "--midi-out",
-        os.ttyname(out_slave),
-        "--bars",
-        "1",
-        "--tempo",
-        "600",
-        "--programs",
-        "42",
-        "--rt-priority",
-        "3",
-    ]
+    command = front_end_command("call-response", "runner", 600, "--bars", "1", "--rt-priority", "3")
+    command += ["--midi-in", os.ttyname(in_slave), "--midi-out", os.ttyname(out_slave)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         assert "bar 0 at monotonic" in process.stderr.readline()
