@@ -26,6 +26,7 @@ import os
 import pty
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,19 +95,24 @@ def end_to_end(runner: Path, count: int) -> dict:
         "52",
         "--events",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
-    arrivals = ByteRecorder(out_master).chunks
-    last_off = []
-    for i, phrase in enumerate(phrases(count)):
-        bar0 = start + 2 * i * BAR + BAR  # bar 0 is empty: phrases in bars 1, 3, 5, ...
-        for t, data in midi_bytes([e._replace(time_us=e.time_us + bar0) for e in phrase]):
-            while (left := t - now_us()) > 0:
-                time.sleep(min(left, 1000) / 1e6)
-            os.write(in_master, data)
-        last_off.append(bar0 + phrase[-1].time_us)
-    os.close(in_master)
-    out, err = process.communicate(timeout=120)
+    # --events goes to a file: a pipe read only at the end fills (64 KiB, about 1 870 notes, the
+    # 189th answer of 200) and stops the runner in its write until then, answers 11 s late.
+    with tempfile.TemporaryFile("w+") as events:
+        process = subprocess.Popen(command, stdout=events, stderr=subprocess.PIPE, text=True)
+        start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
+        arrivals = ByteRecorder(out_master).chunks
+        last_off = []
+        for i, phrase in enumerate(phrases(count)):
+            bar0 = start + 2 * i * BAR + BAR  # bar 0 is empty: phrases in bars 1, 3, 5, ...
+            for t, data in midi_bytes([e._replace(time_us=e.time_us + bar0) for e in phrase]):
+                while (left := t - now_us()) > 0:
+                    time.sleep(min(left, 1000) / 1e6)
+                os.write(in_master, data)
+            last_off.append(bar0 + phrase[-1].time_us)
+        os.close(in_master)
+        _, err = process.communicate(timeout=120)
+        events.seek(0)
+        out = events.read()
     onsets = sorted(float(line.split()[0]) for line in out.splitlines() if line.strip())
     lateness, from_bar, from_last = [], [], []
     for i in range(count):
