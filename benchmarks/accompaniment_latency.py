@@ -19,14 +19,13 @@ import os
 import pty
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import mido
 import numpy as np
 
 import sage_edge
-from sage_edge.live import ByteRecorder, midi_bytes, now_us, score_events
+from sage_edge.live import ByteRecorder, midi_bytes, now_us, score_events, sleep_until
 from sage_edge.tokenizer import load_score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +65,7 @@ def main() -> None:
     written: list[tuple[int, int]] = []  # (grid tick, when its note-on was written)
     events = soprano(args.bars)
     for (t, data), event in zip(midi_bytes(events), events, strict=True):
-        while (left := start + t - now_us()) > 0:
-            time.sleep(min(left, 1000) / 1e6)
+        sleep_until(start + t)
         os.write(in_master, data)
         if event.velocity:
             written.append((round(event.time_us * TICKS / QUARTER), now_us()))

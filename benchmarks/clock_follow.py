@@ -39,7 +39,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from sage_edge.live import ByteRecorder
+from sage_edge.live import ByteRecorder, sleep_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PULSES = 10 * 48  # 10 bars of 2/4
@@ -56,13 +56,11 @@ def writer(fd: int) -> None:
     bar_0 = int(sys.stdin.readline())
     start_bar = max(0, (time.monotonic_ns() // 1000 + 20_000 - bar_0 - 100_000) // BAR_US + 1)
     t = bar_0 + start_bar * BAR_US + 100_000
-    while (left := t - time.monotonic_ns() // 1000) > 0:
-        time.sleep(min(left, 500) / 1e6)
+    sleep_until(t, 500)
     os.write(fd, bytes([0xFA]))
     for p in range(PULSES):
         t += round(PULSE_US * (1 + 0.02 * math.sin(2 * math.pi * p / 200)))
-        while (left := t - time.monotonic_ns() // 1000) > 0:
-            time.sleep(min(left, 500) / 1e6)
+        sleep_until(t, 500)
         data = [0xF8]
         bar, in_bar = divmod(p, 48)
         if bar % 2 == 0 and bar < 6 and in_bar % 12 == 0:

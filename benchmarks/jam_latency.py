@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 
 import sage_edge
-from sage_edge.live import ByteRecorder, Jam, MidiEvent, midi_bytes, now_us, score_events
+from sage_edge.live import (
+    ByteRecorder,
+    Jam,
+    MidiEvent,
+    midi_bytes,
+    score_events,
+    sleep_until,
+)
 from sage_edge.tokenizer import load_score
 from sage_edge.vocab import Kind
 
@@ -105,8 +112,7 @@ def end_to_end(runner: Path, count: int) -> dict:
         for i, phrase in enumerate(phrases(count)):
             bar0 = start + 2 * i * BAR + BAR  # bar 0 is empty: phrases in bars 1, 3, 5, ...
             for t, data in midi_bytes([e._replace(time_us=e.time_us + bar0) for e in phrase]):
-                while (left := t - now_us()) > 0:
-                    time.sleep(min(left, 1000) / 1e6)
+                sleep_until(t)
                 os.write(in_master, data)
             last_off.append(bar0 + phrase[-1].time_us)
         os.close(in_master)

@@ -29,7 +29,7 @@ import mido
 import numpy as np
 import rtmidi
 
-from sage_edge.live import ByteRecorder, now_us, score_events
+from sage_edge.live import ByteRecorder, now_us, score_events, sleep_until
 from sage_edge.tokenizer import load_score, notated_bar_at
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,11 +55,9 @@ def play(jam: subprocess.Popen, send, wait_after: int) -> int:
     """Plays the soprano into a started jam at its announced times; returns bar 0's time."""
     start = int(re.search(r"bar 0 at monotonic (\d+) us", jam.stderr.readline()).group(1))
     for t, message in soprano():
-        while (left := start + t - now_us()) > 0:
-            time.sleep(min(left, 2000) / 1e6)
+        sleep_until(start + t, 2000)
         send(message)
-    while (left := start + wait_after - now_us()) > 0:
-        time.sleep(left / 1e6)
+    sleep_until(start + wait_after)
     return start
 
 

@@ -26,6 +26,7 @@ from sage_edge.live import (
     midi_bytes,
     now_us,
     score_events,
+    sleep_until,
 )
 from sage_edge.tokenizer import load_score, notated_bar_at
 
@@ -322,8 +323,7 @@ def play_through_ptys(
         receiver = Receiver(out_master)
         played = midi_bytes(soprano(chorale_dir, quarter, bars, piece))
         for t, data in sorted([*played, *extra], key=lambda item: item[0]):
-            while (left := start + t - now_us()) > 0:
-                time.sleep(min(left, 2000) / 1e6)
+            sleep_until(start + t, 2000)
             os.write(in_master, data)
         os.close(in_master)
         _, err = process.communicate(timeout=120)
@@ -554,12 +554,10 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
         start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
         quarter = round(60e6 / tempo)
         for e in soprano(chorale_dir, quarter, 2):  # whole messages: a port takes no running status
-            while (left := start + e.time_us - now_us()) > 0:
-                time.sleep(min(left, 2000) / 1e6)
+            sleep_until(start + e.time_us, 2000)
             musician.send_message([0x90 | e.channel, e.pitch, e.velocity])
         # The answer sounds in bars 2-3; stop it in the middle of its last bar's third beat.
-        while (left := start + round(3 * 4 * quarter + 2.5 * quarter) - now_us()) > 0:
-            time.sleep(left / 1e6)
+        sleep_until(start + round(3 * 4 * quarter + 2.5 * quarter))
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
@@ -670,8 +668,7 @@ def test_runner_starts_a_late_clock_after_what_was_played():
         pulses = [(1_900_000 + round((p + 1) * quarter / 24), [0xF8]) for p in range(4 * 48)]
         first_pulse = None
         for t, data in played + pulses:
-            while (left := start + t - now_us()) > 0:
-                time.sleep(min(left, 2000) / 1e6)
+            sleep_until(start + t, 2000)
             if data == [0xF8] and first_pulse is None:
                 first_pulse = now_us()
             os.write(in_master, bytes(data))
