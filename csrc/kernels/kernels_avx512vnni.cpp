@@ -96,42 +96,6 @@ constexpr int kWideTokens = 8;
 constexpr int kWidePanelBlocks = 8;
 constexpr int kWideTokenChunk = 64;
 
-// nt (1..8) as a compile-time count: run(TokenCount<nt>{}), so that a kernel's token loop unrolls
-// into registers for every count a block can leave.
-template <int N>
-struct TokenCount {
-    static constexpr int value = N;
-};
-template <typename Run>
-inline void with_token_count(int nt, Run&& run) {
-    switch (nt) {
-        case 8:
-            run(TokenCount<8>{});
-            break;
-        case 7:
-            run(TokenCount<7>{});
-            break;
-        case 6:
-            run(TokenCount<6>{});
-            break;
-        case 5:
-            run(TokenCount<5>{});
-            break;
-        case 4:
-            run(TokenCount<4>{});
-            break;
-        case 3:
-            run(TokenCount<3>{});
-            break;
-        case 2:
-            run(TokenCount<2>{});
-            break;
-        default:
-            run(TokenCount<1>{});
-            break;
-    }
-}
-
 struct WideBlock {
     __m512i q[kBlockSize / 4];  // q[k], lane i: bytes 4k .. 4k + 3 of row i's block
     __m512i correction;         // 128 * (sum of row i's q), lane i
@@ -225,7 +189,7 @@ void matmul_q8_0_wide(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t 
                         acc[i] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, yt[i]);
                     }
                     const int8_t* xt = xbytes + t * x_stride;
-                    with_token_count(nt, [&](auto n) {
+                    with_count<8>(nt, [&](auto n) {
                         wide_panel_tokens<decltype(n)::value>(panel, n_blocks, xt, x_stride, xs,
                                                               acc);
                     });
@@ -399,7 +363,7 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
                     for (int64_t l = first_line; l < first_line + per_group && l < lines; ++l)
                         _mm_prefetch(next + 64 * l, _MM_HINT_T0);
                     float* yt = y + (t0 + t) * y_stride + r;
-                    with_token_count(nt, [&](auto n) {
+                    with_count<8>(nt, [&](auto n) {
                         constexpr int NT = decltype(n)::value;
                         __m512 acc[NT];
                         for (int i = 0; i < NT; ++i)

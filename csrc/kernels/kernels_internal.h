@@ -95,39 +95,35 @@ float attention_value(const AttentionGroup& a, const float* e, int c, float inv_
     return o * inv_total;
 }
 
-// The value sums skip exact zeros: the softmax leaves head h's weights +0 before first[h] (its
-// leading vectors whose scores all lie more than 87 below the max, exp_f32's 0), and
-// fma(+0, v, o) == o, so head h's sums may start there. value_runs orders the NH heads by their
-// first weight and calls run(Count<n>{}, order, j0, j1) for the keys j0 .. j1 - 1 over which the
-// n heads order[0 .. n) are the active ones; each call continues those heads' sums.
 template <int N>
 struct Count {
     static constexpr int value = N;
 };
+
+// n as a compile-time count, Count<n> for n in 1..N (Count<N> above N): run(Count<n>{}), so that a
+// loop over n unrolls into registers for every count a caller can leave.
+template <int N, typename Run>
+void with_count(int n, Run&& run) {
+    if constexpr (N > 1) {
+        if (n < N) return with_count<N - 1>(n, run);
+    }
+    run(Count<N>{});
+}
 
 // The SIMD paths attend a group's query heads at most kHeadGroup at a time (each key and value
 // vector loaded feeds them all): run(Count<n>{}, h0) for heads h0 .. h0 + n - 1, n <= kHeadGroup.
 constexpr int kHeadGroup = 4;
 template <typename Run>
 void for_head_groups(int heads, Run&& run) {
-    for (int h0 = 0; h0 < heads; h0 += kHeadGroup) {
-        switch (heads - h0 < kHeadGroup ? heads - h0 : kHeadGroup) {
-            case 4:
-                run(Count<4>{}, h0);
-                break;
-            case 3:
-                run(Count<3>{}, h0);
-                break;
-            case 2:
-                run(Count<2>{}, h0);
-                break;
-            default:
-                run(Count<1>{}, h0);
-                break;
-        }
-    }
+    for (int h0 = 0; h0 < heads; h0 += kHeadGroup)
+        with_count<kHeadGroup>(heads - h0, [&](auto n) { run(n, h0); });
 }
 
+// The value sums skip exact zeros: the softmax leaves head h's weights +0 before first[h] (its
+// leading vectors whose scores all lie more than 87 below the max, exp_f32's 0), and
+// fma(+0, v, o) == o, so head h's sums may start there. value_runs orders the NH heads by their
+// first weight and calls run(Count<n>{}, order, j0, j1) for the keys j0 .. j1 - 1 over which the
+// n heads order[0 .. n) are the active ones; each call continues those heads' sums.
 template <int NH, typename Run>
 void value_runs(const int64_t* first, int64_t window, Run&& run) {
     static_assert(NH >= 1 && NH <= 4, "a head group is at most four heads");
@@ -141,20 +137,7 @@ void value_runs(const int64_t* first, int64_t window, Run&& run) {
         const int64_t j0 = first[order[n - 1]];
         const int64_t j1 = n < NH ? first[order[n]] : window;
         if (j0 == j1) continue;
-        switch (n) {
-            case 1:
-                run(Count<1>{}, order, j0, j1);
-                break;
-            case 2:
-                run(Count<(NH < 2 ? NH : 2)>{}, order, j0, j1);
-                break;
-            case 3:
-                run(Count<(NH < 3 ? NH : 3)>{}, order, j0, j1);
-                break;
-            default:
-                run(Count<NH>{}, order, j0, j1);
-                break;
-        }
+        with_count<NH>(n, [&](auto active) { run(active, order, j0, j1); });
     }
 }
 
