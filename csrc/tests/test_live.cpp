@@ -451,6 +451,52 @@ TEST(a_jam_answers_a_phrase_in_the_next_bars) {
     }
 }
 
+// Call and response cuts a note held past the phrase's end at the bar line, whenever the poll
+// that ends the phrase comes: two takes whose held note starts 1 ms apart (the same grid point)
+// write the same stream and answer alike. Cut at the poll's time (half a grid step before the bar
+// line) its length fell on a rounding tie, 11.5 ticks: 12 on time, 11 a millisecond late, and the
+// two answers, and every one after, differed (docs/jam.md, "Call and response").
+TEST(a_phrase_cuts_its_held_note_at_the_bar_line) {
+    for (const auto& path : fixture_models()) {
+        sage_model* model = load_or_die(path);
+        std::vector<int32_t> histories[2];
+        for (int late_us : {0, 1000}) {
+            sage_jam_options o = sage_jam_options_default();
+            o.phrase_bars = 1;
+            o.programs[0] = 42;
+            o.n_programs = 1;
+            o.live.channel_programs[0] = 52;
+            sage_jam* jam = nullptr;
+            CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
+            sage_live* live = nullptr;
+            CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+            sage_jam_note notes[64];
+            const int64_t bar = 4 * kQuarter;
+            for (int64_t t = 0; t < 3 * bar; t += 1000) {
+                if (t < 3 * kQuarter && t % kQuarter == 0)
+                    CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 90),
+                             SAGE_OK);
+                if (t < 3 * kQuarter && t % kQuarter == kQuarter - 2000)
+                    CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 0),
+                             SAGE_OK);
+                if (t == 3 * kQuarter + late_us)  // held past the bar line
+                    CHECK_EQ(sage_live_note(live, t, 0, 67, 90), SAGE_OK);
+                if (t == bar + 10000) CHECK_EQ(sage_live_note(live, t, 0, 67, 0), SAGE_OK);
+                size_t count = 0;
+                CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+            }
+            int32_t history[1024];
+            size_t count = 0;
+            CHECK_EQ(sage_jam_get_history(jam, history, 1024, &count), SAGE_OK);
+            histories[late_us > 0].assign(history, history + count);
+            sage_jam_free(jam);
+        }
+        CHECK(histories[0].size() > 20);
+        CHECK(histories[0] == histories[1]);
+        sage_model_free(model);
+    }
+}
+
 // Accompaniment in time (lookahead 0), listening every beat: what the engine plays before a grid
 // point cannot depend on what the musician plays from there on. Two takes, the same seed, the same
 // notes until beat 2 of bar 2 and other pitches from there: ahead, every note the engine plays
