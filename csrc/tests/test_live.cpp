@@ -401,20 +401,27 @@ void play_melody(sage_jam* jam, int64_t melody_end, int64_t until, std::vector<s
     }
 }
 
+// A call-and-response jam of `phrase_bars`-bar phrases answering on program 42, the musician
+// on channel 0 (program 52); its live encoder to *live.
+sage_jam* answering_jam(sage_model* model, uint32_t phrase_bars, sage_live** live) {
+    sage_jam_options o = sage_jam_options_default();
+    o.phrase_bars = phrase_bars;
+    o.programs[0] = 42;
+    o.n_programs = 1;
+    o.live.channel_programs[0] = 52;
+    sage_jam* jam = nullptr;
+    CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
+    CHECK_EQ(sage_jam_get_live(jam, live), SAGE_OK);
+    return jam;
+}
+
 // Call and response through the C API: a phrase of two bars on channel 0, then the engine answers
 // bars 2 and 3 on its program, and its notes lie there; the musician's notes are in the stream.
 TEST(a_jam_answers_a_phrase_in_the_next_bars) {
     for (const auto& path : fixture_models()) {
         sage_model* model = load_or_die(path);
-        sage_jam_options o = sage_jam_options_default();
-        o.phrase_bars = 2;
-        o.programs[0] = 42;
-        o.n_programs = 1;
-        o.live.channel_programs[0] = 52;
-        sage_jam* jam = nullptr;
-        CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
         sage_live* live = nullptr;
-        CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+        sage_jam* jam = answering_jam(model, 2, &live);
         sage_jam_note notes[64];
         std::vector<sage_jam_note> answer;
         const int64_t bar = 4 * kQuarter;
@@ -461,15 +468,8 @@ TEST(a_phrase_cuts_its_held_note_at_the_bar_line) {
         sage_model* model = load_or_die(path);
         std::vector<int32_t> histories[2];
         for (int late_us : {0, 1000}) {
-            sage_jam_options o = sage_jam_options_default();
-            o.phrase_bars = 1;
-            o.programs[0] = 42;
-            o.n_programs = 1;
-            o.live.channel_programs[0] = 52;
-            sage_jam* jam = nullptr;
-            CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK);
             sage_live* live = nullptr;
-            CHECK_EQ(sage_jam_get_live(jam, &live), SAGE_OK);
+            sage_jam* jam = answering_jam(model, 1, &live);
             sage_jam_note notes[64];
             const int64_t bar = 4 * kQuarter;
             for (int64_t t = 0; t < 3 * bar; t += 1000) {
