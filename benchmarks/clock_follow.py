@@ -1,6 +1,7 @@
 """Clock following: how soon after its pulse each answer note goes out, writer and reader apart.
 
-sage-edge-run --midi-in/--midi-out on two ptys, --clock in, call and response with 1-bar phrases
+sage-edge-run --midi-in/--midi-out (or sage-edge jam --in/--out: --front-end cli) on two ptys,
+--clock in, call and response with 1-bar phrases
 in 2/4 at 240 BPM (tests/test_jam.py's drifting-clock scenario): a writer *process* plays Start,
 then 24 pulses per quarter note drifting by +-2 % (a sine over 200 pulses), with a quarter-note
 phrase on the pulses of every other bar, stamping each pulse just before it writes it; this
@@ -8,17 +9,18 @@ process only reads the runner's output (one thread, nothing else running in it) 
 read. For each answer note-on (the runner's --events gives its tick and when it was decoded):
 arrival minus the write of its tick's pulse, p50/p99/max over RUNS runs, for all notes and apart
 for those decoded before their pulse came (what clock following adds) and after it (an answer's
-note generated late), and how many came early or on another pulse; and the runner's CPU time.
+note generated late), and how many came early or on another pulse; and the front end's CPU time.
 
 The writer starts the clock 100 ms into one of the runner's bars (of its own clock, which runs
-until Start), and the pulses count from that bar. Several runners (--runner, repeated), runner
-arguments (--runner-args, repeated: e.g. "--rt-priority 50"; "" for none)
-and readers (--reader block: a read that sleeps until bytes come; rt: the same at real-time
-priority, SCHED_FIFO 40, so that the reader's own wait for a CPU is out of the figures) are
-compared in one run, every combination once per seed, in turn.
+until Start), and the pulses count from that bar. Front ends (--front-end runner|cli, repeated;
+the runner's binary --runner, repeated), their arguments (--runner-args, repeated, given to each
+front end: e.g. "--rt-priority 50", which both take; "" for none) and readers (--reader block: a
+read that sleeps until bytes come; rt: the same at real-time priority, SCHED_FIFO 40, so that the
+reader's own wait for a CPU is out of the figures) are compared in one run, every combination once
+per seed, in turn.
 
-    python benchmarks/clock_follow.py [--runs 10] [--runner PATH ...] [--runner-args=ARGS ...]
-                                      [--reader block|rt ...]
+    python benchmarks/clock_follow.py [--runs 10] [--front-end runner|cli ...] [--runner PATH ...]
+                                      [--runner-args=ARGS ...] [--reader block|rt ...]
 """
 
 from __future__ import annotations
@@ -87,33 +89,16 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(
-    runner: Path, seed: int, args: str = "", reader: str = "block"
-) -> tuple[list[int], int, list[bool], float]:
-    """Lateness of each answer note-on after its pulse (us), how many went out on a pulse other
-    than their own, whether each was decoded before its pulse came, and the runner's CPU seconds
-    (user + system, from loading the model to its exit)."""
-    in_master, in_slave = pty.openpty()
-    out_master, out_slave = pty.openpty()
-    # The writer's process starts first and waits for a line: its clock must start at once once
-    # the runner runs. A clock started later than the runner's first bar (a process starting on a
-    # busy host) would be anchored at the bar then open, and the pulses below count from bar 0.
-    writer_process = subprocess.Popen(
-        [sys.executable, __file__, "--write", str(in_master)],
-        pass_fds=[in_master],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    os.close(in_master)
-    command = [
-        str(runner),
-        "--model",
-        str(ROOT / "sage_edge/models/default.sage"),
-        "--midi-in",
-        os.ttyname(in_slave),
-        "--midi-out",
-        os.ttyname(out_slave),
+def command(front_end: Path | str, midi_in: str, midi_out: str, seed: int, args: str) -> list[str]:
+    """The scenario's command line: sage-edge-run (``front_end`` its path) or sage-edge jam
+    (``"cli"``), the same options under their two front ends' names."""
+    if front_end == "cli":
+        ports = [sys.executable, "-m", "sage_edge.cli", "jam", "--in", midi_in, "--out", midi_out]
+    else:
+        model = str(ROOT / "sage_edge/models/default.sage")
+        ports = [str(front_end), "--model", model, "--midi-in", midi_in, "--midi-out", midi_out]
+    return [
+        *ports,
         "--mode",
         "call-response",
         "--bars",
@@ -131,8 +116,34 @@ def run_once(
         "--seed",
         str(seed),
         "--events",
-    ] + args.split()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        *args.split(),
+    ]
+
+
+def run_once(
+    front_end: Path | str, seed: int, args: str = "", reader: str = "block"
+) -> tuple[list[int], int, list[bool], float]:
+    """Lateness of each answer note-on after its pulse (us), how many went out on a pulse other
+    than their own, whether each was decoded before its pulse came, and the front end's CPU
+    seconds (user + system, from loading the model to its exit). ``front_end``: the runner's
+    path, or ``"cli"`` for sage-edge jam."""
+    in_master, in_slave = pty.openpty()
+    out_master, out_slave = pty.openpty()
+    # The writer's process starts first and waits for a line: its clock must start at once once
+    # the runner runs. A clock started later than the runner's first bar (a process starting on a
+    # busy host) would be anchored at the bar then open, and the pulses below count from bar 0.
+    writer_process = subprocess.Popen(
+        [sys.executable, __file__, "--write", str(in_master)],
+        pass_fds=[in_master],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(in_master)
+    command_line = command(front_end, os.ttyname(in_slave), os.ttyname(out_slave), seed, args)
+    process = subprocess.Popen(
+        command_line, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = process.stderr.readline()  # the runner has opened both ptys: ours can close
     bar_0 = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
     os.close(in_slave)
@@ -182,12 +193,20 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--front-end", action="append", choices=("runner", "cli"))
     parser.add_argument("--runner", type=Path, action="append")
     parser.add_argument("--runner-args", action="append", help='e.g. "--rt-priority 50"')
     parser.add_argument("--reader", action="append", choices=("block", "rt"))
     args = parser.parse_args()
     runners = args.runner or [ROOT / "build/native/csrc/runner/sage-edge-run"]
-    variants = list(itertools.product(runners, args.runner_args or [""], args.reader or ["block"]))
+    front_ends = [
+        f
+        for kind in args.front_end or ["runner"]
+        for f in (runners if kind == "runner" else ["cli"])
+    ]
+    variants = list(
+        itertools.product(front_ends, args.runner_args or [""], args.reader or ["block"])
+    )
     results = {v: ([], 0, [], 0.0) for v in variants}
     load = [os.getloadavg()[0]]
     for seed in range(args.runs):
@@ -202,12 +221,13 @@ def main() -> None:
         f"load average {min(load):.2f}-{max(load):.2f} (1 min, between rounds); {args.runs} runs "
         f"of each; kernel {sage_edge.Engine().info['kernel']}"
     )
-    for (runner, runner_args, reader), (late, wrong, ahead, cpu) in results.items():
+    for (front_end, runner_args, reader), (late, wrong, ahead, cpu) in results.items():
         v, ahead = np.asarray(late, dtype=float) / 1000, np.asarray(ahead)
         way = {"block": "sleeping", "rt": "real-time"}[reader]
+        name = "sage-edge jam" if front_end == "cli" else front_end
         print(
-            f"{runner} {runner_args}, {way} reader: {len(v)} answer note-ons, "
-            f"runner CPU {cpu / args.runs:.3f} s a run"
+            f"{name} {runner_args}, {way} reader: {len(v)} answer note-ons, "
+            f"front end CPU {cpu / args.runs:.3f} s a run"
         )
         for label, w in (
             ("all", v),

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import sage_edge
@@ -248,6 +249,8 @@ def cmd_jam(args: argparse.Namespace) -> None:
         raise UserError("--programs is required: the parts the engine plays, e.g. 53,54,42")
     if args.record:
         _check_writable(Path(args.record), "--record")
+    if not 0 <= args.rt_priority <= 99:
+        raise UserError(f"--rt-priority needs an integer in 0..99, got {args.rt_priority}")
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     engine = _engine(args)
     with contextlib.ExitStack() as opened:
@@ -270,6 +273,7 @@ def cmd_jam(args: argparse.Namespace) -> None:
             sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
             seed=args.seed or 0,
             controls=_controls(args),
+            clock=args.clock,
         )
         for bar, quarters in args.meter[1]:
             jam.set_meter(bar, quarters)
@@ -283,7 +287,17 @@ def cmd_jam(args: argparse.Namespace) -> None:
         stopped = []
         previous = signal.signal(signal.SIGINT, lambda *_: stopped.append(True))
         try:
-            counts = jam.serve(midi_in, midi_out, stop=lambda: bool(stopped))
+            with warnings.catch_warnings():  # a refused --rt-priority: one line, as the runner's
+                warnings.showwarning = lambda message, *_: print(
+                    f"sage-edge: warning: {message}", file=sys.stderr, flush=True
+                )
+                counts = jam.serve(
+                    midi_in,
+                    midi_out,
+                    stop=lambda: bool(stopped),
+                    rt_priority=args.rt_priority,
+                    on_note=_print_event(jam.ticks_per_quarter) if args.events else None,
+                )
         finally:
             signal.signal(signal.SIGINT, previous)
     if args.record:
@@ -293,6 +307,20 @@ def cmd_jam(args: argparse.Namespace) -> None:
         f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
         file=sys.stderr,
     )
+
+
+def _print_event(ticks_per_quarter: int):
+    """`sage-edge jam --events`: each note as sage-edge-run --midi-in --events prints it."""
+    from sage_edge.live import now_us
+
+    def print_note(note) -> None:
+        start, length = (
+            note.tick / ticks_per_quarter,
+            (note.end_tick - note.tick) / ticks_per_quarter,
+        )
+        print(f"{start:.4f} {length:.4f} {note.pitch} {note.velocity} {note.program} {now_us()}")
+
+    return print_note
 
 
 def _open_port(port: str, direction: str):
@@ -470,6 +498,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SAMPLING_OPTIONS:
         jam.add_argument("--" + name.replace("_", "-"), type=int if name == "top_k" else float)
     jam.add_argument("--record", help="write the whole jam (both parts) to this MIDI file")
+    jam.add_argument(
+        "--clock",
+        choices=("in", "out"),
+        help="follow the MIDI clock (24 ppqn, Start) on the input, or lead: send Start and clock "
+        "on the output (docs/jam.md)",
+    )
+    jam.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run at real-time priority N (SCHED_FIFO, 1-99; needs CAP_SYS_NICE or an rtprio "
+        "limit) so that a busy host does not keep the jam from a pulse or a due note (0: off)",
+    )
+    jam.add_argument(
+        "--events",
+        action="store_true",
+        help="print the engine's notes, one per line: time duration pitch velocity program "
+        "(times in quarter notes from bar 0) and the monotonic time (us) it was decoded at",
+    )
     add_controls(jam)
     jam.set_defaults(run=cmd_jam)
     bench = commands.add_parser(

@@ -287,7 +287,7 @@ class Engine:
         """Play with a musician: a :class:`sage_edge.live.Jam` (its options: ``programs``,
         ``bars``, ``rest``, ``lookahead``, ``listen_ticks``, ``react``, ``predict``, ``tempo``,
         ``meter``, ``musician_program``, ``channel_programs``, ``start_us``, ``sampling``,
-        ``seed``, ``controls``; docs/jam.md)."""
+        ``seed``, ``controls``, ``clock``; docs/jam.md)."""
         from sage_edge import live
 
         return live.Jam(self, mode, **options)

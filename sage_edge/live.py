@@ -6,12 +6,14 @@ scores into the timed events a musician would play, for tests, benchmarks and sc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import os
 import select
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -195,6 +197,7 @@ class JamNote(NamedTuple):
 
 
 MODES = {"call-response": 0, "accompany": 1}
+CLOCKS = (None, "in", "out")  # the jam's own clock, follow the input's, lead on the output
 
 
 def now_us() -> int:
@@ -207,6 +210,35 @@ def sleep_until(t_us: int, slice_us: int = 1000) -> None:
     clock again (a scripted musician's timing: the tests' and benchmarks' players)."""
     while (left := t_us - now_us()) > 0:
         time.sleep(min(left, slice_us) / 1e6)
+
+
+@contextlib.contextmanager
+def real_time(priority: int):
+    """Real-time priority for playing (``--rt-priority``): the calling thread runs at SCHED_FIFO
+    ``priority`` (1-99; 0: as it is) until the block ends, so that a busy host does not keep it
+    from a pulse or a due note (docs/jam.md, "Following the pulses in time"). Without the right to
+    it (CAP_SYS_NICE or an rtprio limit) a RuntimeWarning says so and the block runs at normal
+    priority, as ``sage-edge-run`` does."""
+    if not 0 <= priority <= 99:
+        raise ValueError(f"real-time priority must be 0-99, got {priority}")
+    if priority == 0:
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as error:
+        warnings.warn(
+            f"real-time priority {priority} refused ({error.strerror}): playing at normal priority",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, policy, param)
 
 
 class ByteRecorder:
@@ -249,7 +281,11 @@ class Jam:
     drums). Bar 0 starts at ``start_us`` (default: now, on :func:`now_us`'s clock) at ``tempo``
     quarter notes per minute in ``meter``/4 (until :meth:`set_meter` or a time signature SysEx
     from the musician changes it). ``controls`` (a :class:`sage_edge.Controls` or a
-    dict of its keywords) constrain the engine's parts.
+    dict of its keywords) constrain the engine's parts. ``clock="in"`` follows the MIDI clock the
+    musician's input carries (24 ppqn: Start makes a downbeat, each pulse on a grid tick re-anchors
+    the grid, a note is due when the pulse of its tick comes); ``clock="out"`` leads,
+    :meth:`serve` sending Start and the pulses (docs/jam.md, "Clock"); None (the default) plays
+    on the jam's own clock.
     """
 
     def __init__(
@@ -272,16 +308,21 @@ class Jam:
         sampling=None,
         seed: int = 0,
         controls=None,
+        clock: str | None = None,
     ):
         from sage_edge.engine import _controls_or_none, _sampling_or_default
 
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of in, out or None, got {clock!r}")
         _engine.check_tempo(tempo)
         if channel_programs is None:
             channel_programs = [musician_program] * 16
             channel_programs[DRUM_CHANNEL] = -1
         self.start_us = now_us() if start_us is None else int(start_us)
+        self.clock = clock
+        self._us_per_quarter = round(60e6 / tempo)
         self._jam = _engine.Jam(
             engine._model,
             MODES[mode],
@@ -295,9 +336,10 @@ class Jam:
             _sampling_or_default(sampling).values(),
             seed,
             self.start_us,
-            round(60e6 / tempo),
+            self._us_per_quarter,
             meter,
             list(channel_programs),
+            clock == "in",
         )
         self._live = self._jam.live()
         if (controls := _controls_or_none(controls)) is not None:
@@ -331,6 +373,11 @@ class Jam:
         """The grid tick (the model's ticks from bar 0) nearest ``time_us``."""
         return self._live.tick_at(time_us)
 
+    @property
+    def ticks_per_quarter(self) -> int:
+        """The model's grid: ticks per quarter note."""
+        return self._live.ticks_per_quarter
+
     def time_of(self, tick: int) -> int:
         """When grid tick ``tick`` falls, in microseconds on the jam's clock."""
         return self._live.time_of(tick)
@@ -359,69 +406,120 @@ class Jam:
         oldest first."""
         return self._jam.history()
 
-    def serve(self, midi_in, midi_out, stop=None) -> dict:
+    def serve(self, midi_in, midi_out, stop=None, *, rt_priority: int = 0, on_note=None) -> dict:
         """Plays with a musician in real time through MIDI ports: ``midi_in`` a file descriptor
         (a MIDI device, a serial port, a pty) or an object with ``fileno()`` (the ports of
         :func:`sage_edge.ports.open_port`, a named port among them), ``midi_out`` a file
         descriptor or an object with ``send(bytes)``. Bytes read from the input go to the jam
         stamped with :func:`now_us`, the engine's notes go out as MIDI 1.0 messages at their
-        times (a program change on a channel's first note). Runs until ``stop()`` is true (the
-        notes sounding then are ended at once) or the input ends (a named port's never does) and
-        the bars a last phrase needs have passed; returns counts (notes heard and played, late
-        sends)."""
+        times (a program change on a channel's first note), or, following a clock
+        (``clock="in"``), once the clock's pulse reaches their grid tick; leading it
+        (``clock="out"``), Start at bar 0 and 24 pulses per quarter note go out before the notes
+        due at the same time (docs/jam.md, "Clock"). ``on_note`` is called with each note as it
+        is scheduled. ``rt_priority`` N asks for real-time priority (SCHED_FIFO N) while playing,
+        as ``sage-edge-run --rt-priority``; refused, it warns and plays at normal priority. Runs
+        until ``stop()`` is true (the notes sounding then are ended at once) or the input ends
+        (a named port's never does) and the bars a last phrase needs have passed; returns counts
+        (notes heard and played, late sends)."""
         if not isinstance(midi_in, int):
             midi_in = midi_in.fileno()
         send = midi_out.send if hasattr(midi_out, "send") else functools.partial(os.write, midi_out)
         os.set_blocking(midi_in, False)
-        queue: list[tuple[int, int, int, bytes]] = []  # (time, rank, order, bytes): offs first
-        order, ended, played, late = 0, None, 0, 0
+        following, leading = self.clock == "in", self.clock == "out"
+        # (due, rank, order, bytes), offs first: due in microseconds on our clock, or, following
+        # a clock, the grid tick whose pulse makes it due (sage_jam_note.tick).
+        queue: list[tuple[int, int, int, bytes]] = []
+        skipped: set[int] = set()  # notes whose note-on a Start dropped (their note-offs too)
+        order, ended, played, late, next_pulse, clock_start = 0, None, 0, 0, 0, -1
         channel_program: dict[int, int] = {}
         # After the input ends: the bars a last phrase needs to end and be answered (or
         # accompanied, lookahead bars later), as sage-edge-run waits.
         later = self.options["lookahead"] if self._accompany else 1
         tail = self.bar_time(2 * self._bars + later + 2) - self.bar_time(0)
-        while stop is None or not stop():
+
+        def send_due() -> None:
+            nonlocal late, next_pulse, clock_start
             now = now_us()
-            while ended is None:
-                try:
-                    data = os.read(midi_in, 1024)
-                except BlockingIOError:
-                    break
-                except OSError:  # EIO: a pty whose other side closed
-                    data = b""
-                if not data:
-                    ended = now
-                    break
-                self.midi(now, data)
-            closing = ended is not None and now - ended > tail
-            for n in [] if closing else self.poll(now):
-                if n.channel != DRUM_CHANNEL and channel_program.get(n.channel) != n.program:
-                    channel_program[n.channel] = n.program
-                    heapq.heappush(
-                        queue, (n.time_us, 1, order, bytes([0xC0 | n.channel, n.program]))
-                    )
-                heapq.heappush(
-                    queue, (n.time_us, 2, order, bytes([0x90 | n.channel, n.pitch, n.velocity]))
-                )
-                heapq.heappush(queue, (n.end_us, 0, order, bytes([0x80 | n.channel, n.pitch, 64])))
-                order += 1
-                played += 1
-            now = now_us()
-            while queue and queue[0][0] <= now:
-                due, _, _, message = heapq.heappop(queue)
-                late += now - due > 10_000
+            if following:
+                counts = self._live.counts()
+                if counts["clock_start_tick"] != clock_start:
+                    # A Start: the notes decided for ticks before its downbeat, while no clock
+                    # ran, are not played; program changes and the note-offs of notes sounding go
+                    # out (sage_live_counts.clock_start_tick).
+                    clock_start = counts["clock_start_tick"]
+                    while queue and queue[0][0] < clock_start:
+                        _, rank, o, message = heapq.heappop(queue)
+                        if rank == 2:
+                            skipped.add(o)
+                        elif o not in skipped:
+                            send(message)
+                due_by = counts["clock_tick"]  # -1 before the first pulse: nothing is due
+            else:
+                due_by = now
+            while leading and self.start_us + next_pulse * self._us_per_quarter / 24 <= now:
+                send(bytes([0xFA, 0xF8]) if next_pulse == 0 else bytes([0xF8]))
+                next_pulse += 1
+            while queue and queue[0][0] <= due_by:
+                due, rank, o, message = heapq.heappop(queue)
+                if o in skipped:
+                    continue
+                late += not following and now - due > 10_000
                 send(message)
-            if closing and not queue:
-                break
-            wait = 1000 if not queue else max(0, min(1000, queue[0][0] - now))
-            if self._jam.state()["generating"]:
-                wait = 0  # a poll generates one short step: read the input, then go on
-            select.select([midi_in] if ended is None else [], [], [], wait / 1e6)
-        # Stopped: end the notes sounding now, not at their times (none is left hanging).
-        unsent = {o for _, rank, o, _ in queue if rank == 2}
-        for _, rank, o, message in sorted(queue):
-            if rank == 0 and o not in unsent:
-                send(message)
+
+        def silence() -> None:
+            """Ends the notes sounding now, not at their times (none is left hanging)."""
+            unsent = {o for _, rank, o, _ in queue if rank == 2} | skipped
+            for _, rank, o, message in sorted(queue):
+                if rank == 0 and o not in unsent:
+                    send(message)
+            queue.clear()
+
+        with real_time(rt_priority):
+            while stop is None or not stop():
+                now = now_us()
+                while ended is None:
+                    try:
+                        data = os.read(midi_in, 1024)
+                    except BlockingIOError:
+                        break
+                    except OSError:  # EIO: a pty whose other side closed
+                        data = b""
+                    if not data:
+                        ended = now
+                        break
+                    self.midi(now, data)
+                send_due()  # first: a pulse just read may make notes due
+                closing = ended is not None and now - ended > tail
+                for n in [] if closing else self.poll(now):
+                    if following and n.tick < clock_start:
+                        continue  # its time passed before the Start
+                    due = n.tick if following else n.time_us
+                    end = n.end_tick if following else n.end_us
+                    if n.channel != DRUM_CHANNEL and channel_program.get(n.channel) != n.program:
+                        channel_program[n.channel] = n.program
+                        program = bytes([0xC0 | n.channel, n.program])
+                        heapq.heappush(queue, (due, 1, order, program))
+                    on = bytes([0x90 | n.channel, n.pitch, n.velocity])
+                    heapq.heappush(queue, (due, 2, order, on))
+                    heapq.heappush(queue, (end, 0, order, bytes([0x80 | n.channel, n.pitch, 64])))
+                    order += 1
+                    played += 1
+                    if on_note is not None:
+                        on_note(n)
+                send_due()
+                if closing and (following or not queue):
+                    break  # following: no pulses will come to play the rest (silenced below)
+                now = now_us()
+                wait = 1000
+                if queue and not following:  # following, the pulses wake the wait as input
+                    wait = min(wait, queue[0][0] - now)
+                if leading:
+                    wait = min(wait, self.start_us + next_pulse * self._us_per_quarter / 24 - now)
+                if self._jam.state()["generating"]:
+                    wait = 0  # a poll generates one short step: read the input, then go on
+                ready = [midi_in] if ended is None else []
+                select.select(ready, [], [], max(0, wait) / 1e6)
+            silence()
         counts = self._live.counts()
         return {"heard": counts["notes"], "played": played, "late_sends": late}
 
@@ -452,6 +550,8 @@ class LiveEncoder:
     notes per minute (or ``us_per_quarter``), bars are ``bar_quarters``/4 until a meter change
     (:meth:`set_meter`, :meth:`meter`, or a time signature SysEx in :meth:`midi`), and
     ``channel_programs`` gives the General MIDI program of each of the 16 channels (-1 = drums).
+    ``follow_clock``: MIDI clock bytes in :meth:`midi` (24 ppqn, Start) drive the grid
+    (docs/jam.md, "Clock"; ``counts`` gives ``clock_tick`` and ``clock_start_tick``).
     """
 
     def __init__(
@@ -462,9 +562,15 @@ class LiveEncoder:
         us_per_quarter: int = 500000,
         bar_quarters: int = 4,
         channel_programs: list[int] | None = None,
+        follow_clock: bool = False,
     ):
         self._live = _engine.Live(
-            engine._model, start_us, us_per_quarter, bar_quarters, channel_programs or []
+            engine._model,
+            start_us,
+            us_per_quarter,
+            bar_quarters,
+            channel_programs or [],
+            follow_clock,
         )
 
     def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
@@ -527,7 +633,9 @@ class LiveEncoder:
 
     @property
     def counts(self) -> dict[str, int]:
-        """bars_taken, notes, late, dropped, sounding, waiting."""
+        """bars_taken, notes, late, dropped, sounding, waiting, clock_tick and clock_start_tick
+        (following a clock: the grid tick of its last pulse on one, the downbeat of its last
+        Start; -1 before)."""
         return self._live.counts()
 
     def reset(self) -> None:
@@ -535,6 +643,7 @@ class LiveEncoder:
 
 
 __all__ = [
+    "CLOCKS",
     "MODES",
     "Jam",
     "JamNote",
@@ -544,6 +653,7 @@ __all__ = [
     "midi_bytes",
     "now_us",
     "part_channels",
+    "real_time",
     "play_score",
     "played_and_encoded",
     "score_events",

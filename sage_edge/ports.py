@@ -128,10 +128,11 @@ class DeviceInput:
 
 
 class DeviceOutput:
-    """A device path opened for writing, raw if it is a terminal."""
+    """A device path opened for writing, raw if it is a terminal (or a file, created or emptied
+    as sage-edge-run's --midi-out does: the bytes a jam plays, kept)."""
 
     def __init__(self, path: str):
-        self.fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+        self.fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CREAT | os.O_TRUNC, 0o644)
         _raw_if_terminal(self.fd)
         self.name = path
 

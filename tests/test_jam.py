@@ -626,13 +626,29 @@ def test_an_answer_is_generated_a_short_step_a_poll(engine):
     assert polls > 3
 
 
-def test_runner_follows_a_drifting_clock():
+def port_options(command: list[str], midi_in: str, midi_out: str) -> list[str]:
+    """``command`` (:func:`front_end_command`) playing from ``midi_in`` to ``midi_out``, under
+    its front end's flag names."""
+    cli = "jam" in command
+    return [
+        *command,
+        "--in" if cli else "--midi-in",
+        midi_in,
+        "--out" if cli else "--midi-out",
+        midi_out,
+    ]
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_follow_a_drifting_clock(front_end):
     """A MIDI clock at 240 BPM drifting by +-2 % (Start, then 24 pulses per quarter note) with
     the musician's notes on its pulses, written by its own process (benchmarks/clock_follow.py's
-    scenario): the answers' note-ons go out on the pulses of their grid ticks, never before."""
+    scenario), into sage-edge-run or sage-edge jam --clock in: the answers' note-ons go out on
+    the pulses of their grid ticks, never before."""
     from benchmarks import clock_follow
 
-    late, _, _, _ = clock_follow.run_once(built_binary("csrc/runner/sage-edge-run"), seed=2)
+    runner = built_binary("csrc/runner/sage-edge-run") if front_end == "runner" else "cli"
+    late, _, _, _ = clock_follow.run_once(runner, seed=2)
     assert len(late) > 5
     # Each note-on goes out once the pulse of its tick has come (never early: a schedule on our
     # own clock would run ahead of a slow clock), and soon after it. The 1 ms p99 of the issue
@@ -643,9 +659,11 @@ def test_runner_follows_a_drifting_clock():
     assert late[len(late) // 2] < 5000, late
 
 
-def test_runner_starts_a_late_clock_after_what_was_played():
-    """--clock in with Start coming after the musician has played (docs/jam.md, "Clock"). Before
-    any clock, the runner's own runs (240 BPM, 2/4, 1-bar phrases): a phrase in its bar 0 is
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
+    """--clock in with Start coming after the musician has played (docs/jam.md, "Clock"), into
+    sage-edge-run or sage-edge jam. Before any clock, the front end's own runs (240 BPM, 2/4,
+    1-bar phrases): a phrase in its bar 0 is
     answered in bar 1, when no clock ran, so that answer is never played; a note in bar 3 just
     before Start closes bar 3 as played, and Start's first pulse is bar 4's downbeat, where the
     engine answers it. Every note-on that goes out is one decided for a tick from that downbeat
@@ -653,9 +671,9 @@ def test_runner_starts_a_late_clock_after_what_was_played():
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     command = front_end_command(
-        "call-response", "runner", 240, "--bars", "1", "--meter", "2", "--clock", "in", "--events"
+        "call-response", front_end, 240, "--bars", "1", "--meter", "2", "--clock", "in", "--events"
     )
-    command += ["--midi-in", os.ttyname(in_slave), "--midi-out", os.ttyname(out_slave)]
+    command = port_options(command, os.ttyname(in_slave), os.ttyname(out_slave))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         start = int(re.search(r"bar 0 at monotonic (\d+) us", process.stderr.readline()).group(1))
@@ -692,13 +710,17 @@ def test_runner_starts_a_late_clock_after_what_was_played():
     )
 
 
-def test_runner_plays_at_real_time_priority():
-    """--rt-priority N: the runner playing with a musician runs at SCHED_FIFO priority N once it
-    has announced bar 0 (or, without the right to it, warns and plays at normal priority)."""
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_play_at_real_time_priority(front_end):
+    """--rt-priority N: sage-edge-run or sage-edge jam playing with a musician runs at SCHED_FIFO
+    priority N once it has announced bar 0 (or, without the right to it, warns and plays at
+    normal priority)."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
-    command = front_end_command("call-response", "runner", 600, "--bars", "1", "--rt-priority", "3")
-    command += ["--midi-in", os.ttyname(in_slave), "--midi-out", os.ttyname(out_slave)]
+    command = front_end_command(
+        "call-response", front_end, 600, "--bars", "1", "--rt-priority", "3"
+    )
+    command = port_options(command, os.ttyname(in_slave), os.ttyname(out_slave))
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         assert "bar 0 at monotonic" in process.stderr.readline()
@@ -716,34 +738,34 @@ def test_runner_plays_at_real_time_priority():
         assert (int(fields[37]), int(fields[38])) == (3, os.SCHED_FIFO), fields[37:39]
 
 
-def test_runner_leads_the_clock(tmp_path):
-    """--clock out: Start, then 24 pulses per quarter note on the output, on time."""
-    runner = built_binary("csrc/runner/sage-edge-run")
+def test_clock_options_are_checked(engine):
+    """A jam's clock is its own, the input's (in) or led on the output (out); sage-edge jam
+    refuses other values and a real-time priority above 99 on one line, exit status 2, as
+    sage-edge-run does."""
+    with pytest.raises(ValueError, match="clock must be one of in, out or None"):
+        Jam(engine, "call-response", programs=ENGINE, clock="both")
+    for options, message in (
+        (["--clock", "both"], "invalid choice: 'both'"),
+        (["--rt-priority", "100"], "sage-edge: --rt-priority needs an integer in 0..99, got 100"),
+    ):
+        command = front_end_command("call-response", "cli", 120, *options)
+        result = subprocess.run(
+            port_options(command, "/dev/null", "/dev/null"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_lead_the_clock(tmp_path, front_end):
+    """--clock out (sage-edge-run or sage-edge jam): Start, then 24 pulses per quarter note on
+    the output, on time."""
     out = tmp_path / "clock.midi"
-    result = subprocess.run(
-        [
-            str(runner),
-            "--model",
-            str(ROOT / "sage_edge/models/default.sage"),
-            "--midi-in",
-            "/dev/null",
-            "--midi-out",
-            str(out),
-            "--bars",
-            "1",
-            "--meter",
-            "1",
-            "--tempo",
-            "600",
-            "--clock",
-            "out",
-            "--programs",
-            "42",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = front_end_command("call-response", front_end, 600, "--bars", "1", "--meter", "1")
+    command = port_options([*command, "--clock", "out"], "/dev/null", str(out))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     data = out.read_bytes()
     # The input ends at once: the runner plays on for 5 bars of 1/4 (a last phrase's worth).

@@ -228,9 +228,10 @@ sage_sampling sampling_of(float temperature, int32_t top_k, float top_p, float m
 }
 
 sage_live_options live_options(int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
-                               const std::vector<int32_t>& channel_programs) {
+                               const std::vector<int32_t>& channel_programs, bool follow_clock) {
     sage_live_options o = sage_live_options_default();
     o.start_us = start_us;
+    o.follow_clock = follow_clock ? 1 : 0;
     o.us_per_quarter = us_per_quarter;
     o.bar_quarters = bar_quarters;
     if (!channel_programs.empty()) {
@@ -248,9 +249,9 @@ sage_live_options live_options(int64_t start_us, uint32_t us_per_quarter, int32_
 class PyLive {
   public:
     PyLive(const PyModel& model, int64_t start_us, uint32_t us_per_quarter, int32_t bar_quarters,
-           const std::vector<int32_t>& channel_programs) {
+           const std::vector<int32_t>& channel_programs, bool follow_clock) {
         const sage_live_options o =
-            live_options(start_us, us_per_quarter, bar_quarters, channel_programs);
+            live_options(start_us, us_per_quarter, bar_quarters, channel_programs, follow_clock);
         sage_live* live = nullptr;
         check(sage_live_create(model.handle().get(), &o, &live));
         owner_ = std::shared_ptr<void>(live,
@@ -353,7 +354,7 @@ class PyJam {
           std::optional<uint32_t> lookahead_bars, std::optional<uint32_t> listen_ticks,
           bool predict, std::optional<bool> react, const std::vector<int32_t>& programs,
           py::tuple sampling, uint64_t seed, int64_t start_us, uint32_t us_per_quarter,
-          int32_t bar_quarters, const std::vector<int32_t>& channel_programs)
+          int32_t bar_quarters, const std::vector<int32_t>& channel_programs, bool follow_clock)
         : model_(model.handle()) {
         sage_jam_options o = sage_jam_options_default();
         o.mode = mode;
@@ -373,7 +374,8 @@ class PyJam {
         o.sampling = sampling_of(sampling[0].cast<float>(), sampling[1].cast<int32_t>(),
                                  sampling[2].cast<float>(), sampling[3].cast<float>());
         o.seed = seed;
-        o.live = live_options(start_us, us_per_quarter, bar_quarters, channel_programs);
+        o.live =
+            live_options(start_us, us_per_quarter, bar_quarters, channel_programs, follow_clock);
         sage_jam* jam = nullptr;
         check(sage_jam_create(model_.get(), &o, &jam));
         jam_ = std::shared_ptr<sage_jam>(jam, sage_jam_free);
@@ -711,9 +713,11 @@ void bind(py::module_& m) {
     const sage_sampling d = sage_sampling_default();
     py::class_<PyLive>(m, "Live",
                        "The live encoder: timed MIDI events in, the model's tokens bar by bar.")
-        .def(py::init<const PyModel&, int64_t, uint32_t, int32_t, const std::vector<int32_t>&>(),
+        .def(py::init<const PyModel&, int64_t, uint32_t, int32_t, const std::vector<int32_t>&,
+                      bool>(),
              py::arg("model"), py::arg("start_us") = 0, py::arg("us_per_quarter") = 500000,
-             py::arg("bar_quarters") = 4, py::arg("channel_programs") = std::vector<int32_t>{})
+             py::arg("bar_quarters") = 4, py::arg("channel_programs") = std::vector<int32_t>{},
+             py::arg("follow_clock") = false)
         .def("note", &PyLive::note, py::arg("time_us"), py::arg("channel"), py::arg("pitch"),
              py::arg("velocity"))
         .def("program", &PyLive::program, py::arg("channel"), py::arg("program"))
@@ -733,12 +737,12 @@ void bind(py::module_& m) {
         .def(py::init<const PyModel&, int32_t, uint32_t, double, std::optional<uint32_t>,
                       std::optional<uint32_t>, bool, std::optional<bool>,
                       const std::vector<int32_t>&, py::tuple, uint64_t, int64_t, uint32_t, int32_t,
-                      const std::vector<int32_t>&>(),
+                      const std::vector<int32_t>&, bool>(),
              py::arg("model"), py::arg("mode"), py::arg("phrase_bars"), py::arg("rest_quarters"),
              py::arg("lookahead_bars"), py::arg("listen_ticks"), py::arg("predict"),
              py::arg("react"), py::arg("programs"), py::arg("sampling"), py::arg("seed"),
              py::arg("start_us"), py::arg("us_per_quarter"), py::arg("bar_quarters"),
-             py::arg("channel_programs"))
+             py::arg("channel_programs"), py::arg("follow_clock") = false)
         .def("live", &PyJam::live, "The jam's live encoder: give it the musician's events.")
         .def("options", &PyJam::options,
              "lookahead, listen_ticks, react, predict as the jam plays (defaults resolved).")
