@@ -466,12 +466,19 @@ class Jam:
                 late += not following and now - due > 10_000
                 send(message)
 
-        def silence() -> None:
-            """Ends the notes sounding now, not at their times (none is left hanging)."""
+        def release() -> None:
+            """Ends the notes sounding now, not at their times; their queued note-offs are then
+            not sent."""
             unsent = {o for _, rank, o, _ in queue if rank == 2} | skipped
             for _, rank, o, message in sorted(queue):
                 if rank == 0 and o not in unsent:
                     send(message)
+                    skipped.add(o)
+
+        def silence() -> None:
+            """Stops the music: the notes sounding end now (none is left hanging), none to come
+            plays."""
+            release()
             queue.clear()
 
         with real_time(rt_priority):
