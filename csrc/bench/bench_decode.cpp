@@ -170,7 +170,7 @@ struct StepAttention {
                 a.q = q.data() + g * hpg * c.d_head;
                 a.keys = keys[l].data() + g * c.d_head * h;
                 a.values = values[l].data() + g * c.d_head;
-                a.keys_q8 = keys_q8[l].data() + g * c.d_head * h;
+                a.keys_q8 = keys_q8[l].data() + g * k::key_quads(c.d_head) * 4 * h;
                 a.values_q8 = values_q8[l].data() + g * c.d_head;
                 a.key_scales = a.value_scales = scales[l].data() + g * h;
                 a.value_stride = kvd;

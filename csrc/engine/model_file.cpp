@@ -342,7 +342,8 @@ void Model::parse() {
     check(L >= 1 && L <= 256, "n_layers " + std::to_string(L) + " outside 1..256");
     check(d >= 1 && d <= 65536, "d_model " + std::to_string(d) + " outside 1..65536");
     check(dff >= 1 && dff <= 65536, "d_ff " + std::to_string(dff) + " outside 1..65536");
-    check(dh >= 1 && dh <= 1024, "d_head " + std::to_string(dh) + " outside 1..1024");
+    check(dh >= 1 && dh <= kernels::kMaxHeadWidth,
+          "d_head " + std::to_string(dh) + " outside 1.." + std::to_string(kernels::kMaxHeadWidth));
     check(G >= 1 && G <= H && H <= 256 && H % G == 0,
           "heads H=" + std::to_string(H) + ", G=" + std::to_string(G) +
               " must satisfy 1 <= G <= H <= 256 and G | H");

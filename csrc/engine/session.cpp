@@ -71,7 +71,7 @@ void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvM
         keys.assign(elements, 0.0f);
         values.assign(elements, 0.0f);
     } else {
-        keys_q8.assign(elements, 0);
+        keys_q8.assign(size_t(heads * kernels::key_quads(d_head) * horizon * 4), 0);
         values_q8.assign(elements, 0);
         key_scales.assign(scales, 0.0f);
         value_scales.assign(scales, 0.0f);
@@ -91,9 +91,9 @@ void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first
                             &values[(to + j) * width]);
             return;
         }
-        for (int64_t e = 0; e < d_head; ++e)
-            std::copy_n(&ring.keys_q8[(first_element + e) * H + from], n,
-                        &keys_q8[e * horizon + to]);
+        const int8_t* ring_keys = ring.group_keys_q8(group);
+        for (int64_t i = 0; i < kernels::key_quads(d_head); ++i)
+            std::copy_n(&ring_keys[(i * H + from) * 4], n * 4, &keys_q8[(i * horizon + to) * 4]);
         for (int64_t j = 0; j < n; ++j)
             std::copy_n(&ring.values_q8[(from + j) * ring.width + first_element], d_head,
                         &values_q8[(to + j) * width]);
@@ -108,9 +108,10 @@ void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first
 }
 
 uint64_t RingMemory::bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind) {
-    const uint64_t rows = uint64_t(horizon) * heads * 2;  // a key and a value per head and slot
-    return kind == KvMemory::F32 ? rows * d_head * sizeof(float)
-                                 : rows * (d_head * sizeof(int8_t) + sizeof(float));
+    const uint64_t rows = uint64_t(horizon) * heads;  // a key and a value per head and slot
+    if (kind == KvMemory::F32) return rows * 2 * d_head * sizeof(float);
+    const uint64_t key_bytes = uint64_t(kernels::key_quads(d_head)) * 4;  // d_head rounded up to 4
+    return rows * (key_bytes + d_head * sizeof(int8_t) + 2 * sizeof(float));
 }
 
 void Session::check_options(const SessionOptions& options) {
@@ -424,7 +425,7 @@ kernels::AttentionGroup Session::group_memory(const RingMemory& memory, int g) {
     a.slopes = model_.weights.alibi_slopes + int64_t{g} * heads_per_group;
     a.scores = state_.scores.data();
     if (memory.is_int8()) {
-        a.keys_q8 = memory.keys_q8.data() + g * dh * horizon;
+        a.keys_q8 = memory.group_keys_q8(g);
         a.values_q8 = memory.values_q8.data() + g * dh;
         a.key_scales = memory.key_scales.data() + g * horizon;
         a.value_scales = memory.value_scales.data() + g * horizon;

@@ -60,7 +60,8 @@ struct MemoryReport {
     uint64_t weights_bytes;     // the mapped file
     uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
     uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * 2 * (d_h * 4), or with
-                                // int8 memory sum_l h_l * G * 2 * (d_h + 4)
+                                // int8 memory sum_l h_l * G * 2 * (d_h + 4) (the keys'
+                                // d_h rounded up to a multiple of 4)
     uint64_t total_bytes;       // activations + kv + sampler, grammar, detokenizer, event queue
 };
 
@@ -69,14 +70,15 @@ struct MemoryReport {
 // the first position the window (p − horizon, p] no longer contains. Keys are stored transposed,
 // element by element ([G·d_h][horizon]), so the attention kernel reads the keys of consecutive
 // slots as one vector; values are stored slot by slot ([horizon][G·d_h]). An int8 memory keeps
-// the same layouts in int8 (keys_q8, values_q8) with one scale per head and slot ([G][horizon]);
-// the f32 vectors are then empty, and the other way round.
+// the values' layout in int8 (values_q8), its keys as quads of elements (kernels.h, key_quads: a
+// key/value head's key_quads(d_h) quads after another's) for the integer dot products, and one
+// scale per head and slot ([G][horizon]); the f32 vectors are then empty, and the other way round.
 struct RingMemory {
     int64_t horizon = 0;
     int64_t heads = 0, d_head = 0;                // G, d_h
     int64_t width = 0;                            // G·d_h
     std::vector<float> keys, values;              // f32: [width][horizon], [horizon][width]
-    std::vector<int8_t> keys_q8, values_q8;       // int8: [width][horizon], [horizon][width]
+    std::vector<int8_t> keys_q8, values_q8;       // int8: [G][quads][horizon][4], [horizon][width]
     std::vector<float> key_scales, value_scales;  // int8: [G][horizon]
 
     bool is_int8() const { return !keys_q8.empty(); }
@@ -96,13 +98,24 @@ struct RingMemory {
             std::copy(value, value + width, &values[slot * width]);
             return;
         }
+        int8_t row[kernels::kMaxHeadWidth];
         for (int64_t g = 0; g < heads; ++g) {
             const int64_t first = g * d_head;
-            key_scales[g * horizon + slot] = kernels::quantize_row_int8(
-                key + first, d_head, &keys_q8[first * horizon + slot], horizon);
+            key_scales[g * horizon + slot] =
+                kernels::quantize_row_int8(key + first, d_head, row, 1);
+            int8_t* keys = group_keys_q8(g);
+            for (int64_t c = 0; c < d_head; ++c)
+                keys[kernels::key_q8_index(c, slot, horizon)] = row[c];
             value_scales[g * horizon + slot] = kernels::quantize_row_int8(
                 value + first, d_head, &values_q8[slot * width + first], 1);
         }
+    }
+    // Key/value head g's keys in an int8 memory (kernels::AttentionGroup::keys_q8).
+    int8_t* group_keys_q8(int64_t g) {
+        return keys_q8.data() + g * kernels::key_quads(d_head) * horizon * 4;
+    }
+    const int8_t* group_keys_q8(int64_t g) const {
+        return keys_q8.data() + g * kernels::key_quads(d_head) * horizon * 4;
     }
 };
 

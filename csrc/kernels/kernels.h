@@ -118,6 +118,23 @@ static inline float quantize_row_int8(const float* x, int64_t n, int8_t* q, int6
     return scale;
 }
 
+// The widest key/value head a model may have (the loader rejects wider): the int8 attention
+// quantizes a query head into a buffer of this many bytes on the stack.
+constexpr int kMaxHeadWidth = 1024;
+
+// An int8 memory stores each key as quads: elements 4i .. 4i + 3 side by side, so that one 32-bit
+// lane holds them for a four-way integer dot product (vpdpbusd, maddubs, sdot). A key of d_head
+// elements has key_quads(d_head) quads, the last one padded (its padding bytes may hold anything:
+// the query's padding is 0). Quad i of the key in slot s is the 32-bit word keys_q8[i * horizon
+// + s] (as int32 words: the same layout as an f32 memory's keys, one quad where it has one
+// element), so element c of that key is the byte key_q8_index(c, s, horizon).
+inline int64_t key_quads(int64_t d_head) {
+    return (d_head + 3) / 4;
+}
+inline int64_t key_q8_index(int64_t c, int64_t slot, int64_t horizon) {
+    return ((c / 4) * horizon + slot) * 4 + c % 4;
+}
+
 // One key/value group's attention for the query at the newest position of a layer's ring memory
 // (docs/design.md): the `heads` query heads that share the group, against the `window` newest
 // positions, which sit in ring slots first_slot, first_slot + 1, ... (mod horizon), oldest first.
@@ -134,9 +151,10 @@ struct AttentionGroup {
     int heads, d_head;
     float* scores;  // scratch, [heads][window]
     float* out;     // [heads][d_head]
-    // An int8 memory (attend_group_q8; keys and values unused): the same layouts in int8, and one
-    // scale per slot, so that the key in slot s is key_scales[s] * (its int8 elements).
-    const int8_t* keys_q8;
+    // An int8 memory (attend_group_q8; keys and values unused): the keys as quads (key_quads),
+    // the values in the f32 layout, and one scale per slot, so that the key in slot s is
+    // key_scales[s] * (its int8 elements).
+    const int8_t* keys_q8;  // [key_quads(d_head)][horizon][4]
     const int8_t* values_q8;
     const float* key_scales;    // [horizon]
     const float* value_scales;  // [horizon]
@@ -206,8 +224,10 @@ struct KernelTable {
     void (*attend_group)(const AttentionGroup& a);
 
     // The same over an int8 memory (AttentionGroup's keys_q8 ... value_scales), in the canonical
-    // order of kernels_scalar.cpp: each int8 element is widened to f32 exactly, and the slot's
-    // scales are applied once per key (to its dot product) and once per value (to its weight).
+    // order of kernels_scalar.cpp: each query head is quantized to int8 (quantize_row_int8, one
+    // scale per head), its dot product with a key is an exact integer sum, and the scales are
+    // applied once per score; the value sums widen each int8 element to f32 exactly and apply the
+    // slot's scale once per weight.
     void (*attend_group_q8)(const AttentionGroup& a);
 
     // attend_group (attend_group_q8) of every query of an AttentionBlock, each key and value read

@@ -227,7 +227,7 @@ const KernelTable kAvx2Table = {
     attend_group,
     attend_group_q8,
     attend_block_tiles<F32Lanes, 1>,
-    attend_block_tiles<Q8Lanes, 1>,
+    attend_each_query<attend_group_q8>,  // the tiles score f32 keys
 };
 
 }  // namespace sage::kernels

@@ -52,8 +52,7 @@ inline __mmask16 first_lanes(int64_t n) {  // lanes 0 .. n - 1, n <= 16
 }
 
 // Sixteen consecutive elements of a ring memory as f32, lanes outside `m` zero: keys of slots
-// slot .. slot + 15 (element c), elements c .. c + 15 of the value in `slot`, and the slots' key
-// scales (1 for an f32 memory, whose dot products are not scaled).
+// slot .. slot + 15 (element c), elements c .. c + 15 of the value in `slot`.
 struct F32Lanes16 : F32Lanes {
     static __m512 keys16(const AttentionGroup& a, int c, int64_t slot, __mmask16 m) {
         return _mm512_maskz_loadu_ps(m, a.keys + c * a.horizon + slot);
@@ -67,10 +66,6 @@ struct F32Lanes16 : F32Lanes {
     static void prefetch_keys(const AttentionGroup& a, int c, int64_t slot) {
         _mm_prefetch(reinterpret_cast<const char*>(a.keys + c * a.horizon + slot), _MM_HINT_T0);
     }
-    static constexpr bool kScaled = false;
-    static __m512 key_scales16(const AttentionGroup&, int64_t, __mmask16) {
-        return _mm512_set1_ps(1.0f);
-    }
 };
 
 inline __m512 widen16(__m128i q) {  // sixteen int8 -> f32, exactly
@@ -78,30 +73,14 @@ inline __m512 widen16(__m128i q) {  // sixteen int8 -> f32, exactly
 }
 
 struct Q8Lanes16 : Q8Lanes {
-    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot, __mmask16 m) {
-        return widen16(_mm_maskz_loadu_epi8(m, a.keys_q8 + c * a.horizon + slot));
-    }
-    static __m512 keys16(const AttentionGroup& a, int c, int64_t slot) {
-        return widen16(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.keys_q8 + c * a.horizon + slot)));
-    }
     static __m512 value16(const AttentionGroup& a, int64_t slot, int c) {
         return widen16(_mm_loadu_si128(
             reinterpret_cast<const __m128i*>(a.values_q8 + slot * a.value_stride + c)));
     }
-    static void prefetch_keys(const AttentionGroup& a, int c, int64_t slot) {
-        _mm_prefetch(reinterpret_cast<const char*>(a.keys_q8 + c * a.horizon + slot), _MM_HINT_T0);
-    }
-    static constexpr bool kScaled = true;
-    static __m512 key_scales16(const AttentionGroup& a, int64_t slot, __mmask16 m) {
-        return _mm512_maskz_loadu_ps(m, a.key_scales + slot);
-    }
 };
 
-// score = (dot [* key scale]) * scale - slope * distance, score_of_dot's operations lane by lane.
-template <typename Ring>
-inline __m512 score16(__m512 dot, __m512 key_scale, __m512 scale, __m512 slope, __m512 distance) {
-    if (Ring::kScaled) dot = _mm512_mul_ps(dot, key_scale);
+// score = dot * scale - slope * distance, score_of_dot's operations lane by lane.
+inline __m512 score16(__m512 dot, __m512 scale, __m512 slope, __m512 distance) {
     return _mm512_sub_ps(_mm512_mul_ps(dot, scale), _mm512_mul_ps(slope, distance));
 }
 
@@ -132,9 +111,8 @@ inline void score_keys16(const AttentionGroup& a, const float* q, int64_t slot, 
     }
     for (int v = 0; v < NV; ++v) {
         const __m512 distance = distances16(a.window - 1 - (j + 16 * v));
-        const __m512 ks = Ring::key_scales16(a, slot + 16 * v, 0xFFFF);
         for (int h = 0; h < NH; ++h) {
-            const __m512 score = score16<Ring>(dot[h][v], ks, scale, slope[h], distance);
+            const __m512 score = score16(dot[h][v], scale, slope[h], distance);
             _mm512_storeu_ps(s + h * a.window + j + 16 * v, score);
             vmax[h] = _mm512_max_ps(vmax[h], score);
         }
@@ -182,9 +160,8 @@ inline void score_wrapped16(const AttentionGroup& a, const float* q, int64_t slo
             dot[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * a.d_head + c]), k, dot[h]);
     }
     const __m512 distance = distances16(a.window - 1 - j);
-    const __m512 ks = w([&](int64_t from, __mmask16 m) { return Ring::key_scales16(a, from, m); });
     for (int h = 0; h < NH; ++h) {
-        const __m512 score = score16<Ring>(dot[h], ks, scale, slope[h], distance);
+        const __m512 score = score16(dot[h], scale, slope[h], distance);
         _mm512_mask_storeu_ps(s + h * a.window + j, w.live, score);
         vmax[h] = _mm512_mask_max_ps(vmax[h], w.live, vmax[h], score);
     }
@@ -217,6 +194,119 @@ void attention_scores16(const AttentionGroup& a, int h0, float* max_score) {
         } else {  // the ring's end or the window's last keys
             step = a.window - j < 16 ? a.window - j : 16;
             score_wrapped16<Ring, NH>(a, q, slot, j, static_cast<int>(step), slope, scale, s, vmax);
+        }
+        j += step;
+        slot += step;
+        if (slot >= a.horizon) slot -= a.horizon;
+    }
+    for (int h = 0; h < NH; ++h)
+        max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
+}
+
+// ---- attend_group_q8's scores: exact integer dot products on sixteen keys ----------------------
+// Quad i of sixteen consecutive slots (kernels.h) is one 512-bit load, and one vpdpbusd adds the
+// four-byte dot products of all sixteen with a broadcast of the query's quad i: 64 multiply-adds
+// per instruction, where the f32 memory's fused multiply-add does 16. vpdpbusd multiplies
+// unsigned by signed bytes, so the keys' bytes go in with 128 added (an exclusive or of their sign
+// bits) and each sum starts at -128 times the sum of the query's bytes: exact, the reference's
+// isum.
+inline __m512i biased16(__m512i k) {  // k + 128 as unsigned bytes
+    return _mm512_xor_si512(k, _mm512_set1_epi8(static_cast<char>(0x80)));
+}
+
+inline __m512i key_quads16(const AttentionGroup& a, int i, int64_t slot) {
+    return _mm512_loadu_si512(a.keys_q8 + (i * a.horizon + slot) * 4);
+}
+
+inline __m512i key_quads16(const AttentionGroup& a, int i, int64_t slot, __mmask16 m) {
+    return _mm512_maskz_loadu_epi32(m, a.keys_q8 + (i * a.horizon + slot) * 4);
+}
+
+// score_of_isum on sixteen lanes: fma(float(isum), factor * ks, -(slope * distance)).
+inline __m512 score_of_isum16(__m512i isum, float factor, __m512 key_scale, __m512 slope,
+                              __m512 distance) {
+    return _mm512_fmsub_ps(_mm512_cvtepi32_ps(isum),
+                           _mm512_mul_ps(_mm512_set1_ps(factor), key_scale),
+                           _mm512_mul_ps(slope, distance));
+}
+
+template <int NH, int NV>
+inline void score_keys16_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                            const __m512* slope, float* s, __m512* vmax) {
+    __m512i dot[NH][NV];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < NV; ++v) dot[h][v] = _mm512_set1_epi32(-128 * q[h].sum);
+    for (int i = 0; i < q[0].quads; ++i) {
+        __m512i k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = biased16(key_quads16(a, i, slot + 16 * v));
+        for (int h = 0; h < NH; ++h) {
+            const __m512i qi = _mm512_set1_epi32(q[h].quad(i));
+            for (int v = 0; v < NV; ++v) dot[h][v] = _mm512_dpbusd_epi32(dot[h][v], k[v], qi);
+        }
+    }
+    for (int v = 0; v < NV; ++v) {
+        const __m512 distance = distances16(a.window - 1 - (j + 16 * v));
+        const __m512 ks = _mm512_loadu_ps(a.key_scales + slot + 16 * v);
+        for (int h = 0; h < NH; ++h) {
+            const __m512 score = score_of_isum16(dot[h][v], q[h].factor, ks, slope[h], distance);
+            _mm512_storeu_ps(s + h * a.window + j + 16 * v, score);
+            vmax[h] = _mm512_max_ps(vmax[h], score);
+        }
+    }
+}
+
+// The n <= 16 keys from `slot`, wrapping at the ring's end (WrappedLanes): lanes past n are zero
+// keys, and their results are dropped.
+template <int NH>
+inline void score_wrapped16_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                               int n, const __m512* slope, float* s, __m512* vmax) {
+    const WrappedLanes w(a, slot, n);
+    __m512i dot[NH];
+    for (int h = 0; h < NH; ++h) dot[h] = _mm512_set1_epi32(-128 * q[h].sum);
+    for (int i = 0; i < q[0].quads; ++i) {
+        const __m512i k = biased16(_mm512_castps_si512(w([&](int64_t from, __mmask16 m) {
+            return _mm512_castsi512_ps(key_quads16(a, i, from, m));
+        })));
+        for (int h = 0; h < NH; ++h)
+            dot[h] = _mm512_dpbusd_epi32(dot[h], k, _mm512_set1_epi32(q[h].quad(i)));
+    }
+    const __m512 distance = distances16(a.window - 1 - j);
+    const __m512 ks =
+        w([&](int64_t from, __mmask16 m) { return _mm512_maskz_loadu_ps(m, a.key_scales + from); });
+    for (int h = 0; h < NH; ++h) {
+        const __m512 score = score_of_isum16(dot[h], q[h].factor, ks, slope[h], distance);
+        _mm512_mask_storeu_ps(s + h * a.window + j, w.live, score);
+        vmax[h] = _mm512_mask_max_ps(vmax[h], w.live, vmax[h], score);
+    }
+}
+
+// attention_scores16 for an int8 memory: the NH query heads from h0 quantized once (QueryQ8).
+template <int NH>
+void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
+    QueryQ8 q[NH];
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h);
+    float* s = a.scores + int64_t{h0} * a.window;
+    __m512 slope[NH], vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        slope[h] = _mm512_set1_ps(a.slopes[h0 + h]);
+        vmax[h] = _mm512_set1_ps(-INFINITY);
+    }
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        int64_t step;
+        if (run >= 64) {
+            score_keys16_q8<NH, 4>(a, q, slot, j, slope, s, vmax);
+            step = 64;
+        } else if (run >= 32) {
+            score_keys16_q8<NH, 2>(a, q, slot, j, slope, s, vmax);
+            step = 32;
+        } else if (run >= 16) {
+            score_keys16_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
+            step = 16;
+        } else {
+            step = a.window - j < 16 ? a.window - j : 16;
+            score_wrapped16_q8<NH>(a, q, slot, j, static_cast<int>(step), slope, s, vmax);
         }
         j += step;
         slot += step;
@@ -287,7 +377,10 @@ template <typename Ring, int NH>
 void attend_heads16(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
     int64_t first[NH];
-    attention_scores16<Ring, NH>(a, h0, max_score);
+    if constexpr (Ring::kIntegerDots)
+        attention_scores16_q8<NH>(a, h0, max_score);
+    else
+        attention_scores16<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights16(a.scores + int64_t{h0 + h} * a.window, a.window,
                                          max_score[h], &first[h]);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels.h"
 
@@ -25,39 +26,76 @@ struct F32Ring {
     static float value(const AttentionGroup& a, int64_t slot, int c) {
         return a.values[slot * a.value_stride + c];
     }
-    static float scaled_dot(const AttentionGroup&, float dot, int64_t) { return dot; }
     static float weight(const AttentionGroup&, float e, int64_t) { return e; }
 };
 
 struct Q8Ring {
-    static float key(const AttentionGroup& a, int c, int64_t slot) {
-        return static_cast<float>(a.keys_q8[c * a.horizon + slot]);
-    }
     static float value(const AttentionGroup& a, int64_t slot, int c) {
         return static_cast<float>(a.values_q8[slot * a.value_stride + c]);
-    }
-    static float scaled_dot(const AttentionGroup& a, float dot, int64_t slot) {
-        return dot * a.key_scales[slot];
     }
     static float weight(const AttentionGroup& a, float e, int64_t slot) {
         return e * a.value_scales[slot];
     }
 };
 
-// s = (q . k) * scale - slope * distance for the key in `slot`, in attend_group's canonical order
-// (kernels_scalar.cpp): the scalar path scores every key with it. score_of_dot is its last step,
-// which the SIMD paths apply lane by lane to the keys they gather (gathered_scores).
-template <typename Ring>
-float score_of_dot(const AttentionGroup& a, float dot, int64_t slot, float slope, float distance) {
-    return Ring::scaled_dot(a, dot, slot) * a.scale - slope * distance;
+// s = (q . k) * scale - slope * distance for the f32 key in `slot`, in attend_group's canonical
+// order (kernels_scalar.cpp): the scalar path scores every key with it. score_of_dot is its last
+// step, which the SIMD paths apply lane by lane to the keys they gather (gathered_scores).
+inline float score_of_dot(const AttentionGroup& a, float dot, float slope, float distance) {
+    return dot * a.scale - slope * distance;
 }
 
-template <typename Ring>
-float attention_score(const AttentionGroup& a, const float* q, int64_t slot, float slope,
-                      float distance) {
+inline float attention_score(const AttentionGroup& a, const float* q, int64_t slot, float slope,
+                             float distance) {
     float dot = 0.0f;
-    for (int c = 0; c < a.d_head; ++c) dot = std::fma(q[c], Ring::key(a, c, slot), dot);
-    return score_of_dot<Ring>(a, dot, slot, slope, distance);
+    for (int c = 0; c < a.d_head; ++c) dot = std::fma(q[c], F32Ring::key(a, c, slot), dot);
+    return score_of_dot(a, dot, slope, distance);
+}
+
+// A query head as attend_group_q8 scores with it: its int8 elements (quantize_row_int8, one scale
+// for the head), zero-padded to whole quads (key_quads), and the factor qscale * scale that turns
+// an exact integer dot product with a key into the score's first product.
+struct QueryQ8 {
+    alignas(64) int8_t q[kMaxHeadWidth];
+    float factor;
+    int32_t sum;  // the sum of q's elements (the x86 dot product adds 128 to every key byte)
+    int quads;
+
+    void prepare(const AttentionGroup& a, int head) {
+        quads = static_cast<int>(key_quads(a.d_head));
+        for (int c = a.d_head; c < 4 * quads; ++c) q[c] = 0;
+        factor = quantize_row_int8(a.q + int64_t{head} * a.d_head, a.d_head, q, 1) * a.scale;
+        sum = 0;
+        for (int c = 0; c < a.d_head; ++c) sum += q[c];
+    }
+    int32_t quad(int i) const {  // elements 4i .. 4i + 3 as one 32-bit word
+        int32_t w;
+        std::memcpy(&w, q + 4 * i, sizeof w);
+        return w;
+    }
+};
+
+// The key in `slot`'s quad i as one 32-bit word (the x86 and NEON paths load these as lanes).
+inline int32_t key_quad(const AttentionGroup& a, int i, int64_t slot) {
+    int32_t w;
+    std::memcpy(&w, a.keys_q8 + (i * a.horizon + slot) * 4, sizeof w);
+    return w;
+}
+
+// attend_group_q8's score from the exact integer dot product of the query head and the key in
+// `slot`: s = fma(float(isum), factor * key_scale, -(slope * distance)). isum is at most
+// kMaxHeadWidth * 127 * 127 < 2^24 in magnitude, so float(isum) is exact.
+inline float score_of_isum(const AttentionGroup& a, const QueryQ8& q, int32_t isum, int64_t slot,
+                           float slope, float distance) {
+    return std::fma(static_cast<float>(isum), q.factor * a.key_scales[slot], -(slope * distance));
+}
+
+inline float attention_score_q8(const AttentionGroup& a, const QueryQ8& q, int64_t slot,
+                                float slope, float distance) {
+    int32_t isum = 0;
+    for (int c = 0; c < 4 * q.quads; ++c)
+        isum += int32_t{q.q[c]} * int32_t{a.keys_q8[key_q8_index(c, slot, a.horizon)]};
+    return score_of_isum(a, q, isum, slot, slope, distance);
 }
 
 // The slots of the n <= W keys from `slot` on, wrapping at the ring's end; a lane past n repeats
@@ -70,14 +108,13 @@ void gathered_slots(const AttentionGroup& a, int64_t slot, int n, int64_t* slots
     }
 }
 
-// The scores of n gathered keys at window indices j .. j + n - 1 from their dot products, into
-// s[j ..] (one head's row), and the head's running max.
-template <typename Ring>
-void gathered_scores(const AttentionGroup& a, const float* dot, const int64_t* slots, int n,
-                     int64_t j, float slope, float* s, float* max_score) {
+// The scores of n gathered keys at window indices j .. j + n - 1 into s[j ..] (one head's row),
+// score(l, distance) giving lane l's, and the head's running max.
+template <typename Score>
+void gathered_scores(const AttentionGroup& a, int n, int64_t j, float* s, float* max_score,
+                     Score&& score) {
     for (int l = 0; l < n; ++l) {
-        const float distance = static_cast<float>(a.window - 1 - (j + l));
-        s[j + l] = score_of_dot<Ring>(a, dot[l], slots[l], slope, distance);
+        s[j + l] = score(l, static_cast<float>(a.window - 1 - (j + l)));
         if (s[j + l] > *max_score) *max_score = s[j + l];
     }
 }

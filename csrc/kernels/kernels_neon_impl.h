@@ -241,15 +241,15 @@ void swiglu(float* gate, const float* up, int64_t n) {
 }
 
 // Four consecutive elements of a ring memory as f32: keys of slots slot .. slot + 3 (element c),
-// or elements c .. c + 3 of the value in `slot`; and the scale of four keys' dot products.
+// or elements c .. c + 3 of the value in `slot`.
 struct F32Lanes : F32Ring {
+    static constexpr bool kIntegerDots = false;  // the scores are f32 dot products
     static float32x4_t keys4(const AttentionGroup& a, int c, int64_t slot) {
         return vld1q_f32(a.keys + c * a.horizon + slot);
     }
     static float32x4_t value4(const AttentionGroup& a, int64_t slot, int c) {
         return vld1q_f32(a.values + slot * a.value_stride + c);
     }
-    static float32x4_t scaled_dots(const AttentionGroup&, float32x4_t dot, int64_t) { return dot; }
 };
 
 inline float32x4_t widen4(const int8_t* p) {  // four int8 -> f32, exactly (reads four bytes)
@@ -260,14 +260,9 @@ inline float32x4_t widen4(const int8_t* p) {  // four int8 -> f32, exactly (read
 }
 
 struct Q8Lanes : Q8Ring {
-    static float32x4_t keys4(const AttentionGroup& a, int c, int64_t slot) {
-        return widen4(a.keys_q8 + c * a.horizon + slot);
-    }
+    static constexpr bool kIntegerDots = true;  // the scores are attention_scores_q8's
     static float32x4_t value4(const AttentionGroup& a, int64_t slot, int c) {
         return widen4(a.values_q8 + slot * a.value_stride + c);
-    }
-    static float32x4_t scaled_dots(const AttentionGroup& a, float32x4_t dot, int64_t slot) {
-        return vmulq_f32(dot, vld1q_f32(a.key_scales + slot));
     }
 };
 
@@ -295,8 +290,7 @@ inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, in
             vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + 4 * v))), lane);
         for (int h = 0; h < NH; ++h) {
             const float32x4_t score =
-                vsubq_f32(vmulq_n_f32(Ring::scaled_dots(a, dot[h][v], slot + 4 * v), a.scale),
-                          vmulq_n_f32(distance, a.slopes[h0 + h]));
+                vsubq_f32(vmulq_n_f32(dot[h][v], a.scale), vmulq_n_f32(distance, a.slopes[h0 + h]));
             vst1q_f32(s + h * a.window + j + 4 * v, score);
             vmax[h] = vmaxq_f32(vmax[h], score);
         }
@@ -325,7 +319,9 @@ inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot
     for (int h = 0; h < NH; ++h) {
         float d[4];
         vst1q_f32(d, dot[h]);
-        gathered_scores<Ring>(a, d, slots, n, j, a.slopes[h0 + h], s + h * a.window, &max_score[h]);
+        gathered_scores(a, n, j, s + h * a.window, &max_score[h], [&](int l, float distance) {
+            return score_of_dot(a, d[l], a.slopes[h0 + h], distance);
+        });
     }
 }
 
@@ -354,6 +350,150 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         } else {
             step = a.window - j < 4 ? a.window - j : 4;
             score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+        }
+        j += step;
+        slot += step;
+        if (slot >= a.horizon) slot -= a.horizon;
+    }
+    for (int h = 0; h < NH; ++h) {
+        const float m = vmaxvq_f32(vmax[h]);
+        if (m > max_score[h]) max_score[h] = m;
+    }
+}
+
+// ---- attend_group_q8's scores: exact integer dot products --------------------------------------
+// Quad i of four consecutive slots (kernels.h) is one 16-byte load; the query's quad i is
+// broadcast to meet all four. With the dot product (SAGE_NEON_DOT) one sdot adds the four keys'
+// four-byte products; without it (ARMv8.0), two quads' products are widened to int16 pairs (two
+// products of [-127, 127] stay below 2^15) and added pairwise into int32 lanes, each key's lanes
+// folded at the end. Exact either way: the reference's isum.
+struct QuadDots {
+#if SAGE_NEON_DOT
+    int32x4_t sum;  // lane l: key l
+    QuadDots() : sum(vdupq_n_s32(0)) {}
+    void add(int8x16_t k0, int8x16_t q0, int8x16_t k1, int8x16_t q1) {
+        sum = vdotq_s32(vdotq_s32(sum, k0, q0), k1, q1);
+    }
+    int32x4_t total() const { return sum; }
+#else
+    int32x4_t lo, hi;  // pairs of products: keys 0 and 1 in lo, 2 and 3 in hi, two lanes each
+    QuadDots() : lo(vdupq_n_s32(0)), hi(vdupq_n_s32(0)) {}
+    void add(int8x16_t k0, int8x16_t q0, int8x16_t k1, int8x16_t q1) {
+        int16x8_t p = vmull_s8(vget_low_s8(k0), vget_low_s8(q0));
+        p = vmlal_s8(p, vget_low_s8(k1), vget_low_s8(q1));
+        lo = vpadalq_s16(lo, p);
+        int16x8_t r = vmull_high_s8(k0, q0);
+        r = vmlal_high_s8(r, k1, q1);
+        hi = vpadalq_s16(hi, r);
+    }
+    int32x4_t total() const { return vpaddq_s32(lo, hi); }
+#endif
+};
+
+inline int8x16_t query_quad(const QueryQ8& q, int i) {  // quad i in every lane (0 past the end)
+    return vreinterpretq_s8_s32(vdupq_n_s32(i < q.quads ? q.quad(i) : 0));
+}
+
+// fma(float(isum), factor * ks, -(slope * distance)) on four lanes.
+inline float32x4_t score_of_isum4(int32x4_t isum, float factor, float32x4_t key_scale, float slope,
+                                  float32x4_t distance) {
+    return vfmaq_f32(vnegq_f32(vmulq_n_f32(distance, slope)), vcvtq_f32_s32(isum),
+                     vmulq_n_f32(key_scale, factor));
+}
+
+// NV vectors of four consecutive keys (the first in `slot`, at window index j) for NH heads; the
+// quads go two at a time (a key's quads past the last are zero).
+template <int NH, int NV>
+inline void score_keys_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                          int h0, float* s, float32x4_t* vmax) {
+    QuadDots dot[NH][NV];
+    const int quads = q[0].quads;
+    auto keys = [&](int i, int v) {
+        return i < quads ? vld1q_s8(a.keys_q8 + (i * a.horizon + slot + 4 * v) * 4) : vdupq_n_s8(0);
+    };
+    for (int i = 0; i < quads; i += 2) {
+        int8x16_t k0[NV], k1[NV];
+        for (int v = 0; v < NV; ++v) {
+            k0[v] = keys(i, v);
+            k1[v] = keys(i + 1, v);
+        }
+        for (int h = 0; h < NH; ++h) {
+            const int8x16_t q0 = query_quad(q[h], i), q1 = query_quad(q[h], i + 1);
+            for (int v = 0; v < NV; ++v) dot[h][v].add(k0[v], q0, k1[v], q1);
+        }
+    }
+    const float lane_arr[4] = {0.0f, 1.0f, 2.0f, 3.0f};
+    const float32x4_t lane = vld1q_f32(lane_arr);
+    for (int v = 0; v < NV; ++v) {
+        const float32x4_t distance =
+            vsubq_f32(vdupq_n_f32(static_cast<float>(a.window - 1 - (j + 4 * v))), lane);
+        const float32x4_t ks = vld1q_f32(a.key_scales + slot + 4 * v);
+        for (int h = 0; h < NH; ++h) {
+            const float32x4_t score =
+                score_of_isum4(dot[h][v].total(), q[h].factor, ks, a.slopes[h0 + h], distance);
+            vst1q_f32(s + h * a.window + j + 4 * v, score);
+            vmax[h] = vmaxq_f32(vmax[h], score);
+        }
+    }
+}
+
+// The n <= 4 keys at window indices j .. j + n - 1 from `slot`, wrapping at the ring's end: their
+// quads gathered lane by lane, the scores finished lane by lane.
+template <int NH>
+inline void score_gathered_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                              int n, int h0, float* s, float* max_score) {
+    int64_t slots[4];
+    gathered_slots<4>(a, slot, n, slots);
+    QuadDots dot[NH];
+    const int quads = q[0].quads;
+    auto keys = [&](int i) {
+        if (i >= quads) return vdupq_n_s8(0);
+        int32x4_t k = vdupq_n_s32(key_quad(a, i, slots[0]));
+        k = vsetq_lane_s32(key_quad(a, i, slots[1]), k, 1);
+        k = vsetq_lane_s32(key_quad(a, i, slots[2]), k, 2);
+        k = vsetq_lane_s32(key_quad(a, i, slots[3]), k, 3);
+        return vreinterpretq_s8_s32(k);
+    };
+    for (int i = 0; i < quads; i += 2) {
+        const int8x16_t k0 = keys(i), k1 = keys(i + 1);
+        for (int h = 0; h < NH; ++h)
+            dot[h].add(k0, query_quad(q[h], i), k1, query_quad(q[h], i + 1));
+    }
+    for (int h = 0; h < NH; ++h) {
+        int32_t isum[4];
+        vst1q_s32(isum, dot[h].total());
+        gathered_scores(a, n, j, s + h * a.window, &max_score[h], [&](int l, float distance) {
+            return score_of_isum(a, q[h], isum[l], slots[l], a.slopes[h0 + h], distance);
+        });
+    }
+}
+
+// attention_scores for an int8 memory: the NH query heads from h0 quantized once (QueryQ8).
+template <int NH>
+void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
+    // Eight vectors of four keys in flight with sdot; four without it (two accumulators each).
+    constexpr int kVectors = SAGE_NEON_DOT ? 4 : 2;
+    QueryQ8 q[NH];
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h);
+    float* s = a.scores + int64_t{h0} * a.window;
+    float32x4_t vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        vmax[h] = vdupq_n_f32(-INFINITY);
+        max_score[h] = -INFINITY;
+    }
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        int64_t step;
+        if (run >= 4 * kVectors) {
+            score_keys_q8<NH, kVectors>(a, q, slot, j, h0, s, vmax);
+            step = 4 * kVectors;
+        } else if (run >= 4) {
+            score_keys_q8<NH, 1>(a, q, slot, j, h0, s, vmax);
+            step = 4;
+        } else {
+            step = a.window - j < 4 ? a.window - j : 4;
+            score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
         }
         j += step;
         slot += step;
@@ -452,7 +592,10 @@ template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
     int64_t first[NH];
-    attention_scores<Ring, NH>(a, h0, max_score);
+    if constexpr (Ring::kIntegerDots)
+        attention_scores_q8<NH>(a, h0, max_score);
+    else
+        attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
                                        max_score[h], &first[h]);

@@ -46,10 +46,15 @@
 //              total_i = t2[0] + t2[1]
 //     out_i[c] = o_i[c] * (1.0f / total_i), o_i[c] = 0.0f; o_i[c] = fma(e_ij, v_j[c], o_i[c]) for j
 //              in increasing order
-//   attend_group_q8, the same over an int8 memory with slot scales ks_j, vs_j and int8 elements
-//   kq_j[c], vq_j[c] (each widened to f32 exactly):
-//     dot_ij = fma(q_i[c], float(kq_j[c]), dot_ij);  s_ij = (dot_ij * ks_j) * scale - m_i *
-//     float(d_j) o_i[c] = fma(e_ij * vs_j, float(vq_j[c]), o_i[c]) for j in increasing order
+//   attend_group_q8, the same over an int8 memory with slot scales ks_j, vs_j, int8 key and value
+//   elements kq_j[c], vq_j[c], and each query head quantized once: qq_i[c] and qs_i from
+//   quantize_row_int8(q_i) (kernels.h), f_i = qs_i * scale:
+//     isum_ij = sum over c of qq_i[c] * kq_j[c]            (exact int32, order-free)
+//     s_ij    = fma(float(isum_ij), f_i * ks_j, -(m_i * float(d_j)))
+//     o_i[c]  = fma(e_ij * vs_j, float(vq_j[c]), o_i[c]) for j in increasing order (vq_j[c] widened
+//               to f32 exactly)
+//   (The integer dot products are what the int8 memory is for: a four-way int8 dot instruction
+//   does four multiply-adds of 16 keys at once on AVX-512 VNNI, where f32 does one.)
 //   (The attention's products are fused: one rounding per term instead of two, and half the
 //   instructions on every SIMD path.)
 //   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
@@ -160,46 +165,61 @@ void swiglu(float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
 
+// Head i's softmax and value sums, its scores e[0 .. window) computed.
 template <typename Ring>
-void attend(const AttentionGroup& a) {
-    for (int i = 0; i < a.heads; ++i) {
-        const float* q = a.q + int64_t{i} * a.d_head;
-        float* e = a.scores + int64_t{i} * a.window;
-        float max_score = -INFINITY;
-        int64_t slot = a.first_slot;
-        for (int64_t j = 0; j < a.window; ++j) {
-            const float distance = static_cast<float>(a.window - 1 - j);
-            e[j] = attention_score<Ring>(a, q, slot, a.slopes[i], distance);
-            if (e[j] > max_score) max_score = e[j];
-            if (++slot == a.horizon) slot = 0;
-        }
-        float lane[8] = {};
-        for (int64_t j = 0; j < a.window; ++j) {
-            e[j] = exp_f32(e[j] - max_score);
-            lane[j % 8] = lane[j % 8] + e[j];
-        }
-        for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
-        for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
-        const float inv_total = 1.0f / (lane[0] + lane[1]);
-        float* o = a.out + int64_t{i} * a.d_head;
-        for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
-        slot = a.first_slot;
-        for (int64_t j = 0; j < a.window; ++j) {
-            const float weight = Ring::weight(a, e[j], slot);
-            for (int c = 0; c < a.d_head; ++c)
-                o[c] = std::fma(weight, Ring::value(a, slot, c), o[c]);
-            if (++slot == a.horizon) slot = 0;
-        }
-        for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
+void softmax_values(const AttentionGroup& a, int i, float* e) {
+    float max_score = -INFINITY;
+    for (int64_t j = 0; j < a.window; ++j) max_score = e[j] > max_score ? e[j] : max_score;
+    float lane[8] = {};
+    for (int64_t j = 0; j < a.window; ++j) {
+        e[j] = exp_f32(e[j] - max_score);
+        lane[j % 8] = lane[j % 8] + e[j];
+    }
+    for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
+    for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
+    const float inv_total = 1.0f / (lane[0] + lane[1]);
+    float* o = a.out + int64_t{i} * a.d_head;
+    for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
+    int64_t slot = a.first_slot;
+    for (int64_t j = 0; j < a.window; ++j) {
+        const float weight = Ring::weight(a, e[j], slot);
+        for (int c = 0; c < a.d_head; ++c) o[c] = std::fma(weight, Ring::value(a, slot, c), o[c]);
+        if (++slot == a.horizon) slot = 0;
+    }
+    for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
+}
+
+// The scores of head i's keys, oldest first: score(slot, distance).
+template <typename Score>
+void head_scores(const AttentionGroup& a, float* e, Score&& score) {
+    int64_t slot = a.first_slot;
+    for (int64_t j = 0; j < a.window; ++j) {
+        e[j] = score(slot, static_cast<float>(a.window - 1 - j));
+        if (++slot == a.horizon) slot = 0;
     }
 }
 
 void attend_group(const AttentionGroup& a) {
-    attend<F32Ring>(a);
+    for (int i = 0; i < a.heads; ++i) {
+        const float* q = a.q + int64_t{i} * a.d_head;
+        float* e = a.scores + int64_t{i} * a.window;
+        head_scores(a, e, [&](int64_t slot, float distance) {
+            return attention_score(a, q, slot, a.slopes[i], distance);
+        });
+        softmax_values<F32Ring>(a, i, e);
+    }
 }
 
 void attend_group_q8(const AttentionGroup& a) {
-    attend<Q8Ring>(a);
+    QueryQ8 q;
+    for (int i = 0; i < a.heads; ++i) {
+        q.prepare(a, i);
+        float* e = a.scores + int64_t{i} * a.window;
+        head_scores(a, e, [&](int64_t slot, float distance) {
+            return attention_score_q8(a, q, slot, a.slopes[i], distance);
+        });
+        softmax_values<Q8Ring>(a, i, e);
+    }
 }
 
 }  // namespace

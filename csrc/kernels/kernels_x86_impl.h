@@ -341,15 +341,15 @@ inline float hmax8(__m256 v) {
 }
 
 // Eight consecutive elements of a ring memory as f32: keys of slots slot .. slot + 7 (element
-// c), or elements c .. c + 7 of the value in `slot`; and the scale of eight keys' dot products.
+// c), or elements c .. c + 7 of the value in `slot`.
 struct F32Lanes : F32Ring {
+    static constexpr bool kIntegerDots = false;  // the scores are f32 dot products
     static __m256 keys8(const AttentionGroup& a, int c, int64_t slot) {
         return _mm256_loadu_ps(a.keys + c * a.horizon + slot);
     }
     static __m256 value8(const AttentionGroup& a, int64_t slot, int c) {
         return _mm256_loadu_ps(a.values + slot * a.value_stride + c);
     }
-    static __m256 scaled_dots(const AttentionGroup&, __m256 dot, int64_t) { return dot; }
 };
 
 inline __m256 widen8(const int8_t* p) {  // eight int8 -> f32, exactly
@@ -358,14 +358,9 @@ inline __m256 widen8(const int8_t* p) {  // eight int8 -> f32, exactly
 }
 
 struct Q8Lanes : Q8Ring {
-    static __m256 keys8(const AttentionGroup& a, int c, int64_t slot) {
-        return widen8(a.keys_q8 + c * a.horizon + slot);
-    }
+    static constexpr bool kIntegerDots = true;  // the scores are attention_scores_q8's
     static __m256 value8(const AttentionGroup& a, int64_t slot, int c) {
         return widen8(a.values_q8 + slot * a.value_stride + c);
-    }
-    static __m256 scaled_dots(const AttentionGroup& a, __m256 dot, int64_t slot) {
-        return _mm256_mul_ps(dot, _mm256_loadu_ps(a.key_scales + slot));
     }
 };
 
@@ -393,8 +388,7 @@ inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, in
             _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
         for (int h = 0; h < NH; ++h) {
             const __m256 score =
-                _mm256_sub_ps(_mm256_mul_ps(Ring::scaled_dots(a, dot[h][v], slot + 8 * v), scale),
-                              _mm256_mul_ps(slope[h], distance));
+                _mm256_sub_ps(_mm256_mul_ps(dot[h][v], scale), _mm256_mul_ps(slope[h], distance));
             _mm256_storeu_ps(s + h * a.window + j + 8 * v, score);
             vmax[h] = _mm256_max_ps(vmax[h], score);
         }
@@ -408,12 +402,11 @@ inline void score_keys(const AttentionGroup& a, const float* q, int64_t slot, in
 // chain of d_head dependent multiply-adds each: a ring's end or a window that is not a multiple
 // of 8 cost a decode step's attention up to a quarter of its time.)
 // Element c of the keys in eight slots, one per lane.
-template <typename Ring>
 inline __m256 gather_keys(const AttentionGroup& a, int c, const int64_t* slots) {
-    return _mm256_setr_ps(Ring::key(a, c, slots[0]), Ring::key(a, c, slots[1]),
-                          Ring::key(a, c, slots[2]), Ring::key(a, c, slots[3]),
-                          Ring::key(a, c, slots[4]), Ring::key(a, c, slots[5]),
-                          Ring::key(a, c, slots[6]), Ring::key(a, c, slots[7]));
+    return _mm256_setr_ps(F32Ring::key(a, c, slots[0]), F32Ring::key(a, c, slots[1]),
+                          F32Ring::key(a, c, slots[2]), F32Ring::key(a, c, slots[3]),
+                          F32Ring::key(a, c, slots[4]), F32Ring::key(a, c, slots[5]),
+                          F32Ring::key(a, c, slots[6]), F32Ring::key(a, c, slots[7]));
 }
 
 template <typename Ring, int NH>
@@ -424,14 +417,16 @@ inline void score_gathered(const AttentionGroup& a, const float* q, int64_t slot
     __m256 dot[NH];
     for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_ps();
     for (int c = 0; c < a.d_head; ++c) {
-        const __m256 k = gather_keys<Ring>(a, c, slots);
+        const __m256 k = gather_keys(a, c, slots);
         for (int h = 0; h < NH; ++h)
             dot[h] = _mm256_fmadd_ps(_mm256_set1_ps(q[h * a.d_head + c]), k, dot[h]);
     }
     for (int h = 0; h < NH; ++h) {
         float d[8];
         _mm256_storeu_ps(d, dot[h]);
-        gathered_scores<Ring>(a, d, slots, n, j, a.slopes[h0 + h], s + h * a.window, &max_score[h]);
+        gathered_scores(a, n, j, s + h * a.window, &max_score[h], [&](int l, float distance) {
+            return score_of_dot(a, d[l], a.slopes[h0 + h], distance);
+        });
     }
 }
 
@@ -465,6 +460,123 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
         } else {
             step = a.window - j < 8 ? a.window - j : 8;
             score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+        }
+        j += step;
+        slot += step;
+        if (slot >= a.horizon) slot -= a.horizon;
+    }
+    for (int h = 0; h < NH; ++h) {
+        const float m = hmax8(vmax[h]);
+        if (m > max_score[h]) max_score[h] = m;
+    }
+}
+
+// ---- attend_group_q8's scores: exact integer dot products ---------------------------------------
+// The keys are quads (kernels.h), so quad i of eight consecutive slots is one 256-bit load, and a
+// broadcast of the query's quad i meets all eight: q . k by matvec_q8_0's sign trick (|q| times k
+// with q's sign; both lie in [-127, 127], so maddubs' pairs stay below 2^15), the pairs summed
+// into the keys' int32 lanes by madd. Exact, so any order gives the reference's isum.
+inline __m256i dot_quads8(__m256i acc, __m256i k, __m256i q, __m256i abs_q) {
+    const __m256i pairs = _mm256_maddubs_epi16(abs_q, _mm256_sign_epi8(k, q));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+inline __m256i key_quads8(const AttentionGroup& a, int i, int64_t slot) {
+    return _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(a.keys_q8 + (i * a.horizon + slot) * 4));
+}
+
+// score_of_isum on eight lanes: fma(float(isum), factor * ks, -(slope * distance)).
+inline __m256 score_of_isum8(__m256i isum, float factor, __m256 key_scale, __m256 slope,
+                             __m256 distance) {
+    return _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum),
+                           _mm256_mul_ps(_mm256_set1_ps(factor), key_scale),
+                           _mm256_mul_ps(slope, distance));
+}
+
+// NV vectors of eight consecutive keys (the first in `slot`, at window index j) for NH heads.
+template <int NH, int NV>
+inline void score_keys_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                          const __m256* slope, float* s, __m256* vmax) {
+    __m256i dot[NH][NV];
+    for (int h = 0; h < NH; ++h)
+        for (int v = 0; v < NV; ++v) dot[h][v] = _mm256_setzero_si256();
+    for (int i = 0; i < q[0].quads; ++i) {
+        __m256i k[NV];
+        for (int v = 0; v < NV; ++v) k[v] = key_quads8(a, i, slot + 8 * v);
+        for (int h = 0; h < NH; ++h) {
+            const __m256i qi = _mm256_set1_epi32(q[h].quad(i));
+            const __m256i abs_qi = _mm256_abs_epi8(qi);
+            for (int v = 0; v < NV; ++v) dot[h][v] = dot_quads8(dot[h][v], k[v], qi, abs_qi);
+        }
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < NV; ++v) {
+        const int32_t newest = static_cast<int32_t>(a.window - 1 - (j + 8 * v));
+        const __m256 distance =
+            _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(newest), lane));
+        const __m256 ks = _mm256_loadu_ps(a.key_scales + slot + 8 * v);
+        for (int h = 0; h < NH; ++h) {
+            const __m256 score = score_of_isum8(dot[h][v], q[h].factor, ks, slope[h], distance);
+            _mm256_storeu_ps(s + h * a.window + j + 8 * v, score);
+            vmax[h] = _mm256_max_ps(vmax[h], score);
+        }
+    }
+}
+
+// The n <= 8 keys at window indices j .. j + n - 1 from `slot`, wrapping at the ring's end: their
+// quads gathered lane by lane (as score_gathered), the scores finished lane by lane.
+template <int NH>
+inline void score_gathered_q8(const AttentionGroup& a, const QueryQ8* q, int64_t slot, int64_t j,
+                              int n, int h0, float* s, float* max_score) {
+    int64_t slots[8];
+    gathered_slots<8>(a, slot, n, slots);
+    __m256i dot[NH];
+    for (int h = 0; h < NH; ++h) dot[h] = _mm256_setzero_si256();
+    for (int i = 0; i < q[0].quads; ++i) {
+        const __m256i k = _mm256_setr_epi32(key_quad(a, i, slots[0]), key_quad(a, i, slots[1]),
+                                            key_quad(a, i, slots[2]), key_quad(a, i, slots[3]),
+                                            key_quad(a, i, slots[4]), key_quad(a, i, slots[5]),
+                                            key_quad(a, i, slots[6]), key_quad(a, i, slots[7]));
+        for (int h = 0; h < NH; ++h) {
+            const __m256i qi = _mm256_set1_epi32(q[h].quad(i));
+            dot[h] = dot_quads8(dot[h], k, qi, _mm256_abs_epi8(qi));
+        }
+    }
+    for (int h = 0; h < NH; ++h) {
+        int32_t isum[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(isum), dot[h]);
+        gathered_scores(a, n, j, s + h * a.window, &max_score[h], [&](int l, float distance) {
+            return score_of_isum(a, q[h], isum[l], slots[l], a.slopes[h0 + h], distance);
+        });
+    }
+}
+
+// attention_scores for an int8 memory: the NH query heads from h0 quantized once (QueryQ8).
+template <int NH>
+void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
+    QueryQ8 q[NH];
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h);
+    float* s = a.scores + int64_t{h0} * a.window;
+    __m256 slope[NH], vmax[NH];
+    for (int h = 0; h < NH; ++h) {
+        slope[h] = _mm256_set1_ps(a.slopes[h0 + h]);
+        vmax[h] = _mm256_set1_ps(-INFINITY);
+        max_score[h] = -INFINITY;
+    }
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        int64_t step;
+        if (run >= 16) {
+            score_keys_q8<NH, 2>(a, q, slot, j, slope, s, vmax);
+            step = 16;
+        } else if (run >= 8) {
+            score_keys_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
+            step = 8;
+        } else {
+            step = a.window - j < 8 ? a.window - j : 8;
+            score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
         }
         j += step;
         slot += step;
@@ -586,7 +698,10 @@ template <typename Ring, int NH>
 void attend_heads(const AttentionGroup& a, int h0) {
     float max_score[NH], inv_total[NH];
     int64_t first[NH];
-    attention_scores<Ring, NH>(a, h0, max_score);
+    if constexpr (Ring::kIntegerDots)
+        attention_scores_q8<NH>(a, h0, max_score);
+    else
+        attention_scores<Ring, NH>(a, h0, max_score);
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
                                        max_score[h], &first[h]);
@@ -653,9 +768,9 @@ inline void tile_score_keys(const AttentionGroup& m, const BlockTile& tile, int 
                 _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(d0), lane));
             for (int h = 0; h < NH; ++h) {
                 const int r = t * NH + h;
-                const __m256 score = _mm256_sub_ps(
-                    _mm256_mul_ps(Ring::scaled_dots(m, dot[r][v], slot + 8 * v), scale),
-                    _mm256_mul_ps(_mm256_set1_ps(m.slopes[h0 + h]), distance));
+                const __m256 score =
+                    _mm256_sub_ps(_mm256_mul_ps(dot[r][v], scale),
+                                  _mm256_mul_ps(_mm256_set1_ps(m.slopes[h0 + h]), distance));
                 _mm256_storeu_ps(s + r * tile.keys + i + 8 * v, score);
             }
         }
@@ -715,7 +830,7 @@ void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* 
         __m256 dot[R];
         for (int r = 0; r < R; ++r) dot[r] = _mm256_setzero_ps();
         for (int c = 0; c < m.d_head; ++c) {
-            const __m256 k = gather_keys<Ring>(m, c, slots);
+            const __m256 k = gather_keys(m, c, slots);
             for (int t = 0; t < TT; ++t)
                 for (int h = 0; h < NH; ++h)
                     dot[t * NH + h] = _mm256_fmadd_ps(
@@ -726,9 +841,8 @@ void attend_tile(const AttentionBlock& b, const BlockTile& tile, int h0, float* 
                 float d[8];
                 _mm256_storeu_ps(d, dot[t * NH + h]);
                 for (int l = 0; l < n; ++l)
-                    s[(t * NH + h) * tile.keys + i + l] =
-                        score_of_dot<Ring>(m, d[l], slots[l], m.slopes[h0 + h],
-                                           static_cast<float>(tile.newest[t] - slots[l]));
+                    s[(t * NH + h) * tile.keys + i + l] = score_of_dot(
+                        m, d[l], m.slopes[h0 + h], static_cast<float>(tile.newest[t] - slots[l]));
             }
     }
     float inv_total[R];

@@ -133,7 +133,8 @@ struct AttentionCase {
     int64_t horizon, first_slot, window, value_stride;
     std::vector<float> q, keys, values, slopes, scores, out;
     // The same memory as int8 elements with a scale per slot (attend_group_q8): random int8 and
-    // scales (some zero), not a quantization of keys and values.
+    // scales (some zero), not a quantization of keys and values; the keys as quads (kernels.h),
+    // their padding random bytes (-128 included), which the scores must not see.
     std::vector<int8_t> keys_q8, values_q8;
     std::vector<float> key_scales, value_scales;
 
@@ -151,7 +152,11 @@ struct AttentionCase {
         for (int h = 0; h < heads; ++h) slopes.push_back(std::ldexp(1.0f, -(h + 1)));
         scores.assign(size_t(heads * window), NAN);
         out.assign(size_t(heads * d_head) + 1, NAN);
-        for (size_t i = 0; i < keys.size(); ++i) keys_q8.push_back(int8_t(rng.range(-127, 127)));
+        keys_q8.assign(size_t(k::key_quads(d_head) * horizon * 4), 0);
+        for (int64_t i = 0; i < k::key_quads(d_head) * 4; ++i)
+            for (int64_t j = 0; j < horizon; ++j)
+                keys_q8[size_t(k::key_q8_index(i, j, horizon))] =
+                    int8_t(i < d_head ? rng.range(-127, 127) : rng.range(-128, 127));
         for (size_t i = 0; i < values.size(); ++i)
             values_q8.push_back(int8_t(rng.range(-127, 127)));
         for (int64_t j = 0; j < horizon; ++j) {
@@ -627,7 +632,8 @@ TEST(attend_block_bit_identical_on_every_path) {
 TEST(attend_group_q8_is_attention_over_the_dequantized_memory) {
     // The scalar int8 reference against attend_group (f32) over the memory it stands for:
     // element * slot scale, each product exact in f32 (int8 times a scale with a short mantissa),
-    // so the two differ only by the order of rounding.
+    // so the two differ only by the order of rounding. The queries are int8 times a power of two
+    // with an element of magnitude 127, which quantize_row_int8 reproduces exactly.
     Rng rng(15);
     for (int trial = 0; trial < 60; ++trial) {
         const int heads = static_cast<int>(rng.range(1, 6));
@@ -636,9 +642,16 @@ TEST(attend_group_q8_is_attention_over_the_dequantized_memory) {
         AttentionCase c(rng, heads, d_head, horizon);
         for (float& s : c.key_scales) s = std::ldexp(std::floor(s * 4096.0f), -12);
         for (float& s : c.value_scales) s = std::ldexp(std::floor(s * 4096.0f), -12);
+        for (int h = 0; h < heads; ++h) {
+            const float unit = std::ldexp(1.0f, static_cast<int>(rng.range(-9, -5)));
+            for (int e = 0; e < d_head; ++e)
+                c.q[size_t(h * d_head + e)] =
+                    unit * (e == h % d_head ? -127.0f : float(rng.range(-127, 127)));
+        }
         for (int e = 0; e < d_head; ++e)
             for (int64_t j = 0; j < horizon; ++j)
-                c.keys[e * horizon + j] = c.key_scales[j] * c.keys_q8[e * horizon + j];
+                c.keys[e * horizon + j] =
+                    c.key_scales[j] * c.keys_q8[size_t(k::key_q8_index(e, j, horizon))];
         for (int64_t j = 0; j < horizon; ++j)
             for (int e = 0; e < d_head; ++e)
                 c.values[j * c.value_stride + e] =
@@ -753,7 +766,7 @@ TEST(swiglu_bit_identical_on_every_path) {
 }
 
 TEST(same_digest_on_every_architecture) {
-    constexpr uint64_t kExpected = 0xbe31caaa01cbe3caull;
+    constexpr uint64_t kExpected = 0xaf9c1f6e481ad717ull;
     for (const k::KernelTable* p : paths()) {
         const uint64_t d = kernel_digest(*p);
         if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);
