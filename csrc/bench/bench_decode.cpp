@@ -138,6 +138,7 @@ struct StepAttention {
     std::vector<std::vector<float>> keys, values, scales;
     std::vector<std::vector<int8_t>> keys_q8, values_q8;
     std::vector<float> q, scores, out;
+    std::vector<uint8_t> weights;
     int64_t past;
     bool int8;
 
@@ -149,13 +150,14 @@ struct StepAttention {
             keys.emplace_back(size_t(h * kvd), 0.01f);
             values.emplace_back(size_t(h * kvd), 0.02f);
             keys_q8.emplace_back(size_t(h * kvd), int8_t{3});
-            values_q8.emplace_back(size_t(h * kvd), int8_t{5});
+            values_q8.emplace_back(size_t((h + 3) / 4 * 4 * kvd), int8_t{5});
             scales.emplace_back(size_t(h * c.n_kv_heads), 0.004f);
         }
         q.assign(size_t(c.n_heads) * c.d_head, 0.1f);
         out.assign(q.size(), 0.0f);
         const uint32_t longest = *std::max_element(m.horizons.begin(), m.horizons.end());
         scores.assign(size_t(c.n_heads / c.n_kv_heads) * longest, 0.0f);
+        weights.assign(size_t(k::attention_weights_bytes(c.n_heads / c.n_kv_heads, longest)), 0);
     }
 
     void run() {
@@ -171,7 +173,7 @@ struct StepAttention {
                 a.keys = keys[l].data() + g * c.d_head * h;
                 a.values = values[l].data() + g * c.d_head;
                 a.keys_q8 = keys_q8[l].data() + g * k::key_quads(c.d_head) * 4 * h;
-                a.values_q8 = values_q8[l].data() + g * c.d_head;
+                a.values_q8 = values_q8[l].data() + g * c.d_head * 4;
                 a.key_scales = a.value_scales = scales[l].data() + g * h;
                 a.value_stride = kvd;
                 a.horizon = h;
@@ -182,6 +184,7 @@ struct StepAttention {
                 a.heads = hpg;
                 a.d_head = c.d_head;
                 a.scores = scores.data();
+                a.weights = weights.data();
                 a.out = out.data() + g * hpg * c.d_head;
                 if (int8)
                     kernels.attend_group_q8(a);

@@ -45,6 +45,7 @@ RunState::Sizes RunState::sizes(const Model& model) {
     n.scores =
         std::max<int64_t>(int64_t{c.n_heads / c.n_kv_heads} * longest,
                           kernels::attention_block_scores(c.n_heads / c.n_kv_heads, longest));
+    n.weights = kernels::attention_weights_bytes(c.n_heads / c.n_kv_heads, longest);
     n.window = int64_t{longest} - 1 + chunk;
     n.hidden = chunk * c.d_ff;
     n.vocab = c.vocab_size;
@@ -57,6 +58,7 @@ uint64_t RunState::bytes(const Sizes& n) {
            uint64_t(n.queries) * 2 * sizeof(float) +  // q, attended
            uint64_t(n.keys) * 2 * sizeof(float) +     // k, v
            uint64_t(n.tokens) * sizeof(int32_t) + uint64_t(n.scores) * sizeof(float) +
+           uint64_t(n.weights) +                                       // int8 memory's weights
            uint64_t(n.hidden) * 2 * sizeof(float) +                    // gate, up
            uint64_t(n.vocab) * (2 * sizeof(float) + sizeof(uint8_t));  // logits, biased, allowed
 }
@@ -72,7 +74,7 @@ void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvM
         values.assign(elements, 0.0f);
     } else {
         keys_q8.assign(size_t(heads * kernels::key_quads(d_head) * horizon * 4), 0);
-        values_q8.assign(elements, 0);
+        values_q8.assign(size_t((horizon + 3) / 4 * 4 * width), 0);  // whole quads of slots
         key_scales.assign(scales, 0.0f);
         value_scales.assign(scales, 0.0f);
     }
@@ -95,8 +97,10 @@ void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first
         for (int64_t i = 0; i < kernels::key_quads(d_head); ++i)
             std::copy_n(&ring_keys[(i * H + from) * 4], n * 4, &keys_q8[(i * horizon + to) * 4]);
         for (int64_t j = 0; j < n; ++j)
-            std::copy_n(&ring.values_q8[(from + j) * ring.width + first_element], d_head,
-                        &values_q8[(to + j) * width]);
+            for (int64_t c = 0; c < d_head; ++c)
+                values_q8[kernels::value_q8_index(c, to + j, width)] =
+                    ring.values_q8[kernels::value_q8_index(first_element + c, from + j,
+                                                           ring.width)];
         std::copy_n(&ring.key_scales[group * H + from], n, &key_scales[to]);
         std::copy_n(&ring.value_scales[group * H + from], n, &value_scales[to]);
     };
@@ -110,8 +114,10 @@ void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first
 uint64_t RingMemory::bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind) {
     const uint64_t rows = uint64_t(horizon) * heads;  // a key and a value per head and slot
     if (kind == KvMemory::F32) return rows * 2 * d_head * sizeof(float);
-    const uint64_t key_bytes = uint64_t(kernels::key_quads(d_head)) * 4;  // d_head rounded up to 4
-    return rows * (key_bytes + d_head * sizeof(int8_t) + 2 * sizeof(float));
+    // The keys' d_head and the values' slots rounded up to a multiple of 4 (kernels.h).
+    const uint64_t key_bytes = uint64_t(kernels::key_quads(d_head)) * 4;
+    const uint64_t value_bytes = uint64_t(horizon + 3) / 4 * 4 * heads * d_head;
+    return rows * (key_bytes + 2 * sizeof(float)) + value_bytes;
 }
 
 void Session::check_options(const SessionOptions& options) {
@@ -141,6 +147,7 @@ Session::Session(const Model& model, const SessionOptions& options,
     state_.v.resize(n.keys);
     state_.kv_row.resize(n.tokens);
     state_.scores.resize(n.scores);
+    state_.weights.resize(n.weights);
     state_.attended.resize(n.queries);
     state_.gate.resize(n.hidden);
     state_.up.resize(n.hidden);
@@ -149,6 +156,12 @@ Session::Session(const Model& model, const SessionOptions& options,
     state_.allowed.resize(n.vocab);
     state_.biased.resize(n.vocab);
     check_options(options);
+    for (int l = 0; l < c.n_layers && options.kv_memory == KvMemory::Int8; ++l)
+        if (model.horizons[l] > kernels::kMaxInt8Horizon)
+            throw Error(Status::Argument, "kv_memory int8 needs horizons of at most " +
+                                              std::to_string(kernels::kMaxInt8Horizon) +
+                                              " (layer " + std::to_string(l) + " has " +
+                                              std::to_string(model.horizons[l]) + ")");
     if (kernels.matmul_q8_0_panels != nullptr) model.pack_panels();
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
@@ -424,9 +437,10 @@ kernels::AttentionGroup Session::group_memory(const RingMemory& memory, int g) {
     a.d_head = dh;
     a.slopes = model_.weights.alibi_slopes + int64_t{g} * heads_per_group;
     a.scores = state_.scores.data();
+    a.weights = state_.weights.data();
     if (memory.is_int8()) {
         a.keys_q8 = memory.group_keys_q8(g);
-        a.values_q8 = memory.values_q8.data() + g * dh;
+        a.values_q8 = memory.values_q8.data() + g * dh * 4;
         a.key_scales = memory.key_scales.data() + g * horizon;
         a.value_scales = memory.value_scales.data() + g * horizon;
     } else {

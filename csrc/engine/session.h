@@ -61,7 +61,7 @@ struct MemoryReport {
     uint64_t activation_bytes;  // forward-pass scratch, logits, grammar mask, sampler scratch
     uint64_t kv_bytes;          // the ring memories: sum_l h_l * G * 2 * (d_h * 4), or with
                                 // int8 memory sum_l h_l * G * 2 * (d_h + 4) (the keys'
-                                // d_h rounded up to a multiple of 4)
+                                // d_h and the values' h_l rounded up to multiples of 4)
     uint64_t total_bytes;       // activations + kv + sampler, grammar, detokenizer, event queue
 };
 
@@ -70,15 +70,16 @@ struct MemoryReport {
 // the first position the window (p − horizon, p] no longer contains. Keys are stored transposed,
 // element by element ([G·d_h][horizon]), so the attention kernel reads the keys of consecutive
 // slots as one vector; values are stored slot by slot ([horizon][G·d_h]). An int8 memory keeps
-// the values' layout in int8 (values_q8), its keys as quads of elements (kernels.h, key_quads: a
-// key/value head's key_quads(d_h) quads after another's) for the integer dot products, and one
-// scale per head and slot ([G][horizon]); the f32 vectors are then empty, and the other way round.
+// its keys as quads of elements (kernels.h, key_quads: a key/value head's key_quads(d_h) quads
+// after another's) and its values as quads of slots (value_q8_index) for the integer dot
+// products, and one scale per head and slot ([G][horizon]); the f32 vectors are then empty, and
+// the other way round.
 struct RingMemory {
     int64_t horizon = 0;
-    int64_t heads = 0, d_head = 0;                // G, d_h
-    int64_t width = 0;                            // G·d_h
-    std::vector<float> keys, values;              // f32: [width][horizon], [horizon][width]
-    std::vector<int8_t> keys_q8, values_q8;       // int8: [G][quads][horizon][4], [horizon][width]
+    int64_t heads = 0, d_head = 0;           // G, d_h
+    int64_t width = 0;                       // G·d_h
+    std::vector<float> keys, values;         // f32: [width][horizon], [horizon][width]
+    std::vector<int8_t> keys_q8, values_q8;  // int8: [G][quads][horizon][4], [horizon/4][width][4]
     std::vector<float> key_scales, value_scales;  // int8: [G][horizon]
 
     bool is_int8() const { return !keys_q8.empty(); }
@@ -106,8 +107,10 @@ struct RingMemory {
             int8_t* keys = group_keys_q8(g);
             for (int64_t c = 0; c < d_head; ++c)
                 keys[kernels::key_q8_index(c, slot, horizon)] = row[c];
-            value_scales[g * horizon + slot] = kernels::quantize_row_int8(
-                value + first, d_head, &values_q8[slot * width + first], 1);
+            value_scales[g * horizon + slot] =
+                kernels::quantize_row_int8(value + first, d_head, row, 1);
+            for (int64_t c = 0; c < d_head; ++c)
+                values_q8[kernels::value_q8_index(first + c, slot, width)] = row[c];
         }
     }
     // Key/value head g's keys in an int8 memory (kernels::AttentionGroup::keys_q8).
@@ -130,6 +133,7 @@ struct RunState {
     std::vector<float> k, v;                    // [chunk][G·d_h] new keys and values
     std::vector<int32_t> kv_row;                // [chunk] token t's row in k and v
     std::vector<float> scores;                  // attention weights of a group (its queries')
+    std::vector<uint8_t> weights;               // an int8 memory's quantized attention weights
     std::vector<float> attended;                // [chunk][H·d_h] attention output, all heads
     std::vector<float> gate, up;                // [chunk][d_ff] SwiGLU halves
     std::vector<float> delta;                   // [chunk][d] output of W_o or W_2, added to x
@@ -147,6 +151,7 @@ struct RunState {
         int64_t keys;       // k, v
         int64_t tokens;     // kv_row
         int64_t scores;     // scores
+        int64_t weights;    // weights (bytes)
         int64_t window;     // slots of Session's block window (one head): max h_l - 1 + chunk
         int64_t hidden;     // gate, up
         int64_t vocab;      // logits, allowed, biased

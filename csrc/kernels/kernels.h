@@ -135,6 +135,25 @@ inline int64_t key_q8_index(int64_t c, int64_t slot, int64_t horizon) {
     return ((c / 4) * horizon + slot) * 4 + c % 4;
 }
 
+// Its values go in quads of slots: element c of slots 4b .. 4b + 3 side by side, so that one 32-bit
+// lane holds four slots' element c and a broadcast of four slots' weights meets a vector of
+// elements. With `stride` elements per slot (every key/value head's), element c of the value in
+// slot s is the byte value_q8_index(c, s, stride), and the memory holds its slots rounded up to a
+// multiple of 4 (the padding slots zero). Value bytes lie in [-127, 127] (quantize_row_int8).
+inline int64_t value_q8_index(int64_t c, int64_t slot, int64_t stride) {
+    return ((slot / 4) * stride + c) * 4 + slot % 4;
+}
+
+// The longest horizon an int8 memory may have: its value sums are exact int32 sums of up to
+// horizon products of at most 255 * 127 (the session refuses longer).
+constexpr int64_t kMaxInt8Horizon = 65536;
+
+// The bytes of scratch attend_group_q8 needs for the quantized weights of `heads` query heads over
+// a window of up to `window` keys (one row of window + 12 bytes per head, AttentionGroup::weights).
+inline int64_t attention_weights_bytes(int heads, int64_t window) {
+    return int64_t{heads} * (window + 12);
+}
+
 // One key/value group's attention for the query at the newest position of a layer's ring memory
 // (docs/design.md): the `heads` query heads that share the group, against the `window` newest
 // positions, which sit in ring slots first_slot, first_slot + 1, ... (mod horizon), oldest first.
@@ -152,12 +171,14 @@ struct AttentionGroup {
     float* scores;  // scratch, [heads][window]
     float* out;     // [heads][d_head]
     // An int8 memory (attend_group_q8; keys and values unused): the keys as quads (key_quads),
-    // the values in the f32 layout, and one scale per slot, so that the key in slot s is
-    // key_scales[s] * (its int8 elements).
+    // the values as quads of slots (value_q8_index, with value_stride elements per slot), and one
+    // scale per slot, so that the key in slot s is key_scales[s] * (its int8 elements).
     const int8_t* keys_q8;  // [key_quads(d_head)][horizon][4]
-    const int8_t* values_q8;
+    const int8_t*
+        values_q8;  // element c of slot s at values_q8[value_q8_index(c, s, value_stride)]
     const float* key_scales;    // [horizon]
     const float* value_scales;  // [horizon]
+    uint8_t* weights;           // scratch of attention_weights_bytes(heads, window)
 };
 
 // The attention of a block of consecutive queries of one key/value group (a prompt's prefill):
@@ -223,11 +244,11 @@ struct KernelTable {
     // all the group's query heads, in the canonical order of kernels_scalar.cpp.
     void (*attend_group)(const AttentionGroup& a);
 
-    // The same over an int8 memory (AttentionGroup's keys_q8 ... value_scales), in the canonical
-    // order of kernels_scalar.cpp: each query head is quantized to int8 (quantize_row_int8, one
-    // scale per head), its dot product with a key is an exact integer sum, and the scales are
-    // applied once per score; the value sums widen each int8 element to f32 exactly and apply the
-    // slot's scale once per weight.
+    // The same over an int8 memory (AttentionGroup's keys_q8 ... weights), in the canonical order
+    // of kernels_scalar.cpp: each query head is quantized to int8 (quantize_row_int8, one scale
+    // per head), its dot product with a key is an exact integer sum, and the scales are applied
+    // once per score; after the softmax each head's weights times the values' scales are quantized
+    // to 0 .. 255 (one scale per head), and the value sums are exact integer sums too.
     void (*attend_group_q8)(const AttentionGroup& a);
 
     // attend_group (attend_group_q8) of every query of an AttentionBlock, each key and value read

@@ -68,16 +68,7 @@ struct F32Lanes16 : F32Lanes {
     }
 };
 
-inline __m512 widen16(__m128i q) {  // sixteen int8 -> f32, exactly
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-}
-
-struct Q8Lanes16 : Q8Lanes {
-    static __m512 value16(const AttentionGroup& a, int64_t slot, int c) {
-        return widen16(_mm_loadu_si128(
-            reinterpret_cast<const __m128i*>(a.values_q8 + slot * a.value_stride + c)));
-    }
-};
+struct Q8Lanes16 : Q8Lanes {};
 
 // score = dot * scale - slope * distance, score_of_dot's operations lane by lane.
 inline __m512 score16(__m512 dot, __m512 scale, __m512 slope, __m512 distance) {
@@ -316,6 +307,70 @@ void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
         max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
 }
 
+// quantize_weights' vector steps on sixteen lanes (cvtps rounds half to even, as nearbyint; the
+// unsigned saturation is quantize_weight's clamp at 255).
+struct Weights16 {
+    static constexpr int kLanes = 16;
+    using Max = __m512;
+    static Max max_init() { return _mm512_setzero_ps(); }
+    static void scale(float* e, const float* vs, Max& m) {
+        const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(e), _mm512_loadu_ps(vs));
+        _mm512_storeu_ps(e, w);
+        m = _mm512_max_ps(m, w);
+    }
+    static float max_of(Max m) { return hmax8(_mm256_max_ps(half8<0>(m), half8<1>(m))); }
+    static void quantize(const float* w, float inv, uint8_t* q) {
+        const __m512i r =
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(w), _mm512_set1_ps(inv)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtusepi32_epi8(r));
+    }
+};
+
+// The integer value sums of an int8 memory for NH heads from h0 (kernels_scalar.cpp), their
+// weights quantized into a.weights (WeightRuns): a quad of four slots' elements c .. c + 15 is one
+// 512-bit load, and one vpdpbusd adds the four slots' products of all sixteen with a broadcast of
+// the slots' four weights (unsigned bytes, as vpdpbusd wants them). Exact: the reference's osum.
+template <int NH>
+void attention_values16_q8(const AttentionGroup& a, int h0, const float* inv_total,
+                           const int64_t* first) {
+    const WeightRuns runs(a);
+    float ws[NH];
+    const uint8_t* row[NH];
+    int64_t from = a.window;
+    for (int h = 0; h < NH; ++h) {
+        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
+        ws[h] = quantize_weights<Weights16>(a, a.scores + int64_t{h0 + h} * a.window, r, runs,
+                                            first[h]);
+        row[h] = r;
+        from = first[h] < from ? first[h] : from;
+    }
+    for (int c0 = 0; c0 < a.d_head; c0 += 32) {
+        const int n = a.d_head - c0;
+        const __mmask16 live[2] = {first_lanes(n), n > 16 ? first_lanes(n - 16) : __mmask16(0)};
+        __m512i acc[NH][2];
+        for (int h = 0; h < NH; ++h) acc[h][0] = acc[h][1] = _mm512_setzero_si512();
+        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+            const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
+            const __m512i v0 = _mm512_maskz_loadu_epi32(live[0], p);
+            const __m512i v1 = _mm512_maskz_loadu_epi32(live[1], p + 64);
+            for (int h = 0; h < NH; ++h) {
+                int32_t four;
+                std::memcpy(&four, row[h] + pos, sizeof four);
+                const __m512i w = _mm512_set1_epi32(four);
+                acc[h][0] = _mm512_dpbusd_epi32(acc[h][0], w, v0);
+                acc[h][1] = _mm512_dpbusd_epi32(acc[h][1], w, v1);
+            }
+        });
+        for (int h = 0; h < NH; ++h) {
+            const __m512 f = _mm512_set1_ps(ws[h] * inv_total[h]);
+            float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
+            for (int k = 0; k < 2; ++k)
+                _mm512_mask_storeu_ps(o + 16 * k, live[k],
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h][k]), f));
+        }
+    }
+}
+
 // e_j = exp(s_j - max) in place; returns 1 / total (the canonical eight-lane sum: each vector's
 // low eight keys then its high eight added to the lanes, in increasing j), and in *first the
 // window index of the first e_j that is not 0. A vector whose scores all lie more than 87 below
@@ -384,12 +439,16 @@ void attend_heads16(const AttentionGroup& a, int h0) {
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights16(a.scores + int64_t{h0 + h} * a.window, a.window,
                                          max_score[h], &first[h]);
-    int c = 0;
-    for (; c + 32 <= a.d_head; c += 32)
-        attention_values<Ring, Lanes16, NH, 2>(a, h0, c, inv_total, first);
-    for (; c + 16 <= a.d_head; c += 16)
-        attention_values<Ring, Lanes16, NH, 1>(a, h0, c, inv_total, first);
-    attention_values_from<Ring, NH>(a, h0, c, inv_total, first);  // the last 0 .. 15 elements
+    if constexpr (Ring::kIntegerDots) {
+        attention_values16_q8<NH>(a, h0, inv_total, first);
+    } else {
+        int c = 0;
+        for (; c + 32 <= a.d_head; c += 32)
+            attention_values<Ring, Lanes16, NH, 2>(a, h0, c, inv_total, first);
+        for (; c + 16 <= a.d_head; c += 16)
+            attention_values<Ring, Lanes16, NH, 1>(a, h0, c, inv_total, first);
+        attention_values_from<Ring, NH>(a, h0, c, inv_total, first);  // the last 0 .. 15 elements
+    }
 }
 
 template <typename Ring>

@@ -29,14 +29,7 @@ struct F32Ring {
     static float weight(const AttentionGroup&, float e, int64_t) { return e; }
 };
 
-struct Q8Ring {
-    static float value(const AttentionGroup& a, int64_t slot, int c) {
-        return static_cast<float>(a.values_q8[slot * a.value_stride + c]);
-    }
-    static float weight(const AttentionGroup& a, float e, int64_t slot) {
-        return e * a.value_scales[slot];
-    }
-};
+struct Q8Ring {};
 
 // s = (q . k) * scale - slope * distance for the f32 key in `slot`, in attend_group's canonical
 // order (kernels_scalar.cpp): the scalar path scores every key with it. score_of_dot is its last
@@ -96,6 +89,96 @@ inline float attention_score_q8(const AttentionGroup& a, const QueryQ8& q, int64
     for (int c = 0; c < 4 * q.quads; ++c)
         isum += int32_t{q.q[c]} * int32_t{a.keys_q8[key_q8_index(c, slot, a.horizon)]};
     return score_of_isum(a, q, isum, slot, slope, distance);
+}
+
+// attend_group_q8's quantized weight of a key: w (its softmax weight times its value's scale) over
+// the head's weight scale ws, rounded half to even; inv is inverse_scale(ws), and w <= 255 ws.
+inline uint8_t quantize_weight(float w, float inv) {
+    const float r = std::nearbyint(w * inv);
+    return r > 255.0f ? uint8_t{255} : static_cast<uint8_t>(r);
+}
+
+// Where the SIMD paths put a head's quantized weights for the integer value sums: one row of
+// AttentionGroup::weights per head, in which bytes 4b .. 4b + 3 are the weights of one quad of
+// value slots (value_q8_index) and every byte that is not a window key's weight is 0. The window's
+// keys up to the ring's end (run 0) start at byte first_slot % 4, those from slot 0 on (run 1,
+// when the window wraps) at the next multiple of 4.
+struct WeightRuns {
+    int64_t keys[2];       // the window's keys in each run
+    int64_t base_pos[2];   // the byte of each run's first quad (a multiple of 4)
+    int64_t base_slot[2];  // the slot of each run's first quad (a multiple of 4)
+    int64_t offset0;       // first_slot % 4: run 0's first key is byte offset0
+    int64_t bytes;         // the row's bytes in use, a multiple of 4 (at most window + 9)
+
+    explicit WeightRuns(const AttentionGroup& a) {
+        offset0 = a.first_slot % 4;
+        keys[0] = a.window < a.horizon - a.first_slot ? a.window : a.horizon - a.first_slot;
+        keys[1] = a.window - keys[0];
+        base_pos[0] = 0;
+        base_slot[0] = a.first_slot - offset0;
+        base_pos[1] = (offset0 + keys[0] + 3) / 4 * 4;
+        base_slot[1] = 0;
+        bytes = base_pos[1] + (keys[1] + 3) / 4 * 4;
+    }
+    int64_t pos(int64_t j) const {  // the byte of window key j
+        return j < keys[0] ? offset0 + j : base_pos[1] + (j - keys[0]);
+    }
+    // f(j0, j1, slot, byte) for each run's window keys j0 .. j1 - 1 from window key `from` on, the
+    // slot and the byte of key j0 (both rise with j within a run).
+    template <typename F>
+    void for_runs(int64_t from, F&& f) const {
+        for (int r = 0; r < 2; ++r) {
+            const int64_t start = r == 0 ? 0 : keys[0];
+            const int64_t j0 = from > start ? from : start, j1 = start + keys[r];
+            if (j0 >= j1) continue;
+            f(j0, j1, r == 0 ? base_slot[0] + offset0 + j0 : j0 - keys[0], pos(j0));
+        }
+    }
+    // f(byte, slot) for each quad of value slots holding window keys from window key `from` on.
+    template <typename F>
+    void for_quads(int64_t from, F&& f) const {
+        for (int r = 0; r < 2; ++r) {
+            const int64_t start = r == 0 ? 0 : keys[0];
+            if (keys[r] == 0 || from >= start + keys[r]) continue;
+            const int64_t first = from > start ? (pos(from) - base_pos[r]) / 4 : 0;
+            const int64_t end = (pos(start) - base_pos[r] + keys[r] + 3) / 4;
+            for (int64_t b = first; b < end; ++b) f(base_pos[r] + 4 * b, base_slot[r] + 4 * b);
+        }
+    }
+};
+
+// A head's weights for the integer value sums: e[j] becomes w_j = e[j] * value_scales[slot of
+// j], and row (the head's row of AttentionGroup::weights, laid out by WeightRuns) their quantized
+// values; returns the head's weight scale ws = max w / 255. Window keys before `first` have
+// weight +0 (the softmax's skipped keys), and so do their bytes. V is the path's vector steps
+// (kLanes at a time; the rest of a run one by one): V::scale(e, vs, vmax) multiplies in place and
+// keeps the running max, V::max_of(vmax) reduces it, V::quantize(w, inv, q) writes quantize_weight
+// of each lane.
+template <typename V>
+float quantize_weights(const AttentionGroup& a, float* e, uint8_t* row, const WeightRuns& runs,
+                       int64_t first) {
+    typename V::Max vmax = V::max_init();
+    float wmax = 0.0f;
+    runs.for_runs(first, [&](int64_t j0, int64_t j1, int64_t slot, int64_t) {
+        const float* vs = a.value_scales + slot - j0;  // window key j's scale at vs[j]
+        int64_t j = j0;
+        for (; j + V::kLanes <= j1; j += V::kLanes) V::scale(e + j, vs + j, vmax);
+        for (; j < j1; ++j) {
+            e[j] = e[j] * vs[j];
+            wmax = e[j] > wmax ? e[j] : wmax;
+        }
+    });
+    const float vector_max = V::max_of(vmax);
+    wmax = vector_max > wmax ? vector_max : wmax;
+    const float ws = wmax / 255.0f, inv = inverse_scale(ws);
+    std::memset(row, 0, static_cast<size_t>(runs.bytes));
+    runs.for_runs(first, [&](int64_t j0, int64_t j1, int64_t, int64_t pos) {
+        uint8_t* q = row + pos - j0;  // window key j's byte at q[j]
+        int64_t j = j0;
+        for (; j + V::kLanes <= j1; j += V::kLanes) V::quantize(e + j, inv, q + j);
+        for (; j < j1; ++j) q[j] = quantize_weight(e[j], inv);
+    });
+    return ws;
 }
 
 // The slots of the n <= W keys from `slot` on, wrapping at the ring's end; a lane past n repeats

@@ -252,18 +252,8 @@ struct F32Lanes : F32Ring {
     }
 };
 
-inline float32x4_t widen4(const int8_t* p) {  // four int8 -> f32, exactly (reads four bytes)
-    int32_t four;
-    std::memcpy(&four, p, sizeof four);
-    const int16x8_t w = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
-    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
-}
-
 struct Q8Lanes : Q8Ring {
-    static constexpr bool kIntegerDots = true;  // the scores are attention_scores_q8's
-    static float32x4_t value4(const AttentionGroup& a, int64_t slot, int c) {
-        return widen4(a.values_q8 + slot * a.value_stride + c);
-    }
+    static constexpr bool kIntegerDots = true;  // attention_scores_q8, attention_values_q8
 };
 
 // The scores of NV vectors of four consecutive keys (the first in `slot`, at window index j) for
@@ -374,6 +364,7 @@ struct QuadDots {
     void add(int8x16_t k0, int8x16_t q0, int8x16_t k1, int8x16_t q1) {
         sum = vdotq_s32(vdotq_s32(sum, k0, q0), k1, q1);
     }
+    void add(int8x16_t k, int8x16_t q) { sum = vdotq_s32(sum, k, q); }
     int32x4_t total() const { return sum; }
 #else
     int32x4_t lo, hi;  // pairs of products: keys 0 and 1 in lo, 2 and 3 in hi, two lanes each
@@ -385,6 +376,10 @@ struct QuadDots {
         int16x8_t r = vmull_high_s8(k0, q0);
         r = vmlal_high_s8(r, k1, q1);
         hi = vpadalq_s16(hi, r);
+    }
+    void add(int8x16_t k, int8x16_t q) {
+        lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(k), vget_low_s8(q)));
+        hi = vpadalq_s16(hi, vmull_high_s8(k, q));
     }
     int32x4_t total() const { return vpaddq_s32(lo, hi); }
 #endif
@@ -505,6 +500,88 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
     }
 }
 
+// quantize_weights' vector steps on four lanes (vcvtnq rounds half to even, as nearbyint).
+struct Weights4 {
+    static constexpr int kLanes = 4;
+    using Max = float32x4_t;
+    static Max max_init() { return vdupq_n_f32(0.0f); }
+    static void scale(float* e, const float* vs, Max& m) {
+        const float32x4_t w = vmulq_f32(vld1q_f32(e), vld1q_f32(vs));
+        vst1q_f32(e, w);
+        m = vmaxq_f32(m, w);
+    }
+    static float max_of(Max m) { return vmaxvq_f32(m); }
+    static void quantize(const float* w, float inv, uint8_t* q) {
+        const uint32x4_t r =
+            vminq_u32(vcvtnq_u32_f32(vmulq_n_f32(vld1q_f32(w), inv)), vdupq_n_u32(255));
+        const uint16x4_t h = vmovn_u32(r);
+        const uint32_t four = vget_lane_u32(vreinterpret_u32_u8(vmovn_u16(vcombine_u16(h, h))), 0);
+        std::memcpy(q, &four, sizeof four);
+    }
+};
+
+// The integer value sums of an int8 memory for NH heads from h0 (kernels_scalar.cpp), their
+// weights quantized into a.weights (WeightRuns). A quad of four slots' elements c .. c + 3 is one
+// 16-byte load (QuadDots' lanes are then elements); the weights go in as wq - 128 (a signed byte,
+// for the signed dot products), and 128 times the sum of the same slots' values is added back.
+// Exact: the reference's osum.
+template <int NH>
+void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total,
+                         const int64_t* first) {
+    const WeightRuns runs(a);
+    float ws[NH];
+    const uint8_t* row[NH];
+    int64_t from = a.window;
+    for (int h = 0; h < NH; ++h) {
+        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
+        ws[h] =
+            quantize_weights<Weights4>(a, a.scores + int64_t{h0 + h} * a.window, r, runs, first[h]);
+        row[h] = r;
+        from = first[h] < from ? first[h] : from;
+    }
+    for (int c0 = 0; c0 < a.d_head; c0 += 8) {
+        const int n = a.d_head - c0 < 8 ? a.d_head - c0 : 8;
+        QuadDots acc[NH][2];
+        int32x4_t vsum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
+        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+            const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
+            int8x16_t v[2];
+            if (n == 8) {
+                v[0] = vld1q_s8(p);
+                v[1] = vld1q_s8(p + 16);
+            } else {  // the last elements of a width that is not a multiple of 8
+                int8_t t[32] = {};
+                std::memcpy(t, p, static_cast<size_t>(4 * n));
+                v[0] = vld1q_s8(t);
+                v[1] = vld1q_s8(t + 16);
+            }
+            for (int k = 0; k < 2; ++k) {
+#if SAGE_NEON_DOT
+                vsum[k] = vdotq_s32(vsum[k], v[k], vdupq_n_s8(1));
+#else
+                vsum[k] = vpadalq_s16(vsum[k], vpaddlq_s8(v[k]));
+#endif
+            }
+            for (int h = 0; h < NH; ++h) {
+                int32_t four;
+                std::memcpy(&four, row[h] + pos, sizeof four);
+                const int8x16_t w =
+                    vreinterpretq_s8_s32(vdupq_n_s32(four ^ static_cast<int32_t>(0x80808080u)));
+                for (int k = 0; k < 2; ++k) acc[h][k].add(v[k], w);
+            }
+        });
+        for (int h = 0; h < NH; ++h) {
+            const float f = ws[h] * inv_total[h];
+            float o[8];
+            for (int k = 0; k < 2; ++k) {
+                const int32x4_t osum = vaddq_s32(acc[h][k].total(), vshlq_n_s32(vsum[k], 7));
+                vst1q_f32(o + 4 * k, vmulq_n_f32(vcvtq_f32_s32(osum), f));
+            }
+            std::memcpy(a.out + int64_t{h0 + h} * a.d_head + c0, o, sizeof(float) * n);
+        }
+    }
+}
+
 // e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum: lanes
 // 0-3 in lo, 4-7 in hi), and in *first the window index from which the weights are not all 0: the
 // leading eight-key steps whose scores all lie more than 87 below the max are exp_f32's 0 without
@@ -599,13 +676,17 @@ void attend_heads(const AttentionGroup& a, int h0) {
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
                                        max_score[h], &first[h]);
-    int c = 0;
-    for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 2>(a, h0, c, inv_total, first);
-    for (; c + 4 <= a.d_head; c += 4) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
-    for (; c < a.d_head; ++c)  // a width that is not a multiple of 4: the rest one by one
-        for (int h = 0; h < NH; ++h)
-            a.out[int64_t{h0 + h} * a.d_head + c] =
-                attention_value<Ring>(a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+    if constexpr (Ring::kIntegerDots) {
+        attention_values_q8<NH>(a, h0, inv_total, first);
+    } else {
+        int c = 0;
+        for (; c + 8 <= a.d_head; c += 8) attention_values<Ring, NH, 2>(a, h0, c, inv_total, first);
+        for (; c + 4 <= a.d_head; c += 4) attention_values<Ring, NH, 1>(a, h0, c, inv_total, first);
+        for (; c < a.d_head; ++c)  // a width that is not a multiple of 4: the rest one by one
+            for (int h = 0; h < NH; ++h)
+                a.out[int64_t{h0 + h} * a.d_head + c] = attention_value<Ring>(
+                    a, a.scores + int64_t{h0 + h} * a.window, c, inv_total[h]);
+    }
 }
 
 template <typename Ring>

@@ -51,10 +51,14 @@
 //   quantize_row_int8(q_i) (kernels.h), f_i = qs_i * scale:
 //     isum_ij = sum over c of qq_i[c] * kq_j[c]            (exact int32, order-free)
 //     s_ij    = fma(float(isum_ij), f_i * ks_j, -(m_i * float(d_j)))
-//     o_i[c]  = fma(e_ij * vs_j, float(vq_j[c]), o_i[c]) for j in increasing order (vq_j[c] widened
-//               to f32 exactly)
+//     max_i, e_ij and total_i as above, then each head's weights quantized once:
+//     w_ij    = e_ij * vs_j;  ws_i = (max over j of w_ij) / 255.0f;  inv_i = inverse_scale(ws_i)
+//     wq_ij   = min(round_half_even(w_ij * inv_i), 255)   (0 .. 255)
+//     osum_ic = sum over j of wq_ij * vq_j[c]             (exact int32, order-free: horizons of an
+//                                                          int8 memory are <= kMaxInt8Horizon)
+//     out_i[c] = float(osum_ic) * (ws_i * (1.0f / total_i))
 //   (The integer dot products are what the int8 memory is for: a four-way int8 dot instruction
-//   does four multiply-adds of 16 keys at once on AVX-512 VNNI, where f32 does one.)
+//   does four multiply-adds of 16 keys or elements at once on AVX-512 VNNI, where f32 does one.)
 //   (The attention's products are fused: one rounding per term instead of two, and half the
 //   instructions on every SIMD path.)
 //   Every key's dot product runs on its own, so a SIMD path gives each key a lane; padded lanes of
@@ -165,9 +169,8 @@ void swiglu(float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
 
-// Head i's softmax and value sums, its scores e[0 .. window) computed.
-template <typename Ring>
-void softmax_values(const AttentionGroup& a, int i, float* e) {
+// Head i's softmax in place over its scores e[0 .. window): returns 1 / total.
+float softmax(const AttentionGroup& a, float* e) {
     float max_score = -INFINITY;
     for (int64_t j = 0; j < a.window; ++j) max_score = e[j] > max_score ? e[j] : max_score;
     float lane[8] = {};
@@ -177,16 +180,7 @@ void softmax_values(const AttentionGroup& a, int i, float* e) {
     }
     for (int l = 0; l < 4; ++l) lane[l] = lane[l] + lane[l + 4];
     for (int l = 0; l < 2; ++l) lane[l] = lane[l] + lane[l + 2];
-    const float inv_total = 1.0f / (lane[0] + lane[1]);
-    float* o = a.out + int64_t{i} * a.d_head;
-    for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
-    int64_t slot = a.first_slot;
-    for (int64_t j = 0; j < a.window; ++j) {
-        const float weight = Ring::weight(a, e[j], slot);
-        for (int c = 0; c < a.d_head; ++c) o[c] = std::fma(weight, Ring::value(a, slot, c), o[c]);
-        if (++slot == a.horizon) slot = 0;
-    }
-    for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
+    return 1.0f / (lane[0] + lane[1]);
 }
 
 // The scores of head i's keys, oldest first: score(slot, distance).
@@ -206,7 +200,16 @@ void attend_group(const AttentionGroup& a) {
         head_scores(a, e, [&](int64_t slot, float distance) {
             return attention_score(a, q, slot, a.slopes[i], distance);
         });
-        softmax_values<F32Ring>(a, i, e);
+        const float inv_total = softmax(a, e);
+        float* o = a.out + int64_t{i} * a.d_head;
+        for (int c = 0; c < a.d_head; ++c) o[c] = 0.0f;
+        int64_t slot = a.first_slot;
+        for (int64_t j = 0; j < a.window; ++j) {
+            for (int c = 0; c < a.d_head; ++c)
+                o[c] = std::fma(e[j], F32Ring::value(a, slot, c), o[c]);
+            if (++slot == a.horizon) slot = 0;
+        }
+        for (int c = 0; c < a.d_head; ++c) o[c] = o[c] * inv_total;
     }
 }
 
@@ -218,7 +221,25 @@ void attend_group_q8(const AttentionGroup& a) {
         head_scores(a, e, [&](int64_t slot, float distance) {
             return attention_score_q8(a, q, slot, a.slopes[i], distance);
         });
-        softmax_values<Q8Ring>(a, i, e);
+        const float inv_total = softmax(a, e);
+        float wmax = 0.0f;
+        int64_t slot = a.first_slot;
+        for (int64_t j = 0; j < a.window; ++j) {
+            const float w = e[j] * a.value_scales[slot];
+            wmax = w > wmax ? w : wmax;
+            if (++slot == a.horizon) slot = 0;
+        }
+        const float ws = wmax / 255.0f, inv = inverse_scale(ws);
+        int32_t isum[kMaxHeadWidth] = {};
+        slot = a.first_slot;
+        for (int64_t j = 0; j < a.window; ++j) {
+            const int32_t wq = quantize_weight(e[j] * a.value_scales[slot], inv);
+            for (int c = 0; c < a.d_head; ++c)
+                isum[c] += wq * a.values_q8[value_q8_index(c, slot, a.value_stride)];
+            if (++slot == a.horizon) slot = 0;
+        }
+        float* o = a.out + int64_t{i} * a.d_head;
+        for (int c = 0; c < a.d_head; ++c) o[c] = static_cast<float>(isum[c]) * (ws * inv_total);
     }
 }
 

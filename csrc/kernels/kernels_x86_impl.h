@@ -352,16 +352,8 @@ struct F32Lanes : F32Ring {
     }
 };
 
-inline __m256 widen8(const int8_t* p) {  // eight int8 -> f32, exactly
-    return _mm256_cvtepi32_ps(
-        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
 struct Q8Lanes : Q8Ring {
-    static constexpr bool kIntegerDots = true;  // the scores are attention_scores_q8's
-    static __m256 value8(const AttentionGroup& a, int64_t slot, int c) {
-        return widen8(a.values_q8 + slot * a.value_stride + c);
-    }
+    static constexpr bool kIntegerDots = true;  // attention_scores_q8, attention_values_q8
 };
 
 // The scores of NV vectors of eight consecutive keys (the first in `slot`, at window index j) for
@@ -588,6 +580,84 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
     }
 }
 
+// quantize_weights' vector steps on eight lanes (cvtps rounds half to even, as nearbyint).
+struct Weights8 {
+    static constexpr int kLanes = 8;
+    using Max = __m256;
+    static Max max_init() { return _mm256_setzero_ps(); }
+    static void scale(float* e, const float* vs, Max& m) {
+        const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(e), _mm256_loadu_ps(vs));
+        _mm256_storeu_ps(e, w);
+        m = _mm256_max_ps(m, w);
+    }
+    static float max_of(Max m) { return hmax8(m); }
+    static void quantize(const float* w, float inv, uint8_t* q) {
+        __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(w), _mm256_set1_ps(inv)));
+        r = _mm256_min_epi32(r, _mm256_set1_epi32(255));
+        // The low byte of each lane to bytes 0 .. 3 of each 128-bit half.
+        r = _mm256_shuffle_epi8(
+            r, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4,
+                                8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+        const int32_t lo = _mm256_cvtsi256_si32(r), hi = _mm256_extract_epi32(r, 4);
+        std::memcpy(q, &lo, sizeof lo);
+        std::memcpy(q + 4, &hi, sizeof hi);
+    }
+};
+
+// The integer value sums of an int8 memory for NH heads from h0 (kernels_scalar.cpp), their
+// weights quantized into a.weights (WeightRuns). A quad of four slots' elements c .. c + 7 is one
+// 256-bit load; the weights go in as wq - 128 (a signed byte: matvec_q8_0's sign trick needs |w|
+// <= 128 against values in [-127, 127] to keep maddubs' pairs below 2^15), and 128 times the sum
+// of the same slots' values is added back. Exact: the reference's osum.
+template <int NH>
+void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total,
+                         const int64_t* first) {
+    const WeightRuns runs(a);
+    float ws[NH];
+    const uint8_t* row[NH];
+    int64_t from = a.window;
+    for (int h = 0; h < NH; ++h) {
+        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
+        ws[h] =
+            quantize_weights<Weights8>(a, a.scores + int64_t{h0 + h} * a.window, r, runs, first[h]);
+        row[h] = r;
+        from = first[h] < from ? first[h] : from;
+    }
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int c0 = 0; c0 < a.d_head; c0 += 16) {
+        __m256i live[2];  // the elements below d_head
+        for (int v = 0; v < 2; ++v)
+            live[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(a.d_head - c0 - 8 * v), lane);
+        __m256i acc[NH][2], vsum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int h = 0; h < NH; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_si256();
+        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+            const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
+            __m256i v[2];
+            for (int k = 0; k < 2; ++k) {
+                v[k] = _mm256_maskload_epi32(reinterpret_cast<const int*>(p + 32 * k), live[k]);
+                vsum[k] = _mm256_add_epi32(
+                    vsum[k], _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v[k]), ones16));
+            }
+            for (int h = 0; h < NH; ++h) {
+                int32_t four;
+                std::memcpy(&four, row[h] + pos, sizeof four);
+                const __m256i w = _mm256_set1_epi32(four ^ static_cast<int32_t>(0x80808080u));
+                const __m256i abs_w = _mm256_abs_epi8(w);
+                for (int k = 0; k < 2; ++k) acc[h][k] = dot_quads8(acc[h][k], v[k], w, abs_w);
+            }
+        });
+        for (int h = 0; h < NH; ++h) {
+            const __m256 f = _mm256_set1_ps(ws[h] * inv_total[h]);
+            float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
+            for (int k = 0; k < 2; ++k) {
+                const __m256i osum = _mm256_add_epi32(acc[h][k], _mm256_slli_epi32(vsum[k], 7));
+                _mm256_maskstore_ps(o + 8 * k, live[k], _mm256_mul_ps(_mm256_cvtepi32_ps(osum), f));
+            }
+        }
+    }
+}
+
 // e_ij = exp(s_ij - max_i) in place; returns 1 / total_i (the canonical eight-lane sum), and in
 // *first the window index from which the weights are not all 0: the leading vectors whose scores
 // all lie more than 87 below the max are exp_f32's 0 without computing it (adding +0 leaves the
@@ -705,11 +775,15 @@ void attend_heads(const AttentionGroup& a, int h0) {
     for (int h = 0; h < NH; ++h)
         inv_total[h] = softmax_weights(a.scores + int64_t{h0 + h} * a.window, a.window,
                                        max_score[h], &first[h]);
-    int c = 0;
-    if (kAttentionVectors >= 4)
-        for (; c + 32 <= a.d_head; c += 32)
-            attention_values<Ring, Lanes8, NH, kAttentionVectors>(a, h0, c, inv_total, first);
-    attention_values_from<Ring, NH>(a, h0, c, inv_total, first);
+    if constexpr (Ring::kIntegerDots) {
+        attention_values_q8<NH>(a, h0, inv_total, first);
+    } else {
+        int c = 0;
+        if (kAttentionVectors >= 4)
+            for (; c + 32 <= a.d_head; c += 32)
+                attention_values<Ring, Lanes8, NH, kAttentionVectors>(a, h0, c, inv_total, first);
+        attention_values_from<Ring, NH>(a, h0, c, inv_total, first);
+    }
 }
 
 template <typename Ring>

@@ -138,6 +138,28 @@ TEST(prefill_equals_token_by_token_past_every_horizon) {
         }
 }
 
+// The int8 memory's value sums are exact int32 sums of up to a horizon of products of 255 * 127:
+// a session refuses it for a layer of a longer horizon (the f32 memory takes it).
+TEST(int8_memory_refuses_horizons_past_its_exact_sums) {
+    auto model = sage::Model::load(fixture_models().front());
+    model->horizons.back() = sage::kernels::kMaxInt8Horizon + 1;
+    sage::SessionOptions options;
+    options.kv_memory = sage::KvMemory::Int8;
+    std::string message;
+    try {
+        sage::Session session(*model, options, sage::kernels::active());
+    } catch (const sage::Error& e) {
+        CHECK(e.status() == sage::Status::Argument);
+        message = e.what();
+    }
+    const std::string want = "kv_memory int8 needs horizons of at most 65536 (layer " +
+                             std::to_string(model->horizons.size() - 1) + " has 65537)";
+    CHECK(message == want);
+    model->horizons.back() = sage::kernels::kMaxInt8Horizon;
+    sage::Session longest(*model, options, sage::kernels::active());
+    CHECK_EQ(longest.position(), uint64_t{0});
+}
+
 // A snapshot takes a session back: after restore, the same tokens give bit for bit the logits
 // they gave the first time, past every horizon (the rings were overwritten meanwhile), and the
 // grammar and detokenizer are back where they were.
