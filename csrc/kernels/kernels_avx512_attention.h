@@ -194,6 +194,25 @@ void attention_scores16(const AttentionGroup& a, int h0, float* max_score) {
         max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
 }
 
+// quantize_row_int8(x, n, q, 1) on sixteen lanes, the same bytes: max|x| in any order (exact), the
+// scale and its inverse as written there, cvtps rounding half to even, the clamp at -127 (and the
+// saturation at 127).
+inline float quantize_query16(const float* x, int64_t n, int8_t* q) {
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16)
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(first_lanes(n - i), x + i)));
+    const float scale = hmax8(_mm256_max_ps(half8<0>(amax), half8<1>(amax))) / 127.0f;
+    const __m512 inv = _mm512_set1_ps(inverse_scale(scale));
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 live = first_lanes(n - i);
+        const __m512i r =
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, x + i), inv));
+        const __m128i b = _mm_max_epi8(_mm512_cvtsepi32_epi8(r), _mm_set1_epi8(-127));
+        _mm_mask_storeu_epi8(q + i, live, b);
+    }
+    return scale;
+}
+
 // ---- attend_group_q8's scores: exact integer dot products on sixteen keys ----------------------
 // Quad i of sixteen consecutive slots (kernels.h) is one 512-bit load, and one vpdpbusd adds the
 // four-byte dot products of all sixteen with a broadcast of the query's quad i: 64 multiply-adds
@@ -275,7 +294,7 @@ inline void score_wrapped16_q8(const AttentionGroup& a, const QueryQ8* q, int64_
 template <int NH>
 void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
     QueryQ8 q[NH];
-    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h);
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h, quantize_query16);
     float* s = a.scores + int64_t{h0} * a.window;
     __m512 slope[NH], vmax[NH];
     for (int h = 0; h < NH; ++h) {
@@ -311,18 +330,22 @@ void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
 // unsigned saturation is quantize_weight's clamp at 255).
 struct Weights16 {
     static constexpr int kLanes = 16;
+    static constexpr bool kMasked = true;  // a run's last n < 16 keys as masked lanes
     using Max = __m512;
     static Max max_init() { return _mm512_setzero_ps(); }
-    static void scale(float* e, const float* vs, Max& m) {
-        const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(e), _mm512_loadu_ps(vs));
-        _mm512_storeu_ps(e, w);
+    static void scale(float* e, const float* vs, Max& m, int64_t n = 16) {
+        const __mmask16 live = first_lanes(n);  // lanes past n: w = 0, which leaves the max
+        const __m512 w =
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(live, e), _mm512_maskz_loadu_ps(live, vs));
+        _mm512_mask_storeu_ps(e, live, w);
         m = _mm512_max_ps(m, w);
     }
     static float max_of(Max m) { return hmax8(_mm256_max_ps(half8<0>(m), half8<1>(m))); }
-    static void quantize(const float* w, float inv, uint8_t* q) {
+    static void quantize(const float* w, float inv, uint8_t* q, int64_t n = 16) {
+        const __mmask16 live = first_lanes(n);
         const __m512i r =
-            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(w), _mm512_set1_ps(inv)));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtusepi32_epi8(r));
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, w), _mm512_set1_ps(inv)));
+        _mm_mask_storeu_epi8(q, live, _mm512_cvtusepi32_epi8(r));
     }
 };
 

@@ -54,12 +54,19 @@ struct QueryQ8 {
     int32_t sum;  // the sum of q's elements (the x86 dot product adds 128 to every key byte)
     int quads;
 
-    void prepare(const AttentionGroup& a, int head) {
+    // quantize(x, n, q) is quantize_row_int8(x, n, q, 1), or a path's copy of it (the same bytes).
+    template <typename Quantize>
+    void prepare(const AttentionGroup& a, int head, Quantize&& quantize) {
         quads = static_cast<int>(key_quads(a.d_head));
         for (int c = a.d_head; c < 4 * quads; ++c) q[c] = 0;
-        factor = quantize_row_int8(a.q + int64_t{head} * a.d_head, a.d_head, q, 1) * a.scale;
+        factor = quantize(a.q + int64_t{head} * a.d_head, a.d_head, q) * a.scale;
         sum = 0;
         for (int c = 0; c < a.d_head; ++c) sum += q[c];
+    }
+    void prepare(const AttentionGroup& a, int head) {
+        prepare(a, head, [](const float* x, int64_t n, int8_t* out) {
+            return quantize_row_int8(x, n, out, 1);
+        });
     }
     int32_t quad(int i) const {  // elements 4i .. 4i + 3 as one 32-bit word
         int32_t w;
@@ -151,9 +158,9 @@ struct WeightRuns {
 // j], and row (the head's row of AttentionGroup::weights, laid out by WeightRuns) their quantized
 // values; returns the head's weight scale ws = max w / 255. Window keys before `first` have
 // weight +0 (the softmax's skipped keys), and so do their bytes. V is the path's vector steps
-// (kLanes at a time; the rest of a run one by one): V::scale(e, vs, vmax) multiplies in place and
-// keeps the running max, V::max_of(vmax) reduces it, V::quantize(w, inv, q) writes quantize_weight
-// of each lane.
+// (kLanes at a time; the rest of a run one by one, or by V::kMasked steps of n < kLanes lanes):
+// V::scale(e, vs, vmax) multiplies in place and keeps the running max, V::max_of(vmax) reduces it,
+// V::quantize(w, inv, q) writes quantize_weight of each lane.
 template <typename V>
 float quantize_weights(const AttentionGroup& a, float* e, uint8_t* row, const WeightRuns& runs,
                        int64_t first) {
@@ -163,6 +170,10 @@ float quantize_weights(const AttentionGroup& a, float* e, uint8_t* row, const We
         const float* vs = a.value_scales + slot - j0;  // window key j's scale at vs[j]
         int64_t j = j0;
         for (; j + V::kLanes <= j1; j += V::kLanes) V::scale(e + j, vs + j, vmax);
+        if constexpr (V::kMasked) {
+            if (j < j1) V::scale(e + j, vs + j, vmax, j1 - j);
+            return;
+        }
         for (; j < j1; ++j) {
             e[j] = e[j] * vs[j];
             wmax = e[j] > wmax ? e[j] : wmax;
@@ -176,6 +187,10 @@ float quantize_weights(const AttentionGroup& a, float* e, uint8_t* row, const We
         uint8_t* q = row + pos - j0;  // window key j's byte at q[j]
         int64_t j = j0;
         for (; j + V::kLanes <= j1; j += V::kLanes) V::quantize(e + j, inv, q + j);
+        if constexpr (V::kMasked) {
+            if (j < j1) V::quantize(e + j, inv, q + j, j1 - j);
+            return;
+        }
         for (; j < j1; ++j) q[j] = quantize_weight(e[j], inv);
     });
     return ws;

@@ -503,6 +503,7 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
 // quantize_weights' vector steps on four lanes (vcvtnq rounds half to even, as nearbyint).
 struct Weights4 {
     static constexpr int kLanes = 4;
+    static constexpr bool kMasked = false;
     using Max = float32x4_t;
     static Max max_init() { return vdupq_n_f32(0.0f); }
     static void scale(float* e, const float* vs, Max& m) {

@@ -583,6 +583,7 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
 // quantize_weights' vector steps on eight lanes (cvtps rounds half to even, as nearbyint).
 struct Weights8 {
     static constexpr int kLanes = 8;
+    static constexpr bool kMasked = false;
     using Max = __m256;
     static Max max_init() { return _mm256_setzero_ps(); }
     static void scale(float* e, const float* vs, Max& m) {
