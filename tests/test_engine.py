@@ -292,11 +292,13 @@ def test_int8_kv_memory(q8_model_path, tokenizer, piece_tokens) -> None:
     assert session.memory["kv_bytes"] == int8.info["kv_bytes"]
     assert session.memory["total_bytes"] == int8.info["session_bytes"]
     # The rings shrink, and so does a prefill block's window, which is stored like them: the
-    # longest horizon - 1 + 64 (the block) positions of one layer's key/value head.
+    # longest horizon - 1 + 64 (the block) positions of one layer's key/value head (an int8
+    # memory holds its values in quads of slots, so 96 of them).
     window = 32 - 1 + 64
+    window_int8 = window * (d_head + 8) + (window + 3) // 4 * 4 * d_head
     assert f32.info["session_bytes"] - int8.info["session_bytes"] == (
         f32.info["kv_bytes"] - int8.info["kv_bytes"]
-    ) + window * 2 * (4 * d_head - (d_head + 4))
+    ) + (window * 2 * 4 * d_head - window_int8)
 
     expected = f32.session(seed=0).feed(piece_tokens, all_logits=True)
     got = session.feed(piece_tokens, all_logits=True)
