@@ -7,7 +7,9 @@ held-out chorale (bwv1.6, in the validation split) BARS bars, over and over. For
 note-on on a beat where the engine also plays a note (--events gives the engine's onsets), the
 reaction is the arrival of the engine's first note-on byte after the soprano's note-on was written,
 minus that write; p50, p99 and max over all such beats. Both sides are this Python process (a writer
-loop and a reading thread), so the figures include their own wake-ups.
+loop and a reading thread), so the figures include their own wake-ups. It also prints how many notes
+the engine played and a digest of them (time, length, pitch, velocity, program): runs of one seed
+on the same input play the same notes unless a note of the musician lands off its grid point.
 
     python benchmarks/accompaniment_latency.py [--bars 40] [--runner PATH]
 """
@@ -15,6 +17,7 @@ loop and a reading thread), so the figures include their own wake-ups.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pty
 import re
@@ -64,14 +67,17 @@ def main() -> None:
     arrivals = ByteRecorder(out_master).chunks
     written: list[tuple[int, int]] = []  # (grid tick, when its note-on was written)
     events = soprano(args.bars)
+    off_grid = 0  # writes later than half a grid step: the engine hears those notes elsewhere
     for (t, data), event in zip(midi_bytes(events), events, strict=True):
         sleep_until(start + t)
         os.write(in_master, data)
+        off_grid += now_us() - (start + t) > QUARTER / TICKS / 2
         if event.velocity:
             written.append((round(event.time_us * TICKS / QUARTER), now_us()))
     os.close(in_master)
     out, _ = process.communicate(timeout=300)
-    engine_ticks = {round(float(line.split()[0]) * TICKS) for line in out.splitlines() if line}
+    played = [line.split()[:5] for line in out.splitlines() if line]
+    engine_ticks = {round(float(fields[0]) * TICKS) for fields in played}
     parser_, note_ons = mido.Parser(), []
     for t, data in arrivals:
         parser_.feed(data)
@@ -88,6 +94,9 @@ def main() -> None:
     print(f"kernel {sage_edge.Engine().info['kernel']}, load average {os.getloadavg()[0]:.1f}")
     print(f"{len(ms)} beats: reaction p50 {np.percentile(ms, 50):.2f} ms, ", end="")
     print(f"p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms")
+    digest = hashlib.sha256(repr(played).encode()).hexdigest()[:12]
+    print(f"the engine played {len(played)} notes (digest {digest}); {off_grid} of the musician's")
+    print(f"{len(events)} events written more than half a grid step late")
 
 
 if __name__ == "__main__":

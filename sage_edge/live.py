@@ -613,7 +613,7 @@ class LiveEncoder:
 
     def take_bar(self, now_us: int, force: bool = False) -> list[int]:
         """The next bar's tokens if it is complete at ``now_us`` (``force``: even with notes
-        still sounding, written with the length they have so far), else ``[]``; without those
+        still sounding, cut at the bar line), else ``[]``; without those
         ``take_final`` gave ahead (all of them given: ``[]``, and ``counts["bars_taken"]`` says
         the bar was taken)."""
         return self._live.take_bar(now_us, force)

@@ -52,8 +52,9 @@ def _tokens(tokenizer, ids):
 
 def test_late_and_held_notes_follow_the_stated_rules(engine, tokenizer):
     """120 BPM, 4/4, 12 ticks per quarter (41 667 us per tick): a note 20 ms late still lands on
-    its grid point; a note held over the bar line keeps the bar open; forcing writes the held
-    note with the length it has so far; a note whose bar is taken goes to the next bar's start."""
+    its grid point; a note held over the bar line keeps the bar open; forcing cuts the held note
+    at the bar line, however late the bar is taken; a note whose bar is taken goes to the next
+    bar's start."""
     live = LiveEncoder(engine, channel_programs=[52] * 9 + [-1] + [52] * 6)
     quarter = 500_000
     live.note(20_000, 0, 60, 80)  # 20 ms after the downbeat: grid point 0
@@ -74,7 +75,7 @@ def test_late_and_held_notes_follow_the_stated_rules(engine, tokenizer):
         "Program_52",
         "Pitch_62",
         "Velocity_95",
-        "Duration_2.0.4",  # 2 quarters and 30 ms: sounded so far, nearest Duration
+        "Duration_1.0.12",  # from beat 4 to the bar line (it had sounded 2 quarters and 30 ms)
     ]
     live.note(6 * quarter, 0, 62, 0)  # its note-off comes after it was written: ignored
     live.note(3 * quarter, 0, 64, 100)  # late: bar 0 is taken, so it starts bar 1

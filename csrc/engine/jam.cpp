@@ -382,14 +382,8 @@ size_t Jam::poll(int64_t now_us, JamNote* out, size_t capacity) {
                                             : options_.phrase_bars == 1);
         if (accompanying_) break;  // the musician's next bar waits for this one's parts
         const uint64_t taken = live_.bars_written();
-        // A note still sounding when the phrase's bar is forced is cut at the bar line: taken at
-        // the poll's time (half a grid step before the line, or less) its length fell on a
-        // rounding tie, so a millisecond of jitter changed its Duration and every answer after.
-        const int64_t end_tick = live_.open_bar_start() + live_.bar_ticks();
-        const int64_t at = call_response && force && live_.tick_at(now_us) >= end_tick
-                               ? std::max(now_us, live_.time_of(end_tick))
-                               : now_us;
-        size_t n = live_.take_bar(at, force, bar_, kMaxBarTokens);
+        size_t n =
+            live_.take_bar(now_us, force, bar_, kMaxBarTokens);  // held notes: cut at the line
         if (live_.bars_written() == taken) break;  // (a bar all taken ahead gives no tokens)
         if (!call_response) {
             start_accompaniment(bar_, n);

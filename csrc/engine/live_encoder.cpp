@@ -325,6 +325,11 @@ void LiveEncoder::note_off(int64_t time_us, int channel, int pitch) {
     sounding_[channel][pitch] = -1;
 }
 
+void LiveEncoder::cut(Note& note, int64_t tick) {
+    note.length = nearest_duration(std::max<int64_t>(1, tick - note.onset));
+    sounding_[note.channel][note.pitch] = -2;  // its note-off is swallowed
+}
+
 void LiveEncoder::end_note(int slot, int64_t time_us) {
     notes_[slot].length = duration_ticks(notes_[slot].on_us, time_us);
     sounding_[notes_[slot].channel][notes_[slot].pitch] = -1;
@@ -622,16 +627,12 @@ size_t LiveEncoder::take_bar(int64_t now_us, bool force, int32_t* tokens, size_t
         argument("the bar has " + std::to_string(size) + " tokens, capacity " +
                  std::to_string(capacity));
     const int64_t end = open_start_ + open_ticks_;
+    // A forced bar cuts the notes still sounding at its bar line, on the grid: cut at the poll's
+    // time their lengths fell on a rounding tie (the poll comes half a grid step before the line),
+    // so a millisecond of read jitter changed a Duration and everything the engine played after.
+    for (int i = 0; i < n_notes_; ++i)
+        if (notes_[i].onset < end && notes_[i].length == 0) cut(notes_[i], end);
     const size_t k = write_bar(end, now_us, tokens, 0, nullptr, false, taken_) - taken_;
-    // Notes still sounding were written with the length they have now; their note-offs are
-    // swallowed.
-    for (int i = 0; i < n_notes_; ++i) {
-        Note& note = notes_[i];
-        if (note.onset < end && note.length == 0) {
-            note.length = duration_ticks(note.on_us, now_us);
-            sounding_[note.channel][note.pitch] = -2;
-        }
-    }
     int t = 0;
     for (; t < n_tempos_waiting_ && tempos_[t].tick < end; ++t)
         written_tempo_token_ = tempos_[t].token;

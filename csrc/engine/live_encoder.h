@@ -8,9 +8,10 @@
 // then set to the nearest Duration of the vocabulary -- what symusic's resample and miditok's
 // preprocessing do to a file. A bar is written once the clock has passed its last grid point (no
 // later event can round into it) and every note that starts in it has ended, or when the caller
-// forces it: a note still sounding then is written with the length it has sounded so far. Before
-// that, the part of the open bar no later event can change (take_final) can be taken ahead: the
-// bar's tokens are the same, handed out in two or more pieces.
+// forces it: a note still sounding then is cut at the bar line (its length from its grid point to
+// the line, so that when the caller polls does not change it). Before that, the part of the open
+// bar no later event can change (take_final) can be taken ahead: the bar's tokens are the same,
+// handed out in two or more pieces.
 //
 // Memory: fixed-size arrays, sized at construction; no event allocates. A note that finds the
 // pool full is dropped and counted.
@@ -138,6 +139,9 @@ class LiveEncoder {
     };
 
     void end_note(int slot, int64_t time_us);
+    // Ends a sounding note at grid tick `tick` (a forced bar's line, a clock's Stop); its note-off
+    // is swallowed.
+    void cut(Note& note, int64_t tick);
     int32_t duration_ticks(int64_t from_us, int64_t to_us) const;
     int32_t nearest_duration(int64_t ticks) const;
     int32_t tempo_token(uint32_t us_per_quarter) const;

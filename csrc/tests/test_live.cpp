@@ -401,10 +401,14 @@ void play_melody(sage_jam* jam, int64_t melody_end, int64_t until, std::vector<s
     }
 }
 
-// A call-and-response jam of `phrase_bars`-bar phrases answering on program 42, the musician
-// on channel 0 (program 52); its live encoder to *live.
-sage_jam* answering_jam(sage_model* model, uint32_t phrase_bars, sage_live** live) {
+// A call-and-response jam of `phrase_bars`-bar phrases answering on program 42 (or, with mode
+// SAGE_JAM_ACCOMPANY, accompanying `lookahead` bars behind), the musician on channel 0 (program
+// 52); its live encoder to *live.
+sage_jam* answering_jam(sage_model* model, uint32_t phrase_bars, sage_live** live,
+                        int32_t mode = SAGE_JAM_CALL_RESPONSE, uint32_t lookahead = 0) {
     sage_jam_options o = sage_jam_options_default();
+    o.mode = mode;
+    o.lookahead_bars = lookahead;
     o.phrase_bars = phrase_bars;
     o.programs[0] = 42;
     o.n_programs = 1;
@@ -458,43 +462,48 @@ TEST(a_jam_answers_a_phrase_in_the_next_bars) {
     }
 }
 
-// Call and response cuts a note held past the phrase's end at the bar line, whenever the poll
-// that ends the phrase comes: two takes whose held note starts 1 ms apart (the same grid point)
-// write the same stream and answer alike. Cut at the poll's time (half a grid step before the bar
-// line) its length fell on a rounding tie, 11.5 ticks: 12 on time, 11 a millisecond late, and the
-// two answers, and every one after, differed (docs/jam.md, "Call and response").
-TEST(a_phrase_cuts_its_held_note_at_the_bar_line) {
-    for (const auto& path : fixture_models()) {
-        sage_model* model = load_or_die(path);
-        std::vector<int32_t> histories[2];
-        for (int late_us : {0, 1000}) {
-            sage_live* live = nullptr;
-            sage_jam* jam = answering_jam(model, 1, &live);
-            sage_jam_note notes[64];
-            const int64_t bar = 4 * kQuarter;
-            for (int64_t t = 0; t < 3 * bar; t += 1000) {
-                if (t < 3 * kQuarter && t % kQuarter == 0)
-                    CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 90),
-                             SAGE_OK);
-                if (t < 3 * kQuarter && t % kQuarter == kQuarter - 2000)
-                    CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 0),
-                             SAGE_OK);
-                if (t == 3 * kQuarter + late_us)  // held past the bar line
-                    CHECK_EQ(sage_live_note(live, t, 0, 67, 90), SAGE_OK);
-                if (t == bar + 10000) CHECK_EQ(sage_live_note(live, t, 0, 67, 0), SAGE_OK);
+// A forced bar cuts a note held past its end at the bar line, whenever the poll that takes it
+// comes: in call and response (the phrase's last bar) and in accompaniment (every bar, one bar
+// behind and in time), two takes whose held note starts 1 ms apart (the same grid point) write the
+// same stream and play alike. Cut at the poll's time (half a grid step before the bar line) its
+// length fell on a rounding tie, 11.5 ticks: 12 on time, 11 a millisecond late, and the two takes,
+// and everything after, differed (docs/jam.md, "When a bar is written").
+TEST(a_forced_bar_cuts_its_held_note_at_the_bar_line) {
+    const std::pair<int32_t, uint32_t> ways[] = {
+        {SAGE_JAM_CALL_RESPONSE, 0}, {SAGE_JAM_ACCOMPANY, 1}, {SAGE_JAM_ACCOMPANY, 0}};
+    for (const auto& path : fixture_models())
+        for (const auto& [mode, lookahead] : ways) {
+            sage_model* model = load_or_die(path);
+            std::vector<int32_t> histories[2];
+            for (int late_us : {0, 1000}) {
+                sage_live* live = nullptr;
+                sage_jam* jam = answering_jam(model, 1, &live, mode, lookahead);
+                sage_jam_note notes[64];
+                const int64_t bar = 4 * kQuarter;
+                for (int64_t t = 0; t < 3 * bar; t += 1000) {
+                    if (t < 3 * kQuarter && t % kQuarter == 0)
+                        CHECK_EQ(
+                            sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 90),
+                            SAGE_OK);
+                    if (t < 3 * kQuarter && t % kQuarter == kQuarter - 2000)
+                        CHECK_EQ(sage_live_note(live, t, 0, 60 + static_cast<int>(t / kQuarter), 0),
+                                 SAGE_OK);
+                    if (t == 3 * kQuarter + late_us)  // held past the bar line
+                        CHECK_EQ(sage_live_note(live, t, 0, 67, 90), SAGE_OK);
+                    if (t == bar + 10000) CHECK_EQ(sage_live_note(live, t, 0, 67, 0), SAGE_OK);
+                    size_t count = 0;
+                    CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+                }
+                int32_t history[1024];
                 size_t count = 0;
-                CHECK_EQ(sage_jam_poll(jam, t, notes, 64, &count), SAGE_OK);
+                CHECK_EQ(sage_jam_get_history(jam, history, 1024, &count), SAGE_OK);
+                histories[late_us > 0].assign(history, history + count);
+                sage_jam_free(jam);
             }
-            int32_t history[1024];
-            size_t count = 0;
-            CHECK_EQ(sage_jam_get_history(jam, history, 1024, &count), SAGE_OK);
-            histories[late_us > 0].assign(history, history + count);
-            sage_jam_free(jam);
+            CHECK(histories[0].size() > 20);
+            CHECK(histories[0] == histories[1]);
+            sage_model_free(model);
         }
-        CHECK(histories[0].size() > 20);
-        CHECK(histories[0] == histories[1]);
-        sage_model_free(model);
-    }
 }
 
 // Accompaniment in time (lookahead 0), listening every beat: what the engine plays before a grid

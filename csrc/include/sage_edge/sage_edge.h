@@ -467,8 +467,9 @@ sage_status sage_live_get_bar(const sage_live* live, uint64_t bar, int64_t* star
  * write is skipped. */
 sage_status sage_live_midi(sage_live* live, int64_t time_us, const uint8_t* bytes, size_t n);
 /* Takes the next bar if it is complete at now_us: its last grid point has passed and every note
- * starting in it has ended (with force, notes still sounding are written with the length they have
- * sounded so far; their note-offs are then ignored). *count receives the number of tokens written
+ * starting in it has ended (with force, once its last grid point has passed: notes still sounding
+ * are cut at the bar line, written from their grid point to it; their note-offs are then
+ * ignored). *count receives the number of tokens written
  * (Bar, TimeSig, then Position, Tempo and notes in the tokenizer's order; those taken ahead by
  * sage_live_take_final left out), 0 when the bar is not complete (or when all its tokens were
  * taken ahead: bars_taken of sage_live_get_counts says whether a bar was taken);
