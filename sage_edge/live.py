@@ -283,7 +283,8 @@ class Jam:
     from the musician changes it). ``controls`` (a :class:`sage_edge.Controls` or a
     dict of its keywords) constrain the engine's parts. ``clock="in"`` follows the MIDI clock the
     musician's input carries (24 ppqn: Start makes a downbeat, each pulse on a grid tick re-anchors
-    the grid, a note is due when the pulse of its tick comes); ``clock="out"`` leads,
+    the grid, a note is due when the pulse of its tick comes; Stop stands the music still, its
+    notes released, until Continue, which a Song Position Pointer may move); ``clock="out"`` leads,
     :meth:`serve` sending Start and the pulses (docs/jam.md, "Clock"); None (the default) plays
     on the jam's own clock.
     """
@@ -429,8 +430,8 @@ class Jam:
         # (due, rank, order, bytes), offs first: due in microseconds on our clock, or, following
         # a clock, the grid tick whose pulse makes it due (sage_jam_note.tick).
         queue: list[tuple[int, int, int, bytes]] = []
-        skipped: set[int] = set()  # notes whose note-on a Start dropped (their note-offs too)
-        order, ended, played, late, next_pulse, clock_start = 0, None, 0, 0, 0, -1
+        skipped: set[int] = set()  # notes dropped by a Start or released by a Stop: no note-off
+        order, ended, played, late, next_pulse, clock_from, stops = 0, None, 0, 0, 0, -1, 0
         channel_program: dict[int, int] = {}
         # After the input ends: the bars a last phrase needs to end and be answered (or
         # accompanied, lookahead bars later), as sage-edge-run waits.
@@ -438,16 +439,20 @@ class Jam:
         tail = self.bar_time(2 * self._bars + later + 2) - self.bar_time(0)
 
         def send_due() -> None:
-            nonlocal late, next_pulse, clock_start
+            nonlocal late, next_pulse, clock_from, stops
             now = now_us()
             if following:
                 counts = self._live.counts()
-                if counts["clock_start_tick"] != clock_start:
-                    # A Start: the notes decided for ticks before its downbeat, while no clock
-                    # ran, are not played; program changes and the note-offs of notes sounding go
-                    # out (sage_live_counts.clock_start_tick).
-                    clock_start = counts["clock_start_tick"]
-                    while queue and queue[0][0] < clock_start:
+                if counts["clock_stops"] != stops:  # a Stop: the music stands until Continue
+                    stops = counts["clock_stops"]
+                    release()
+                if counts["clock_from_tick"] != clock_from:
+                    # A Start, or a Continue a Song Position Pointer moved: the notes decided for
+                    # ticks before where the music goes on, whose time passed without the clock
+                    # or was jumped, are not played; program changes and the note-offs of notes
+                    # sounding go out (sage_live_counts.clock_from_tick).
+                    clock_from = counts["clock_from_tick"]
+                    while queue and queue[0][0] < clock_from:
                         _, rank, o, message = heapq.heappop(queue)
                         if rank == 2:
                             skipped.add(o)
@@ -498,8 +503,8 @@ class Jam:
                 send_due()  # first: a pulse just read may make notes due
                 closing = ended is not None and now - ended > tail
                 for n in [] if closing else self.poll(now):
-                    if following and n.tick < clock_start:
-                        continue  # its time passed before the Start
+                    if following and n.tick < clock_from:
+                        continue  # its time passed without the clock
                     due = n.tick if following else n.time_us
                     end = n.end_tick if following else n.end_us
                     if n.channel != DRUM_CHANNEL and channel_program.get(n.channel) != n.program:
@@ -640,9 +645,11 @@ class LiveEncoder:
 
     @property
     def counts(self) -> dict[str, int]:
-        """bars_taken, notes, late, dropped, sounding, waiting, clock_tick and clock_start_tick
-        (following a clock: the grid tick of its last pulse on one, the downbeat of its last
-        Start; -1 before)."""
+        """bars_taken, notes, late, dropped, sounding, waiting, and following a clock (-1 or 0
+        before it runs): clock_tick (the grid tick of its last pulse on one), clock_start_tick (the
+        downbeat of its last Start), clock_from_tick (notes for earlier ticks are not to be
+        played: that downbeat, or where a Song Position Pointer moved a Continue), clock_stops,
+        clock_running, notes_while_stopped (not heard) (docs/jam.md, "Clock")."""
         return self._live.counts()
 
     def reset(self) -> None:

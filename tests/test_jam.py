@@ -659,15 +659,12 @@ def test_front_ends_follow_a_drifting_clock(front_end):
     assert late[len(late) // 2] < 5000, late
 
 
-@pytest.mark.parametrize("front_end", ["runner", "cli"])
-def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
-    """--clock in with Start coming after the musician has played (docs/jam.md, "Clock"), into
-    sage-edge-run or sage-edge jam. Before any clock, the front end's own runs (240 BPM, 2/4,
-    1-bar phrases): a phrase in its bar 0 is
-    answered in bar 1, when no clock ran, so that answer is never played; a note in bar 3 just
-    before Start closes bar 3 as played, and Start's first pulse is bar 4's downbeat, where the
-    engine answers it. Every note-on that goes out is one decided for a tick from that downbeat
-    on, and none goes out before the pulses."""
+def play_with_a_clock(front_end: str, schedule: list[tuple[int, list[int]]]):
+    """``front_end`` (sage-edge-run or sage-edge jam) following the input's clock (--clock in),
+    call and response in 1-bar phrases of 2/4 at 240 BPM, on two ptys; writes ``schedule``'s
+    bytes at their times (microseconds from its bar 0). Returns when each write began, the notes
+    the engine decided as (grid tick, pitch) (--events), its messages out with their arrival
+    times, and its stderr."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     command = front_end_command(
@@ -678,17 +675,10 @@ def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
     try:
         start = int(re.search(r"bar 0 at monotonic (\d+) us", process.stderr.readline()).group(1))
         receiver = Receiver(out_master)
-        quarter = 250_000
-        played = [(0, [0x90, 60, 90]), (200_000, [0x90, 60, 0])]  # bar 0, on the runner's clock
-        played += [(250_000, [0x90, 62, 90]), (450_000, [0x90, 62, 0])]
-        played += [(1_750_000, [0x90, 64, 90]), (1_850_000, [0x90, 64, 0])]  # bar 3, beat 2
-        played += [(1_900_000, [0xFA])]  # Start, in bar 3
-        pulses = [(1_900_000 + round((p + 1) * quarter / 24), [0xF8]) for p in range(4 * 48)]
-        first_pulse = None
-        for t, data in played + pulses:
+        written = []
+        for t, data in schedule:
             sleep_until(start + t, 2000)
-            if data == [0xF8] and first_pulse is None:
-                first_pulse = now_us()
+            written.append(now_us())
             os.write(in_master, bytes(data))
         os.close(in_master)
         out, err = process.communicate(timeout=60)
@@ -700,14 +690,107 @@ def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
     decided = [
         (round(float(f[0]) * TICKS), int(f[2])) for f in map(str.split, out.splitlines()) if f
     ]
+    return written, decided, receiver.messages(), err
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
+    """--clock in with Start coming after the musician has played (docs/jam.md, "Clock"), into
+    sage-edge-run or sage-edge jam. Before any clock, the front end's own runs (240 BPM, 2/4,
+    1-bar phrases): a phrase in its bar 0 is
+    answered in bar 1, when no clock ran, so that answer is never played; a note in bar 3 just
+    before Start closes bar 3 as played, and Start's first pulse is bar 4's downbeat, where the
+    engine answers it. Every note-on that goes out is one decided for a tick from that downbeat
+    on, and none goes out before the pulses."""
+    quarter = 250_000
+    played = [(0, [0x90, 60, 90]), (200_000, [0x90, 60, 0])]  # bar 0, on the runner's clock
+    played += [(250_000, [0x90, 62, 90]), (450_000, [0x90, 62, 0])]
+    played += [(1_750_000, [0x90, 64, 90]), (1_850_000, [0x90, 64, 0])]  # bar 3, beat 2
+    played += [(1_900_000, [0xFA])]  # Start, in bar 3
+    pulses = [(1_900_000 + round((p + 1) * quarter / 24), [0xF8]) for p in range(4 * 48)]
+    written, decided, messages, _ = play_with_a_clock(front_end, played + pulses)
+    first_pulse = written[len(played)]
     downbeat, last_pulse_tick = 4 * 2 * TICKS, 4 * 2 * TICKS + 4 * 2 * TICKS - 1
     assert any(2 * TICKS <= tick < 4 * TICKS for tick, _ in decided), decided  # bar 1's answer
     assert any(downbeat <= tick < downbeat + 2 * TICKS for tick, _ in decided), decided
-    ons = [(t, m) for t, m in receiver.messages() if m.type == "note_on" and m.velocity > 0]
+    ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
     assert all(t >= first_pulse for t, _ in ons)
     assert sorted(m.note for _, m in ons) == sorted(
         pitch for tick, pitch in decided if downbeat <= tick <= last_pulse_tick
     )
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_stop_continue_and_move_with_the_clock(front_end):
+    """--clock in through ptys into sage-edge-run or sage-edge jam, call and response in 1-bar
+    phrases of 2/4 at 240 BPM (docs/jam.md, "Stop, Continue, Song Position Pointer"). The master
+    starts at once and sends its pulses on while stopped too. A phrase in bar 0 is answered in bar
+    1; Stop, half a grid step after beat 2 of bar 1 (tick 32): the notes sounding are released,
+    no note goes out while it stands (a second), and the note the musician plays then is not
+    heard; Continue: the answer goes on from tick 33. A phrase in bar 2 is answered in bar 3; Stop
+    at tick 80, a Song Position Pointer to the song's start, Continue: the music goes on at the
+    first downbeat after it, bar 4 (the rest of bar 3's answer is not played), where a phrase is
+    answered in bar 5. The note-ons out are exactly the notes decided for ticks 0-80 and from 96
+    on. Before, the grid ran on through the pauses (two bars a second), the notes sounding at Stop
+    sounded on, the note played stopped was heard, and the pointer counted from bar 0."""
+    pulse = 250_000 / 24
+    schedule, marks = [], {}
+    clock = [100_000.0]
+
+    def at(dt, data, mark=None):
+        clock[0] += dt
+        if mark:
+            marks[mark] = len(schedule)
+        schedule.append((round(clock[0]), data))
+
+    def run(pulses, notes):  # `notes`: {pulse of this run: (pitch, velocity)}, after the pulse
+        for k in range(pulses):
+            at(pulse, [0xF8])
+            if k in notes:
+                at(0, [0x90, *notes[k]])
+
+    def phrase(first, pitches):  # two quarter notes from pulse `first`, released a little early
+        return {
+            first + q * 24 + d: (pitch, 0 if d else 90)
+            for q, pitch in enumerate(pitches)
+            for d in (0, 20)
+        }
+
+    at(0, [0xFA])
+    run(66, phrase(0, (67, 69)))  # bar 0 (pulses 0-47), into bar 1 to pulse 65 (tick 32.5)
+    at(3000, [0xFC], "stop")
+    for k in range(96):  # a second stopped: the master's pulses go on; a note is played
+        at(pulse, [0xF8])
+        if k in (30, 50):
+            at(0, [0x90, 72, 90 if k == 30 else 0])
+    at(3000, [0xFB], "continue")
+    run(96, phrase(96 - 66, (67, 71)))  # pulses 66-161: bar 1's rest, bar 2, bar 3 to tick 80
+    at(3000, [0xFC])
+    for k in range(58):
+        at(pulse, [0xF8])
+        if k == 29:
+            at(0, [0xF2, 0, 0])  # Song Position Pointer: the song's start
+    at(3000, [0xFB])
+    run(108, phrase(0, (67, 64)))  # bar 4 (the song's bar 0 again), bar 5, into bar 6
+    last_pulse_tick = 96 + 107 // 2
+
+    written, decided, messages, err = play_with_a_clock(front_end, schedule)
+    stop, resume = written[marks["stop"]], written[marks["continue"]]
+    assert any(81 <= tick < 96 for tick, _ in decided), decided  # bar 3's answer after the stop
+    ons = [(t, m) for t, m in messages if m.type == "note_on" and m.velocity > 0]
+    assert sorted(m.note for _, m in ons) == sorted(
+        pitch for tick, pitch in decided if tick <= 80 or 96 <= tick <= last_pulse_tick
+    )
+    assert any(t < stop for t, _ in ons) and any(t > resume for t, _ in ons)
+    assert not [m for t, m in ons if stop < t < resume], "a note went out while stopped"
+    # Every note that sounded at Stop was released before Continue: none waited for it.
+    sounding = {}
+    for t, m in messages:
+        if t < resume and m.type in ("note_on", "note_off"):
+            key = (m.channel, m.note)
+            sounding[key] = sounding.get(key, 0) + (m.type == "note_on" and m.velocity > 0) * 2 - 1
+    assert all(v <= 0 for v in sounding.values()), sounding
+    assert "heard 6 notes" in err, err  # not the one played while stopped
 
 
 @pytest.mark.parametrize("front_end", ["runner", "cli"])

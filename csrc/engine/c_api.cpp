@@ -742,6 +742,10 @@ sage_status sage_live_get_counts(const sage_live* live, sage_live_counts* out) {
         out->waiting = c.waiting;
         out->clock_tick = c.clock_tick;
         out->clock_start_tick = c.clock_start_tick;
+        out->clock_from_tick = c.clock_from_tick;
+        out->clock_stops = c.clock_stops;
+        out->clock_running = c.clock_running;
+        out->notes_while_stopped = c.notes_while_stopped;
     });
 }
 

@@ -226,8 +226,11 @@ void LiveEncoder::reset() {
     keys_down_ = 0;
     last_key_us_ = options_.start_us;
     status_ = 0, n_data_ = 0, in_sysex_ = false;
-    clock_running_ = false, clocks_ = 0, clock_anchor_tick_ = 0, clock_tick_ = -1;
-    clock_start_tick_ = -1;
+    clock_ = Clock::Free, clock_held_ = false, held_tick_ = 0;
+    clocks_ = stopped_clocks_ = run_pulses_ = 0;
+    clock_anchor_tick_ = 0, clock_tick_ = clock_start_tick_ = clock_from_tick_ = -1;
+    last_pulse_24_ = stop_us_ = -1;
+    clock_stops_ = notes_while_stopped_ = 0;
     // miditok always writes a tempo at tick 0 (120 BPM when the score has none).
     n_tempos_waiting_ = 0;
     written_tempo_token_ = -1;
@@ -236,6 +239,7 @@ void LiveEncoder::reset() {
 }
 
 int64_t LiveEncoder::tick_at(int64_t time_us) const {
+    if (clock_held_) return held_tick_;  // a clock stopped, or waiting for its first pulse
     if (time_us < origin_us_) time_us = origin_us_;  // before the start: the first grid point
     return origin_tick_ +
            divide_rounded((time_us - origin_us_) * ticks_per_quarter_, us_per_quarter_);
@@ -284,6 +288,12 @@ void LiveEncoder::note_on(int64_t time_us, int channel, int pitch, int velocity)
         argument("note on: channel 0..15, pitch and velocity 0..127");
     if (velocity == 0) return note_off(time_us, channel, pitch);
     last_key_us_ = time_us;
+    if (clock_ == Clock::Stopped) {  // the music stands: not heard, its note-off swallowed
+        if (sounding_[channel][pitch] == -1) ++keys_down_;
+        sounding_[channel][pitch] = -2;
+        ++notes_while_stopped_;
+        return;
+    }
     if (sounding_[channel][pitch] == -1) ++keys_down_;  // else the key was down: struck again
     if (sounding_[channel][pitch] >= 0) end_note(sounding_[channel][pitch], time_us);
     sounding_[channel][pitch] = -1;
@@ -368,10 +378,11 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         const uint8_t b = bytes[i];
         if (b >= 0xF8) {  // real-time bytes come anywhere, even inside another message
             if (!options_.follow_clock) continue;
-            if (b == 0xF8 && clock_running_) clock_pulse(time_us);
-            if (b == 0xFA) clock_start(time_us, true);
-            if (b == 0xFB) clock_running_ = true;  // Continue: from where Stop left it
-            if (b == 0xFC) clock_running_ = false;
+            // Pulses count only while the clock runs (many masters send them stopped too).
+            if (b == 0xF8 && clock_ == Clock::Running) clock_pulse(time_us);
+            if (b == 0xFA) clock_run(time_us, true);
+            if (b == 0xFB && clock_ != Clock::Running) clock_run(time_us, false);
+            if (b == 0xFC && clock_ == Clock::Running) clock_stop(time_us);
             continue;
         }
         if (b == 0xF0) {
@@ -404,12 +415,11 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         const int needed = (type == 0xC0 || type == 0xD0) ? 1 : 2;
         if (n_data_ < needed) continue;
         if (status_ == 0xF2) {
-            // Song Position Pointer: sixteenth notes (6 pulses each) from the song's start,
-            // counted from the bar Start anchored; playing resumes with Continue.
-            if (options_.follow_clock) {
+            // Song Position Pointer: sixteenth notes (6 pulses each) from the song's start (the
+            // bar a Start anchored), read while the clock stands (MIDI 1.0 has a master send it
+            // so); the next Continue resumes there.
+            if (options_.follow_clock && clock_ != Clock::Running)
                 clocks_ = 6 * (uint64_t{data_[0]} | uint64_t{data_[1]} << 7);
-                clock_tick_ = -1;
-            }
             status_ = 0;
             n_data_ = 0;
             continue;
@@ -419,37 +429,112 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
     }
 }
 
-// Start: the first pulse after it is the downbeat of the first bar, from the open one on (bar 0 at
-// first), that nothing was played in or after: what the musician played before Start stays where
-// it was played, in the past, and a bar they were in closes as played (as if its rest had passed).
-// Of an open bar nothing was played in, only the positions taken ahead are closed: the time that
-// passed before the clock started (in which tick_at ran on) holds nothing.
-void LiveEncoder::clock_start(int64_t time_us, bool from_the_top) {
-    clock_running_ = true;
-    if (from_the_top) clocks_ = 0;
-    uint64_t bar = bars_written_;
-    int64_t start = open_start_;
-    while (last_onset_ >= start) bar_at(++bar, &start, nullptr);
-    clock_anchor_tick_ = start;
-    clock_start_tick_ = start;
-    closed_tick_ = std::max(clock_anchor_tick_, taken_position_ + 1);
-    clock_tick_ = -1;
-    origin_us_ = time_us;
-    origin_tick_ = clock_anchor_tick_;
-    for (auto& t : pulse_us_) t = time_us;
+int64_t LiveEncoder::pulse_tick(uint64_t pulse) const {
+    return clock_anchor_tick_ +
+           divide_rounded(static_cast<int64_t>(pulse) * ticks_per_quarter_, 24);
+}
+
+int64_t LiveEncoder::bar_line_before(int64_t tick) const {
+    int i = n_meters_ - 1;
+    while (i > 0 && meters_[i].start > tick) --i;
+    const int64_t start = meters_[i].start;
+    const int64_t length = int64_t{meters_[i].quarters} * ticks_per_quarter_;
+    const int64_t bars =
+        tick >= start ? (tick - start) / length : -((start - tick + length - 1) / length);
+    return start + bars * length;
+}
+
+int64_t LiveEncoder::same_place(int64_t tick, int64_t from) const {
+    const int64_t place = tick - bar_line_before(tick);
+    for (uint64_t bar = bars_written_;; ++bar) {
+        int64_t start = 0;
+        int32_t quarters = 0;
+        bar_at(bar, &start, &quarters);
+        // In a shorter bar than the place's own, a place past its end is the next bar line.
+        const int64_t at = start + std::min(place, int64_t{quarters} * ticks_per_quarter_);
+        if (at >= from) return at;
+    }
+}
+
+// Start, or Continue: the clock runs again, from its next pulse on. Until that pulse the grid
+// stands where the music resumes (docs/jam.md, "Clock"):
+// - Start (and a Continue before any Start): the first pulse is the downbeat of the first bar,
+//   from the open one on, that nothing was played in or after and the clock has not entered: what
+//   the musician played before Start stays where it was played, in the past, and a bar they were
+//   in closes as played (as if its rest had passed). Of an open bar nothing was played in, only
+//   the positions taken ahead are closed: the time before the clock ran (in which tick_at ran on)
+//   holds nothing.
+// - Continue: the song position (where Stop left it, or where a Song Position Pointer put it) at
+//   its place in the bar, at the first such point from a sixteenth before where the clock stopped
+//   on: the stream cannot go back further, and the time skipped holds nothing, not even empty
+//   bars. (A master restarts from the sixteenth it stopped in, and may send its pointer with every
+//   Continue: the grid then goes back those few pulses.)
+void LiveEncoder::clock_run(int64_t time_us, bool start) {
+    const bool from_the_top = start || clock_ == Clock::Free;
+    int64_t stopped = 0, floor = 0;  // the grid ticks where it stopped, and the earliest to resume
+    if (from_the_top) {
+        uint64_t bar = bars_written_;
+        int64_t line = open_start_;
+        while (last_onset_ >= line || 24 * line <= last_pulse_24_) bar_at(++bar, &line, nullptr);
+        if (start) clocks_ = 0;
+        clock_anchor_tick_ = clock_start_tick_ = stopped = floor = line;
+        closed_tick_ = std::max(line, taken_position_ + 1);
+        stop_us_ = -1;  // a new song: the time the clock stood is not carried over
+    } else {
+        stopped = pulse_tick(stopped_clocks_);
+        floor = pulse_tick(stopped_clocks_ - std::min<uint64_t>(stopped_clocks_, 6));
+    }
+    const int64_t here = pulse_tick(clocks_);
+    const int64_t to = same_place(here, floor);
+    clock_anchor_tick_ += to - here;
+    if (from_the_top || to > stopped) clock_from_tick_ = to;  // the ticks before were skipped
+    clock_ = Clock::Running;
+    clock_held_ = true;
+    held_tick_ = to;
+    run_pulses_ = 0;
+    origin_us_ = time_us;  // for time_of until the first pulse
+    origin_tick_ = to;
+}
+
+// Stop: the music stands where the clock's last pulse put it. The grid does not move, no bar is
+// completed by the time passing, and the musician's notes still sounding end there; notes played
+// while it stands are not heard.
+void LiveEncoder::clock_stop(int64_t time_us) {
+    clock_ = Clock::Stopped;
+    stopped_clocks_ = clocks_;
+    if (!clock_held_) held_tick_ = pulse_tick(clocks_ - 1);  // a pulse came since it ran
+    clock_held_ = true;
+    stop_us_ = time_us;
+    ++clock_stops_;
+    for (int i = 0; i < n_notes_; ++i)
+        if (notes_[i].length == 0) cut(notes_[i], held_tick_);
 }
 
 // A pulse is a grid point whenever it falls on a tick (every 2 pulses at 12 ticks per quarter):
 // the grid is re-anchored there, so the grid never drifts from the clock, and the tempo between
 // pulses is the last quarter note's (24 pulses). A new tempo token is written when the
-// measured tempo's nearest token changes.
+// measured tempo's nearest token changes. The first pulse after a Start or Continue starts the
+// grid again from its place (between two ticks if it falls there).
 void LiveEncoder::clock_pulse(int64_t time_us) {
-    const int64_t quarter = time_us - pulse_us_[clocks_ % 24];  // 24 pulses ago
-    pulse_us_[clocks_ % 24] = time_us;
-    const uint64_t pulse = clocks_++;
-    if ((pulse * ticks_per_quarter_) % 24 != 0) return;
-    const int64_t tick = clock_anchor_tick_ + static_cast<int64_t>(pulse * ticks_per_quarter_ / 24);
-    if (pulse >= 24 && quarter > 0) {
+    const uint64_t pulse = clocks_++, run = run_pulses_++;
+    const int64_t quarter = time_us - pulse_us_[run % 24];  // 24 pulses ago
+    pulse_us_[run % 24] = time_us;
+    const int64_t scaled = static_cast<int64_t>(pulse) * ticks_per_quarter_;
+    last_pulse_24_ = 24 * clock_anchor_tick_ + scaled;
+    const int64_t tick = clock_anchor_tick_ + scaled / 24, past = scaled % 24;  // 24ths of a tick
+    if (run == 0) {
+        clock_held_ = false;
+        for (auto& t : pulse_us_) t = time_us;
+        // The time the clock stood is no rest of the musician's.
+        if (stop_us_ >= 0) last_key_us_ = std::min(last_key_us_, stop_us_) + (time_us - stop_us_);
+        stop_us_ = -1;
+        origin_tick_ = tick;
+        origin_us_ = time_us - past * us_per_quarter_ / (24 * ticks_per_quarter_);
+        if (past == 0) clock_tick_ = tick;
+        return;
+    }
+    if (past != 0) return;
+    if (run >= 24 && quarter > 0) {
         const uint32_t measured = static_cast<uint32_t>(quarter);
         if (tempo_token(measured) != last_tempo_token_) tempo(time_us, measured);
         us_per_quarter_ = measured;
@@ -667,6 +752,10 @@ LiveCounts LiveEncoder::counts() const {
     c.waiting = static_cast<uint32_t>(n_notes_);
     c.clock_tick = clock_tick_;
     c.clock_start_tick = clock_start_tick_;
+    c.clock_from_tick = clock_from_tick_;
+    c.clock_stops = clock_stops_;
+    c.clock_running = clock_ == Clock::Running;
+    c.notes_while_stopped = notes_while_stopped_;
     return c;
 }
 

@@ -41,6 +41,12 @@ struct LiveCounts {
     uint32_t waiting;          // notes not yet written
     int64_t clock_tick;        // following a clock: the grid tick of its last pulse, -1 before one
     int64_t clock_start_tick;  // following a clock: the downbeat its last Start made, -1 before
+    // Following a clock: notes for grid ticks before this are not to be played (the last Start's
+    // downbeat, or where the last Continue moved to after a Song Position Pointer), -1 before.
+    int64_t clock_from_tick;
+    uint64_t clock_stops;          // Stops read while the clock ran
+    int32_t clock_running;         // 1 from a Start or Continue to a Stop
+    uint64_t notes_while_stopped;  // note-ons read while the clock was stopped: not heard
 };
 
 class LiveEncoder {
@@ -169,7 +175,13 @@ class LiveEncoder {
     void sysex_message(int64_t time_us);            // a complete SysEx: a time signature?
     void handle_message(int64_t time_us);
     void clock_pulse(int64_t time_us);
-    void clock_start(int64_t time_us, bool from_the_top);
+    void clock_run(int64_t time_us, bool start);  // Start (from the top), or Continue
+    void clock_stop(int64_t time_us);
+    int64_t pulse_tick(uint64_t pulse) const;  // the grid tick of a pulse (halves up)
+    // The first grid tick at or after `from` whose place in its bar is the place of grid tick
+    // `tick` in its own.
+    int64_t same_place(int64_t tick, int64_t from) const;
+    int64_t bar_line_before(int64_t tick) const;  // the start of the bar holding a grid tick
 
     const TokenInfo* vocab_;
     int vocab_size_;
@@ -229,13 +241,23 @@ class LiveEncoder {
     static constexpr size_t kSysexBytes = 32;  // a time signature with up to 12 compound pairs
     uint8_t sysex_[kSysexBytes];
     size_t n_sysex_ = 0;
-    // Following a MIDI clock: pulses since the anchor, the grid tick of pulse 0, the last 24
-    // pulses' times (one quarter note: the tempo).
-    bool clock_running_ = false;
-    uint64_t clocks_ = 0;
+    // Following a MIDI clock (docs/jam.md, "Clock"): the song position in pulses from the anchor
+    // (the grid tick of pulse 0), the last 24 pulses' times since it ran again (one quarter note:
+    // the tempo). Stopped, and from a Start or Continue to its first pulse, the grid stands at
+    // held_tick_: tick_at gives it whatever the time.
+    enum class Clock : uint8_t { Free, Running, Stopped };  // Free: no Start yet, time drives
+    Clock clock_ = Clock::Free;
+    bool clock_held_ = false;
+    int64_t held_tick_ = 0;
+    uint64_t clocks_ = 0, stopped_clocks_ = 0;  // the position now, and where Stop left it
+    uint64_t run_pulses_ = 0;                   // pulses since the last Start or Continue
     int64_t clock_anchor_tick_ = 0;
     int64_t clock_tick_ = -1;
     int64_t clock_start_tick_ = -1;
+    int64_t clock_from_tick_ = -1;
+    int64_t last_pulse_24_ = -1;  // 24 x the grid tick of the last pulse (exact), -1 before one
+    uint64_t clock_stops_ = 0, notes_while_stopped_ = 0;
+    int64_t stop_us_ = -1;  // when the clock stopped, until it runs again (-1: it runs)
     int64_t pulse_us_[24] = {0};
 };
 

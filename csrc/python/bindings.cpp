@@ -335,6 +335,10 @@ class PyLive {
         d["waiting"] = c.waiting;
         d["clock_tick"] = c.clock_tick;
         d["clock_start_tick"] = c.clock_start_tick;
+        d["clock_from_tick"] = c.clock_from_tick;
+        d["clock_stops"] = c.clock_stops;
+        d["clock_running"] = c.clock_running;
+        d["notes_while_stopped"] = c.notes_while_stopped;
         return d;
     }
     void reset() { check(sage_live_reset(live_)); }

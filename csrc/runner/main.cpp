@@ -864,19 +864,28 @@ int run_jam(const Options& o) {
     // lookahead_bars later).
     const uint32_t later = jo.mode == SAGE_JAM_ACCOMPANY ? jo.lookahead_bars : 1;
     const double tail_us = bar_us * (2.0 * jo.phrase_bars + later + 2);
-    int64_t ended = -1;        // when the input ended
-    int64_t clock_start = -1;  // following: the downbeat of the last Start
+    int64_t ended = -1;       // when the input ended
+    int64_t clock_from = -1;  // following: notes decided for earlier ticks are not played
+    uint64_t clock_stops = 0;
     // Sends what is due: by our clock, or by the followed clock's last pulse.
     auto send_due = [&] {
         const int64_t now = monotonic_us();
         sage_live_counts clock{};
         check(sage_live_get_counts(live, &clock), "clock");
-        if (clock.clock_start_tick != clock_start) {
-            // A Start: the notes decided for ticks before its downbeat, while no clock ran, are
-            // not played (sage_live_counts.clock_start_tick); note-offs due before it go out.
-            clock_start = clock.clock_start_tick;
-            size_t n;
-            while ((n = scheduler.skip_before(clock_start / tpq, bytes, sizeof bytes)) > 0)
+        size_t n;
+        if (clock.clock_stops != clock_stops) {
+            // A Stop: the notes sounding are released now; the notes to come wait for the clock
+            // (docs/jam.md, "Stop, Continue, Song Position Pointer").
+            clock_stops = clock.clock_stops;
+            while ((n = scheduler.release(bytes, sizeof bytes)) > 0)
+                if (!out.write(bytes, n, &error)) throw EngineError{error};
+        }
+        if (clock.clock_from_tick != clock_from) {
+            // A Start, or a Continue the Song Position Pointer moved: the notes decided for ticks
+            // before where the music goes on, whose time passed without the clock or was jumped,
+            // are not played (sage_live_counts.clock_from_tick); note-offs due before it go out.
+            clock_from = clock.clock_from_tick;
+            while ((n = scheduler.skip_before(clock_from / tpq, bytes, sizeof bytes)) > 0)
                 if (!out.write(bytes, n, &error)) throw EngineError{error};
         }
         const double now_q = o.clock == "in"
@@ -925,8 +934,8 @@ int run_jam(const Options& o) {
                 const sage_note_event e{static_cast<double>(j.tick) / tpq,
                                         static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch,
                                         j.velocity, j.program};
-                if (j.tick < clock_start) continue;  // its time passed before the Start
-                if (!scheduler.add(e)) continue;     // 1 365 notes ahead: cannot happen in a bar
+                if (j.tick < clock_from) continue;  // its time passed without the clock
+                if (!scheduler.add(e)) continue;    // 1 365 notes ahead: cannot happen in a bar
                 ++report.notes;
                 if (o.events)
                     std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", e.time, e.duration, e.pitch,

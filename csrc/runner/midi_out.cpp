@@ -131,19 +131,25 @@ size_t MidiScheduler::skip_before(double time, uint8_t* out, size_t capacity) {
     return written;
 }
 
-size_t MidiScheduler::silence(uint8_t* out, size_t capacity) {
-    queue_.clear();
-    std::memset(skipped_, 0, sizeof skipped_);
+size_t MidiScheduler::release(uint8_t* out, size_t capacity) {
     size_t written = 0;
     for (int channel = 0; channel < 16; ++channel) {
         for (int pitch = 0; pitch < 128; ++pitch) {
             if (sounding_[channel][pitch] == 0 || written + 3 > capacity) continue;
+            skipped_[channel][pitch] += sounding_[channel][pitch];  // their note-offs are queued
             sounding_[channel][pitch] = 0;
             out[written++] = static_cast<uint8_t>(kNoteOff | channel);
             out[written++] = static_cast<uint8_t>(pitch);
             out[written++] = 64;
         }
     }
+    return written;
+}
+
+size_t MidiScheduler::silence(uint8_t* out, size_t capacity) {
+    queue_.clear();
+    const size_t written = release(out, capacity);
+    std::memset(skipped_, 0, sizeof skipped_);
     return written;
 }
 

@@ -57,6 +57,11 @@ class MidiScheduler {
     // (as many as fit in `capacity`: call again while messages before `time` are left).
     size_t skip_before(double time, uint8_t* out, size_t capacity);
 
+    // For a pause of the music (a followed clock's Stop): note-offs now for every sounding note
+    // (written to out while they fit: call again while it writes any), whose queued note-offs are
+    // then dropped; the notes to come stay queued. Returns the bytes written.
+    size_t release(uint8_t* out, size_t capacity);
+
     // For a stop in the middle of the music: note-offs for every sounding note (written to out
     // while they fit), and the queue is emptied. Returns the bytes written.
     size_t silence(uint8_t* out, size_t capacity);
@@ -72,7 +77,7 @@ class MidiScheduler {
     int16_t program_of_channel_[16];   // -2: the channel is free
     uint64_t channel_last_used_[16];   // the order at which a program last took the channel
     uint16_t sounding_[16][128] = {};  // note-ons sent minus note-offs due, per channel and pitch
-    uint16_t skipped_[16][128] = {};   // note-ons skipped whose note-offs are still queued
+    uint16_t skipped_[16][128] = {};   // note-offs queued not to send: skipped or released notes
 };
 
 // Opens a MIDI device or file with open(2)'s `flags`; a terminal (a serial port, a pty) is put in

@@ -185,6 +185,41 @@ TEST(live_events_allocate_nothing) {
         CHECK_EQ(sage_live_reset(live), SAGE_OK);
     });
     CHECK_EQ(during_play, 0L);
+    // Following a clock: Start, pulses and notes, Stop (a note held, one played stopped, pulses
+    // that do not count), a Song Position Pointer, Continue, Start again.
+    sage_live_options o = sage_live_options_default();
+    o.follow_clock = 1;
+    sage_live* clocked = nullptr;
+    CHECK_EQ(sage_live_create(model, &o, &clocked), SAGE_OK);
+    const uint8_t start[] = {0xFA}, pulse[] = {0xF8}, stop[] = {0xFC}, go_on[] = {0xFB};
+    const uint8_t pointer[] = {0xF2, 20, 0}, on[] = {0x90, 60, 90}, off[] = {0x90, 60, 0};
+    const long following = count_allocations([&] {
+        int64_t t = 0;
+        size_t count = 0;
+        for (int round = 0; round < 3; ++round) {
+            CHECK_EQ(sage_live_midi(clocked, t, round == 1 ? go_on : start, 1), SAGE_OK);
+            for (int p = 0; p < 24 * 9; ++p, t += 20833) {
+                CHECK_EQ(sage_live_midi(clocked, t, pulse, 1), SAGE_OK);
+                if (p % 24 == 0) CHECK_EQ(sage_live_midi(clocked, t, on, 3), SAGE_OK);
+                if (p % 24 == 12 && p < 24 * 8)
+                    CHECK_EQ(sage_live_midi(clocked, t, off, 3), SAGE_OK);
+                CHECK_EQ(sage_live_take_bar(clocked, t, 1, tokens, 4096, &count), SAGE_OK);
+            }
+            CHECK_EQ(sage_live_midi(clocked, t, stop, 1), SAGE_OK);
+            for (int k = 0; k < 8; ++k, t += 100000) {
+                CHECK_EQ(sage_live_midi(clocked, t, k % 2 ? off : on, 3), SAGE_OK);
+                CHECK_EQ(sage_live_midi(clocked, t, pulse, 1), SAGE_OK);
+                CHECK_EQ(sage_live_take_bar(clocked, t, 1, tokens, 4096, &count), SAGE_OK);
+            }
+            CHECK_EQ(sage_live_midi(clocked, t, pointer, sizeof pointer), SAGE_OK);
+        }
+        sage_live_counts c{};
+        CHECK_EQ(sage_live_get_counts(clocked, &c), SAGE_OK);
+        CHECK_EQ(c.clock_stops, uint64_t{3});
+        CHECK(c.bars_taken > 4);
+    });
+    CHECK_EQ(following, 0L);
+    sage_live_free(clocked);
     sage_live_free(live);
     sage_model_free(model);
 }

@@ -268,59 +268,223 @@ TEST(a_late_start_begins_the_bar_after_what_was_played) {
     sage_model_free(model);
 }
 
+// A live encoder following a clock, the bytes sent at a time that pulses move on at 120 BPM.
+struct ClockedLive {
+    sage_model* model = load_or_die(fixture_models()[0]);
+    sage_live* live = nullptr;
+    int64_t tpq = 0, now = 0;
+    ClockedLive() {
+        sage_model_info info{};
+        sage_model_get_info(model, &info);
+        tpq = info.ticks_per_quarter;
+        CHECK_EQ(24 % tpq, 0);
+        sage_live_options o = sage_live_options_default();
+        o.follow_clock = 1;
+        CHECK_EQ(sage_live_create(model, &o, &live), SAGE_OK);
+    }
+    ~ClockedLive() {
+        sage_live_free(live);
+        sage_model_free(model);
+    }
+    void send(std::vector<uint8_t> bytes) {
+        CHECK_EQ(sage_live_midi(live, now, bytes.data(), bytes.size()), SAGE_OK);
+    }
+    void pulses(int n) {
+        for (int p = 0; p < n; ++p) {
+            now += kQuarter / 24;
+            send({0xF8});
+        }
+    }
+    sage_live_counts counts() const {
+        sage_live_counts c{};
+        CHECK_EQ(sage_live_get_counts(live, &c), SAGE_OK);
+        return c;
+    }
+};
+
+// A followed clock's Stop and Continue (docs/jam.md, "Stop, Continue, Song Position Pointer"):
+// stopped, the grid stands, whatever time passes: no bar completes, notes played are not heard,
+// the note sounding ends where the clock stopped, and no tempo is measured across the pause;
+// Continue resumes on the pulse after the last. Before, the grid ran on at the last tempo while
+// stopped (bar 1 was complete after the pause), the note played stopped was heard, and the first
+// quarter after Continue measured the pause as a tempo.
+TEST(a_stopped_clock_holds_the_grid_until_continue) {
+    ClockedLive clocked;
+    auto& [model, live, tpq, now] = clocked;
+    const int64_t bar = 4 * tpq;
+    auto send = [&](std::vector<uint8_t> bytes) { clocked.send(std::move(bytes)); };
+    auto pulses = [&](int n) { clocked.pulses(n); };
+    int32_t tokens[256];
+    size_t count = 0;
+    sage_live_counts c{};
+    send({0xFA});
+    pulses(1);  // the downbeat
+    pulses(4 * 24);
+    send({0x90, 60, 90});  // bar 1's downbeat, held into the pause
+    CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+    CHECK(count > 0);    // bar 0
+    pulses(2 * 24 - 1);  // to beat 3 of bar 1 (its last pulse: half a grid step before it)
+    now += 5000;
+    send({0xFC});
+    c = clocked.counts();
+    CHECK_EQ(c.clock_running, 0);
+    CHECK_EQ(c.clock_stops, uint64_t{1});
+    int64_t tick = 0;
+    // Ten seconds stopped: the grid stands at beat 3, the notes played are not heard.
+    for (int k = 0; k < 10; ++k) {
+        now += 1000000;
+        if (k == 2) send({0x90, 60, 0});  // the held note's key let go: it ended at the stop
+        if (k == 4) send({0x90, 72, 90});
+        if (k == 5) send({0x90, 72, 0});
+        send({0xF8});  // a master may send pulses while stopped: they do not count
+        CHECK_EQ(sage_live_tick_at(live, now, &tick), SAGE_OK);
+        CHECK_EQ(tick, bar + 2 * tpq);
+        CHECK_EQ(sage_live_take_bar(live, now, 1, tokens, 256, &count), SAGE_OK);
+        CHECK_EQ(count, size_t{0});
+    }
+    c = clocked.counts();
+    CHECK_EQ(c.bars_taken, uint64_t{1});
+    CHECK_EQ(c.notes_while_stopped, uint64_t{1});
+    CHECK_EQ(c.notes, uint64_t{1});
+    send({0xFB});  // Continue: the next pulse is beat 3 of bar 1
+    CHECK_EQ(sage_live_take_bar(live, now, 1, tokens, 256, &count), SAGE_OK);
+    CHECK_EQ(count, size_t{0});
+    pulses(1);
+    send({0x90, 64, 90});
+    c = clocked.counts();
+    CHECK_EQ(c.clock_tick, bar + 2 * tpq);
+    CHECK_EQ(c.clock_running, 1);
+    pulses(24);
+    send({0x90, 64, 0});
+    pulses(24);  // bar 2's downbeat
+    CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+    // Bar 1: the held note from 0, two quarters (cut at the stop), the note after Continue at
+    // beat 3, a quarter; no Tempo (the pause measured no tempo).
+    const std::vector<uint32_t> k = kinds(model, tokens, count);
+    std::vector<int32_t> positions, durations;
+    for (size_t i = 0; i < count; ++i) {
+        CHECK(k[i] != SAGE_KIND_TEMPO);
+        if (k[i] == SAGE_KIND_POSITION) positions.push_back(value(model, tokens[i]));
+        if (k[i] == SAGE_KIND_DURATION) durations.push_back(value(model, tokens[i]));
+    }
+    CHECK(positions == (std::vector<int32_t>{0, static_cast<int32_t>(2 * tpq)}));
+    CHECK(durations ==
+          (std::vector<int32_t>{static_cast<int32_t>(2 * tpq), static_cast<int32_t>(tpq)}));
+}
+
+// A Song Position Pointer read while the clock is stopped: Continue resumes at its position's place
+// in the bar, from a sixteenth before where the clock stopped on (the stream cannot go back, and
+// the time skipped holds nothing, not even empty bars); the notes decided for ticks skipped are not
+// to be played (clock_from_tick). The clock stops a pulse after beat 2 of bar 1. A pointer to the
+// sixteenth it stopped in (a master sends it with every Continue, and restarts there) resumes
+// there, and so does one to the same place whole bars ahead; one to beat 3 resumes at beat 3 of
+// bar 1; one back to bar 0's first sixteenth, at bar 2's. Before, the grid ran on through the pause
+// and the pointer counted from the Start's bar whatever had been played since.
+TEST(a_song_position_pointer_moves_where_continue_resumes) {
+    // In sixteenths from bar 0: the pointer, where the music goes on, and clock_from_tick.
+    const int moves[][3] = {{16 + 4, 16 + 4, 0},
+                            {16 + 16 + 16 + 4, 16 + 4, 0},
+                            {16 + 8, 16 + 8, 16 + 8},
+                            {1, 32 + 1, 32 + 1}};
+    for (const auto& [pointer, resumed_16, from_16] : moves) {
+        ClockedLive clocked;
+        auto& [model, live, tpq, now] = clocked;
+        CHECK_EQ(tpq % 4, 0);
+        const int64_t bar = 4 * tpq, resumed = resumed_16 * tpq / 4, from = from_16 * tpq / 4;
+        auto send = [&](std::vector<uint8_t> bytes) { clocked.send(std::move(bytes)); };
+        auto pulses = [&](int n) { clocked.pulses(n); };
+        int32_t tokens[256];
+        size_t count = 0;
+        send({0xFA});
+        pulses(1 + 4 * 24 + 24 + 1);  // to beat 2 of bar 1 and a pulse
+        send({0xFC});
+        now += 3000000;
+        send({0xF2, static_cast<uint8_t>(pointer & 0x7F), static_cast<uint8_t>(pointer >> 7)});
+        send({0xFB});
+        CHECK_EQ(clocked.counts().clock_from_tick, from);
+        pulses(1);
+        send({0x90, 67, 90});
+        CHECK_EQ(clocked.counts().clock_tick, resumed);
+        pulses(6);
+        send({0x90, 67, 0});
+        pulses(4 * 24 * 2);
+        // The note lies at `resumed`, and no bar was written between.
+        std::vector<int32_t> at;
+        for (int b = 0; b < 3; ++b) {
+            CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+            const std::vector<uint32_t> k = kinds(model, tokens, count);
+            for (size_t i = 0; i + 1 < count; ++i)
+                if (k[i] == SAGE_KIND_POSITION && k[i + 1] == SAGE_KIND_PROGRAM)
+                    at.push_back(b * static_cast<int32_t>(bar) + value(model, tokens[i]));
+        }
+        CHECK(at == std::vector<int32_t>{static_cast<int32_t>(resumed)});
+        CHECK_EQ(clocked.counts().late, uint64_t{0});
+    }
+}
+
 // Random bytes, in random chunks, as a broken cable or a noisy UART would deliver them: the parser
 // never reads out of bounds (run under ASan by the asan preset), and every bar stays decodable.
 TEST(random_bytes_never_break_the_parser) {
     sage_model* model = load_or_die(fixture_models()[0]);
-    sage_live* live = nullptr;
-    CHECK_EQ(sage_live_create(model, nullptr, &live), SAGE_OK);
     sage_model_info info{};
     sage_model_get_info(model, &info);
-    sage_session* session = nullptr;
-    CHECK_EQ(sage_session_create(model, nullptr, &session), SAGE_OK);
     int32_t bos = -1;
     sage_model_find_kind(model, SAGE_KIND_BOS, &bos);
-    CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
-    sage::Pcg32 rng(7);
-    std::vector<uint8_t> bytes(64);
-    std::vector<int32_t> tokens(8192);
-    int64_t now = 0;
-    bool meters_seen[13] = {false};
-    for (int chunk = 0; chunk < 5000; ++chunk) {
-        const size_t n = rng.next_u32() % bytes.size();
-        for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(rng.next_u32());
-        if (chunk % 4 == 0 && n > 11) {
-            // A time signature SysEx, whole half of the time, else cut or malformed by the rest.
-            const uint8_t head[] = {0xF0, 0x7F, 0x7F, 0x03, 0x42, 4};
-            std::copy(head, head + 6, bytes.begin());
-            bytes[6] = static_cast<uint8_t>(rng.next_u32() % 14);
-            bytes[7] = static_cast<uint8_t>(rng.next_u32() % 8);
-            if (rng.next_u32() % 2) bytes[10] = 0xF7;
+    // Without a clock, and following one (the random bytes Start, Stop, Continue and point it;
+    // a pulse is added to every other chunk so that its grid moves).
+    for (const int follow : {0, 1}) {
+        sage_live_options o = sage_live_options_default();
+        o.follow_clock = follow;
+        sage_live* live = nullptr;
+        CHECK_EQ(sage_live_create(model, &o, &live), SAGE_OK);
+        sage_session* session = nullptr;
+        CHECK_EQ(sage_session_create(model, nullptr, &session), SAGE_OK);
+        CHECK_EQ(sage_session_feed(session, &bos, 1, nullptr, 0), SAGE_OK);
+        sage::Pcg32 rng(7);
+        std::vector<uint8_t> bytes(64);
+        std::vector<int32_t> tokens(8192);
+        int64_t now = 0;
+        bool meters_seen[13] = {false};
+        for (int chunk = 0; chunk < 5000; ++chunk) {
+            const size_t n = rng.next_u32() % bytes.size();
+            for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(rng.next_u32());
+            if (chunk % 4 == 0 && n > 11) {
+                // A time signature SysEx, whole half of the time, else cut or malformed by the
+                // rest.
+                const uint8_t head[] = {0xF0, 0x7F, 0x7F, 0x03, 0x42, 4};
+                std::copy(head, head + 6, bytes.begin());
+                bytes[6] = static_cast<uint8_t>(rng.next_u32() % 14);
+                bytes[7] = static_cast<uint8_t>(rng.next_u32() % 8);
+                if (rng.next_u32() % 2) bytes[10] = 0xF7;
+            } else if (follow && chunk % 2 == 1 && n > 0) {
+                bytes[0] = 0xF8;
+            }
+            now += static_cast<int64_t>(rng.next_u32() % 20000);
+            CHECK_EQ(sage_live_midi(live, now, bytes.data(), n), SAGE_OK);
+            size_t count = 0;
+            CHECK_EQ(sage_live_take_bar(live, now, chunk % 50 == 0, tokens.data(), tokens.size(),
+                                        &count),
+                     SAGE_OK);
+            CHECK(grammatical(session, tokens.data(), count, info.vocab_size));
+            sage_live_counts open{};
+            sage_live_get_counts(live, &open);
+            int64_t start = 0;
+            int32_t quarters = 0;
+            CHECK_EQ(sage_live_get_bar(live, open.bars_taken, &start, &quarters), SAGE_OK);
+            CHECK(quarters >= 1 && quarters <= 12);
+            meters_seen[quarters] = true;
         }
-        now += static_cast<int64_t>(rng.next_u32() % 20000);
-        CHECK_EQ(sage_live_midi(live, now, bytes.data(), n), SAGE_OK);
-        size_t count = 0;
-        CHECK_EQ(
-            sage_live_take_bar(live, now, chunk % 50 == 0, tokens.data(), tokens.size(), &count),
-            SAGE_OK);
-        CHECK(grammatical(session, tokens.data(), count, info.vocab_size));
-        sage_live_counts open{};
-        sage_live_get_counts(live, &open);
-        int64_t start = 0;
-        int32_t quarters = 0;
-        CHECK_EQ(sage_live_get_bar(live, open.bars_taken, &start, &quarters), SAGE_OK);
-        CHECK(quarters >= 1 && quarters <= 12);
-        meters_seen[quarters] = true;
+        CHECK(std::count(meters_seen, meters_seen + 13, true) >= 4);  // the SysEx changed the meter
+        sage_live_counts c{};
+        sage_live_get_counts(live, &c);
+        CHECK(c.notes > 100 && c.bars_taken > 10);
+        if (follow) CHECK(c.clock_stops > 10 && c.notes_while_stopped > 10);
+        uint64_t fed = 0;
+        sage_session_get_position(session, &fed);
+        CHECK(fed > c.bars_taken * 2 + c.notes);  // every bar and note went through the mask
+        sage_session_free(session);
+        sage_live_free(live);
     }
-    CHECK(std::count(meters_seen, meters_seen + 13, true) >= 4);  // the SysEx changed the meter
-    sage_live_counts c{};
-    sage_live_get_counts(live, &c);
-    CHECK(c.notes > 100 && c.bars_taken > 10);
-    uint64_t fed = 0;
-    sage_session_get_position(session, &fed);
-    CHECK(fed > c.bars_taken * 2 + c.notes);  // every bar and note went through the mask
-    sage_session_free(session);
-    sage_live_free(live);
     sage_model_free(model);
 }
 

@@ -407,13 +407,17 @@ typedef struct sage_live_options {
     int32_t bar_quarters;         /* bars of bar_quarters/4 (a TimeSig of the model) until a
                                      meter change (sage_live_set_meter); 4 */
     int32_t channel_programs[16]; /* General MIDI program per channel, -1 = drums */
-    int32_t follow_clock; /* nonzero: MIDI clock bytes (24 ppqn) drive the grid: Start (0xFA) makes
-                             the next pulse the downbeat of the first bar, from the one not yet
-                             taken on, that nothing was played in or after (the notes played before
-                             Start stay where they were played; the bar they are in closes as
-                             played); every pulse on a grid tick re-anchors the grid there, the
-                             last 24 pulses give the tempo; Stop/Continue pause and resume, Song
-                             Position Pointer moves */
+    int32_t follow_clock; /* nonzero: MIDI clock bytes (24 ppqn) drive the grid (docs/jam.md,
+                             "Clock"): Start (0xFA) makes the next pulse the downbeat of the first
+                             bar, from the one not yet taken on, that nothing was played in or
+                             after and the clock has not entered (the notes played before Start
+                             stay where they were played; the bar they are in closes as played);
+                             every pulse on a grid tick re-anchors the grid there, the last 24
+                             pulses give the tempo. Stop (0xFC): the grid stands at the last pulse,
+                             notes sounding end there, notes played are not heard; Continue (0xFB):
+                             on from there, or, after a Song Position Pointer (0xF2, read while
+                             stopped), at its position's place in the bar, from where it stopped
+                             on (the time skipped holds nothing) */
 } sage_live_options;
 
 typedef struct sage_live_counts {
@@ -424,9 +428,15 @@ typedef struct sage_live_counts {
     uint32_t sounding;   /* notes held now, not yet written */
     uint32_t waiting;    /* notes read and not yet written */
     int64_t clock_tick;  /* following a clock: the grid tick of its last pulse on one, else -1 */
-    int64_t clock_start_tick; /* following a clock: the downbeat its last Start made, else -1; a
-                                 note decided for an earlier tick (before the clock ran) is not
-                                 to be played: its time passed without a clock */
+    int64_t clock_start_tick; /* following a clock: the downbeat its last Start made, else -1 */
+    int64_t clock_from_tick;  /* following a clock: a note decided for an earlier tick is not to be
+                                 played (its time passed without the clock, or the clock jumped
+                                 past it): the last Start's downbeat, or where the last Continue
+                                 resumed after a Song Position Pointer moved it; else -1 */
+    uint64_t clock_stops;     /* Stops read while the clock ran: at each, release the notes
+                                 sounding (the music stands until Continue or Start) */
+    int32_t clock_running;    /* 1 from a Start or Continue until a Stop */
+    uint64_t notes_while_stopped; /* note-ons read while the clock was stopped: not heard */
 } sage_live_counts;
 
 /* start 0, 120 BPM, 4/4, every channel program 0 except channel 10 (index 9): drums (-1). */
