@@ -32,13 +32,20 @@ from sage_edge.live import ByteRecorder, midi_bytes, now_us, score_events, sleep
 from sage_edge.tokenizer import load_score
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPO, TICKS = 120, 12
-QUARTER = round(60e6 / TEMPO)
+TICKS = 12
+SCORE = ROOT / "tests/data/chorales/bwv1.6.mid"
+# About 120 BPM, at a tempo whose grid is a whole number of microseconds per tick of the file, so
+# that the notes stay on the model's grid however long it plays (at 500 000 us a quarter, 1 041
+# us per file tick drifted the soprano half a grid step early in 33 s, where a read's jitter then
+# decided the grid point of a note, and the stream).
+FILE_TICKS = load_score(SCORE).ticks_per_quarter
+QUARTER = round(60e6 / 120 / FILE_TICKS) * FILE_TICKS
+TEMPO = 60e6 / QUARTER
 
 
 def soprano(bars: int):
     """bwv1.6's soprano as timed events, repeated to `bars` bars (relative microseconds)."""
-    score = load_score(ROOT / "tests/data/chorales/bwv1.6.mid")
+    score = load_score(SCORE)
     score.tracks = [score.tracks[0]]
     events, _ = score_events(score, QUARTER // score.ticks_per_quarter)
     length = (max(e.time_us for e in events) // (4 * QUARTER) + 1) * 4 * QUARTER
@@ -60,7 +67,7 @@ def main() -> None:
     command = [str(args.runner), "--model", str(ROOT / "sage_edge/models/default.sage")]
     command += ["--midi-in", os.ttyname(in_slave), "--midi-out", os.ttyname(out_slave)]
     command += ["--mode", "accompany", "--lookahead", "0", "--listen-ticks", str(TICKS), "--react"]
-    command += ["--bars", "1", "--tempo", str(TEMPO), "--programs", "53,54,42"]
+    command += ["--bars", "1", "--tempo", repr(TEMPO), "--programs", "53,54,42"]
     command += ["--musician-program", "52", "--seed", "1", "--events"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
