@@ -562,8 +562,8 @@ class LiveEncoder:
     notes per minute (or ``us_per_quarter``), bars are ``bar_quarters``/4 until a meter change
     (:meth:`set_meter`, :meth:`meter`, or a time signature SysEx in :meth:`midi`), and
     ``channel_programs`` gives the General MIDI program of each of the 16 channels (-1 = drums).
-    ``follow_clock``: MIDI clock bytes in :meth:`midi` (24 ppqn, Start) drive the grid
-    (docs/jam.md, "Clock"; ``counts`` gives ``clock_tick`` and ``clock_start_tick``).
+    ``follow_clock``: MIDI clock bytes in :meth:`midi` (24 ppqn, Start, Stop, Continue, Song
+    Position Pointer) drive the grid (docs/jam.md, "Clock"; ``counts`` gives where it is).
     """
 
     def __init__(
