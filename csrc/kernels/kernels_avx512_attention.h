@@ -169,27 +169,23 @@ void attention_scores16(const AttentionGroup& a, int h0, float* max_score) {
         slope[h] = _mm512_set1_ps(a.slopes[h0 + h]);
         vmax[h] = _mm512_set1_ps(-INFINITY);
     }
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (run >= 64) {
             score_keys16<Ring, NH, 4, true>(a, q, slot, j, slope, scale, s, vmax);
-            step = 64;
-        } else if (run >= 32) {
-            score_keys16<Ring, NH, 2, false>(a, q, slot, j, slope, scale, s, vmax);
-            step = 32;
-        } else if (run >= 16) {
-            score_keys16<Ring, NH, 1, false>(a, q, slot, j, slope, scale, s, vmax);
-            step = 16;
-        } else {  // the ring's end or the window's last keys
-            step = a.window - j < 16 ? a.window - j : 16;
-            score_wrapped16<Ring, NH>(a, q, slot, j, static_cast<int>(step), slope, scale, s, vmax);
+            return 64;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 32) {
+            score_keys16<Ring, NH, 2, false>(a, q, slot, j, slope, scale, s, vmax);
+            return 32;
+        }
+        if (run >= 16) {
+            score_keys16<Ring, NH, 1, false>(a, q, slot, j, slope, scale, s, vmax);
+            return 16;
+        }
+        const int64_t n = a.window - j < 16 ? a.window - j : 16;  // the ring's end, the last keys
+        score_wrapped16<Ring, NH>(a, q, slot, j, static_cast<int>(n), slope, scale, s, vmax);
+        return n;
+    });
     for (int h = 0; h < NH; ++h)
         max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
 }
@@ -301,27 +297,23 @@ void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
         slope[h] = _mm512_set1_ps(a.slopes[h0 + h]);
         vmax[h] = _mm512_set1_ps(-INFINITY);
     }
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (run >= 64) {
             score_keys16_q8<NH, 4>(a, q, slot, j, slope, s, vmax);
-            step = 64;
-        } else if (run >= 32) {
-            score_keys16_q8<NH, 2>(a, q, slot, j, slope, s, vmax);
-            step = 32;
-        } else if (run >= 16) {
-            score_keys16_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
-            step = 16;
-        } else {
-            step = a.window - j < 16 ? a.window - j : 16;
-            score_wrapped16_q8<NH>(a, q, slot, j, static_cast<int>(step), slope, s, vmax);
+            return 64;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 32) {
+            score_keys16_q8<NH, 2>(a, q, slot, j, slope, s, vmax);
+            return 32;
+        }
+        if (run >= 16) {
+            score_keys16_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
+            return 16;
+        }
+        const int64_t n = a.window - j < 16 ? a.window - j : 16;
+        score_wrapped16_q8<NH>(a, q, slot, j, static_cast<int>(n), slope, s, vmax);
+        return n;
+    });
     for (int h = 0; h < NH; ++h)
         max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
 }
@@ -357,35 +349,26 @@ template <int NH>
 void attention_values16_q8(const AttentionGroup& a, int h0, const float* inv_total,
                            const int64_t* first) {
     const WeightRuns runs(a);
-    float ws[NH];
-    const uint8_t* row[NH];
-    int64_t from = a.window;
-    for (int h = 0; h < NH; ++h) {
-        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
-        ws[h] = quantize_weights<Weights16>(a, a.scores + int64_t{h0 + h} * a.window, r, runs,
-                                            first[h]);
-        row[h] = r;
-        from = first[h] < from ? first[h] : from;
-    }
+    const HeadWeights<Weights16, NH> weights(a, runs, h0, first);
     for (int c0 = 0; c0 < a.d_head; c0 += 32) {
         const int n = a.d_head - c0;
         const __mmask16 live[2] = {first_lanes(n), n > 16 ? first_lanes(n - 16) : __mmask16(0)};
         __m512i acc[NH][2];
         for (int h = 0; h < NH; ++h) acc[h][0] = acc[h][1] = _mm512_setzero_si512();
-        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+        runs.for_quads(weights.from, [&](int64_t pos, int64_t slot) {
             const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
             const __m512i v0 = _mm512_maskz_loadu_epi32(live[0], p);
             const __m512i v1 = _mm512_maskz_loadu_epi32(live[1], p + 64);
             for (int h = 0; h < NH; ++h) {
                 int32_t four;
-                std::memcpy(&four, row[h] + pos, sizeof four);
+                std::memcpy(&four, weights.row[h] + pos, sizeof four);
                 const __m512i w = _mm512_set1_epi32(four);
                 acc[h][0] = _mm512_dpbusd_epi32(acc[h][0], w, v0);
                 acc[h][1] = _mm512_dpbusd_epi32(acc[h][1], w, v1);
             }
         });
         for (int h = 0; h < NH; ++h) {
-            const __m512 f = _mm512_set1_ps(ws[h] * inv_total[h]);
+            const __m512 f = _mm512_set1_ps(weights.scale[h] * inv_total[h]);
             float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
             for (int k = 0; k < 2; ++k)
                 _mm512_mask_storeu_ps(o + 16 * k, live[k],

@@ -196,6 +196,42 @@ float quantize_weights(const AttentionGroup& a, float* e, uint8_t* row, const We
     return ws;
 }
 
+// The window's keys oldest first, in steps that a path's scoring chooses: step(j, slot, run) gets
+// window key j, its slot and the run of consecutive slots from there (to the ring's end or the
+// window's end, whichever is nearer), scores some of the keys from j on and returns how many.
+template <typename Step>
+void for_key_steps(const AttentionGroup& a, Step&& step) {
+    int64_t j = 0, slot = a.first_slot;
+    while (j < a.window) {
+        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
+        const int64_t n = step(j, slot, run);
+        j += n;
+        slot += n;
+        if (slot >= a.horizon) slot -= a.horizon;
+    }
+}
+
+// The quantized weights of the NH heads from h0 for the integer value sums (quantize_weights<V>
+// of each head, into its row of a.weights): the rows, the heads' weight scales, and the first
+// window key that any of them weighs (`first`: each head's, from the softmax).
+template <typename V, int NH>
+struct HeadWeights {
+    const uint8_t* row[NH];
+    float scale[NH];
+    int64_t from;
+
+    HeadWeights(const AttentionGroup& a, const WeightRuns& runs, int h0, const int64_t* first) {
+        from = a.window;
+        for (int h = 0; h < NH; ++h) {
+            uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
+            scale[h] =
+                quantize_weights<V>(a, a.scores + int64_t{h0 + h} * a.window, r, runs, first[h]);
+            row[h] = r;
+            from = first[h] < from ? first[h] : from;
+        }
+    }
+};
+
 // The slots of the n <= W keys from `slot` on, wrapping at the ring's end; a lane past n repeats
 // the first key (a SIMD path gathers them into one vector and drops those lanes' results).
 template <int W>

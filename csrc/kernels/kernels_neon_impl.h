@@ -327,24 +327,19 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     }
     // Vectors of consecutive slots while the ring's end is 4 or more keys away; the keys around
     // the end, and the window's last few, gathered into one vector.
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (run >= 16) {
             score_keys<Ring, NH, 4>(a, q, slot, j, h0, s, vmax);
-            step = 16;
-        } else if (run >= 4) {
-            score_keys<Ring, NH, 1>(a, q, slot, j, h0, s, vmax);
-            step = 4;
-        } else {
-            step = a.window - j < 4 ? a.window - j : 4;
-            score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+            return 16;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 4) {
+            score_keys<Ring, NH, 1>(a, q, slot, j, h0, s, vmax);
+            return 4;
+        }
+        const int64_t n = a.window - j < 4 ? a.window - j : 4;
+        score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(n), h0, s, max_score);
+        return n;
+    });
     for (int h = 0; h < NH; ++h) {
         const float m = vmaxvq_f32(vmax[h]);
         if (m > max_score[h]) max_score[h] = m;
@@ -476,24 +471,19 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
         vmax[h] = vdupq_n_f32(-INFINITY);
         max_score[h] = -INFINITY;
     }
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (run >= 4 * kVectors) {
             score_keys_q8<NH, kVectors>(a, q, slot, j, h0, s, vmax);
-            step = 4 * kVectors;
-        } else if (run >= 4) {
-            score_keys_q8<NH, 1>(a, q, slot, j, h0, s, vmax);
-            step = 4;
-        } else {
-            step = a.window - j < 4 ? a.window - j : 4;
-            score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+            return 4 * kVectors;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 4) {
+            score_keys_q8<NH, 1>(a, q, slot, j, h0, s, vmax);
+            return 4;
+        }
+        const int64_t n = a.window - j < 4 ? a.window - j : 4;
+        score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(n), h0, s, max_score);
+        return n;
+    });
     for (int h = 0; h < NH; ++h) {
         const float m = vmaxvq_f32(vmax[h]);
         if (m > max_score[h]) max_score[h] = m;
@@ -530,21 +520,12 @@ template <int NH>
 void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total,
                          const int64_t* first) {
     const WeightRuns runs(a);
-    float ws[NH];
-    const uint8_t* row[NH];
-    int64_t from = a.window;
-    for (int h = 0; h < NH; ++h) {
-        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
-        ws[h] =
-            quantize_weights<Weights4>(a, a.scores + int64_t{h0 + h} * a.window, r, runs, first[h]);
-        row[h] = r;
-        from = first[h] < from ? first[h] : from;
-    }
+    const HeadWeights<Weights4, NH> weights(a, runs, h0, first);
     for (int c0 = 0; c0 < a.d_head; c0 += 8) {
         const int n = a.d_head - c0 < 8 ? a.d_head - c0 : 8;
         QuadDots acc[NH][2];
         int32x4_t vsum[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
-        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+        runs.for_quads(weights.from, [&](int64_t pos, int64_t slot) {
             const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
             int8x16_t v[2];
             if (n == 8) {
@@ -565,14 +546,14 @@ void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total
             }
             for (int h = 0; h < NH; ++h) {
                 int32_t four;
-                std::memcpy(&four, row[h] + pos, sizeof four);
+                std::memcpy(&four, weights.row[h] + pos, sizeof four);
                 const int8x16_t w =
                     vreinterpretq_s8_s32(vdupq_n_s32(four ^ static_cast<int32_t>(0x80808080u)));
                 for (int k = 0; k < 2; ++k) acc[h][k].add(v[k], w);
             }
         });
         for (int h = 0; h < NH; ++h) {
-            const float f = ws[h] * inv_total[h];
+            const float f = weights.scale[h] * inv_total[h];
             float o[8];
             for (int k = 0; k < 2; ++k) {
                 const int32x4_t osum = vaddq_s32(acc[h][k].total(), vshlq_n_s32(vsum[k], 7));

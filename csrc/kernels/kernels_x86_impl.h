@@ -436,27 +436,23 @@ void attention_scores(const AttentionGroup& a, int h0, float* max_score) {
     }
     // Vectors of consecutive slots while the ring's end is 8 or more keys away; the keys around
     // the end, and the window's last few, gathered into one vector.
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (kAttentionVectors >= 4 && run >= 32) {
             score_keys<Ring, NH, kAttentionVectors>(a, q, slot, j, slope, scale, s, vmax);
-            step = 8 * kAttentionVectors;
-        } else if (run >= 16) {
-            score_keys<Ring, NH, 2>(a, q, slot, j, slope, scale, s, vmax);
-            step = 16;
-        } else if (run >= 8) {
-            score_keys<Ring, NH, 1>(a, q, slot, j, slope, scale, s, vmax);
-            step = 8;
-        } else {
-            step = a.window - j < 8 ? a.window - j : 8;
-            score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+            return 8 * kAttentionVectors;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 16) {
+            score_keys<Ring, NH, 2>(a, q, slot, j, slope, scale, s, vmax);
+            return 16;
+        }
+        if (run >= 8) {
+            score_keys<Ring, NH, 1>(a, q, slot, j, slope, scale, s, vmax);
+            return 8;
+        }
+        const int64_t n = a.window - j < 8 ? a.window - j : 8;
+        score_gathered<Ring, NH>(a, q, slot, j, static_cast<int>(n), h0, s, max_score);
+        return n;
+    });
     for (int h = 0; h < NH; ++h) {
         const float m = hmax8(vmax[h]);
         if (m > max_score[h]) max_score[h] = m;
@@ -556,24 +552,19 @@ void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
         vmax[h] = _mm256_set1_ps(-INFINITY);
         max_score[h] = -INFINITY;
     }
-    int64_t j = 0, slot = a.first_slot;
-    while (j < a.window) {
-        const int64_t run = a.window - j < a.horizon - slot ? a.window - j : a.horizon - slot;
-        int64_t step;
+    for_key_steps(a, [&](int64_t j, int64_t slot, int64_t run) -> int64_t {
         if (run >= 16) {
             score_keys_q8<NH, 2>(a, q, slot, j, slope, s, vmax);
-            step = 16;
-        } else if (run >= 8) {
-            score_keys_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
-            step = 8;
-        } else {
-            step = a.window - j < 8 ? a.window - j : 8;
-            score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(step), h0, s, max_score);
+            return 16;
         }
-        j += step;
-        slot += step;
-        if (slot >= a.horizon) slot -= a.horizon;
-    }
+        if (run >= 8) {
+            score_keys_q8<NH, 1>(a, q, slot, j, slope, s, vmax);
+            return 8;
+        }
+        const int64_t n = a.window - j < 8 ? a.window - j : 8;
+        score_gathered_q8<NH>(a, q, slot, j, static_cast<int>(n), h0, s, max_score);
+        return n;
+    });
     for (int h = 0; h < NH; ++h) {
         const float m = hmax8(vmax[h]);
         if (m > max_score[h]) max_score[h] = m;
@@ -614,16 +605,7 @@ template <int NH>
 void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total,
                          const int64_t* first) {
     const WeightRuns runs(a);
-    float ws[NH];
-    const uint8_t* row[NH];
-    int64_t from = a.window;
-    for (int h = 0; h < NH; ++h) {
-        uint8_t* r = a.weights + int64_t{h} * (a.window + 12);
-        ws[h] =
-            quantize_weights<Weights8>(a, a.scores + int64_t{h0 + h} * a.window, r, runs, first[h]);
-        row[h] = r;
-        from = first[h] < from ? first[h] : from;
-    }
+    const HeadWeights<Weights8, NH> weights(a, runs, h0, first);
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int c0 = 0; c0 < a.d_head; c0 += 16) {
@@ -632,7 +614,7 @@ void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total
             live[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(a.d_head - c0 - 8 * v), lane);
         __m256i acc[NH][2], vsum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
         for (int h = 0; h < NH; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_si256();
-        runs.for_quads(from, [&](int64_t pos, int64_t slot) {
+        runs.for_quads(weights.from, [&](int64_t pos, int64_t slot) {
             const int8_t* p = a.values_q8 + value_q8_index(c0, slot, a.value_stride);
             __m256i v[2];
             for (int k = 0; k < 2; ++k) {
@@ -642,14 +624,14 @@ void attention_values_q8(const AttentionGroup& a, int h0, const float* inv_total
             }
             for (int h = 0; h < NH; ++h) {
                 int32_t four;
-                std::memcpy(&four, row[h] + pos, sizeof four);
+                std::memcpy(&four, weights.row[h] + pos, sizeof four);
                 const __m256i w = _mm256_set1_epi32(four ^ static_cast<int32_t>(0x80808080u));
                 const __m256i abs_w = _mm256_abs_epi8(w);
                 for (int k = 0; k < 2; ++k) acc[h][k] = dot_quads8(acc[h][k], v[k], w, abs_w);
             }
         });
         for (int h = 0; h < NH; ++h) {
-            const __m256 f = _mm256_set1_ps(ws[h] * inv_total[h]);
+            const __m256 f = _mm256_set1_ps(weights.scale[h] * inv_total[h]);
             float* o = a.out + int64_t{h0 + h} * a.d_head + c0;
             for (int k = 0; k < 2; ++k) {
                 const __m256i osum = _mm256_add_epi32(acc[h][k], _mm256_slli_epi32(vsum[k], 7));
