@@ -1,8 +1,9 @@
 """The Raspberry Pi builds, emulated: aarch64 binaries under qemu-aarch64 as a Pi 4 (cortex-a72:
 NEON) and a Pi 5 (cortex-a76: NEON dot-product) must give exactly what the x86 build gives.
 
-- The runner: `sage-edge-run --model MODEL --tokens 300 --seed 7 --events` of the aarch64 build
-  (build/aarch64) prints the same bytes as the native build (build/native).
+- The runner: `sage-edge-run --model MODEL --tokens 300 --seed 7 --events [--kv-memory int8]` of
+  the aarch64 build (build/aarch64) prints the same bytes as the native build (build/native), with
+  the f32 key/value memory and with the int8 one (whose attention runs on integer dot products).
 - The Python package: in an emulated aarch64 CPython 3.11 (tools/aarch64_python.sh), the engine's
   logits over a real chorale are bit-identical to the x86 engine's, a seeded generation gives the
   same tokens and notes, and miditok/symusic decode the tokens to the same score.
@@ -54,29 +55,36 @@ def qemu() -> str:
 # ---- The runner ----
 
 RUNNER_ARGS = ["--model", str(MODEL), "--tokens", "300", "--seed", "7", "--events"]
+KV_MEMORIES = ("f32", "int8")
 
 
 @pytest.fixture(scope="module")
-def x86_events() -> bytes:
-    result = subprocess.run(
-        [str(built_binary(RUNNER)), *RUNNER_ARGS], capture_output=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.count(b"\n") > 10
-    return result.stdout
+def x86_events() -> dict[str, bytes]:
+    events = {}
+    for kv in KV_MEMORIES:
+        result = subprocess.run(
+            [str(built_binary(RUNNER)), *RUNNER_ARGS, "--kv-memory", kv],
+            capture_output=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout.count(b"\n") > 10
+        events[kv] = result.stdout
+    return events
 
 
+@pytest.mark.parametrize("kv", KV_MEMORIES)
 @pytest.mark.parametrize("cpu", CPUS)
-def test_runner_prints_the_x86_bytes(qemu, x86_events, cpu):
+def test_runner_prints_the_x86_bytes(qemu, x86_events, cpu, kv):
     runner = built_binary(RUNNER, "aarch64")
     result = subprocess.run(
-        [qemu, "-L", str(SYSROOT), "-cpu", cpu, str(runner), *RUNNER_ARGS],
+        [qemu, "-L", str(SYSROOT), "-cpu", cpu, str(runner), *RUNNER_ARGS, "--kv-memory", kv],
         capture_output=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr.decode()
     assert f"kernel {CPUS[cpu]})" in result.stderr.decode()
-    assert result.stdout == x86_events
+    assert result.stdout == x86_events[kv]
 
 
 # ---- The Python package ----
