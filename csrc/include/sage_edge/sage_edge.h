@@ -123,7 +123,8 @@ typedef struct sage_sampling {
 typedef struct sage_memory {
     uint64_t weights_bytes;    /* the mapped model file */
     uint64_t activation_bytes; /* scratch buffers of the forward pass and the sampler */
-    uint64_t kv_bytes;         /* sum_l h_l * G * 2 * d_head * 4 (f32), or * (d_head + 4) (int8) */
+    uint64_t kv_bytes;         /* sum_l h_l * G * 2 * d_head * 4 (f32), or * (d_head + 4) (int8;
+                                  its keys' d_head and values' h_l rounded up to multiples of 4) */
     uint64_t total_bytes;      /* activation_bytes + kv_bytes + the session's other state */
 } sage_memory;
 
