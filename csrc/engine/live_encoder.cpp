@@ -530,7 +530,7 @@ void LiveEncoder::clock_pulse(int64_t time_us) {
         stop_us_ = -1;
         origin_tick_ = tick;
         origin_us_ = time_us - past * us_per_quarter_ / (24 * ticks_per_quarter_);
-        if (past == 0) clock_tick_ = tick;
+        clock_tick_ = tick;  // the tick it is on or past: after a pointer back, not the old one
         return;
     }
     if (past != 0) return;
