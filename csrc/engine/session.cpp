@@ -508,30 +508,8 @@ void Session::output_logits(const float* x, float* logits) {
            1, logits, config_.vocab_size);
 }
 
-namespace {
-
-// rmsnorm of R rows of d values: each row's sum of squares in its own order, the R sums
-// interleaved so that their additions overlap (one row's is a chain of d dependent additions).
-template <int R>
-void rmsnorm_rows(const float* x, const float* gain, float* out, int d, float eps) {
-    float sum_squares[R] = {};
-    for (int i = 0; i < d; ++i)
-        for (int r = 0; r < R; ++r) sum_squares[r] = sum_squares[r] + x[r * d + i] * x[r * d + i];
-    for (int r = 0; r < R; ++r) {
-        const float inv_rms = 1.0f / std::sqrt(sum_squares[r] / static_cast<float>(d) + eps);
-        for (int i = 0; i < d; ++i) out[r * d + i] = (x[r * d + i] * inv_rms) * gain[i];
-    }
-}
-
-}  // namespace
-
 void Session::rmsnorm(const float* x, const float* gain, float* out, int64_t count) const {
-    const int d = config_.d_model;
-    constexpr int kRows = 8;
-    int64_t t = 0;
-    for (; t + kRows <= count; t += kRows)
-        rmsnorm_rows<kRows>(x + t * d, gain, out + t * d, d, config_.norm_eps);
-    for (; t < count; ++t) rmsnorm_rows<1>(x + t * d, gain, out + t * d, d, config_.norm_eps);
+    kernels_.rmsnorm(x, gain, out, config_.d_model, count, config_.norm_eps);
 }
 
 void Session::prepare(const float* x, int64_t n, int64_t count, BlockQ8_0* xq) {

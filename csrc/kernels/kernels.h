@@ -240,6 +240,12 @@ struct KernelTable {
     // feed-forward, each element rounded as written on every path.
     void (*swiglu)(float* gate, const float* up, int64_t n);
 
+    // out[t][i] = (x[t][i] * inv_rms_t) * gain[i] for `rows` rows of n values, inv_rms_t =
+    // 1 / sqrt(ss_t / n + eps), ss_t the row's sum of squares in matvec_f32's 16-lane order (its
+    // dot with itself): the pre-norm of every layer (kernels_scalar.cpp).
+    void (*rmsnorm)(const float* x, const float* gain, float* out, int64_t n, int64_t rows,
+                    float eps);
+
     // Softmax attention of one key/value group (AttentionGroup), every key and value read once for
     // all the group's query heads, in the canonical order of kernels_scalar.cpp.
     void (*attend_group)(const AttentionGroup& a);

@@ -224,6 +224,7 @@ const KernelTable kAvx2Table = {
     matmul_q8_0<Avx2>,
     matmul_q8_0_panels,
     swiglu,
+    rmsnorm_each_row<matvec_f32<Avx2>>,
     attend_group,
     attend_group_q8,
     attend_block_tiles<F32Lanes, 1>,

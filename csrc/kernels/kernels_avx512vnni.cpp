@@ -438,6 +438,7 @@ const KernelTable kAvx512VnniTable = {
     matmul_q8_0_wide,
     matmul_q8_0_panels,
     swiglu16,
+    rmsnorm_each_row<matvec_f32<Avx512Vnni>>,
     attend_group16,
     attend_group16_q8,
     // Query by query on 16 lanes: faster than two queries per 8-lane tile sharing their loads

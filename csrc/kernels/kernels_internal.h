@@ -330,6 +330,23 @@ void attend_each_query(const AttentionBlock& b) {
     for (int64_t t = 0; t < b.tokens; ++t) attend(block_query(b, t));
 }
 
+// rmsnorm of each row (kernels.h) with a path's own matvec_f32 for the sum of squares: the row's
+// dot with itself, so every path sums it in the same 16 lanes. The normalizing loop is elementwise
+// (each element rounded as written), plain C that each instruction-set file vectorizes with its
+// own flags.
+template <void (*matvec_f32)(const float*, const float*, float*, int64_t, int64_t)>
+void rmsnorm_each_row(const float* x, const float* gain, float* out, int64_t n, int64_t rows,
+                      float eps) {
+    for (int64_t t = 0; t < rows; ++t) {
+        const float* xt = x + t * n;
+        float* ot = out + t * n;
+        float sum_squares = 0.0f;
+        matvec_f32(xt, xt, &sum_squares, 1, n);
+        const float inv_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(n) + eps);
+        for (int64_t i = 0; i < n; ++i) ot[i] = (xt[i] * inv_rms) * gain[i];
+    }
+}
+
 }  // namespace
 
 extern const KernelTable kScalarTable;

@@ -14,6 +14,7 @@ const KernelTable kNeonTable = {
     matmul_q8_0,
     nullptr,  // matmul_q8_0_panels (kernels.h)
     swiglu,
+    rmsnorm_each_row<matvec_f32>,
     attend_group,
     attend_group_q8,
     attend_each_query<attend_group>,

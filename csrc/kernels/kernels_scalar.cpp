@@ -29,6 +29,11 @@
 //   A SIMD path may pad the tail with w = x = 0: 0 * 0 = +0 and acc + (+0) == acc for every acc
 //   these sums can produce (they never produce -0), so the bits do not change.
 //
+// rmsnorm, per row of n values (rmsnorm_each_row, kernels_internal.h):
+//     ss      = matvec_f32 of the row with itself (its 16 lanes and halving, above)
+//     inv_rms = 1.0f / sqrt(ss / float(n) + eps)           (sqrt correctly rounded, IEEE 754)
+//     out[i]  = (x[i] * inv_rms) * gain[i]
+//
 // matmul_q8_0: matvec_q8_0 of every token, so each y element has matvec_q8_0's order.
 //
 // matmul_q8_0_panels: matmul_q8_0 of the weights before pack_q8_0_panels, so its reference is
@@ -271,6 +276,7 @@ const KernelTable kScalarTable = {
     matmul_q8_0,
     nullptr,  // matmul_q8_0_panels: the file's layout is the reference
     swiglu,
+    rmsnorm_each_row<matvec_f32>,
     attend_group,
     attend_group_q8,
     attend_each_query<attend_group>,

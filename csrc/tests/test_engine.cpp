@@ -309,6 +309,10 @@ void swiglu(float* gate, const float* up, int64_t n) {
     work.calls++, work.elementwise += uint64_t(n);
     inner->swiglu(gate, up, n);
 }
+void rmsnorm(const float* x, const float* gain, float* out, int64_t n, int64_t rows, float eps) {
+    work.calls++, work.elementwise += uint64_t(n * rows);
+    inner->rmsnorm(x, gain, out, n, rows, eps);
+}
 void attend_group(const k::AttentionGroup& a) {
     work.calls++, work.scored_keys += uint64_t(a.window * a.heads);
     inner->attend_group(a);
@@ -326,6 +330,7 @@ const k::KernelTable& table() {
         t.matmul_q8_0 = matmul_q8_0;
         if (inner->matmul_q8_0_panels != nullptr) t.matmul_q8_0_panels = matmul_q8_0_panels;
         t.swiglu = swiglu;
+        t.rmsnorm = rmsnorm;
         t.attend_group = attend_group;
         return t;
     }();

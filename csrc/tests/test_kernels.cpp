@@ -270,6 +270,14 @@ uint64_t kernel_digest(const k::KernelTable& t) {
         mix(gate.data(), gate.size() * sizeof(float));
     }
     for (int trial = 0; trial < 40; ++trial) {
+        const int64_t rows = rng.range(1, 5), n = rng.range(1, 300);
+        const auto x = random_floats(rng, rows * n);
+        const auto gain = random_floats(rng, n);
+        std::vector<float> out(static_cast<size_t>(rows * n));
+        t.rmsnorm(x.data(), gain.data(), out.data(), n, rows, 1e-5f);
+        mix(out.data(), out.size() * sizeof(float));
+    }
+    for (int trial = 0; trial < 40; ++trial) {
         // One draw per statement: the order of a call's arguments differs between compilers.
         const int heads = static_cast<int>(rng.range(1, 9));
         const int d_head = static_cast<int>(rng.range(1, 70));
@@ -789,8 +797,60 @@ TEST(swiglu_bit_identical_on_every_path) {
     }
 }
 
+TEST(rmsnorm_bit_identical_on_every_path) {
+    // Ragged widths (tails of every length of 16 and 8 lanes), several rows, inputs from tiny to
+    // overflowing the sum of squares; the scalar reference within float rounding of the double
+    // rmsnorm where the sum is finite.
+    Rng rng(17);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 100; ++trial) {
+            const int64_t rows = rng.range(1, 9);
+            const int64_t n = trial < 40 ? trial + 1 : rng.range(1, 1100);
+            const auto x = random_floats(rng, rows * n);
+            const auto gain = random_floats(rng, n);
+            const float eps = trial % 2 ? 1e-5f : 1e-6f;
+            std::vector<float> want(static_cast<size_t>(rows * n) + 1, NAN), got(want);
+            scalar().rmsnorm(x.data(), gain.data(), want.data(), n, rows, eps);
+            p->rmsnorm(x.data(), gain.data(), got.data(), n, rows, eps);
+            CHECK(std::isnan(got.back()));
+            if (!same_bits(want, got))
+                std::fprintf(stderr, "path %s, %lld rows of %lld\n", p->name, (long long)rows,
+                             (long long)n);
+            CHECK(same_bits(want, got));
+            for (int64_t t = 0; t < rows; ++t) {
+                double ss = 0;
+                for (int64_t i = 0; i < n; ++i) ss += double(x[t * n + i]) * x[t * n + i];
+                if (!(ss < 1e37) || ss / n < 1e-30) continue;  // overflow, or eps dominates
+                const double inv = 1.0 / std::sqrt(ss / n + eps);
+                for (int64_t i = 0; i < n; ++i) {
+                    const double exact = x[t * n + i] * inv * gain[i];
+                    if (std::fabs(exact) < 1e-30) continue;  // subnormal results
+                    CHECK(std::fabs(want[t * n + i] - exact) <= 1e-5 * std::fabs(exact));
+                }
+            }
+        }
+    }
+}
+
+TEST(rmsnorm_sums_squares_in_the_canonical_order) {
+    // 4096² = 2^24 first, then ones: added one by one, each 1 rounds away (2^24 + 1 is a tie to
+    // even), but in matvec_f32's 16 lanes the ones pair up first and the sum is 2^24 + 30.
+    constexpr int64_t n = 32;
+    std::vector<float> x(n, 1.0f), gain(n, 1.0f);
+    x[0] = 4096.0f, x[16] = 0.0f;
+    const float eps = 1e-5f;
+    const float lanes = 16777216.0f + 30.0f, one_by_one = 16777216.0f;
+    const float inv_rms = 1.0f / std::sqrt(lanes / static_cast<float>(n) + eps);
+    CHECK(inv_rms != 1.0f / std::sqrt(one_by_one / static_cast<float>(n) + eps));
+    for (const k::KernelTable* p : paths()) {
+        std::vector<float> out(n);
+        p->rmsnorm(x.data(), gain.data(), out.data(), n, 1, eps);
+        for (int64_t i = 0; i < n; ++i) CHECK_EQ(out[i], (x[i] * inv_rms) * gain[i]);
+    }
+}
+
 TEST(same_digest_on_every_architecture) {
-    constexpr uint64_t kExpected = 0x6fc3dc6c3218a0f9ull;
+    constexpr uint64_t kExpected = 0x9ef2a5e0c251ef21ull;
     for (const k::KernelTable* p : paths()) {
         const uint64_t d = kernel_digest(*p);
         if (d != kExpected) std::printf("  %s digest: 0x%016llx\n", p->name, (unsigned long long)d);
