@@ -12,51 +12,6 @@
 namespace sage::kernels {
 namespace {
 
-inline float hmax256(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-    return _mm_cvtss_f32(m);
-}
-
-// q[0..31] = clamp(round_half_even(v * inv), -127, 127) for 32 floats in four vectors.
-inline __m256i quantize32(const __m256* v, __m256 inv) {
-    const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inv));
-    const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inv));
-    const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inv));
-    const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inv));
-    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    const __m256i ordered =
-        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    return _mm256_max_epi8(ordered, _mm256_set1_epi8(-127));
-}
-
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
-    const int64_t nb = blocks_per_row(n);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    for (int64_t b = 0; b < nb; ++b) {
-        const float* xb = x + b * kBlockSize;
-        float padded[kBlockSize];
-        const int64_t len = n - b * kBlockSize;
-        if (len < kBlockSize) {
-            std::memset(padded, 0, sizeof(padded));
-            std::memcpy(padded, xb, static_cast<size_t>(len) * sizeof(float));
-            xb = padded;
-        }
-        __m256 v[4];
-        __m256 m = _mm256_setzero_ps();
-        for (int k = 0; k < 4; ++k) {
-            v[k] = _mm256_loadu_ps(xb + 8 * k);
-            m = _mm256_max_ps(_mm256_and_ps(v[k], abs_mask), m);
-        }
-        const float amax = hmax256(m);
-        const float scale = amax / 127.0f;
-        const float inv = inverse_scale(scale);
-        y[b].scale = scale;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].q), quantize32(v, _mm256_set1_ps(inv)));
-    }
-}
-
 // matmul_q8_0_panels: a panel's 16 rows are two vectors of 8 lanes, each lane summing its own row
 // as in the AVX-512 VNNI kernel. maddubs would saturate on the stored q + 128 (two products reach
 // 2 * 255 * 127), so each vector of packed bytes is turned back into q (xor 0x80) and multiplied

@@ -1,8 +1,8 @@
 // AVX-512 VNNI kernels (this file alone is compiled with -mavx512f -mavx512bw -mavx512vl
 // -mavx512vnni). Integer block sums use vpdpbusd (u8 x s8 -> s32) in the integer matrix-vector
-// products shared with AVX2 (kernels_x86_impl.h); quantization and the f32 product use 512-bit
-// vectors. The f32 arithmetic follows the canonical order of kernels_scalar.cpp, one matrix row per
-// lane.
+// products shared with AVX2 (kernels_x86_impl.h, with quantize_row_q8_0); the f32 product and the
+// SwiGLU use 512-bit vectors. The f32 arithmetic follows the canonical order of kernels_scalar.cpp,
+// one matrix row per lane.
 #include <immintrin.h>
 
 #include "kernels_avx512_attention.h"
@@ -10,81 +10,6 @@
 
 namespace sage::kernels {
 namespace {
-
-// max|x| of `count` (1..16) whole blocks from x on, block j's in lane j (max is exact in any order;
-// the lanes from count on repeat block 0). Each block's two vectors are first folded into one,
-// then the 16 vectors are halved pairwise four times, the pairs chosen so that block j ends in
-// lane j: vector i holds block 4 * (i % 4) + i / 4.
-inline __m512 block_amax16(const float* x, int count) {
-    __m512 m[16];
-    for (int i = 0; i < 16; ++i) {
-        const int block = 4 * (i % 4) + i / 4;
-        const float* xb = x + (block < count ? block : 0) * kBlockSize;
-        m[i] = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb)),
-                             _mm512_abs_ps(_mm512_loadu_ps(xb + 16)));
-    }
-    __m512 h[8];
-    for (int i = 0; i < 8; ++i)  // 128-bit chunks: [a0 a1 b0 b1] vs [a2 a3 b2 b3]
-        h[i] = _mm512_max_ps(_mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0x44),
-                             _mm512_shuffle_f32x4(m[2 * i], m[2 * i + 1], 0xEE));
-    for (int i = 0; i < 4; ++i)  // [a b c d] per chunk, four lanes each
-        h[i] = _mm512_max_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
-                             _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
-    for (int i = 0; i < 2; ++i)  // within each chunk: two lanes each of two vectors' sources
-        h[i] = _mm512_max_ps(_mm512_shuffle_ps(h[2 * i], h[2 * i + 1], 0x44),
-                             _mm512_shuffle_ps(h[2 * i], h[2 * i + 1], 0xEE));
-    return _mm512_max_ps(_mm512_shuffle_ps(h[0], h[1], 0x88), _mm512_shuffle_ps(h[0], h[1], 0xDD));
-}
-
-// A block's q from its 32 values and inverse scale.
-inline void quantize_block(__m512 v0, __m512 v1, float inv, int8_t* q) {
-    const __m128i qmin = _mm_set1_epi8(-127);
-    const __m512 iv = _mm512_set1_ps(inv);
-    // cvtps rounds half to even (default MXCSR); cvtsepi32 saturates to [-128, 127].
-    const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv)));
-    const __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm_max_epi8(q0, qmin));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm_max_epi8(q1, qmin));
-}
-
-// Whole blocks up to 16 at a time, their scales and inverse scales as vectors (two divisions per
-// group instead of two per block), then a last partial block with masked loads.
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
-    const int64_t nb = blocks_per_row(n), whole = n / kBlockSize;
-    for (int64_t b = 0; b < whole; b += 16) {
-        const int count = whole - b < 16 ? static_cast<int>(whole - b) : 16;
-        const float* xb = x + b * kBlockSize;
-        const __m512 scale = _mm512_div_ps(block_amax16(xb, count), _mm512_set1_ps(127.0f));
-        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
-        // inverse_scale: 0 where 1 / scale is infinite (scale 0, or so small it overflows).
-        const __mmask16 finite =
-            _mm512_cmp_ps_mask(_mm512_sub_ps(inv, inv), _mm512_setzero_ps(), _CMP_EQ_OQ);
-        alignas(64) float scales[16], invs[16];
-        _mm512_store_ps(scales, scale);
-        _mm512_store_ps(invs, _mm512_maskz_mov_ps(finite, inv));
-        for (int j = 0; j < count; ++j) {
-            y[b + j].scale = scales[j];
-            quantize_block(_mm512_loadu_ps(xb + j * kBlockSize),
-                           _mm512_loadu_ps(xb + j * kBlockSize + 16), invs[j], y[b + j].q);
-        }
-    }
-    for (int64_t b = whole; b < nb; ++b) {
-        const float* xb = x + b * kBlockSize;
-        const int64_t len = n - b * kBlockSize;
-        // Elements past the row's end load as 0, which quantizes to q = 0.
-        const __mmask16 m0 = len >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << len) - 1);
-        const __mmask16 m1 = len >= 32  ? __mmask16(0xFFFF)
-                             : len > 16 ? __mmask16((1u << (len - 16)) - 1)
-                                        : __mmask16(0);
-        const __m512 v0 = _mm512_maskz_loadu_ps(m0, xb);
-        const __m512 v1 = _mm512_maskz_loadu_ps(m1, xb + 16);
-        const float amax =
-            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        const float scale = amax / 127.0f;
-        y[b].scale = scale;
-        quantize_block(v0, v1, inverse_scale(scale), y[b].q);
-    }
-}
 
 // matmul_q8_0 on 512-bit vectors: the shared 8-row algorithm of kernels_x86_impl.h with panels of
 // 16 rows (two transposed 8-row halves per vector) and up to 8 tokens per packed vector. One row

@@ -155,6 +155,76 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     for (; r < rows; ++r) Isa::template matvec_f32_rows<1>(w + r * cols, x, y + r, cols);
 }
 
+// ---- quantize_row_q8_0 -------------------------------------------------------------------------
+// Whole blocks eight at a time: their max|x| gathered into one vector (no horizontal max per
+// block), the eight scales and inverse scales by two vector divisions, then each block's q. The
+// same code serves AVX-512: for the engine's rows (8 to 24 blocks) it measured faster than
+// 16-block groups of 512-bit vectors (31 vs 42 ns for 256 values, 88 vs 95 ns for 768).
+
+// max|x| of `count` (1..8) whole blocks from x on, block j's in lane j (max is exact in any order;
+// the lanes from count on repeat block 0). Each block's four vectors are first folded into one,
+// then the 8 vectors are halved pairwise three times, the pairs chosen so that block j ends in
+// lane j: vector i holds block 4 * (i % 2) + i / 2.
+inline __m256 block_amax8(const float* x, int count) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m[8];
+    for (int i = 0; i < 8; ++i) {
+        const int block = 4 * (i % 2) + i / 2;
+        const float* xb = x + (block < count ? block : 0) * kBlockSize;
+        m[i] = _mm256_and_ps(_mm256_loadu_ps(xb), abs_mask);
+        for (int k = 1; k < 4; ++k)
+            m[i] = _mm256_max_ps(m[i], _mm256_and_ps(_mm256_loadu_ps(xb + 8 * k), abs_mask));
+    }
+    __m256 h[4];
+    for (int i = 0; i < 4; ++i)  // 128-bit halves: [a | b], each vector's two halves folded
+        h[i] = _mm256_max_ps(_mm256_permute2f128_ps(m[2 * i], m[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(m[2 * i], m[2 * i + 1], 0x31));
+    for (int i = 0; i < 2; ++i)  // per half: two lanes each of two vectors' sources
+        h[i] = _mm256_max_ps(_mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0x44),
+                             _mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0xEE));
+    return _mm256_max_ps(_mm256_shuffle_ps(h[0], h[1], 0x88), _mm256_shuffle_ps(h[0], h[1], 0xDD));
+}
+
+// q[0..31] = clamp(round_half_even(x * inv), -127, 127) for a block's 32 floats.
+inline __m256i quantize32(const float* x, __m256 inv) {
+    __m256i i[4];
+    for (int k = 0; k < 4; ++k)  // cvtps rounds half to even (default MXCSR)
+        i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), inv));
+    const __m256i p =
+        _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    const __m256i ordered =
+        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    return _mm256_max_epi8(ordered, _mm256_set1_epi8(-127));
+}
+
+// `count` (1..8) whole blocks from x on into y[0 .. count).
+inline void quantize_blocks(const float* x, BlockQ8_0* y, int count) {
+    const __m256 scale = _mm256_div_ps(block_amax8(x, count), _mm256_set1_ps(127.0f));
+    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), scale);
+    // inverse_scale: 0 where 1 / scale is infinite (scale 0, or so small it overflows).
+    const __m256 finite = _mm256_cmp_ps(_mm256_sub_ps(inv, inv), _mm256_setzero_ps(), _CMP_EQ_OQ);
+    alignas(32) float scales[8], invs[8];
+    _mm256_store_ps(scales, scale);
+    _mm256_store_ps(invs, _mm256_and_ps(inv, finite));
+    for (int j = 0; j < count; ++j) {
+        y[j].scale = scales[j];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[j].q),
+                            quantize32(x + j * kBlockSize, _mm256_set1_ps(invs[j])));
+    }
+}
+
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+    const int64_t whole = n / kBlockSize;
+    for (int64_t b = 0; b < whole; b += 8)
+        quantize_blocks(x + b * kBlockSize, y + b, whole - b < 8 ? int(whole - b) : 8);
+    if (whole < blocks_per_row(n)) {  // the last block, zero-padded: the padding's q are 0
+        float padded[kBlockSize] = {};
+        std::memcpy(padded, x + whole * kBlockSize,
+                    static_cast<size_t>(n - whole * kBlockSize) * sizeof(float));
+        quantize_blocks(padded, y + whole, 1);
+    }
+}
+
 // ---- matmul_q8_0 -------------------------------------------------------------------------------
 // A block of tokens against panels of kRows weight rows, one row per lane as in matvec_q8_0. Each
 // panel is repacked once for kTokenChunk tokens so that vector k of a block holds bytes 4k .. 4k+3
