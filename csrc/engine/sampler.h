@@ -42,15 +42,15 @@ class Sampler {  // allocates its scratch (vocab-size buffers) in the constructo
 
     int vocab_size() const { return vocab_size_; }
     // Scratch bytes per vocabulary entry: order_ and weight_.
-    static constexpr uint64_t kScratchBytesPerToken = sizeof(int32_t) + sizeof(float);
+    static constexpr uint64_t kScratchBytesPerToken = sizeof(uint64_t) + sizeof(float);
 
   private:
     int argmax(const float* logits, const uint8_t* allowed) const;
 
     int vocab_size_;
     Pcg32 rng_;
-    std::vector<int32_t> order_;  // candidate ids, sorted by logit descending then id
-    std::vector<float> weight_;   // exp(z - z_max) of order_[i]
+    std::vector<uint64_t> order_;  // candidates' keys (their ids in the low 32 bits), sorted
+    std::vector<float> weight_;    // exp(z - z_max) of order_[i]
 };
 
 }  // namespace sage

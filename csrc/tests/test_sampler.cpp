@@ -1,5 +1,6 @@
 // The sampler: a fixed seed gives a fixed token sequence on every machine, and each filter
 // (greedy, top-k, top-p, min-p, the grammar mask) keeps exactly the tokens it should.
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -119,6 +120,23 @@ TEST(top_k_keeps_the_k_best) {
     const std::vector<int> counts = histogram(sampler, logits, params, 2000);
     CHECK_EQ(counts[0] + counts[2] + counts[4], 0);
     CHECK(counts[1] > 0 && counts[3] > 0);
+}
+
+TEST(top_k_breaks_ties_by_id_and_signed_zeros_tie) {
+    // Candidates sort by logit descending, then id: -0 and +0 are the same logit, so the two
+    // best of {-0, -0, +0, -1} are ids 0 and 1; +inf ties with the largest finite logit.
+    const std::vector<float> zeros = {-0.0f, -0.0f, 0.0f, -1.0f};
+    Sampler sampler(4, 5);
+    SamplingParams params = unfiltered();
+    params.top_k = 2;
+    std::vector<int> counts = histogram(sampler, zeros, params, 400);
+    CHECK_EQ(counts[2] + counts[3], 0);
+    CHECK(counts[0] > 0 && counts[1] > 0);
+    const std::vector<float> largest = {1.0f, FLT_MAX, INFINITY, FLT_MAX};
+    Sampler other(4, 6);
+    counts = histogram(other, largest, params, 400);
+    CHECK_EQ(counts[0] + counts[3], 0);
+    CHECK(counts[1] > 0 && counts[2] > 0);
 }
 
 TEST(tiny_top_p_is_argmax) {
