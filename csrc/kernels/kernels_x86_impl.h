@@ -371,34 +371,58 @@ constexpr int kAttentionVectors = 4;
 constexpr int kAttentionVectors = 2;
 #endif
 
-// exp_f32 (kernels.h) of eight lanes, operation by operation.
-inline __m256 exp8(__m256 x) {
-    const __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(0.693359375f))),
-                                   _mm256_mul_ps(k, _mm256_set1_ps(-2.12194440e-4f)));
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
-    const __m256i bits =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(below, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+// exp_f32 (kernels.h) of eight lanes, operation by operation, for N vectors at once: each step
+// runs over all N before the next, so their chains of dependent operations overlap (the SwiGLU's
+// four at a time: 16 % faster than one after another).
+template <int N>
+inline void exp8_each(__m256* x) {
+    __m256 below[N], k[N], r[N], p[N];
+    for (int i = 0; i < N; ++i) {
+        below[i] = _mm256_cmp_ps(x[i], _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+        x[i] = _mm256_min_ps(x[i], _mm256_set1_ps(88.0f));
+        k[i] = _mm256_round_ps(_mm256_mul_ps(x[i], _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    for (int i = 0; i < N; ++i)
+        r[i] = _mm256_sub_ps(_mm256_sub_ps(x[i], _mm256_mul_ps(k[i], _mm256_set1_ps(0.693359375f))),
+                             _mm256_mul_ps(k[i], _mm256_set1_ps(-2.12194440e-4f)));
+    constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
+                                 0.5f,          1.0f,          1.0f};
+    for (int i = 0; i < N; ++i) p[i] = _mm256_set1_ps(1.0f / 5040.0f);
+    for (float c : kTaylor)
+        for (int i = 0; i < N; ++i)
+            p[i] = _mm256_add_ps(_mm256_mul_ps(p[i], r[i]), _mm256_set1_ps(c));
+    for (int i = 0; i < N; ++i) {
+        const __m256i bits = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(k[i]), _mm256_set1_epi32(127)), 23);
+        x[i] = _mm256_andnot_ps(below[i], _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits)));
+    }
 }
 
+inline __m256 exp8(__m256 x) {
+    exp8_each<1>(&x);
+    return x;
+}
+
+// SwiGLU four vectors at a time (exp8_each), then eight lanes, then one by one.
 inline void swiglu(float* gate, const float* up, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    constexpr int kVectors = 4;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 z = _mm256_loadu_ps(gate + i);
-        const __m256 silu = _mm256_div_ps(z, _mm256_add_ps(one, exp8(_mm256_xor_ps(z, sign))));
-        _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    for (; i + 8 <= n;) {
+        const int count = n - i >= 8 * kVectors ? kVectors : 1;
+        __m256 z[kVectors], e[kVectors];
+        for (int j = 0; j < count; ++j) {
+            z[j] = _mm256_loadu_ps(gate + i + 8 * j);
+            e[j] = _mm256_xor_ps(z[j], sign);
+        }
+        count == kVectors ? exp8_each<kVectors>(e) : exp8_each<1>(e);
+        for (int j = 0; j < count; ++j) {
+            const __m256 silu = _mm256_div_ps(z[j], _mm256_add_ps(one, e[j]));
+            _mm256_storeu_ps(gate + i + 8 * j,
+                             _mm256_mul_ps(silu, _mm256_loadu_ps(up + i + 8 * j)));
+        }
+        i += 8 * count;
     }
     for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
