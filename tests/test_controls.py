@@ -188,8 +188,10 @@ def test_soft_key_lock_lowers_the_out_of_key_share_strict_removes_it():
 
 def test_a_silent_requested_program_is_brought_in():
     """The shipped model gives String Ensemble 2 (49) little probability beside the choir: asked
-    for with the choir, it stays silent in 4 bars for (nearly) every seed; with --plays-after 1
-    the bonus on its Program token brings it in for most."""
+    for with the choir, it stays silent in 4 bars for most seeds; with --plays-after 1 the bonus
+    on its Program token brings it in for most. (Seeds 0-31: it played in 5 without the bonus and
+    32 with it; in 7 and 32 since rmsnorm's sum of squares took matvec_f32's order, which changed
+    the logits' last bits and so some draws: 2 of the 8 seeds below.)"""
     engine = Engine()
 
     def playing(controls) -> int:
@@ -202,8 +204,8 @@ def test_a_silent_requested_program_is_brought_in():
                 pass
         return played
 
-    assert playing(Controls(plays_after=0)) <= 1
-    assert playing(Controls(plays_after=1)) >= 4
+    assert playing(Controls(plays_after=0)) <= 3
+    assert playing(Controls(plays_after=1)) >= 6
 
 
 def test_a_cadence_without_a_key_ends_on_the_tonic_triad_of_the_piece_so_far():
