@@ -9,6 +9,7 @@
 #include "jam.h"
 #include "kernels.h"
 #include "live_encoder.h"
+#include "midi_scheduler.h"
 #include "model_file.h"
 #include "sage_edge/sage_edge.h"
 #include "session.h"
@@ -24,6 +25,10 @@ struct sage_session {
 struct sage_live {
     std::unique_ptr<sage::LiveEncoder> owned;  // empty for a jam's encoder
     sage::LiveEncoder* encoder = nullptr;
+};
+
+struct sage_midi_scheduler {
+    sage::MidiScheduler scheduler;
 };
 
 struct sage_jam {
@@ -127,6 +132,19 @@ sage::SamplingParams to_params(const sage_sampling* s) {
     p.min_p = s->min_p;
     sage::Session::check_sampling(p);
     return p;
+}
+
+// The calls that write bytes: the arguments checked, *written set.
+template <typename Write>
+sage_status write_bytes(sage_midi_scheduler* scheduler, uint8_t* out, size_t capacity,
+                        size_t* written, Write&& write) {
+    return guarded([&] {
+        require(scheduler, "scheduler");
+        require(written, "written");
+        *written = 0;
+        if (capacity > 0) require(out, "out");
+        *written = write(scheduler->scheduler);
+    });
 }
 
 }  // namespace
@@ -593,6 +611,77 @@ sage_status sage_session_get_dropped_events(const sage_session* session, uint64_
         require(dropped, "dropped");
         *dropped = session->session->dropped_events();
     });
+}
+
+/* ---- MIDI output ---- */
+
+static_assert(SAGE_MIDI_CHANNEL_AUTO == sage::kMidiAutoChannel, "one channel for 'choose one'");
+static_assert(SAGE_MIDI_MAX_MESSAGE_BYTES == sage::kMidiMaxMessageBytes, "one message size");
+
+sage_status sage_midi_scheduler_create(size_t notes, sage_midi_scheduler** out) {
+    return guarded([&] {
+        require(out, "out");
+        *out = nullptr;
+        if (notes == 0 || notes > SAGE_MIDI_SCHEDULER_MAX_NOTES)
+            throw sage::Error(sage::Status::Argument,
+                              "a MIDI scheduler holds 1.." +
+                                  std::to_string(SAGE_MIDI_SCHEDULER_MAX_NOTES) + " notes, not " +
+                                  std::to_string(notes));
+        *out = new sage_midi_scheduler{sage::MidiScheduler(notes)};
+    });
+}
+
+void sage_midi_scheduler_free(sage_midi_scheduler* scheduler) {
+    delete scheduler;
+}
+
+sage_status sage_midi_scheduler_add(sage_midi_scheduler* scheduler, const sage_midi_note* note) {
+    return guarded([&] {
+        require(scheduler, "scheduler");
+        require(note, "note");
+        if (note->channel != SAGE_MIDI_CHANNEL_AUTO && (note->channel < 0 || note->channel > 15))
+            throw sage::Error(sage::Status::Argument, "a MIDI channel is 0..15");
+        const sage::ScheduledNote n{note->time,     note->end,     note->pitch,
+                                    note->velocity, note->program, note->channel};
+        if (!scheduler->scheduler.add(n))
+            throw sage::Error(sage::Status::State, "the MIDI scheduler is full");
+    });
+}
+
+sage_status sage_midi_scheduler_get_state(const sage_midi_scheduler* scheduler,
+                                          sage_midi_scheduler_state* out) {
+    return guarded([&] {
+        require(scheduler, "scheduler");
+        require(out, "out");
+        const sage::MidiScheduler& s = scheduler->scheduler;
+        out->queued = s.queued();
+        out->free_notes = s.free_notes();
+        out->next_time = s.empty() ? 0.0 : s.next_time();
+    });
+}
+
+sage_status sage_midi_scheduler_take_due(sage_midi_scheduler* scheduler, double time, uint8_t* out,
+                                         size_t capacity, size_t* written) {
+    return write_bytes(scheduler, out, capacity, written,
+                       [&](sage::MidiScheduler& s) { return s.take_due(time, out, capacity); });
+}
+
+sage_status sage_midi_scheduler_skip_before(sage_midi_scheduler* scheduler, double time,
+                                            uint8_t* out, size_t capacity, size_t* written) {
+    return write_bytes(scheduler, out, capacity, written,
+                       [&](sage::MidiScheduler& s) { return s.skip_before(time, out, capacity); });
+}
+
+sage_status sage_midi_scheduler_release(sage_midi_scheduler* scheduler, uint8_t* out,
+                                        size_t capacity, size_t* written) {
+    return write_bytes(scheduler, out, capacity, written,
+                       [&](sage::MidiScheduler& s) { return s.release(out, capacity); });
+}
+
+sage_status sage_midi_scheduler_silence(sage_midi_scheduler* scheduler, uint8_t* out,
+                                        size_t capacity, size_t* written) {
+    return write_bytes(scheduler, out, capacity, written,
+                       [&](sage::MidiScheduler& s) { return s.silence(out, capacity); });
 }
 
 /* ---- Live input ---- */

@@ -5,7 +5,7 @@
 //
 // With --midi-out the notes also go to a MIDI device as they are generated, in real time: the
 // runner keeps generation a little ahead of the music (kLookaheadQuarters) and sleeps on the
-// monotonic clock until each message is due (see play_midi and midi_out.h).
+// monotonic clock until each message is due (see play_midi and sage_midi_scheduler_* in the C API).
 #include <poll.h>
 #include <sage_edge/sage_edge.h>
 #include <sched.h>
@@ -418,6 +418,47 @@ void check(sage_status status, const char* what) {
     }
 }
 
+// The engine's MIDI scheduler (sage_midi_scheduler_*): notes in, MIDI messages out when due.
+class Scheduler {
+  public:
+    explicit Scheduler(size_t notes) { check(sage_midi_scheduler_create(notes, &s_), "MIDI out"); }
+    Scheduler(const Scheduler&) = delete;
+    Scheduler& operator=(const Scheduler&) = delete;
+    ~Scheduler() { sage_midi_scheduler_free(s_); }
+    sage_midi_scheduler* get() { return s_; }
+    sage_midi_scheduler_state state() const {
+        sage_midi_scheduler_state st{};
+        check(sage_midi_scheduler_get_state(s_, &st), "MIDI out");
+        return st;
+    }
+    bool empty() const { return state().queued == 0; }
+    double next_time() const { return state().next_time; }  // only when !empty()
+    size_t free_notes() const { return state().free_notes; }
+    // A note on the channel of its program (sage_midi_scheduler's rule); false when full.
+    bool add(double time, double end, int32_t pitch, int32_t velocity, int32_t program) {
+        if (free_notes() == 0) return false;
+        const sage_midi_note note{time, end, pitch, velocity, program, SAGE_MIDI_CHANNEL_AUTO};
+        check(sage_midi_scheduler_add(s_, &note), "MIDI out");
+        return true;
+    }
+
+  private:
+    sage_midi_scheduler* s_ = nullptr;
+};
+
+// Sends what a sage_midi_scheduler_* call writes (call(bytes, capacity, &written)), calling it
+// again while it writes any.
+template <typename Call>
+void send_all(sage::runner::MidiOut& out, Call&& call) {
+    uint8_t bytes[256];
+    size_t n = 0;
+    std::string error;
+    do {
+        check(call(bytes, sizeof bytes, &n), "MIDI out");
+        if (n > 0 && !out.write(bytes, n, &error)) throw EngineError{error};
+    } while (n > 0);
+}
+
 // How the jam plays, its defaults resolved by the engine (sage_jam_get_options), for stderr.
 std::string way_of_playing(const sage_jam* jam) {
     sage_jam_options o{};
@@ -715,9 +756,8 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
     ask_real_time(o.rt_priority);
 
     constexpr size_t kBatch = 64;
-    sage::runner::MidiScheduler scheduler(4096);
+    Scheduler scheduler(1365);
     sage_note_event batch[kBatch];
-    uint8_t bytes[kBatch * sage::runner::kMidiMaxMessageBytes];
     const double seconds_per_quarter = 60.0 / o.tempo_bpm;
     double decoded_until = 0;  // onset of the last decoded note
     bool started = false;
@@ -729,7 +769,7 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
         if (finished && scheduler.empty()) break;
         const bool final =
             !scheduler.empty() && (finished || decoded_until > scheduler.next_time());
-        const bool room = scheduler.free_slots() >= 3 * kBatch;
+        const bool room = scheduler.free_notes() >= kBatch;
         const bool ahead =
             !scheduler.empty() && decoded_until >= scheduler.next_time() + kLookaheadQuarters;
         const timespec deadline =
@@ -742,13 +782,14 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
             do {
                 check(sage_session_pop_events(session, batch, kBatch, &count), "pop events");
                 for (size_t i = 0; i < count; ++i) {
-                    scheduler.add(batch[i]);  // room for kBatch notes was checked
+                    const sage_note_event& e = batch[i];  // room for kBatch notes was checked
+                    scheduler.add(e.time, e.time + e.duration, e.pitch, e.velocity, e.program);
                     ++report.notes;
                     report.per_program.add(batch[i]);
                     decoded_until = std::max(decoded_until, batch[i].time);
                     if (notes) notes->push_back(batch[i]);
                 }
-            } while (count == kBatch && scheduler.free_slots() >= 3 * kBatch);
+            } while (count == kBatch && scheduler.free_notes() >= kBatch);
             continue;
         }
         // Sleep until the earliest message is due, then send everything due at that time.
@@ -761,10 +802,9 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
         sleep_until(when);
         if (g_stop) break;
         const double late = seconds_between(when, monotonic_now());
-        size_t n;
-        while ((n = scheduler.take_due(time, bytes, sizeof bytes)) > 0) {
-            if (!out.write(bytes, n, &error)) throw EngineError{error};
-        }
+        send_all(out, [&](uint8_t* bytes, size_t capacity, size_t* n) {
+            return sage_midi_scheduler_take_due(scheduler.get(), time, bytes, capacity, n);
+        });
         if (late > kLateSeconds) {
             ++report.late_sends;
             report.worst_late_seconds = std::max(report.worst_late_seconds, late);
@@ -772,8 +812,9 @@ PlayReport play_midi(sage_session* session, const Options& o, Generation& genera
     }
     if (g_stop) {
         report.stopped = true;
-        const size_t n = scheduler.silence(bytes, sizeof bytes);
-        if (!out.write(bytes, n, &error)) throw EngineError{error};
+        send_all(out, [&](uint8_t* bytes, size_t capacity, size_t* n) {
+            return sage_midi_scheduler_silence(scheduler.get(), bytes, capacity, n);
+        });
     }
     return report;
 }
@@ -851,7 +892,7 @@ int run_jam(const Options& o) {
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
 
-    sage::runner::MidiScheduler scheduler(4096);
+    Scheduler scheduler(1365);
     sage_jam_note notes[64];
     uint8_t bytes[256];
     PlayReport report;
@@ -872,21 +913,23 @@ int run_jam(const Options& o) {
         const int64_t now = monotonic_us();
         sage_live_counts clock{};
         check(sage_live_get_counts(live, &clock), "clock");
-        size_t n;
         if (clock.clock_stops != clock_stops) {
             // A Stop: the notes sounding are released now; the notes to come wait for the clock
             // (docs/jam.md, "Stop, Continue, Song Position Pointer").
             clock_stops = clock.clock_stops;
-            while ((n = scheduler.release(bytes, sizeof bytes)) > 0)
-                if (!out.write(bytes, n, &error)) throw EngineError{error};
+            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+                return sage_midi_scheduler_release(scheduler.get(), b, capacity, n);
+            });
         }
         if (clock.clock_from_tick != clock_from) {
             // A Start, or a Continue the Song Position Pointer moved: the notes decided for ticks
             // before where the music goes on, whose time passed without the clock or was jumped,
             // are not played (sage_live_counts.clock_from_tick); note-offs due before it go out.
             clock_from = clock.clock_from_tick;
-            while ((n = scheduler.skip_before(clock_from / tpq, bytes, sizeof bytes)) > 0)
-                if (!out.write(bytes, n, &error)) throw EngineError{error};
+            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+                return sage_midi_scheduler_skip_before(scheduler.get(), clock_from / tpq, b,
+                                                       capacity, n);
+            });
         }
         const double now_q = o.clock == "in"
                                  ? (clock.clock_tick < 0 ? -1.0 : clock.clock_tick / tpq)
@@ -907,7 +950,9 @@ int run_jam(const Options& o) {
                 ++report.late_sends;
                 report.worst_late_seconds = std::max(report.worst_late_seconds, late_s);
             }
-            const size_t n = scheduler.take_due(now_q, bytes, sizeof bytes);
+            size_t n = 0;
+            check(sage_midi_scheduler_take_due(scheduler.get(), now_q, bytes, sizeof bytes, &n),
+                  "MIDI out");
             if (!out.write(bytes, n, &error)) throw EngineError{error};
         }
     };
@@ -931,22 +976,24 @@ int run_jam(const Options& o) {
                 const sage_jam_note& j = notes[i];
                 // On the grid, in quarter notes: sent when the clock (followed, or ours) gets
                 // there.
-                const sage_note_event e{static_cast<double>(j.tick) / tpq,
-                                        static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch,
-                                        j.velocity, j.program};
+                const double time = static_cast<double>(j.tick) / tpq;
+                const double end = static_cast<double>(j.end_tick) / tpq;
                 if (j.tick < clock_from) continue;  // its time passed without the clock
-                if (!scheduler.add(e)) continue;    // 1 365 notes ahead: cannot happen in a bar
+                // 1 365 notes ahead cannot happen in a bar
+                if (!scheduler.add(time, end, j.pitch, j.velocity, j.program)) continue;
                 ++report.notes;
                 if (o.events)
-                    std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", e.time, e.duration, e.pitch,
-                                e.velocity, e.program, monotonic_us());
+                    std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", time,
+                                static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch, j.velocity,
+                                j.program, monotonic_us());
             }
         } while (count == 64);
         send_due();
         if (closing && scheduler.empty()) break;
         if (closing && o.clock == "in") {  // no pulses will come to play the rest: silence
-            const size_t n = scheduler.silence(bytes, sizeof bytes);
-            if (!out.write(bytes, n, &error)) throw EngineError{error};
+            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+                return sage_midi_scheduler_silence(scheduler.get(), b, capacity, n);
+            });
             break;
         }
         // Wait for input, the next message or the next poll, whichever comes first; while the
@@ -973,8 +1020,9 @@ int run_jam(const Options& o) {
         }
     }
     if (g_stop) {
-        const size_t n = scheduler.silence(bytes, sizeof bytes);
-        if (!out.write(bytes, n, &error)) throw EngineError{error};
+        send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+            return sage_midi_scheduler_silence(scheduler.get(), b, capacity, n);
+        });
     }
     sage_jam_state state{};
     check(sage_jam_get_state(jam, &state), "state");

@@ -225,7 +225,10 @@ TEST(live_events_allocate_nothing) {
 }
 
 // Playing with a musician: events and polls (feeding the musician's bars, generating answers and
-// accompaniment, going back to a bar line and replaying it in time) allocate nothing.
+// accompaniment, going back to a bar line and replaying it in time) allocate nothing, and neither
+// does playing the notes through the MIDI scheduler, as the front ends do: adding them (by time in
+// free time, by grid tick following a clock), taking the messages due, and a clock's Start (skip),
+// Stop (release) and the end (silence).
 TEST(jam_polls_allocate_nothing) {
     sage_model* model = load_or_die(fixture_models()[0]);
     // Call and response; one bar behind; in time at bar lines, every 2 ticks reacting and
@@ -246,8 +249,13 @@ TEST(jam_polls_allocate_nothing) {
         CHECK(count_allocations([&] { CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK); }) > 0);
         sage_live* live = nullptr;
         sage_jam_get_live(jam, &live);
+        sage_midi_scheduler* scheduler = nullptr;
+        CHECK(count_allocations(
+                  [&] { CHECK_EQ(sage_midi_scheduler_create(1365, &scheduler), SAGE_OK); }) > 0);
+        const bool by_tick = variant % 2 == 1;
         sage_jam_note notes[16];
-        size_t count = 0, played = 0;
+        uint8_t bytes[64];
+        size_t count = 0, played = 0, written = 0, sent = 0;
         const long during_play = count_allocations([&] {
             for (int64_t t = 0; t < 8 * 2000000; t += 2000) {
                 if (t % 500000 == 0) CHECK_EQ(sage_live_note(live, t, 0, 60, 90), SAGE_OK);
@@ -257,10 +265,43 @@ TEST(jam_polls_allocate_nothing) {
                 if (t == 4000000) CHECK_EQ(sage_live_set_meter(live, 5, 4), SAGE_OK);
                 CHECK_EQ(sage_jam_poll(jam, t, notes, 16, &count), SAGE_OK);
                 played += count;
+                for (size_t i = 0; i < count; ++i) {
+                    const sage_jam_note& j = notes[i];
+                    const sage_midi_note note{
+                        by_tick ? static_cast<double>(j.tick) : static_cast<double>(j.time_us),
+                        by_tick ? static_cast<double>(j.end_tick) : static_cast<double>(j.end_us),
+                        j.pitch,
+                        j.velocity,
+                        j.program,
+                        j.channel};
+                    CHECK_EQ(sage_midi_scheduler_add(scheduler, &note), SAGE_OK);
+                }
+                sage_midi_scheduler_state state{};
+                CHECK_EQ(sage_midi_scheduler_get_state(scheduler, &state), SAGE_OK);
+                int64_t tick = 0;
+                CHECK_EQ(sage_live_tick_at(live, t, &tick), SAGE_OK);
+                const double now = by_tick ? static_cast<double>(tick) : static_cast<double>(t);
+                do {
+                    CHECK_EQ(
+                        sage_midi_scheduler_take_due(scheduler, now, bytes, sizeof bytes, &written),
+                        SAGE_OK);
+                    sent += written;
+                } while (written > 0);
+                if (t == 6000000)
+                    CHECK_EQ(sage_midi_scheduler_release(scheduler, bytes, sizeof bytes, &written),
+                             SAGE_OK);
+                if (t == 9000000)
+                    CHECK_EQ(sage_midi_scheduler_skip_before(scheduler, now + 1, bytes,
+                                                             sizeof bytes, &written),
+                             SAGE_OK);
             }
+            CHECK_EQ(sage_midi_scheduler_silence(scheduler, bytes, sizeof bytes, &written),
+                     SAGE_OK);
         });
         CHECK_EQ(during_play, 0L);
         CHECK(played > 0);
+        CHECK(sent >= 3 * played / 2);  // the notes went out (some skipped or released)
+        sage_midi_scheduler_free(scheduler);
         sage_jam_free(jam);
     }
     sage_model_free(model);

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "../runner/midi_file.h"
-#include "../runner/midi_out.h"
 #include "testing.h"
 
 namespace {
@@ -204,26 +203,6 @@ TEST(time_signatures_follow_the_bars_and_the_end_cuts_the_notes) {
            std::vector<Signature>{{0, 6, 3, 12}}));
     CHECK((time_signatures(sage::runner::midi_file_bytes(events, 3, {})) ==
            std::vector<Signature>{{0, 4, 2, 24}}));
-}
-
-// A followed clock's Start jumps the music past notes decided before it (docs/jam.md, "A Start
-// that comes late"): skip_before drops their note-ons, and their note-offs whenever due, but sends
-// the program changes and the note-offs of notes that sound.
-TEST(a_skip_drops_the_notes_before_it_and_keeps_programs_and_endings) {
-    sage::runner::MidiScheduler scheduler(64);
-    uint8_t out[64];
-    CHECK(scheduler.add({0.0, 1.0, 60, 90, 52}));                   // sounds from 0 to 1
-    CHECK_EQ(scheduler.take_due(0.0, out, sizeof out), size_t{5});  // program 52, note-on
-    CHECK(scheduler.add({1.5, 1.0, 62, 90, 52}));   // before the skip, ends after it
-    CHECK(scheduler.add({1.5, 0.25, 64, 90, 53}));  // program 53's first note, before the skip
-    CHECK(scheduler.add({3.0, 1.0, 65, 90, 52}));   // after the skip
-    size_t n = scheduler.skip_before(2.0, out, sizeof out);
-    // The note-off of 60 (channel 0), then program 53 on channel 1.
-    CHECK((std::vector<uint8_t>(out, out + n) == std::vector<uint8_t>{0x80, 60, 64, 0xC1, 53}));
-    n = scheduler.take_due(10.0, out, sizeof out);
-    // 62's note-off (at 2.5) is not sent: its note-on was skipped.
-    CHECK((std::vector<uint8_t>(out, out + n) == std::vector<uint8_t>{0x90, 65, 90, 0x80, 65, 64}));
-    CHECK(scheduler.empty());
 }
 
 SAGE_TEST_MAIN()

@@ -392,6 +392,71 @@ sage_status sage_session_pop_events(sage_session* session, sage_note_event* even
                                     size_t* count);
 sage_status sage_session_get_dropped_events(const sage_session* session, uint64_t* dropped);
 
+/* MIDI output (docs/jam.md, "Playing the notes"): notes with their times become MIDI 1.0 channel
+ * messages, each due at its time, for a player that sleeps until the earliest is due and sends
+ * everything due then; sage-edge-run's playback and jam loops and sage_edge.live.Jam.serve all
+ * play through it. Times are in one unit the caller chooses for a scheduler (quarter notes of
+ * sage_note_event, microseconds of sage_jam_note.time_us, a followed clock's grid ticks of
+ * sage_jam_note.tick): the scheduler only compares them. A program change goes out at a channel's
+ * first note and when its program changes (never on channel 10, index 9: drums). A note given
+ * SAGE_MIDI_CHANNEL_AUTO gets a channel by its program: drums (-1) channel 10, melodic programs
+ * the channels in order of first appearance, skipping 10 (with more than 15, the one assigned
+ * longest ago again). At one time note-offs go first, then program changes, then note-ons. When
+ * notes of one pitch overlap on a channel, its note-off goes out when the last of them ends (an
+ * earlier note's end does not cut a later one). Messages are 2 or 3 bytes, each with its status
+ * byte (no running status). Pitches and velocities are clamped to MIDI's range (a note-on plays at
+ * least velocity 1). Nothing allocates after sage_midi_scheduler_create. A scheduler is not
+ * synchronised: one thread at a time. */
+typedef struct sage_midi_scheduler sage_midi_scheduler;
+#define SAGE_MIDI_CHANNEL_AUTO (-1)
+
+typedef struct sage_midi_note {
+    double time, end; /* in the scheduler's unit; an end before time counts as time */
+    int32_t pitch, velocity;
+    int32_t program; /* General MIDI program 0..127, -1 for drums */
+    int32_t channel; /* 0..15, or SAGE_MIDI_CHANNEL_AUTO */
+} sage_midi_note;
+
+typedef struct sage_midi_scheduler_state {
+    size_t queued;     /* messages waiting */
+    size_t free_notes; /* notes sage_midi_scheduler_add has room for now */
+    double next_time;  /* when the earliest waiting message is due; only when queued > 0 */
+} sage_midi_scheduler_state;
+
+/* Room for `notes` notes at once (each takes at most 3 messages); SAGE_ERR_ARGUMENT outside
+ * 1..SAGE_MIDI_SCHEDULER_MAX_NOTES. */
+#define SAGE_MIDI_SCHEDULER_MAX_NOTES 16777216u
+sage_status sage_midi_scheduler_create(size_t notes, sage_midi_scheduler** out);
+void sage_midi_scheduler_free(sage_midi_scheduler* scheduler);
+/* Queues a note's messages; SAGE_ERR_STATE, queueing nothing, when there is no room (free_notes
+ * 0), SAGE_ERR_ARGUMENT for a channel outside 0..15 and not SAGE_MIDI_CHANNEL_AUTO. */
+sage_status sage_midi_scheduler_add(sage_midi_scheduler* scheduler, const sage_midi_note* note);
+sage_status sage_midi_scheduler_get_state(const sage_midi_scheduler* scheduler,
+                                          sage_midi_scheduler_state* out);
+/* The four below write whole messages to out, at most capacity bytes, and *written receives how
+ * many bytes. A capacity of SAGE_MIDI_MAX_MESSAGE_BYTES writes one message a call, for a port that
+ * takes one message at a time. */
+#define SAGE_MIDI_MAX_MESSAGE_BYTES 3
+/* Takes every message due at or before `time`, in order, while they fit (the rest stay queued:
+ * call again while it writes any). */
+sage_status sage_midi_scheduler_take_due(sage_midi_scheduler* scheduler, double time, uint8_t* out,
+                                         size_t capacity, size_t* written);
+/* For a jump of the music past `time` (a followed clock's Start, or a Continue a Song Position
+ * Pointer moved: sage_live_counts.clock_from_tick): removes every message due before it, writing
+ * only the program changes and the note-offs of the notes that sound; the note-ons are dropped,
+ * and their note-offs whenever due. Call again while it writes any. */
+sage_status sage_midi_scheduler_skip_before(sage_midi_scheduler* scheduler, double time,
+                                            uint8_t* out, size_t capacity, size_t* written);
+/* For a pause of the music (a followed clock's Stop): note-offs now for every sounding note, whose
+ * queued note-offs are then dropped; the notes to come stay queued. Call again while it writes
+ * any. */
+sage_status sage_midi_scheduler_release(sage_midi_scheduler* scheduler, uint8_t* out,
+                                        size_t capacity, size_t* written);
+/* For a stop: note-offs for every sounding note, and nothing queued is played. Call again while
+ * it writes any. */
+sage_status sage_midi_scheduler_silence(sage_midi_scheduler* scheduler, uint8_t* out,
+                                        size_t capacity, size_t* written);
+
 /* Live input (docs/jam.md): a musician's timed MIDI events become the model's tokens bar by bar,
  * the tokens sage_edge.tokenizer.Tokenizer.encode gives for the same notes, ready to feed a
  * session. Times are microseconds on the caller's clock (e.g. CLOCK_MONOTONIC), never decreasing.
