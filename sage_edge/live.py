@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
 import os
 import select
 import threading
@@ -417,8 +416,10 @@ class Jam:
         (``clock="in"``), once the clock's pulse reaches their grid tick; leading it
         (``clock="out"``), Start at bar 0 and 24 pulses per quarter note go out before the notes
         due at the same time (docs/jam.md, "Clock"). ``on_note`` is called with each note as it
-        is scheduled. ``rt_priority`` N asks for real-time priority (SCHED_FIFO N) while playing,
-        as ``sage-edge-run --rt-priority``; refused, it warns and plays at normal priority. Runs
+        is scheduled. The engine's MIDI scheduler (``sage_midi_scheduler_*``, as sage-edge-run's)
+        times the messages and keeps its rules (docs/jam.md, "Playing the notes").
+        ``rt_priority`` N asks for real-time priority (SCHED_FIFO N) while playing, as
+        ``sage-edge-run --rt-priority``; refused, it warns and plays at normal priority. Runs
         until ``stop()`` is true (the notes sounding then are ended at once) or the input ends
         (a named port's never does) and the bars a last phrase needs have passed; returns counts
         (notes heard and played, late sends)."""
@@ -427,12 +428,10 @@ class Jam:
         send = midi_out.send if hasattr(midi_out, "send") else functools.partial(os.write, midi_out)
         os.set_blocking(midi_in, False)
         following, leading = self.clock == "in", self.clock == "out"
-        # (due, rank, order, bytes), offs first: due in microseconds on our clock, or, following
-        # a clock, the grid tick whose pulse makes it due (sage_jam_note.tick).
-        queue: list[tuple[int, int, int, bytes]] = []
-        skipped: set[int] = set()  # notes dropped by a Start or released by a Stop: no note-off
-        order, ended, played, late, next_pulse, clock_from, stops = 0, None, 0, 0, 0, -1, 0
-        channel_program: dict[int, int] = {}
+        # Messages due in microseconds on our clock, or, following a clock, at the grid tick whose
+        # pulse makes them due (sage_jam_note.tick); room for 1 365 notes, as sage-edge-run's.
+        scheduler = _engine.MidiScheduler(1365)
+        ended, played, late, next_pulse, clock_from, stops = None, 0, 0, 0, -1, 0
         # After the input ends: the bars a last phrase needs to end and be answered (or
         # accompanied, lookahead bars later), as sage-edge-run waits.
         later = self.options["lookahead"] if self._accompany else 1
@@ -445,46 +444,28 @@ class Jam:
                 counts = self._live.counts()
                 if counts["clock_stops"] != stops:  # a Stop: the music stands until Continue
                     stops = counts["clock_stops"]
-                    release()
+                    send_some(scheduler.release())
                 if counts["clock_from_tick"] != clock_from:
                     # A Start, or a Continue a Song Position Pointer moved: the notes decided for
                     # ticks before where the music goes on, whose time passed without the clock
                     # or was jumped, are not played; program changes and the note-offs of notes
                     # sounding go out (sage_live_counts.clock_from_tick).
                     clock_from = counts["clock_from_tick"]
-                    while queue and queue[0][0] < clock_from:
-                        _, rank, o, message = heapq.heappop(queue)
-                        if rank == 2:
-                            skipped.add(o)
-                        elif o not in skipped:
-                            send(message)
+                    send_some(scheduler.skip_before(clock_from))
                 due_by = counts["clock_tick"]  # -1 before the first pulse: nothing is due
             else:
                 due_by = now
             while leading and self.start_us + next_pulse * self._us_per_quarter / 24 <= now:
                 send(bytes([0xFA, 0xF8]) if next_pulse == 0 else bytes([0xF8]))
                 next_pulse += 1
-            while queue and queue[0][0] <= due_by:
-                due, rank, o, message = heapq.heappop(queue)
-                if o in skipped:
-                    continue
+            due = scheduler.next_time
+            if due is not None and due <= due_by:
                 late += not following and now - due > 10_000
+                send_some(scheduler.take_due(due_by))
+
+        def send_some(messages: list[bytes]) -> None:
+            for message in messages:
                 send(message)
-
-        def release() -> None:
-            """Ends the notes sounding now, not at their times; their queued note-offs are then
-            not sent."""
-            unsent = {o for _, rank, o, _ in queue if rank == 2} | skipped
-            for _, rank, o, message in sorted(queue):
-                if rank == 0 and o not in unsent:
-                    send(message)
-                    skipped.add(o)
-
-        def silence() -> None:
-            """Stops the music: the notes sounding end now (none is left hanging), none to come
-            plays."""
-            release()
-            queue.clear()
 
         with real_time(rt_priority):
             while stop is None or not stop():
@@ -507,31 +488,26 @@ class Jam:
                         continue  # its time passed without the clock
                     due = n.tick if following else n.time_us
                     end = n.end_tick if following else n.end_us
-                    if n.channel != DRUM_CHANNEL and channel_program.get(n.channel) != n.program:
-                        channel_program[n.channel] = n.program
-                        program = bytes([0xC0 | n.channel, n.program])
-                        heapq.heappush(queue, (due, 1, order, program))
-                    on = bytes([0x90 | n.channel, n.pitch, n.velocity])
-                    heapq.heappush(queue, (due, 2, order, on))
-                    heapq.heappush(queue, (end, 0, order, bytes([0x80 | n.channel, n.pitch, 64])))
-                    order += 1
+                    if not scheduler.add(due, end, n.pitch, n.velocity, n.program, n.channel):
+                        continue  # 1 365 notes ahead: cannot happen in a bar
                     played += 1
                     if on_note is not None:
                         on_note(n)
                 send_due()
-                if closing and (following or not queue):
+                if closing and (following or not scheduler.queued):
                     break  # following: no pulses will come to play the rest (silenced below)
                 now = now_us()
                 wait = 1000
-                if queue and not following:  # following, the pulses wake the wait as input
-                    wait = min(wait, queue[0][0] - now)
+                due = scheduler.next_time
+                if due is not None and not following:  # following, pulses wake the wait as input
+                    wait = min(wait, due - now)
                 if leading:
                     wait = min(wait, self.start_us + next_pulse * self._us_per_quarter / 24 - now)
                 if self._jam.state()["generating"]:
                     wait = 0  # a poll generates one short step: read the input, then go on
                 ready = [midi_in] if ended is None else []
                 select.select(ready, [], [], max(0, wait) / 1e6)
-            silence()
+            send_some(scheduler.silence())
         counts = self._live.counts()
         return {"heard": counts["notes"], "played": played, "late_sends": late}
 

@@ -310,13 +310,13 @@ def play_through_ptys(
 ):
     """Starts a front end on two ptys, plays the soprano into the first at the times the front end
     announces (and the ``extra`` bytes at their times), and returns (bar 0's time, the front end's
-    messages with arrival times, stderr)."""
+    messages with arrival times, stderr, stdout)."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     quarter = round(60e6 / tempo)
     command = [*command, "--in" if "jam" in command else "--midi-in", os.ttyname(in_slave)]
     command += ["--out" if "jam" in command else "--midi-out", os.ttyname(out_slave)]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stderr.readline()
         start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
@@ -326,13 +326,13 @@ def play_through_ptys(
             sleep_until(start + t, 2000)
             os.write(in_master, data)
         os.close(in_master)
-        _, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
     time.sleep(0.1)
     assert process.returncode == 0, err
-    return start, receiver.messages(), line + err
+    return start, receiver.messages(), line + err, out
 
 
 def check_timing_and_programs(start, messages, quarter, bar_set=None):
@@ -371,7 +371,7 @@ def test_runner_answers_through_ptys(chorale_dir):
         "--seed",
         "1",
     ]
-    start, messages, err = play_through_ptys(command, tempo, 6, chorale_dir)
+    start, messages, err, _ = play_through_ptys(command, tempo, 6, chorale_dir)
     bars = check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3, 6, 7})
     assert {2, 6} <= bars or {3, 7} <= bars, bars
     assert "2 answers" in err
@@ -402,7 +402,7 @@ def test_front_ends_follow_a_meter_change_through_ptys(chorale_dir, front_end, w
     meter = "4,1:3" if way_in == "option" else "4"
     command = front_end_command("call-response", front_end, tempo, "--bars", "2", "--meter", meter)
     extra = [(quarter, sysex)] if way_in == "sysex" else []
-    start, messages, err = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE, extra)
+    start, messages, err, _ = play_through_ptys(command, tempo, 7, chorale_dir, METER_PIECE, extra)
     ons = [t for t, m in messages if m.type == "note_on" and m.velocity > 0]
     assert len(ons) > 10 and "answers" in err
     ticks = [round((t - start) / (quarter / TICKS)) for t in ons]
@@ -439,7 +439,7 @@ def test_runner_accompanies_a_bar_behind_through_ptys(chorale_dir):
     """sage-edge-run --lookahead 1: the soprano's bars 0-3 accompanied in bars 1-4."""
     tempo = 300
     command = front_end_command("accompany", "runner", tempo, "--lookahead", "1")
-    start, messages, err = play_through_ptys(command, tempo, 4, chorale_dir)
+    start, messages, err, _ = play_through_ptys(command, tempo, 4, chorale_dir)
     assert "accompanying 1 bar(s) behind" in err.splitlines()[0]
     bars = check_timing_and_programs(start, messages, 60e6 / tempo)
     assert {1, 2, 3, 4} <= bars
@@ -452,7 +452,7 @@ def test_runner_accompanies_in_time_through_ptys(chorale_dir):
     tempo = 120
     # --bars 1: the tail after the input ends
     options = ["--bars", "1", "--lookahead", "0", "--listen-ticks", str(TICKS), "--no-react"]
-    start, messages, err = play_through_ptys(
+    start, messages, err, _ = play_through_ptys(
         front_end_command("accompany", "runner", tempo, *options), tempo, 3, chorale_dir
     )
     assert f"in time, listening every {TICKS} ticks, deciding ahead" in err.splitlines()[0]
@@ -476,7 +476,7 @@ def test_front_ends_accompany_in_time_reacting_by_default(chorale_dir, front_end
     the bound here leaves room for this shared host's load)."""
     tempo = 100  # a grid step of 50 ms
     options = ["--bars", "1", *options]  # --bars 1: the tail after the input ends
-    start, messages, err = play_through_ptys(
+    start, messages, err, _ = play_through_ptys(
         front_end_command("accompany", front_end, tempo, *options), tempo, 3, chorale_dir
     )
     line = err.splitlines()[0]
@@ -496,11 +496,56 @@ def test_cli_jam_records_the_musicians_notes(tmp_path, chorale_dir, engine):
     tempo = 300
     record = tmp_path / "jam.mid"
     command = front_end_command("call-response", "cli", tempo, "--bars", "2")
-    start, messages, _ = play_through_ptys(
+    start, messages, _, _ = play_through_ptys(
         [*command, "--record", str(record)], tempo, 2, chorale_dir
     )
     check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3})
     check_recorded_musician(record, chorale_dir, tempo, 2)
+
+
+def test_cli_jam_keeps_a_key_sounding_until_its_last_note_ends(chorale_dir):
+    """sage-edge jam through ptys (Jam.serve): when the engine plays two notes of one pitch on one
+    channel, the second struck while the first sounds and ending after it, the key's note-off goes
+    out when the last of them ends, never while one still sounds (the engine's MIDI scheduler,
+    docs/jam.md "Playing the notes"). The tiny model accompanies a bar behind with every part held
+    to middle C, so that such notes come often. Before, Jam.serve's own queue sent the first
+    note's note-off at its end and cut the second short."""
+    tempo = 300
+    parts = ",".join(f"{program}:60-60" for program in (53, 54, 42))
+    options = ["--model", str(ROOT / "tests/data/tiny_q8_0.sage"), "--bars", "1"]
+    options += ["--lookahead", "1", "--range", parts, "--events"]
+    command = front_end_command("accompany", "cli", tempo, *options)
+    start, messages, _, out = play_through_ptys(command, tempo, 2, chorale_dir)
+    decided = {}  # (program, pitch): [(tick, end tick)] as the engine decided them, in order
+    for f in map(str.split, out.splitlines()):
+        on, length = round(float(f[0]) * TICKS), round(float(f[1]) * TICKS)
+        decided.setdefault((int(f[4]), int(f[2])), []).append((on, on + length))
+    overlaps = [
+        (key, a, b)
+        for key, notes in decided.items()
+        for i, a in enumerate(notes)
+        for b in notes[i + 1 :]
+        if a[0] <= b[0] < a[1] < b[1]
+    ]
+    assert len(overlaps) > 2, decided
+    # Each note-off of a key ends every note of it struck before: none of them is decided to
+    # sound on after it (half a grid step allowed: it arrives a little after its time).
+    tick = 60e6 / tempo / TICKS
+    program_of, ons, sounding, cut = {}, {}, {}, []
+    for t, m in messages:
+        if m.type == "program_change":
+            program_of[m.channel] = m.program
+        elif m.type in ("note_on", "note_off"):
+            key = (program_of[m.channel], m.note)
+            if m.type == "note_on" and m.velocity > 0:
+                ons[key] = ons.get(key, 0) + 1
+                sounding.setdefault(key, []).append(decided[key][ons[key] - 1])
+            else:
+                notes = sounding.pop(key, [])
+                if max((end for _, end in notes), default=-1) > (t - start) / tick + 0.5:
+                    cut.append((key, (t - start) / tick, notes))
+    assert ons == {key: len(notes) for key, notes in decided.items()}
+    assert not cut, cut
 
 
 def check_recorded_musician(record: Path, chorale_dir: Path, tempo: float, bars: int) -> None:

@@ -444,6 +444,74 @@ class PyJam {
     std::shared_ptr<sage_jam> jam_;
 };
 
+// The MIDI scheduler (sage_midi_scheduler_*): notes in, MIDI bytes out when due. Its calls are
+// short and hold the GIL, so calls from two threads never overlap.
+class PyMidiScheduler {
+  public:
+    explicit PyMidiScheduler(size_t notes) {
+        sage_midi_scheduler* s = nullptr;
+        check(sage_midi_scheduler_create(notes, &s));
+        s_ = std::shared_ptr<sage_midi_scheduler>(s, sage_midi_scheduler_free);
+    }
+    // False, queueing nothing, when there is no room.
+    bool add(double time, double end, int32_t pitch, int32_t velocity, int32_t program,
+             int32_t channel) {
+        if (state().free_notes == 0) return false;
+        const sage_midi_note note{time, end, pitch, velocity, program, channel};
+        check(sage_midi_scheduler_add(s_.get(), &note));
+        return true;
+    }
+    size_t queued() const { return state().queued; }
+    size_t free_notes() const { return state().free_notes; }
+    std::optional<double> next_time() const {
+        const sage_midi_scheduler_state st = state();
+        if (st.queued == 0) return std::nullopt;
+        return st.next_time;
+    }
+    // Each returns the messages one by one (a named port takes one message a send).
+    py::list take_due(double time) {
+        return drain([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_midi_scheduler_take_due(s_.get(), time, b, c, n);
+        });
+    }
+    py::list skip_before(double time) {
+        return drain([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_midi_scheduler_skip_before(s_.get(), time, b, c, n);
+        });
+    }
+    py::list release() {
+        return drain([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_midi_scheduler_release(s_.get(), b, c, n);
+        });
+    }
+    py::list silence() {
+        return drain([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_midi_scheduler_silence(s_.get(), b, c, n);
+        });
+    }
+
+  private:
+    sage_midi_scheduler_state state() const {
+        sage_midi_scheduler_state st{};
+        check(sage_midi_scheduler_get_state(s_.get(), &st));
+        return st;
+    }
+    // The messages a byte-writing call writes, one a call, called again while it writes one.
+    template <typename Call>
+    py::list drain(Call&& call) {
+        py::list out;
+        uint8_t bytes[SAGE_MIDI_MAX_MESSAGE_BYTES];
+        size_t n = 0;
+        while (true) {
+            check(call(bytes, sizeof bytes, &n));
+            if (n == 0) return out;
+            out.append(py::bytes(reinterpret_cast<const char*>(bytes), n));
+        }
+    }
+
+    std::shared_ptr<sage_midi_scheduler> s_;
+};
+
 // A session is not thread-safe (sage_edge.h: the caller serialises calls on one session), but
 // Python code may share one between threads, and the calls that compute release the GIL. So every
 // call takes the session's mutex, waiting for it with the GIL released: calls on one session from
@@ -737,6 +805,22 @@ void bind(py::module_& m) {
         .def("counts", &PyLive::counts)
         .def("reset", &PyLive::reset)
         .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
+    py::class_<PyMidiScheduler>(m, "MidiScheduler",
+                                "Notes in, MIDI 1.0 messages out when due (sage_midi_scheduler_*).")
+        .def(py::init<size_t>(), py::arg("notes"))
+        .def("add", &PyMidiScheduler::add, py::arg("time"), py::arg("end"), py::arg("pitch"),
+             py::arg("velocity"), py::arg("program"), py::arg("channel") = SAGE_MIDI_CHANNEL_AUTO,
+             "Queues a note's messages (channel -1: one by its program); False when full.")
+        .def_property_readonly("queued", &PyMidiScheduler::queued)
+        .def_property_readonly("free_notes", &PyMidiScheduler::free_notes)
+        .def_property_readonly("next_time", &PyMidiScheduler::next_time,
+                               "When the earliest queued message is due; None when empty.")
+        .def("take_due", &PyMidiScheduler::take_due, py::arg("time"),
+             "Every message due at or before time, each as bytes.")
+        .def("skip_before", &PyMidiScheduler::skip_before, py::arg("time"),
+             "A jump past time: the program changes and sounding notes' note-offs before it.")
+        .def("release", &PyMidiScheduler::release, "A pause: note-offs of the sounding notes.")
+        .def("silence", &PyMidiScheduler::silence, "A stop: note-offs; nothing queued plays.");
     py::class_<PyJam>(m, "Jam", "A session that listens through a live encoder and plays.")
         .def(py::init<const PyModel&, int32_t, uint32_t, double, std::optional<uint32_t>,
                       std::optional<uint32_t>, bool, std::optional<bool>,
