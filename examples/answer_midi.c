@@ -6,8 +6,8 @@
  * port or a pty), and after each phrase of 2 bars answers 2 bars on PROGRAM (default 42, cello)
  * to OUT, at BPM (default 120) in 4/4 from the moment it starts. Bytes go to the jam's live
  * encoder stamped with the monotonic clock; the jam is polled every millisecond; each note it
- * returns is queued as a note-on and a note-off and written when due. It stops when IN ends.
- * Nothing is allocated after the jam is created.
+ * returns goes to the engine's MIDI scheduler, which writes its messages when due. It stops when
+ * IN ends. Nothing is allocated after the jam and the scheduler are created.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -17,16 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_QUEUED 1024
-
-typedef struct message {
-    int64_t due_us;
-    unsigned char bytes[3], size;
-} message;
-
-static message queue[MAX_QUEUED]; /* unsorted; small enough to scan */
-static size_t queued = 0;
-static unsigned long sent = 0;
+static unsigned long sent = 0; /* bytes */
 
 static int64_t now_us(void) {
     struct timespec t;
@@ -34,31 +25,18 @@ static int64_t now_us(void) {
     return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-static void enqueue(int64_t due_us, int size, int status, int data1, int data2) {
-    if (queued == MAX_QUEUED) return; /* a full queue drops the note: never in 2 bars */
-    queue[queued].due_us = due_us;
-    queue[queued].bytes[0] = (unsigned char)status;
-    queue[queued].bytes[1] = (unsigned char)data1;
-    queue[queued].bytes[2] = (unsigned char)data2;
-    queue[queued].size = (unsigned char)size;
-    queued++;
-}
-
 /* Writes every message due by `now`; returns the time of the next one (or now + 1 ms). */
-static int64_t send_due(int out, int64_t now) {
-    int64_t next = now + 1000;
-    size_t i = 0;
-    while (i < queued) {
-        if (queue[i].due_us <= now) {
-            if (write(out, queue[i].bytes, queue[i].size) != queue[i].size) perror("write");
-            sent++;
-            queue[i] = queue[--queued];
-            continue;
-        }
-        if (queue[i].due_us < next) next = queue[i].due_us;
-        i++;
-    }
-    return next;
+static int64_t send_due(sage_midi_scheduler* scheduler, int out, int64_t now) {
+    unsigned char bytes[256];
+    size_t n = 0;
+    sage_midi_scheduler_state state;
+    do {
+        sage_midi_scheduler_take_due(scheduler, (double)now, bytes, sizeof bytes, &n);
+        if (n > 0 && write(out, bytes, n) != (ssize_t)n) perror("write");
+        sent += n;
+    } while (n > 0);
+    sage_midi_scheduler_get_state(scheduler, &state);
+    return state.queued > 0 && state.next_time < now + 1000 ? (int64_t)state.next_time : now + 1000;
 }
 
 static int fail(const char* what) {
@@ -70,10 +48,12 @@ int main(int argc, char** argv) {
     sage_model* model = NULL;
     sage_jam* jam = NULL;
     sage_live* live = NULL;
+    sage_midi_scheduler* scheduler = NULL;
+    sage_midi_scheduler_state waiting;
     sage_jam_options options = sage_jam_options_default();
     sage_jam_note notes[64];
     unsigned char bytes[256];
-    int in, out, input_open = 1, channel_program[16];
+    int in, out, input_open = 1;
     int64_t ended = 0, tail_us;
     double bpm = argc > 4 ? atof(argv[4]) : 120.0;
     if (argc < 4) {
@@ -94,8 +74,8 @@ int main(int argc, char** argv) {
     options.live.start_us = now_us();
     tail_us = 5 * 4 * (int64_t)options.live.us_per_quarter; /* a last phrase and its answer */
     if (sage_jam_create(model, &options, &jam) != SAGE_OK) return fail("jam");
+    if (sage_midi_scheduler_create(1024, &scheduler) != SAGE_OK) return fail("scheduler");
     sage_jam_get_live(jam, &live);
-    for (int c = 0; c < 16; c++) channel_program[c] = -2;
 
     for (;;) {
         int64_t now = now_us(), next;
@@ -107,18 +87,16 @@ int main(int argc, char** argv) {
             sage_live_midi(live, now, bytes, (size_t)n);
         }
         if (input_open && n == 0) input_open = 0, ended = now;
-        if (!input_open && now - ended > tail_us && queued == 0) break;
+        sage_midi_scheduler_get_state(scheduler, &waiting);
+        if (!input_open && now - ended > tail_us && waiting.queued == 0) break;
         if (sage_jam_poll(jam, now, notes, 64, &count) != SAGE_OK) return fail("poll");
-        for (i = 0; i < count; i++) {
-            const sage_jam_note* note = &notes[i];
-            if (note->channel != 9 && channel_program[note->channel] != note->program) {
-                channel_program[note->channel] = note->program;
-                enqueue(note->time_us - 1, 2, 0xC0 | note->channel, note->program, 0);
-            }
-            enqueue(note->time_us, 3, 0x90 | note->channel, note->pitch, note->velocity);
-            enqueue(note->end_us - 1, 3, 0x80 | note->channel, note->pitch, 64);
+        for (i = 0; i < count; i++) { /* a full scheduler drops the note: never in 2 bars */
+            const sage_jam_note* j = &notes[i];
+            const sage_midi_note note = {(double)j->time_us, (double)j->end_us, j->pitch,
+                                         j->velocity,        j->program,        j->channel};
+            sage_midi_scheduler_add(scheduler, &note);
         }
-        next = send_due(out, now_us()) - now_us(); /* sleep until then, 1 ms at most */
+        next = send_due(scheduler, out, now_us()) - now_us(); /* sleep until then, 1 ms at most */
         wait.tv_sec = 0;
         wait.tv_nsec = (long)(next < 0 ? 0 : next > 1000 ? 1000000 : next * 1000);
         nanosleep(&wait, NULL);
@@ -128,9 +106,10 @@ int main(int argc, char** argv) {
         sage_jam_state state;
         sage_live_get_counts(live, &heard);
         sage_jam_get_state(jam, &state);
-        printf("answer_midi: heard %lu notes, answered %lu phrases, sent %lu messages\n",
+        printf("answer_midi: heard %lu notes, answered %lu phrases, sent %lu bytes\n",
                (unsigned long)heard.notes, (unsigned long)state.answers, sent);
     }
+    sage_midi_scheduler_free(scheduler);
     sage_jam_free(jam);
     sage_model_free(model);
     close(in);
