@@ -283,7 +283,8 @@ class Jam:
     dict of its keywords) constrain the engine's parts. ``clock="in"`` follows the MIDI clock the
     musician's input carries (24 ppqn: Start makes a downbeat, each pulse on a grid tick re-anchors
     the grid, a note is due when the pulse of its tick comes; Stop stands the music still, its
-    notes released, until Continue, which a Song Position Pointer may move); ``clock="out"`` leads,
+    notes released, until Continue, which a Song Position Pointer may move; a pointer while it
+    runs is a Stop, the pointer and a Continue at once); ``clock="out"`` leads,
     :meth:`serve` sending Start and the pulses (docs/jam.md, "Clock"); None (the default) plays
     on the jam's own clock.
     """

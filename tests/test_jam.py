@@ -765,8 +765,9 @@ def test_front_ends_start_a_late_clock_after_what_was_played(front_end):
     )
 
 
+@pytest.mark.parametrize("pointer", ["stopped", "running"])
 @pytest.mark.parametrize("front_end", ["runner", "cli"])
-def test_front_ends_stop_continue_and_move_with_the_clock(front_end):
+def test_front_ends_stop_continue_and_move_with_the_clock(front_end, pointer):
     """--clock in through ptys into sage-edge-run or sage-edge jam, call and response in 1-bar
     phrases of 2/4 at 240 BPM (docs/jam.md, "Stop, Continue, Song Position Pointer"). The master
     starts at once and sends its pulses on while stopped too. A phrase in bar 0 is answered in bar
@@ -777,7 +778,10 @@ def test_front_ends_stop_continue_and_move_with_the_clock(front_end):
     first downbeat after it, bar 4 (the rest of bar 3's answer is not played), where a phrase is
     answered in bar 5. The note-ons out are exactly the notes decided for ticks 0-80 and from 96
     on. Before, the grid ran on through the pauses (two bars a second), the notes sounding at Stop
-    sounded on, the note played stopped was heard, and the pointer counted from bar 0."""
+    sounded on, the note played stopped was heard, and the pointer counted from bar 0. With
+    ``pointer="running"`` the master sends the pointer at tick 80 without stopping (a locate while
+    playing) and goes on: the same as Stop, pointer, Continue (before, it was ignored, and the
+    engine played on in bar 3 while the master was in its bar 0)."""
     pulse = 250_000 / 24
     schedule, marks = [], {}
     clock = [100_000.0]
@@ -810,12 +814,15 @@ def test_front_ends_stop_continue_and_move_with_the_clock(front_end):
             at(0, [0x90, 72, 90 if k == 30 else 0])
     at(3000, [0xFB], "continue")
     run(96, phrase(96 - 66, (67, 71)))  # pulses 66-161: bar 1's rest, bar 2, bar 3 to tick 80
-    at(3000, [0xFC])
-    for k in range(58):
-        at(pulse, [0xF8])
-        if k == 29:
-            at(0, [0xF2, 0, 0])  # Song Position Pointer: the song's start
-    at(3000, [0xFB])
+    if pointer == "stopped":
+        at(3000, [0xFC])
+        for k in range(58):
+            at(pulse, [0xF8])
+            if k == 29:
+                at(0, [0xF2, 0, 0])  # Song Position Pointer: the song's start
+        at(3000, [0xFB])
+    else:
+        at(3000, [0xF2, 0, 0])  # the song's start, while the clock runs
     run(108, phrase(0, (67, 64)))  # bar 4 (the song's bar 0 again), bar 5, into bar 6
     last_pulse_tick = 96 + 107 // 2
 

@@ -416,10 +416,19 @@ void LiveEncoder::midi(int64_t time_us, const uint8_t* bytes, size_t n) {
         if (n_data_ < needed) continue;
         if (status_ == 0xF2) {
             // Song Position Pointer: sixteenth notes (6 pulses each) from the song's start (the
-            // bar a Start anchored), read while the clock stands (MIDI 1.0 has a master send it
-            // so); the next Continue resumes there.
-            if (options_.follow_clock && clock_ != Clock::Running)
-                clocks_ = 6 * (uint64_t{data_[0]} | uint64_t{data_[1]} << 7);
+            // bar a Start anchored). Read while the clock stands (MIDI 1.0 has a master send it
+            // so), the next Continue resumes there. Read while it runs (a master that locates
+            // while playing), it is a Stop at the last pulse, the pointer and a Continue, unless
+            // it names the sixteenth the clock is in (docs/jam.md, "Stop, Continue, Song Position
+            // Pointer").
+            const uint64_t position = 6 * (uint64_t{data_[0]} | uint64_t{data_[1]} << 7);
+            if (options_.follow_clock && clock_ != Clock::Running) {
+                clocks_ = position;
+            } else if (options_.follow_clock && clocks_ / 6 != position / 6) {
+                clock_stop(time_us);
+                clocks_ = position;
+                clock_run(time_us, false);
+            }
             status_ = 0;
             n_data_ = 0;
             continue;

@@ -380,6 +380,53 @@ TEST(a_stopped_clock_holds_the_grid_until_continue) {
 // there, and so does one to the same place whole bars ahead; one to beat 3 resumes at beat 3 of
 // bar 1; one back to bar 0's first sixteenth, at bar 2's. Before, the grid ran on through the pause
 // and the pointer counted from the Start's bar whatever had been played since.
+// Plays a Start, pulses to a pulse after beat 2 of bar 1, a Song Position Pointer to sixteenth
+// `pointer` (while the clock runs, or after a Stop and 3 s stopped, followed by Continue), a
+// pulse, a note, and two bars of pulses. Returns the counts after the pointer (and Continue), the
+// clock's tick after the next pulse and the ticks of the note's positions in the bars written.
+struct Moved {
+    int64_t tpq;
+    sage_live_counts after;
+    int64_t tick;
+    std::vector<int32_t> notes;
+};
+Moved move_with_a_pointer(int pointer, bool running) {
+    ClockedLive clocked;
+    auto& [model, live, tpq, now] = clocked;
+    auto send = [&](std::vector<uint8_t> bytes) { clocked.send(std::move(bytes)); };
+    auto pulses = [&](int n) { clocked.pulses(n); };
+    int32_t tokens[256];
+    size_t count = 0;
+    Moved moved;
+    moved.tpq = tpq;
+    CHECK_EQ(tpq % 4, 0);
+    send({0xFA});
+    pulses(1 + 4 * 24 + 24 + 1);  // to beat 2 of bar 1 and a pulse
+    if (!running) {
+        send({0xFC});
+        now += 3000000;
+    }
+    send({0xF2, static_cast<uint8_t>(pointer & 0x7F), static_cast<uint8_t>(pointer >> 7)});
+    if (!running) send({0xFB});
+    moved.after = clocked.counts();
+    pulses(1);
+    send({0x90, 67, 90});
+    moved.tick = clocked.counts().clock_tick;
+    pulses(6);
+    send({0x90, 67, 0});
+    pulses(4 * 24 * 2);
+    const int64_t bar = 4 * tpq;
+    for (int b = 0; b < 3; ++b) {
+        CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
+        const std::vector<uint32_t> k = kinds(model, tokens, count);
+        for (size_t i = 0; i + 1 < count; ++i)
+            if (k[i] == SAGE_KIND_POSITION && k[i + 1] == SAGE_KIND_PROGRAM)
+                moved.notes.push_back(b * static_cast<int32_t>(bar) + value(model, tokens[i]));
+    }
+    CHECK_EQ(clocked.counts().late, uint64_t{0});
+    return moved;
+}
+
 TEST(a_song_position_pointer_moves_where_continue_resumes) {
     // In sixteenths from bar 0: the pointer, where the music goes on, and clock_from_tick.
     const int moves[][3] = {{16 + 4, 16 + 4, 0},
@@ -387,39 +434,38 @@ TEST(a_song_position_pointer_moves_where_continue_resumes) {
                             {16 + 8, 16 + 8, 16 + 8},
                             {1, 32 + 1, 32 + 1}};
     for (const auto& [pointer, resumed_16, from_16] : moves) {
-        ClockedLive clocked;
-        auto& [model, live, tpq, now] = clocked;
-        CHECK_EQ(tpq % 4, 0);
-        const int64_t bar = 4 * tpq, resumed = resumed_16 * tpq / 4, from = from_16 * tpq / 4;
-        auto send = [&](std::vector<uint8_t> bytes) { clocked.send(std::move(bytes)); };
-        auto pulses = [&](int n) { clocked.pulses(n); };
-        int32_t tokens[256];
-        size_t count = 0;
-        send({0xFA});
-        pulses(1 + 4 * 24 + 24 + 1);  // to beat 2 of bar 1 and a pulse
-        send({0xFC});
-        now += 3000000;
-        send({0xF2, static_cast<uint8_t>(pointer & 0x7F), static_cast<uint8_t>(pointer >> 7)});
-        send({0xFB});
-        CHECK_EQ(clocked.counts().clock_from_tick, from);
-        pulses(1);
-        send({0x90, 67, 90});
-        CHECK_EQ(clocked.counts().clock_tick, resumed);
-        pulses(6);
-        send({0x90, 67, 0});
-        pulses(4 * 24 * 2);
+        const Moved moved = move_with_a_pointer(pointer, false);
+        const int64_t resumed = resumed_16 * moved.tpq / 4, from = from_16 * moved.tpq / 4;
+        CHECK_EQ(moved.after.clock_from_tick, from);
+        CHECK_EQ(moved.tick, resumed);
         // The note lies at `resumed`, and no bar was written between.
-        std::vector<int32_t> at;
-        for (int b = 0; b < 3; ++b) {
-            CHECK_EQ(sage_live_take_bar(live, now, 0, tokens, 256, &count), SAGE_OK);
-            const std::vector<uint32_t> k = kinds(model, tokens, count);
-            for (size_t i = 0; i + 1 < count; ++i)
-                if (k[i] == SAGE_KIND_POSITION && k[i + 1] == SAGE_KIND_PROGRAM)
-                    at.push_back(b * static_cast<int32_t>(bar) + value(model, tokens[i]));
-        }
-        CHECK(at == std::vector<int32_t>{static_cast<int32_t>(resumed)});
-        CHECK_EQ(clocked.counts().late, uint64_t{0});
+        CHECK(moved.notes == std::vector<int32_t>{static_cast<int32_t>(resumed)});
     }
+}
+
+// A Song Position Pointer read while the clock runs (a master that locates while playing; MIDI 1.0
+// has it sent while stopped, Start being a pointer to 0 and a Continue) is a Stop at the last
+// pulse, the pointer and a Continue: the same counts, grid and notes as the test above, with one
+// Stop counted (the front ends release the notes sounding), except for a pointer to the sixteenth
+// the clock is in (a master repeating where it is), which changes nothing: the clock runs on from
+// its pulse (tick 61 at 12 ticks a quarter, not the sixteenth's 60). Before, a pointer while
+// running was ignored, and the grid ran on where the master had left.
+TEST(a_song_position_pointer_while_running_relocates_as_stop_and_continue) {
+    for (const int pointer : {16 + 16 + 16 + 4, 16 + 8, 1}) {
+        const Moved running = move_with_a_pointer(pointer, true);
+        const Moved stopped = move_with_a_pointer(pointer, false);
+        CHECK_EQ(running.after.clock_stops, uint64_t{1});
+        CHECK_EQ(running.after.clock_running, 1);
+        CHECK_EQ(running.after.clock_from_tick, stopped.after.clock_from_tick);
+        CHECK_EQ(running.tick, stopped.tick);
+        CHECK(running.notes == stopped.notes);
+    }
+    const Moved in_place = move_with_a_pointer(16 + 4, true);
+    const int64_t pulse_122 = 122 * in_place.tpq / 24;
+    CHECK_EQ(in_place.after.clock_stops, uint64_t{0});
+    CHECK_EQ(in_place.after.clock_from_tick, 0);
+    CHECK_EQ(in_place.tick, pulse_122);
+    CHECK(in_place.notes == std::vector<int32_t>{static_cast<int32_t>(pulse_122)});
 }
 
 // Random bytes, in random chunks, as a broken cable or a noisy UART would deliver them: the parser

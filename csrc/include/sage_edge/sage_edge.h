@@ -483,7 +483,9 @@ typedef struct sage_live_options {
                              notes sounding end there, notes played are not heard; Continue (0xFB):
                              on from there, or, after a Song Position Pointer (0xF2, read while
                              stopped), at its position's place in the bar, from where it stopped
-                             on (the time skipped holds nothing) */
+                             on (the time skipped holds nothing); a pointer read while running is
+                             a Stop, the pointer and a Continue at once (one to the sixteenth the
+                             clock is in changes nothing) */
 } sage_live_options;
 
 typedef struct sage_live_counts {
