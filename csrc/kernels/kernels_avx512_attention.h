@@ -22,22 +22,32 @@ namespace {
 // it: k * kLn2Hi is exact, so x - k * kLn2Hi rounds once either way (one fused step), and
 // p * 2^k is exact for the k it meets (scalef instead of building 2^k's bits). Checked against
 // exp8's operations for every float in [-100, 88.5] (a throwaway program): no bit differs.
+template <int N>
+inline void exp16_each(__m512* x) {  // N vectors in lockstep, as exp8_each
+    __mmask16 below[N];
+    __m512 k[N], r[N], p[N];
+    for (int i = 0; i < N; ++i) {
+        below[i] = _mm512_cmp_ps_mask(x[i], _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+        x[i] = _mm512_min_ps(x[i], _mm512_set1_ps(88.0f));
+        k[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    for (int i = 0; i < N; ++i)
+        r[i] = _mm512_sub_ps(_mm512_fnmadd_ps(k[i], _mm512_set1_ps(0.693359375f), x[i]),
+                             _mm512_mul_ps(k[i], _mm512_set1_ps(-2.12194440e-4f)));
+    constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
+                                 0.5f,          1.0f,          1.0f};
+    for (int i = 0; i < N; ++i) p[i] = _mm512_set1_ps(1.0f / 5040.0f);
+    for (float c : kTaylor)
+        for (int i = 0; i < N; ++i)
+            p[i] = _mm512_add_ps(_mm512_mul_ps(p[i], r[i]), _mm512_set1_ps(c));
+    for (int i = 0; i < N; ++i)
+        x[i] = _mm512_maskz_scalef_ps(static_cast<__mmask16>(~below[i]), p[i], k[i]);
+}
+
 inline __m512 exp16(__m512 x) {
-    const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(_mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x),
-                                   _mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(static_cast<__mmask16>(~below), p, k);
+    exp16_each<1>(&x);
+    return x;
 }
 
 // Lanes 0 .. 7 (half 0) or 8 .. 15 (half 1) as a 256-bit vector. (The zero-masked extract: GCC 12
@@ -424,6 +434,19 @@ struct Lanes16 {
     static constexpr int kLanes = 16;
     static V zero() { return _mm512_setzero_ps(); }
     static V set1(float x) { return _mm512_set1_ps(x); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V negate(V v) {  // (AVX-512F has no xor of floats)
+        const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
+    }
+    template <int N>
+    static void exp_each(V* x) {
+        exp16_each<N>(x);
+    }
     static V fmadd(V w, V v, V acc) { return _mm512_fmadd_ps(w, v, acc); }
     static void store_scaled(float* o, V v, float s) {
         _mm512_storeu_ps(o, _mm512_mul_ps(v, _mm512_set1_ps(s)));

@@ -304,19 +304,11 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
     }
 }
 
-// swiglu on 16 lanes (exp16: kernels_avx512_attention.h): the division bounds it, and a 512-bit one
-// serves twice the lanes of AVX2's in less than twice the time (a prefill's SwiGLU 4.1 -> 2.5
-// cycles per element here).
+// swiglu on 16 lanes (Lanes16: kernels_avx512_attention.h), its tail on 8: the division bounds it,
+// and a 512-bit one serves twice the lanes of AVX2's in less than twice the time (a prefill's
+// SwiGLU 4.1 -> 2.5 cycles per element here).
 void swiglu16(float* gate, const float* up, int64_t n) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 z = _mm512_loadu_ps(gate + i);
-        const __m512 minus_z = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(z), sign));
-        const __m512 silu = _mm512_div_ps(z, _mm512_add_ps(one, exp16(minus_z)));
-        _mm512_storeu_ps(gate + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
-    }
+    const int64_t i = swiglu_vectors<Lanes16>(gate, up, n);
     swiglu(gate + i, up + i, n - i);
 }
 

@@ -372,8 +372,8 @@ constexpr int kAttentionVectors = 2;
 #endif
 
 // exp_f32 (kernels.h) of eight lanes, operation by operation, for N vectors at once: each step
-// runs over all N before the next, so their chains of dependent operations overlap (the SwiGLU's
-// four at a time: 16 % faster than one after another).
+// runs over all N before the next, so their chains of dependent operations overlap
+// (swiglu_vectors' four at a time: 16 % faster than one after another).
 template <int N>
 inline void exp8_each(__m256* x) {
     __m256 below[N], k[N], r[N], p[N];
@@ -402,29 +402,6 @@ inline void exp8_each(__m256* x) {
 inline __m256 exp8(__m256 x) {
     exp8_each<1>(&x);
     return x;
-}
-
-// SwiGLU four vectors at a time (exp8_each), then eight lanes, then one by one.
-inline void swiglu(float* gate, const float* up, int64_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-    constexpr int kVectors = 4;
-    int64_t i = 0;
-    for (; i + 8 <= n;) {
-        const int count = n - i >= 8 * kVectors ? kVectors : 1;
-        __m256 z[kVectors], e[kVectors];
-        for (int j = 0; j < count; ++j) {
-            z[j] = _mm256_loadu_ps(gate + i + 8 * j);
-            e[j] = _mm256_xor_ps(z[j], sign);
-        }
-        count == kVectors ? exp8_each<kVectors>(e) : exp8_each<1>(e);
-        for (int j = 0; j < count; ++j) {
-            const __m256 silu = _mm256_div_ps(z[j], _mm256_add_ps(one, e[j]));
-            _mm256_storeu_ps(gate + i + 8 * j,
-                             _mm256_mul_ps(silu, _mm256_loadu_ps(up + i + 8 * j)));
-        }
-        i += 8 * count;
-    }
-    for (; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
 
 inline float hmax8(__m256 v) {
@@ -766,13 +743,23 @@ inline float softmax_weights(float* e, int64_t window, float max_score, int64_t*
     return 1.0f / (lane[0] + lane[1]);
 }
 
-// The value sums' vector operations on W::kLanes lanes: Lanes8 here (AVX2, and AVX-512's widths
-// that are not a multiple of 16), Lanes16 in kernels_avx512_attention.h.
+// The vector operations of the value sums and the SwiGLU on W::kLanes lanes: Lanes8 here (AVX2,
+// and AVX-512's widths that are not a multiple of 16), Lanes16 in kernels_avx512_attention.h.
 struct Lanes8 {
     using V = __m256;
     static constexpr int kLanes = 8;
     static V zero() { return _mm256_setzero_ps(); }
     static V set1(float x) { return _mm256_set1_ps(x); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm256_div_ps(a, b); }
+    static V negate(V v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }
+    template <int N>
+    static void exp_each(V* x) {
+        exp8_each<N>(x);
+    }
     static V fmadd(V w, V v, V acc) { return _mm256_fmadd_ps(w, v, acc); }
     static void store_scaled(float* o, V v, float s) {
         _mm256_storeu_ps(o, _mm256_mul_ps(v, _mm256_set1_ps(s)));
@@ -782,6 +769,37 @@ struct Lanes8 {
         return Ring::value8(a, slot, c);
     }
 };
+
+// SwiGLU on W::kLanes lanes, four vectors at a time (W::exp_each: the exp's steps over the four in
+// lockstep), then one; returns how many elements it did, a multiple of W::kLanes.
+template <typename W>
+inline int64_t swiglu_vectors(float* gate, const float* up, int64_t n) {
+    using V = typename W::V;
+    constexpr int kVectors = 4;
+    const V one = W::set1(1.0f);
+    int64_t i = 0;
+    while (i + W::kLanes <= n) {
+        const int count = n - i >= W::kLanes * kVectors ? kVectors : 1;
+        V z[kVectors], e[kVectors];
+        for (int j = 0; j < count; ++j) {
+            z[j] = W::load(gate + i + W::kLanes * j);
+            e[j] = W::negate(z[j]);
+        }
+        count == kVectors ? W::template exp_each<kVectors>(e) : W::template exp_each<1>(e);
+        for (int j = 0; j < count; ++j) {
+            const V silu = W::div(z[j], W::add(one, e[j]));
+            W::store(gate + i + W::kLanes * j, W::mul(silu, W::load(up + i + W::kLanes * j)));
+        }
+        i += W::kLanes * count;
+    }
+    return i;
+}
+
+// SwiGLU on eight lanes (AVX2, and AVX-512's tails), then one by one.
+inline void swiglu(float* gate, const float* up, int64_t n) {
+    for (int64_t i = swiglu_vectors<Lanes8>(gate, up, n); i < n; ++i)
+        gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
+}
 
 // acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
 // C vectors of W::kLanes elements from c0; the sums come from and go back to acc.
