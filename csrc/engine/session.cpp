@@ -42,9 +42,7 @@ RunState::Sizes RunState::sizes(const Model& model) {
     n.queries = chunk * qd;
     n.keys = chunk * kvd;
     n.tokens = chunk;
-    n.scores =
-        std::max<int64_t>(int64_t{c.n_heads / c.n_kv_heads} * longest,
-                          kernels::attention_block_scores(c.n_heads / c.n_kv_heads, longest));
+    n.scores = int64_t{c.n_heads / c.n_kv_heads} * longest;
     n.weights = kernels::attention_weights_bytes(c.n_heads / c.n_kv_heads, longest);
     n.window = int64_t{longest} - 1 + chunk;
     n.hidden = chunk * c.d_ff;

@@ -187,21 +187,14 @@ struct AttentionGroup {
 // sits in slot first.first_slot + first.window - 1 + t, and its window is the
 // min(first.window + t, max_window) newest keys up to that one. The memory must not wrap: the last
 // query's key lies below first.horizon (the session copies a layer's window into such a memory).
-// first.scores is scratch of attention_block_scores(first.heads, max_window) floats. Each query's
-// result is attend_group's (attend_group_q8's) for that query, bit for bit.
+// first.scores is scratch of first.heads * max_window floats (attend_group's for the longest
+// window). Each query's result is attend_group's (attend_group_q8's) for that query, bit for bit.
 struct AttentionBlock {
     AttentionGroup first;
     int64_t tokens;
     int64_t q_stride, out_stride;  // floats between consecutive queries' heads, outputs
     int64_t max_window;            // the layer's horizon
 };
-
-// The most queries a path attends together, and the scratch a block needs for its scores: each
-// query of a tile scores every key of the tile's windows.
-constexpr int kAttentionTile = 2;
-inline int64_t attention_block_scores(int heads, int64_t max_window) {
-    return int64_t{kAttentionTile} * heads * (max_window + kAttentionTile);
-}
 
 // One instruction set's implementation of every kernel.
 struct KernelTable {

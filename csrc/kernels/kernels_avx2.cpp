@@ -169,7 +169,6 @@ struct Avx2 {
 
 }  // namespace
 
-// AVX2's 16 registers hold one query's rows of the block attention (the decode kernel's tile).
 const KernelTable kAvx2Table = {
     "avx2",
     quantize_row_q8_0,
@@ -182,8 +181,8 @@ const KernelTable kAvx2Table = {
     rmsnorm_each_row<matvec_f32<Avx2>>,
     attend_group,
     attend_group_q8,
-    attend_block_tiles<F32Lanes, 1>,
-    attend_each_query<attend_group_q8>,  // the tiles score f32 keys
+    attend_each_query<attend_group>,
+    attend_each_query<attend_group_q8>,
 };
 
 }  // namespace sage::kernels

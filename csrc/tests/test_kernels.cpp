@@ -210,7 +210,7 @@ struct AttentionBlockCase {
         memory.q = random_floats(rng, tokens * q_stride);
         const float mag = std::ldexp(1.0f, static_cast<int>(rng.range(-3, 3)));
         for (float& v : memory.q) v = std::fmod(v, 1.0f) * mag;
-        memory.scores.assign(size_t(k::attention_block_scores(heads, max_window)), NAN);
+        memory.scores.assign(size_t(int64_t{heads} * max_window), NAN);
         memory.out.assign(size_t(tokens * out_stride) + 1, NAN);
     }
 
