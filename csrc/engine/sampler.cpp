@@ -35,12 +35,38 @@ int32_t candidate_id(uint64_t key) {
     return static_cast<int32_t>(key & 0xFFFFFFFFu);
 }
 
+// Sorts keys[0 .. n) ascending by their logit's 32 bits, keys of one logit in the order given
+// (gathered by id, so by id ascending): candidate_key's total order. Least significant byte
+// first, one stable counting pass per byte through `spare`, a byte that every key shares
+// skipped (the sign and exponent bits of nearby logits).
+void radix_sort(uint64_t* keys, uint64_t* spare, int n) {
+    uint32_t count[4][256] = {};
+    for (int i = 0; i < n; ++i)
+        for (int b = 0; b < 4; ++b) ++count[b][(keys[i] >> (32 + 8 * b)) & 0xFF];
+    uint64_t* from = keys;
+    uint64_t* to = spare;
+    for (int b = 0; b < 4; ++b) {
+        const int shift = 32 + 8 * b;
+        if (count[b][(from[0] >> shift) & 0xFF] == static_cast<uint32_t>(n)) continue;
+        uint32_t start = 0;
+        for (uint32_t& c : count[b]) {
+            const uint32_t keys_here = c;
+            c = start;
+            start += keys_here;
+        }
+        for (int i = 0; i < n; ++i) to[count[b][(from[i] >> shift) & 0xFF]++] = from[i];
+        std::swap(from, to);
+    }
+    if (from != keys) std::copy(from, from + n, keys);
+}
+
 }  // namespace
 
 Sampler::Sampler(int vocab_size, uint64_t seed)
     : vocab_size_(vocab_size),
       rng_(seed),
       order_(static_cast<size_t>(std::max(vocab_size, 1))),
+      spare_(order_.size()),
       weight_(static_cast<size_t>(std::max(vocab_size, 1))) {}
 
 void Sampler::reseed(uint64_t seed) {
@@ -76,15 +102,9 @@ int Sampler::sample(const float* logits, const uint8_t* allowed, const SamplingP
     if (n == 0) return argmax(logits, allowed);
 
     // 3. Logit descending, id ascending: a total order, hence one result whatever the sort (the
-    // keys sort as integers, with no comparison function: 18 % faster sampling than comparing
-    // logits through the ids).
-    const int kept_by_k = p.top_k > 0 ? std::min(p.top_k, n) : n;
-    if (kept_by_k < n) {
-        std::partial_sort(order_.begin(), order_.begin() + kept_by_k, order_.begin() + n);
-    } else {
-        std::sort(order_.begin(), order_.begin() + n);
-    }
-    n = kept_by_k;
+    // keys sort as integers, by radix: no comparison at all).
+    radix_sort(order_.data(), spare_.data(), n);
+    if (p.top_k > 0) n = std::min(p.top_k, n);
 
     // 4. Weights relative to the best candidate.
     const float z_max = finite(finite(logits[candidate_id(order_[0])]) / p.temperature);

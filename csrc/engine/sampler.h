@@ -41,8 +41,8 @@ class Sampler {  // allocates its scratch (vocab-size buffers) in the constructo
     int sample(const float* logits, const uint8_t* allowed, const SamplingParams& p);
 
     int vocab_size() const { return vocab_size_; }
-    // Scratch bytes per vocabulary entry: order_ and weight_.
-    static constexpr uint64_t kScratchBytesPerToken = sizeof(uint64_t) + sizeof(float);
+    // Scratch bytes per vocabulary entry: order_, spare_ and weight_.
+    static constexpr uint64_t kScratchBytesPerToken = 2 * sizeof(uint64_t) + sizeof(float);
 
   private:
     int argmax(const float* logits, const uint8_t* allowed) const;
@@ -50,6 +50,7 @@ class Sampler {  // allocates its scratch (vocab-size buffers) in the constructo
     int vocab_size_;
     Pcg32 rng_;
     std::vector<uint64_t> order_;  // candidates' keys (their ids in the low 32 bits), sorted
+    std::vector<uint64_t> spare_;  // the radix sort's other half
     std::vector<float> weight_;    // exp(z - z_max) of order_[i]
 };
 

@@ -1,5 +1,6 @@
 // The sampler: a fixed seed gives a fixed token sequence on every machine, and each filter
 // (greedy, top-k, top-p, min-p, the grammar mask) keeps exactly the tokens it should.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -137,6 +138,42 @@ TEST(top_k_breaks_ties_by_id_and_signed_zeros_tie) {
     counts = histogram(other, largest, params, 400);
     CHECK_EQ(counts[0] + counts[3], 0);
     CHECK(counts[1] > 0 && counts[2] > 0);
+}
+
+TEST(candidates_sort_by_logit_then_id) {
+    // Step 3's order, seen through the draws: at a temperature so high that every kept weight is
+    // exactly 1 (|z| < 1e-20), top_k = m draws candidate floor(u * m) of the order, u the draw's
+    // uniform. Logits from a few values (ties; -0 with +0; both signs; exponents far apart, so
+    // some bytes of the logits' bits are shared and some not), random masks and sizes.
+    const float values[] = {-0.0f, 0.0f, 1.0f, -1.0f, 1.5f, 3.0e5f, -2.5e-3f, 7.0f, 7.000001f};
+    Pcg32 pick(99);
+    for (int trial = 0; trial < 300; ++trial) {
+        const int vocab = 1 + static_cast<int>(pick.next_u32() % 600);
+        const int distinct = 1 + static_cast<int>(pick.next_u32() % 9);
+        std::vector<float> logits(vocab);
+        std::vector<uint8_t> allowed(vocab);
+        for (int i = 0; i < vocab; ++i) {
+            logits[i] = values[pick.next_u32() % distinct];
+            allowed[i] = pick.next_u32() % 4 != 0;
+        }
+        allowed[pick.next_u32() % vocab] = 1;
+        std::vector<int> order;  // the specified order: logit descending, then id ascending
+        for (int i = 0; i < vocab; ++i)
+            if (allowed[i]) order.push_back(i);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int a, int b) { return logits[a] > logits[b]; });
+        const uint64_t seed = pick.next_u32();
+        Sampler sampler(vocab, seed);
+        Pcg32 uniform(seed);
+        SamplingParams params = unfiltered(1e30f);
+        params.top_k = 2 + static_cast<int>(pick.next_u32() % order.size());
+        const int m = std::min<int>(params.top_k, static_cast<int>(order.size()));
+        for (int draw = 0; draw < 4; ++draw) {
+            const double threshold = static_cast<double>(uniform.next_float()) * m;
+            CHECK_EQ(sampler.sample(logits.data(), allowed.data(), params),
+                     order[static_cast<size_t>(threshold)]);
+        }
+    }
 }
 
 TEST(tiny_top_p_is_argmax) {
