@@ -774,16 +774,17 @@ TEST(exp_f32_vector_lanes_match_scalar) {
 }
 
 TEST(swiglu_bit_identical_on_every_path) {
-    // Ragged lengths, gates from tiny to past the exp cutoffs (|z| > 87), signed zeros; the
-    // scalar reference within float rounding of z * sigmoid(z) * up in double where exp_f32 does
-    // not clamp.
+    // Ragged lengths (past 8 vectors of 16 lanes, the kernels' widest step), gates from tiny to
+    // past the exp cutoffs (|z| > 87), signed zeros; the scalar reference within float rounding
+    // of z * sigmoid(z) * up in double where exp_f32 does not clamp.
     Rng rng(13);
     for (const k::KernelTable* p : paths()) {
         for (int trial = 0; trial < 100; ++trial) {
-            const int64_t n = rng.range(0, 70);
+            const int64_t n = rng.range(0, 300);
             auto gate = random_floats(rng, n);
             const auto up = random_floats(rng, n);
-            if (n > 2) gate[0] = -0.0f, gate[1] = 100.0f, gate[2] = -100.0f;
+            for (int64_t i = 0; i + 2 < n; i += 97)
+                gate[i] = -0.0f, gate[i + 1] = 100.0f, gate[i + 2] = -100.0f;
             auto want = gate, got = gate;
             scalar().swiglu(want.data(), up.data(), n);
             p->swiglu(got.data(), up.data(), n);
