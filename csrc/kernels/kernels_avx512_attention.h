@@ -18,35 +18,48 @@
 namespace sage::kernels {
 namespace {
 
-// exp_f32 (kernels.h) of sixteen lanes, the same bits in fewer instructions than exp8's copy of
-// it: k * kLn2Hi is exact, so x - k * kLn2Hi rounds once either way (one fused step), and
-// p * 2^k is exact for the k it meets (scalef instead of building 2^k's bits). Checked against
-// exp8's operations for every float in [-100, 88.5] (a throwaway program): no bit differs.
-template <int N>
-inline void exp16_each(__m512* x) {  // N vectors in lockstep, as exp8_each
-    __mmask16 below[N];
-    __m512 k[N], r[N], p[N];
-    for (int i = 0; i < N; ++i) {
-        below[i] = _mm512_cmp_ps_mask(x[i], _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-        x[i] = _mm512_min_ps(x[i], _mm512_set1_ps(88.0f));
-        k[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// kernels_x86_impl.h's Lanes8 on 16 lanes: the value sums, the exp and the SwiGLU.
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int kLanes = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V negate(V v) {  // (AVX-512F has no xor of floats)
+        const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
     }
-    for (int i = 0; i < N; ++i)
-        r[i] = _mm512_sub_ps(_mm512_fnmadd_ps(k[i], _mm512_set1_ps(0.693359375f), x[i]),
-                             _mm512_mul_ps(k[i], _mm512_set1_ps(-2.12194440e-4f)));
-    constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
-                                 0.5f,          1.0f,          1.0f};
-    for (int i = 0; i < N; ++i) p[i] = _mm512_set1_ps(1.0f / 5040.0f);
-    for (float c : kTaylor)
-        for (int i = 0; i < N; ++i)
-            p[i] = _mm512_add_ps(_mm512_mul_ps(p[i], r[i]), _mm512_set1_ps(c));
-    for (int i = 0; i < N; ++i)
-        x[i] = _mm512_maskz_scalef_ps(static_cast<__mmask16>(~below[i]), p[i], k[i]);
-}
+    // exp_each's steps: the same bits as Lanes8's in fewer instructions. k * c is exact (k an
+    // integer below 2^8 in magnitude, c = kLn2Hi = 355 / 512), so x - k * c rounds once either way
+    // (one fused step), and p * 2^k is exact for the k it meets (scalef instead of building 2^k's
+    // bits). Checked against Lanes8's for every float in [-100, 88.5] (a throwaway program).
+    using Mask = __mmask16;
+    static Mask below(V x, float limit) { return _mm512_cmp_ps_mask(x, set1(limit), _CMP_LT_OQ); }
+    static V min(V a, V b) { return _mm512_min_ps(a, b); }
+    static V round(V x) {
+        return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V minus_exact_product(V x, V k, float c) { return _mm512_fnmadd_ps(k, set1(c), x); }
+    static V times_two_to(V p, V k, Mask zero) {  // p * 2^k, 0 in `zero`
+        return _mm512_maskz_scalef_ps(static_cast<__mmask16>(~zero), p, k);
+    }
+    static V fmadd(V w, V v, V acc) { return _mm512_fmadd_ps(w, v, acc); }
+    static void store_scaled(float* o, V v, float s) {
+        _mm512_storeu_ps(o, _mm512_mul_ps(v, _mm512_set1_ps(s)));
+    }
+    template <typename Ring>
+    static V value(const AttentionGroup& a, int64_t slot, int c) {
+        return Ring::value16(a, slot, c);
+    }
+};
 
-inline __m512 exp16(__m512 x) {
-    exp16_each<1>(&x);
+inline __m512 exp16(__m512 x) {  // exp_f32 of sixteen lanes
+    exp_each<Lanes16, 1>(&x);
     return x;
 }
 
@@ -427,35 +440,6 @@ inline float softmax_weights16(float* e, int64_t window, float max_score, int64_
     }
     return 1.0f / reduce8_ps(lanes);  // the halving tree from the eight lanes
 }
-
-// The value sums (kernels_x86_impl.h's attention_values) on 16 lanes.
-struct Lanes16 {
-    using V = __m512;
-    static constexpr int kLanes = 16;
-    static V zero() { return _mm512_setzero_ps(); }
-    static V set1(float x) { return _mm512_set1_ps(x); }
-    static V load(const float* p) { return _mm512_loadu_ps(p); }
-    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-    static V add(V a, V b) { return _mm512_add_ps(a, b); }
-    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-    static V div(V a, V b) { return _mm512_div_ps(a, b); }
-    static V negate(V v) {  // (AVX-512F has no xor of floats)
-        const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
-        return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
-    }
-    template <int N>
-    static void exp_each(V* x) {
-        exp16_each<N>(x);
-    }
-    static V fmadd(V w, V v, V acc) { return _mm512_fmadd_ps(w, v, acc); }
-    static void store_scaled(float* o, V v, float s) {
-        _mm512_storeu_ps(o, _mm512_mul_ps(v, _mm512_set1_ps(s)));
-    }
-    template <typename Ring>
-    static V value(const AttentionGroup& a, int64_t slot, int c) {
-        return Ring::value16(a, slot, c);
-    }
-};
 
 template <typename Ring, int NH>
 void attend_heads16(const AttentionGroup& a, int h0) {

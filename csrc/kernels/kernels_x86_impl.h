@@ -371,36 +371,69 @@ constexpr int kAttentionVectors = 4;
 constexpr int kAttentionVectors = 2;
 #endif
 
-// exp_f32 (kernels.h) of eight lanes, operation by operation, for N vectors at once: each step
+// The vector operations of the value sums, the exp and the SwiGLU on W::kLanes lanes: Lanes8 here
+// (AVX2, and AVX-512's widths that are not a multiple of 16), Lanes16 in
+// kernels_avx512_attention.h.
+struct Lanes8 {
+    using V = __m256;
+    static constexpr int kLanes = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm256_div_ps(a, b); }
+    static V negate(V v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }
+    // exp_each's steps (exp_f32's operations).
+    using Mask = __m256;
+    static Mask below(V x, float limit) { return _mm256_cmp_ps(x, set1(limit), _CMP_LT_OQ); }
+    static V min(V a, V b) { return _mm256_min_ps(a, b); }
+    static V round(V x) {
+        return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+    static V minus_exact_product(V x, V k, float c) { return sub(x, mul(k, set1(c))); }
+    static V times_two_to(V p, V k, Mask zero) {  // p * 2^k through the exponent bits, 0 in `zero`
+        const __m256i bits =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+        return _mm256_andnot_ps(zero, mul(p, _mm256_castsi256_ps(bits)));
+    }
+    static V fmadd(V w, V v, V acc) { return _mm256_fmadd_ps(w, v, acc); }
+    static void store_scaled(float* o, V v, float s) {
+        _mm256_storeu_ps(o, _mm256_mul_ps(v, _mm256_set1_ps(s)));
+    }
+    template <typename Ring>
+    static V value(const AttentionGroup& a, int64_t slot, int c) {
+        return Ring::value8(a, slot, c);
+    }
+};
+
+// exp_f32 (kernels.h) of W::kLanes lanes, operation by operation, for N vectors at once: each step
 // runs over all N before the next, so their chains of dependent operations overlap (the SwiGLU's
 // eight at a time, swiglu_vectors).
-template <int N>
-inline void exp8_each(__m256* x) {
-    __m256 below[N], k[N], r[N], p[N];
+template <typename W, int N>
+inline void exp_each(typename W::V* x) {
+    typename W::Mask below[N];
+    typename W::V k[N], r[N], p[N];
     for (int i = 0; i < N; ++i) {
-        below[i] = _mm256_cmp_ps(x[i], _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-        x[i] = _mm256_min_ps(x[i], _mm256_set1_ps(88.0f));
-        k[i] = _mm256_round_ps(_mm256_mul_ps(x[i], _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        below[i] = W::below(x[i], -87.0f);
+        x[i] = W::min(x[i], W::set1(88.0f));
+        k[i] = W::round(W::mul(x[i], W::set1(1.44269504088896341f)));
     }
     for (int i = 0; i < N; ++i)
-        r[i] = _mm256_sub_ps(_mm256_sub_ps(x[i], _mm256_mul_ps(k[i], _mm256_set1_ps(0.693359375f))),
-                             _mm256_mul_ps(k[i], _mm256_set1_ps(-2.12194440e-4f)));
+        r[i] = W::sub(W::minus_exact_product(x[i], k[i], 0.693359375f),
+                      W::mul(k[i], W::set1(-2.12194440e-4f)));
     constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
                                  0.5f,          1.0f,          1.0f};
-    for (int i = 0; i < N; ++i) p[i] = _mm256_set1_ps(1.0f / 5040.0f);
+    for (int i = 0; i < N; ++i) p[i] = W::set1(1.0f / 5040.0f);
     for (float c : kTaylor)
-        for (int i = 0; i < N; ++i)
-            p[i] = _mm256_add_ps(_mm256_mul_ps(p[i], r[i]), _mm256_set1_ps(c));
-    for (int i = 0; i < N; ++i) {
-        const __m256i bits = _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_cvtps_epi32(k[i]), _mm256_set1_epi32(127)), 23);
-        x[i] = _mm256_andnot_ps(below[i], _mm256_mul_ps(p[i], _mm256_castsi256_ps(bits)));
-    }
+        for (int i = 0; i < N; ++i) p[i] = W::add(W::mul(p[i], r[i]), W::set1(c));
+    for (int i = 0; i < N; ++i) x[i] = W::times_two_to(p[i], k[i], below[i]);
 }
 
 inline __m256 exp8(__m256 x) {
-    exp8_each<1>(&x);
+    exp_each<Lanes8, 1>(&x);
     return x;
 }
 
@@ -743,34 +776,7 @@ inline float softmax_weights(float* e, int64_t window, float max_score, int64_t*
     return 1.0f / (lane[0] + lane[1]);
 }
 
-// The vector operations of the value sums and the SwiGLU on W::kLanes lanes: Lanes8 here (AVX2,
-// and AVX-512's widths that are not a multiple of 16), Lanes16 in kernels_avx512_attention.h.
-struct Lanes8 {
-    using V = __m256;
-    static constexpr int kLanes = 8;
-    static V zero() { return _mm256_setzero_ps(); }
-    static V set1(float x) { return _mm256_set1_ps(x); }
-    static V load(const float* p) { return _mm256_loadu_ps(p); }
-    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-    static V add(V a, V b) { return _mm256_add_ps(a, b); }
-    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-    static V div(V a, V b) { return _mm256_div_ps(a, b); }
-    static V negate(V v) { return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f)); }
-    template <int N>
-    static void exp_each(V* x) {
-        exp8_each<N>(x);
-    }
-    static V fmadd(V w, V v, V acc) { return _mm256_fmadd_ps(w, v, acc); }
-    static void store_scaled(float* o, V v, float s) {
-        _mm256_storeu_ps(o, _mm256_mul_ps(v, _mm256_set1_ps(s)));
-    }
-    template <typename Ring>
-    static V value(const AttentionGroup& a, int64_t slot, int c) {
-        return Ring::value8(a, slot, c);
-    }
-};
-
-// SwiGLU of N vectors of W::kLanes lanes, the exp's steps over the N in lockstep (W::exp_each).
+// SwiGLU of N vectors of W::kLanes lanes, the exp's steps over the N in lockstep (exp_each).
 template <typename W, int N>
 inline void swiglu_each(float* gate, const float* up) {
     typename W::V z[N], e[N];
@@ -778,7 +784,7 @@ inline void swiglu_each(float* gate, const float* up) {
         z[j] = W::load(gate + W::kLanes * j);
         e[j] = W::negate(z[j]);
     }
-    W::template exp_each<N>(e);
+    exp_each<W, N>(e);
     for (int j = 0; j < N; ++j) {
         const typename W::V silu = W::div(z[j], W::add(W::set1(1.0f), e[j]));
         W::store(gate + W::kLanes * j, W::mul(silu, W::load(up + W::kLanes * j)));
