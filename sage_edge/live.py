@@ -457,7 +457,9 @@ class Jam:
             else:
                 due_by = now
             while leading and self.start_us + next_pulse * self._us_per_quarter / 24 <= now:
-                send(bytes([0xFA, 0xF8]) if next_pulse == 0 else bytes([0xF8]))
+                if next_pulse == 0:
+                    send(bytes([0xFA]))  # Start, then its first pulse: one message a send
+                send(bytes([0xF8]))
                 next_pulse += 1
             due = scheduler.next_time
             if due is not None and due <= due_by:

@@ -434,10 +434,12 @@ class Scheduler {
     bool empty() const { return state().queued == 0; }
     double next_time() const { return state().next_time; }  // only when !empty()
     size_t free_notes() const { return state().free_notes; }
-    // A note on the channel of its program (sage_midi_scheduler's rule); false when full.
-    bool add(double time, double end, int32_t pitch, int32_t velocity, int32_t program) {
+    // A note on `channel`, or by default on the channel of its program (sage_midi_scheduler's
+    // rule); false when full.
+    bool add(double time, double end, int32_t pitch, int32_t velocity, int32_t program,
+             int32_t channel = SAGE_MIDI_CHANNEL_AUTO) {
         if (free_notes() == 0) return false;
-        const sage_midi_note note{time, end, pitch, velocity, program, SAGE_MIDI_CHANNEL_AUTO};
+        const sage_midi_note note{time, end, pitch, velocity, program, channel};
         check(sage_midi_scheduler_add(s_, &note), "MIDI out");
         return true;
     }
@@ -980,7 +982,7 @@ int run_jam(const Options& o) {
                 const double end = static_cast<double>(j.end_tick) / tpq;
                 if (j.tick < clock_from) continue;  // its time passed without the clock
                 // 1 365 notes ahead cannot happen in a bar
-                if (!scheduler.add(time, end, j.pitch, j.velocity, j.program)) continue;
+                if (!scheduler.add(time, end, j.pitch, j.velocity, j.program, j.channel)) continue;
                 ++report.notes;
                 if (o.events)
                     std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", time,
