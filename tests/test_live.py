@@ -111,6 +111,28 @@ def test_running_status_split_messages_and_realtime_bytes(engine, tokenizer):
     assert raw.take_bar(2_000_000) == want
 
 
+def test_all_notes_off_releases_the_channels_keys(engine):
+    """All Notes Off (controller 123: a panic button, or a front end whose input was lost) ends
+    the notes held on its channel then, as their note-offs would, and no other channel's; the
+    bar is complete without them."""
+    plain = LiveEncoder(engine)
+    plain.note(0, 0, 60, 90)
+    plain.note(250_000, 0, 64, 90)
+    plain.note(750_000, 0, 60, 0)
+    plain.note(750_000, 0, 64, 0)
+    plain.note(1_000_000, 1, 67, 90)
+    plain.note(1_500_000, 1, 67, 0)
+    raw = LiveEncoder(engine)
+    raw.midi(0, bytes([0x90, 60, 90]))
+    raw.midi(250_000, bytes([64, 90]))
+    raw.midi(750_000, bytes([0xB1, 123, 0, 0xB0, 123, 0]))  # channel 2's has no key down
+    raw.midi(1_000_000, bytes([0x91, 67, 90]))
+    raw.midi(1_500_000, bytes([0xB1, 123, 0]))
+    assert raw.counts["sounding"] == 0
+    want = plain.take_bar(2_000_000)
+    assert len(want) > 2 and raw.take_bar(2_000_000) == want
+
+
 def test_program_changes_and_bad_arguments(engine):
     live = LiveEncoder(engine)
     live.midi(0, bytes([0xC0, 40, 0x90, 60, 100]))

@@ -590,12 +590,21 @@ void LiveEncoder::handle_message(int64_t time_us) {
         case 0x90:
             note_on(time_us, channel, data_[0], data_[1]);
             break;
+        case 0xB0:
+            // All Notes Off (controller 123): the keys down on the channel are released, as a
+            // keyboard's panic button or a front end that lost its input does (docs/jam.md,
+            // "When a port goes away").
+            if (data_[0] == 123)
+                for (int pitch = 0; pitch < 128; ++pitch)
+                    if (sounding_[channel][pitch] != -1) note_off(time_us, channel, pitch);
+            break;
         case 0xC0:
             // Channel 10 stays drums: General MIDI programs name melodic instruments.
             if (channel_program_[channel] >= 0) program_change(channel, data_[0]);
             break;
         default:
-            break;  // aftertouch, controllers, pitch bend: the vocabulary has no tokens for them
+            break;  // aftertouch, other controllers, pitch bend: the vocabulary has no tokens for
+                    // them
     }
 }
 

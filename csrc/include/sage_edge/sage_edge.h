@@ -537,7 +537,8 @@ sage_status sage_live_meter(sage_live* live, int64_t time_us, int32_t quarters, 
 sage_status sage_live_get_bar(const sage_live* live, uint64_t bar, int64_t* start_tick,
                               int32_t* quarters);
 /* Raw MIDI bytes as a port delivers them: running status, real-time bytes anywhere, SysEx and
- * messages without tokens skipped, program changes followed (not on drum channels); a message cut
+ * messages without tokens skipped, program changes followed (not on drum channels), All Notes Off
+ * (controller 123) releasing the channel's keys down; a message cut
  * between calls is completed by the next call. One SysEx is read: the Universal Real Time time
  * signature (F0 7F <device> 03 02|42 <ln> <nn> <dd> <cc> <bb> [<nn> <dd>...] F7, immediate or
  * delayed), a meter change as sage_live_meter at the time it arrives, in the tokenizer's N/4 form
