@@ -255,7 +255,7 @@ def cmd_jam(args: argparse.Namespace) -> None:
     engine = _engine(args)
     with contextlib.ExitStack() as opened:
         midi_in, midi_out = (
-            opened.enter_context(contextlib.closing(_open_port(port, direction)))
+            opened.enter_context(contextlib.closing(_open_port(port, direction, args.reconnect)))
             for port, direction in ((args.inp, "in"), (args.out, "out"))
         )
         jam = engine.jam(
@@ -307,6 +307,13 @@ def cmd_jam(args: argparse.Namespace) -> None:
         f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
         file=sys.stderr,
     )
+    losses = [
+        f"{what} lost {port.lost} times, back {port.back}"
+        for what, port in (("MIDI input", midi_in), ("MIDI output", midi_out))
+        if getattr(port, "lost", 0)
+    ]
+    if losses:
+        print(f"sage-edge: {'; '.join(losses)}", file=sys.stderr)
 
 
 def _print_event(ticks_per_quarter: int):
@@ -323,13 +330,17 @@ def _print_event(ticks_per_quarter: int):
     return print_note
 
 
-def _open_port(port: str, direction: str):
-    """A jam's --in or --out (sage_edge.ports.open_port); a device that cannot be opened is the
-    user's error, as a port name that names no one port (a ValueError) is."""
+def _open_port(port: str, direction: str, reconnect: bool):
+    """A jam's --in or --out (sage_edge.ports.open_port), its losses and returns said on stderr as
+    they happen; a device that cannot be opened is the user's error, as a port name that names no
+    one port (a ValueError) is."""
     from sage_edge import ports
 
+    def report(line: str) -> None:
+        print(f"sage-edge: {line}", file=sys.stderr, flush=True)
+
     try:
-        return ports.open_port(port, direction)
+        return ports.open_port(port, direction, reconnect=reconnect, report=report)
     except OSError as error:
         raise UserError(f"cannot open {error.filename}: {error.strerror}") from None
 
@@ -455,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Listens on a MIDI input (a device such as /dev/snd/midiC1D0, a serial port, "
         "a pty or, with the ports extra, an ALSA sequencer or JACK port by name) and answers "
         "phrases or accompanies on a MIDI output (docs/jam.md). Runs until Ctrl-C or until the "
-        "input ends.",
+        "input ends (a named port, or a device with --reconnect, is waited for instead).",
     )
     add_model(jam)
     port = "a device path or, with the ports extra, a port name (exact, or a unique part of one)"
@@ -511,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run at real-time priority N (SCHED_FIFO, 1-99; needs CAP_SYS_NICE or an rtprio "
         "limit) so that a busy host does not keep the jam from a pulse or a due note (0: off)",
+    )
+    jam.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="an --in device path (a character device: a USB MIDI device, a serial port, a pty) "
+        "that ends or is removed is opened again when it is back, not the end of the jam (named "
+        "ports always are; docs/jam.md)",
     )
     jam.add_argument(
         "--events",

@@ -5,16 +5,33 @@ sequencer or of JACK.
 Either way the jam's one loop (:meth:`sage_edge.live.Jam.serve`) reads bytes from a file
 descriptor and sends each message whole: a named input's messages, delivered by rtmidi on a
 thread of its own, are written to a pipe that the loop reads like a device.
+
+A port that goes away mid-jam (docs/jam.md, "When a port goes away") is looked for again by name
+every :data:`WATCH_S` on a thread of its own and reconnected when it is back: a named port always,
+a device path with ``reconnect`` (the ``--reconnect`` of both front ends; without it the end of a
+device's input is the musician's end). A lost input sends the jam All Notes Off on every channel,
+so the keys held then are released; a lost output drops what is sent until it is back, then gets
+the channels' programs again and note-offs for the notes it was sounding.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import select
+import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 EXTRA_HINT = 'port names need python-rtmidi: pip install "sage-edge[ports]"'
 CLIENT = "sage-edge"  # the client name other programs see our ports under
+WATCH_S = 0.1  # how often a named port is looked for, and a lost one reopened
+# What a lost input says to the jam: All Notes Off (controller 123) on each of the 16 channels.
+ALL_NOTES_OFF = bytes(b for channel in range(16) for b in (0xB0 | channel, 123, 0))
+# A device's read errors that mean it was removed (a USB MIDI device unplugged): ENODEV, ENXIO;
+# EIO is also what a pty whose other side closed gives, an end.
+REMOVED = (errno.ENODEV, errno.ENXIO)
 
 
 class Port(NamedTuple):
@@ -112,6 +129,29 @@ def describe_unreachable(unreachable: dict[str, str]) -> str:
     return "not reached: " + "; ".join(f"{s}: {why}" for s, why in unreachable.items())
 
 
+class Losses:
+    """How often a port went away (``lost``) and came back (``back``); ``report`` (a callable
+    taking one line, or None) hears of each, as it happens."""
+
+    def __init__(self, name: str, direction: str, report: Callable[[str], None] | None):
+        self.name, self.lost, self.back = name, 0, 0
+        self._what = "MIDI input" if direction == "in" else "MIDI output"
+        self._report = report
+
+    def _went(self) -> None:
+        self.lost += 1
+        self._say(f"{self._what} {self.name} lost: waiting for it to come back")
+
+    def _came_back(self, name: str) -> None:
+        self.back += 1
+        self._say(f"{self._what} {self.name} back" + (f" as {name}" if name != self.name else ""))
+        self.name = name
+
+    def _say(self, line: str) -> None:
+        if self._report is not None:
+            self._report(line)
+
+
 class DeviceInput:
     """A device path opened for reading, non-blocking, raw if it is a terminal."""
 
@@ -150,54 +190,226 @@ def _raw_if_terminal(fd: int) -> None:
         tty.setraw(fd)
 
 
-class PortInput:
-    """A named input port: every message it delivers (SysEx, clock and active sensing included,
-    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`."""
+class _PipedInput(Losses):
+    """An input whose messages a thread other than the jam's writes whole to a pipe, whose read
+    end is :meth:`fileno`; losing it writes :data:`ALL_NOTES_OFF` there."""
 
-    def __init__(self, port: Port, client):
-        self._client = client
+    def __init__(self, name: str, report):
+        super().__init__(name, "in", report)
         self._read, self._write = os.pipe()
-        client.ignore_types(sysex=False, timing=False, active_sense=False)
-        client.set_callback(self._deliver)
-        client.open_port(port.index, "in")
-        self.name = port.name
 
-    def _deliver(self, event, _data=None) -> None:
-        message, _delta = event
-        os.write(self._write, bytes(message))
+    def _pass(self, data: bytes) -> None:
+        os.write(self._write, data)
+
+    def _went(self) -> None:
+        self._pass(ALL_NOTES_OFF)
+        super()._went()
 
     def fileno(self) -> int:
         return self._read
 
     def close(self) -> None:
-        self._client.close_port()
-        self._client.delete()
         os.close(self._write)
         os.close(self._read)
 
 
-class PortOutput:
-    """A named output port: each message goes out whole."""
+class ReopenedDeviceInput(_PipedInput):
+    """A character device read on a thread of its own (``--reconnect``): its end or removal (EOF,
+    EIO, ENODEV, ENXIO) is a loss, and the path is opened again every :data:`WATCH_S` until it
+    opens (the same device plugged in again, or a udev symlink pointing at a new one)."""
 
-    def __init__(self, port: Port, client):
-        self._client = client
-        client.open_port(port.index, "out")
-        self.name = port.name
+    def __init__(self, path: str, report=None):
+        self._device: DeviceInput | None = DeviceInput(path)
+        super().__init__(path, report)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def send(self, message: bytes) -> None:
-        self._client.send_message(message)
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            if self._device is None:
+                if self._closing.wait(WATCH_S):
+                    return
+                with contextlib.suppress(OSError):
+                    self._device = DeviceInput(self.name)
+                    self._came_back(self.name)
+                continue
+            if not select.select([self._device.fd], [], [], WATCH_S)[0]:
+                continue
+            try:
+                data = os.read(self._device.fd, 1024)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: a pty whose other side closed; ENODEV, ENXIO: removed
+                data = b""
+            if data:
+                self._pass(data)
+                continue
+            self._device.close()
+            self._device = None
+            self._went()
 
     def close(self) -> None:
-        self._client.close_port()
+        self._closing.set()
+        self._thread.join()
+        if self._device is not None:
+            self._device.close()
+        super().close()
+
+
+def is_character_device(path: str) -> bool:
+    """Whether ``path`` is a character device (a raw MIDI device, a serial port, a pty), the
+    inputs ``--reconnect`` reopens; a regular file or a FIFO ends as it always does."""
+    import stat
+
+    with contextlib.suppress(OSError):
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    return False
+
+
+class _Watched(Losses):
+    """A named port, looked for among its system's ports every :data:`WATCH_S` on a thread of
+    its own (with a client of its own, so that the port's client is only touched to reconnect):
+    gone, it is lost (sent nothing); lost, the port that ``given`` names (:func:`resolve`, as
+    when it was opened) is connected again, through a new client (:meth:`_prepare`, then
+    :meth:`_reconnect`): an rtmidi client whose port was closed and opened again is connected
+    but delivers nothing (python-rtmidi 1.5.8, JACK)."""
+
+    def __init__(self, port: Port, client, given: str, direction: str, report):
+        Losses.__init__(self, port.name, direction, report)
+        rtmidi = _rtmidi()
+        self._api = next(
+            a for a in rtmidi.get_compiled_api() if rtmidi.get_api_name(a) == port.system
+        )
+        self._kind = rtmidi.MidiIn if direction == "in" else rtmidi.MidiOut
+        with _quiet_stderr():
+            self._probe = self._kind(self._api, name=CLIENT)
+        self._client, self._port, self._given, self._direction = client, port, given, direction
+        self._lock = threading.Lock()  # the client, between the jam's thread and the watch
+        self.connected = True
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCH_S):
+            names = self._probe.get_ports()
+            if self.connected and self._port.name not in names:
+                with self._lock:
+                    self.connected = False
+                self._went()
+            elif not self.connected and any(self._given.lower() in n.lower() for n in names):
+                with self._lock:
+                    self._client.delete()
+                    self._client = client = self._kind(self._api, name=CLIENT)
+                    names = client.get_ports()
+                    ports = [Port(self._port.system, i, n) for i, n in enumerate(names)]
+                    try:
+                        self._port = resolve(self._given, ports, self._direction)
+                    except ValueError:  # gone again, or several: looked for again
+                        continue
+                    self._prepare(client)
+                    client.open_port(self._port.index, self._direction)
+                    self.connected = True
+                    self._reconnect()
+                self._came_back(self._port.name)
+
+    def _prepare(self, client) -> None:
+        """Readies a client before its port is opened."""
+
+    def _reconnect(self) -> None:
+        """The port is connected again (called with the lock held)."""
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join()
+        self._probe.delete()
+        with contextlib.suppress(Exception):  # rtmidi raises closing a port not open
+            self._client.close_port()
         self._client.delete()
 
 
-def open_port(port: str, direction: str) -> DeviceInput | DeviceOutput | PortInput | PortOutput:
+class PortInput(_Watched, _PipedInput):
+    """A named input port: every message it delivers (SysEx, clock and active sensing included,
+    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`."""
+
+    def __init__(self, port: Port, client, given: str | None = None, report=None):
+        _PipedInput.__init__(self, port.name, report)
+        self._prepare(client)
+        client.open_port(port.index, "in")
+        _Watched.__init__(self, port, client, given or port.name, "in", report)
+
+    def _prepare(self, client) -> None:
+        client.ignore_types(sysex=False, timing=False, active_sense=False)
+        client.set_callback(self._deliver)
+
+    def _deliver(self, event, _data=None) -> None:
+        message, _delta = event
+        self._pass(bytes(message))
+
+    def close(self) -> None:
+        _Watched.close(self)
+        _PipedInput.close(self)
+
+
+class PortOutput(_Watched):
+    """A named output port: each message goes out whole. Lost, what is sent is dropped (a
+    program change remembered); back, it gets each channel's last program change again and a
+    note-off for each note it was sounding (sent before the loss, not ended since), whose own
+    note-off is then not sent: no note started before the loss is left sounding on it."""
+
+    def __init__(self, port: Port, client, given: str | None = None, report=None):
+        client.open_port(port.index, "out")
+        self._sounding: dict[tuple[int, int], int] = {}  # (channel, key): notes on it sounds
+        self._programs: dict[int, bytes] = {}  # channel: its last program change
+        _Watched.__init__(self, port, client, given or port.name, "out", report)
+
+    def send(self, message: bytes) -> None:
+        kind, channel = message[0] & 0xF0, message[0] & 0x0F
+        with self._lock:
+            if kind == 0xC0:
+                self._programs[channel] = message
+            elif kind in (0x80, 0x90):
+                key = (channel, message[1])
+                if kind == 0x90 and message[2] > 0:
+                    if not self.connected:
+                        return  # dropped: so will its note-off be
+                    self._sounding[key] = self._sounding.get(key, 0) + 1
+                elif self._sounding.get(key, 0) == 0 or not self.connected:
+                    return  # its note-on was dropped, or the note-off waits for the return
+                else:
+                    self._sounding[key] -= 1
+            if self.connected:
+                self._client.send_message(message)
+
+    def _reconnect(self) -> None:
+        for message in self._programs.values():
+            self._client.send_message(message)
+        for (channel, key), count in self._sounding.items():
+            if count:
+                self._client.send_message(bytes([0x80 | channel, key, 64]))
+        self._sounding.clear()
+
+
+def open_port(
+    port: str,
+    direction: str,
+    *,
+    reconnect: bool = False,
+    report: Callable[[str], None] | None = None,
+):
     """Opens PORT for ``"in"`` or ``"out"``: a device path, or a port name resolved by
-    :func:`resolve` among the ports of every MIDI system rtmidi reaches. Raises OSError for a
-    device that cannot be opened and ValueError for a name that names no one port."""
+    :func:`resolve` among the ports of every MIDI system rtmidi reaches. A named port that goes
+    away is reconnected when a port of that name is back; an input device path that is a
+    character device too with ``reconnect`` (:class:`ReopenedDeviceInput`). ``report`` hears of
+    each loss and return, a line each. Raises OSError for a device that cannot be opened and
+    ValueError for a name that names no one port."""
     if is_device_path(port):
-        return DeviceInput(port) if direction == "in" else DeviceOutput(port)
+        if direction == "out":
+            return DeviceOutput(port)
+        if reconnect and is_character_device(port):
+            return ReopenedDeviceInput(port, report)
+        return DeviceInput(port)
     clients, ports, unreachable = _reach(direction)
     found = None
     try:
@@ -207,4 +419,5 @@ def open_port(port: str, direction: str) -> DeviceInput | DeviceOutput | PortInp
             if found is None or system != found.system:
                 client.delete()
     client = clients[found.system]
-    return PortInput(found, client) if direction == "in" else PortOutput(found, client)
+    kind = PortInput if direction == "in" else PortOutput
+    return kind(found, client, port, report)

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -574,6 +575,25 @@ def check_recorded_musician(record: Path, chorale_dir: Path, tempo: float, bars:
         assert pitch == want_pitch and abs(t - want_t) <= 1
 
 
+def parsed(received: list[tuple[int, bytes]]) -> list[tuple[int, mido.Message]]:
+    """MIDI messages with the arrival of the bytes that completed each."""
+    parser, messages = mido.Parser(), []
+    for t, data in received:
+        parser.feed(data)
+        messages += [(t, m) for m in parser]
+    return messages
+
+
+def left_sounding(messages) -> set[tuple[int, int]]:
+    """The (channel, key) of the notes a stream of messages leaves sounding."""
+    sounding = set()
+    for _, m in messages:
+        if m.type in ("note_on", "note_off"):
+            key = (m.channel, m.note)
+            (sounding.add if m.type == "note_on" and m.velocity else sounding.discard)(key)
+    return sounding
+
+
 def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
     """sage-edge jam --in NAME --out NAME on named ports of a JACK server (sage_edge.ports, the
     ports extra): a scripted musician's JACK port plays the soprano's first 2 bars into the jam,
@@ -611,21 +631,177 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
         musician.delete()
         ears.delete()
     assert process.returncode == 0, err
-    parser, messages = mido.Parser(), []
-    for t, data in received:
-        parser.feed(data)
-        messages += [(t, m) for m in parser]
+    messages = parsed(received)
     check_timing_and_programs(start, messages, 60e6 / tempo, {2, 3})
     check_recorded_musician(record, chorale_dir, tempo, 2)
     # Stopped, the jam ended the notes sounding (the answer's third beat) and counted the
     # musician's 7 notes.
-    sounding = set()
-    for _, m in messages:
-        if m.type in ("note_on", "note_off"):
-            key = (m.channel, m.note)
-            (sounding.add if m.type == "note_on" and m.velocity else sounding.discard)(key)
-    assert not sounding
+    assert not left_sounding(messages)
     assert "sage-edge: heard 7 notes, played " in err and "(1 answers)" in err, err
+
+
+class Lines:
+    """A process's stderr read line by line on a thread, for a test to wait for a line."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.lines if text in line]
+            if found:
+                return found[0]
+            time.sleep(0.01)
+        raise AssertionError(f"no line with {text!r} in {timeout} s: {''.join(self.lines)}")
+
+    def text(self) -> str:
+        self._thread.join(10)
+        return "".join(self.lines)
+
+
+def test_cli_jam_reconnects_named_ports_that_come_back(chorale_dir, jack_server):
+    """sage-edge jam on named JACK ports whose clients go away mid-jam and come back: the
+    musician's client leaves after the first phrase, the listener's in the middle of the answer;
+    each is said lost, and back when a client of that name returns. The jam keeps its clock and
+    session: the second phrase, played in bars 6-7 by the returned musician, is heard and answered
+    in bars 8-9 on the returned listener's port (which also gets the rest of the first answer),
+    first the channels' programs again; by the end no note is left sounding on it. The counts say
+    one loss and return of each."""
+    rtmidi, tempo = jack_server, 300
+    quarter = round(60e6 / tempo)
+    bar = 4 * quarter
+    received = []  # the returned listener's messages: (arrival, bytes)
+
+    def musician():
+        port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="musician")
+        port.open_virtual_port("soprano")
+        return port
+
+    def listener(into=None):
+        # The first listener queues what it gets, unread: deleted while a callback of python-rtmidi
+        # would run on JACK's thread, its client's close waits for that callback, which waits for
+        # the interpreter lock that the deleting thread holds.
+        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="listener")
+        if into is not None:
+            port.set_callback(lambda event, _: into.append((now_us(), bytes(event[0]))))
+        port.open_virtual_port("ears")
+        return port
+
+    keys, ears = musician(), listener()
+    command = front_end_command("call-response", "cli", tempo, "--bars", "2")
+    command += ["--in", "musician:soprano", "--out", "ears"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert "listening on musician:soprano" in line, line + process.stderr.read()
+        start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
+        err = Lines(process.stderr)
+        phrase = soprano(chorale_dir, quarter, 2)
+
+        def play(offset_us):
+            for e in phrase:
+                sleep_until(start + offset_us + e.time_us, 2000)
+                keys.send_message([0x90 | e.channel, e.pitch, e.velocity])
+
+        play(0)
+        sleep_until(start + round(2.25 * bar))
+        keys.delete()
+        err.wait_for("MIDI input musician:soprano lost")
+        sleep_until(start + round(2.5 * bar))  # in the answer's first bar
+        ears.delete()
+        err.wait_for("MIDI output listener:ears lost")
+        sleep_until(start + 3 * bar)
+        keys = musician()
+        err.wait_for("MIDI input musician:soprano back")
+        ears = listener(received)
+        err.wait_for("MIDI output listener:ears back")
+        play(6 * bar)
+        sleep_until(start + round(10.25 * bar))
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, err.text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        keys.delete()
+        ears.delete()
+    said = err.text()
+    assert "sage-edge: heard 14 notes, played " in said and "(2 answers)" in said, said
+    assert "MIDI input lost 1 times, back 1; MIDI output lost 1 times, back 1" in said, said
+    messages = parsed(received)
+    ons = [i for i, (_, m) in enumerate(messages) if m.type == "note_on" and m.velocity > 0]
+    assert ons, said
+    programs = {m.channel for _, m in messages[: ons[0]] if m.type == "program_change"}
+    assert {m.channel for _, m in messages if m.type == "note_on"} <= programs
+    # The first answer's notes from its return on (bar 3), and the second answer's.
+    bars = check_timing_and_programs(start, messages, quarter, {3, 8, 9})
+    assert {8, 9} & bars, bars
+    assert not left_sounding(messages)
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_reopen_a_device_path_that_comes_back(tmp_path, chorale_dir, front_end):
+    """--reconnect on a device path: a udev-style symlink to the musician's pty, removed when the
+    musician's side closes after the first phrase (the input's EIO, as a USB MIDI device unplugged
+    gives ENODEV) and later pointing at a new pty. The front end says the input lost, goes on
+    with the answer, reopens the path when it is back, and answers the phrase played then; the
+    counts say one loss and one return."""
+    tempo = 300
+    quarter = round(60e6 / tempo)
+    bar = 4 * quarter
+    link = tmp_path / "midiC1D0"
+
+    def plug():  # a new pty behind the path, as udev links a device plugged in again
+        master, slave = pty.openpty()
+        name = os.ttyname(slave)
+        os.close(slave)  # the node stays while the master is open
+        link.unlink(missing_ok=True)
+        link.symlink_to(name)
+        return master
+
+    keys = plug()
+    out_master, out_slave = pty.openpty()
+    command = front_end_command("call-response", front_end, tempo, "--bars", "2", "--reconnect")
+    jam = front_end == "cli"
+    command += ["--in" if jam else "--midi-in", str(link)]
+    command += ["--out" if jam else "--midi-out", os.ttyname(out_slave)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        start = int(re.search(r"bar 0 at monotonic (\d+) us", line).group(1))
+        err = Lines(process.stderr)
+        receiver = Receiver(out_master)
+        played = midi_bytes(soprano(chorale_dir, quarter, 2))
+
+        def play(offset_us):
+            for t, data in played:
+                sleep_until(start + offset_us + t, 2000)
+                os.write(keys, data)
+
+        play(0)
+        sleep_until(start + round(2.25 * bar))
+        link.unlink()  # unplugged
+        os.close(keys)
+        err.wait_for(f"MIDI input {link} lost")
+        sleep_until(start + 3 * bar)
+        keys = plug()
+        err.wait_for(f"MIDI input {link} back")
+        play(6 * bar)
+        sleep_until(start + round(10.25 * bar))
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == (0 if jam else 130), err.text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(keys)
+    said = err.text()
+    assert "heard 14 notes" in said and "2 answers" in said, said
+    assert "MIDI input lost 1 times, back 1" in said, said
+    time.sleep(0.1)
+    bars = check_timing_and_programs(start, receiver.messages(), quarter, {2, 3, 8, 9})
+    assert {8, 9} & bars and {2, 3} & bars, bars
 
 
 def test_controls_apply_to_the_engines_parts(engine, chorale_dir):

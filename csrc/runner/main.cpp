@@ -63,6 +63,9 @@ constexpr const char* kUsage =
     "                      device, a serial port or a pty and answer or accompany on --midi-out,\n"
     "                      until stopped (or the input ends); --programs are the engine's parts,\n"
     "                      --bars N the bars of a phrase and of an answer (default 4)\n"
+    "  --reconnect         with --midi-in: an input that is a character device (a USB MIDI\n"
+    "                      device, a serial port, a pty) and ends or is removed is opened again\n"
+    "                      when it is back, the jam going on meanwhile (docs/jam.md)\n"
     "  --mode MODE         with --midi-in: call-response (default) or accompany\n"
     "  --rest Q            call-response: a rest of Q quarter notes also ends a phrase (0 = off)\n"
     "  --lookahead N       accompany: the engine plays bar b's parts in bar b + N (default 0:\n"
@@ -149,8 +152,8 @@ constexpr const char* kValueOptions[] = {
     "--programs",  "--start-token",  "--tempo",       "--out",        "--midi-in",
     "--mode",      "--rest",         "--lookahead",   "--meter",      "--musician-program",
     "--clock",     "--listen-ticks", "--rt-priority", "--midi-out"};
-constexpr const char* kSwitches[] = {"--events", "--info",     "--help",
-                                     "--react",  "--no-react", "--predict"};
+constexpr const char* kSwitches[] = {"--events",   "--info",    "--help",     "--react",
+                                     "--no-react", "--predict", "--reconnect"};
 
 bool takes_value(const std::string& flag) {
     for (const char* option : kValueOptions)
@@ -212,8 +215,9 @@ struct Options {
     int32_t meter = 4;
     std::vector<std::pair<uint64_t, int32_t>> meter_changes;  // (from bar, quarters)
     int32_t musician_program = 0;
-    std::string clock;    // "", "in" (follow) or "out" (lead)
-    int rt_priority = 0;  // SCHED_FIFO priority while playing in real time, 0: none
+    std::string clock;       // "", "in" (follow) or "out" (lead)
+    int rt_priority = 0;     // SCHED_FIFO priority while playing in real time, 0: none
+    bool reconnect = false;  // --midi-in: a character device that ends is opened again
     bool events = false;
     bool info = false;
     bool help = false;
@@ -288,6 +292,10 @@ Options parse_args(int argc, char** argv) {
         }
         if (flag == "--predict") {
             o.predict = true;
+            continue;
+        }
+        if (flag == "--reconnect") {
+            o.reconnect = true;
             continue;
         }
         if (flag.rfind("--", 0) != 0) throw UsageError{"unexpected argument '" + flag + "'"};
@@ -388,6 +396,7 @@ Options parse_args(int argc, char** argv) {
     if (o.model.empty()) throw UsageError{"--model FILE is required (see --help)"};
     if (o.rt_priority > 0 && o.midi_in.empty() && o.midi_out.empty())
         throw UsageError{"--rt-priority applies to --midi-in or --midi-out"};
+    if (o.reconnect && o.midi_in.empty()) throw UsageError{"--reconnect applies to --midi-in"};
     if (!o.midi_in.empty()) {
         if (o.midi_out.empty()) throw UsageError{"--midi-in needs --midi-out (see --help)"};
         if (o.programs.empty())
@@ -829,7 +838,9 @@ int64_t monotonic_us() {
 // Plays with a musician (--midi-in): bytes in are stamped with the monotonic clock and given to
 // the jam's live encoder; the jam is polled every millisecond (or sooner, when a byte arrives),
 // and its notes are scheduled and sent on time, like play_midi's. Runs until a signal, or until
-// the input ends and the engine's last answer (or accompanied bar) has been played.
+// the input ends and the engine's last answer (or accompanied bar) has been played; with
+// --reconnect a character device that ends or is removed is lost instead, and opened again every
+// kReopenUs until it is back (docs/jam.md, "When a port goes away").
 int run_jam(const Options& o) {
     sage_model* model = nullptr;
     if (sage_model_load(o.model.c_str(), &model) != SAGE_OK)
@@ -907,7 +918,12 @@ int run_jam(const Options& o) {
     // lookahead_bars later).
     const uint32_t later = jo.mode == SAGE_JAM_ACCOMPANY ? jo.lookahead_bars : 1;
     const double tail_us = bar_us * (2.0 * jo.phrase_bars + later + 2);
-    int64_t ended = -1;       // when the input ended
+    int64_t ended = -1;  // when the input ended
+    const bool reconnect = o.reconnect && in.character_device();
+    constexpr int64_t kReopenUs = 100000;  // lost: how often the path is opened again
+    constexpr sage::runner::AllNotesOff kAllNotesOff;
+    int64_t reopen_at = -1;  // lost: when to open the path again
+    uint64_t lost = 0, back = 0;
     int64_t clock_from = -1;  // following: notes decided for earlier ticks are not played
     uint64_t clock_stops = 0;
     // Sends what is due: by our clock, or by the followed clock's last pulse.
@@ -960,12 +976,32 @@ int run_jam(const Options& o) {
     };
     while (!g_stop) {
         int64_t now = monotonic_us();
-        if (ended < 0) {
+        if (ended < 0 && in.fd() < 0 && now >= reopen_at) {  // lost: is it back?
+            if (in.reopen()) {
+                ++back;
+                std::fprintf(stderr, "sage-edge-run: MIDI input %s back\n", o.midi_in.c_str());
+            } else {
+                reopen_at = now + kReopenUs;
+            }
+        }
+        if (ended < 0 && in.fd() >= 0) {
             ssize_t n;
             while ((n = in.read(bytes, sizeof bytes, &error)) > 0)
                 check(sage_live_midi(live, now, bytes, static_cast<size_t>(n)), "MIDI input");
-            if (n == -2) throw EngineError{error};
-            if (n == 0) ended = now;
+            if (n == sage::runner::MidiIn::kError) throw EngineError{error};
+            if ((n == 0 || n == sage::runner::MidiIn::kRemoved) && reconnect) {
+                // Lost, not ended: the keys held are released, the jam goes on.
+                in.close();
+                ++lost;
+                reopen_at = now + kReopenUs;
+                check(sage_live_midi(live, now, kAllNotesOff.bytes, sizeof kAllNotesOff.bytes),
+                      "MIDI input");
+                std::fprintf(stderr,
+                             "sage-edge-run: MIDI input %s lost: waiting for it to come back\n",
+                             o.midi_in.c_str());
+            } else if (n == 0 || n == sage::runner::MidiIn::kRemoved) {
+                ended = now;  // the musician is done
+            }
         }
         send_due();  // first: a pulse just read may make messages due
         // Once the input has ended and the tail has passed, only what is scheduled is played.
@@ -1016,7 +1052,7 @@ int run_jam(const Options& o) {
                 wait_us,
                 static_cast<int64_t>(scheduler.next_time() * us_per_quarter) - (now - start));
         if (wait_us > 0) {
-            pollfd p{ended < 0 ? in.fd() : -1, POLLIN, 0};
+            pollfd p{ended < 0 ? in.fd() : -1, POLLIN, 0};  // -1 while lost: the timeout
             const timespec timeout{0, static_cast<long>(wait_us) * 1000};
             ppoll(&p, 1, &timeout, nullptr);
         }
@@ -1040,6 +1076,9 @@ int run_jam(const Options& o) {
                      "sage-edge-run: warning: MIDI messages sent more than %.0f ms late %" PRIu64
                      " times (worst %.1f ms)\n",
                      kLateSeconds * 1e3, report.late_sends, report.worst_late_seconds * 1e3);
+    if (lost > 0)
+        std::fprintf(stderr, "sage-edge-run: MIDI input lost %" PRIu64 " times, back %" PRIu64 "\n",
+                     lost, back);
     return g_stop ? 130 : 0;
 }
 

@@ -16,14 +16,14 @@ MidiOut::~MidiOut() {
 int open_midi_device(const std::string& path, int flags, std::string* error) {
     const int fd = ::open(path.c_str(), flags | O_NOCTTY | O_CLOEXEC, 0644);
     if (fd < 0) {
-        *error = path + ": " + std::strerror(errno);
+        if (error != nullptr) *error = path + ": " + std::strerror(errno);
         return -1;
     }
     termios tty;
     if (isatty(fd) && tcgetattr(fd, &tty) == 0) {
         cfmakeraw(&tty);
         if (tcsetattr(fd, TCSANOW, &tty) != 0) {
-            *error = path + ": cannot set raw mode: " + std::strerror(errno);
+            if (error != nullptr) *error = path + ": cannot set raw mode: " + std::strerror(errno);
             ::close(fd);
             return -1;
         }

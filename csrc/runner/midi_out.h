@@ -13,7 +13,8 @@ namespace sage::runner {
 
 // Opens a MIDI device or file with open(2)'s `flags`; a terminal (a serial port, a pty) is put in
 // raw mode so no byte is translated, its baud rate left as configured. Returns the descriptor, or
-// -1 with *error set. MidiOut and MidiIn open through it.
+// -1 with *error set (error may be null: nothing is allocated then). MidiOut and MidiIn open
+// through it.
 int open_midi_device(const std::string& path, int flags, std::string* error);
 
 // The output device or file, opened for writing. A terminal (a serial port or a pty) is put in raw
