@@ -9,6 +9,12 @@ answer it takes the arrival of its first byte and reports, p50/p99/max:
   - from the bar line: first byte minus the answer's bar line (adds where the model put its
     first note, which is music, not delay);
   - from the last note: first byte minus the musician's last note-off of the phrase.
+It also says why two runs can play different notes: how late the script wrote each of the
+musician's messages and how many notes that moved on the grid (another onset or length, so other
+tokens), and the first answer whose notes differ from the same jam's in process with every note
+exactly on time (`as_meant`): a difference with no note moved by the script is what the runner
+heard late (it stamps bytes when it reads them; --rt-priority N keeps a busy host from delaying
+that).
 Part 2 (engine work, in process, simulated clock): the poll at a phrase's end feeds what is left
 of its last bar and generates until the answer's first note; its wall time, the tokens it fed
 and generated, and a Pi 4 estimate from those counts and docs/deploy.md's per-token figures; for
@@ -16,7 +22,7 @@ a jam polled every millisecond (notes fed once final) beside one polled only at 
 last bar fed whole), in one run.
 
     python benchmarks/jam_latency.py [--phrases 200] [--runner PATH] [--runner-before PATH]
-        [--skip-end-to-end]
+        [--skip-end-to-end] [--rt-priority N]
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from sage_edge.live import (
     Jam,
     MidiEvent,
     midi_bytes,
+    now_us,
     score_events,
     sleep_until,
 )
@@ -77,7 +84,7 @@ def phrases(count: int) -> list[list[MidiEvent]]:
     return out
 
 
-def end_to_end(runner: Path, count: int) -> dict:
+def end_to_end(runner: Path, count: int, rt_priority: int = 0) -> dict:
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     command = [
@@ -101,6 +108,8 @@ def end_to_end(runner: Path, count: int) -> dict:
         "--musician-program",
         "52",
         "--events",
+        "--rt-priority",
+        str(rt_priority),
     ]
     # --events goes to a file: a pipe read only at the end fills (64 KiB, about 1 870 notes, the
     # 189th answer of 200) and stops the runner in its write until then, answers 11 s late.
@@ -109,17 +118,22 @@ def end_to_end(runner: Path, count: int) -> dict:
         start = int(re.search(r"monotonic (\d+) us", process.stderr.readline()).group(1))
         arrivals = ByteRecorder(out_master).chunks
         last_off = []
+        played = []  # (the event as meant, when its bytes were written)
         for i, phrase in enumerate(phrases(count)):
             bar0 = start + 2 * i * BAR + BAR  # bar 0 is empty: phrases in bars 1, 3, 5, ...
-            for t, data in midi_bytes([e._replace(time_us=e.time_us + bar0) for e in phrase]):
+            timed = [e._replace(time_us=e.time_us + bar0) for e in phrase]
+            for e, (t, data) in zip(timed, midi_bytes(timed), strict=True):
                 sleep_until(t)
                 os.write(in_master, data)
+                played.append((e, now_us()))
             last_off.append(bar0 + phrase[-1].time_us)
         os.close(in_master)
         _, err = process.communicate(timeout=120)
         events.seek(0)
         out = events.read()
-    onsets = sorted(float(line.split()[0]) for line in out.splitlines() if line.strip())
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    onsets = sorted(float(line[0]) for line in lines)
+    played_notes = [(round(float(line[0]) * TICKS), int(line[2]), int(line[4])) for line in lines]
     lateness, from_bar, from_last = [], [], []
     for i in range(count):
         line = (2 * i + 2) * METER  # the answer's bar line, in quarters
@@ -132,12 +146,94 @@ def end_to_end(runner: Path, count: int) -> dict:
         from_bar.append(first - (start + line * QUARTER))
         from_last.append(first - last_off[i])
     return {
+        "musician": moved_on_the_grid(start, played),
+        "notes": played_notes,
         "answers": len(lateness),
         "lateness": lateness,
         "from bar line": from_bar,
         "from last note": from_last,
         "runner": err.strip(),
     }
+
+
+def grid_tick(time_us: int) -> int:
+    """The grid point nearest a time from bar 0, halves up (the live encoder's rounding)."""
+    return (time_us * TICKS + QUARTER // 2) // QUARTER
+
+
+def moved_on_the_grid(start: int, played: list[tuple[MidiEvent, int]]) -> dict:
+    """What the scripted musician's timing did: each write's lateness (after it, minus the time
+    meant), and the notes it moved on the grid, so into other tokens and another answer: an onset
+    at another grid point, or a length rounding to another count of ticks (a note cut by its
+    phrase's end, whose note-off comes after the bar is taken, keeps its cut length)."""
+    late = [actual - e.time_us for e, actual in played]
+    onsets = lengths = 0
+    sounding: dict[int, tuple[MidiEvent, int]] = {}
+    for e, actual in played:
+        if e.velocity:
+            sounding[e.pitch] = (e, actual)
+            onsets += grid_tick(e.time_us - start) != grid_tick(actual - start)
+            continue
+        on, on_actual = sounding.pop(e.pitch)
+        bar_end = start + ((on.time_us - start) // BAR + 1) * BAR
+        if e.time_us >= bar_end - QUARTER // TICKS // 2:
+            continue  # cut at the phrase's end
+        meant = max(1, grid_tick(e.time_us - on.time_us))
+        lengths += meant != max(1, grid_tick(actual - on_actual))
+    return {"late": late, "onsets moved": onsets, "lengths moved": lengths}
+
+
+def runner_jam(engine, seed: int) -> Jam:
+    """A jam in process set as end_to_end's runner (its seed aside), bar 0 at time 0."""
+    return Jam(
+        engine,
+        "call-response",
+        programs=[53, 54, 42],
+        bars=1,
+        tempo=TEMPO,
+        meter=METER,
+        musician_program=52,
+        start_us=0,
+        seed=seed,
+    )
+
+
+def as_meant(count: int) -> list[tuple[int, int, int]]:
+    """The notes the runner's jam (seed 0, its defaults) plays when every note of the musician
+    comes exactly on time: the same jam in process on a simulated clock, polled every
+    millisecond; (grid tick, pitch, program) each, as the runner's --events give them."""
+    jam = runner_jam(sage_edge.Engine(), seed=0)
+    events = [
+        e._replace(time_us=e.time_us + 2 * i * BAR + BAR)
+        for i, phrase in enumerate(phrases(count))
+        for e in phrase
+    ]
+    notes, t = [], 0
+    for e in [*events, None]:
+        until = (2 * count + 2) * BAR if e is None else e.time_us
+        while t < until:
+            notes += jam.poll(t)
+            while jam.state["generating"]:  # as fast as need be: nothing waits for the engine
+                notes += jam.poll(t)
+            t += 1000
+        if e is not None:
+            jam.note(*e)
+    return [(n.tick, n.pitch, n.program) for n in notes]
+
+
+def first_difference(meant: list, played: list) -> int | None:
+    """The first answer (counted from 0) whose notes differ, or None."""
+    per_answer = METER * TICKS * 2  # an answer every other bar
+
+    def answers(notes):
+        out: dict[int, list] = {}
+        for note in notes:
+            out.setdefault(note[0] // per_answer, []).append(note)
+        return {k: sorted(v) for k, v in out.items()}
+
+    a, b = answers(meant), answers(played)
+    different = [k for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    return different[0] - 1 if different else None
 
 
 def engine_work(count: int) -> dict:
@@ -148,19 +244,6 @@ def engine_work(count: int) -> dict:
     ahead). Also the longest poll of "ahead" during a phrase (the work moved into the bar)."""
     engine = sage_edge.Engine()
     kinds = engine.tokenizer.token_table()["kind"]
-
-    def jam():
-        return Jam(
-            engine,
-            "call-response",
-            programs=[53, 54, 42],
-            bars=1,
-            tempo=TEMPO,
-            meter=METER,
-            musician_program=52,
-            start_us=0,
-            seed=1,
-        )
 
     def phrase_end(j, t) -> tuple[float, int, int, list]:
         """Polls at t until the answer's first note: wall time (us), tokens fed, tokens generated
@@ -178,7 +261,7 @@ def engine_work(count: int) -> dict:
         durations = [k for k in range(bar_at, len(new)) if kinds[new[k]] == Kind.DURATION]
         return took, bar_at + 1, (durations[0] if durations else len(new)) - bar_at, notes
 
-    ahead, whole = jam(), jam()
+    ahead, whole = runner_jam(engine, seed=1), runner_jam(engine, seed=1)
     out = {way: {"work_us": [], "fed": [], "decode": []} for way in ("ahead", "whole")}
     out["poll_in_bar_us"], out["same"] = [], []
     clock = 0  # the "ahead" jam's last poll
@@ -240,6 +323,13 @@ def main() -> None:
         "--runner-before", type=Path, help="another build of the runner, measured after it"
     )
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--rt-priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the runner's --rt-priority (0: normal priority)",
+    )
     args = parser.parse_args()
     print(
         f"kernel {sage_edge.Engine().info['kernel']}; {args.phrases} phrases, "
@@ -273,14 +363,26 @@ def main() -> None:
     print(f"  longest poll during a phrase bar (notes fed ahead): {summary(w['poll_in_bar_us'])}")
     if args.skip_end_to_end:
         return
+    meant = as_meant(args.phrases)
     for runner in [args.runner] + ([args.runner_before] if args.runner_before else []):
-        r = end_to_end(runner, args.phrases)
+        r = end_to_end(runner, args.phrases, args.rt_priority)
         print(
             f"end to end through ptys, {runner} ({r['answers']} answers with notes, load "
             f"average {os.getloadavg()[0]:.2f}): {r['runner']}"
         )
         for key in ("lateness", "from bar line", "from last note"):
             print(f"  first byte, {key}: {summary(r[key])}")
+        m = r["musician"]
+        print(
+            f"  the musician's {len(m['late'])} writes, late by {summary(m['late'])}; notes "
+            f"that moved on the grid (other tokens, another answer): {m['onsets moved']} "
+            f"onsets, {m['lengths moved']} lengths"
+        )
+        differs = first_difference(meant, r["notes"])
+        print(
+            f"  played {len(r['notes'])} notes; in process, every note on time: {len(meant)}; "
+            + ("the same" if differs is None else f"the first different answer: phrase {differs}")
+        )
 
 
 if __name__ == "__main__":
