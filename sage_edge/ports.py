@@ -17,7 +17,6 @@ the channels' programs again and note-offs for the notes it was sounding.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import threading
@@ -29,9 +28,6 @@ CLIENT = "sage-edge"  # the client name other programs see our ports under
 WATCH_S = 0.1  # how often a named port is looked for, and a lost one reopened
 # What a lost input says to the jam: All Notes Off (controller 123) on each of the 16 channels.
 ALL_NOTES_OFF = bytes(b for channel in range(16) for b in (0xB0 | channel, 123, 0))
-# A device's read errors that mean it was removed (a USB MIDI device unplugged): ENODEV, ENXIO;
-# EIO is also what a pty whose other side closed gives, an end.
-REMOVED = (errno.ENODEV, errno.ENXIO)
 
 
 class Port(NamedTuple):
