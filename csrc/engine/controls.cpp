@@ -585,24 +585,32 @@ void Controls::top_lines(int64_t time, std::array<int16_t, kVoices>& lines) cons
     }
 }
 
-// Whether `pitch` in `voice` at the current moment moves in parallel fifths or octaves (or
-// unisons) with another voice from the previous moment, with the lines in line_before_/line_now_.
-bool Controls::makes_parallel(int voice, int pitch, int64_t previous) const {
-    if (previous < 0) return false;
+// Which top lines of `voice` now (parallel_[pitch]) would move in parallel fifths or octaves (or
+// unisons) with another voice from the previous moment, with the lines in line_before_/line_now_:
+// built once per Pitch step, from each other voice that sounds at both moments and moves, rather
+// than looking at every voice for every pitch.
+void Controls::mark_parallels(int voice, int64_t previous) const {
+    parallel_.fill(false);
     const int before = line_before_[voice];
-    const int now = std::max<int>(pitch, line_now_[voice]);  // the top line is the highest note
-    if (before < 0 || now == before) return false;
-    const bool up = now > before;
+    if (previous < 0 || before < 0) return;
     for (int q = 1; q < kVoices; ++q) {
         if (q == voice || line_before_[q] < 0 || line_now_[q] < 0) continue;
         const int moved = line_now_[q] - line_before_[q];
-        if (moved == 0 || (moved > 0) != up) continue;
-        const int interval_before = std::abs(before - line_before_[q]) % 12;
-        const int interval_now = std::abs(now - line_now_[q]) % 12;
-        if (interval_before == interval_now && (interval_now == 0 || interval_now == 7))
-            return true;
+        const int interval = std::abs(before - line_before_[q]) % 12;
+        if (moved == 0 || (interval != 0 && interval != 7)) continue;
+        // The same interval now, moving the same way: a unison or octave is any pitch of q's pitch
+        // class; a fifth is 7 semitones (mod 12) above q's pitch or below it.
+        auto mark = [&](int now) {
+            if (now != before && (now > before) == (moved > 0)) parallel_[now] = true;
+        };
+        const int other = line_now_[q];
+        if (interval == 0) {
+            for (int now = other % 12; now < 128; now += 12) mark(now);
+        } else {
+            for (int now = other + 7; now < 128; now += 12) mark(now);
+            for (int now = other - 7; now >= 0; now -= 12) mark(now);
+        }
     }
-    return false;
 }
 
 void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* logits) const {
@@ -613,14 +621,19 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     if (parallels) {
         top_lines(previous, line_before_);
         top_lines(time, line_now_);
+        mark_parallels(voice, previous);
     }
+    // The top line is the highest note: a pitch under the voice's top line now leaves it as it is.
+    auto makes_parallel = [&](int pitch) {
+        return parallels && parallel_[std::max<int>(pitch, line_now_[voice])];
+    };
     // Which of the grammar's pitches the hard rules leave, and whether parallels would leave any.
     int fitting = 0, clean = 0;
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
         if (!allowed[id] || !pitch_fits(voice, pitch, final_bar_)) continue;
         ++fitting;
-        clean += !(parallels && makes_parallel(voice, pitch, previous));
+        clean += !makes_parallel(pitch);
     }
     if (fitting == 0) return;  // a Program the caller fed: nothing fits, the grammar's mask stands
     const bool mask_parallels = c.parallels_mode == SAGE_RULE_STRICT && clean > 0;
@@ -653,7 +666,7 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
         if (logits != nullptr && c.key_mode == SAGE_RULE_SOFT &&
             !(c.key_classes & (1u << (pitch % 12))))
             logits[id] -= c.key_penalty;
-        if (parallels && makes_parallel(voice, pitch, previous)) {
+        if (makes_parallel(pitch)) {
             if (mask_parallels)
                 allowed[id] = 0;
             else if (logits != nullptr && c.parallels_mode == SAGE_RULE_SOFT)

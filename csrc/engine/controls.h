@@ -80,7 +80,7 @@ class Controls {
     bool can_start(int voice, int64_t time, bool density_full) const;
     int sounding(int voice, int64_t time) const;  // voice -1: every voice
     void top_lines(int64_t time, std::array<int16_t, kVoices>& lines) const;
-    bool makes_parallel(int voice, int pitch, int64_t previous) const;
+    void mark_parallels(int voice, int64_t previous) const;
     void apply_pitches(int voice, int64_t time, uint8_t* allowed, float* logits) const;
     void apply_velocities(int voice, uint8_t* allowed, float* logits) const;
     void scale_velocities(uint8_t* allowed, float* logits) const;
@@ -113,8 +113,10 @@ class Controls {
     std::array<double, 12> chroma_{};  // quarters each pitch class has sounded (the piece's key)
     static constexpr uint64_t kNoBar = ~uint64_t{0};
     uint64_t cadence_bar_ = kNoBar;  // the bar whose cadence key set_cadence_by_ear found
-    // Scratch of apply_pitches: each voice's top line at the previous moment and now.
+    // Scratch of apply_pitches: each voice's top line at the previous moment and now, and which
+    // top lines now would move in parallels (mark_parallels).
     mutable std::array<int16_t, kVoices> line_before_{}, line_now_{};
+    mutable std::array<bool, 128> parallel_{};
 };
 
 }  // namespace sage

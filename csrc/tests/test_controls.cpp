@@ -1,14 +1,21 @@
 // Musical controls (csrc/engine/controls.h) through the C API: the text parser and the checks, and
 // the hard rules holding by construction over 1 000 generated bars with random settings, changed
-// between bars, on the tiny fixture model and on the shipped model.
+// between bars, on the tiny fixture model and on the shipped model; the parallels rule's mask and
+// penalty against its definition over generated streams.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/controls.h"
+#include "engine/detokenizer.h"
+#include "engine/grammar.h"
+#include "engine/model_file.h"
 #include "engine_fixtures.h"
 #include "sage_edge/sage_edge.h"
 #include "testing.h"
@@ -422,6 +429,142 @@ TEST(a_cadence_by_ear_is_the_same_whatever_the_calls) {
         }
         CHECK(runs[0].size() > 20);
         CHECK(runs[0] == runs[1]);
+    }
+    sage_model_free(model);
+}
+
+// The parallels rule by its definition (docs/controls.md), looking at every other voice for the
+// pitch: `pitch` in `voice`, with each voice's top line (its highest pitched note sounding) at the
+// previous moment in `before` and now in `now` (the pitch joins its own voice's line), moves in
+// parallel unisons, octaves or fifths when some other voice moves the same way and the interval
+// between the two lines, mod 12, is 0 or 7 at both moments.
+bool parallel_by_definition(const std::vector<int>& before, const std::vector<int>& now, int voice,
+                            int pitch) {
+    const int mine_before = before[voice], mine_now = std::max(pitch, now[voice]);
+    if (mine_before < 0 || mine_now == mine_before) return false;
+    for (size_t q = 1; q < before.size(); ++q) {
+        if (int(q) == voice || before[q] < 0 || now[q] < 0 || now[q] == before[q]) continue;
+        if ((now[q] > before[q]) != (mine_now > mine_before)) continue;
+        const int interval_before = std::abs(mine_before - before[q]) % 12;
+        const int interval_now = std::abs(mine_now - now[q]) % 12;
+        if (interval_before == interval_now && (interval_now == 0 || interval_now == 7))
+            return true;
+    }
+    return false;
+}
+
+// Replays `stream` through a grammar, a detokenizer and three controls (the CLI's defaults with
+// parallels off, soft and strict) and, at each Pitch step, checks that soft lowers by the penalty
+// exactly the logits of the pitches the definition finds parallel, and strict masks exactly them
+// (unless that would leave no pitch), touching nothing else. Returns how many Pitch steps had a
+// parallel pitch.
+int check_parallels(const sage::Model& model, const std::vector<int32_t>& stream) {
+    const int n_vocab = model.config.vocab_size, tpq = model.config.ticks_per_quarter;
+    const sage::TokenInfo* vocab = model.vocab.data();
+    sage::Grammar grammar(vocab, n_vocab, tpq);
+    sage::Detokenizer detokenizer(vocab, n_vocab, tpq);
+    std::vector<sage::Controls> controls(3, sage::Controls(vocab, n_vocab, tpq));
+    const int32_t modes[3] = {SAGE_RULE_OFF, SAGE_RULE_SOFT, SAGE_RULE_STRICT};
+    sage_controls settings = sage_controls_default();
+    for (int k = 0; k < 3; ++k) {
+        settings.parallels_mode = modes[k];
+        controls[k].set(settings);
+    }
+    struct Note {
+        int64_t onset, end;
+        int voice, pitch;
+    };
+    std::vector<Note> heard;
+    std::vector<std::vector<uint8_t>> allowed(3, std::vector<uint8_t>(n_vocab));
+    std::vector<std::vector<float>> logits(3, std::vector<float>(n_vocab));
+    int with_parallels = 0;
+    for (int32_t token : stream) {
+        grammar.allowed(allowed[0].data());
+        bool pitch_next = false;
+        for (int i = 0; i < n_vocab; ++i)
+            pitch_next = pitch_next || (allowed[0][i] && vocab[i].kind == sage::Kind::Pitch);
+        if (pitch_next) {
+            for (int k = 0; k < 3; ++k) {
+                allowed[k] = allowed[0];
+                for (int i = 0; i < n_vocab; ++i) logits[k][i] = std::sin(float(i + token));
+                controls[k].apply(grammar, detokenizer, allowed[k].data(), logits[k].data());
+            }
+            // The previous moment (the last pitched onset before this note's) and the top lines.
+            const int64_t time = detokenizer.onset_ticks();
+            int64_t previous = -1;
+            for (const Note& h : heard)
+                if (h.voice != 0 && h.onset < time) previous = std::max(previous, h.onset);
+            std::vector<int> before(SAGE_CONTROL_PROGRAMS, -1), now(SAGE_CONTROL_PROGRAMS, -1);
+            for (const Note& h : heard) {
+                if (h.voice == 0) continue;
+                if (previous >= 0 && h.onset <= previous && previous < h.end)
+                    before[h.voice] = std::max(before[h.voice], h.pitch);
+                if (h.onset <= time && time < h.end) now[h.voice] = std::max(now[h.voice], h.pitch);
+            }
+            const int voice = detokenizer.program() + 1;
+            std::vector<bool> parallel(n_vocab, false);
+            int clean = 0, found = 0;
+            for (int i = 0; i < n_vocab; ++i) {
+                if (!allowed[0][i] || vocab[i].kind != sage::Kind::Pitch) continue;
+                parallel[i] =
+                    previous >= 0 && parallel_by_definition(before, now, voice, vocab[i].a);
+                found += parallel[i];
+                clean += !parallel[i];
+            }
+            with_parallels += found > 0;
+            for (int i = 0; i < n_vocab; ++i) {
+                CHECK_EQ(allowed[1][i], allowed[0][i]);  // soft: the same mask, penalties
+                const float penalty = parallel[i] ? settings.parallels_penalty : 0.0f;
+                CHECK(logits[1][i] == (parallel[i] ? logits[0][i] - penalty : logits[0][i]));
+                CHECK_EQ(allowed[2][i], uint8_t(allowed[0][i] && !(parallel[i] && clean > 0)));
+                CHECK(logits[2][i] == logits[0][i]);  // strict: a mask, no penalty
+            }
+        }
+        grammar.accept(token);
+        sage::NoteEvent note;
+        const bool completed = detokenizer.push(token, &note);
+        for (sage::Controls& c : controls)
+            c.accept(token, detokenizer, completed ? &note : nullptr);
+        if (completed && note.program >= 0) {
+            const int64_t onset = std::llround(note.time * tpq);
+            heard.push_back(
+                {onset, onset + std::llround(note.duration * tpq), note.program + 1, note.pitch});
+        }
+    }
+    return with_parallels;
+}
+
+// The parallels rule's mask and penalty (computed once per Pitch step from the other voices'
+// lines) against its definition, over streams generated with the rule soft (the CLI's default) and
+// strict: the shipped model's chorale voices, and a piano with a cello (the piano's chords put a
+// pitch under its own voice's top line).
+TEST(the_parallels_rule_masks_and_penalises_by_its_definition) {
+    sage_model* model = load_or_die(SAGE_SHIPPED_MODEL);
+    const std::unique_ptr<sage::Model> table = sage::Model::load(SAGE_SHIPPED_MODEL);
+    const std::vector<int32_t> choir = {52, 53, 54, 42}, piano = {0, 42};
+    const size_t n_tokens = kShippedScale == 1 && kBars == 1000 ? 3000 : 600;
+    for (const std::vector<int32_t>* programs : {&choir, &piano}) {
+        for (int32_t mode : {SAGE_RULE_SOFT, SAGE_RULE_STRICT}) {
+            sage_session_options options = sage_session_options_default();
+            options.seed = 5;
+            sage_session* session = nullptr;
+            CHECK_EQ(sage_session_create(model, &options, &session), SAGE_OK);
+            CHECK_EQ(sage_session_set_programs(session, programs->data(), programs->size()),
+                     SAGE_OK);
+            sage_controls c = sage_controls_default();
+            c.parallels_mode = mode;
+            CHECK_EQ(sage_session_set_controls(session, &c), SAGE_OK);
+            const sage_sampling sampling = sage_sampling_default();
+            std::vector<int32_t> stream(n_tokens);
+            CHECK_EQ(sage_session_generate(session, &sampling, stream.data(), stream.size()),
+                     SAGE_OK);
+            sage_session_free(session);
+            const int with_parallels = check_parallels(*table, stream);
+            std::printf("%zu programs, parallels %s: %d Pitch steps of %zu tokens had one\n",
+                        programs->size(), mode == SAGE_RULE_SOFT ? "soft" : "strict",
+                        with_parallels, n_tokens);
+            CHECK(with_parallels > 0);  // the rule had something to do
+        }
     }
     sage_model_free(model);
 }
