@@ -118,9 +118,19 @@ bool Grammar::may_follow(const TokenInfo& token) const {
 }
 
 void Grammar::allowed(uint8_t* mask) const {
+    // Only a TimeSig's, a Position's and a Program's values count: every other kind is asked once
+    // (-1: ask each token).
+    std::array<int8_t, kNumKinds> of_kind;
+    for (int k = 0; k < kNumKinds; ++k) {
+        const Kind kind = static_cast<Kind>(k);
+        of_kind[k] = kind == Kind::TimeSig || kind == Kind::Position || kind == Kind::Program
+                         ? -1
+                         : may_follow(TokenInfo{Family{}, kind, 0, 0});
+    }
     bool any = false;
     for (int i = 0; i < vocab_size_; ++i) {
-        mask[i] = may_follow(vocab_[i]) ? 1 : 0;
+        const int8_t known = of_kind[static_cast<int>(vocab_[i].kind)];
+        mask[i] = known >= 0 ? static_cast<uint8_t>(known) : may_follow(vocab_[i]) ? 1 : 0;
         any = any || mask[i];
     }
     // Never a dead end (a program list that matches no Program token could cause one): a Bar,
