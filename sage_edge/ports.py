@@ -3,8 +3,8 @@ serial port, a pty) or, with the ``ports`` extra (python-rtmidi), the name of a 
 sequencer or of JACK.
 
 Either way the jam's one loop (:meth:`sage_edge.live.Jam.serve`) reads bytes from a file
-descriptor and sends each message whole: a named input's messages, read from rtmidi's queue on
-a thread of their own, are written to a pipe that the loop reads like a device.
+descriptor and sends each message whole: a named input's messages, delivered by rtmidi on a
+thread of its own, are written to a pipe that the loop reads like a device.
 
 A port that goes away mid-jam (docs/jam.md, "When a port goes away") is looked for again by name
 every :data:`WATCH_S` on a thread of its own and reconnected when it is back: a named port always,
@@ -20,14 +20,12 @@ import contextlib
 import os
 import select
 import threading
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 EXTRA_HINT = 'port names need python-rtmidi: pip install "sage-edge[ports]"'
 CLIENT = "sage-edge"  # the client name other programs see our ports under
 WATCH_S = 0.1  # how often a named port is looked for, and a lost one reopened
-READ_S = 0.0005  # how often a named input's queue is read when it was found empty
 # What a lost input says to the jam: All Notes Off (controller 123) on each of the 16 channels.
 ALL_NOTES_OFF = bytes(b for channel in range(16) for b in (0xB0 | channel, 123, 0))
 
@@ -329,37 +327,23 @@ class _Watched(Losses):
 
 class PortInput(_Watched, _PipedInput):
     """A named input port: every message it delivers (SysEx, clock and active sensing included,
-    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`.
-
-    The messages are read from rtmidi's queue on a thread of ours, every :data:`READ_S` while it
-    is empty, not delivered by a callback: a callback runs on the MIDI system's thread and waits
-    there for the interpreter lock, and python-rtmidi holds that lock while it opens a client or
-    closes a port, which wait for that thread (JACK): with a musician playing, opening the output
-    port or closing the input hung."""
+    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`."""
 
     def __init__(self, port: Port, client, given: str | None = None, report=None):
         _PipedInput.__init__(self, port.name, report)
         self._prepare(client)
         client.open_port(port.index, "in")
         _Watched.__init__(self, port, client, given or port.name, "in", report)
-        self._reader = threading.Thread(target=self._read_queue, daemon=True)
-        self._reader.start()
 
     def _prepare(self, client) -> None:
         client.ignore_types(sysex=False, timing=False, active_sense=False)
+        client.set_callback(self._deliver)
 
-    def _read_queue(self) -> None:
-        while not self._closing.is_set():
-            with self._lock:  # the client, which a reconnect replaces
-                event = self._client.get_message()
-            if event is None:
-                time.sleep(READ_S)
-            else:
-                self._pass(bytes(event[0]))
+    def _deliver(self, event, _data=None) -> None:
+        message, _delta = event
+        self._pass(bytes(message))
 
     def close(self) -> None:
-        self._closing.set()
-        self._reader.join()
         _Watched.close(self)
         _PipedInput.close(self)
 
