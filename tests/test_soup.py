@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sage_edge import format as sage_format
 from sage_edge.engine import DEFAULT_MODEL, Engine
@@ -44,3 +46,55 @@ def test_a_soup_needs_one_architecture(tiny_models, tmp_path, capsys):
     assert "architecture differs" in capsys.readouterr().err
     assert soup.main([str(tiny_models["q8_0"]), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_a_greedy_soup_keeps_only_files_that_lower_the_validation_loss(
+    chorale_dir, tokenizer, tmp_path, capsys
+):
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no default model is packaged")
+    from training import data
+    from training.train import Dist, TrainConfig, evaluate
+
+    corpus = tmp_path / "corpus"
+    data.prepare(corpus, [], midi_dir=chorale_dir, workers=1, progress=False)
+    # the default model at three temperatures (its output matrix scaled): on these chorales its
+    # best lies between 1 and 1.5, so the mean of those two (1.25) beats both, and 4 is far off
+    default = sage_format.read(DEFAULT_MODEL)
+    paths = []
+    for scale in (1.5, 4.0, 1.0):
+        scaled = copy.deepcopy(default)
+        output = default.tensors["output"].dequantize() * scale
+        scaled.tensors["output"] = sage_format.Tensor.from_array(output, "q8_0")
+        paths.append(tmp_path / f"x{scale}.sage")
+        sage_format.write(paths[-1], scaled)
+
+    kept, rows = soup.greedy_choice(paths, corpus, ["midi"])
+
+    pieces = data.load_split(corpus, "valid", tokenizer)
+
+    def loss(files):
+        model = soup.mean_model([sage_format.read(f) for f in files])
+        with torch.no_grad():
+            return evaluate(model, pieces, tokenizer, TrainConfig(1), Dist(), "cpu")[0]
+
+    assert [Path(r["file"]).name for r in rows] == ["x1.0.sage", "x1.5.sage", "x4.0.sage"]
+    assert [r["kept"] for r in rows] == [True, True, False]
+    assert kept == [paths[2], paths[0]]
+    means = ([paths[2]], [paths[2], paths[0]], [paths[2], paths[0], paths[1]])
+    for row, files in zip(rows, means, strict=True):
+        assert row["own"] == pytest.approx(loss([row["file"]]), rel=1e-6)
+        assert row["mean"] == pytest.approx(loss(files), rel=1e-6)
+    assert rows[1]["mean"] < rows[0]["mean"] < rows[1]["own"]
+
+    out = tmp_path / "greedy.sage"
+    args = [*map(str, paths), "--greedy", str(corpus), "--valid-collections", "midi"]
+    assert soup.main([*args, "--out", str(out)]) == 0
+    assert "x4.0.sage: own" in capsys.readouterr().out
+    made = sage_format.read(out).metadata["model"]["soup_of"]
+    assert [s["file"] for s in made] == ["x1.0.sage", "x1.5.sage"]
+    # one file alone, a collection the valid split lacks: refused with a message
+    assert soup.main([str(paths[2]), str(paths[1]), *args[3:], "--out", str(out)]) == 2
+    assert "no soup lowers it" in capsys.readouterr().err
+    assert soup.main([*args[:-1], "nowhere", "--out", str(out)]) == 2
+    assert "no valid pieces of collections ['nowhere']" in capsys.readouterr().err
