@@ -5,9 +5,10 @@
  * Reads a musician's MIDI bytes from IN (a USB MIDI device such as /dev/snd/midiC1D0, a serial
  * port or a pty), and after each phrase of 2 bars answers 2 bars on PROGRAM (default 42, cello)
  * to OUT, at BPM (default 120) in 4/4 from the moment it starts. Bytes go to the jam's live
- * encoder stamped with the monotonic clock; the jam is polled every millisecond; each note it
- * returns goes to the engine's MIDI scheduler, which writes its messages when due. It stops when
- * IN ends. Nothing is allocated after the jam and the scheduler are created.
+ * encoder stamped with the monotonic clock; the engine's jam player polls the jam and says which
+ * bytes are due, and how long to wait for input until it is called again. When IN ends, it plays
+ * on until the last phrase has been answered. Nothing is allocated after the jam and the player
+ * are created.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -25,18 +26,15 @@ static int64_t now_us(void) {
     return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-/* Writes every message due by `now`; returns the time of the next one (or now + 1 ms). */
-static int64_t send_due(sage_midi_scheduler* scheduler, int out, int64_t now) {
+/* Writes every message the player says is due at `now`. */
+static void send_due(sage_jam_player* player, int out, int64_t now) {
     unsigned char bytes[256];
     size_t n = 0;
-    sage_midi_scheduler_state state;
     do {
-        sage_midi_scheduler_take_due(scheduler, (double)now, bytes, sizeof bytes, &n);
+        sage_jam_player_take_due(player, now, bytes, sizeof bytes, &n);
         if (n > 0 && write(out, bytes, n) != (ssize_t)n) perror("write");
         sent += n;
     } while (n > 0);
-    sage_midi_scheduler_get_state(scheduler, &state);
-    return state.queued > 0 && state.next_time < now + 1000 ? (int64_t)state.next_time : now + 1000;
 }
 
 static int fail(const char* what) {
@@ -48,13 +46,13 @@ int main(int argc, char** argv) {
     sage_model* model = NULL;
     sage_jam* jam = NULL;
     sage_live* live = NULL;
-    sage_midi_scheduler* scheduler = NULL;
-    sage_midi_scheduler_state waiting;
+    sage_jam_player* player = NULL;
+    sage_jam_player_state played;
     sage_jam_options options = sage_jam_options_default();
     sage_jam_note notes[64];
     unsigned char bytes[256];
+    size_t count = 0;
     int in, out, input_open = 1;
-    int64_t ended = 0, tail_us;
     double bpm = argc > 4 ? atof(argv[4]) : 120.0;
     if (argc < 4) {
         fprintf(stderr, "usage: answer_midi MODEL.sage IN OUT [BPM] [PROGRAM]\n");
@@ -72,35 +70,35 @@ int main(int argc, char** argv) {
     options.n_programs = 1;
     options.live.us_per_quarter = (uint32_t)(60e6 / bpm);
     options.live.start_us = now_us();
-    tail_us = 5 * 4 * (int64_t)options.live.us_per_quarter; /* a last phrase and its answer */
     if (sage_jam_create(model, &options, &jam) != SAGE_OK) return fail("jam");
-    if (sage_midi_scheduler_create(1024, &scheduler) != SAGE_OK) return fail("scheduler");
+    if (sage_jam_player_create(jam, 0, &player) != SAGE_OK) return fail("player");
     sage_jam_get_live(jam, &live);
 
     for (;;) {
-        int64_t now = now_us(), next;
-        size_t count = 0, i;
+        int64_t now = now_us(), wait_us = 0;
         struct timespec wait;
         ssize_t n = -1;
         while (input_open && (n = read(in, bytes, sizeof bytes)) != 0) {
             if (n < 0) break; /* nothing waiting */
             sage_live_midi(live, now, bytes, (size_t)n);
         }
-        if (input_open && n == 0) input_open = 0, ended = now;
-        sage_midi_scheduler_get_state(scheduler, &waiting);
-        if (!input_open && now - ended > tail_us && waiting.queued == 0) break;
-        if (sage_jam_poll(jam, now, notes, 64, &count) != SAGE_OK) return fail("poll");
-        for (i = 0; i < count; i++) { /* a full scheduler drops the note: never in 2 bars */
-            const sage_jam_note* j = &notes[i];
-            const sage_midi_note note = {(double)j->time_us, (double)j->end_us, j->pitch,
-                                         j->velocity,        j->program,        j->channel};
-            sage_midi_scheduler_add(scheduler, &note);
-        }
-        next = send_due(scheduler, out, now_us()) - now_us(); /* sleep until then, 1 ms at most */
+        if (input_open && n == 0) input_open = 0, sage_jam_player_input_ended(player, now);
+        do { /* the notes are queued in the player; a program could print them */
+            if (sage_jam_player_poll(player, now, notes, 64, &count) != SAGE_OK)
+                return fail("poll");
+        } while (count == 64);
+        send_due(player, out, now_us());
+        sage_jam_player_get_state(player, &played);
+        if (played.done) break; /* the input ended and the last answer has been played */
+        sage_jam_player_wait(player, now_us(), &wait_us); /* 1 ms at most */
         wait.tv_sec = 0;
-        wait.tv_nsec = (long)(next < 0 ? 0 : next > 1000 ? 1000000 : next * 1000);
+        wait.tv_nsec = (long)wait_us * 1000;
         nanosleep(&wait, NULL);
     }
+    do { /* nothing sounds after the end */
+        sage_jam_player_stop(player, bytes, sizeof bytes, &count);
+        if (count > 0 && write(out, bytes, count) != (ssize_t)count) perror("write");
+    } while (count > 0);
     {
         sage_live_counts heard;
         sage_jam_state state;
@@ -109,7 +107,7 @@ int main(int argc, char** argv) {
         printf("answer_midi: heard %lu notes, answered %lu phrases, sent %lu bytes\n",
                (unsigned long)heard.notes, (unsigned long)state.answers, sent);
     }
-    sage_midi_scheduler_free(scheduler);
+    sage_jam_player_free(player);
     sage_jam_free(jam);
     sage_model_free(model);
     close(in);

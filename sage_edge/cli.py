@@ -304,7 +304,8 @@ def cmd_jam(args: argparse.Namespace) -> None:
         engine.tokenizer.decode(jam.history()).dump_midi(args.record)
     print(
         f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
-        f"({jam.state['answers']} answers); {counts['late_sends']} sends over 10 ms late",
+        f"({jam.state['answers']} answers); {counts['late_sends']} sends over "
+        f"{_native().JAM_LATE_US / 1000:g} ms late",
         file=sys.stderr,
     )
     losses = [

@@ -323,7 +323,6 @@ class Jam:
             channel_programs[DRUM_CHANNEL] = -1
         self.start_us = now_us() if start_us is None else int(start_us)
         self.clock = clock
-        self._us_per_quarter = round(60e6 / tempo)
         self._jam = _engine.Jam(
             engine._model,
             MODES[mode],
@@ -337,7 +336,7 @@ class Jam:
             _sampling_or_default(sampling).values(),
             seed,
             self.start_us,
-            self._us_per_quarter,
+            round(60e6 / tempo),
             meter,
             list(channel_programs),
             clock == "in",
@@ -345,7 +344,6 @@ class Jam:
         self._live = self._jam.live()
         if (controls := _controls_or_none(controls)) is not None:
             self._jam.set_controls(controls.settings)
-        self._bars, self._accompany = bars, mode == "accompany"
 
     def note(self, time_us: int, channel: int, pitch: int, velocity: int) -> None:
         """A note on (velocity 0: off) the musician played at ``time_us``."""
@@ -416,9 +414,10 @@ class Jam:
         times (a program change on a channel's first note), or, following a clock
         (``clock="in"``), once the clock's pulse reaches their grid tick; leading it
         (``clock="out"``), Start at bar 0 and 24 pulses per quarter note go out before the notes
-        due at the same time (docs/jam.md, "Clock"). ``on_note`` is called with each note as it
-        is scheduled. The engine's MIDI scheduler (``sage_midi_scheduler_*``, as sage-edge-run's)
-        times the messages and keeps its rules (docs/jam.md, "Playing the notes").
+        due at the same time, and Stop at the end (docs/jam.md, "Clock"). ``on_note`` is called
+        with each note as it is scheduled. The engine's jam player (``sage_jam_player_*``, as
+        sage-edge-run's) times the messages and the clock, keeps the MIDI scheduler's rules and
+        ends the session (docs/jam.md, "Playing the notes").
         ``rt_priority`` N asks for real-time priority (SCHED_FIFO N) while playing, as
         ``sage-edge-run --rt-priority``; refused, it warns and plays at normal priority. Runs
         until ``stop()`` is true (the notes sounding then are ended at once) or the input ends
@@ -428,52 +427,18 @@ class Jam:
             midi_in = midi_in.fileno()
         send = midi_out.send if hasattr(midi_out, "send") else functools.partial(os.write, midi_out)
         os.set_blocking(midi_in, False)
-        following, leading = self.clock == "in", self.clock == "out"
-        # Messages due in microseconds on our clock, or, following a clock, at the grid tick whose
-        # pulse makes them due (sage_jam_note.tick); room for 1 365 notes, as sage-edge-run's.
-        scheduler = _engine.MidiScheduler(1365)
-        ended, played, late, next_pulse, clock_from, stops = None, 0, 0, 0, -1, 0
-        # After the input ends: the bars a last phrase needs to end and be answered (or
-        # accompanied, lookahead bars later), as sage-edge-run waits.
-        later = self.options["lookahead"] if self._accompany else 1
-        tail = self.bar_time(2 * self._bars + later + 2) - self.bar_time(0)
+        # The engine plays the notes: their timing, the clock led or followed, and the end.
+        player = _engine.JamPlayer(self._jam, self.clock == "out")
+        ended = False
 
         def send_due() -> None:
-            nonlocal late, next_pulse, clock_from, stops
-            now = now_us()
-            if following:
-                counts = self._live.counts()
-                if counts["clock_stops"] != stops:  # a Stop: the music stands until Continue
-                    stops = counts["clock_stops"]
-                    send_some(scheduler.release())
-                if counts["clock_from_tick"] != clock_from:
-                    # A Start, or a Continue a Song Position Pointer moved: the notes decided for
-                    # ticks before where the music goes on, whose time passed without the clock
-                    # or was jumped, are not played; program changes and the note-offs of notes
-                    # sounding go out (sage_live_counts.clock_from_tick).
-                    clock_from = counts["clock_from_tick"]
-                    send_some(scheduler.skip_before(clock_from))
-                due_by = counts["clock_tick"]  # -1 before the first pulse: nothing is due
-            else:
-                due_by = now
-            while leading and self.start_us + next_pulse * self._us_per_quarter / 24 <= now:
-                if next_pulse == 0:
-                    send(bytes([0xFA]))  # Start, then its first pulse: one message a send
-                send(bytes([0xF8]))
-                next_pulse += 1
-            due = scheduler.next_time
-            if due is not None and due <= due_by:
-                late += not following and now - due > 10_000
-                send_some(scheduler.take_due(due_by))
-
-        def send_some(messages: list[bytes]) -> None:
-            for message in messages:
+            for message in player.take_due(now_us()):
                 send(message)
 
         with real_time(rt_priority):
             while stop is None or not stop():
                 now = now_us()
-                while ended is None:
+                while not ended:
                     try:
                         data = os.read(midi_in, 1024)
                     except BlockingIOError:
@@ -481,38 +446,27 @@ class Jam:
                     except OSError:  # EIO: a pty whose other side closed
                         data = b""
                     if not data:
-                        ended = now
+                        ended = True
+                        player.input_ended(now)
                         break
                     self.midi(now, data)
                 send_due()  # first: a pulse just read may make notes due
-                closing = ended is not None and now - ended > tail
-                for n in [] if closing else self.poll(now):
-                    if following and n.tick < clock_from:
-                        continue  # its time passed without the clock
-                    due = n.tick if following else n.time_us
-                    end = n.end_tick if following else n.end_us
-                    if not scheduler.add(due, end, n.pitch, n.velocity, n.program, n.channel):
-                        continue  # 1 365 notes ahead: cannot happen in a bar
-                    played += 1
+                for n in player.poll(now):
                     if on_note is not None:
-                        on_note(n)
+                        on_note(JamNote(*n))
                 send_due()
-                if closing and (following or not scheduler.queued):
-                    break  # following: no pulses will come to play the rest (silenced below)
-                now = now_us()
-                wait = 1000
-                due = scheduler.next_time
-                if due is not None and not following:  # following, pulses wake the wait as input
-                    wait = min(wait, due - now)
-                if leading:
-                    wait = min(wait, self.start_us + next_pulse * self._us_per_quarter / 24 - now)
-                if self._jam.state()["generating"]:
-                    wait = 0  # a poll generates one short step: read the input, then go on
-                ready = [midi_in] if ended is None else []
-                select.select(ready, [], [], max(0, wait) / 1e6)
-            send_some(scheduler.silence())
-        counts = self._live.counts()
-        return {"heard": counts["notes"], "played": played, "late_sends": late}
+                if player.state()["done"]:
+                    break
+                wait = player.wait(now_us())
+                select.select([] if ended else [midi_in], [], [], wait / 1e6)
+            for message in player.stop():
+                send(message)
+        counts, played = self._live.counts(), player.state()
+        return {
+            "heard": counts["notes"],
+            "played": played["notes"],
+            "late_sends": played["late_sends"],
+        }
 
     def play(self, events: Iterable[MidiEvent], until_us: int | None = None) -> Iterator[JamNote]:
         """Plays timed events (a list, a file's notes, a recorded take) into the jam on a

@@ -880,16 +880,16 @@ def test_front_ends_follow_a_drifting_clock(front_end):
     assert late[len(late) // 2] < 5000, late
 
 
-def play_with_a_clock(front_end: str, schedule: list[tuple[int, list[int]]]):
-    """``front_end`` (sage-edge-run or sage-edge jam) following the input's clock (--clock in),
-    call and response in 1-bar phrases of 2/4 at 240 BPM, on two ptys; writes ``schedule``'s
-    bytes at their times (microseconds from its bar 0). Returns when each write began, the notes
-    the engine decided as (grid tick, pitch) (--events), its messages out with their arrival
-    times, and its stderr."""
+def play_with_a_clock(front_end: str, schedule: list[tuple[int, list[int]]], clock: str = "in"):
+    """``front_end`` (sage-edge-run or sage-edge jam) following the input's clock (--clock in), or
+    leading one (``clock="out"``), call and response in 1-bar phrases of 2/4 at 240 BPM, on two
+    ptys; writes ``schedule``'s bytes at their times (microseconds from its bar 0). Returns when
+    each write began, the notes the engine decided as (grid tick, pitch) (--events), its messages
+    out with their arrival times, and its stderr."""
     in_master, in_slave = pty.openpty()
     out_master, out_slave = pty.openpty()
     command = front_end_command(
-        "call-response", front_end, 240, "--bars", "1", "--meter", "2", "--clock", "in", "--events"
+        "call-response", front_end, 240, "--bars", "1", "--meter", "2", "--clock", clock, "--events"
     )
     command = port_options(command, os.ttyname(in_slave), os.ttyname(out_slave))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1070,15 +1070,61 @@ def test_clock_options_are_checked(engine):
 
 
 @pytest.mark.parametrize("front_end", ["runner", "cli"])
-def test_front_ends_lead_the_clock(tmp_path, front_end):
-    """--clock out (sage-edge-run or sage-edge jam): Start, then 24 pulses per quarter note on
-    the output, on time."""
+def test_front_ends_lead_the_clock_through_the_tail_and_stop(tmp_path, front_end):
+    """--clock out (sage-edge-run or sage-edge jam, both through the engine's jam player): Start,
+    24 pulses per quarter note, and Stop at the end. The input (/dev/null) ends at once, in bar
+    0; with 1-bar phrases the jam plays on until bar 0 + 2 + 1 + 2 = 5 starts, by the bar table:
+    bars 0 and 1 of 1/4, then 3/4 (--meter 1,2:3), so 11 quarters, pulses 0 to 264 (the last on
+    the tail's end; the next is due 1/24 quarter later). Before, the runner waited 5 of its
+    longest bars (15 quarters) and Jam.serve the first 5 bars of the table wherever the input
+    ended, and neither sent Stop."""
     out = tmp_path / "clock.midi"
-    command = front_end_command("call-response", front_end, 600, "--bars", "1", "--meter", "1")
-    command = port_options([*command, "--clock", "out"], "/dev/null", str(out))
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    command = front_end_command(
+        "call-response", front_end, 600, "--bars", "1", "--meter", "1,2:3", "--clock", "out"
+    )
+    result = subprocess.run(
+        port_options(command, "/dev/null", str(out)), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     data = out.read_bytes()
-    # The input ends at once: the runner plays on for 5 bars of 1/4 (a last phrase's worth).
-    assert data[:2] == bytes([0xFA, 0xF8]) and set(data) == {0xFA, 0xF8}
-    assert 5 * 24 <= data.count(0xF8) <= 5 * 24 + 12  # the last poll may come a little later
+    assert data[:2] == bytes([0xFA, 0xF8]) and data[-1] == 0xFC, data[-4:]
+    assert set(data[1:-1]) == {0xF8}
+    # A late wake-up on this shared host may send one or two pulses more before it closes.
+    assert 11 * 24 + 1 <= data.count(0xF8) <= 11 * 24 + 3, data.count(0xF8)
+
+
+@pytest.mark.parametrize("front_end", ["runner", "cli"])
+def test_front_ends_lead_the_clock_with_the_notes_on_its_pulses(front_end):
+    """--clock out through ptys, call and response in 1-bar phrases of 2/4 at 240 BPM: every
+    note-on of the answers goes out right after the pulse of its grid tick (2 pulses a tick at 12
+    ticks a quarter: pulse 2 * tick, the (2 * tick + 1)th since Start), in the same batch, not
+    before it; the jam player times the pulses and the notes on one clock, the live encoder's.
+    The answers' ticks are the front end's --events lines."""
+    # A phrase of two quarter notes in bars 0 and 2, answered in bars 1 and 3.
+    phrases = [
+        (bar * 500_000 + q * 250_000 + t, [0x90, pitch, velocity])
+        for bar in (0, 2)
+        for q, pitch in enumerate((67, 71))
+        for t, velocity in ((0, 90), (200_000, 0))
+    ]
+    _, decided, messages, _ = play_with_a_clock(front_end, phrases, clock="out")
+    assert len(decided) > 4, decided
+    assert messages[0][1].type == "start" and messages[-1][1].type == "stop"
+    pulses, on_pulses = 0, []
+    for _, m in messages:
+        if m.type == "clock":
+            pulses += 1
+        elif m.type == "note_on" and m.velocity > 0:
+            on_pulses.append((pulses, m.note))
+    assert sorted(n for _, n in on_pulses) == sorted(n for _, n in decided)
+    # Each note-on right after the pulse of its tick (2 * tick + 1 pulses sent), or a pulse or
+    # two later where the loop woke late on this shared host; never before it.
+    due = [[2 * tick + 1 for tick, p in decided if p == pitch] for _, pitch in on_pulses]
+    assert all(
+        any(d <= seen <= d + 2 for d in ds) for (seen, _), ds in zip(on_pulses, due, strict=True)
+    ), (
+        on_pulses,
+        decided,
+    )
+    exact = sum(seen in ds for (seen, _), ds in zip(on_pulses, due, strict=True))
+    assert exact >= 0.9 * len(on_pulses), (on_pulses, decided)

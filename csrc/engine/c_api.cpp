@@ -1,12 +1,14 @@
 // The C API (csrc/include/sage_edge/sage_edge.h) over sage::Model and sage::Session. Every entry
 // point catches every exception: a sage::Error becomes its status, std::bad_alloc becomes
 // SAGE_ERR_MEMORY, and the message is kept for sage_last_error() on the calling thread.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
 
 #include "jam.h"
+#include "jam_player.h"
 #include "kernels.h"
 #include "live_encoder.h"
 #include "midi_scheduler.h"
@@ -35,6 +37,10 @@ struct sage_jam {
     std::unique_ptr<sage::Jam> jam;
     sage_jam_options options;  // as given
     sage_live live;            // a view of the jam's encoder
+};
+
+struct sage_jam_player {
+    sage::JamPlayer player;
 };
 
 namespace {
@@ -110,6 +116,10 @@ sage::SessionOptions session_options(const sage_session_options* options) {
     return so;
 }
 
+sage_jam_note to_c(const sage::JamNote& n) {
+    return {n.time_us, n.end_us, n.tick, n.end_tick, n.pitch, n.velocity, n.program, n.channel};
+}
+
 sage_memory to_c(const sage::MemoryReport& r) {
     return sage_memory{r.weights_bytes, r.activation_bytes, r.kv_bytes, r.total_bytes};
 }
@@ -134,6 +144,19 @@ sage::SamplingParams to_params(const sage_sampling* s) {
     return p;
 }
 
+// Moves up to `capacity` items to out, adding to *count, in batches of 64 through a stack buffer
+// (nothing allocated): take(batch, want) fills a batch, a short one is the last; to_c converts.
+template <typename Item, typename Out, typename Take, typename ToC>
+void in_batches(Out* out, size_t capacity, size_t* count, Take&& take, ToC&& to_c) {
+    Item batch[64];
+    while (*count < capacity) {
+        const size_t want = std::min<size_t>(64, capacity - *count);
+        const size_t got = take(batch, want);
+        for (size_t i = 0; i < got; ++i) out[(*count)++] = to_c(batch[i]);
+        if (got < want) break;
+    }
+}
+
 // The calls that write bytes: the arguments checked, *written set.
 template <typename Write>
 sage_status write_bytes(sage_midi_scheduler* scheduler, uint8_t* out, size_t capacity,
@@ -144,6 +167,24 @@ sage_status write_bytes(sage_midi_scheduler* scheduler, uint8_t* out, size_t cap
         *written = 0;
         if (capacity > 0) require(out, "out");
         *written = write(scheduler->scheduler);
+    });
+}
+
+// The player's calls that write bytes: room for a whole message at least.
+template <typename Write>
+sage_status player_bytes(sage_jam_player* player, uint8_t* out, size_t capacity, size_t* written,
+                         Write&& write) {
+    return guarded([&] {
+        require(player, "player");
+        require(written, "written");
+        *written = 0;
+        require(out, "out");
+        if (capacity < SAGE_MIDI_MAX_MESSAGE_BYTES)
+            throw sage::Error(sage::Status::Argument,
+                              "room for a MIDI message is " +
+                                  std::to_string(SAGE_MIDI_MAX_MESSAGE_BYTES) + " bytes, not " +
+                                  std::to_string(capacity));
+        *written = write(player->player);
     });
 }
 
@@ -586,22 +627,14 @@ sage_status sage_session_pop_events(sage_session* session, sage_note_event* even
         require(count, "count");
         *count = 0;
         if (capacity > 0) require(events, "events");
-        // Pop in small batches through a stack buffer, so nothing is allocated.
-        sage::NoteEvent batch[64];
-        while (*count < capacity) {
-            const size_t want = std::min<size_t>(64, capacity - *count);
-            const size_t got = session->session->pop_events(batch, want);
-            for (size_t i = 0; i < got; ++i) {
-                sage_note_event& e = events[*count + i];
-                e.time = batch[i].time;
-                e.duration = batch[i].duration;
-                e.pitch = batch[i].pitch;
-                e.velocity = batch[i].velocity;
-                e.program = batch[i].program;
-            }
-            *count += got;
-            if (got < want) break;
-        }
+        in_batches<sage::NoteEvent>(
+            events, capacity, count,
+            [&](sage::NoteEvent* batch, size_t want) {
+                return session->session->pop_events(batch, want);
+            },
+            [](const sage::NoteEvent& e) {
+                return sage_note_event{e.time, e.duration, e.pitch, e.velocity, e.program};
+            });
     });
 }
 
@@ -914,9 +947,7 @@ sage_status sage_jam_poll(sage_jam* jam, int64_t now_us, sage_jam_note* out, siz
         if (capacity > 0) require(out, "out");
         sage::JamNote notes[64];
         const size_t n = jam->jam->poll(now_us, notes, capacity < 64 ? capacity : 64);
-        for (size_t i = 0; i < n; ++i)
-            out[i] = {notes[i].time_us, notes[i].end_us,   notes[i].tick,    notes[i].end_tick,
-                      notes[i].pitch,   notes[i].velocity, notes[i].program, notes[i].channel};
+        for (size_t i = 0; i < n; ++i) out[i] = to_c(notes[i]);
         *count = n;
     });
 }
@@ -961,6 +992,83 @@ sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t ca
         *count = 0;
         if (capacity > 0) require(tokens, "tokens");
         *count = jam->jam->history(tokens, capacity);
+    });
+}
+
+/* ---- Playing a jam's notes ---- */
+
+static_assert(SAGE_JAM_PLAYER_NOTES == sage::JamPlayer::kNotes, "one player queue");
+static_assert(SAGE_JAM_LATE_US == sage::JamPlayer::kLateUs, "one lateness");
+
+sage_status sage_jam_player_create(sage_jam* jam, int32_t lead_clock, sage_jam_player** out) {
+    return guarded([&] {
+        require(jam, "jam");
+        require(out, "out");
+        *out = nullptr;
+        *out = new sage_jam_player{sage::JamPlayer(*jam->jam, lead_clock != 0)};
+    });
+}
+
+void sage_jam_player_free(sage_jam_player* player) {
+    delete player;
+}
+
+sage_status sage_jam_player_poll(sage_jam_player* player, int64_t now_us, sage_jam_note* out,
+                                 size_t capacity, size_t* count) {
+    return guarded([&] {
+        require(player, "player");
+        require(count, "count");
+        *count = 0;
+        if (capacity > 0) require(out, "out");
+        in_batches<sage::JamNote>(
+            out, capacity, count,
+            [&](sage::JamNote* batch, size_t want) {
+                return player->player.poll(now_us, batch, want);
+            },
+            [](const sage::JamNote& n) { return to_c(n); });
+    });
+}
+
+sage_status sage_jam_player_take_due(sage_jam_player* player, int64_t now_us, uint8_t* out,
+                                     size_t capacity, size_t* written) {
+    return player_bytes(player, out, capacity, written,
+                        [&](sage::JamPlayer& p) { return p.take_due(now_us, out, capacity); });
+}
+
+sage_status sage_jam_player_input_ended(sage_jam_player* player, int64_t now_us) {
+    return guarded([&] {
+        require(player, "player");
+        player->player.input_ended(now_us);
+    });
+}
+
+sage_status sage_jam_player_wait(const sage_jam_player* player, int64_t now_us, int64_t* wait_us) {
+    return guarded([&] {
+        require(player, "player");
+        require(wait_us, "wait_us");
+        *wait_us = player->player.wait_us(now_us);
+    });
+}
+
+sage_status sage_jam_player_stop(sage_jam_player* player, uint8_t* out, size_t capacity,
+                                 size_t* written) {
+    return player_bytes(player, out, capacity, written,
+                        [&](sage::JamPlayer& p) { return p.stop(out, capacity); });
+}
+
+sage_status sage_jam_player_get_state(const sage_jam_player* player, sage_jam_player_state* out) {
+    return guarded([&] {
+        require(player, "player");
+        require(out, "out");
+        const sage::JamPlayer& p = player->player;
+        out->notes = p.notes();
+        out->dropped = p.dropped();
+        out->late_sends = p.late_sends();
+        out->worst_late_us = p.worst_late_us();
+        out->pulses = p.pulses();
+        out->queued = p.queued();
+        out->closing = p.closing() ? 1 : 0;
+        out->done = p.done() ? 1 : 0;
     });
 }
 

@@ -250,6 +250,13 @@ int64_t LiveEncoder::time_of(int64_t tick) const {
            divide_rounded((tick - origin_tick_) * int64_t{us_per_quarter_}, ticks_per_quarter_);
 }
 
+int64_t LiveEncoder::time_of_pulse(int64_t pulse) const {
+    return origin_us_ +
+           divide_rounded((pulse * ticks_per_quarter_ - kPulsesPerQuarter * origin_tick_) *
+                              int64_t{us_per_quarter_},
+                          kPulsesPerQuarter * ticks_per_quarter_);
+}
+
 int32_t LiveEncoder::duration_ticks(int64_t from_us, int64_t to_us) const {
     const int64_t ticks = divide_rounded((to_us - from_us) * ticks_per_quarter_, us_per_quarter_);
     return nearest_duration(ticks < 1 ? 1 : ticks);
@@ -443,9 +450,20 @@ int64_t LiveEncoder::pulse_tick(uint64_t pulse) const {
            divide_rounded(static_cast<int64_t>(pulse) * ticks_per_quarter_, 24);
 }
 
-int64_t LiveEncoder::bar_line_before(int64_t tick) const {
+int LiveEncoder::meter_segment_at(int64_t tick) const {
     int i = n_meters_ - 1;
     while (i > 0 && meters_[i].start > tick) --i;
+    return i;
+}
+
+uint64_t LiveEncoder::bar_of(int64_t tick) const {
+    const MeterSegment& m = meters_[meter_segment_at(tick)];
+    const int64_t length = int64_t{m.quarters} * ticks_per_quarter_;
+    return m.bar + static_cast<uint64_t>(tick > m.start ? (tick - m.start) / length : 0);
+}
+
+int64_t LiveEncoder::bar_line_before(int64_t tick) const {
+    const int i = meter_segment_at(tick);
     const int64_t start = meters_[i].start;
     const int64_t length = int64_t{meters_[i].quarters} * ticks_per_quarter_;
     const int64_t bars =

@@ -24,6 +24,8 @@
 
 namespace sage {
 
+constexpr int64_t kPulsesPerQuarter = 24;  // MIDI clock: 24 pulses per quarter note (ppqn)
+
 struct LiveOptions {
     int64_t start_us = 0;                // where bar 0 begins
     uint32_t us_per_quarter = 500000;    // the tempo until a tempo event (120 BPM)
@@ -120,6 +122,11 @@ class LiveEncoder {
     int64_t tick_at(int64_t time_us) const;
     // When grid tick `tick` falls, on the caller's clock, under the current tempo.
     int64_t time_of(int64_t tick) const;
+    // When pulse `pulse` of a MIDI clock from bar 0 (kPulsesPerQuarter a quarter note) falls, the
+    // same way: a pulse on a grid tick falls at the tick's time_of (a clock led by JamPlayer).
+    int64_t time_of_pulse(int64_t pulse) const;
+    // The bar (of the bar table) that holds grid tick `tick`, from the oldest segment kept on.
+    uint64_t bar_of(int64_t tick) const;
     int64_t bar_ticks() const { return open_ticks_; }       // of the open bar
     int64_t open_bar_start() const { return open_start_; }  // grid tick of the open bar
     int ticks_per_quarter() const { return ticks_per_quarter_; }
@@ -181,7 +188,9 @@ class LiveEncoder {
     // The first grid tick at or after `from` whose place in its bar is the place of grid tick
     // `tick` in its own.
     int64_t same_place(int64_t tick, int64_t from) const;
-    int64_t bar_line_before(int64_t tick) const;  // the start of the bar holding a grid tick
+    int64_t bar_line_before(int64_t tick) const;
+    int meter_segment_at(int64_t tick) const;  // the bar table's segment holding a grid tick  //
+                                               // the start of the bar holding a grid tick
 
     const TokenInfo* vocab_;
     int vocab_size_;

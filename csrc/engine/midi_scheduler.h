@@ -1,8 +1,9 @@
 // The MIDI scheduler: notes with their times become MIDI 1.0 channel messages, each due at its
 // time, for a player that sleeps until the earliest is due and sends everything due then (the
-// runner's playback and jam loops and sage_edge.live.Jam.serve, through sage_midi_scheduler_* in
-// the C API). Times are in one unit the caller chooses per scheduler (quarter notes, microseconds
-// on its clock, a followed clock's grid ticks) and only compared, never converted.
+// runner's playback loop through sage_midi_scheduler_* in the C API; the jam loops of every front
+// end through JamPlayer, jam_player.h). Times are in one unit the caller chooses per scheduler
+// (quarter notes, microseconds on its clock, a followed clock's grid ticks) and only compared,
+// never converted.
 //
 // Rules: a program change goes out at a channel's first note and whenever the program on a channel
 // changes (never on channel 10, index 9, the drums). A note given no channel gets one by its

@@ -351,6 +351,26 @@ class PyLive {
     int ticks_per_quarter_ = 0;
 };
 
+using JamKeep = std::shared_ptr<std::pair<ModelHandle, std::shared_ptr<sage_jam>>>;
+
+// The notes a polling call (sage_jam_poll, sage_jam_player_poll) gives, called again while it
+// fills its buffer, as sage_edge.live.JamNote takes them.
+template <typename Poll>
+std::vector<py::tuple> jam_notes(Poll&& poll) {
+    std::vector<py::tuple> out;
+    sage_jam_note notes[64];
+    size_t count = 0;
+    do {
+        check(poll(notes, 64, &count));
+        for (size_t i = 0; i < count; ++i) {
+            const sage_jam_note& n = notes[i];
+            out.push_back(py::make_tuple(n.time_us, n.end_us, n.pitch, n.velocity, n.program,
+                                         n.channel, n.tick, n.end_tick));
+        }
+    } while (count == 64);
+    return out;
+}
+
 // A jam (sage_jam_*): poll holds the GIL, like the calls on its encoder, so the two never overlap.
 class PyJam {
   public:
@@ -387,23 +407,14 @@ class PyJam {
     PyLive live() {
         sage_live* live = nullptr;
         check(sage_jam_get_live(jam_.get(), &live));
-        // The view keeps the jam (and so the model) alive.
-        auto keep =
-            std::make_shared<std::pair<ModelHandle, std::shared_ptr<sage_jam>>>(model_, jam_);
-        return PyLive(std::shared_ptr<void>(keep), live, model_.get());
+        return PyLive(std::shared_ptr<void>(keep()), live, model_.get());  // keeps the jam alive
     }
+    // The jam and its model, for a view that must keep them alive.
+    JamKeep keep() const { return std::make_shared<JamKeep::element_type>(model_, jam_); }
     std::vector<py::tuple> poll(int64_t now_us) {
-        std::vector<py::tuple> out;
-        sage_jam_note notes[64];
-        size_t count = 0;
-        do {
-            check(sage_jam_poll(jam_.get(), now_us, notes, 64, &count));
-            for (size_t i = 0; i < count; ++i)
-                out.push_back(py::make_tuple(notes[i].time_us, notes[i].end_us, notes[i].pitch,
-                                             notes[i].velocity, notes[i].program, notes[i].channel,
-                                             notes[i].tick, notes[i].end_tick));
-        } while (count == 64);
-        return out;
+        return jam_notes([&](sage_jam_note* notes, size_t capacity, size_t* count) {
+            return sage_jam_poll(jam_.get(), now_us, notes, capacity, count);
+        });
     }
     void set_controls(const sage_controls& controls) {
         check(sage_jam_set_controls(jam_.get(), &controls));
@@ -444,72 +455,67 @@ class PyJam {
     std::shared_ptr<sage_jam> jam_;
 };
 
-// The MIDI scheduler (sage_midi_scheduler_*): notes in, MIDI bytes out when due. Its calls are
-// short and hold the GIL, so calls from two threads never overlap.
-class PyMidiScheduler {
+// The messages a byte-writing call of the jam player writes, one a call (a named port takes one
+// message a send), called again while it writes one.
+template <typename Call>
+py::list messages_of(Call&& call) {
+    py::list out;
+    uint8_t bytes[SAGE_MIDI_MAX_MESSAGE_BYTES];
+    size_t n = 0;
+    while (true) {
+        check(call(bytes, sizeof bytes, &n));
+        if (n == 0) return out;
+        out.append(py::bytes(reinterpret_cast<const char*>(bytes), n));
+    }
+}
+
+// A jam's notes played (sage_jam_player_*): its calls are short and hold the GIL, like the jam's.
+class PyJamPlayer {
   public:
-    explicit PyMidiScheduler(size_t notes) {
-        sage_midi_scheduler* s = nullptr;
-        check(sage_midi_scheduler_create(notes, &s));
-        s_ = std::shared_ptr<sage_midi_scheduler>(s, sage_midi_scheduler_free);
+    PyJamPlayer(const PyJam& jam, bool lead_clock) : keep_(jam.keep()) {
+        sage_jam_player* p = nullptr;
+        check(sage_jam_player_create(keep_->second.get(), lead_clock ? 1 : 0, &p));
+        player_ = std::shared_ptr<sage_jam_player>(p, sage_jam_player_free);
     }
-    // False, queueing nothing, when there is no room.
-    bool add(double time, double end, int32_t pitch, int32_t velocity, int32_t program,
-             int32_t channel) {
-        if (state().free_notes == 0) return false;
-        const sage_midi_note note{time, end, pitch, velocity, program, channel};
-        check(sage_midi_scheduler_add(s_.get(), &note));
-        return true;
-    }
-    size_t queued() const { return state().queued; }
-    size_t free_notes() const { return state().free_notes; }
-    std::optional<double> next_time() const {
-        const sage_midi_scheduler_state st = state();
-        if (st.queued == 0) return std::nullopt;
-        return st.next_time;
-    }
-    // Each returns the messages one by one (a named port takes one message a send).
-    py::list take_due(double time) {
-        return drain([&](uint8_t* b, size_t c, size_t* n) {
-            return sage_midi_scheduler_take_due(s_.get(), time, b, c, n);
+    std::vector<py::tuple> poll(int64_t now_us) {
+        return jam_notes([&](sage_jam_note* notes, size_t capacity, size_t* count) {
+            return sage_jam_player_poll(player_.get(), now_us, notes, capacity, count);
         });
     }
-    py::list skip_before(double time) {
-        return drain([&](uint8_t* b, size_t c, size_t* n) {
-            return sage_midi_scheduler_skip_before(s_.get(), time, b, c, n);
+    py::list take_due(int64_t now_us) {
+        return messages_of([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_jam_player_take_due(player_.get(), now_us, b, c, n);
         });
     }
-    py::list release() {
-        return drain([&](uint8_t* b, size_t c, size_t* n) {
-            return sage_midi_scheduler_release(s_.get(), b, c, n);
+    void input_ended(int64_t now_us) { check(sage_jam_player_input_ended(player_.get(), now_us)); }
+    int64_t wait(int64_t now_us) const {
+        int64_t us = 0;
+        check(sage_jam_player_wait(player_.get(), now_us, &us));
+        return us;
+    }
+    py::list stop() {
+        return messages_of([&](uint8_t* b, size_t c, size_t* n) {
+            return sage_jam_player_stop(player_.get(), b, c, n);
         });
     }
-    py::list silence() {
-        return drain([&](uint8_t* b, size_t c, size_t* n) {
-            return sage_midi_scheduler_silence(s_.get(), b, c, n);
-        });
+    py::dict state() const {
+        sage_jam_player_state st{};
+        check(sage_jam_player_get_state(player_.get(), &st));
+        py::dict d;
+        d["notes"] = st.notes;
+        d["dropped"] = st.dropped;
+        d["late_sends"] = st.late_sends;
+        d["worst_late_us"] = st.worst_late_us;
+        d["pulses"] = st.pulses;
+        d["queued"] = st.queued;
+        d["closing"] = st.closing != 0;
+        d["done"] = st.done != 0;
+        return d;
     }
 
   private:
-    sage_midi_scheduler_state state() const {
-        sage_midi_scheduler_state st{};
-        check(sage_midi_scheduler_get_state(s_.get(), &st));
-        return st;
-    }
-    // The messages a byte-writing call writes, one a call, called again while it writes one.
-    template <typename Call>
-    py::list drain(Call&& call) {
-        py::list out;
-        uint8_t bytes[SAGE_MIDI_MAX_MESSAGE_BYTES];
-        size_t n = 0;
-        while (true) {
-            check(call(bytes, sizeof bytes, &n));
-            if (n == 0) return out;
-            out.append(py::bytes(reinterpret_cast<const char*>(bytes), n));
-        }
-    }
-
-    std::shared_ptr<sage_midi_scheduler> s_;
+    JamKeep keep_;  // the jam (and its model) outlive the player
+    std::shared_ptr<sage_jam_player> player_;
 };
 
 // A session is not thread-safe (sage_edge.h: the caller serialises calls on one session), but
@@ -781,6 +787,7 @@ void bind(py::module_& m) {
         .def_readonly("generated", &sage_bar_stop::generated)
         .def_readonly("end", &sage_bar_stop::end);
     m.attr("MAX_TOKENS_PER_BAR") = SAGE_MAX_TOKENS_PER_BAR;
+    m.attr("JAM_LATE_US") = SAGE_JAM_LATE_US;
 
     const sage_sampling d = sage_sampling_default();
     py::class_<PyLive>(m, "Live",
@@ -805,22 +812,6 @@ void bind(py::module_& m) {
         .def("counts", &PyLive::counts)
         .def("reset", &PyLive::reset)
         .def_property_readonly("ticks_per_quarter", &PyLive::ticks_per_quarter);
-    py::class_<PyMidiScheduler>(m, "MidiScheduler",
-                                "Notes in, MIDI 1.0 messages out when due (sage_midi_scheduler_*).")
-        .def(py::init<size_t>(), py::arg("notes"))
-        .def("add", &PyMidiScheduler::add, py::arg("time"), py::arg("end"), py::arg("pitch"),
-             py::arg("velocity"), py::arg("program"), py::arg("channel") = SAGE_MIDI_CHANNEL_AUTO,
-             "Queues a note's messages (channel -1: one by its program); False when full.")
-        .def_property_readonly("queued", &PyMidiScheduler::queued)
-        .def_property_readonly("free_notes", &PyMidiScheduler::free_notes)
-        .def_property_readonly("next_time", &PyMidiScheduler::next_time,
-                               "When the earliest queued message is due; None when empty.")
-        .def("take_due", &PyMidiScheduler::take_due, py::arg("time"),
-             "Every message due at or before time, each as bytes.")
-        .def("skip_before", &PyMidiScheduler::skip_before, py::arg("time"),
-             "A jump past time: the program changes and sounding notes' note-offs before it.")
-        .def("release", &PyMidiScheduler::release, "A pause: note-offs of the sounding notes.")
-        .def("silence", &PyMidiScheduler::silence, "A stop: note-offs; nothing queued plays.");
     py::class_<PyJam>(m, "Jam", "A session that listens through a live encoder and plays.")
         .def(py::init<const PyModel&, int32_t, uint32_t, double, std::optional<uint32_t>,
                       std::optional<uint32_t>, bool, std::optional<bool>,
@@ -840,6 +831,19 @@ void bind(py::module_& m) {
         .def("state", &PyJam::state)
         .def("set_controls", &PyJam::set_controls, py::arg("controls"))
         .def("history", &PyJam::history, "The last 8192 tokens of the stream, oldest first.");
+    py::class_<PyJamPlayer>(m, "JamPlayer",
+                            "A jam's notes (and a clock led) as MIDI bytes on time "
+                            "(sage_jam_player_*).")
+        .def(py::init<const PyJam&, bool>(), py::arg("jam"), py::arg("lead_clock") = false)
+        .def("poll", &PyJamPlayer::poll, py::arg("now_us"),
+             "Polls the jam and queues its notes; the notes queued, as Jam.poll gives them.")
+        .def("take_due", &PyJamPlayer::take_due, py::arg("now_us"),
+             "The messages due at now_us (a clock's pulses among them), each as bytes.")
+        .def("input_ended", &PyJamPlayer::input_ended, py::arg("now_us"))
+        .def("wait", &PyJamPlayer::wait, py::arg("now_us"),
+             "Microseconds to wait for input before calling again.")
+        .def("stop", &PyJamPlayer::stop, "The end: note-offs, and Stop when leading a clock.")
+        .def("state", &PyJamPlayer::state);
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),
              py::arg("seed") = 0, py::arg("kv_memory") = "f32")

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -731,7 +732,7 @@ double seconds_between(const timespec& a, const timespec& b) {
 // take longer than others (and for stretches of tokens that finish no note).
 constexpr double kLookaheadQuarters = 2.0;
 // Sends later than this are counted and reported.
-constexpr double kLateSeconds = 0.010;
+constexpr double kLateSeconds = SAGE_JAM_LATE_US * 1e-6;
 
 // Notes generated per program, to check that every requested program played.
 struct ProgramNotes {
@@ -836,11 +837,12 @@ int64_t monotonic_us() {
 }
 
 // Plays with a musician (--midi-in): bytes in are stamped with the monotonic clock and given to
-// the jam's live encoder; the jam is polled every millisecond (or sooner, when a byte arrives),
-// and its notes are scheduled and sent on time, like play_midi's. Runs until a signal, or until
-// the input ends and the engine's last answer (or accompanied bar) has been played; with
-// --reconnect a character device that ends or is removed is lost instead, and opened again every
-// kReopenUs until it is back (docs/jam.md, "When a port goes away").
+// the jam's live encoder; the jam is polled every millisecond (or sooner, when a byte arrives)
+// through the engine's jam player, which says what to send when: the notes, and the clock when
+// leading. Runs until a signal, or until the input ends and the engine's last answer (or
+// accompanied bar) has been played; with --reconnect a character device that ends or is removed
+// is lost instead, and opened again every kReopenUs until it is back (docs/jam.md, "When a port
+// goes away").
 int run_jam(const Options& o) {
     sage_model* model = nullptr;
     if (sage_model_load(o.model.c_str(), &model) != SAGE_OK)
@@ -875,8 +877,7 @@ int run_jam(const Options& o) {
     jo.n_programs = static_cast<uint32_t>(o.programs.size());
     jo.sampling = o.sampling;
     jo.seed = o.seed;
-    const double us_per_quarter = 60e6 / o.tempo_bpm;
-    jo.live.us_per_quarter = static_cast<uint32_t>(std::llround(us_per_quarter));
+    jo.live.us_per_quarter = static_cast<uint32_t>(std::llround(60e6 / o.tempo_bpm));
     jo.live.bar_quarters = o.meter;
     for (int c = 0; c < 16; ++c) jo.live.channel_programs[c] = c == 9 ? -1 : o.musician_program;
     const int64_t start = monotonic_us();  // bar 0 starts now (or at the clock's Start)
@@ -887,11 +888,9 @@ int run_jam(const Options& o) {
     sage_live* live = nullptr;
     check(sage_jam_get_live(jam, &live), "live encoder");
     if (o.controls_given) check(sage_jam_set_controls(jam, &o.controls), "controls");
-    int32_t longest_bar = o.meter;
     for (const auto& [bar, quarters] : o.meter_changes) {
         if (sage_live_set_meter(live, bar, quarters) != SAGE_OK)
             throw UsageError{std::string("--meter: ") + sage_last_error()};
-        longest_bar = std::max(longest_bar, quarters);
     }
     // The monotonic clock is the system's: a program beside the runner can play in time with it.
     std::fprintf(stderr,
@@ -905,78 +904,34 @@ int run_jam(const Options& o) {
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
 
-    Scheduler scheduler(1365);
+    // The engine plays the notes: their timing, the clock led or followed, and the end
+    // (sage_jam_player_*; docs/jam.md, "Playing the notes").
+    sage_jam_player* player = nullptr;
+    check(sage_jam_player_create(jam, o.clock == "out", &player), "player");
+    const std::unique_ptr<sage_jam_player, void (*)(sage_jam_player*)> player_owner(
+        player, sage_jam_player_free);
     sage_jam_note notes[64];
     uint8_t bytes[256];
-    PlayReport report;
+    uint64_t played = 0;
     sage_model_info info{};
     check(sage_model_get_info(model, &info), "model info");
     const double tpq = info.ticks_per_quarter;
-    int64_t next_pulse = 0;  // leading the clock: the next pulse to send
-    const double bar_us = us_per_quarter * longest_bar;
-    // After the input ends: the bars a last phrase needs to end and be answered (or accompanied,
-    // lookahead_bars later).
-    const uint32_t later = jo.mode == SAGE_JAM_ACCOMPANY ? jo.lookahead_bars : 1;
-    const double tail_us = bar_us * (2.0 * jo.phrase_bars + later + 2);
-    int64_t ended = -1;  // when the input ended
+    bool ended = false;  // the input ended
     const bool reconnect = o.reconnect && in.character_device();
     constexpr int64_t kReopenUs = 100000;  // lost: how often the path is opened again
     constexpr sage::runner::AllNotesOff kAllNotesOff;
     int64_t reopen_at = -1;  // lost: when to open the path again
     uint64_t lost = 0, back = 0;
-    int64_t clock_from = -1;  // following: notes decided for earlier ticks are not played
-    uint64_t clock_stops = 0;
-    // Sends what is due: by our clock, or by the followed clock's last pulse.
     auto send_due = [&] {
         const int64_t now = monotonic_us();
-        sage_live_counts clock{};
-        check(sage_live_get_counts(live, &clock), "clock");
-        if (clock.clock_stops != clock_stops) {
-            // A Stop: the notes sounding are released now; the notes to come wait for the clock
-            // (docs/jam.md, "Stop, Continue, Song Position Pointer").
-            clock_stops = clock.clock_stops;
-            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
-                return sage_midi_scheduler_release(scheduler.get(), b, capacity, n);
-            });
-        }
-        if (clock.clock_from_tick != clock_from) {
-            // A Start, or a Continue the Song Position Pointer moved: the notes decided for ticks
-            // before where the music goes on, whose time passed without the clock or was jumped,
-            // are not played (sage_live_counts.clock_from_tick); note-offs due before it go out.
-            clock_from = clock.clock_from_tick;
-            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
-                return sage_midi_scheduler_skip_before(scheduler.get(), clock_from / tpq, b,
-                                                       capacity, n);
-            });
-        }
-        const double now_q = o.clock == "in"
-                                 ? (clock.clock_tick < 0 ? -1.0 : clock.clock_tick / tpq)
-                                 : (now - start) / us_per_quarter;
-        if (o.clock == "out") {
-            // Leading: Start at bar 0, then 24 pulses per quarter note, before the notes due.
-            while (next_pulse * us_per_quarter / 24 + start <= now) {
-                const uint8_t pulse[2] = {0xFA, 0xF8};
-                const bool first = next_pulse++ == 0;
-                if (!out.write(first ? pulse : pulse + 1, first ? 2 : 1, &error))
-                    throw EngineError{error};
-            }
-        }
-        while (!scheduler.empty() && scheduler.next_time() <= now_q) {
-            const double late_s =
-                o.clock == "in" ? 0 : (now_q - scheduler.next_time()) * us_per_quarter * 1e-6;
-            if (late_s > kLateSeconds) {
-                ++report.late_sends;
-                report.worst_late_seconds = std::max(report.worst_late_seconds, late_s);
-            }
-            size_t n = 0;
-            check(sage_midi_scheduler_take_due(scheduler.get(), now_q, bytes, sizeof bytes, &n),
-                  "MIDI out");
-            if (!out.write(bytes, n, &error)) throw EngineError{error};
-        }
+        send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+            return sage_jam_player_take_due(player, now, b, capacity, n);
+        });
     };
+    sage_jam_player_state state{};
     while (!g_stop) {
         int64_t now = monotonic_us();
-        if (ended < 0 && in.fd() < 0 && now >= reopen_at) {  // lost: is it back?
+        if (!ended && in.fd() < 0 && now >= reopen_at) {  // lost: is it back?
             if (in.reopen()) {
                 ++back;
                 std::fprintf(stderr, "sage-edge-run: MIDI input %s back\n", o.midi_in.c_str());
@@ -984,7 +939,7 @@ int run_jam(const Options& o) {
                 reopen_at = now + kReopenUs;
             }
         }
-        if (ended < 0 && in.fd() >= 0) {
+        if (!ended && in.fd() >= 0) {
             ssize_t n;
             while ((n = in.read(bytes, sizeof bytes, &error)) > 0)
                 check(sage_live_midi(live, now, bytes, static_cast<size_t>(n)), "MIDI input");
@@ -1000,82 +955,57 @@ int run_jam(const Options& o) {
                              "sage-edge-run: MIDI input %s lost: waiting for it to come back\n",
                              o.midi_in.c_str());
             } else if (n == 0 || n == sage::runner::MidiIn::kRemoved) {
-                ended = now;  // the musician is done
+                ended = true;  // the musician is done
+                check(sage_jam_player_input_ended(player, now), "play");
             }
         }
         send_due();  // first: a pulse just read may make messages due
-        // Once the input has ended and the tail has passed, only what is scheduled is played.
-        const bool closing = ended >= 0 && now - ended > tail_us;
         size_t count = 0;
         do {
-            if (closing) break;
-            check(sage_jam_poll(jam, now, notes, 64, &count), "play");
-            for (size_t i = 0; i < count; ++i) {
+            check(sage_jam_player_poll(player, now, notes, 64, &count), "play");
+            played += count;
+            for (size_t i = 0; i < count && o.events; ++i) {
                 const sage_jam_note& j = notes[i];
-                // On the grid, in quarter notes: sent when the clock (followed, or ours) gets
-                // there.
-                const double time = static_cast<double>(j.tick) / tpq;
-                const double end = static_cast<double>(j.end_tick) / tpq;
-                if (j.tick < clock_from) continue;  // its time passed without the clock
-                // 1 365 notes ahead cannot happen in a bar
-                if (!scheduler.add(time, end, j.pitch, j.velocity, j.program, j.channel)) continue;
-                ++report.notes;
-                if (o.events)
-                    std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", time,
-                                static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch, j.velocity,
-                                j.program, monotonic_us());
+                std::printf("%.4f %.4f %d %d %d %" PRId64 "\n", j.tick / tpq,
+                            static_cast<double>(j.end_tick - j.tick) / tpq, j.pitch, j.velocity,
+                            j.program, monotonic_us());
             }
         } while (count == 64);
         send_due();
-        if (closing && scheduler.empty()) break;
-        if (closing && o.clock == "in") {  // no pulses will come to play the rest: silence
-            send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
-                return sage_midi_scheduler_silence(scheduler.get(), b, capacity, n);
-            });
-            break;
-        }
-        // Wait for input, the next message or the next poll, whichever comes first; while the
-        // engine generates (a short step a poll), only look at the input and go on.
-        sage_jam_state jam_state{};
-        check(sage_jam_get_state(jam, &jam_state), "state");
-        now = monotonic_us();
-        int64_t wait_us = jam_state.generating ? 0 : 1000;
-        if (o.clock == "out")
-            wait_us = std::min<int64_t>(
-                wait_us, static_cast<int64_t>(next_pulse * us_per_quarter / 24) - (now - start));
-        // Following a clock, messages are due on its pulses, which wake the wait as input (our
-        // clock's idea of their time would make it spin). On a busy host the wake-up can wait
-        // milliseconds for a CPU: --rt-priority (reading without sleeping before an expected
-        // pulse did not help, docs/jam.md "Following the pulses in time").
-        if (!scheduler.empty() && o.clock != "in")
-            wait_us = std::min<int64_t>(
-                wait_us,
-                static_cast<int64_t>(scheduler.next_time() * us_per_quarter) - (now - start));
+        check(sage_jam_player_get_state(player, &state), "play");
+        if (state.done) break;
+        // Wait for input, the next message or pulse, or the next poll, whichever comes first.
+        // Following a clock, messages are due on its pulses, which wake the wait as input. On a
+        // busy host the wake-up can wait milliseconds for a CPU: --rt-priority (reading without
+        // sleeping before an expected pulse did not help, docs/jam.md "Following the pulses in
+        // time").
+        int64_t wait_us = 0;
+        check(sage_jam_player_wait(player, monotonic_us(), &wait_us), "play");
         if (wait_us > 0) {
-            pollfd p{ended < 0 ? in.fd() : -1, POLLIN, 0};  // -1 while lost: the timeout
+            pollfd p{ended ? -1 : in.fd(), POLLIN, 0};  // -1 while lost: the timeout
             const timespec timeout{0, static_cast<long>(wait_us) * 1000};
             ppoll(&p, 1, &timeout, nullptr);
         }
     }
-    if (g_stop) {
-        send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
-            return sage_midi_scheduler_silence(scheduler.get(), b, capacity, n);
-        });
-    }
-    sage_jam_state state{};
-    check(sage_jam_get_state(jam, &state), "state");
+    // The end (done, or a signal): the notes sounding end, and a clock led stops.
+    send_all(out, [&](uint8_t* b, size_t capacity, size_t* n) {
+        return sage_jam_player_stop(player, b, capacity, n);
+    });
+    check(sage_jam_player_get_state(player, &state), "play");
+    sage_jam_state jam_state{};
+    check(sage_jam_get_state(jam, &jam_state), "state");
     sage_live_counts counts{};
     check(sage_live_get_counts(live, &counts), "counts");
     std::fprintf(stderr,
                  "sage-edge-run: heard %" PRIu64 " notes in %" PRIu64 " bars, played %" PRIu64
                  " notes (%" PRIu64 " answers, %" PRIu64 " tokens, kernel %s)\n",
-                 counts.notes, counts.bars_taken, report.notes, state.answers, state.tokens,
+                 counts.notes, counts.bars_taken, played, jam_state.answers, jam_state.tokens,
                  sage_kernel_name());
-    if (report.late_sends > 0)
+    if (state.late_sends > 0)
         std::fprintf(stderr,
                      "sage-edge-run: warning: MIDI messages sent more than %.0f ms late %" PRIu64
                      " times (worst %.1f ms)\n",
-                     kLateSeconds * 1e3, report.late_sends, report.worst_late_seconds * 1e3);
+                     kLateSeconds * 1e3, state.late_sends, state.worst_late_us * 1e-3);
     if (lost > 0)
         std::fprintf(stderr, "sage-edge-run: MIDI input lost %" PRIu64 " times, back %" PRIu64 "\n",
                      lost, back);

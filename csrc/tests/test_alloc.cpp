@@ -226,82 +226,81 @@ TEST(live_events_allocate_nothing) {
 
 // Playing with a musician: events and polls (feeding the musician's bars, generating answers and
 // accompaniment, going back to a bar line and replaying it in time) allocate nothing, and neither
-// does playing the notes through the MIDI scheduler, as the front ends do: adding them (by time in
-// free time, by grid tick following a clock), taking the messages due, and a clock's Start (skip),
-// Stop (release) and the end (silence).
+// does playing the notes through the jam player, as the front ends do: on the jam's own clock,
+// leading a clock, and following one (Start, pulses, a Stop and Continue, a second Start that
+// jumps), polls, due bytes one message a call and many, the waits, the input's end and its tail,
+// and the end.
 TEST(jam_polls_allocate_nothing) {
     sage_model* model = load_or_die(fixture_models()[0]);
     // Call and response; one bar behind; in time at bar lines, every 2 ticks reacting and
-    // predicting; accompaniment's defaults (in time, every beat, reacting).
-    for (int variant = 0; variant < 5; ++variant) {
+    // predicting; accompaniment's defaults (in time, every beat, reacting); call and response
+    // leading a clock, and following one.
+    for (int variant = 0; variant < 7; ++variant) {
         sage_jam_options o = sage_jam_options_default();
-        o.mode = variant == 0 ? SAGE_JAM_CALL_RESPONSE : SAGE_JAM_ACCOMPANY;
+        o.mode = variant == 0 || variant >= 5 ? SAGE_JAM_CALL_RESPONSE : SAGE_JAM_ACCOMPANY;
         if (variant == 1) o.lookahead_bars = 1;
         if (variant == 2 || variant == 3) {
             o.lookahead_bars = 0;
             o.listen_ticks = variant == 3 ? 2 : 0;
             o.react = o.predict = variant == 3 ? 1 : 0;
         }
-        if (variant >= 2) o.live.channel_programs[0] = 52;
+        if (variant >= 2 && variant <= 4) o.live.channel_programs[0] = 52;
+        const bool lead = variant == 5, follow = variant == 6;
+        o.live.follow_clock = follow ? 1 : 0;
         o.phrase_bars = 1;
         o.programs[0] = 42;
         sage_jam* jam = nullptr;
         CHECK(count_allocations([&] { CHECK_EQ(sage_jam_create(model, &o, &jam), SAGE_OK); }) > 0);
         sage_live* live = nullptr;
         sage_jam_get_live(jam, &live);
-        sage_midi_scheduler* scheduler = nullptr;
+        sage_jam_player* player = nullptr;
         CHECK(count_allocations(
-                  [&] { CHECK_EQ(sage_midi_scheduler_create(1365, &scheduler), SAGE_OK); }) > 0);
-        const bool by_tick = variant % 2 == 1;
+                  [&] { CHECK_EQ(sage_jam_player_create(jam, lead, &player), SAGE_OK); }) > 0);
         sage_jam_note notes[16];
         uint8_t bytes[64];
-        size_t count = 0, played = 0, written = 0, sent = 0;
+        size_t count = 0, written = 0, sent = 0;
+        uint64_t played = 0;
+        sage_jam_player_state state{};
         const long during_play = count_allocations([&] {
-            for (int64_t t = 0; t < 8 * 2000000; t += 2000) {
+            for (int64_t t = 0; t < 16 * 2000000; t += 2000) {
                 if (t % 500000 == 0) CHECK_EQ(sage_live_note(live, t, 0, 60, 90), SAGE_OK);
                 if (t % 500000 == 250000) CHECK_EQ(sage_live_note(live, t, 0, 60, 0), SAGE_OK);
                 // The meter changes ahead: 3/4 from bar 2, 4/4 again from bar 5.
                 if (t == 1000000) CHECK_EQ(sage_live_set_meter(live, 2, 3), SAGE_OK);
                 if (t == 4000000) CHECK_EQ(sage_live_set_meter(live, 5, 4), SAGE_OK);
-                CHECK_EQ(sage_jam_poll(jam, t, notes, 16, &count), SAGE_OK);
-                played += count;
-                for (size_t i = 0; i < count; ++i) {
-                    const sage_jam_note& j = notes[i];
-                    const sage_midi_note note{
-                        by_tick ? static_cast<double>(j.tick) : static_cast<double>(j.time_us),
-                        by_tick ? static_cast<double>(j.end_tick) : static_cast<double>(j.end_us),
-                        j.pitch,
-                        j.velocity,
-                        j.program,
-                        j.channel};
-                    CHECK_EQ(sage_midi_scheduler_add(scheduler, &note), SAGE_OK);
+                if (follow && t % 20000 == 0) {  // 25 pulses a quarter: a clock a bit fast
+                    const uint8_t pulse = t == 0 || t == 9000000 ? 0xFA
+                                          : t == 6000000         ? 0xFC
+                                          : t == 7000000         ? 0xFB
+                                                                 : 0xF8;
+                    CHECK_EQ(sage_live_midi(live, t, &pulse, 1), SAGE_OK);
                 }
-                sage_midi_scheduler_state state{};
-                CHECK_EQ(sage_midi_scheduler_get_state(scheduler, &state), SAGE_OK);
-                int64_t tick = 0;
-                CHECK_EQ(sage_live_tick_at(live, t, &tick), SAGE_OK);
-                const double now = by_tick ? static_cast<double>(tick) : static_cast<double>(t);
+                if (t == 16000000) CHECK_EQ(sage_jam_player_input_ended(player, t), SAGE_OK);
                 do {
                     CHECK_EQ(
-                        sage_midi_scheduler_take_due(scheduler, now, bytes, sizeof bytes, &written),
+                        sage_jam_player_take_due(player, t, bytes, t % 4000 ? 3 : 64, &written),
                         SAGE_OK);
                     sent += written;
                 } while (written > 0);
-                if (t == 6000000)
-                    CHECK_EQ(sage_midi_scheduler_release(scheduler, bytes, sizeof bytes, &written),
-                             SAGE_OK);
-                if (t == 9000000)
-                    CHECK_EQ(sage_midi_scheduler_skip_before(scheduler, now + 1, bytes,
-                                                             sizeof bytes, &written),
-                             SAGE_OK);
+                do {
+                    CHECK_EQ(sage_jam_player_poll(player, t, notes, 16, &count), SAGE_OK);
+                    played += count;
+                } while (count == 16);
+                int64_t wait = 0;
+                CHECK_EQ(sage_jam_player_wait(player, t, &wait), SAGE_OK);
+                CHECK_EQ(sage_jam_player_get_state(player, &state), SAGE_OK);
+                if (state.done) break;
             }
-            CHECK_EQ(sage_midi_scheduler_silence(scheduler, bytes, sizeof bytes, &written),
-                     SAGE_OK);
+            do {
+                CHECK_EQ(sage_jam_player_stop(player, bytes, sizeof bytes, &written), SAGE_OK);
+                sent += written;
+            } while (written > 0);
         });
         CHECK_EQ(during_play, 0L);
         CHECK(played > 0);
-        CHECK(sent >= 3 * played / 2);  // the notes went out (some skipped or released)
-        sage_midi_scheduler_free(scheduler);
+        CHECK(sent >= 2 * played);  // the notes went out (some skipped or released)
+        CHECK_EQ(state.done, 1);
+        sage_jam_player_free(player);
         sage_jam_free(jam);
     }
     sage_model_free(model);

@@ -394,19 +394,19 @@ sage_status sage_session_get_dropped_events(const sage_session* session, uint64_
 
 /* MIDI output (docs/jam.md, "Playing the notes"): notes with their times become MIDI 1.0 channel
  * messages, each due at its time, for a player that sleeps until the earliest is due and sends
- * everything due then; sage-edge-run's playback and jam loops and sage_edge.live.Jam.serve all
- * play through it. Times are in one unit the caller chooses for a scheduler (quarter notes of
- * sage_note_event, microseconds of sage_jam_note.time_us, a followed clock's grid ticks of
- * sage_jam_note.tick): the scheduler only compares them. A program change goes out at a channel's
- * first note and when its program changes (never on channel 10, index 9: drums). A note given
- * SAGE_MIDI_CHANNEL_AUTO gets a channel by its program: drums (-1) channel 10, melodic programs
- * the channels in order of first appearance, skipping 10 (with more than 15, the one assigned
- * longest ago again). At one time note-offs go first, then program changes, then note-ons. When
- * notes of one pitch overlap on a channel, its note-off goes out when the last of them ends (an
- * earlier note's end does not cut a later one). Messages are 2 or 3 bytes, each with its status
- * byte (no running status). Pitches and velocities are clamped to MIDI's range (a note-on plays at
- * least velocity 1). Nothing allocates after sage_midi_scheduler_create. A scheduler is not
- * synchronised: one thread at a time. */
+ * everything due then; sage-edge-run's playback plays through it, and a jam's notes do through the
+ * jam player (sage_jam_player_*, below), whichever front end plays them. Times are in one unit the
+ * caller chooses for a scheduler (quarter notes of sage_note_event, microseconds of
+ * sage_jam_note.time_us, a followed clock's grid ticks of sage_jam_note.tick): the scheduler only
+ * compares them. A program change goes out at a channel's first note and when its program changes
+ * (never on channel 10, index 9: drums). A note given SAGE_MIDI_CHANNEL_AUTO gets a channel by its
+ * program: drums (-1) channel 10, melodic programs the channels in order of first appearance,
+ * skipping 10 (with more than 15, the one assigned longest ago again). At one time note-offs go
+ * first, then program changes, then note-ons. When notes of one pitch overlap on a channel, its
+ * note-off goes out when the last of them ends (an earlier note's end does not cut a later one).
+ * Messages are 2 or 3 bytes, each with its status byte (no running status). Pitches and velocities
+ * are clamped to MIDI's range (a note-on plays at least velocity 1). Nothing allocates after
+ * sage_midi_scheduler_create. A scheduler is not synchronised: one thread at a time. */
 typedef struct sage_midi_scheduler sage_midi_scheduler;
 #define SAGE_MIDI_CHANNEL_AUTO (-1)
 
@@ -673,6 +673,82 @@ sage_status sage_jam_set_controls(sage_jam* jam, const sage_controls* controls);
  * engine's), oldest first; *count receives how many. */
 sage_status sage_jam_get_history(const sage_jam* jam, int32_t* tokens, size_t capacity,
                                  size_t* count);
+
+/* Playing a jam's notes (docs/jam.md, "Playing the notes" and "Clock"): the one place where a
+ * jam's notes become MIDI bytes on time, with the clock and the end of a session, for every front
+ * end (sage-edge-run --midi-in, sage_edge.live.Jam.serve, examples/answer_midi.c). A front end's
+ * loop: give the input's bytes to the jam's live encoder; sage_jam_player_take_due; then
+ * sage_jam_player_poll; sage_jam_player_take_due again; when sage_jam_player_state.done, end;
+ * else wait for input at most sage_jam_player_wait's microseconds. On the input's end call
+ * sage_jam_player_input_ended; at the end, whatever ends it (done, a signal), sage_jam_player_stop.
+ * The bytes written are MIDI 1.0 messages, each with its status byte.
+ *
+ * The player queues the notes in a MIDI scheduler of its own (the rules of sage_midi_scheduler_*,
+ * room for SAGE_JAM_PLAYER_NOTES notes) by time_us on the jam's own clock, or, when the jam follows
+ * the input's clock (sage_live_options.follow_clock), by grid tick: due when the clock's last
+ * pulse (sage_live_counts.clock_tick) reaches it. Following, the notes decided for a tick before
+ * where the music went on (sage_live_counts.clock_from_tick: a Start, a Continue a Song Position
+ * Pointer moved) are not played (those queued are skipped as sage_midi_scheduler_skip_before does,
+ * those polled later are not queued), and a Stop (sage_live_counts.clock_stops) releases the notes
+ * sounding (sage_midi_scheduler_release). Leading (lead_clock): Start (0xFA) at bar 0 with its
+ * first pulse, then 24 pulses (0xF8) per quarter note, each at the live encoder's time for it (a
+ * pulse on a grid tick at sage_live_time_of of the tick, so before the notes due then), and Stop
+ * (0xFC) at sage_jam_player_stop; never Continue (the leader does not pause).
+ *
+ * The end: after sage_jam_player_input_ended the jam is polled on for the bars a last phrase needs
+ * to end and be answered (or accompanied lookahead_bars later): until the start of bar
+ * b + 2 * phrase_bars + later + 2, b the bar the input ended in, later = lookahead_bars when
+ * accompanying, else 1 (the live encoder's bar table). Then the player is closing: it polls no
+ * more, plays what is queued, and is done when nothing is (following a clock, at once: its pulses
+ * ended with the input). sage_jam_player_stop ends the notes sounding with their note-offs (the
+ * player knows which: no All Notes Off) and plays nothing queued.
+ *
+ * Nothing allocates after sage_jam_player_create. A player is not synchronised; the jam must
+ * outlive it, and while it lives poll the jam through it only. */
+typedef struct sage_jam_player sage_jam_player;
+#define SAGE_JAM_PLAYER_NOTES \
+    1365                       /* notes queued at once (4 095 messages): more than a bar holds */
+#define SAGE_JAM_LATE_US 10000 /* a message sent this much after it was due is late */
+
+typedef struct sage_jam_player_state {
+    uint64_t notes;        /* notes queued to play (a full queue's are dropped) */
+    uint64_t dropped;      /* notes not queued: decided for a tick a followed clock skipped, or
+                              no room */
+    uint64_t late_sends;   /* on the jam's own clock: calls of sage_jam_player_take_due (one per
+                              now_us) that wrote messages more than SAGE_JAM_LATE_US after due */
+    int64_t worst_late_us; /* the latest of those */
+    uint64_t pulses;       /* leading: clock pulses sent */
+    size_t queued;         /* messages waiting */
+    int32_t closing;       /* the input ended and its tail passed: no more polls */
+    int32_t done;          /* closing and nothing left to play: call sage_jam_player_stop */
+} sage_jam_player_state;
+
+/* lead_clock nonzero: send Start, the pulses and Stop; SAGE_ERR_ARGUMENT when the jam follows the
+ * input's clock. */
+sage_status sage_jam_player_create(sage_jam* jam, int32_t lead_clock, sage_jam_player** out);
+void sage_jam_player_free(sage_jam_player* player);
+/* Polls the jam (sage_jam_poll, again while it fills what is asked) and queues its notes; up to
+ * capacity of the notes queued go to out (those not played are left out); *count receives how
+ * many: call again while it is capacity. Nothing once closing. */
+sage_status sage_jam_player_poll(sage_jam_player* player, int64_t now_us, sage_jam_note* out,
+                                 size_t capacity, size_t* count);
+/* Writes to out what is due at now_us: following, a Stop's note-offs and a jump's (above); leading,
+ * the pulses due; the messages due. Whole messages while they fit (capacity at least
+ * SAGE_MIDI_MAX_MESSAGE_BYTES; exactly that: one message a call, for a port that takes one at a
+ * time); *written receives how many bytes: call again while it writes any. */
+sage_status sage_jam_player_take_due(sage_jam_player* player, int64_t now_us, uint8_t* out,
+                                     size_t capacity, size_t* written);
+/* The musician is done (the input ended): the tail starts (a second call changes nothing). */
+sage_status sage_jam_player_input_ended(sage_jam_player* player, int64_t now_us);
+/* How long to wait for input before calling again: 0 while the jam generates (poll again at
+ * once), else until the next pulse or message due, at most 1 000 microseconds. */
+sage_status sage_jam_player_wait(const sage_jam_player* player, int64_t now_us, int64_t* wait_us);
+/* The end: note-offs for the notes sounding, nothing queued is played, and, leading a clock that
+ * started, Stop; then take_due writes nothing. Writes as take_due does: call again while it writes
+ * any. */
+sage_status sage_jam_player_stop(sage_jam_player* player, uint8_t* out, size_t capacity,
+                                 size_t* written);
+sage_status sage_jam_player_get_state(const sage_jam_player* player, sage_jam_player_state* out);
 
 #ifdef __cplusplus
 }
