@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -372,9 +373,37 @@ def test_time_budget_fits_max_steps_and_resume_keeps_it(corpus, tmp_path):
     args = ["--config", str(config), "--data", str(corpus), "--out", str(first)]
     summary = train(parse_args([*args, "--time-budget", "3"]))
     fitted = [m for m in read_metrics(first / "metrics.jsonl") if "max_steps" in m]
-    assert len(fitted) == 1 and fitted[0]["step"] == 45
-    assert 45 <= fitted[0]["max_steps"] < 2000
-    assert summary["event"] == "end" and summary["step"] == fitted[0]["max_steps"]
+    assert fitted[0]["step"] == 45 and all(m["step"] % 4 == 0 for m in fitted[1:])  # validations
+    assert all(45 <= m["max_steps"] < 2000 for m in fitted)
+    assert summary["event"] == "end" and summary["step"] == fitted[-1]["max_steps"]
     checkpoint = torch.load(first / "last.pt", weights_only=False)
     assert json.loads(checkpoint["train_config_json"])["max_steps"] == summary["step"]
     assert train(parse_args([*args, "--resume"]))["step"] == summary["step"]  # nothing left
+
+
+def test_time_budget_holds_when_the_pace_changes(corpus, tmp_path):
+    # Every 50 steps a validation of the whole corpus takes about as long as the 50 steps, which
+    # the first fit (steps 5-45, before any validation) cannot see: fitted once, the run took
+    # over twice its budget. Refitted after every validation, it ends in time.
+    slow = tmp_path / "corpus"
+    shutil.copytree(corpus, slow, ignore=shutil.ignore_patterns("tokens"))
+    manifest = json.loads((slow / data.MANIFEST).read_text())
+    every = [p for split in manifest["splits"].values() for p in split]
+    manifest["splits"] = {"train": every, "valid": every, "test": []}
+    (slow / data.MANIFEST).write_text(json.dumps(manifest))
+    config = tmp_path / "slow_validations.toml"
+    text = TINY.read_text().replace("max_steps = 8", "max_steps = 100000")
+    text = text.replace("segment = 32", "segment = 8").replace("batch_size = 4", "batch_size = 1")
+    text = text.replace("eval_every = 4", "eval_every = 50").replace("eval_max_tokens = 1500", "")
+    config.write_text(text)
+    out = tmp_path / "run"
+    args = ["--config", str(config), "--data", str(slow), "--out", str(out)]
+    budget = 8.0
+    summary = train(parse_args([*args, "--time-budget", str(budget)]))
+    metrics = read_metrics(out / "metrics.jsonl")
+    fitted = [m for m in metrics if "max_steps" in m]
+    assert fitted[0]["step"] == 45 and len(fitted) > 1
+    assert fitted[-1]["max_steps"] < fitted[0]["max_steps"] / 1.3
+    assert summary["event"] == "end" and summary["step"] == fitted[-1]["max_steps"]
+    timed = [m["time"] for m in metrics if "time" in m]
+    assert timed[-1] - timed[0] < 1.2 * budget  # fitted once: 2.4 times (1 369 steps, not 576)

@@ -609,9 +609,27 @@ def train(args: argparse.Namespace) -> dict:
 
     stop = cfg.max_steps if args.stop_at is None else min(args.stop_at, cfg.max_steps)
     saved_step = step
-    # --time-budget: time steps CALIBRATION[0] to CALIBRATION[1] (after start-up), then keep 15 %
-    # of what is left for the evaluations and the checkpoints.
+    # --time-budget: time steps CALIBRATION[0] to CALIBRATION[1] (after start-up) and fit
+    # max_steps to what is left, keeping 15 % for the evaluations and checkpoints not yet timed;
+    # fit again after every validation from the pace since CALIBRATION[0], evaluations included,
+    # keeping 5 %: runs side by side on one GPU time each other's start-up, and a neighbour that
+    # ends or starts changes the pace (docs/training.md, "Six runs from the soup").
     run_start, calibration, calibration_start = time.perf_counter(), (step + 5, step + 45), 0.0
+    config_max_steps = cfg.max_steps
+
+    def fit_to_budget(reserve: float) -> None:
+        nonlocal cfg, stop
+        seconds_per_step = (time.perf_counter() - calibration_start) / (step - calibration[0])
+        left = args.time_budget - (time.perf_counter() - run_start)
+        fitted = step + int((1.0 - reserve) * left / seconds_per_step)
+        fitted = min(gather(max(step, min(config_max_steps, fitted)), env))  # ranks agree
+        if fitted == cfg.max_steps:
+            return
+        cfg = dataclasses.replace(cfg, max_steps=fitted)
+        stop = fitted if args.stop_at is None else min(args.stop_at, fitted)
+        log({"step": step, "max_steps": fitted, "seconds_per_step": seconds_per_step})
+        if progress is not None:
+            progress.total = fitted
 
     def validate() -> None:
         """Validation loss at ``step``, logged; last.pt (and best.pt when it improved) saved."""
@@ -685,17 +703,12 @@ def train(args: argparse.Namespace) -> dict:
         if args.time_budget is not None and step == calibration[0]:
             calibration_start = time.perf_counter()
         if args.time_budget is not None and step == calibration[1]:
-            seconds_per_step = (time.perf_counter() - calibration_start) / (step - calibration[0])
-            left = args.time_budget - (time.perf_counter() - run_start)
-            fitted = max(step, min(cfg.max_steps, step + int(0.85 * left / seconds_per_step)))
-            cfg = dataclasses.replace(cfg, max_steps=fitted)
-            stop = fitted if args.stop_at is None else min(args.stop_at, fitted)
-            log({"step": step, "max_steps": fitted, "seconds_per_step": seconds_per_step})
-            if progress is not None:
-                progress.total = fitted
+            fit_to_budget(reserve=0.15)
 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             validate()
+            if args.time_budget is not None and calibration[1] < step < cfg.max_steps:
+                fit_to_budget(reserve=0.05)
 
     if progress is not None:
         progress.close()
