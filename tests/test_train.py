@@ -304,7 +304,11 @@ def test_a_one_work_folder_is_refused_with_the_reason(tmp_path, chorale_paths):
     [
         "finetune.toml",
         "weighted.toml",
-        *(f"soup/{p.name}" for p in sorted((TINY.parent / "soup").glob("*.toml"))),
+        *(
+            f"{d}/{p.name}"
+            for d in ("soup", "soup2")
+            for p in sorted((TINY.parent / d).glob("*.toml"))
+        ),
     ],
 )
 def test_the_configs_that_start_from_the_shipped_model_fit_it(config, tokenizer):
