@@ -428,6 +428,9 @@ Controls::Controls(const TokenInfo* vocab, int vocab_size, int ticks_per_quarter
         if (t.kind == Kind::Pitch && t.a >= 0 && t.a <= 127 &&
             n_pitch_tokens_ < static_cast<int>(pitch_tokens_.size()))
             pitch_tokens_[n_pitch_tokens_++] = static_cast<int16_t>(i);
+        if (t.kind == Kind::Velocity &&
+            n_velocity_tokens_ < static_cast<int>(velocity_tokens_.size()))
+            velocity_tokens_[n_velocity_tokens_++] = static_cast<int16_t>(i);
         if (t.kind == Kind::Program && t.a >= -1 && t.a <= 127) has_program_token_[t.a + 1] = true;
     }
     set(settings_);
@@ -627,11 +630,14 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
     auto makes_parallel = [&](int pitch) {
         return parallels && parallel_[std::max<int>(pitch, line_now_[voice])];
     };
-    // Which of the grammar's pitches the hard rules leave, and whether parallels would leave any.
+    // Which of the grammar's pitches the hard rules leave (fits[i], pitch_tokens_[i]'s), and
+    // whether parallels would leave any.
+    std::array<bool, 128> fits;
     int fitting = 0, clean = 0;
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
-        if (!allowed[id] || !pitch_fits(voice, pitch, final_bar_)) continue;
+        fits[i] = allowed[id] && pitch_fits(voice, pitch, final_bar_);
+        if (!fits[i]) continue;
         ++fitting;
         clean += !makes_parallel(pitch);
     }
@@ -647,19 +653,17 @@ void Controls::apply_pitches(int voice, int64_t time, uint8_t* allowed, float* l
             if (h.voice != kDrums && h.onset <= time && time < h.end)
                 below = std::min<int>(below, h.pitch);
         }
-        bool tonic_fits = false;
+        bool tonic_fits = false;  // (final_bar_ holds here: fits[i] is the last bar's)
         for (int i = 0; i < n_pitch_tokens_ && !tonic_fits; ++i) {
-            const int id = pitch_tokens_[i], pitch = vocab_[id].a;
-            tonic_fits = allowed[id] && pitch < below && pitch % 12 == cadence_tonic_ &&
-                         pitch_fits(voice, pitch, true);
+            const int pitch = vocab_[pitch_tokens_[i]].a;
+            tonic_fits = fits[i] && pitch < below && pitch % 12 == cadence_tonic_;
         }
         if (!tonic_fits) below = -1;  // no tonic under the others here: the rule gives way
     }
     for (int i = 0; i < n_pitch_tokens_; ++i) {
         const int id = pitch_tokens_[i], pitch = vocab_[id].a;
         if (!allowed[id]) continue;
-        if (!pitch_fits(voice, pitch, final_bar_) ||
-            (pitch < below && pitch % 12 != cadence_tonic_)) {
+        if (!fits[i] || (pitch < below && pitch % 12 != cadence_tonic_)) {
             allowed[id] = 0;
             continue;
         }
@@ -679,15 +683,13 @@ void Controls::apply_velocities(int voice, uint8_t* allowed, float* logits) cons
     if (settings_.velocity_scale != 1) scale_velocities(allowed, logits);
     const int low = settings_.velocity_low[voice], high = settings_.velocity_high[voice];
     int nearest = 1 << 30;  // distance to the range of the nearest velocity token allowed
-    for (int i = 0; i < vocab_size_; ++i) {
-        if (!allowed[i] || vocab_[i].kind != Kind::Velocity) continue;
-        const int v = vocab_[i].a;
-        nearest = std::min(nearest, v < low ? low - v : v > high ? v - high : 0);
+    for (int k = 0; k < n_velocity_tokens_; ++k) {
+        const int id = velocity_tokens_[k], v = vocab_[id].a;
+        if (allowed[id]) nearest = std::min(nearest, v < low ? low - v : v > high ? v - high : 0);
     }
-    for (int i = 0; i < vocab_size_; ++i) {
-        if (!allowed[i] || vocab_[i].kind != Kind::Velocity) continue;
-        const int v = vocab_[i].a;
-        allowed[i] = (v < low ? low - v : v > high ? v - high : 0) == nearest;
+    for (int k = 0; k < n_velocity_tokens_; ++k) {
+        const int id = velocity_tokens_[k], v = vocab_[id].a;
+        if (allowed[id]) allowed[id] = (v < low ? low - v : v > high ? v - high : 0) == nearest;
     }
 }
 
@@ -696,8 +698,8 @@ void Controls::scale_velocities(uint8_t* allowed, float* logits) const {
     std::array<int16_t, 128> ids{}, target{};
     std::array<float, 128> moved{};
     int n = 0;
-    for (int i = 0; i < vocab_size_ && n < 128; ++i)
-        if (allowed[i] && vocab_[i].kind == Kind::Velocity) ids[n++] = static_cast<int16_t>(i);
+    for (int k = 0; k < n_velocity_tokens_; ++k)
+        if (allowed[velocity_tokens_[k]]) ids[n++] = velocity_tokens_[k];
     for (int k = 0; k < n; ++k) {
         const float scaled = static_cast<float>(vocab_[ids[k]].a) * settings_.velocity_scale;
         int best = 0;

@@ -96,6 +96,8 @@ class Controls {
     bool active_ = false, biases_ = false, polyphony_ = false;
     std::array<int16_t, 128> pitch_tokens_{};  // ids of the Pitch tokens (not PitchDrum)
     int n_pitch_tokens_ = 0;
+    std::array<int16_t, 128> velocity_tokens_{};  // ids of the Velocity tokens
+    int n_velocity_tokens_ = 0;
     std::array<bool, kVoices> has_program_token_{};
     // Whether a voice has a pitch the range and key leave (outside / inside a cadence's last bar).
     std::array<bool, kVoices> playable_{}, playable_final_{};

@@ -308,7 +308,7 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
 // and a 512-bit one serves twice the lanes of AVX2's in less than twice the time (a prefill's
 // SwiGLU 4.1 -> 2.5 cycles per element here).
 void swiglu16(float* gate, const float* up, int64_t n) {
-    const int64_t i = swiglu_vectors<Lanes16>(gate, up, n);
+    const int64_t i = swiglu_vectors<Lanes16, kSwigluVectors>(gate, up, n);
     swiglu(gate + i, up + i, n - i);
 }
 

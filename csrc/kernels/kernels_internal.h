@@ -347,6 +347,65 @@ void rmsnorm_each_row(const float* x, const float* gain, float* out, int64_t n, 
     }
 }
 
+// ---- exp and SwiGLU over vectors of lanes ------------------------------------------------------
+// W is a path's vector of W::kLanes floats: Lanes8 (kernels_x86_impl.h), Lanes16
+// (kernels_avx512_attention.h), Lanes4 (kernels_neon_impl.h), each with the operations below.
+
+// exp_f32 (kernels.h) of W::kLanes lanes, operation by operation, for N vectors at once: each step
+// runs over all N before the next, so their chains of dependent operations overlap (the SwiGLU's
+// N at a time, swiglu_vectors).
+template <typename W, int N>
+inline void exp_each(typename W::V* x) {
+    typename W::Mask below[N];
+    typename W::V k[N], r[N], p[N];
+    for (int i = 0; i < N; ++i) {
+        below[i] = W::below(x[i], -87.0f);
+        x[i] = W::min(x[i], W::set1(88.0f));
+        k[i] = W::round(W::mul(x[i], W::set1(1.44269504088896341f)));
+    }
+    for (int i = 0; i < N; ++i)
+        r[i] = W::sub(W::minus_exact_product(x[i], k[i], 0.693359375f),
+                      W::mul(k[i], W::set1(-2.12194440e-4f)));
+    constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
+                                 0.5f,          1.0f,          1.0f};
+    for (int i = 0; i < N; ++i) p[i] = W::set1(1.0f / 5040.0f);
+    for (float c : kTaylor)
+        for (int i = 0; i < N; ++i) p[i] = W::add(W::mul(p[i], r[i]), W::set1(c));
+    for (int i = 0; i < N; ++i) x[i] = W::times_two_to(p[i], k[i], below[i]);
+}
+
+// SwiGLU of N vectors of W::kLanes lanes, the exp's steps over the N in lockstep (exp_each).
+template <typename W, int N>
+inline void swiglu_each(float* gate, const float* up) {
+    typename W::V z[N], e[N];
+    for (int j = 0; j < N; ++j) {
+        z[j] = W::load(gate + W::kLanes * j);
+        e[j] = W::negate(z[j]);
+    }
+    exp_each<W, N>(e);
+    for (int j = 0; j < N; ++j) {
+        const typename W::V silu = W::div(z[j], W::add(W::set1(1.0f), e[j]));
+        W::store(gate + W::kLanes * j, W::mul(silu, W::load(up + W::kLanes * j)));
+    }
+}
+
+// SwiGLU on W::kLanes lanes, N vectors at a time, then one; returns how many elements it did, a
+// multiple of W::kLanes.
+template <typename W, int N>
+inline int64_t swiglu_vectors(float* gate, const float* up, int64_t n) {
+    int64_t i = 0;
+    for (; i + N * W::kLanes <= n; i += N * W::kLanes) swiglu_each<W, N>(gate + i, up + i);
+    for (; i + W::kLanes <= n; i += W::kLanes) swiglu_each<W, 1>(gate + i, up + i);
+    return i;
+}
+
+// The SwiGLU (kernels.h) with swiglu_vectors<W, N>, then element by element.
+template <typename W, int N>
+inline void swiglu_lanes(float* gate, const float* up, int64_t n) {
+    for (int64_t i = swiglu_vectors<W, N>(gate, up, n); i < n; ++i)
+        gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
+}
+
 }  // namespace
 
 extern const KernelTable kScalarTable;

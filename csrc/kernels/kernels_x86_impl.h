@@ -371,9 +371,9 @@ constexpr int kAttentionVectors = 4;
 constexpr int kAttentionVectors = 2;
 #endif
 
-// The vector operations of the value sums, the exp and the SwiGLU on W::kLanes lanes: Lanes8 here
-// (AVX2, and AVX-512's widths that are not a multiple of 16), Lanes16 in
-// kernels_avx512_attention.h.
+// The vector operations of the value sums, the exp and the SwiGLU (kernels_internal.h's exp_each
+// and swiglu_each) on W::kLanes lanes: Lanes8 here (AVX2, and AVX-512's widths that are not a
+// multiple of 16), Lanes16 in kernels_avx512_attention.h.
 struct Lanes8 {
     using V = __m256;
     static constexpr int kLanes = 8;
@@ -408,29 +408,6 @@ struct Lanes8 {
         return Ring::value8(a, slot, c);
     }
 };
-
-// exp_f32 (kernels.h) of W::kLanes lanes, operation by operation, for N vectors at once: each step
-// runs over all N before the next, so their chains of dependent operations overlap (the SwiGLU's
-// eight at a time, swiglu_vectors).
-template <typename W, int N>
-inline void exp_each(typename W::V* x) {
-    typename W::Mask below[N];
-    typename W::V k[N], r[N], p[N];
-    for (int i = 0; i < N; ++i) {
-        below[i] = W::below(x[i], -87.0f);
-        x[i] = W::min(x[i], W::set1(88.0f));
-        k[i] = W::round(W::mul(x[i], W::set1(1.44269504088896341f)));
-    }
-    for (int i = 0; i < N; ++i)
-        r[i] = W::sub(W::minus_exact_product(x[i], k[i], 0.693359375f),
-                      W::mul(k[i], W::set1(-2.12194440e-4f)));
-    constexpr float kTaylor[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f,
-                                 0.5f,          1.0f,          1.0f};
-    for (int i = 0; i < N; ++i) p[i] = W::set1(1.0f / 5040.0f);
-    for (float c : kTaylor)
-        for (int i = 0; i < N; ++i) p[i] = W::add(W::mul(p[i], r[i]), W::set1(c));
-    for (int i = 0; i < N; ++i) x[i] = W::times_two_to(p[i], k[i], below[i]);
-}
 
 inline __m256 exp8(__m256 x) {
     exp_each<Lanes8, 1>(&x);
@@ -776,36 +753,13 @@ inline float softmax_weights(float* e, int64_t window, float max_score, int64_t*
     return 1.0f / (lane[0] + lane[1]);
 }
 
-// SwiGLU of N vectors of W::kLanes lanes, the exp's steps over the N in lockstep (exp_each).
-template <typename W, int N>
-inline void swiglu_each(float* gate, const float* up) {
-    typename W::V z[N], e[N];
-    for (int j = 0; j < N; ++j) {
-        z[j] = W::load(gate + W::kLanes * j);
-        e[j] = W::negate(z[j]);
-    }
-    exp_each<W, N>(e);
-    for (int j = 0; j < N; ++j) {
-        const typename W::V silu = W::div(z[j], W::add(W::set1(1.0f), e[j]));
-        W::store(gate + W::kLanes * j, W::mul(silu, W::load(up + W::kLanes * j)));
-    }
-}
-
-// SwiGLU on W::kLanes lanes, eight vectors at a time, then one; returns how many elements it did,
-// a multiple of W::kLanes. (768 values: eight at a time 366 ns on AVX2, 238 on AVX-512; four 369
-// and 261, six 384 and 244, two 408 and 260.)
-template <typename W>
-inline int64_t swiglu_vectors(float* gate, const float* up, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 * W::kLanes <= n; i += 8 * W::kLanes) swiglu_each<W, 8>(gate + i, up + i);
-    for (; i + W::kLanes <= n; i += W::kLanes) swiglu_each<W, 1>(gate + i, up + i);
-    return i;
-}
+// The SwiGLU's vectors per step on both x86 paths (swiglu_vectors; 768 values: eight at a time 366
+// ns on AVX2, 238 on AVX-512; four 369 and 261, six 384 and 244, two 408 and 260).
+constexpr int kSwigluVectors = 8;
 
 // SwiGLU on eight lanes (AVX2, and AVX-512's tails), then one by one.
 inline void swiglu(float* gate, const float* up, int64_t n) {
-    for (int64_t i = swiglu_vectors<Lanes8>(gate, up, n); i < n; ++i)
-        gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
+    swiglu_lanes<Lanes8, kSwigluVectors>(gate, up, n);
 }
 
 // acc_i += e_ij v_j for the NA heads head[0 .. NA) and j = j0 .. j1 - 1 in order (slot: j0's),
