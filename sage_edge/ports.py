@@ -3,8 +3,8 @@ serial port, a pty) or, with the ``ports`` extra (python-rtmidi), the name of a 
 sequencer or of JACK.
 
 Either way the jam's one loop (:meth:`sage_edge.live.Jam.serve`) reads bytes from a file
-descriptor and sends each message whole: a named input's messages, delivered by rtmidi on a
-thread of its own, are written to a pipe that the loop reads like a device.
+descriptor and sends each message whole: a named input's messages, read from rtmidi's queue on
+a thread of their own, are written to a pipe that the loop reads like a device.
 
 A port that goes away mid-jam (docs/jam.md, "When a port goes away") is looked for again by name
 every :data:`WATCH_S` on a thread of its own and reconnected when it is back: a named port always,
@@ -20,12 +20,15 @@ import contextlib
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 EXTRA_HINT = 'port names need python-rtmidi: pip install "sage-edge[ports]"'
 CLIENT = "sage-edge"  # the client name other programs see our ports under
 WATCH_S = 0.1  # how often a named port is looked for, and a lost one reopened
+READ_S = 0.0005  # how often a named input's queue is read when it was found empty
+SETTLE_S = 0.1  # how long after a change to the ports' graph a named port is closed (_GraphChanges)
 # What a lost input says to the jam: All Notes Off (controller 123) on each of the 16 channels.
 ALL_NOTES_OFF = bytes(b for channel in range(16) for b in (0xB0 | channel, 123, 0))
 
@@ -68,6 +71,52 @@ def _quiet_stderr():
         os.close(saved)
 
 
+class _GraphChanges:
+    """The changes this process makes to its MIDI systems' graphs (an rtmidi client created or
+    deleted, a port opened or closed), made one at a time, and when the last one was made or seen.
+
+    Closing a JACK port (rtmidi's ``close_port``, or ``delete`` with a port open: both
+    jack_port_unregister) removes it from its client's list of ports, which libjack's thread that
+    takes the server's notifications walks with no lock when the graph has changed (the latency
+    notification the server sends every client after each change): a port closed while that
+    notification ran killed the process (SIGSEGV in JackClient::HandleLatencyCallback; jack2 issue
+    216, python-rtmidi 1.5.8's libjack). A change of ours a moment before, such as the probe of
+    :class:`_Watched` deleted just before its port was closed, was what sent it. So a port is closed
+    only :data:`SETTLE_S` after the last change this process made or saw, and no change of ours is
+    made meanwhile; a change by another program at that very moment is not ours to prevent."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+
+    @contextlib.contextmanager
+    def change(self, closing_port: bool = False):
+        with self._lock:
+            if closing_port:
+                time.sleep(max(0.0, self._at + SETTLE_S - time.monotonic()))
+            try:
+                yield
+            finally:
+                self._at = time.monotonic()
+
+    def seen(self) -> None:
+        """Another program changed the graph (a port went away or came back)."""
+        with self.change():
+            pass
+
+
+_GRAPH = _GraphChanges()
+
+
+def delete_clients(*clients) -> None:
+    """Deletes rtmidi clients one by one, each as a port is closed (:class:`_GraphChanges`):
+    deleting a client whose port is open closes that port. For ports opened outside this module
+    in a process that uses it (a test's musician)."""
+    for client in clients:
+        with _GRAPH.change(closing_port=True):
+            client.delete()
+
+
 def _reach(direction: str) -> tuple[dict, list[Port], dict[str, str]]:
     """An rtmidi client (``MidiIn`` for ``"in"``, ``MidiOut`` for ``"out"``) for each MIDI system
     rtmidi was built with that can be reached, by system name; their ports (for ``"in"`` the
@@ -81,7 +130,7 @@ def _reach(direction: str) -> tuple[dict, list[Port], dict[str, str]]:
             continue
         system = rtmidi.get_api_name(api)
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _GRAPH.change():
                 clients[system] = client = kind(api, name=CLIENT)
         except rtmidi.SystemError as error:
             unreachable[system] = str(error).rstrip(".")
@@ -94,8 +143,9 @@ def list_ports(direction: str) -> tuple[list[Port], dict[str, str]]:
     """The named ports a jam can read (``"in"``) or play to (``"out"``), and the MIDI systems
     that could not be reached, with why."""
     clients, ports, unreachable = _reach(direction)
-    for client in clients.values():
-        client.delete()
+    with _GRAPH.change():
+        for client in clients.values():
+            client.delete()
     return ports, unreachable
 
 
@@ -278,7 +328,7 @@ class _Watched(Losses):
             a for a in rtmidi.get_compiled_api() if rtmidi.get_api_name(a) == port.system
         )
         self._kind = rtmidi.MidiIn if direction == "in" else rtmidi.MidiOut
-        with _quiet_stderr():
+        with _quiet_stderr(), _GRAPH.change():
             self._probe = self._kind(self._api, name=CLIENT)
         self._client, self._port, self._given, self._direction = client, port, given, direction
         self._lock = threading.Lock()  # the client, between the jam's thread and the watch
@@ -291,13 +341,19 @@ class _Watched(Losses):
         while not self._closing.wait(WATCH_S):
             names = self._probe.get_ports()
             if self.connected and self._port.name not in names:
+                _GRAPH.seen()
                 with self._lock:
                     self.connected = False
                 self._went()
             elif not self.connected and any(self._given.lower() in n.lower() for n in names):
+                _GRAPH.seen()
+                if self._closing.wait(SETTLE_S):  # settled here, not holding the lock (sends)
+                    return
                 with self._lock:
-                    self._client.delete()
-                    self._client = client = self._kind(self._api, name=CLIENT)
+                    with _GRAPH.change(closing_port=True):
+                        self._client.delete()  # its port, still open, is closed
+                    with _GRAPH.change():
+                        self._client = client = self._kind(self._api, name=CLIENT)
                     names = client.get_ports()
                     ports = [Port(self._port.system, i, n) for i, n in enumerate(names)]
                     try:
@@ -305,7 +361,8 @@ class _Watched(Losses):
                     except ValueError:  # gone again, or several: looked for again
                         continue
                     self._prepare(client)
-                    client.open_port(self._port.index, self._direction)
+                    with _GRAPH.change():
+                        client.open_port(self._port.index, self._direction)
                     self.connected = True
                     self._reconnect()
                 self._came_back(self._port.name)
@@ -319,31 +376,47 @@ class _Watched(Losses):
     def close(self) -> None:
         self._closing.set()
         self._thread.join()
-        self._probe.delete()
-        with contextlib.suppress(Exception):  # rtmidi raises closing a port not open
-            self._client.close_port()
-        self._client.delete()
+        with _GRAPH.change(closing_port=True), contextlib.suppress(Exception):
+            self._client.close_port()  # rtmidi raises closing a port not open
+        with _GRAPH.change():
+            self._client.delete()
+            self._probe.delete()
 
 
 class PortInput(_Watched, _PipedInput):
     """A named input port: every message it delivers (SysEx, clock and active sensing included,
-    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`."""
+    as a device gives them) is written whole to a pipe, whose read end is :meth:`fileno`.
+
+    The messages are read from rtmidi's queue on a thread of ours, every :data:`READ_S` while it
+    is empty, not delivered by a callback: a callback runs on the MIDI system's thread and waits
+    there for the interpreter lock, and python-rtmidi holds that lock while it opens a client or
+    closes a port, which wait for that thread (JACK): with a musician playing, opening the output
+    port or closing the input hung."""
 
     def __init__(self, port: Port, client, given: str | None = None, report=None):
         _PipedInput.__init__(self, port.name, report)
         self._prepare(client)
-        client.open_port(port.index, "in")
+        with _GRAPH.change():
+            client.open_port(port.index, "in")
         _Watched.__init__(self, port, client, given or port.name, "in", report)
+        self._reader = threading.Thread(target=self._read_queue, daemon=True)
+        self._reader.start()
 
     def _prepare(self, client) -> None:
         client.ignore_types(sysex=False, timing=False, active_sense=False)
-        client.set_callback(self._deliver)
 
-    def _deliver(self, event, _data=None) -> None:
-        message, _delta = event
-        self._pass(bytes(message))
+    def _read_queue(self) -> None:
+        while not self._closing.is_set():
+            with self._lock:  # the client, which a reconnect replaces
+                event = self._client.get_message()
+            if event is None:
+                time.sleep(READ_S)
+            else:
+                self._pass(bytes(event[0]))
 
     def close(self) -> None:
+        self._closing.set()
+        self._reader.join()
         _Watched.close(self)
         _PipedInput.close(self)
 
@@ -355,7 +428,8 @@ class PortOutput(_Watched):
     note-off is then not sent: no note started before the loss is left sounding on it."""
 
     def __init__(self, port: Port, client, given: str | None = None, report=None):
-        client.open_port(port.index, "out")
+        with _GRAPH.change():
+            client.open_port(port.index, "out")
         self._sounding: dict[tuple[int, int], int] = {}  # (channel, key): notes on it sounds
         self._programs: dict[int, bytes] = {}  # channel: its last program change
         _Watched.__init__(self, port, client, given or port.name, "out", report)
@@ -411,9 +485,10 @@ def open_port(
     try:
         found = resolve(port, ports, direction, unreachable)
     finally:
-        for system, client in clients.items():
-            if found is None or system != found.system:
-                client.delete()
+        with _GRAPH.change():
+            for system, client in clients.items():
+                if found is None or system != found.system:
+                    client.delete()
     client = clients[found.system]
     kind = PortInput if direction == "in" else PortOutput
     return kind(found, client, port, report)

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
-from sage_edge.ports import Port, is_device_path, list_ports, open_port, resolve
+from sage_edge.ports import (
+    Port,
+    delete_clients,
+    is_device_path,
+    list_ports,
+    open_port,
+    resolve,
+)
 
 PORTS = [
     Port("alsa", 0, "Midi Through:Midi Through Port-0 14:0"),
@@ -123,6 +131,64 @@ def test_jack_ports_are_listed_and_resolved(jack_server):
         assert "no MIDI output port matches 'piano'; available: " in none.stderr
         assert "synth:midi in (jack)" in none.stderr
     finally:
-        source.delete()
-        for sink in sinks:
-            sink.delete()
+        delete_clients(source, *sinks)  # a port closed just after a client went crashed libjack
+
+
+def test_a_named_input_closes_while_the_musician_plays(jack_server):
+    """Closing a named input (the end of a jam, Ctrl-C, a reconnect) while a musician plays into
+    it returns and does not crash.
+
+    Hang: rtmidi's thread delivering a message to a callback waits for the interpreter lock, which
+    closing the port held while it waited for that thread (python-rtmidi 1.5.8, JACK); the callback
+    hung in the 1st to 4th cycle. Crash: closing a port while libjack's notification thread walks
+    the client's ports after a change to the graph (the port's probe deleted just before) ended the
+    process with SIGSEGV, in 3 of 79 runs and in a fresh-clone CI run
+    (sage_edge.ports._GraphChanges). A musician in a process of its own plays 200 messages a
+    second; the port is opened, read and closed 20 times in a process of its own, so that a hang
+    fails the test instead of stopping it, and a crash or a hang prints every thread's Python stack
+    (faulthandler: a crash on a thread of libjack's shows no "Current thread")."""
+    musician = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import rtmidi, time\n"
+            "out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name='player')\n"
+            "out.open_virtual_port('keys')\n"
+            "while True:\n"
+            "    out.send_message([0x90, 60, 90]); out.send_message([0x80, 60, 0])\n"
+            "    time.sleep(0.01)\n",
+        ]
+    )
+    timeout = 120
+    cycles = (
+        "import faulthandler, os, time\n"
+        f"faulthandler.dump_traceback_later({timeout - 10}, exit=True)\n"
+        "from sage_edge.ports import open_port\n"
+        "heard = 0\n"
+        "for _ in range(20):\n"
+        "    port = open_port('player:keys', 'in')\n"
+        "    start = time.monotonic()\n"
+        "    while time.monotonic() - start < 0.05:\n"
+        "        try:\n"
+        "            heard += len(os.read(port.fileno(), 4096))\n"
+        "        except BlockingIOError:\n"
+        "            time.sleep(0.001)\n"
+        "    port.close()\n"
+        "print(heard)\n"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "player:keys" not in {p.name for p in list_ports("in")[0]}:
+            assert time.monotonic() < deadline, "the musician's port did not appear"
+            time.sleep(0.1)
+        jam = subprocess.run(
+            [sys.executable, "-X", "faulthandler", "-c", cycles],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        musician.kill()
+        musician.wait()
+    assert jam.returncode == 0, f"return code {jam.returncode}: {jam.stderr}"
+    assert int(jam.stdout) > 0  # the musician was heard: the deliveries were under way
