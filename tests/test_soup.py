@@ -74,7 +74,8 @@ def test_a_greedy_soup_keeps_only_files_that_lower_the_validation_loss(
     pieces = data.load_split(corpus, "valid", tokenizer)
 
     def loss(files):
-        model = soup.mean_model([sage_format.read(f) for f in files])
+        read = [sage_format.read(f) for f in files]
+        model = soup.mean_model(read[0], [f.dequantized_tensors() for f in read])
         with torch.no_grad():
             return evaluate(model, pieces, tokenizer, TrainConfig(1), Dist(), "cpu")[0]
 

@@ -60,11 +60,11 @@ def read_one_architecture(paths: list[str | Path]) -> list[sage_format.ModelFile
     return files
 
 
-def mean_model(files: list[sage_format.ModelFile]):
-    """The reference model (``training.model.SageModel``) holding the mean of ``files``' weights."""
-    weights = [f.dequantized_tensors() for f in files]
+def mean_model(template: sage_format.ModelFile, weights: list[dict[str, np.ndarray]]):
+    """The reference model (``training.model.SageModel``) of ``template``'s architecture holding
+    the mean of ``weights`` (model files' ``dequantized_tensors()``)."""
     mean = {name: np.mean([w[name] for w in weights], axis=0) for name in weights[0]}
-    model = load_model_file(files[0])
+    model = load_model_file(template)
     model.load_tensors({name: torch.from_numpy(values) for name, values in mean.items()})
     return model
 
@@ -72,7 +72,7 @@ def mean_model(files: list[sage_format.ModelFile]):
 def soup(paths: list[str | Path], quant: str, out: str | Path):
     """Write the mean of the model files at ``paths`` to ``out``; return the export's result."""
     files = read_one_architecture(paths)
-    model = mean_model(files)
+    model = mean_model(files[0], [f.dequantized_tensors() for f in files])
 
     programs: dict[int, list[int]] = {}
     for f in files:
@@ -97,7 +97,8 @@ def greedy_choice(
     from training.train import Dist, TrainConfig, evaluate
 
     files = read_one_architecture(paths)
-    tokenizer = Tokenizer.from_json(load_model_file(files[0]).tokenizer_json)
+    weights = [f.dequantized_tensors() for f in files]  # once: each step means a few of them
+    tokenizer = Tokenizer.from_json(files[0].tokenizer_json())
     pieces = data.load_split(data_dir, "valid", tokenizer)
     if collections:
         of = data.split_collections(data_dir, "valid")
@@ -109,7 +110,7 @@ def greedy_choice(
     config = TrainConfig(max_steps=1)
 
     def loss(indices: list[int]) -> float:
-        model = mean_model([files[i] for i in indices]).to(device)
+        model = mean_model(files[0], [weights[i] for i in indices]).to(device)
         with torch.no_grad():
             return evaluate(model, pieces, tokenizer, config, Dist(), device)[0]
 

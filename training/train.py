@@ -623,8 +623,6 @@ def train(args: argparse.Namespace) -> dict:
         left = args.time_budget - (time.perf_counter() - run_start)
         fitted = step + int((1.0 - reserve) * left / seconds_per_step)
         fitted = min(gather(max(step, min(config_max_steps, fitted)), env))  # ranks agree
-        if fitted == cfg.max_steps:
-            return
         cfg = dataclasses.replace(cfg, max_steps=fitted)
         stop = fitted if args.stop_at is None else min(args.stop_at, fitted)
         log({"step": step, "max_steps": fitted, "seconds_per_step": seconds_per_step})
