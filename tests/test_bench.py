@@ -23,7 +23,8 @@ BENCH_FIELDS = {
     "kv_memory", "kv_bytes", "activation_bytes", "decode", "tokens_per_second",
     "music_tokens_per_second", "realtime_margin", "prefill_tokens_per_second", "bytes_per_token",
     "read_bandwidth_bytes_per_second", "read_bandwidth_buffer_bytes", "roofline_us",
-    "median_over_roofline",
+    "median_over_roofline", "working_set_bandwidth_bytes_per_second", "working_set_roofline_us",
+    "median_over_working_set_roofline",
 }  # fmt: skip
 
 # Runs `sage-edge bench` as on a Raspberry Pi, where only the runtime package is installed:
@@ -94,6 +95,14 @@ def test_bench_reports_latency_memory_bandwidth_and_plot(tmp_path):
         results["bytes_per_token"] / results["read_bandwidth_bytes_per_second"] * 1e6
     )
     assert results["median_over_roofline"] == pytest.approx(median_us / results["roofline_us"])
+    # The same bytes from a buffer of their own size, read again and again as decoding does.
+    assert results["working_set_bandwidth_bytes_per_second"] > 1e8
+    assert results["working_set_roofline_us"] == pytest.approx(
+        results["bytes_per_token"] / results["working_set_bandwidth_bytes_per_second"] * 1e6
+    )
+    assert results["median_over_working_set_roofline"] == pytest.approx(
+        median_us / results["working_set_roofline_us"]
+    )
 
 
 def test_quick_bench_fits_a_pi_zero():
