@@ -98,6 +98,10 @@ struct StepProducts {
             kernels.matmul_q8_0_panels(w.panels, xq.data(), y.data(), rows, w.cols, 1, rows);
             return;
         }
+        if (kernels.matmul_q4_panels != nullptr && w.panels_q4 != nullptr) {
+            kernels.matmul_q4_panels(w.panels_q4, xq.data(), y.data(), rows, w.cols, 1, rows);
+            return;
+        }
         switch (w.dtype) {
             case sage::DType::Q8_0:
                 kernels.matvec_q8_0(static_cast<const k::BlockQ8_0*>(w.data), xq.data(), y.data(),
@@ -245,7 +249,7 @@ int main(int argc, char** argv) {
                 sage::Session::planned_memory(*model, options).kv_bytes / 1e6);
     sage::Session session(*model, options, kernels);
     if (model->packed_bytes() > 0)
-        std::printf("weights packed for matmul_q8_0_panels: %.3f MB (the model's, once)\n",
+        std::printf("weights packed for the panel products: %.3f MB (the model's, once)\n",
                     model->packed_bytes() / 1e6);
     std::vector<float> logits(c.vocab_size);
     const int64_t longest = *std::max_element(positions.begin(), positions.end());

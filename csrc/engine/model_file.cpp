@@ -239,6 +239,51 @@ std::unique_ptr<Model> Model::from_bytes(const uint8_t* data, size_t size) {
     return model;
 }
 
+namespace {
+
+// The whole pages of a matrix's `bytes` in the map, given back to the kernel once it is packed:
+// read again from the file if ever touched.
+void give_back_pages(const void* data, uint64_t bytes) {
+#if defined(SAGE_HAVE_MMAP)
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t start = reinterpret_cast<uintptr_t>(data), end = start + bytes;
+    const uintptr_t first = (start + page - 1) / page * page, last = end / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+#else
+    (void)data, (void)bytes;
+#endif
+}
+
+// Packs each of `matrices` stored as `dtype` into one allocation of Panel (not value-initialised:
+// a page is touched only when its matrix is packed, so the packed copy and the map's pages it
+// replaces are not both resident at once, the runner's peak memory); place(matrix, its panels).
+template <typename Block, typename Panel, typename Pack, typename Place>
+size_t pack_matrices(const std::vector<const Matrix*>& matrices, DType dtype, bool mapped,
+                     std::unique_ptr<Panel[]>& storage, Pack pack, Place place) {
+    auto panel_blocks = [dtype](const Matrix& m) {
+        return m.dtype == dtype
+                   ? size_t(kernels::panels_of(m.rows) * kernels::blocks_per_row(m.cols))
+                   : 0;
+    };
+    size_t count = 0;
+    for (const Matrix* m : matrices) count += panel_blocks(*m);
+    if (count == 0) return 0;
+    storage.reset(new Panel[count]);
+    size_t at = 0;
+    for (const Matrix* m : matrices) {
+        if (panel_blocks(*m) == 0) continue;
+        pack(static_cast<const Block*>(m->data), m->rows, m->cols, &storage[at]);
+        place(*m, &storage[at]);
+        at += panel_blocks(*m);
+        if (mapped)
+            give_back_pages(m->data,
+                            uint64_t(m->rows) * kernels::blocks_per_row(m->cols) * sizeof(Block));
+    }
+    return count;
+}
+
+}  // namespace
+
 void Model::pack_panels() const {
     std::call_once(panels_once_, [this] {
         std::vector<const Matrix*> matrices;
@@ -246,34 +291,13 @@ void Model::pack_panels() const {
             for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2})
                 matrices.push_back(m);
         matrices.push_back(&weights.output);
-        auto panel_blocks = [](const Matrix& m) {
-            return m.dtype == DType::Q8_0
-                       ? size_t(kernels::panels_of(m.rows) * kernels::blocks_per_row(m.cols))
-                       : 0;
-        };
-        for (const Matrix* m : matrices) panel_count_ += panel_blocks(*m);
-        panels_.reset(new kernels::PanelBlockQ8[panel_count_]);
-        size_t at = 0;
-        for (const Matrix* m : matrices) {
-            if (panel_blocks(*m) == 0) continue;
-            kernels::pack_q8_0_panels(static_cast<const kernels::BlockQ8_0*>(m->data), m->rows,
-                                      m->cols, &panels_[at]);
-            m->panels = &panels_[at];
-            at += panel_blocks(*m);
-#if defined(SAGE_HAVE_MMAP)
-            // The whole pages of the matrix in the map: read again from the file if ever touched.
-            if (mapping_ != nullptr) {
-                const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-                const uintptr_t start = reinterpret_cast<uintptr_t>(m->data);
-                const uintptr_t end = start + static_cast<uintptr_t>(m->rows) *
-                                                  kernels::blocks_per_row(m->cols) *
-                                                  sizeof(kernels::BlockQ8_0);
-                const uintptr_t first = (start + page - 1) / page * page, last = end / page * page;
-                if (last > first)
-                    ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
-            }
-#endif
-        }
+        const bool mapped = mapping_ != nullptr;
+        panel_count_ = pack_matrices<kernels::BlockQ8_0>(
+            matrices, DType::Q8_0, mapped, panels_, kernels::pack_q8_0_panels,
+            [](const Matrix& m, const kernels::PanelBlockQ8* p) { m.panels = p; });
+        panel_q4_count_ = pack_matrices<kernels::BlockQ4>(
+            matrices, DType::Q4, mapped, panels_q4_, kernels::pack_q4_panels,
+            [](const Matrix& m, const kernels::PanelBlockQ4* p) { m.panels_q4 = p; });
     });
 }
 

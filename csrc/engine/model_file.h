@@ -69,9 +69,11 @@ struct Matrix {
     const void* data = nullptr;
     int64_t rows = 0;
     int64_t cols = 0;
-    // The same rows packed for matmul_q8_0_panels (Model::pack_panels), or null. Written once,
-    // under the model's once_flag, before any session that reads it exists.
+    // The same rows packed for matmul_q8_0_panels (a Q8_0 matrix) or matmul_q4_panels (Q4)
+    // (Model::pack_panels), or null. Written once, under the model's once_flag, before any
+    // session that reads them exists.
     mutable const kernels::PanelBlockQ8* panels = nullptr;
+    mutable const kernels::PanelBlockQ4* panels_q4 = nullptr;
 };
 
 struct LayerWeights {
@@ -116,12 +118,16 @@ class Model {
     // front ends that rebuild the tokenizer.
     std::string metadata_json;
 
-    // Packs the Q8_0 matrices the forward pass multiplies by (every layer's and the output's, not
-    // the embedding, which is only looked up) for matmul_q8_0_panels, once per model however
-    // many sessions ask (thread-safe). The map's pages of those matrices are then given back to
-    // the kernel, so the weights stay in memory once, packed, and not twice.
+    // Packs the Q8_0 and Q4 matrices the forward pass multiplies by (every layer's and the
+    // output's, not the embedding, which is only looked up) for matmul_q8_0_panels and
+    // matmul_q4_panels, once per model however many sessions ask (thread-safe). The map's pages of
+    // those matrices are then given back to the kernel, so the weights stay in memory once,
+    // packed, and not twice.
     void pack_panels() const;
-    uint64_t packed_bytes() const { return panel_count_ * sizeof(kernels::PanelBlockQ8); }
+    uint64_t packed_bytes() const {
+        return panel_count_ * sizeof(kernels::PanelBlockQ8) +
+               panel_q4_count_ * sizeof(kernels::PanelBlockQ4);
+    }
 
   private:
     Model() = default;
@@ -135,7 +141,8 @@ class Model {
     // Not value-initialised: a page is touched only when its matrix is packed, so the packed copy
     // and the map's pages it replaces are not both resident at once (the runner's peak memory).
     mutable std::unique_ptr<kernels::PanelBlockQ8[]> panels_;
-    mutable size_t panel_count_ = 0;
+    mutable std::unique_ptr<kernels::PanelBlockQ4[]> panels_q4_;
+    mutable size_t panel_count_ = 0, panel_q4_count_ = 0;
 };
 
 // CRC-32 (IEEE 802.3, as zlib.crc32) of `size` bytes.

@@ -160,7 +160,7 @@ Session::Session(const Model& model, const SessionOptions& options,
                                               std::to_string(kernels::kMaxInt8Horizon) +
                                               " (layer " + std::to_string(l) + " has " +
                                               std::to_string(model.horizons[l]) + ")");
-    if (kernels.matmul_q8_0_panels != nullptr) model.pack_panels();
+    if (kernels::reads_panels(kernels)) model.pack_panels();
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
         memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);
@@ -521,12 +521,19 @@ void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const flo
     const int64_t cols = w.cols, nb = blocks_per_row(cols);
     // The kernel first: a session on a path without it never reads `panels`, which another
     // session's first construction may be writing (Model::pack_panels).
-    if (kernels_.matmul_q8_0_panels != nullptr && w.panels != nullptr &&
-        first_row % kernels::kPanelRows == 0) {
+    const int64_t first_panel = first_row / kernels::kPanelRows;
+    if (first_row % kernels::kPanelRows == 0) {
         // Packed rows (Model::pack_panels): the same products, read without a horizontal sum.
-        kernels_.matmul_q8_0_panels(w.panels + first_row / kernels::kPanelRows * nb, xq, y, rows,
-                                    cols, count, y_stride);
-        return;
+        if (kernels_.matmul_q8_0_panels != nullptr && w.panels != nullptr) {
+            kernels_.matmul_q8_0_panels(w.panels + first_panel * nb, xq, y, rows, cols, count,
+                                        y_stride);
+            return;
+        }
+        if (kernels_.matmul_q4_panels != nullptr && w.panels_q4 != nullptr) {
+            kernels_.matmul_q4_panels(w.panels_q4 + first_panel * nb, xq, y, rows, cols, count,
+                                      y_stride);
+            return;
+        }
     }
     const void* rows_start = row_pointer(w, first_row);
     if (w.dtype == DType::Q8_0 && count > 1) {

@@ -61,6 +61,23 @@ inline int64_t panels_of(int64_t rows) {
 // 16p .. 16p + 15; rows past the end are zero (scale 0, q 0), computed and never stored.
 void pack_q8_0_panels(const BlockQ8_0* w, int64_t rows, int64_t cols, PanelBlockQ8* out);
 
+// Q4 weights repacked the same way (not a file format either): a panel block holds its 16 rows'
+// block b with each byte's two nibbles (the file's q + 8, 0 .. 15) regrouped so that byte j of
+// row i in q[k] holds element 4k + j in its low nibble and element 16 + 4k + j in its high one.
+// One mask (and a shift, or a second mask) unpacks four bytes of 16 rows for the elements that
+// meet x's bytes 4k .. 4k + 3 and 16 + 4k .. 16 + 4k + 3: the unsigned operand of the dot
+// product, the + 8 undone by subtracting 8 times the sum of x's block. Same bytes per row as
+// BlockQ4.
+struct alignas(64) PanelBlockQ4 {
+    uint8_t q[kBlockSize / 8][kPanelRows][4];  // q[k][i][j]: elements 4k + j | 16 + 4k + j << 4
+    float scale[kPanelRows];                   // row i's block scale
+};
+static_assert(sizeof(PanelBlockQ4) == kPanelRows * sizeof(BlockQ4),
+              "a q4 panel block must hold its rows' blocks in the same bytes");
+
+// pack_q8_0_panels for Q4 weights: rows past the end are zero (scale 0, every nibble 8).
+void pack_q4_panels(const BlockQ4* w, int64_t rows, int64_t cols, PanelBlockQ4* out);
+
 // e^x with a relative error below 2e-7 for x in [-87, 88]; 0 below, clamped above. The engine
 // computes it itself so that every build, x86 or ARM, gets the same bits (the C library's expf
 // differs between versions and between its FMA and non-FMA variants); the attention kernels
@@ -229,6 +246,12 @@ struct KernelTable {
     void (*matmul_q8_0_panels)(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
                                int64_t cols, int64_t tokens, int64_t y_stride);
 
+    // matvec_q4 of every token (y[t * y_stride + r], as matmul_q8_0) over weights packed by
+    // pack_q4_panels, w pointing at the panel of the first row computed, bit for bit. Null where
+    // a path reads the file's layout (scalar, NEON: matvec_q4 token by token).
+    void (*matmul_q4_panels)(const PanelBlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows,
+                             int64_t cols, int64_t tokens, int64_t y_stride);
+
     // gate[i] = silu(gate[i]) * up[i], silu(z) = z / (1 + exp_f32(-z)): the SwiGLU of the
     // feed-forward, each element rounded as written on every path.
     void (*swiglu)(float* gate, const float* up, int64_t n);
@@ -255,6 +278,12 @@ struct KernelTable {
     void (*attend_block)(const AttentionBlock& b);
     void (*attend_block_q8)(const AttentionBlock& b);
 };
+
+// Whether a path multiplies by packed panels (of either dtype): a session on it has its model
+// pack them (Model::pack_panels) before the first product.
+inline bool reads_panels(const KernelTable& t) {
+    return t.matmul_q8_0_panels != nullptr || t.matmul_q4_panels != nullptr;
+}
 
 // The table the engine uses: chosen once (thread-safe) from the CPU's features, or forced by the
 // environment variable SAGE_EDGE_KERNEL=scalar|avx2|avx512vnni|neon|neondot. Forcing a path the

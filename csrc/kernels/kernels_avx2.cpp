@@ -125,6 +125,98 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
     }
 }
 
+// matmul_q4_panels: the same two vectors of 8 lanes, over q4 panels. A vector of packed bytes
+// gives, masked, the q + 8 (0 .. 15) that meet x's bytes 4k .. 4k + 3 and, shifted and masked,
+// those that meet bytes 16 + 4k .. 16 + 4k + 3: the unsigned operand of maddubs as they are (a
+// pair of products is at most 2 * 15 * 127, two pairs' sum 7 620: no saturation, so the two are
+// added as int16 before madd widens them). Each lane's sum starts at -8 times the sum of x's block
+// (computed once per chunk of blocks and tokens), which undoes the + 8; then matvec_q4's f32 step,
+// block by block: the same bits.
+constexpr int kQ4ChunkBlocks = 32;  // column blocks whose corrections are computed at once
+constexpr int kQ4ChunkTokens = 16;  // tokens whose corrections are computed at once (2 KB)
+
+template <int NT>
+inline void avx2_q4_panel_tokens(const PanelBlockQ4* panel, int64_t n_blocks,
+                                 const BlockQ8_0* const* xt,
+                                 const int32_t (*correction)[kQ4ChunkBlocks],
+                                 __m256* acc /* [NT][2] */) {
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const PanelBlockQ4& p = panel[b];
+        __m256i isum[NT][2];
+        for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_set1_epi32(correction[t][b]);
+        for (int k = 0; k < kBlockSize / 8; ++k) {
+            __m256i lo[2], hi[2];
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v =
+                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.q[k][8 * h]));
+                lo[h] = _mm256_and_si256(v, low);
+                hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            }
+            for (int t = 0; t < NT; ++t) {
+                int32_t four[2];
+                std::memcpy(&four[0], xt[t][b].q + 4 * k, sizeof four[0]);
+                std::memcpy(&four[1], xt[t][b].q + kBlockSize / 2 + 4 * k, sizeof four[1]);
+                const __m256i x0 = _mm256_set1_epi32(four[0]), x1 = _mm256_set1_epi32(four[1]);
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], x0),
+                                                           _mm256_maddubs_epi16(hi[h], x1));
+                    isum[t][h] = _mm256_add_epi32(isum[t][h], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            acc[2 * t] = panel_step(acc[2 * t], p.scale, xt[t][b].scale, isum[t][0]);
+            acc[2 * t + 1] = panel_step(acc[2 * t + 1], p.scale + 8, xt[t][b].scale, isum[t][1]);
+        }
+    }
+}
+
+void matmul_q4_panels(const PanelBlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows,
+                      int64_t cols, int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    if (nb == 0) {  // no columns: every sum is the accumulator's 0
+        for (int64_t t = 0; t < tokens; ++t)
+            for (int64_t r = 0; r < rows; ++r) y[t * y_stride + r] = 0.0f;
+        return;
+    }
+    int32_t correction[kQ4ChunkTokens][kQ4ChunkBlocks];
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ4ChunkBlocks) {
+        const int64_t n_blocks = nb - b0 < kQ4ChunkBlocks ? nb - b0 : kQ4ChunkBlocks;
+        for (int64_t t0 = 0; t0 < tokens; t0 += kQ4ChunkTokens) {
+            const int64_t n_tokens = tokens - t0 < kQ4ChunkTokens ? tokens - t0 : kQ4ChunkTokens;
+            for (int64_t t = 0; t < n_tokens; ++t)
+                for (int64_t b = 0; b < n_blocks; ++b)
+                    correction[t][b] = -8 * sum_of_q(x[(t0 + t) * nb + b0 + b]);
+            for (int64_t r = 0; r < rows; r += kPanelRows) {
+                const PanelBlockQ4* panel = w + (r / kPanelRows) * nb + b0;
+                for (int64_t t = 0; t < n_tokens; t += kAvx2PanelTokens) {
+                    const int nt =
+                        n_tokens - t < kAvx2PanelTokens ? int(n_tokens - t) : kAvx2PanelTokens;
+                    __m256 acc[2 * kAvx2PanelTokens];
+                    const BlockQ8_0* xt[kAvx2PanelTokens];
+                    for (int i = 0; i < nt; ++i) {
+                        float* yt = y + (t0 + t + i) * y_stride;
+                        xt[i] = x + (t0 + t + i) * nb + b0;
+                        acc[2 * i] = b0 == 0 ? _mm256_setzero_ps() : load_rows(yt, r, rows);
+                        acc[2 * i + 1] =
+                            b0 == 0 ? _mm256_setzero_ps() : load_rows(yt, r + kRows, rows);
+                    }
+                    with_count<kAvx2PanelTokens>(nt, [&](auto n) {
+                        avx2_q4_panel_tokens<decltype(n)::value>(panel, n_blocks, xt,
+                                                                 correction + t, acc);
+                    });
+                    for (int i = 0; i < nt; ++i) {
+                        float* yt = y + (t0 + t + i) * y_stride;
+                        store_rows(yt, r, rows, acc[2 * i]);
+                        store_rows(yt, r + kRows, rows, acc[2 * i + 1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Avx2 {
     // maddubs makes int16 sums of two products (at most 2 * 127 * 127, so they never saturate
     // here); madd by 1 widens pairs of them to int32.
@@ -177,6 +269,7 @@ const KernelTable kAvx2Table = {
     matvec_f32<Avx2>,
     matmul_q8_0<Avx2>,
     matmul_q8_0_panels,
+    matmul_q4_panels,
     swiglu,
     rmsnorm_each_row<matvec_f32<Avx2>>,
     attend_group,

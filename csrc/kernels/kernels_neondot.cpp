@@ -14,6 +14,7 @@ const KernelTable kNeonDotTable = {
     matvec_f32,
     matmul_q8_0,
     nullptr,  // matmul_q8_0_panels (kernels.h)
+    nullptr,  // matmul_q4_panels (kernels.h)
     swiglu,
     rmsnorm_each_row<matvec_f32>,
     attend_group,

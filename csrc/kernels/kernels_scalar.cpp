@@ -40,6 +40,9 @@
 // this file's matmul_q8_0 on the file's layout (the packing only moves bytes; q + 128 is undone
 // by subtracting 128 times the sum of x's block, exactly, before the block's f32 step).
 //
+// matmul_q4_panels: matvec_q4 of each token over the weights before pack_q4_panels (the + 8 is
+// undone by subtracting 8 times the sum of x's block, exactly, before the block's f32 step).
+//
 // attend_group, per query head i of the group (ALiBi slope m_i), keys j = 0 .. window - 1 oldest
 // first (slot (first_slot + j) mod horizon, distance d_j = window - 1 - j):
 //     dot_ij = 0.0f; dot_ij = fma(q_i[c], k_j[c], dot_ij) for c = 0, 1, ..., d_head - 1 in order
@@ -250,21 +253,45 @@ void attend_group_q8(const AttentionGroup& a) {
 
 }  // namespace
 
-void pack_q8_0_panels(const BlockQ8_0* w, int64_t rows, int64_t cols, PanelBlockQ8* out) {
+namespace {
+
+// Lays out the panels of w[rows][blocks_per_row(cols)] (kernels.h): each panel block's scales, and
+// put(panel block, i, row i's block or null past the end) for its bytes.
+template <typename Block, typename Panel, typename Put>
+void pack_panels(const Block* w, int64_t rows, int64_t cols, Panel* out, Put&& put) {
     const int64_t nb = blocks_per_row(cols);
     for (int64_t p = 0; p < panels_of(rows); ++p) {
         for (int64_t b = 0; b < nb; ++b) {
-            PanelBlockQ8& panel = out[p * nb + b];
+            Panel& panel = out[p * nb + b];
             for (int i = 0; i < kPanelRows; ++i) {
                 const int64_t r = p * kPanelRows + i;
-                const BlockQ8_0* block = r < rows ? &w[r * nb + b] : nullptr;
+                const Block* block = r < rows ? &w[r * nb + b] : nullptr;
                 panel.scale[i] = block != nullptr ? block->scale : 0.0f;
-                for (int j = 0; j < kBlockSize; ++j)
-                    panel.q[j / 4][i][j % 4] =
-                        static_cast<uint8_t>((block != nullptr ? block->q[j] : 0) + 128);
+                put(panel, i, block);
             }
         }
     }
+}
+
+}  // namespace
+
+void pack_q8_0_panels(const BlockQ8_0* w, int64_t rows, int64_t cols, PanelBlockQ8* out) {
+    pack_panels(w, rows, cols, out, [](PanelBlockQ8& panel, int i, const BlockQ8_0* block) {
+        for (int j = 0; j < kBlockSize; ++j)
+            panel.q[j / 4][i][j % 4] =
+                static_cast<uint8_t>((block != nullptr ? block->q[j] : 0) + 128);
+    });
+}
+
+void pack_q4_panels(const BlockQ4* w, int64_t rows, int64_t cols, PanelBlockQ4* out) {
+    pack_panels(w, rows, cols, out, [](PanelBlockQ4& panel, int i, const BlockQ4* block) {
+        auto nibble = [block](int e) {  // element e's q + 8 (8: a zero past the end)
+            return block != nullptr ? (block->q[e / 2] >> (4 * (e % 2))) & 0x0F : 8;
+        };
+        for (int j = 0; j < kBlockSize / 2; ++j)
+            panel.q[j / 4][i][j % 4] =
+                static_cast<uint8_t>(nibble(j) | nibble(kBlockSize / 2 + j) << 4);
+    });
 }
 
 const KernelTable kScalarTable = {
@@ -275,6 +302,7 @@ const KernelTable kScalarTable = {
     matvec_f32,
     matmul_q8_0,
     nullptr,  // matmul_q8_0_panels: the file's layout is the reference
+    nullptr,  // matmul_q4_panels: likewise
     swiglu,
     rmsnorm_each_row<matvec_f32>,
     attend_group,

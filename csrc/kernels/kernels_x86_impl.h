@@ -48,6 +48,16 @@ inline __m256i load32(const int8_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
+// The exact sum of a Q8_0 block's 32 q: its bytes as u8 (q + 128) summed by vpsadbw. The packed
+// products start each block's sum at -offset times it, undoing the offset their weights carry.
+inline int32_t sum_of_q(const BlockQ8_0& x) {
+    const __m256i u = _mm256_xor_si256(load32(x.q), _mm256_set1_epi8(static_cast<char>(0x80)));
+    const __m256i sums = _mm256_sad_epu8(u, _mm256_setzero_si256());  // four partial sums, u64
+    const __m128i s =
+        _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    return _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 128 * kBlockSize;
+}
+
 // Pointers to the kRows rows of a group; rows past the end repeat the last row (computed, not
 // stored), so a ragged group runs the same code and the same per-row order.
 template <typename Block>

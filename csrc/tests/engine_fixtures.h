@@ -18,9 +18,11 @@ inline std::string data_dir() {
     return SAGE_TEST_DATA_DIR;
 }
 
-// The fixtures made by tests/data/make_tiny_model.py from a tiny random-init model.
+// The fixtures made by tests/data/make_tiny_model.py from a tiny random-init model (front: f32,
+// back: q8_0).
 inline std::vector<std::string> fixture_models() {
-    return {data_dir() + "/tiny_f32.sage", data_dir() + "/tiny_q8_0.sage"};
+    return {data_dir() + "/tiny_f32.sage", data_dir() + "/tiny_q4.sage",
+            data_dir() + "/tiny_q8_0.sage"};
 }
 
 inline std::vector<uint8_t> read_file(const std::string& path) {

@@ -305,6 +305,11 @@ void matmul_q8_0_panels(const k::PanelBlockQ8* w, const k::BlockQ8_0* x, float* 
     work.calls++, work.weights += uint64_t(rows * cols * tokens);
     inner->matmul_q8_0_panels(w, x, y, rows, cols, tokens, y_stride);
 }
+void matmul_q4_panels(const k::PanelBlockQ4* w, const k::BlockQ8_0* x, float* y, int64_t rows,
+                      int64_t cols, int64_t tokens, int64_t y_stride) {
+    work.calls++, work.weights += uint64_t(rows * cols * tokens);
+    inner->matmul_q4_panels(w, x, y, rows, cols, tokens, y_stride);
+}
 void swiglu(float* gate, const float* up, int64_t n) {
     work.calls++, work.elementwise += uint64_t(n);
     inner->swiglu(gate, up, n);
@@ -329,6 +334,7 @@ const k::KernelTable& table() {
         t.matvec_f32 = matvec_f32;
         t.matmul_q8_0 = matmul_q8_0;
         if (inner->matmul_q8_0_panels != nullptr) t.matmul_q8_0_panels = matmul_q8_0_panels;
+        if (inner->matmul_q4_panels != nullptr) t.matmul_q4_panels = matmul_q4_panels;
         t.swiglu = swiglu;
         t.rmsnorm = rmsnorm;
         t.attend_group = attend_group;
@@ -407,38 +413,44 @@ TEST(every_kernel_path_generates_the_same_tokens) {
     }
 }
 
-// A path with the packed kernel packs a q8_0 model's matrices once and gives their mapped pages
-// back (Model::pack_panels); a session on a path that reads the file's layout afterwards, on the
-// same model, reads them again from the file: its logits are those of a model never packed. Each
-// packing path (AVX2, AVX-512 VNNI) gets a model of its own to pack. (The shipped model: the tiny
-// fixtures' matrices are smaller than a page, so nothing is given back.)
+// A path with the packed kernels packs a q8_0 or q4 model's matrices once and gives their mapped
+// pages back (Model::pack_panels); a session on a path that reads the file's layout afterwards, on
+// the same model, reads them again from the file: its logits are those of a model never packed.
+// Each packing path (AVX2, AVX-512 VNNI) gets a model of its own to pack. (The shipped model, q8_0,
+// whose matrices span pages; and the tiny q4 fixture, whose matrices are smaller than a page, so
+// nothing is given back.)
 TEST(a_packed_model_still_serves_the_file_layout) {
-    const std::string path = SAGE_SHIPPED_MODEL;
-    const auto fresh = sage::Model::load(path);
-    const auto tokens = random_tokens(100, uint32_t(fresh->config.vocab_size), 9);
-    auto logits_after = [&](const sage::Model& model, const sage::kernels::KernelTable& kernels) {
-        sage::Session session(model, sage::SessionOptions{}, kernels);
-        std::vector<float> logits(model.config.vocab_size);
-        session.feed(tokens.data(), tokens.size(), nullptr, false);
-        session.feed(tokens.data(), 1, logits.data(), false);
-        return logits;
-    };
-    const auto want = logits_after(*fresh, *sage::kernels::find("scalar"));
-    const sage::kernels::KernelTable* paths[8];
-    int packing = 0;
-    for (int i = 0, n = sage::kernels::available(paths, 8); i < n; ++i) {
-        if (paths[i]->matmul_q8_0_panels == nullptr) continue;
-        ++packing;
-        const auto model = sage::Model::load(path);
-        const auto packed = logits_after(*model, *paths[i]);
-        CHECK(model->packed_bytes() > 0);
-        CHECK(model->weights.output.panels != nullptr);
-        CHECK(packed == want);  // the packed products: the same bits
-        CHECK(logits_after(*model, *sage::kernels::find("scalar")) == want);
-        for (int j = 0; j < n; ++j)  // and every other path on the model this one packed
-            CHECK(logits_after(*model, *paths[j]) == want);
+    for (const std::string& path : {std::string(SAGE_SHIPPED_MODEL), fixture_models()[1]}) {
+        const auto fresh = sage::Model::load(path);
+        const auto tokens = random_tokens(100, uint32_t(fresh->config.vocab_size), 9);
+        auto logits_after = [&](const sage::Model& model, const sage::kernels::KernelTable& k) {
+            sage::Session session(model, sage::SessionOptions{}, k);
+            std::vector<float> logits(model.config.vocab_size);
+            session.feed(tokens.data(), tokens.size(), nullptr, false);
+            session.feed(tokens.data(), 1, logits.data(), false);
+            return logits;
+        };
+        const auto want = logits_after(*fresh, *sage::kernels::find("scalar"));
+        const sage::kernels::KernelTable* paths[8];
+        int packing = 0;
+        for (int i = 0, n = sage::kernels::available(paths, 8); i < n; ++i) {
+            const bool q4 = fresh->quant == sage::DType::Q4;
+            if (q4 ? paths[i]->matmul_q4_panels == nullptr
+                   : paths[i]->matmul_q8_0_panels == nullptr)
+                continue;
+            ++packing;
+            const auto model = sage::Model::load(path);
+            const auto packed = logits_after(*model, *paths[i]);
+            CHECK(model->packed_bytes() > 0);
+            CHECK(q4 ? model->weights.output.panels_q4 != nullptr
+                     : model->weights.output.panels != nullptr);
+            CHECK(packed == want);  // the packed products: the same bits
+            CHECK(logits_after(*model, *sage::kernels::find("scalar")) == want);
+            for (int j = 0; j < n; ++j)  // and every other path on the model this one packed
+                CHECK(logits_after(*model, *paths[j]) == want);
+        }
+        std::printf("  %d paths here pack %s\n", packing, path.c_str());
     }
-    std::printf("  %d paths here pack weights\n", packing);
 }
 
 // Generated tokens follow the grammar, decode into notes, and a reset replays the same seed.

@@ -510,11 +510,44 @@ TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
     }
 }
 
+// One packed product against the scalar matvec of the file's layout, token by token, bit for bit:
+// w holds skip + rows rows (the computed ones start `skip` rows, a multiple of a panel, in), x the
+// tokens' rows; y's rows `stride` floats apart, the padding left NaN on both sides.
+template <typename Block, typename Panel>
+bool packed_equals_unpacked(const char* path, const std::vector<Block>& w,
+                            const std::vector<k::BlockQ8_0>& x, int64_t skip, int64_t rows,
+                            int64_t cols, int64_t tokens, int64_t stride,
+                            void (*pack)(const Block*, int64_t, int64_t, Panel*),
+                            void (*matvec)(const Block*, const k::BlockQ8_0*, float*, int64_t,
+                                           int64_t),
+                            void (*packed_product)(const Panel*, const k::BlockQ8_0*, float*,
+                                                   int64_t, int64_t, int64_t, int64_t)) {
+    const int64_t nb = k::blocks_per_row(cols);
+    std::vector<Panel> packed(static_cast<size_t>(k::panels_of(skip + rows) * nb));
+    pack(w.data(), skip + rows, cols, packed.data());
+    std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
+    for (int64_t t = 0; t < tokens; ++t)
+        matvec(w.data() + skip * nb, x.data() + t * nb, want.data() + t * stride, rows, cols);
+    packed_product(packed.data() + skip / k::kPanelRows * nb, x.data(), got.data(), rows, cols,
+                   tokens, stride);
+    const bool same = same_bits(want, got);
+    if (!same)
+        std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", path, (long long)rows,
+                     (long long)cols, (long long)tokens);
+    return same;
+}
+
+// x's bytes at +-127 (AVX2's q8_0 pairs of products reach 2 * 127 * 127).
+void to_extremes(Rng& rng, std::vector<k::BlockQ8_0>& blocks) {
+    for (auto& block : blocks)
+        for (auto& q : block.q) q = rng.range(0, 1) ? 127 : -127;
+}
+
 TEST(matmul_q8_0_panels_equals_matvec_of_the_unpacked_rows_on_every_path) {
     // The packed kernel against the scalar matvec of the file's layout, bit for bit, on the paths
     // that have it: rows around and past a panel (and a start inside the packed matrix, as a
     // family's key/value rows are), column chunks past 1 024, tokens around the register group
-    // and past a chunk of 64, an output stride wider than rows; weights at the q extremes.
+    // and past a chunk of 64, an output stride wider than rows; weights and x at the q extremes.
     Rng rng(9);
     int checked = 0;
     for (const k::KernelTable* p : paths()) {
@@ -524,34 +557,44 @@ TEST(matmul_q8_0_panels_equals_matvec_of_the_unpacked_rows_on_every_path) {
             const int64_t cols = trial == 2 ? 0 : (trial == 3 ? 1100 : random_cols(rng));
             const int64_t tokens = trial == 4 ? 70 : rng.range(1, 20);
             const int64_t stride = rows + rng.range(0, 3);
-            const int64_t nb = k::blocks_per_row(cols);
             const int64_t skip = rng.range(0, 2) * k::kPanelRows;  // rows before the computed ones
             auto w = random_q8(rng, skip + rows, cols);
-            if (trial == 5)
-                for (auto& block : w)
-                    for (auto& q : block.q) q = rng.range(0, 1) ? 127 : -127;
+            if (trial == 5) to_extremes(rng, w);
             auto x = random_q8(rng, tokens, cols);
-            if (trial == 5)  // and x at its extremes: AVX2's pairs of products reach 2 * 127 * 127
-                for (auto& block : x)
-                    for (auto& q : block.q) q = rng.range(0, 1) ? 127 : -127;
-            std::vector<k::PanelBlockQ8> packed(
-                static_cast<size_t>(k::panels_of(skip + rows) * nb));
-            k::pack_q8_0_panels(w.data(), skip + rows, cols, packed.data());
-            std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
-            for (int64_t t = 0; t < tokens; ++t)
-                scalar().matvec_q8_0(w.data() + skip * nb, x.data() + t * nb,
-                                     want.data() + t * stride, rows, cols);
-            p->matmul_q8_0_panels(packed.data() + skip / k::kPanelRows * nb, x.data(), got.data(),
-                                  rows, cols, tokens, stride);
-            const bool same = same_bits(want, got);
-            if (!same)
-                std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", p->name, (long long)rows,
-                             (long long)cols, (long long)tokens);
-            CHECK(same);
+            if (trial == 5) to_extremes(rng, x);
+            CHECK(packed_equals_unpacked(p->name, w, x, skip, rows, cols, tokens, stride,
+                                         k::pack_q8_0_panels, scalar().matvec_q8_0,
+                                         p->matmul_q8_0_panels));
             ++checked;
         }
     }
     std::printf("  %d packed products checked\n", checked);
+}
+
+TEST(matmul_q4_panels_equals_matvec_q4_of_the_unpacked_rows_on_every_path) {
+    // The same for q4 weights: odd row counts around and past a panel and the decode step's
+    // groups of panels, columns not a multiple of a block or of a chunk (1 100), single tokens and
+    // blocks past a chunk; weights at q = -8 and 7 everywhere (random_q4's modes), x at +-127.
+    Rng rng(10);
+    int checked = 0;
+    for (const k::KernelTable* p : paths()) {
+        if (p->matmul_q4_panels == nullptr) continue;
+        for (int trial = 0; trial < 80; ++trial) {
+            const int64_t rows = trial < 2 ? trial + 1 : 2 * rng.range(0, 35) + 1;
+            const int64_t cols = trial == 2 ? 0 : (trial == 3 ? 1100 : random_cols(rng));
+            const int64_t tokens = trial == 4 ? 70 : (trial % 3 == 0 ? 1 : rng.range(1, 20));
+            const int64_t stride = rows + rng.range(0, 3);
+            const int64_t skip = rng.range(0, 2) * k::kPanelRows;
+            const auto w = random_q4(rng, skip + rows, cols);
+            auto x = random_q8(rng, tokens, cols);
+            if (trial % 4 == 1) to_extremes(rng, x);
+            CHECK(packed_equals_unpacked(p->name, w, x, skip, rows, cols, tokens, stride,
+                                         k::pack_q4_panels, scalar().matvec_q4,
+                                         p->matmul_q4_panels));
+            ++checked;
+        }
+    }
+    std::printf("  %d packed q4 products checked\n", checked);
 }
 
 TEST(attend_group_bit_identical_on_every_path) {

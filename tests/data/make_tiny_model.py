@@ -2,10 +2,10 @@
 
     python tests/data/make_tiny_model.py            # from the repository root
 
-writes ``tests/data/tiny_f32.sage`` and ``tests/data/tiny_q8_0.sage``: the same random-init
+writes ``tests/data/tiny_f32.sage``, ``tiny_q8_0.sage`` and ``tiny_q4.sage``: the same random-init
 ``training.model.SageModel`` (seed 0; 2 layers, d 32, 4 query heads sharing 2 key/value heads of
 width 8, d_ff 64, askv attention, two-scale horizons 32 and 8) with the project's default
-tokenizer, stored once in f32 and once in q8_0. Regenerate them (and commit both) whenever
+tokenizer, stored in f32, in q8_0 and in q4. Regenerate them (and commit all three) whenever
 docs/format.md, the tokenizer's vocabulary or the model's tensors change; the output is the same
 bytes on every run for a given torch and miditok.
 
@@ -65,7 +65,7 @@ def main() -> int:
         "seed": SEED,
         "generator": "tests/data/make_tiny_model.py",
     }
-    for quant in ("f32", "q8_0"):
+    for quant in ("f32", "q8_0", "q4"):
         result = export(model, tokenizer.to_json(), quant, OUT / f"tiny_{quant}.sage", provenance)
         print(f"{result.path.relative_to(ROOT)}: {result.file_size:,} bytes")
     return 0
