@@ -237,6 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_jam(args: argparse.Namespace) -> None:
+    from sage_edge import ports
     from sage_edge.engine import SamplingParams
 
     if args.list_ports:
@@ -253,11 +254,11 @@ def cmd_jam(args: argparse.Namespace) -> None:
         raise UserError(f"--rt-priority needs an integer in 0..99, got {args.rt_priority}")
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     engine = _engine(args)
-    with contextlib.ExitStack() as opened:
-        midi_in, midi_out = (
-            opened.enter_context(contextlib.closing(_open_port(port, direction, args.reconnect)))
-            for port, direction in ((args.inp, "in"), (args.out, "out"))
-        )
+    opened = []  # closed last to first, however the jam ends, by ports.close_or_exit
+    try:
+        for port, direction in ((args.inp, "in"), (args.out, "out")):
+            opened.append(_open_port(port, direction, args.reconnect))
+        midi_in, midi_out = opened
         jam = engine.jam(
             args.mode,
             programs=programs,
@@ -300,21 +301,25 @@ def cmd_jam(args: argparse.Namespace) -> None:
                 )
         finally:
             signal.signal(signal.SIGINT, previous)
-    if args.record:
-        engine.tokenizer.decode(jam.history()).dump_midi(args.record)
-    print(
-        f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
-        f"({jam.state['answers']} answers); {counts['late_sends']} sends over "
-        f"{_native().JAM_LATE_US / 1000:g} ms late",
-        file=sys.stderr,
-    )
-    losses = [
-        f"{what} lost {port.lost} times, back {port.back}"
-        for what, port in (("MIDI input", midi_in), ("MIDI output", midi_out))
-        if getattr(port, "lost", 0)
-    ]
-    if losses:
-        print(f"sage-edge: {'; '.join(losses)}", file=sys.stderr)
+        # Written before the ports are closed: a named port's close can end the process instead.
+        if args.record:
+            engine.tokenizer.decode(jam.history()).dump_midi(args.record)
+        print(
+            f"sage-edge: heard {counts['heard']} notes, played {counts['played']} "
+            f"({jam.state['answers']} answers); {counts['late_sends']} sends over "
+            f"{_native().JAM_LATE_US / 1000:g} ms late",
+            file=sys.stderr,
+            flush=True,
+        )
+        losses = [
+            f"{what} lost {port.lost} times, back {port.back}"
+            for what, port in (("MIDI input", midi_in), ("MIDI output", midi_out))
+            if getattr(port, "lost", 0)
+        ]
+        if losses:
+            print(f"sage-edge: {'; '.join(losses)}", file=sys.stderr, flush=True)
+    finally:
+        ports.close_or_exit(*reversed(opened))
 
 
 def _print_event(ticks_per_quarter: int):

@@ -17,6 +17,7 @@ the channels' programs again and note-offs for the notes it was sounding.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import select
 import threading
@@ -29,6 +30,7 @@ CLIENT = "sage-edge"  # the client name other programs see our ports under
 WATCH_S = 0.1  # how often a named port is looked for, and a lost one reopened
 READ_S = 0.0005  # how often a named input's queue is read when it was found empty
 SETTLE_S = 0.1  # how long after a change to the ports' graph a named port is closed (_GraphChanges)
+CLOSE_LIMIT_S = 30.0  # how long the end of a program may spend closing its ports (close_or_exit)
 # What a lost input says to the jam: All Notes Off (controller 123) on each of the 16 channels.
 ALL_NOTES_OFF = bytes(b for channel in range(16) for b in (0xB0 | channel, 123, 0))
 
@@ -106,6 +108,26 @@ class _GraphChanges:
 
 
 _GRAPH = _GraphChanges()
+
+
+def close_or_exit(*ports, limit_s: float | None = None) -> None:
+    """Closes ``ports`` (each one's ``close``, in this order, all of them even if one raises) at
+    the end of a program (``sage-edge jam``); if that takes more than ``limit_s`` (default
+    :data:`CLOSE_LIMIT_S`), the process ends there, with exit status 1 and every thread's stack on
+    stderr, instead of hanging.
+
+    Closing a JACK port or client waits for the server's answer with no time limit (libjack's
+    request socket), and python-rtmidi holds Python's interpreter lock meanwhile, so no Python
+    thread could end that wait: with a server that stopped answering (stopped, or stalled), the
+    end of a jam hung in ``close_port`` (docs/jam.md, "Ports"). faulthandler's watchdog is a thread
+    of C that needs no lock; it replaces any ``dump_traceback_later`` armed before."""
+    faulthandler.dump_traceback_later(CLOSE_LIMIT_S if limit_s is None else limit_s, exit=True)
+    try:
+        with contextlib.ExitStack() as closing:
+            for port in reversed(ports):
+                closing.callback(port.close)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def delete_clients(*clients) -> None:

@@ -79,12 +79,20 @@ def tiny_models() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def jack_server(tmp_path_factory):
+def jack_server(jack_server_process):
     """A JACK server of this test run's own (``jackd -d dummy``: no sound card, no ALSA), for the
     tests of named MIDI ports (sage_edge.ports), its name in ``$JACK_DEFAULT_SERVER`` for this
     process and the front ends it starts. Needs python-rtmidi built with JACK (the ``ports``
     extra: PyPI's Linux wheels are) and jackd (Debian's jackd2, which .ci/run installs); yields
-    the rtmidi module."""
+    the rtmidi module (``jack_server_process``: the server's process)."""
+    import rtmidi
+
+    return rtmidi
+
+
+@pytest.fixture(scope="session")
+def jack_server_process(tmp_path_factory):
+    """The process of ``jack_server``'s JACK server (subprocess.Popen), started as it says."""
     try:
         import rtmidi
     except ImportError as error:
@@ -125,7 +133,7 @@ def jack_server(tmp_path_factory):
                     said = " / ".join(log.read_text().strip().splitlines()[-3:])
                     require(False, f"jackd -d dummy did not start: {said}")
                 time.sleep(0.2)
-        yield rtmidi
+        yield server
     finally:
         if saved is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)

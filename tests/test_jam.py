@@ -640,6 +640,62 @@ def test_cli_jam_answers_over_jack_ports(tmp_path, chorale_dir, jack_server):
     assert "sage-edge: heard 7 notes, played " in err and "(1 answers)" in err, err
 
 
+def test_cli_jam_ends_when_jack_stops_answering(tmp_path, jack_server, jack_server_process):
+    """Ending a jam does not hang when its MIDI system stops answering: closing a named JACK port
+    waits for the server's answer with no time limit, with python-rtmidi holding Python's
+    interpreter lock, so with the server stopped (SIGSTOP: a server that hangs) Ctrl-C left
+    sage-edge jam in the output's close_port for good. The recording and the counts are written
+    before the ports are closed, and the process ends once closing has taken
+    sage_edge.ports.CLOSE_LIMIT_S (3 s here): exit status 1, with every thread's stack."""
+    rtmidi = jack_server
+    musician = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="musician")
+    musician.open_virtual_port("soprano")
+    ears = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="listener")  # queued, unread (no callback)
+    ears.open_virtual_port("ears")
+    record = tmp_path / "jam.mid"
+    jam = front_end_command("call-response", "cli", 300, "--bars", "2")[3:]  # from "jam" on
+    jam += ["--in", "musician:soprano", "--out", "ears", "--record", str(record)]
+    run = (
+        "import sys; import sage_edge.ports; sage_edge.ports.CLOSE_LIMIT_S = 3; "
+        "from sage_edge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", run, *jam], stderr=subprocess.PIPE, text=True)
+    stopped = False
+    try:
+        line = process.stderr.readline()
+        assert "listening on musician:soprano" in line, line + process.stderr.read()
+        musician.send_message([0x90, 72, 80])
+        time.sleep(0.2)
+        musician.send_message([0x80, 72, 0])
+        time.sleep(0.3)
+        os.kill(jack_server_process.pid, signal.SIGSTOP)
+        stopped = True
+        process.send_signal(signal.SIGINT)
+        begun = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        took = time.monotonic() - begun
+    finally:
+        if stopped:
+            os.kill(jack_server_process.pid, signal.SIGCONT)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        delete_clients(musician, ears)
+    assert process.returncode == 1, err
+    assert "sage-edge: heard 1 notes" in err and "Timeout (0:00:03)!" in err, err
+    assert "in close_or_exit" in err, err  # where it waited (the main thread's stack)
+    assert took < 3 + 10, took
+    recorded = []  # the musician's notes in the recording
+    for track in mido.MidiFile(record).tracks:
+        programs = {}
+        for m in track:
+            if m.type == "program_change":
+                programs[m.channel] = m.program
+            if m.type == "note_on" and m.velocity > 0 and programs.get(m.channel) == MUSICIAN:
+                recorded.append(m.note)
+    assert recorded == [72], err
+
+
 class Lines:
     """A process's stderr read line by line on a thread, for a test to wait for a line."""
 

@@ -136,7 +136,8 @@ def test_jack_ports_are_listed_and_resolved(jack_server):
 
 def test_a_named_input_closes_while_the_musician_plays(jack_server):
     """Closing a named input (the end of a jam, Ctrl-C, a reconnect) while a musician plays into
-    it returns and does not crash.
+    it returns and does not crash, with a named output opened after it and closed before it, as
+    a jam does.
 
     Hang: rtmidi's thread delivering a message to a callback waits for the interpreter lock, which
     closing the port held while it waited for that thread (python-rtmidi 1.5.8, JACK); the callback
@@ -146,7 +147,12 @@ def test_a_named_input_closes_while_the_musician_plays(jack_server):
     (sage_edge.ports._GraphChanges). A musician in a process of its own plays 200 messages a
     second; the port is opened, read and closed 20 times in a process of its own, so that a hang
     fails the test instead of stopping it, and a crash or a hang prints every thread's Python stack
-    (faulthandler: a crash on a thread of libjack's shows no "Current thread")."""
+    (faulthandler: a crash on a thread of libjack's shows no "Current thread"). The input is read
+    without blocking, as Jam.serve reads it: a blocking read waits for good once the musician's
+    messages stop coming."""
+    rtmidi = jack_server
+    ears = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="listener")  # the output's destination
+    ears.open_virtual_port("ears")
     musician = subprocess.Popen(
         [
             sys.executable,
@@ -167,12 +173,15 @@ def test_a_named_input_closes_while_the_musician_plays(jack_server):
         "heard = 0\n"
         "for _ in range(20):\n"
         "    port = open_port('player:keys', 'in')\n"
+        "    out = open_port('listener:ears', 'out')\n"
+        "    os.set_blocking(port.fileno(), False)\n"
         "    start = time.monotonic()\n"
         "    while time.monotonic() - start < 0.05:\n"
         "        try:\n"
         "            heard += len(os.read(port.fileno(), 4096))\n"
         "        except BlockingIOError:\n"
         "            time.sleep(0.001)\n"
+        "    out.close()\n"
         "    port.close()\n"
         "print(heard)\n"
     )
@@ -190,5 +199,6 @@ def test_a_named_input_closes_while_the_musician_plays(jack_server):
     finally:
         musician.kill()
         musician.wait()
+        delete_clients(ears)
     assert jam.returncode == 0, f"return code {jam.returncode}: {jam.stderr}"
     assert int(jam.stdout) > 0  # the musician was heard: the deliveries were under way
