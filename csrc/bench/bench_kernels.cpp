@@ -2,8 +2,8 @@
 //
 // For every kernel path this CPU runs: matrix-vector GMAC/s (rows x cols multiply-adds per call)
 // for q8_0, q4 and f32 weights over the engine's typical shapes, matrix-matrix GMAC/s of q8_0
-// weights against a block of 64 tokens (q8x64, a prefill), then the memory read bandwidth
-// (sum over a buffer much larger than the last-level cache, best of several passes).
+// and q4 weights against a block of 64 tokens (q8x64, q4x64: a prefill), then the memory read
+// bandwidth (sum over a buffer much larger than the last-level cache, best of several passes).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -47,7 +47,7 @@ double time_call(Fn&& fn, double budget) {
     return best;
 }
 
-constexpr int64_t kGemmTokens = 64;  // tokens of the matmul_q8_0 rows ("q8x64")
+constexpr int64_t kGemmTokens = 64;  // tokens of the matmul_q8_0 and matmul_q4 rows ("q8x64")
 
 struct Shape {
     int64_t rows, cols;
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
                 [&] { t.matvec_q4(w4.data(), x8.data(), y.data(), s.rows, s.cols); }, budget);
             const double tf = time_call(
                 [&] { t.matvec_f32(wf.data(), xf.data(), y.data(), s.rows, s.cols); }, budget);
-            // matmul_q8_0 over a prefill block of kGemmTokens tokens.
+            // matmul_q8_0 and matmul_q4 over a prefill block of kGemmTokens tokens.
             std::vector<k::BlockQ8_0> xs(static_cast<size_t>(kGemmTokens * nb));
             for (int64_t i = 0; i < kGemmTokens; ++i) std::copy_n(x8.data(), nb, &xs[i * nb]);
             std::vector<float> ys(static_cast<size_t>(kGemmTokens * s.rows));
@@ -139,10 +139,17 @@ int main(int argc, char** argv) {
                                   s.rows);
                 },
                 budget);
+            const double tm4 = time_call(
+                [&] {
+                    t.matmul_q4(w4.data(), xs.data(), ys.data(), s.rows, s.cols, kGemmTokens,
+                                s.rows);
+                },
+                budget);
             g_sink = y[0] + ys[0];
             results.push_back({t.name, "q8_0", s, macs / t8 / 1e9});
             results.push_back({t.name, "q8x64", s, macs * kGemmTokens / tm / 1e9});
             results.push_back({t.name, "q4", s, macs / t4 / 1e9});
+            results.push_back({t.name, "q4x64", s, macs * kGemmTokens / tm4 / 1e9});
             results.push_back({t.name, "f32", s, macs / tf / 1e9});
         }
     }
@@ -173,7 +180,7 @@ int main(int argc, char** argv) {
     std::printf("\n");
     const size_t n_shapes = sizeof(shapes) / sizeof(shapes[0]);
     for (int p = 0; p < n_paths; ++p) {
-        for (const char* kernel : {"q8_0", "q8x64", "q4", "f32"}) {
+        for (const char* kernel : {"q8_0", "q8x64", "q4", "q4x64", "f32"}) {
             std::printf("%-11s %-5s", paths[p]->name, kernel);
             for (size_t s = 0; s < n_shapes; ++s) {
                 for (const Row& r : results) {

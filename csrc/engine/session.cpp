@@ -542,6 +542,11 @@ void Session::matmul(const Matrix& w, int64_t first_row, int64_t rows, const flo
                              y_stride);
         return;
     }
+    if (w.dtype == DType::Q4 && count > 1) {
+        kernels_.matmul_q4(static_cast<const BlockQ4*>(rows_start), xq, y, rows, cols, count,
+                           y_stride);
+        return;
+    }
     for (int64_t t = 0; t < count; ++t) {
         float* y_t = y + t * y_stride;
         switch (w.dtype) {

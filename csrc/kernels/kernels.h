@@ -239,6 +239,11 @@ struct KernelTable {
     void (*matmul_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows,
                         int64_t cols, int64_t tokens, int64_t y_stride);
 
+    // The same for 4-bit weights: matvec_q4 of each token, bit for bit, each weight row read
+    // once for the block (the prefill of a q4 model on a path without matmul_q4_panels).
+    void (*matmul_q4)(const BlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                      int64_t tokens, int64_t y_stride);
+
     // matmul_q8_0 (so matvec_q8_0 for one token) over weights packed by pack_q8_0_panels, w
     // pointing at the panel of the first row computed (a multiple of kPanelRows), bit for bit.
     // Null where a path reads the file's layout instead (NEON has no unsigned-by-signed dot on
@@ -248,7 +253,7 @@ struct KernelTable {
 
     // matvec_q4 of every token (y[t * y_stride + r], as matmul_q8_0) over weights packed by
     // pack_q4_panels, w pointing at the panel of the first row computed, bit for bit. Null where
-    // a path reads the file's layout (scalar, NEON: matvec_q4 token by token).
+    // a path reads the file's layout (scalar, NEON: matmul_q4).
     void (*matmul_q4_panels)(const PanelBlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows,
                              int64_t cols, int64_t tokens, int64_t y_stride);
 

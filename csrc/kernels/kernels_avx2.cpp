@@ -268,6 +268,7 @@ const KernelTable kAvx2Table = {
     matvec_q4<Avx2>,
     matvec_f32<Avx2>,
     matmul_q8_0<Avx2>,
+    matvec_each_panel<BlockQ4, matvec_q4<Avx2>>,  // matmul_q4 (the session uses the panels)
     matmul_q8_0_panels,
     matmul_q4_panels,
     swiglu,

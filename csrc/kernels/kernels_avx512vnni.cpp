@@ -426,6 +426,7 @@ const KernelTable kAvx512VnniTable = {
     matvec_q4<Avx512Vnni>,
     matvec_f32<Avx512Vnni>,
     matmul_q8_0_wide,
+    matvec_each_panel<BlockQ4, matvec_q4<Avx512Vnni>>,  // matmul_q4 (the session uses the panels)
     matmul_panels<PanelBlockQ8>,
     matmul_panels<PanelBlockQ4>,
     swiglu16,

@@ -347,6 +347,22 @@ void rmsnorm_each_row(const float* x, const float* gain, float* out, int64_t n, 
     }
 }
 
+// matmul_q8_0 or matmul_q4 (kernels.h) from a path's matrix-vector product of the same weights:
+// panels of kPanelRows rows, each run for every token while it sits in the L1 cache (a 16-row
+// panel of a 512-column matrix is 9 KB in q8_0, 5 KB in q4), so each weight row comes from memory
+// once per block of tokens; each row is the matvec's, so the same bits. The scalar reference and
+// the NEON paths use it (x86 uses it for matmul_q4, whose session product is matmul_q4_panels).
+template <typename Block, void (*matvec)(const Block*, const BlockQ8_0*, float*, int64_t, int64_t)>
+void matvec_each_panel(const Block* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+                       int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; r += kPanelRows) {
+        const int64_t n = rows - r < kPanelRows ? rows - r : kPanelRows;
+        for (int64_t t = 0; t < tokens; ++t)
+            matvec(w + r * nb, x + t * nb, y + t * y_stride + r, n, cols);
+    }
+}
+
 // ---- exp and SwiGLU over vectors of lanes ------------------------------------------------------
 // W is a path's vector of W::kLanes floats: Lanes8 (kernels_x86_impl.h), Lanes16
 // (kernels_avx512_attention.h), Lanes4 (kernels_neon_impl.h), each with the operations below.

@@ -192,20 +192,6 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     for (; r < rows; ++r) matvec_f32_rows<1>(w + r * cols, x, y + r, cols);
 }
 
-// matmul_q8_0: panels of kPanelRows rows, each run for every token while it sits in the L1 cache
-// (so each row comes from memory once per block); each row is matvec_q8_0's, so the same bits.
-constexpr int64_t kPanelRows = 16;
-
-void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
-                 int64_t tokens, int64_t y_stride) {
-    const int64_t nb = blocks_per_row(cols);
-    for (int64_t r = 0; r < rows; r += kPanelRows) {
-        const int64_t n = rows - r < kPanelRows ? rows - r : kPanelRows;
-        for (int64_t t = 0; t < tokens; ++t)
-            matvec_q8_0(w + r * nb, x + t * nb, y + t * y_stride + r, n, cols);
-    }
-}
-
 // ---- attend_group: every key its own lane, at most kHeadGroup query heads at a time ----------
 // (for_head_groups, kernels_internal.h)
 

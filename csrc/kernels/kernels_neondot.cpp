@@ -12,9 +12,10 @@ const KernelTable kNeonDotTable = {
     matvec_q8_0,
     matvec_q4,
     matvec_f32,
-    matmul_q8_0,
-    nullptr,  // matmul_q8_0_panels (kernels.h)
-    nullptr,  // matmul_q4_panels (kernels.h)
+    matvec_each_panel<BlockQ8_0, matvec_q8_0>,  // matmul_q8_0
+    matvec_each_panel<BlockQ4, matvec_q4>,      // matmul_q4
+    nullptr,                                    // matmul_q8_0_panels (kernels.h)
+    nullptr,                                    // matmul_q4_panels (kernels.h)
     swiglu,
     rmsnorm_each_row<matvec_f32>,
     attend_group,

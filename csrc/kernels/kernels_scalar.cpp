@@ -34,7 +34,8 @@
 //     inv_rms = 1.0f / sqrt(ss / float(n) + eps)           (sqrt correctly rounded, IEEE 754)
 //     out[i]  = (x[i] * inv_rms) * gain[i]
 //
-// matmul_q8_0: matvec_q8_0 of every token, so each y element has matvec_q8_0's order.
+// matmul_q8_0 / matmul_q4: matvec_q8_0 / matvec_q4 of every token, so each y element has their
+// order (kernels_internal.h's matvec_each_panel runs them 16 rows at a time for every token).
 //
 // matmul_q8_0_panels: matmul_q8_0 of the weights before pack_q8_0_panels, so its reference is
 // this file's matmul_q8_0 on the file's layout (the packing only moves bytes; q + 128 is undone
@@ -167,12 +168,6 @@ void matvec_f32(const float* w, const float* x, float* y, int64_t rows, int64_t 
     }
 }
 
-void matmul_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
-                 int64_t tokens, int64_t y_stride) {
-    const int64_t nb = blocks_per_row(cols);
-    for (int64_t t = 0; t < tokens; ++t) matvec_q8_0(w, x + t * nb, y + t * y_stride, rows, cols);
-}
-
 void swiglu(float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] / (1.0f + exp_f32(-gate[i]))) * up[i];
 }
@@ -300,7 +295,8 @@ const KernelTable kScalarTable = {
     matvec_q8_0,
     matvec_q4,
     matvec_f32,
-    matmul_q8_0,
+    matvec_each_panel<BlockQ8_0, matvec_q8_0>,  // matmul_q8_0
+    matvec_each_panel<BlockQ4, matvec_q4>,      // matmul_q4
     nullptr,  // matmul_q8_0_panels: the file's layout is the reference
     nullptr,  // matmul_q4_panels: likewise
     swiglu,

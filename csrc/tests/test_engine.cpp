@@ -300,6 +300,11 @@ void matmul_q8_0(const k::BlockQ8_0* w, const k::BlockQ8_0* x, float* y, int64_t
     work.calls++, work.weights += uint64_t(rows * cols * tokens);
     inner->matmul_q8_0(w, x, y, rows, cols, tokens, y_stride);
 }
+void matmul_q4(const k::BlockQ4* w, const k::BlockQ8_0* x, float* y, int64_t rows, int64_t cols,
+               int64_t tokens, int64_t y_stride) {
+    work.calls++, work.weights += uint64_t(rows * cols * tokens);
+    inner->matmul_q4(w, x, y, rows, cols, tokens, y_stride);
+}
 void matmul_q8_0_panels(const k::PanelBlockQ8* w, const k::BlockQ8_0* x, float* y, int64_t rows,
                         int64_t cols, int64_t tokens, int64_t y_stride) {
     work.calls++, work.weights += uint64_t(rows * cols * tokens);
@@ -333,6 +338,7 @@ const k::KernelTable& table() {
         t.matvec_q4 = matvec_q4;
         t.matvec_f32 = matvec_f32;
         t.matmul_q8_0 = matmul_q8_0;
+        t.matmul_q4 = matmul_q4;
         if (inner->matmul_q8_0_panels != nullptr) t.matmul_q8_0_panels = matmul_q8_0_panels;
         if (inner->matmul_q4_panels != nullptr) t.matmul_q4_panels = matmul_q4_panels;
         t.swiglu = swiglu;

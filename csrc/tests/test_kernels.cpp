@@ -483,6 +483,27 @@ TEST(matvec_f32_canonical_order) {
     }
 }
 
+// Whether product(y) (a block product writing token t's rows at y + t * stride) gives `matvec`
+// (a scalar reference) of each token over w's rows, bit for bit; the padding between the rows stays
+// NaN on both sides, so memcmp covers it too.
+template <typename Block, typename Product>
+bool equals_matvec_per_token(const char* path, const Block* w, const std::vector<k::BlockQ8_0>& x,
+                             int64_t rows, int64_t cols, int64_t tokens, int64_t stride,
+                             void (*matvec)(const Block*, const k::BlockQ8_0*, float*, int64_t,
+                                            int64_t),
+                             Product&& product) {
+    const int64_t nb = k::blocks_per_row(cols);
+    std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
+    for (int64_t t = 0; t < tokens; ++t)
+        matvec(w, x.data() + t * nb, want.data() + t * stride, rows, cols);
+    product(got.data());
+    const bool same = same_bits(want, got);
+    if (!same)
+        std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", path, (long long)rows,
+                     (long long)cols, (long long)tokens);
+    return same;
+}
+
 TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
     // Bit for bit the matvec of each token, on every path: ragged rows and column chunks (past
     // 1 024 columns), token counts around the register groups, an output stride wider than rows.
@@ -492,20 +513,13 @@ TEST(matmul_q8_0_equals_matvec_per_token_on_every_path) {
             const int64_t rows = trial < 2 ? trial + 1 : rng.range(1, 40);
             const int64_t cols = trial == 2 ? 0 : (trial == 3 ? 1100 : random_cols(rng));
             const int64_t tokens = rng.range(1, 37), stride = rows + rng.range(0, 3);
-            const int64_t nb = k::blocks_per_row(cols);
             const auto w = random_q8(rng, rows, cols);
             const auto x = random_q8(rng, tokens, cols);
-            std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
-            for (int64_t t = 0; t < tokens; ++t)
-                scalar().matvec_q8_0(w.data(), x.data() + t * nb, want.data() + t * stride, rows,
-                                     cols);
-            p->matmul_q8_0(w.data(), x.data(), got.data(), rows, cols, tokens, stride);
-            // Padding between rows stays untouched (NaN in both), so memcmp covers it too.
-            const bool same = same_bits(want, got);
-            if (!same)
-                std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", p->name, (long long)rows,
-                             (long long)cols, (long long)tokens);
-            CHECK(same);
+            CHECK(equals_matvec_per_token(p->name, w.data(), x, rows, cols, tokens, stride,
+                                          scalar().matvec_q8_0, [&](float* y) {
+                                              p->matmul_q8_0(w.data(), x.data(), y, rows, cols,
+                                                             tokens, stride);
+                                          }));
         }
     }
 }
@@ -525,16 +539,11 @@ bool packed_equals_unpacked(const char* path, const std::vector<Block>& w,
     const int64_t nb = k::blocks_per_row(cols);
     std::vector<Panel> packed(static_cast<size_t>(k::panels_of(skip + rows) * nb));
     pack(w.data(), skip + rows, cols, packed.data());
-    std::vector<float> want(static_cast<size_t>(tokens * stride), NAN), got(want);
-    for (int64_t t = 0; t < tokens; ++t)
-        matvec(w.data() + skip * nb, x.data() + t * nb, want.data() + t * stride, rows, cols);
-    packed_product(packed.data() + skip / k::kPanelRows * nb, x.data(), got.data(), rows, cols,
-                   tokens, stride);
-    const bool same = same_bits(want, got);
-    if (!same)
-        std::fprintf(stderr, "path %s, %lldx%lld, %lld tokens\n", path, (long long)rows,
-                     (long long)cols, (long long)tokens);
-    return same;
+    return equals_matvec_per_token(path, w.data() + skip * nb, x, rows, cols, tokens, stride,
+                                   matvec, [&](float* y) {
+                                       packed_product(packed.data() + skip / k::kPanelRows * nb,
+                                                      x.data(), y, rows, cols, tokens, stride);
+                                   });
 }
 
 // x's bytes at +-127 (AVX2's q8_0 pairs of products reach 2 * 127 * 127).
@@ -595,6 +604,34 @@ TEST(matmul_q4_panels_equals_matvec_q4_of_the_unpacked_rows_on_every_path) {
         }
     }
     std::printf("  %d packed q4 products checked\n", checked);
+}
+
+TEST(matmul_q4_equals_matvec_q4_per_token_on_every_path) {
+    // matmul_q4 on the file's layout against the scalar matvec_q4 of each token, bit for bit, on
+    // every path: odd row counts around and past a panel of 16 and NEON's groups of 8, no columns,
+    // an odd number of whole blocks, ragged tails and 1 100 columns, 1 to 70 tokens, an output
+    // stride wider than rows (its padding left NaN); weights at q = -8 and 7 everywhere
+    // (random_q4's modes), x at +-127.
+    Rng rng(12);
+    for (const k::KernelTable* p : paths()) {
+        for (int trial = 0; trial < 60; ++trial) {
+            const int64_t rows = trial < 2 ? trial + 1 : 2 * rng.range(0, 35) + 1;
+            const int64_t cols = trial == 2       ? 0
+                                 : trial == 3     ? 1100
+                                 : trial % 5 == 4 ? 32 * (2 * rng.range(0, 8) + 1)
+                                                  : random_cols(rng);
+            const int64_t tokens = trial == 5 ? 70 : (trial % 3 == 0 ? 1 : rng.range(1, 70));
+            const int64_t stride = rows + rng.range(0, 3);
+            const auto w = random_q4(rng, rows, cols);
+            auto x = random_q8(rng, tokens, cols);
+            if (trial % 4 == 1) to_extremes(rng, x);
+            CHECK(equals_matvec_per_token(p->name, w.data(), x, rows, cols, tokens, stride,
+                                          scalar().matvec_q4, [&](float* y) {
+                                              p->matmul_q4(w.data(), x.data(), y, rows, cols,
+                                                           tokens, stride);
+                                          }));
+        }
+    }
 }
 
 TEST(attend_group_bit_identical_on_every_path) {
