@@ -102,20 +102,8 @@ void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int
                 xt[i] = x + (t + i) * nb;
                 acc[2 * i] = acc[2 * i + 1] = _mm256_setzero_ps();
             }
-            switch (nt) {
-                case 4:
-                    avx2_panel_tokens<4>(panel, nb, xt, acc);
-                    break;
-                case 3:
-                    avx2_panel_tokens<3>(panel, nb, xt, acc);
-                    break;
-                case 2:
-                    avx2_panel_tokens<2>(panel, nb, xt, acc);
-                    break;
-                default:
-                    avx2_panel_tokens<1>(panel, nb, xt, acc);
-                    break;
-            }
+            with_count<kAvx2PanelTokens>(
+                nt, [&](auto n) { avx2_panel_tokens<decltype(n)::value>(panel, nb, xt, acc); });
             for (int i = 0; i < nt; ++i) {
                 float* yt = y + (t + i) * y_stride;
                 store_rows(yt, r, rows, acc[2 * i]);
