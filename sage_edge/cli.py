@@ -35,6 +35,8 @@ def _engine(args: argparse.Namespace):
         raise UserError(str(error)) from None
     from sage_edge.engine import Engine
 
+    if args.kv_memory is None:  # the engine's default
+        return Engine(args.model)
     return Engine(args.model, kv_memory=args.kv_memory)
 
 
@@ -378,14 +380,19 @@ def _way_of_playing(mode: str, options: dict) -> str:
     return way + (", predicting" if options["predict"] else "")
 
 
-def _engine_facts() -> tuple[dict, tuple[float, float] | None, list]:
-    """The engine's sampling defaults, tempo range and controls, for --help; none when it is not
-    built."""
+def _engine_facts() -> tuple[dict, tuple[float, float] | None, list, str | None]:
+    """The engine's sampling defaults, tempo range, controls and key/value memory, for --help;
+    none when it is not built."""
     try:
         native = _native()
     except UserError:
-        return {}, None, []
-    return native.DEFAULT_SAMPLING, native.TEMPO_RANGE_BPM, native.controls_described()
+        return {}, None, [], None
+    return (
+        native.DEFAULT_SAMPLING,
+        native.TEMPO_RANGE_BPM,
+        native.controls_described(),
+        native.DEFAULT_KV_MEMORY,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,16 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sage-edge {sage_edge.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    sampling_defaults, tempo_range, controls, kv_memory = _engine_facts()
+
     def add_model(command: argparse.ArgumentParser) -> None:
         command.add_argument("--model", help="a .sage model file (default: the shipped model)")
         command.add_argument(
             "--kv-memory",
-            default="f32",
-            help="how a session holds past keys and values: f32 (default) or int8 (about a "
-            "quarter of the memory)",
+            help="how a session holds past keys and values: f32 or int8 (about a quarter of the "
+            "memory)" + (f" ({kv_memory})" if kv_memory else ""),
         )
-
-    sampling_defaults, tempo_range, controls = _engine_facts()
 
     def default(name: str) -> str:
         return f" ({sampling_defaults[name]:g})" if name in sampling_defaults else ""

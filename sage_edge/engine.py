@@ -52,9 +52,11 @@ except ImportError as exc:  # pragma: no cover - only without a built extension
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.sage"
 # Defined once in C++ (csrc/engine/sampler.h, csrc/include/sage_edge/sage_edge.h): the sampling
-# defaults of every front end, and the tempos (BPM) a MIDI file can hold.
+# defaults of every front end, the tempos (BPM) a MIDI file can hold, and a session's default
+# key/value memory (sage_session_options_default).
 DEFAULT_SAMPLING: dict = dict(_engine.DEFAULT_SAMPLING)
 TEMPO_RANGE_BPM: tuple[float, float] = tuple(_engine.TEMPO_RANGE_BPM)
+DEFAULT_KV_MEMORY: str = _engine.DEFAULT_KV_MEMORY
 
 
 # The musical controls the engine knows: (name, value syntax, help), from the C API's table
@@ -171,10 +173,12 @@ class Engine:
     ``model`` is a path to a ``.sage`` file, or None for the packaged default model.
     ``kv_memory`` says how its sessions hold past keys and values: ``"f32"`` or ``"int8"`` (one
     scale per key/value head and position, about a quarter of the memory; its quality against
-    f32 is in docs/results.md).
+    f32 is in docs/results.md); the default is ``DEFAULT_KV_MEMORY``.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, kv_memory: str = "f32"):
+    def __init__(
+        self, model: str | os.PathLike | None = None, *, kv_memory: str = DEFAULT_KV_MEMORY
+    ):
         path = DEFAULT_MODEL if model is None else Path(model)
         if not path.exists():  # anything else that is not a model file, the C++ loader names
             hint = (

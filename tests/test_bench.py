@@ -64,8 +64,9 @@ def test_bench_reports_latency_memory_bandwidth_and_plot(tmp_path):
     assert results["quantization"] == "q8_0"
     assert results["parameters"] == sum(math.prod(t.shape) for t in model.tensors.values())
     assert results["model_bytes"] == FIXTURE_MODEL.stat().st_size
-    assert results["kv_memory"] == "f32"
-    assert results["kv_bytes"] == (32 + 8) * 2 * 8 * 2 * 4  # horizons × G × d_h × (k, v) × f32
+    assert results["kv_memory"] == "int8"  # the engine's default
+    # horizons × G × (key, value) × a row of d_h int8 and its f32 scale
+    assert results["kv_bytes"] == (32 + 8) * 2 * 2 * (8 + 4)
     assert results["kv_bytes"] == memory["kv_bytes"]
     assert results["activation_bytes"] == memory["activation_bytes"]
     assert results["session_bytes"] == memory["total_bytes"]

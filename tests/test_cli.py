@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sage_edge.engine import DEFAULT_SAMPLING, TEMPO_RANGE_BPM
+from sage_edge.engine import DEFAULT_KV_MEMORY, DEFAULT_SAMPLING, TEMPO_RANGE_BPM
 
 FIXTURE_MODEL = Path(__file__).parent / "data" / "tiny_q8_0.sage"
 CLI = [sys.executable, "-m", "sage_edge.cli"]
@@ -94,6 +94,7 @@ def test_help_shows_the_engines_defaults_and_the_tempo_range():
     generate = run_cli("generate", "--help").stdout
     assert f"1 = off ({DEFAULT_SAMPLING['top_p']:g})" in generate
     assert f"{TEMPO_RANGE_BPM[0]:.6g}..{TEMPO_RANGE_BPM[1]:g}" in generate
+    assert f"memory) ({DEFAULT_KV_MEMORY})" in " ".join(generate.split())
     bench = " ".join(run_cli("bench", "--help").stdout.split())
     assert "about a minute and about 340 MB" in bench and "--quick" in bench
     jam = " ".join(run_cli("jam", "--help").stdout.split())

@@ -109,7 +109,8 @@ def test_f32_logits_match_the_reference(
 ) -> None:
     model = tiny_model(tokenizer, attention, schedule)
     expected = reference_logits(model, piece_tokens)
-    engine = Engine(export_model(model, tokenizer, "f32", tmp_path / "m.sage"))
+    # The reference holds its keys and values in f32: so does this engine's memory.
+    engine = Engine(export_model(model, tokenizer, "f32", tmp_path / "m.sage"), kv_memory="f32")
     assert engine.info["attention"] == attention
     assert engine.info["horizons"] == list(model.config.horizons)
     session = engine.session(seed=0)
@@ -245,9 +246,11 @@ def test_events_match_the_tokenizer_decoding(q8_model_path, tokenizer, piece_tok
         assert got == expected, f"note {index}: engine {got}, tokenizer {expected}"
 
 
-def ring_bytes(horizons: list[int], n_kv_heads: int, d_head: int) -> int:
-    """docs/design.md: the memory of a session's rings is Σ h_l × G × d_h × (key, value) × f32."""
-    return sum(horizons) * n_kv_heads * d_head * 2 * 4
+def ring_bytes(horizons: list[int], n_kv_heads: int, d_head: int, kv_memory: str) -> int:
+    """docs/design.md: the memory of a session's rings is Σ h_l × G × (key, value) × a row: d_h
+    floats, or d_h int8 and one float scale."""
+    row = {"f32": d_head * 4, "int8": d_head + 4}[kv_memory]
+    return sum(horizons) * n_kv_heads * 2 * row
 
 
 def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
@@ -258,10 +261,11 @@ def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
     assert info["horizons"] == [32, 8, 8] and info["budget"] == 48
     assert info["kernel"] in _engine.available_kernels()
     G, d_head = info["n_kv_heads"], info["d_head"]
-    assert info["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head)
+    assert info["kv_memory"] == engine.kv_memory == _engine.DEFAULT_KV_MEMORY
+    assert info["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head, engine.kv_memory)
     session = engine.session(seed=0)
     memory = session.memory
-    assert memory["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head)
+    assert memory["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head, engine.kv_memory)
     assert memory["weights_bytes"] == q8_model_path.stat().st_size
     assert memory["total_bytes"] > memory["kv_bytes"] + memory["activation_bytes"]
 
@@ -274,20 +278,22 @@ def test_info_and_memory(q8_model_path, tokenizer, tmp_path) -> None:
     full_model = tiny_model(tokenizer, "askv", "full", seed=2)
     full_path = export_model(full_model, tokenizer, "q8_0", tmp_path / "full.sage")
     full_memory = Engine(full_path).session().memory
-    grown = ring_bytes([32, 32, 32], G, d_head) - ring_bytes([32, 8, 8], G, d_head)
+    grown = ring_bytes([32, 32, 32], G, d_head, engine.kv_memory) - ring_bytes(
+        [32, 8, 8], G, d_head, engine.kv_memory
+    )
     assert full_memory["kv_bytes"] - memory["kv_bytes"] == grown
     assert full_memory["total_bytes"] - memory["total_bytes"] == grown
     assert full_memory["activation_bytes"] == memory["activation_bytes"]
 
 
 def test_int8_kv_memory(q8_model_path, tokenizer, piece_tokens) -> None:
-    """kv_memory="int8": a quarter of the rings' bytes plus a scale per head and slot, logits close
-    to the f32 memory's (the real model's gate: benchmarks/kv_quality.py), prefill equal to
-    token-by-token feeding bit for bit, and the same names as the C API."""
-    f32, int8 = Engine(q8_model_path), Engine(q8_model_path, kv_memory="int8")
+    """kv_memory="int8", the default: a quarter of the rings' bytes plus a scale per head and
+    slot, logits close to the f32 memory's (the real model's gate: benchmarks/kv_quality.py),
+    prefill equal to token-by-token feeding bit for bit, and the same names as the C API."""
+    f32, int8 = Engine(q8_model_path, kv_memory="f32"), Engine(q8_model_path)
     G, d_head = int8.info["n_kv_heads"], int8.info["d_head"]
     assert int8.info["kv_memory"] == "int8" and f32.info["kv_memory"] == "f32"
-    assert int8.info["kv_bytes"] == sum([32, 8, 8]) * G * 2 * (d_head + 4)
+    assert int8.info["kv_bytes"] == ring_bytes([32, 8, 8], G, d_head, "int8")
     session = int8.session(seed=0)
     assert session.memory["kv_bytes"] == int8.info["kv_bytes"]
     assert session.memory["total_bytes"] == int8.info["session_bytes"]

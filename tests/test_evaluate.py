@@ -224,3 +224,24 @@ def test_music_section_takes_controls(tiny_models, test_dir, capsys):
     assert music["generated"]["range_violation_share"] == 0
     assert evaluate.main(args + small) == 0
     assert json.loads(capsys.readouterr().out)["music"]["generated"]["range_violation_share"] > 0
+
+
+def test_kv_memory_picks_the_engine_sessions_memory(tiny_models, tokenizer, test_dir, capsys):
+    """--kv-memory int8 measures the engine with the int8 key/value memory: the perplexity is
+    that of int8 sessions, not the f32 memory's."""
+    args = ["--model", str(tiny_models["q8_0"]), "--data", str(test_dir), "--json"]
+    small = ["--max-bars", "1", "--music-pieces", "0", "--max-pieces", "1"]
+    assert evaluate.main(args + small + ["--kv-memory", "int8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kv_memory"] == "int8"
+    bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
+    piece = evaluate.load_pieces(test_dir, tokenizer, 1)[0]
+    per_memory = {}
+    for memory in ("f32", "int8"):
+        engine = evaluate.EngineBackend(tiny_models["q8_0"], memory)
+        nll = evaluate.token_nll(engine.session(0), piece.ids, bos, eos)
+        per_memory[memory] = math.exp(nll.mean())
+    assert out["perplexity"]["perplexity"] == pytest.approx(per_memory["int8"], rel=1e-12)
+    assert per_memory["int8"] != per_memory["f32"]
+    with pytest.raises(ValueError, match="engine backend"):
+        evaluate.evaluate(tiny_models["f32"], test_dir, backend="torch", kv_memory="int8")

@@ -122,12 +122,12 @@ def test_a_learned_program_that_stays_silent_is_an_error(tiny_learned):
     quartet_and_drums = [40, 41, 42, 43, -1]
     bare = Controls(plays_after=0)  # no bonus for silent programs: the model's own choice
     with pytest.raises(UnplayedProgramsError, match=r"played no notes for Violin \(40\)") as error:
-        engine.generate(programs=quartet_and_drums, bars=1, seed=1, controls=bare)
-    assert error.value.programs == [40, 41, 42, 43]  # seed 1 plays only drums
+        engine.generate(programs=quartet_and_drums, bars=1, seed=3, controls=bare)
+    assert error.value.programs == [40, 41, 42, 43]  # seed 3 plays only drums
     with pytest.raises(UnplayedProgramsError):
-        list(engine.stream(programs=quartet_and_drums, bars=1, seed=1, controls=bare))
-    # Seed 2 plays all five: no error.
-    result = engine.generate(programs=quartet_and_drums, bars=1, seed=2, controls=bare)
+        list(engine.stream(programs=quartet_and_drums, bars=1, seed=3, controls=bare))
+    # Seed 9 plays all five: no error.
+    result = engine.generate(programs=quartet_and_drums, bars=1, seed=9, controls=bare)
     assert {note.program for note in result.notes} == set(quartet_and_drums)
 
 
@@ -139,11 +139,11 @@ def test_cli_generate_exits_2_for_a_program_the_model_cannot_play(tiny_learned, 
         refused.stderr
     )
     seeded = ("--programs", "40,41,42,43,-1", "--bars", 1, "--out", out, "--plays-after", 0)
-    silent = cli("generate", "--model", tiny_learned, *seeded, "--seed", 1)
+    silent = cli("generate", "--model", tiny_learned, *seeded, "--seed", 3)
     assert silent.returncode == 2 and silent.stderr.count("\n") == 1
     assert "played no notes for Violin (40)" in silent.stderr
     assert not out.exists()  # nothing written for a generation that failed
-    assert cli("generate", "--model", tiny_learned, *seeded, "--seed", 2).returncode == 0
+    assert cli("generate", "--model", tiny_learned, *seeded, "--seed", 9).returncode == 0
 
 
 def test_runner_refuses_unlearned_and_silent_programs(tiny_learned, runner):

@@ -20,6 +20,7 @@ from conftest import built_binary, require
 torch = pytest.importorskip("torch")
 mido = pytest.importorskip("mido")
 
+from sage_edge.engine import DEFAULT_KV_MEMORY  # noqa: E402
 from sage_edge.vocab import Kind  # noqa: E402
 
 RUNNER = "csrc/runner/sage-edge-run"
@@ -156,9 +157,13 @@ def test_info(runner, model_path, tokenizer):
     assert "horizons         32 8 (budget 40 tokens)" in out
     assert "q8_0" in out
     # 40 slots x 2 key/value heads x (key, value) x 8 values: f32, or int8 plus a scale each.
-    assert f"key/value {40 * 2 * 2 * 8 * 4} (f32)" in out
-    out = run(runner, "--model", model_path, "--info", "--kv-memory", "int8").stdout
-    assert f"key/value {40 * 2 * 2 * (8 + 4)} (int8)" in out
+    kv_bytes = {"f32": 40 * 2 * 2 * 8 * 4, "int8": 40 * 2 * 2 * (8 + 4)}
+    for kv in kv_bytes:
+        out = run(runner, "--model", model_path, "--info", "--kv-memory", kv).stdout
+        assert f"key/value {kv_bytes[kv]} ({kv})" in out
+    # Without the option, the C API's default (the one sage_edge.Engine and the CLI take).
+    out = run(runner, "--model", model_path, "--info").stdout
+    assert f"key/value {kv_bytes[DEFAULT_KV_MEMORY]} ({DEFAULT_KV_MEMORY})" in out
 
 
 def test_int8_kv_memory_generates_music(runner, model_path):
@@ -204,9 +209,19 @@ def test_program_restriction(runner, model_path):
 
 
 def test_bars(runner, model_path):
-    result = run(runner, "--model", model_path, "--bars", 2, "--seed", 5, "--min-p", 0.05)
+    args = ("--model", model_path, "--bars", 2, "--seed", 5, "--min-p", 0.05)
+    result = run(runner, *args, "--kv-memory", "f32")
     assert ", 3 bars," in result.stderr  # stops at the Bar opening bar 3: bars 1 and 2 complete
+    assert "warning" not in result.stderr
     assert parse_events(result.stdout)
+    # This seed's int8 session ends the piece with EOS in bar 2 (--end cadence allows it there):
+    # complete too, with no Bar after it, so no warning.
+    ended = run(runner, *args, "--kv-memory", "int8")
+    assert ", 2 bars," in ended.stderr and "warning" not in ended.stderr
+    # A token cap that cuts the piece short says so.
+    capped = run(runner, "--model", model_path, "--bars", 50, "--max-tokens", 40, "--seed", 5)
+    assert "warning: stopped at --max-tokens 40 with " in capped.stderr
+    assert "sage-edge-run: 40 tokens, " in capped.stderr
 
 
 def test_midi_file_parses_with_mido(runner, model_path, tmp_path):

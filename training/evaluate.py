@@ -79,8 +79,9 @@ class EngineBackend:
 
     name = "engine"
 
-    def __init__(self, path: str | Path):
-        self.engine = _engine_class()(str(path))
+    def __init__(self, path: str | Path, kv_memory: str | None = None):
+        chosen = {} if kv_memory is None else {"kv_memory": kv_memory}  # None: the engine's default
+        self.engine = _engine_class()(str(path), **chosen)
 
     def session(self, seed: int):
         return self.engine.session(seed=seed)
@@ -436,9 +437,11 @@ def evaluate(
     backend: str = "engine",
     progress: bool = False,
     music: MusicOptions | None = None,
+    kv_memory: str | None = None,
 ) -> dict:
     """Every number of the evaluation as a JSON-ready dict (``docs/evaluation.md``). ``music``
-    sizes the music-theory section (engine backend only); None takes the defaults."""
+    sizes the music-theory section (engine backend only); None takes the defaults. ``kv_memory``
+    is the engine sessions' key/value memory (None: ``sage_edge.Engine``'s default)."""
     if max_bars < 1:
         raise ValueError(f"max_bars must be at least 1, got {max_bars}")
     music = music or MusicOptions()
@@ -452,7 +455,12 @@ def evaluate(
     kinds = tokenizer.token_table()["kind"]
     is_note = (kinds == Kind.PITCH) | (kinds == Kind.PITCH_DRUM)
     bos, eos = tokenizer.id_of("BOS_None"), tokenizer.id_of("EOS_None")
-    runner = EngineBackend(model_path) if backend == "engine" else ReferenceBackend(model_path)
+    if backend == "engine":
+        runner = EngineBackend(model_path, kv_memory)
+    elif kv_memory not in (None, "f32"):  # the reference holds its memory in f32
+        raise ValueError(f"kv_memory {kv_memory!r} needs the engine backend")
+    else:
+        runner = ReferenceBackend(model_path)
     pieces = load_pieces(data, tokenizer, max_pieces)
     sampling = {"temperature": temperature, "top_p": top_p}
     r = Results(pieces=len(pieces))
@@ -530,7 +538,9 @@ def evaluate(
         r.music = music_report(
             runner.engine, list(real_notes.values()), music, seed, sampling, progress
         )
-    return _report(r, model_path, data, model_file, backend, seed, max_bars, sampling, t0)
+    report = _report(r, model_path, data, model_file, backend, seed, max_bars, sampling, t0)
+    report["kv_memory"] = runner.engine.kv_memory if backend == "engine" else "f32"
+    return report
 
 
 def _mean_dict(rows: list[dict]) -> dict[str, float]:
@@ -587,7 +597,8 @@ def _report(r: Results, model_path, data, model_file, backend, seed, max_bars, s
 def print_table(report: dict, out=None) -> None:
     p = report["perplexity"]
     w = (out or sys.stdout).write
-    w(f"model {report['model']} ({report['quantization']}, {report['backend']}), ")
+    w(f"model {report['model']} ({report['quantization']}, {report['backend']}, ")
+    w(f"{report['kv_memory']} key/value memory), ")
     w(f"data {report['data']}, seed {report['seed']}\n\n")
     w(f"test pieces {p['pieces']}   tokens {p['tokens']}   notes {p['notes']}\n")
     w(f"perplexity/token {p['perplexity']:.3f}   nats/token {p['nats_per_token']:.4f}   ")
@@ -675,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--backend", choices=("engine", "torch"), default="engine")
     ap.add_argument("--progress", action="store_true", help="report each piece on stderr")
+    ap.add_argument(
+        "--kv-memory",
+        choices=("f32", "int8"),
+        help="the engine sessions' key/value memory (default: the engine's)",
+    )
     music = ap.add_argument_group("music-theory measures (engine backend)")
     music.add_argument(
         "--music-pieces",
@@ -736,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         top_p=args.top_p,
         backend=args.backend,
         progress=args.progress,
+        kv_memory=args.kv_memory,
         music=MusicOptions(
             args.music_pieces,
             args.music_bars,

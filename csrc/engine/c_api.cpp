@@ -236,7 +236,8 @@ sage_sampling sage_sampling_default(void) {
 }
 
 sage_session_options sage_session_options_default(void) {
-    return sage_session_options{0, SAGE_KV_F32};
+    const sage::SessionOptions defaults;  // the one place the defaults are written
+    return sage_session_options{defaults.seed, static_cast<uint32_t>(defaults.kv_memory)};
 }
 
 sage_status sage_sampling_check(const sage_sampling* sampling) {

@@ -159,7 +159,8 @@ Session::Session(const Model& model, const SessionOptions& options,
             throw Error(Status::Argument, "kv_memory int8 needs horizons of at most " +
                                               std::to_string(kernels::kMaxInt8Horizon) +
                                               " (layer " + std::to_string(l) + " has " +
-                                              std::to_string(model.horizons[l]) + ")");
+                                              std::to_string(model.horizons[l]) +
+                                              "): use the f32 memory");
     if (kernels::reads_panels(kernels)) model.pack_panels();
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)

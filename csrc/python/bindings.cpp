@@ -754,6 +754,9 @@ void bind_controls(py::module_& m) {
 void bind(py::module_& m) {
     py::module_::import("sage_edge.errors");  // fail at import, not at the first error
     bind_controls(m);
+    // The C API's default session memory, the one default every caller names (sage_edge.Engine,
+    // the CLI, the runner).
+    const char* default_kv_memory = sage_kv_memory_name(sage_session_options_default().kv_memory);
 
     py::class_<PyModel>(m, "Model", "A validated, memory-mapped .sage model file.")
         .def(py::init<const std::string&>(), py::arg("path"))
@@ -762,7 +765,7 @@ void bind(py::module_& m) {
              "The file's metadata JSON (validated at load): tokenizer configuration and more.")
         .def("vocabulary", &PyModel::vocabulary,
              "The file's vocabulary table: {'family', 'kind', 'a', 'b'} arrays indexed by id.")
-        .def("session_memory", &PyModel::session_memory, py::arg("kv_memory") = "f32",
+        .def("session_memory", &PyModel::session_memory, py::arg("kv_memory") = default_kv_memory,
              "What one session holds, in bytes (weights, activations, kv, total).")
         .def("learned_programs", &PyModel::learned_programs,
              "{program: notes in the training data}, or None when the file does not say.");
@@ -787,6 +790,7 @@ void bind(py::module_& m) {
         .def_readonly("generated", &sage_bar_stop::generated)
         .def_readonly("end", &sage_bar_stop::end);
     m.attr("MAX_TOKENS_PER_BAR") = SAGE_MAX_TOKENS_PER_BAR;
+    m.attr("DEFAULT_KV_MEMORY") = default_kv_memory;
     m.attr("JAM_LATE_US") = SAGE_JAM_LATE_US;
 
     const sage_sampling d = sage_sampling_default();
@@ -846,7 +850,7 @@ void bind(py::module_& m) {
         .def("state", &PyJamPlayer::state);
     py::class_<PySession>(m, "Session", "A generation session: ring memories, sampler, grammar.")
         .def(py::init<const PyModel&, uint64_t, const std::string&>(), py::arg("model"),
-             py::arg("seed") = 0, py::arg("kv_memory") = "f32")
+             py::arg("seed") = 0, py::arg("kv_memory") = default_kv_memory)
         .def("feed", &PySession::feed, py::arg("tokens"), py::arg("all_logits") = false,
              "Run the model over tokens; logits [V] after the last one or [n, V] after each.")
         .def(

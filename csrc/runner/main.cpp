@@ -47,7 +47,7 @@ constexpr const char* kUsage =
     "  --seed S            sampler seed, 0..2^64-1 (default 0); the same seed gives the same\n"
     "                      notes on every machine\n"
     "  --kv-memory KIND    f32 or int8: how the session holds past keys and values (default\n"
-    "                      f32; int8 takes about a quarter of the memory)\n"
+    "                      %s; int8 takes about a quarter of the memory)\n"
     "  --temperature T     in 0..3.4e38 (any finite float), 0 = greedy (default %g)\n"
     "  --top-k K           keep the K most likely tokens, 0 = off (default %d)\n"
     "  --top-p P           nucleus sampling, in (0, 1], 1 = off (default %g)\n"
@@ -141,6 +141,7 @@ const char* control_name(const std::string& flag) {
 void print_usage() {
     const sage_sampling d = sage_sampling_default();
     std::printf(kUsage, SAGE_MAX_TOKENS_PER_BAR, SAGE_MAX_TOKENS_PER_BAR,
+                sage_kv_memory_name(sage_session_options_default().kv_memory),
                 static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
                 static_cast<double>(d.min_p), SAGE_TEMPO_MIN_BPM, SAGE_TEMPO_MAX_BPM,
                 control_lines().c_str());
@@ -196,7 +197,7 @@ struct Options {
     uint64_t bars = 0;  // 0: generate `tokens` tokens
     uint64_t max_tokens = 0;
     uint64_t seed = 0;
-    uint32_t kv_memory = SAGE_KV_F32;
+    uint32_t kv_memory = sage_session_options_default().kv_memory;
     sage_sampling sampling = sage_sampling_default();
     std::vector<int32_t> programs;
     sage_controls controls = sage_controls_default();
@@ -642,11 +643,16 @@ class Generation {
                 if (keep_bars_) keep_bar();
             }
             finished_ = reason != SAGE_STOP_BAR_LINE && reason != SAGE_STOP_CAPACITY;
+            complete_ =
+                reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME || reason == SAGE_STOP_END;
             if (reason == SAGE_STOP_END) end_ = stop_.end;  // EOS in the last bar: it ends there
         }
     }
 
     uint64_t generated() const { return generated_; }
+    // With --bars, whether the piece is complete: its bars generated, or EOS in its last bar
+    // (not a token cap).
+    bool complete() const { return complete_; }
     // The bars generated, for --out; with --bars only the o.bars asked for.
     const std::vector<sage_bar>& bars() const { return bars_; }
     // With --bars, where bar o.bars ends in quarters once it is complete; 0 before.
@@ -674,6 +680,7 @@ class Generation {
     sage_bar_stop stop_{};
     int32_t tokens_[kStepTokens];
     bool finished_ = false;
+    bool complete_ = false;
     uint64_t generated_ = 0;
     std::vector<sage_bar> bars_;
     double end_ = 0;
@@ -1078,7 +1085,7 @@ int run(const Options& o) {
                          learned_list(learned, true)};
     const uint64_t generated = generation.generated();
     const uint64_t bars = bars_fed(session);
-    if (o.bars > 0 && bars <= o.bars && !played.stopped) {
+    if (o.bars > 0 && !generation.complete() && !played.stopped) {
         std::fprintf(stderr,
                      "sage-edge-run: warning: stopped at --max-tokens %" PRIu64 " with %" PRIu64
                      " bars\n",

@@ -63,7 +63,7 @@ int32_t find_kind(const sage_model* model, uint32_t kind) {
 }
 
 sage_session* new_session(const sage_model* model, uint64_t seed = 0,
-                          uint32_t kv_memory = SAGE_KV_F32) {
+                          uint32_t kv_memory = sage_session_options_default().kv_memory) {
     sage_session_options options = sage_session_options_default();
     options.seed = seed;
     options.kv_memory = kv_memory;
@@ -88,14 +88,19 @@ TEST(fixtures_load_with_consistent_info) {
         CHECK_EQ(m.info.n_heads % m.info.n_kv_heads, 0u);
         CHECK_EQ(m.info.budget, uint64_t{m.receptive_field});
         CHECK_EQ(m.info.file_bytes, uint64_t(read_file(path).size()));
-        sage_session* session = new_session(model);
-        sage_memory memory{};
-        CHECK_EQ(sage_session_get_memory(session, &memory), SAGE_OK);
-        CHECK_EQ(memory.kv_bytes,
-                 uint64_t{m.receptive_field} * m.info.n_kv_heads * m.info.d_head * 2 * 4);
-        CHECK_EQ(memory.weights_bytes, m.info.file_bytes);
-        CHECK(memory.total_bytes > memory.kv_bytes + memory.activation_bytes);
-        sage_session_free(session);
+        // Per slot and key/value head, a key and a value: d_head floats each, or d_head int8
+        // and one float scale each.
+        for (uint32_t kv : {SAGE_KV_F32, SAGE_KV_INT8}) {
+            sage_session* session = new_session(model, 0, kv);
+            sage_memory memory{};
+            CHECK_EQ(sage_session_get_memory(session, &memory), SAGE_OK);
+            const uint64_t row_bytes = kv == SAGE_KV_F32 ? m.info.d_head * 4 : m.info.d_head + 4;
+            CHECK_EQ(memory.kv_bytes,
+                     uint64_t{m.receptive_field} * m.info.n_kv_heads * row_bytes * 2);
+            CHECK_EQ(memory.weights_bytes, m.info.file_bytes);
+            CHECK(memory.total_bytes > memory.kv_bytes + memory.activation_bytes);
+            sage_session_free(session);
+        }
         sage_model_free(model);
     }
 }
@@ -153,7 +158,8 @@ TEST(int8_memory_refuses_horizons_past_its_exact_sums) {
         message = e.what();
     }
     const std::string want = "kv_memory int8 needs horizons of at most 65536 (layer " +
-                             std::to_string(model->horizons.size() - 1) + " has 65537)";
+                             std::to_string(model->horizons.size() - 1) +
+                             " has 65537): use the f32 memory";
     CHECK(message == want);
     model->horizons.back() = sage::kernels::kMaxInt8Horizon;
     sage::Session longest(*model, options, sage::kernels::active());
@@ -327,6 +333,10 @@ void attend_group(const k::AttentionGroup& a) {
     work.calls++, work.scored_keys += uint64_t(a.window * a.heads);
     inner->attend_group(a);
 }
+void attend_group_q8(const k::AttentionGroup& a) {
+    work.calls++, work.scored_keys += uint64_t(a.window * a.heads);
+    inner->attend_group_q8(a);
+}
 
 const k::KernelTable& table() {
     inner = &k::active();
@@ -344,6 +354,7 @@ const k::KernelTable& table() {
         t.swiglu = swiglu;
         t.rmsnorm = rmsnorm;
         t.attend_group = attend_group;
+        t.attend_group_q8 = attend_group_q8;
         return t;
     }();
     return counting;
@@ -365,8 +376,8 @@ TEST(decode_work_does_not_grow_with_position) {
             horizons += model->horizons[l];
         }
         const auto next = random_tokens(1, c.vocab_size, 3);
-        auto step_after = [&](size_t position) {
-            sage::Session session(*model, sage::SessionOptions{}, counted::table());
+        auto step_after = [&](size_t position, sage::KvMemory memory) {
+            sage::Session session(*model, sage::SessionOptions{0, memory}, counted::table());
             const auto history = random_tokens(position, c.vocab_size, 5);
             session.feed(history.data(), history.size(), nullptr, false);
             counted::work = KernelWork{};
@@ -374,13 +385,17 @@ TEST(decode_work_does_not_grow_with_position) {
             session.feed(next.data(), 1, logits.data(), false);
             return counted::work;
         };
-        const KernelWork early = step_after(2 * longest), late = step_after(20000);
-        std::printf("  %s: a decode step makes %llu kernel calls over %llu weights, %llu keys\n",
-                    path.c_str(), (unsigned long long)early.calls,
-                    (unsigned long long)early.weights, (unsigned long long)early.scored_keys);
-        CHECK(early == late);
-        CHECK_EQ(early.scored_keys, uint64_t(c.n_heads) * horizons);
-        CHECK(early.weights > 0);
+        for (sage::KvMemory memory : {sage::KvMemory::F32, sage::KvMemory::Int8}) {
+            const KernelWork early = step_after(2 * longest, memory),
+                             late = step_after(20000, memory);
+            std::printf(
+                "  %s: a decode step makes %llu kernel calls over %llu weights, %llu keys\n",
+                path.c_str(), (unsigned long long)early.calls, (unsigned long long)early.weights,
+                (unsigned long long)early.scored_keys);
+            CHECK(early == late);
+            CHECK_EQ(early.scored_keys, uint64_t(c.n_heads) * horizons);
+            CHECK(early.weights > 0);
+        }
     }
 }
 

@@ -51,7 +51,8 @@ TEST(logits_match_the_pytorch_reference_on_every_kernel_path) {
         const uint32_t longest = *std::max_element(model->horizons.begin(), model->horizons.end());
         CHECK(reference::kTokens > 2 * static_cast<int>(longest));  // every ring wraps
         for (int p = 0; p < n_paths; ++p) {
-            sage::Session session(*model, sage::SessionOptions{}, *paths[p]);
+            // The reference holds its keys and values in f32, as this session does.
+            sage::Session session(*model, sage::SessionOptions{0, sage::KvMemory::F32}, *paths[p]);
             std::vector<float> logits(size_t(reference::kTokens) * V);
             session.feed(reference::kTokenIds, reference::kTokens, logits.data(), true);
             double worst_logit = 0, worst_log_p = 0;

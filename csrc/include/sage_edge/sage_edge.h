@@ -103,7 +103,7 @@ typedef struct sage_model_info {
 
 typedef struct sage_session_options {
     uint64_t seed;      /* the sampler's seed: the same seed gives the same tokens everywhere */
-    uint32_t kv_memory; /* a sage_kv_memory: SAGE_KV_F32 (default) or SAGE_KV_INT8 */
+    uint32_t kv_memory; /* a sage_kv_memory: SAGE_KV_INT8 (default) or SAGE_KV_F32 */
 } sage_session_options;
 
 typedef struct sage_sampling {
@@ -245,7 +245,7 @@ const char* sage_last_error(void); /* message of the calling thread's last faile
 const char* sage_status_string(sage_status status);
 /* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
 sage_sampling sage_sampling_default(void);
-sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_F32 */
+sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_INT8 */
 /* The checks every front end applies before it starts work: SAGE_ERR_ARGUMENT with a message
  * naming the value and its range when sampling values or a tempo are out of range (sampling
  * applies the same checks itself). */
