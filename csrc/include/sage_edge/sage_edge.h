@@ -245,7 +245,8 @@ const char* sage_last_error(void); /* message of the calling thread's last faile
 const char* sage_status_string(sage_status status);
 /* temperature 1, top_k 0, top_p 0.95, min_p 0: the defaults of every sage-edge front end. */
 sage_sampling sage_sampling_default(void);
-sage_session_options sage_session_options_default(void); /* seed 0, SAGE_KV_INT8 */
+/* seed 0, SAGE_KV_INT8 (a NULL options pointer means these; a zeroed struct is SAGE_KV_F32). */
+sage_session_options sage_session_options_default(void);
 /* The checks every front end applies before it starts work: SAGE_ERR_ARGUMENT with a message
  * naming the value and its range when sampling values or a tempo are out of range (sampling
  * applies the same checks itself). */
