@@ -78,35 +78,60 @@ void RingMemory::allocate(int64_t horizon_, int64_t heads_, int64_t d_head_, KvM
     }
 }
 
-void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first, int64_t count) {
-    // n slots of the ring from slot `from` into slots to, to + 1, ...: the group's d_head elements
-    // of each key and value, and its scales.
-    const int64_t H = ring.horizon, first_element = group * d_head;
+namespace {
+
+// Key/value head `group` of positions first .. first + count - 1 of `ring` and slots slot,
+// slot + 1, ... of the one-head memory `one`, copied from the ring into `one` (FromRing) or back:
+// the group's d_head elements of each key and value, and its scales (an int8 memory's bytes as they
+// are, so a row is quantized once).
+template <bool FromRing, typename Ring, typename One>
+void copy_group(Ring& ring, One& one, int64_t group, uint64_t first, int64_t slot, int64_t count) {
+    const int64_t H = ring.horizon, first_element = group * one.d_head;
+    auto copy = [](auto* ring_at, auto* one_at, int64_t n) {
+        if constexpr (FromRing)
+            std::copy_n(ring_at, n, one_at);
+        else
+            std::copy_n(one_at, n, ring_at);
+    };
+    // n slots of the ring from slot `from` and slots to, to + 1, ... of `one`.
     auto copy_run = [&](int64_t from, int64_t to, int64_t n) {
-        if (!is_int8()) {
-            for (int64_t e = 0; e < d_head; ++e)
-                std::copy_n(&ring.keys[(first_element + e) * H + from], n, &keys[e * horizon + to]);
+        if (!one.is_int8()) {
+            for (int64_t e = 0; e < one.d_head; ++e)
+                copy(&ring.keys[(first_element + e) * H + from], &one.keys[e * one.horizon + to],
+                     n);
             for (int64_t j = 0; j < n; ++j)
-                std::copy_n(&ring.values[(from + j) * ring.width + first_element], d_head,
-                            &values[(to + j) * width]);
+                copy(&ring.values[(from + j) * ring.width + first_element],
+                     &one.values[(to + j) * one.width], one.d_head);
             return;
         }
-        const int8_t* ring_keys = ring.group_keys_q8(group);
-        for (int64_t i = 0; i < kernels::key_quads(d_head); ++i)
-            std::copy_n(&ring_keys[(i * H + from) * 4], n * 4, &keys_q8[(i * horizon + to) * 4]);
-        for (int64_t j = 0; j < n; ++j)
-            for (int64_t c = 0; c < d_head; ++c)
-                values_q8[kernels::value_q8_index(c, to + j, width)] =
-                    ring.values_q8[kernels::value_q8_index(first_element + c, from + j,
-                                                           ring.width)];
-        std::copy_n(&ring.key_scales[group * H + from], n, &key_scales[to]);
-        std::copy_n(&ring.value_scales[group * H + from], n, &value_scales[to]);
+        auto* ring_keys = ring.group_keys_q8(group);
+        for (int64_t i = 0; i < kernels::key_quads(one.d_head); ++i)
+            copy(&ring_keys[(i * H + from) * 4], &one.keys_q8[(i * one.horizon + to) * 4], n * 4);
+        for (int64_t j = 0; j < n; ++j) {  // a slot's elements lie 4 bytes apart (value_q8_index)
+            auto* ring_value =
+                &ring.values_q8[kernels::value_q8_index(first_element, from + j, ring.width)];
+            auto* one_value = &one.values_q8[kernels::value_q8_index(0, to + j, one.width)];
+            for (int64_t c = 0; c < one.d_head; ++c) copy(ring_value + 4 * c, one_value + 4 * c, 1);
+        }
+        copy(&ring.key_scales[group * H + from], &one.key_scales[to], n);
+        copy(&ring.value_scales[group * H + from], &one.value_scales[to], n);
     };
     // Two runs of ring slots at most: up to the ring's end, then from slot 0.
     const int64_t start = static_cast<int64_t>(first % H);
     const int64_t to_end = std::min(count, H - start);
-    copy_run(start, 0, to_end);
-    copy_run(0, to_end, count - to_end);
+    copy_run(start, slot, to_end);
+    copy_run(0, slot + to_end, count - to_end);
+}
+
+}  // namespace
+
+void RingMemory::copy_from(const RingMemory& ring, int64_t group, uint64_t first, int64_t count) {
+    copy_group<true>(ring, *this, group, first, 0, count);
+}
+
+void RingMemory::copy_into(RingMemory& ring, int64_t group, int64_t slot, uint64_t first,
+                           int64_t count) const {
+    copy_group<false>(ring, *this, group, first, slot, count);
 }
 
 uint64_t RingMemory::bytes(int64_t horizon, int64_t heads, int64_t d_head, KvMemory kind) {
@@ -370,7 +395,7 @@ void Session::forward_layer(int layer, const int32_t* tokens, int64_t count, uin
     matmul(w.wq, 0, qd, u, xq, count, state_.q.data(), qd);
     project_keys_values(layer, tokens, count);
     if (count == 1) {
-        memory.write(position, state_.k.data(), state_.v.data());
+        memory.write(position, state_.k.data(), state_.v.data(), kernels_);
         attend(layer, position, state_.q.data(), state_.attended.data());
     } else {
         attend_block(layer, count, position);
@@ -466,9 +491,9 @@ void Session::attend(int layer, uint64_t position, const float* q, float* out) {
 }
 
 // Per key/value group: the block's window in window_ (the group's h - 1 positions before the
-// block from the ring, then the block's own keys and values, stored as the ring stores them), and
-// the group's queries of the whole block at once; then the block's keys and values into the ring
-// (only the last h of them stay).
+// block from the ring, then the block's own keys and values, stored as the ring stores them), the
+// block's keys and values from there into the ring (only the last h of them stay), and the group's
+// queries of the whole block at once.
 void Session::attend_block(int layer, int64_t count, uint64_t position) {
     RingMemory& memory = memory_[layer];
     const int64_t horizon = memory.horizon, kvd = memory.width, dh = config_.d_head;
@@ -479,8 +504,12 @@ void Session::attend_block(int layer, int64_t count, uint64_t position) {
         window_.copy_from(memory, g, position - past, past);
         for (int64_t t = 0; t < count; ++t) {
             const int64_t row = state_.kv_row[t] * kvd + g * dh;
-            window_.write(past + t, &state_.k[row], &state_.v[row]);
+            window_.write(past + t, &state_.k[row], &state_.v[row], kernels_);
         }
+        // The block's keys and values into the ring as the window holds them (an int8 row is
+        // quantized once): only the last h stay. The queries read the window alone.
+        const int64_t kept = std::min(count, horizon);
+        window_.copy_into(memory, g, past + count - kept, position + count - kept, kept);
         kernels::AttentionBlock b{};
         b.first = group_memory(window_, 0);
         b.first.slopes = model_.weights.alibi_slopes + int64_t{g} * heads_per_group;
@@ -492,10 +521,6 @@ void Session::attend_block(int layer, int64_t count, uint64_t position) {
         b.q_stride = b.out_stride = qd;
         b.max_window = horizon;
         memory.is_int8() ? kernels_.attend_block_q8(b) : kernels_.attend_block(b);
-    }
-    for (int64_t t = std::max<int64_t>(0, count - horizon); t < count; ++t) {
-        const int64_t row = state_.kv_row[t];
-        memory.write(position + t, &state_.k[row * kvd], &state_.v[row * kvd]);
     }
 }
 

@@ -93,26 +93,34 @@ struct RingMemory {
     // of the same kind holding them) into slots 0 .. count - 1 of this one-head memory, which must
     // have count slots or more.
     void copy_from(const RingMemory& ring, int64_t group, uint64_t first, int64_t count);
+    // The other way: slots slot .. slot + count - 1 of this one-head memory into key/value head
+    // `group` of positions first .. first + count - 1 of `ring` (count <= ring.horizon).
+    void copy_into(RingMemory& ring, int64_t group, int64_t slot, uint64_t first,
+                   int64_t count) const;
 
-    void write(uint64_t position, const float* key, const float* value) {
+    // Writes position's key and value (width floats each); an int8 memory quantizes each head's
+    // row with the kernel table's quantize_row_int8.
+    void write(uint64_t position, const float* key, const float* value,
+               const kernels::KernelTable& table) {
         const int64_t slot = static_cast<int64_t>(position % horizon);
         if (!is_int8()) {
             for (int64_t e = 0; e < width; ++e) keys[e * horizon + slot] = key[e];
             std::copy(value, value + width, &values[slot * width]);
             return;
         }
+        // Locals and whole quads: a byte store may alias any member, so the compiler would reload
+        // them after each one.
+        const int64_t H = horizon, n = d_head, quads = kernels::key_quads(d_head);
         int8_t row[kernels::kMaxHeadWidth];
+        for (int64_t c = n; c < 4 * quads; ++c) row[c] = 0;  // the last quad's padding
         for (int64_t g = 0; g < heads; ++g) {
-            const int64_t first = g * d_head;
-            key_scales[g * horizon + slot] =
-                kernels::quantize_row_int8(key + first, d_head, row, 1);
-            int8_t* keys = group_keys_q8(g);
-            for (int64_t c = 0; c < d_head; ++c)
-                keys[kernels::key_q8_index(c, slot, horizon)] = row[c];
-            value_scales[g * horizon + slot] =
-                kernels::quantize_row_int8(value + first, d_head, row, 1);
-            for (int64_t c = 0; c < d_head; ++c)
-                values_q8[kernels::value_q8_index(first + c, slot, width)] = row[c];
+            const int64_t first = g * n;
+            key_scales[g * H + slot] = table.quantize_row_int8(key + first, n, row);
+            int8_t* key_bytes = group_keys_q8(g) + kernels::key_q8_index(0, slot, H);
+            for (int64_t i = 0; i < quads; ++i) std::memcpy(key_bytes + i * H * 4, row + 4 * i, 4);
+            value_scales[g * H + slot] = table.quantize_row_int8(value + first, n, row);
+            int8_t* value_bytes = &values_q8[kernels::value_q8_index(first, slot, width)];
+            for (int64_t c = 0; c < n; ++c) value_bytes[4 * c] = row[c];  // 4 bytes apart
         }
     }
     // Key/value head g's keys in an int8 memory (kernels::AttentionGroup::keys_q8).

@@ -117,21 +117,38 @@ static inline float inverse_scale(float scale) {
     return inv - inv == 0.0f ? inv : 0.0f;  // inf - inf is NaN: the overflow case
 }
 
+// std::nearbyint(x) (round half to even, the default rounding mode) for |x| < 2^22 without the C
+// library: x + 1.5 * 2^23 lies in (2^23, 2^24), where floats are 1 apart, so the addition rounds x
+// to an integer, half to even (1.5 * 2^23 is even), and the subtraction is exact. Compiled for the
+// baseline x86-64, std::nearbyint is a call to libm's nearbyintf per element: when the session
+// quantized its int8 rows with it, that was most of what an int8 memory added to a prefill.
+static inline float round_half_even_small(float x) {
+    constexpr float kShift = 12582912.0f;  // 1.5 * 2^23
+    return (x + kShift) - kShift;
+}
+
+// quantize_row_int8's element: clamp(round-half-even(x * inv), -127, 127) (|x * inv| <= 127 plus a
+// rounding, well inside round_half_even_small's range).
+static inline int8_t quantize_int8(float x, float inv) {
+    const float r = round_half_even_small(x * inv);
+    return static_cast<int8_t>(r > 127.0f ? 127 : (r < -127.0f ? -127 : static_cast<int>(r)));
+}
+
 // One row of an int8 ring memory (a key or a value of one key/value head): x[n] -> q[i * q_stride]
 // for i < n and the returned scale, with quantize_row_q8_0's rule over the whole row (scale =
-// max|x| / 127, q = round-half-even(x / scale) clamped to [-127, 127]); x ~ scale * q. It runs once
-// per token and head, so it is one plain function rather than a kernel: every path stores the same
-// bytes.
+// max|x| / 127, q = round-half-even(x / scale) clamped to [-127, 127]); x ~ scale * q. The
+// definition of KernelTable::quantize_row_int8 (every path's bytes and scale are these).
 static inline float quantize_row_int8(const float* x, int64_t n, int8_t* q, int64_t q_stride) {
+    float lane[8] = {};  // the max in eight lanes (exact in any order): no chain of n maxima
+    for (int64_t i = 0; i < n; ++i) {
+        const float a = std::fabs(x[i]);
+        lane[i % 8] = a > lane[i % 8] ? a : lane[i % 8];
+    }
     float amax = 0.0f;
-    for (int64_t i = 0; i < n; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
+    for (float a : lane) amax = a > amax ? a : amax;
     const float scale = amax / 127.0f;
     const float inv = inverse_scale(scale);
-    for (int64_t i = 0; i < n; ++i) {
-        const float r = std::nearbyint(x[i] * inv);
-        q[i * q_stride] =
-            static_cast<int8_t>(r > 127.0f ? 127 : (r < -127.0f ? -127 : static_cast<int>(r)));
-    }
+    for (int64_t i = 0; i < n; ++i) q[i * q_stride] = quantize_int8(x[i], inv);
     return scale;
 }
 
@@ -221,6 +238,11 @@ struct KernelTable {
     // is 0 or 1 / scale overflows), q = round-half-even(x * inv) clamped to [-127, 127]. Identical
     // to sage_edge.quant (numpy).
     void (*quantize_row_q8_0)(const float* x, BlockQ8_0* y, int64_t n);
+
+    // quantize_row_int8(x, n, q, 1) (above): a row of an int8 memory's key or value, or a query
+    // head of attend_group_q8, into q[0 .. n); returns the scale. Every key and value of a prefill
+    // block and of a decode step goes through it (RingMemory::write).
+    float (*quantize_row_int8)(const float* x, int64_t n, int8_t* q);
 
     // y[r] = sum over blocks b, in order, of (w[r][b].scale * x[b].scale) * float(isum_rb), with
     // an f32 accumulator starting at 0 (see kernels_scalar.cpp for the canonical order).

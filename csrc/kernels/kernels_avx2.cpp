@@ -252,6 +252,7 @@ struct Avx2 {
 const KernelTable kAvx2Table = {
     "avx2",
     quantize_row_q8_0,
+    quantize_row8,
     matvec_q8_0<Avx2>,
     matvec_q4<Avx2>,
     matvec_f32<Avx2>,

@@ -213,10 +213,10 @@ void attention_scores16(const AttentionGroup& a, int h0, float* max_score) {
         max_score[h] = hmax8(_mm256_max_ps(half8<0>(vmax[h]), half8<1>(vmax[h])));
 }
 
-// quantize_row_int8(x, n, q, 1) on sixteen lanes, the same bytes: max|x| in any order (exact), the
-// scale and its inverse as written there, cvtps rounding half to even, the clamp at -127 (and the
-// saturation at 127).
-inline float quantize_query16(const float* x, int64_t n, int8_t* q) {
+// KernelTable::quantize_row_int8 on sixteen lanes, the same bytes as kernels.h's: max|x| in any
+// order (exact), the scale and its inverse as written there, cvtps rounding half to even, the
+// clamp at -127 (and the saturation at 127).
+inline float quantize_row16(const float* x, int64_t n, int8_t* q) {
     __m512 amax = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16)
         amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(first_lanes(n - i), x + i)));
@@ -313,7 +313,7 @@ inline void score_wrapped16_q8(const AttentionGroup& a, const QueryQ8* q, int64_
 template <int NH>
 void attention_scores16_q8(const AttentionGroup& a, int h0, float* max_score) {
     QueryQ8 q[NH];
-    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h, quantize_query16);
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h, quantize_row16);
     float* s = a.scores + int64_t{h0} * a.window;
     __m512 slope[NH], vmax[NH];
     for (int h = 0; h < NH; ++h) {

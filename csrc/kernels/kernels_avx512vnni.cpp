@@ -422,6 +422,7 @@ struct Avx512Vnni {
 const KernelTable kAvx512VnniTable = {
     "avx512vnni",
     quantize_row_q8_0,
+    quantize_row16,
     matvec_q8_0<Avx512Vnni>,
     matvec_q4<Avx512Vnni>,
     matvec_f32<Avx512Vnni>,

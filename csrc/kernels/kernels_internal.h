@@ -45,6 +45,12 @@ inline float attention_score(const AttentionGroup& a, const float* q, int64_t sl
     return score_of_dot(a, dot, slope, distance);
 }
 
+// KernelTable::quantize_row_int8 as kernels.h's loop compiled with a path's flags (the scalar
+// reference, and the NEON paths).
+inline float quantize_row_int8_each(const float* x, int64_t n, int8_t* q) {
+    return quantize_row_int8(x, n, q, 1);
+}
+
 // A query head as attend_group_q8 scores with it: its int8 elements (quantize_row_int8, one scale
 // for the head), zero-padded to whole quads (key_quads), and the factor qscale * scale that turns
 // an exact integer dot product with a key into the score's first product.
@@ -54,7 +60,7 @@ struct QueryQ8 {
     int32_t sum;  // the sum of q's elements (the x86 dot product adds 128 to every key byte)
     int quads;
 
-    // quantize(x, n, q) is quantize_row_int8(x, n, q, 1), or a path's copy of it (the same bytes).
+    // quantize(x, n, q) is quantize_row_int8(x, n, q, 1): a path's KernelTable::quantize_row_int8.
     template <typename Quantize>
     void prepare(const AttentionGroup& a, int head, Quantize&& quantize) {
         quads = static_cast<int>(key_quads(a.d_head));
@@ -63,11 +69,7 @@ struct QueryQ8 {
         sum = 0;
         for (int c = 0; c < a.d_head; ++c) sum += q[c];
     }
-    void prepare(const AttentionGroup& a, int head) {
-        prepare(a, head, [](const float* x, int64_t n, int8_t* out) {
-            return quantize_row_int8(x, n, out, 1);
-        });
-    }
+    void prepare(const AttentionGroup& a, int head) { prepare(a, head, quantize_row_int8_each); }
     int32_t quad(int i) const {  // elements 4i .. 4i + 3 as one 32-bit word
         int32_t w;
         std::memcpy(&w, q + 4 * i, sizeof w);

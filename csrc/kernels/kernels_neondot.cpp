@@ -9,6 +9,7 @@ namespace sage::kernels {
 const KernelTable kNeonDotTable = {
     "neondot",
     quantize_row_q8_0,
+    quantize_row_int8_each,
     matvec_q8_0,
     matvec_q4,
     matvec_f32,

@@ -292,6 +292,7 @@ void pack_q4_panels(const BlockQ4* w, int64_t rows, int64_t cols, PanelBlockQ4* 
 const KernelTable kScalarTable = {
     "scalar",
     quantize_row_q8_0,
+    quantize_row_int8_each,
     matvec_q8_0,
     matvec_q4,
     matvec_f32,

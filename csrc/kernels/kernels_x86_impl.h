@@ -431,6 +431,31 @@ inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+// KernelTable::quantize_row_int8 on eight lanes, the same bytes as kernels.h's: max|x| in any order
+// (exact), the scale and its inverse as written there, cvtps rounding half to even, the clamp at
+// -127 (and the saturation at 127); the last n % 8 elements by quantize_int8.
+inline float quantize_row8(const float* x, int64_t n, int8_t* q) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 vmax = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+    float amax = hmax8(vmax);
+    for (; i < n; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
+    const float scale = amax / 127.0f;
+    const float inv = inverse_scale(scale);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+        const __m128i w =
+            _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        const __m128i b = _mm_max_epi8(_mm_packs_epi16(w, w), _mm_set1_epi8(-127));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), b);
+    }
+    for (; i < n; ++i) q[i] = quantize_int8(x[i], inv);
+    return scale;
+}
+
 // Eight consecutive elements of a ring memory as f32: keys of slots slot .. slot + 7 (element
 // c), or elements c .. c + 7 of the value in `slot`.
 struct F32Lanes : F32Ring {
@@ -635,7 +660,7 @@ inline void score_gathered_q8(const AttentionGroup& a, const QueryQ8* q, int64_t
 template <int NH>
 void attention_scores_q8(const AttentionGroup& a, int h0, float* max_score) {
     QueryQ8 q[NH];
-    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h);
+    for (int h = 0; h < NH; ++h) q[h].prepare(a, h0 + h, quantize_row8);
     float* s = a.scores + int64_t{h0} * a.window;
     __m256 slope[NH], vmax[NH];
     for (int h = 0; h < NH; ++h) {

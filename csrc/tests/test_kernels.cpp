@@ -797,6 +797,41 @@ TEST(quantize_row_int8_rule) {
     }
 }
 
+TEST(quantize_row_int8_identical_on_every_path) {
+    // Every path's table entry stores kernels.h's bytes and scale, and those are the rule written
+    // out with std::nearbyint (round_half_even_small is its replacement): rows up to the widest
+    // head, exact .5 ties (max 127, so the scale is 1), zero rows, tails of every length.
+    Rng rng(17);
+    for (int trial = 0; trial < 400; ++trial) {
+        const int64_t n = std::min<int64_t>(random_cols(rng), k::kMaxHeadWidth);
+        auto x = random_floats(rng, n);
+        if (trial % 4 == 0 && n > 0) {  // ties: halves up to 127 in magnitude, and 127 itself
+            for (int64_t i = 0; i < n; ++i)
+                x[size_t(i)] = static_cast<float>(rng.range(-254, 254)) * 0.5f;
+            x[size_t(rng.range(0, n - 1))] = trial % 8 == 0 ? 127.0f : -127.0f;
+        }
+        std::vector<int8_t> want(size_t(n) + 16, 0x5A);
+        const float want_scale = k::quantize_row_int8(x.data(), n, want.data(), 1);
+        float amax = 0.0f;
+        for (float v : x) amax = std::max(amax, std::fabs(v));
+        CHECK_EQ(want_scale, amax / 127.0f);
+        const float inv = k::inverse_scale(want_scale);
+        for (int64_t i = 0; i < n; ++i) {
+            const float r = std::nearbyint(x[size_t(i)] * inv);
+            CHECK_EQ(int{want[size_t(i)]},
+                     static_cast<int>(std::max(-127.0f, std::min(127.0f, r))));
+        }
+        for (const k::KernelTable* p : paths()) {
+            std::vector<int8_t> got(size_t(n) + 16, 0x5A);
+            const float scale = p->quantize_row_int8(x.data(), n, got.data());
+            CHECK_EQ(scale, want_scale);
+            const bool same = got == want;  // the 16 bytes past n untouched too
+            if (!same) std::fprintf(stderr, "path %s, n = %lld\n", p->name, (long long)n);
+            CHECK(same);
+        }
+    }
+}
+
 TEST(attend_group_matches_softmax_attention) {
     // The scalar reference against softmax attention computed here in double: same window, same
     // ALiBi distances, oldest key in first_slot.
