@@ -284,20 +284,22 @@ size_t pack_matrices(const std::vector<const Matrix*>& matrices, DType dtype, bo
 
 }  // namespace
 
-void Model::pack_panels() const {
-    std::call_once(panels_once_, [this] {
+void Model::pack_panels(const kernels::KernelTable& table) const {
+    std::call_once(panels_once_, [this, &table] {
         std::vector<const Matrix*> matrices;
         for (const LayerWeights& l : weights.layers)
             for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2})
                 matrices.push_back(m);
         matrices.push_back(&weights.output);
         const bool mapped = mapping_ != nullptr;
-        panel_count_ = pack_matrices<kernels::BlockQ8_0>(
-            matrices, DType::Q8_0, mapped, panels_, kernels::pack_q8_0_panels,
-            [](const Matrix& m, const kernels::PanelBlockQ8* p) { m.panels = p; });
-        panel_q4_count_ = pack_matrices<kernels::BlockQ4>(
-            matrices, DType::Q4, mapped, panels_q4_, kernels::pack_q4_panels,
-            [](const Matrix& m, const kernels::PanelBlockQ4* p) { m.panels_q4 = p; });
+        if (table.matmul_q8_0_panels != nullptr)
+            panel_count_ = pack_matrices<kernels::BlockQ8_0>(
+                matrices, DType::Q8_0, mapped, panels_, kernels::pack_q8_0_panels,
+                [](const Matrix& m, const kernels::PanelBlockQ8* p) { m.panels = p; });
+        if (table.matmul_q4_panels != nullptr)
+            panel_q4_count_ = pack_matrices<kernels::BlockQ4>(
+                matrices, DType::Q4, mapped, panels_q4_, kernels::pack_q4_panels,
+                [](const Matrix& m, const kernels::PanelBlockQ4* p) { m.panels_q4 = p; });
     });
 }
 

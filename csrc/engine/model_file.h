@@ -120,10 +120,12 @@ class Model {
 
     // Packs the Q8_0 and Q4 matrices the forward pass multiplies by (every layer's and the
     // output's, not the embedding, which is only looked up) for matmul_q8_0_panels and
-    // matmul_q4_panels, once per model however many sessions ask (thread-safe). The map's pages of
-    // those matrices are then given back to the kernel, so the weights stay in memory once,
-    // packed, and not twice.
-    void pack_panels() const;
+    // matmul_q4_panels, each dtype only where `table` has its kernel (the NEON dot-product path
+    // has q8_0's alone), once per model however many sessions ask (thread-safe: the first
+    // session's path decides; a path that finds its dtype unpacked reads the file's layout). The
+    // map's pages of those matrices are then given back to the kernel, so the weights stay in
+    // memory once, packed, and not twice.
+    void pack_panels(const kernels::KernelTable& table) const;
     uint64_t packed_bytes() const {
         return panel_count_ * sizeof(kernels::PanelBlockQ8) +
                panel_q4_count_ * sizeof(kernels::PanelBlockQ4);

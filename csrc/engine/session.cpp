@@ -186,7 +186,7 @@ Session::Session(const Model& model, const SessionOptions& options,
                                               " (layer " + std::to_string(l) + " has " +
                                               std::to_string(model.horizons[l]) +
                                               "): use the f32 memory");
-    if (kernels::reads_panels(kernels)) model.pack_panels();
+    if (kernels::reads_panels(kernels)) model.pack_panels(kernels);
     memory_.resize(c.n_layers);
     for (int l = 0; l < c.n_layers; ++l)
         memory_[l].allocate(model.horizons[l], c.n_kv_heads, c.d_head, options.kv_memory);

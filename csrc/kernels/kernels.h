@@ -38,13 +38,13 @@ inline int64_t blocks_per_row(int64_t n) {
     return (n + kBlockSize - 1) / kBlockSize;
 }
 
-// Q8_0 weights repacked for the x86 products (not a file format: the engine packs the file's Q8_0
-// matrices once, when a path that has matmul_q8_0_panels first runs a model). A panel is
-// kPanelRows consecutive rows; its blocks follow one another, each holding its rows' block b
-// transposed four bytes at a time, as unsigned bytes q + 128, and their scales, so that one
-// broadcast of four bytes of x meets all the panel's rows in one dot-product instruction (AVX-512
-// VNNI; AVX2 in two halves of 8 rows, undoing the + 128) and each lane sums its own row: no
-// horizontal sums. Same bytes per row as BlockQ8_0.
+// Q8_0 weights repacked for the x86 and NEON dot-product products (not a file format: the engine
+// packs the file's Q8_0 matrices once, when a path that has matmul_q8_0_panels first runs a
+// model). A panel is kPanelRows consecutive rows; its blocks follow one another, each holding its
+// rows' block b transposed four bytes at a time, as unsigned bytes q + 128, and their scales, so
+// that one broadcast of four bytes of x meets all the panel's rows in one dot-product instruction
+// (AVX-512 VNNI; AVX2 in two halves of 8 rows and NEON's sdot in four of 4, undoing the + 128) and
+// each lane sums its own row: no horizontal sums. Same bytes per row as BlockQ8_0.
 constexpr int kPanelRows = 16;
 struct alignas(64) PanelBlockQ8 {
     uint8_t q[kBlockSize / 4][kPanelRows][4];  // q[k][i]: bytes 4k .. 4k + 3 of row i, + 128
@@ -268,8 +268,9 @@ struct KernelTable {
 
     // matmul_q8_0 (so matvec_q8_0 for one token) over weights packed by pack_q8_0_panels, w
     // pointing at the panel of the first row computed (a multiple of kPanelRows), bit for bit.
-    // Null where a path reads the file's layout instead (NEON has no unsigned-by-signed dot on
-    // ARMv8.0-8.2); the session then never packs.
+    // Null where a path reads the file's layout instead (scalar; NEON without the dot product,
+    // where undoing the + 128 and repeating x's bytes cost more than the packing saves); the
+    // session then never packs.
     void (*matmul_q8_0_panels)(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
                                int64_t cols, int64_t tokens, int64_t y_stride);
 

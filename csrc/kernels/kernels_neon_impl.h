@@ -150,6 +150,60 @@ void matvec_q4(const BlockQ4* w, const BlockQ8_0* x, float* y, int64_t rows, int
     }
 }
 
+#if SAGE_NEON_DOT
+// matmul_q8_0_panels (the dot-product path only): a panel's 16 rows are four vectors of four
+// lanes, row 4j + i in lane i of vector j, each lane summing its own row, so no sum across lanes.
+// Each 16 bytes of a panel block (four rows' bytes 4k .. 4k + 3, packed as q + 128) are turned
+// back into q (xor 0x80) and meet x's bytes 4k .. 4k + 3 in one vdotq_laneq_s32: the exact block
+// sums isum. Then matvec_q8_0's f32 step, block by block: the same bits. Against matvec_q8_0 on
+// the file's layout a panel block needs no sums across lanes, no zeroed sum per row and one load of
+// its scales instead of gathering them, a third fewer instructions; without the dot product the
+// xor and the repeated bytes of x cost as much as that saves, so that path keeps the file's layout
+// (docs/deploy.md, section 6, has the counts).
+inline void panel_block_sums(const PanelBlockQ8& p, const BlockQ8_0& xb, int32x4_t* isum) {
+    const int8x16_t x0 = vld1q_s8(xb.q), x1 = vld1q_s8(xb.q + 16);
+    auto q = [&](int k, int j) {  // rows 4j .. 4j + 3, bytes 4k .. 4k + 3
+        return vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p.q[k][4 * j]), vdupq_n_u8(0x80)));
+    };
+    for (int j = 0; j < 4; ++j) {
+        int32x4_t sum = vdupq_n_s32(0);
+        sum = vdotq_laneq_s32(sum, q(0, j), x0, 0);
+        sum = vdotq_laneq_s32(sum, q(1, j), x0, 1);
+        sum = vdotq_laneq_s32(sum, q(2, j), x0, 2);
+        sum = vdotq_laneq_s32(sum, q(3, j), x0, 3);
+        sum = vdotq_laneq_s32(sum, q(4, j), x1, 0);
+        sum = vdotq_laneq_s32(sum, q(5, j), x1, 1);
+        sum = vdotq_laneq_s32(sum, q(6, j), x1, 2);
+        isum[j] = vdotq_laneq_s32(sum, q(7, j), x1, 3);
+    }
+}
+
+void matmul_q8_0_panels(const PanelBlockQ8* w, const BlockQ8_0* x, float* y, int64_t rows,
+                        int64_t cols, int64_t tokens, int64_t y_stride) {
+    const int64_t nb = blocks_per_row(cols);
+    for (int64_t r = 0; r < rows; r += kPanelRows) {
+        const PanelBlockQ8* panel = w + (r / kPanelRows) * nb;
+        for (int64_t t = 0; t < tokens; ++t) {  // the panel stays in the cache for every token
+            const BlockQ8_0* xt = x + t * nb;
+            float32x4_t acc[4];
+            for (int j = 0; j < 4; ++j) acc[j] = vdupq_n_f32(0.0f);
+            for (int64_t b = 0; b < nb; ++b) {
+                int32x4_t isum[4];
+                panel_block_sums(panel[b], xt[b], isum);
+                for (int j = 0; j < 4; ++j) {
+                    const float32x4_t s =
+                        vmulq_n_f32(vld1q_f32(panel[b].scale + 4 * j), xt[b].scale);
+                    acc[j] = vaddq_f32(acc[j], vmulq_f32(s, vcvtq_f32_s32(isum[j])));
+                }
+            }
+            float* yt = y + t * y_stride;
+            store_rows(yt, r, rows, acc);
+            store_rows(yt, r + kRows, rows, acc + 2);
+        }
+    }
+}
+#endif
+
 // Lanes 0-3, 4-7, 8-11, 12-15 in a[0..3], then the halving tree.
 inline float reduce16(const float32x4_t* a) {
     const float32x4_t s4 = vaddq_f32(vaddq_f32(a[0], a[2]), vaddq_f32(a[1], a[3]));

@@ -13,10 +13,10 @@ const KernelTable kNeonDotTable = {
     matvec_q8_0,
     matvec_q4,
     matvec_f32,
-    matvec_each_panel<BlockQ8_0, matvec_q8_0>,  // matmul_q8_0
+    matvec_each_panel<BlockQ8_0, matvec_q8_0>,  // matmul_q8_0 (the session uses the panels)
     matvec_each_panel<BlockQ4, matvec_q4>,      // matmul_q4
-    nullptr,                                    // matmul_q8_0_panels (kernels.h)
-    nullptr,                                    // matmul_q4_panels (kernels.h)
+    matmul_q8_0_panels,
+    nullptr,  // matmul_q4_panels (kernels.h)
     swiglu,
     rmsnorm_each_row<matvec_f32>,
     attend_group,

@@ -318,7 +318,8 @@ TEST(creating_a_session_allocates_its_planned_memory) {
             const sage::MemoryReport plan = sage::Session::planned_memory(*model, options);
             // The packed weights are the model's, made once by its first session on a path that
             // reads them (Model::pack_panels), not the session's.
-            if (sage::kernels::reads_panels(sage::kernels::active())) model->pack_panels();
+            if (sage::kernels::reads_panels(sage::kernels::active()))
+                model->pack_panels(sage::kernels::active());
             std::unique_ptr<sage::Session> session;
             const unsigned long bytes = sage::testing::count_bytes([&] {
                 session = std::make_unique<sage::Session>(*model, options, sage::kernels::active());

@@ -474,6 +474,25 @@ TEST(a_packed_model_still_serves_the_file_layout) {
     }
 }
 
+// A session packs only what its path multiplies by: the q8_0 or q4 panels where the path has the
+// kernel for the model's dtype, nothing otherwise (NEON with the dot product has q8_0's alone, so
+// a q4 model keeps its mapped rows), and the path reads its packed rows or the file's.
+TEST(a_session_packs_only_the_panels_its_path_reads) {
+    for (const std::string& path : {std::string(SAGE_SHIPPED_MODEL), fixture_models()[1]}) {
+        const sage::kernels::KernelTable* paths[8];
+        for (int i = 0, n = sage::kernels::available(paths, 8); i < n; ++i) {
+            const auto model = sage::Model::load(path);
+            const sage::Session session(*model, sage::SessionOptions{}, *paths[i]);
+            const bool q4 = model->quant == sage::DType::Q4;
+            const bool reads = q4 ? paths[i]->matmul_q4_panels != nullptr
+                                  : paths[i]->matmul_q8_0_panels != nullptr;
+            CHECK_EQ(model->packed_bytes() > 0, reads);
+            CHECK_EQ(model->weights.output.panels != nullptr, reads && !q4);
+            CHECK_EQ(model->weights.output.panels_q4 != nullptr, reads && q4);
+        }
+    }
+}
+
 // Generated tokens follow the grammar, decode into notes, and a reset replays the same seed.
 TEST(generate_produces_notes_and_reset_replays_the_seed) {
     const std::string path = fixture_models().back();
