@@ -608,7 +608,7 @@ def train(args: argparse.Namespace) -> dict:
         progress = tqdm(total=cfg.max_steps, initial=step, file=sys.stderr, unit="step")
 
     stop = cfg.max_steps if args.stop_at is None else min(args.stop_at, cfg.max_steps)
-    saved_step = step
+    saved = (step, cfg.max_steps)  # the step and the schedule last.pt holds
     # --time-budget: time steps CALIBRATION[0] to CALIBRATION[1] (after start-up) and fit
     # max_steps to what is left, keeping 15 % for the evaluations and checkpoints not yet timed;
     # fit again after every validation from the pace since CALIBRATION[0], evaluations included,
@@ -631,7 +631,7 @@ def train(args: argparse.Namespace) -> dict:
 
     def validate() -> None:
         """Validation loss at ``step``, logged; last.pt (and best.pt when it improved) saved."""
-        nonlocal best_valid, saved_step, window_start
+        nonlocal best_valid, saved, window_start
         eval_start = time.perf_counter()
         valid_loss, valid_tokens = evaluate(model, valid_pieces, tokenizer, cfg, env, device)
         improved = valid_loss < best_valid
@@ -652,7 +652,7 @@ def train(args: argparse.Namespace) -> dict:
             save_checkpoint(out / "last.pt", payload)
             if improved:
                 save_checkpoint(out / "best.pt", payload)
-        saved_step = step
+        saved = (step, cfg.max_steps)
         # evaluation and checkpoints are not training throughput
         window_start += time.perf_counter() - eval_start
 
@@ -710,8 +710,9 @@ def train(args: argparse.Namespace) -> dict:
 
     if progress is not None:
         progress.close()
-    # stopped between evaluations (--stop-at), or before the first step: keep the state to resume
-    if saved_step != step or step == 0:
+    # stopped between evaluations (--stop-at), or before the first step, or a --time-budget refit
+    # after the last validation moved the end to this step: keep the state and schedule to resume
+    if saved != (step, cfg.max_steps) or step == 0:
         payload = checkpoint_payload()
         if env.main:
             save_checkpoint(out / "last.pt", payload)
