@@ -35,8 +35,6 @@ def _engine(args: argparse.Namespace):
         raise UserError(str(error)) from None
     from sage_edge.engine import Engine
 
-    if args.kv_memory is None:  # the engine's default
-        return Engine(args.model)
     return Engine(args.model, kv_memory=args.kv_memory)
 
 
@@ -409,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--model", help="a .sage model file (default: the shipped model)")
         command.add_argument(
             "--kv-memory",
+            default=kv_memory,  # the engine's; None only where it is not built (_engine refuses)
             help="how a session holds past keys and values: f32 or int8 (about a quarter of the "
             "memory)" + (f" ({kv_memory})" if kv_memory else ""),
         )

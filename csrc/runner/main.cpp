@@ -612,7 +612,8 @@ class Generation {
 
     bool done() const {
         if (o_.bars == 0) return generated_ >= o_.tokens;
-        return finished_ || generated_ >= o_.max_tokens;
+        const bool finished = reason_ != SAGE_STOP_BAR_LINE && reason_ != SAGE_STOP_CAPACITY;
+        return finished || generated_ >= o_.max_tokens;
     }
 
     // Generates up to n more tokens. With --bars the engine stops before the Bar that opens bar
@@ -642,9 +643,7 @@ class Generation {
                 ++generated_;
                 if (keep_bars_) keep_bar();
             }
-            finished_ = reason != SAGE_STOP_BAR_LINE && reason != SAGE_STOP_CAPACITY;
-            complete_ =
-                reason == SAGE_STOP_BARS || reason == SAGE_STOP_TIME || reason == SAGE_STOP_END;
+            reason_ = reason;
             if (reason == SAGE_STOP_END) end_ = stop_.end;  // EOS in the last bar: it ends there
         }
     }
@@ -652,7 +651,9 @@ class Generation {
     uint64_t generated() const { return generated_; }
     // With --bars, whether the piece is complete: its bars generated, or EOS in its last bar
     // (not a token cap).
-    bool complete() const { return complete_; }
+    bool complete() const {
+        return reason_ == SAGE_STOP_BARS || reason_ == SAGE_STOP_TIME || reason_ == SAGE_STOP_END;
+    }
     // The bars generated, for --out; with --bars only the o.bars asked for.
     const std::vector<sage_bar>& bars() const { return bars_; }
     // With --bars, where bar o.bars ends in quarters once it is complete; 0 before.
@@ -679,8 +680,7 @@ class Generation {
     const bool keep_bars_;
     sage_bar_stop stop_{};
     int32_t tokens_[kStepTokens];
-    bool finished_ = false;
-    bool complete_ = false;
+    sage_stop_reason reason_ = SAGE_STOP_CAPACITY;  // why the last generate_bars call returned
     uint64_t generated_ = 0;
     std::vector<sage_bar> bars_;
     double end_ = 0;
